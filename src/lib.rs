@@ -1,0 +1,1 @@
+//! akashi server library (skeleton).

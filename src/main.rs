@@ -1,0 +1,3 @@
+//! akashi server binary.
+
+fn main() {}
