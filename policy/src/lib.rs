@@ -1,1 +1,56 @@
-//! policy (skeleton).
+//! akashi's policy crate: the typed domain, the log events, the state derived from them, and
+//! access decisions by Cedar.
+//!
+//! It is the only crate that imports `cedar_policy`, and the one place where the domain state
+//! machine lives, so the server and a regulator's replay compute the same decisions from the same
+//! log:
+//!
+//! - [`domain`]: identifiers, vocabularies (purposes, levels, categories, ...) with their
+//!   hierarchies, directory and consent records, timestamps.
+//! - [`event`]: [`Event`], the body of every state-changing or decision log entry, with its
+//!   public attributes.
+//! - [`state`]: [`state::apply`] folds events into a key-value map (the server's store or a
+//!   `BTreeMap`), plus read and validation helpers.
+//! - [`facts`]: [`Facts`], what one decision reads from the state, and consent resolution.
+//! - [`engine`]: [`PolicyEngine`], schema-validated policy sets, their hash, and decisions.
+//! - [`decision`]: [`Request`] and [`Decision`].
+//! - [`whatif`]: which past decisions a candidate policy set would change.
+//! - [`replay`]: re-running a log's events and decisions, as a regulator does.
+//!
+//! The crate does no I/O and knows nothing of gRPC or the ledger's encoding; it deliberately does
+//! not depend on `ledger` or `proto`.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use policy::{Event, PolicyEngine, state};
+//!
+//! let engine = PolicyEngine::default_set()?;
+//! let mut kv = BTreeMap::new();
+//! let activate = Event::ActivatePolicySet {
+//!     policies: engine.text().to_owned(),
+//!     hash: engine.hash(),
+//! };
+//! state::apply(&mut kv, &activate, 0)?;
+//! assert_eq!(state::active_policy_set_hash(&kv)?, Some(engine.hash()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod decision;
+pub mod domain;
+pub mod engine;
+pub mod event;
+pub mod facts;
+pub mod replay;
+pub mod state;
+pub mod whatif;
+
+pub use decision::{Decision, PolicySetHash, Recipient, Request};
+pub use domain::{
+    Action, CategoryName, Clinician, ClinicianId, ClinicianRole, Consent, ConsentId, DataCategory,
+    Department, DomainError, Effect, Facility, FacilityGroup, FacilityId, GroupId, Level, Name,
+    OrgId, Organization, Principal, PrincipalType, Purpose, RecipientClass, SubjectId, Timestamp,
+};
+pub use engine::{PolicyEngine, PolicyError, ValidationIssue, canonicalize, validate};
+pub use event::Event;
+pub use facts::Facts;
+pub use state::{ApplyError, KvError, KvRead, KvScan, KvWrite, StateError};

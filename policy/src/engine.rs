@@ -1,0 +1,930 @@
+//! The Cedar facade: schema-validated policy sets ([`PolicyEngine`]), their canonical text and
+//! hash, strict validation with locations ([`validate`]), and decisions ([`PolicyEngine::decide`]).
+//!
+//! Decisions build Cedar entities and context directly from typed values ([`Request`] and
+//! [`Facts`]); no JSON is parsed on the decision path. Entity type names, action ids and the
+//! purpose and category hierarchies are built once per process. The rules themselves live in the
+//! `.cedar` files; Rust only resolves consents, opt-outs and patient exclusions into context facts
+//! (see `RequestContext` in the schema), because Cedar cannot search a patient's consents.
+//!
+//! Fail closed: an unknown principal, facility or category, an action the schema does not allow
+//! for the principal, a request without the patient it needs, an entity that cannot be built, or
+//! any policy evaluation error makes the decision a deny, never an allow.
+//!
+//! # Canonical text and hash
+//!
+//! A policy set is identified by `SHA-256(canonical text)`, where the canonical text of a policy
+//! source is: a leading UTF-8 byte-order mark removed; line endings `\r\n` (and lone `\r`) turned
+//! into `\n`; trailing spaces and tabs removed from every line; trailing blank lines removed; and,
+//! unless the text is then empty, exactly one final `\n`. It is a pure text transformation, so
+//! anyone can recompute a hash with `sha256sum` on the text the log records, and it does not
+//! depend on the Cedar version.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use cedar_policy::{
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::decision::{Decision, PolicySetHash, Request};
+use crate::domain::{
+    Action, ClinicianRole, DataCategory, Effect, Level, PrincipalType, Purpose, RecipientClass,
+};
+use crate::facts::{FacilityFacts, Facts, PrincipalFacts};
+use crate::state::{KvRead, StateError};
+use crate::domain::Timestamp;
+
+#[cfg(test)]
+mod tests;
+
+/// Largest policy-set text accepted, in bytes.
+pub const MAX_POLICY_TEXT: usize = 256 * 1024;
+/// Most policies in a set.
+pub const MAX_POLICIES: usize = 1000;
+/// Longest `@id` of a policy, in bytes.
+pub const MAX_POLICY_ID_LEN: usize = 128;
+/// Longest `@reason` of a policy, in bytes.
+pub const MAX_REASON_LEN: usize = 512;
+
+/// The Cedar schema every policy set is validated against.
+pub const SCHEMA: &str = include_str!("../schema/akashi.cedarschema");
+
+/// The default policy set: the rule files of `policies/`, in this order.
+pub const DEFAULT_POLICIES: &str = concat!(
+    include_str!("../policies/secondary_use.cedar"),
+    "\n",
+    include_str!("../policies/statistics.cedar"),
+    "\n",
+    include_str!("../policies/disclosure.cedar"),
+    "\n",
+    include_str!("../policies/ehr.cedar"),
+    "\n",
+    include_str!("../policies/break_glass.cedar"),
+    "\n",
+    include_str!("../policies/patient.cedar"),
+);
+
+/// The reason given when no policy permits a request.
+pub const DEFAULT_DENY_REASON: &str = "no policy permits this request (deny by default)";
+
+/// Why a policy set cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The policy set does not parse or validate; the issues say where and why.
+    #[error("policy set is invalid: {}", issues.first().map_or_else(String::new, ToString::to_string))]
+    Invalid {
+        /// What is wrong, with locations.
+        issues: Vec<ValidationIssue>,
+    },
+    /// The built-in schema does not load (a bug in this crate).
+    #[error("built-in schema does not load: {message}")]
+    Schema {
+        /// Cedar's message.
+        message: String,
+    },
+}
+
+/// One problem found by [`validate`], with its location in the canonical text when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationIssue {
+    /// What is wrong (Cedar's message, with its help when it gives one).
+    pub message: String,
+    /// The `@id` of the policy concerned, when known.
+    pub policy: Option<String>,
+    /// 1-based line in the canonical text.
+    pub line: Option<u32>,
+    /// 1-based column (in characters).
+    pub column: Option<u32>,
+}
+
+impl fmt::Display for ValidationIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "{line}:{column}: ")?;
+        }
+        if let Some(policy) = &self.policy {
+            write!(f, "policy `{policy}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A compiled policy set, validated against [`SCHEMA`] in strict mode.
+#[derive(Debug, Clone)]
+pub struct PolicyEngine {
+    text: String,
+    hash: PolicySetHash,
+    policies: PolicySet,
+    meta: HashMap<PolicyId, PolicyMeta>,
+}
+
+#[derive(Debug, Clone)]
+struct PolicyMeta {
+    id: String,
+    reason: String,
+    review: bool,
+    position: usize,
+}
+
+impl PolicyEngine {
+    /// Compiles a policy set after canonicalising and validating it (see [`validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError::Invalid`] with every issue found.
+    pub fn new(policies: &str) -> Result<Self, PolicyError> {
+        let text = canonicalize(policies);
+        let statics = statics()?;
+        let (set, meta) = compile(&text, statics).map_err(|issues| PolicyError::Invalid { issues })?;
+        Ok(Self {
+            hash: hash_text(&text),
+            text,
+            policies: set,
+            meta,
+        })
+    }
+
+    /// The default policy set ([`DEFAULT_POLICIES`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] only if this crate's own files are broken (its tests check they are not).
+    pub fn default_set() -> Result<Self, PolicyError> {
+        Self::new(DEFAULT_POLICIES)
+    }
+
+    /// SHA-256 of the canonical text.
+    pub fn hash(&self) -> PolicySetHash {
+        self.hash
+    }
+
+    /// The canonical text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The Cedar schema policy sets are validated against.
+    pub fn schema_text() -> &'static str {
+        SCHEMA
+    }
+
+    /// The `@id`s of the policies, in policy-set order.
+    pub fn policy_ids(&self) -> Vec<&str> {
+        let mut metas: Vec<&PolicyMeta> = self.meta.values().collect();
+        metas.sort_by_key(|m| m.position);
+        metas.into_iter().map(|m| m.id.as_str()).collect()
+    }
+
+    /// Decides `request` with the state in `kv` at time `now`.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the state cannot be read: the caller must then answer with an error,
+    /// never an allow.
+    pub fn decide_kv(
+        &self,
+        request: &Request,
+        kv: &impl KvRead,
+        now: Timestamp,
+    ) -> Result<Decision, StateError> {
+        let facts = Facts::gather(kv, request)?;
+        Ok(self.decide(request, &facts, now))
+    }
+
+    /// Decides `request` from `facts` (see [`Facts::gather`]) at time `now`. Never fails: every
+    /// problem is a deny with a reason.
+    pub fn decide(&self, request: &Request, facts: &Facts, now: Timestamp) -> Decision {
+        let statics = match statics() {
+            Ok(s) => s,
+            Err(e) => return Decision::deny(format!("policy engine unavailable: {e}")),
+        };
+        if !facts.missing.is_empty() {
+            let mut decision = Decision::deny(String::new());
+            decision.reasons = facts.missing.iter().map(ToString::to_string).collect();
+            return decision;
+        }
+        let (Some(principal), Some(category)) =
+            (facts.principal.as_ref(), Facts::category(request))
+        else {
+            return Decision::deny("unknown principal or data category");
+        };
+        let principal_type = request.principal.principal_type();
+        if !statics.applies(request.action, principal_type) {
+            return Decision::deny(format!(
+                "action `{}` is not available to a `{principal_type}` principal",
+                request.action
+            ));
+        }
+        if request.subject.is_none() && request.action != Action::ExportStatistics {
+            return Decision::deny(format!("action `{}` needs a patient", request.action));
+        }
+        let matched = facts.matching_consents(request, now);
+        let built = build_request(statics, request, facts, principal, category, !matched.is_empty());
+        let (cedar_request, entities) = match built {
+            Ok(b) => b,
+            Err(message) => {
+                let mut decision = Decision::deny("the request could not be evaluated (fail closed)");
+                decision.errors.push(message);
+                return decision;
+            }
+        };
+        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        self.to_decision(&response, matched)
+    }
+
+    fn to_decision(&self, response: &cedar_policy::Response, matched: Vec<crate::domain::ConsentId>) -> Decision {
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics
+            .errors()
+            .map(|e| {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
+                let id = self
+                    .meta
+                    .get(e.policy_id())
+                    .map_or_else(|| e.policy_id().to_string(), |m| m.id.clone());
+                format!("policy `{id}` failed to evaluate: {}", e.inner())
+            })
+            .collect();
+        let mut determining: Vec<&PolicyMeta> = diagnostics
+            .reason()
+            .filter_map(|id| self.meta.get(id))
+            .collect();
+        determining.sort_by_key(|m| m.position);
+        let cedar_allow = response.decision() == cedar_policy::Decision::Allow;
+        if !errors.is_empty() && cedar_allow {
+            // Fail closed: a policy that failed to evaluate might have been a forbid.
+            return Decision {
+                effect: Effect::Deny,
+                determining_policies: Vec::new(),
+                reasons: vec![
+                    "a policy failed to evaluate, so the request is denied (fail closed)"
+                        .to_owned(),
+                ],
+                errors,
+                review_required: false,
+                matched_consents: matched,
+            };
+        }
+        let mut reasons: Vec<String> = determining.iter().map(|m| m.reason.clone()).collect();
+        if determining.is_empty() {
+            reasons.push(DEFAULT_DENY_REASON.to_owned());
+        }
+        if !errors.is_empty() {
+            reasons.push("a policy failed to evaluate (fail closed)".to_owned());
+        }
+        Decision {
+            effect: if cedar_allow { Effect::Allow } else { Effect::Deny },
+            review_required: cedar_allow && determining.iter().any(|m| m.review),
+            determining_policies: determining.iter().map(|m| m.id.clone()).collect(),
+            reasons,
+            errors,
+            matched_consents: matched,
+        }
+    }
+}
+
+/// Validates a policy set against [`SCHEMA`] in strict mode, after canonicalising it. Besides
+/// Cedar's parse and type errors, every policy must carry a unique `@id("...")` (letters, digits,
+/// `._:-`), a one-line `@reason("...")`, and `@review` only as `"true"` or `"false"`; templates
+/// are refused; `Purpose` and `DataCategory` entity literals must name known values.
+///
+/// # Errors
+///
+/// Every issue found, each with its location in the canonical text when known.
+pub fn validate(policies: &str) -> Result<(), Vec<ValidationIssue>> {
+    let statics = statics().map_err(|e| {
+        vec![ValidationIssue {
+            message: e.to_string(),
+            policy: None,
+            line: None,
+            column: None,
+        }]
+    })?;
+    compile(&canonicalize(policies), statics).map(|_| ())
+}
+
+/// The canonical text of a policy source (see the module docs).
+pub fn canonicalize(policies: &str) -> String {
+    let text = policies.strip_prefix('\u{feff}').unwrap_or(policies);
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
+        out.push_str(line.trim_end_matches([' ', '\t']));
+        out.push('\n');
+    }
+    let trimmed = out.trim_end_matches('\n').len();
+    out.truncate(trimmed);
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// SHA-256 of `text` (which should be canonical).
+pub fn hash_text(text: &str) -> PolicySetHash {
+    PolicySetHash(Sha256::digest(text.as_bytes()).into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation and validation
+// ---------------------------------------------------------------------------------------------
+
+fn compile(
+    text: &str,
+    statics: &Statics,
+) -> Result<(PolicySet, HashMap<PolicyId, PolicyMeta>), Vec<ValidationIssue>> {
+    let issue = |message: String| ValidationIssue {
+        message,
+        policy: None,
+        line: None,
+        column: None,
+    };
+    if text.len() > MAX_POLICY_TEXT {
+        return Err(vec![issue(format!(
+            "policy set is too large ({} bytes, at most {MAX_POLICY_TEXT})",
+            text.len()
+        ))]);
+    }
+    let set = PolicySet::from_str(text).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| diagnostic_issue(text, e, None))
+            .collect::<Vec<_>>()
+    })?;
+    let mut issues = Vec::new();
+    if set.num_of_templates() > 0 {
+        issues.push(issue("templates are not supported; write static policies".to_owned()));
+    }
+    if set.num_of_policies() > MAX_POLICIES {
+        issues.push(issue(format!(
+            "policy set has too many policies ({}, at most {MAX_POLICIES})",
+            set.num_of_policies()
+        )));
+    }
+    if set.num_of_policies() == 0 {
+        issues.push(issue("policy set has no policies".to_owned()));
+    }
+    let mut policies: Vec<(usize, &cedar_policy::Policy)> = set
+        .policies()
+        .map(|p| (position_of(p.id()), p))
+        .collect();
+    policies.sort_by_key(|(position, _)| *position);
+
+    let mut meta = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut search_from = 0;
+    for (position, policy) in policies {
+        // Locate the policy's own text, to report annotation problems where they are.
+        let offset = policy.to_cedar().and_then(|src| {
+            let found = text.get(search_from..)?.find(&src)? + search_from;
+            search_from = found + src.len();
+            Some(found)
+        });
+        let located = |message: String, id: Option<String>| {
+            let (line, column) = offset.map_or((None, None), |o| {
+                let (l, c) = line_column(text, o);
+                (Some(l), Some(c))
+            });
+            ValidationIssue {
+                message,
+                policy: id,
+                line,
+                column,
+            }
+        };
+        let id = policy.annotation("id").map(str::to_owned);
+        match &id {
+            None => issues.push(located("policy has no `@id(\"...\")` annotation".to_owned(), None)),
+            Some(id) if !valid_policy_id(id) => issues.push(located(
+                format!(
+                    "`@id` must be 1 to {MAX_POLICY_ID_LEN} ASCII letters, digits or `._:-`"
+                ),
+                Some(id.clone()),
+            )),
+            Some(id) if !seen.insert(id.clone()) => {
+                issues.push(located("`@id` is used by another policy".to_owned(), Some(id.clone())));
+            }
+            Some(_) => {}
+        }
+        let reason = policy.annotation("reason").map(str::to_owned);
+        match &reason {
+            Some(r) if !r.trim().is_empty() && r.len() <= MAX_REASON_LEN && !r.contains('\n') => {}
+            _ => issues.push(located(
+                format!("policy needs a one-line `@reason(\"...\")` of at most {MAX_REASON_LEN} bytes"),
+                id.clone(),
+            )),
+        }
+        let review = match policy.annotation("review") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                issues.push(located(
+                    format!("`@review` must be \"true\" or \"false\", not `{}`", other.escape_default()),
+                    id.clone(),
+                ));
+                false
+            }
+        };
+        for literal in policy.entity_literals() {
+            if let Some(problem) = statics.unknown_literal(&literal) {
+                issues.push(located(problem, id.clone()));
+            }
+        }
+        meta.insert(
+            policy.id().clone(),
+            PolicyMeta {
+                id: id.unwrap_or_default(),
+                reason: reason.unwrap_or_default(),
+                review,
+                position,
+            },
+        );
+    }
+    let result = statics.validator.validate(&set, ValidationMode::Strict);
+    for error in result.validation_errors() {
+        let id = meta.get(error.policy_id()).map(|m| m.id.clone());
+        issues.push(diagnostic_issue(text, error, id));
+    }
+    if issues.is_empty() {
+        Ok((set, meta))
+    } else {
+        Err(issues)
+    }
+}
+
+/// Cedar names the policies of a parsed set `policy0`, `policy1`, ... in text order.
+fn position_of(id: &PolicyId) -> usize {
+    id.to_string()
+        .strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+fn valid_policy_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_POLICY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn diagnostic_issue(
+    text: &str,
+    diagnostic: &(impl miette::Diagnostic + fmt::Display),
+    policy: Option<String>,
+) -> ValidationIssue {
+    let mut message = diagnostic.to_string();
+    if let Some(help) = diagnostic.help() {
+        message.push_str(" (");
+        message.push_str(&help.to_string());
+        message.push(')');
+    }
+    let offset = diagnostic
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset());
+    let (line, column) = offset.map_or((None, None), |o| {
+        let (l, c) = line_column(text, o);
+        (Some(l), Some(c))
+    });
+    ValidationIssue {
+        message: message.replace('\n', " "),
+        policy,
+        line,
+        column,
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (u32, u32) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    let before = text.get(..end).unwrap_or_default();
+    let line = before.matches('\n').count().saturating_add(1);
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |l| l.chars().count())
+        .saturating_add(1);
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process-wide Cedar values: schema, validator, type names, hierarchies
+// ---------------------------------------------------------------------------------------------
+
+struct Types {
+    clinician: EntityTypeName,
+    data_category: EntityTypeName,
+    department: EntityTypeName,
+    facility: EntityTypeName,
+    facility_group: EntityTypeName,
+    level: EntityTypeName,
+    organization: EntityTypeName,
+    patient: EntityTypeName,
+    purpose: EntityTypeName,
+    recipient_class: EntityTypeName,
+    record: EntityTypeName,
+    role: EntityTypeName,
+}
+
+struct Statics {
+    validator: Validator,
+    types: Types,
+    /// Action uid and the principal types the schema allows, per [`Action`] (in `Action::ALL`
+    /// order).
+    actions: Vec<(Action, EntityUid, Vec<PrincipalType>)>,
+    /// A purpose's entity and its ancestors' entities.
+    purposes: HashMap<Purpose, (EntityUid, Vec<Entity>)>,
+    /// A category's entity and its ancestors' entities.
+    categories: HashMap<DataCategory, (EntityUid, Vec<Entity>)>,
+    levels: HashMap<Level, EntityUid>,
+    roles: HashMap<ClinicianRole, EntityUid>,
+    classes: HashMap<RecipientClass, EntityUid>,
+    record: EntityUid,
+}
+
+fn statics() -> Result<&'static Statics, PolicyError> {
+    static STATICS: OnceLock<Result<Statics, String>> = OnceLock::new();
+    STATICS
+        .get_or_init(Statics::build)
+        .as_ref()
+        .map_err(|message| PolicyError::Schema {
+            message: message.clone(),
+        })
+}
+
+impl Statics {
+    fn build() -> Result<Self, String> {
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(SCHEMA).map_err(|e| e.to_string())?;
+        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
+        let types = Types {
+            clinician: name("Clinician")?,
+            data_category: name("DataCategory")?,
+            department: name("Department")?,
+            facility: name("Facility")?,
+            facility_group: name("FacilityGroup")?,
+            level: name("Level")?,
+            organization: name("Organization")?,
+            patient: name("Patient")?,
+            purpose: name("Purpose")?,
+            recipient_class: name("RecipientClass")?,
+            record: name("Record")?,
+            role: name("Role")?,
+        };
+        let action_type = name("Action")?;
+        let mut actions = Vec::new();
+        for action in Action::ALL {
+            let action_uid = uid(&action_type, action.as_str());
+            let principals = schema
+                .principals_for_action(&action_uid)
+                .map(|types| {
+                    types
+                        .filter_map(|t| PrincipalType::from_str(&t.to_string()).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            actions.push((*action, action_uid, principals));
+        }
+        let purposes = Purpose::ALL
+            .iter()
+            .map(|p| {
+                let chain: Vec<Purpose> =
+                    std::iter::successors(Some(*p), |p| p.parent()).collect();
+                let entities = chain
+                    .iter()
+                    .map(|c| hierarchy_entity(&types.purpose, c.as_str(), c.parent().map(Purpose::as_str)))
+                    .collect();
+                (*p, (uid(&types.purpose, p.as_str()), entities))
+            })
+            .collect();
+        let categories = DataCategory::ALL
+            .iter()
+            .map(|d| {
+                let chain: Vec<DataCategory> =
+                    std::iter::successors(Some(*d), |d| d.parent()).collect();
+                let entities = chain
+                    .iter()
+                    .map(|c| {
+                        hierarchy_entity(
+                            &types.data_category,
+                            c.as_str(),
+                            c.parent().map(DataCategory::as_str),
+                        )
+                    })
+                    .collect();
+                (*d, (uid(&types.data_category, d.as_str()), entities))
+            })
+            .collect();
+        let levels = Level::ALL
+            .iter()
+            .map(|l| (*l, uid(&types.level, l.as_str())))
+            .collect();
+        let roles = ClinicianRole::ALL
+            .iter()
+            .map(|r| (*r, uid(&types.role, r.as_str())))
+            .collect();
+        let classes = RecipientClass::ALL
+            .iter()
+            .map(|c| (*c, uid(&types.recipient_class, c.as_str())))
+            .collect();
+        let record = uid(&types.record, "request");
+        Ok(Self {
+            validator: Validator::new(schema),
+            types,
+            actions,
+            purposes,
+            categories,
+            levels,
+            roles,
+            classes,
+            record,
+        })
+    }
+
+    fn applies(&self, action: Action, principal: PrincipalType) -> bool {
+        self.actions
+            .iter()
+            .any(|(a, _, principals)| *a == action && principals.contains(&principal))
+    }
+
+    fn action_uid(&self, action: Action) -> Option<&EntityUid> {
+        self.actions
+            .iter()
+            .find(|(a, _, _)| *a == action)
+            .map(|(_, uid, _)| uid)
+    }
+
+    /// A problem with an entity literal of a policy, if it names an unknown purpose or category.
+    fn unknown_literal(&self, literal: &EntityUid) -> Option<String> {
+        let ty = literal.type_name();
+        let id: &str = literal.id().unescaped();
+        if ty == &self.types.purpose && Purpose::from_str(id).is_err() {
+            return Some(format!("unknown purpose `{}`", id.escape_default()));
+        }
+        if ty == &self.types.data_category && DataCategory::from_str(id).is_err() {
+            return Some(format!("unknown data category `{}`", id.escape_default()));
+        }
+        None
+    }
+}
+
+fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+}
+
+fn hierarchy_entity(ty: &EntityTypeName, id: &str, parent: Option<&str>) -> Entity {
+    Entity::new_no_attrs(
+        uid(ty, id),
+        parent.map(|p| uid(ty, p)).into_iter().collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building a Cedar request
+// ---------------------------------------------------------------------------------------------
+
+fn build_request(
+    statics: &Statics,
+    request: &Request,
+    facts: &Facts,
+    principal: &PrincipalFacts,
+    category: DataCategory,
+    has_opt_in_consent: bool,
+) -> Result<(cedar_policy::Request, Entities), String> {
+    let t = &statics.types;
+    let mut entities: Vec<Entity> = Vec::with_capacity(12);
+    let mut facility_built: Option<&FacilityFacts> = None;
+
+    let principal_uid = match principal {
+        PrincipalFacts::Organization { id, class } => {
+            let org = uid(&t.organization, id.as_str());
+            let class_uid = statics.classes.get(class).ok_or("unknown recipient class")?;
+            entities.push(entity(
+                org.clone(),
+                [(
+                    "class",
+                    RestrictedExpression::new_entity_uid(class_uid.clone()),
+                )],
+                [class_uid.clone()],
+            )?);
+            org
+        }
+        PrincipalFacts::Clinician {
+            id,
+            role,
+            department,
+            facility,
+            ..
+        } => {
+            let clinician = uid(&t.clinician, id.as_str());
+            let facility_uid = uid(&t.facility, facility.id.as_str());
+            let department_uid = uid(
+                &t.department,
+                &format!("{}/{}", facility.id.as_str(), department.as_str()),
+            );
+            let role_uid = statics.roles.get(role).ok_or("unknown role")?;
+            entities.push(entity(
+                clinician.clone(),
+                [
+                    ("role", RestrictedExpression::new_entity_uid(role_uid.clone())),
+                    (
+                        "facility",
+                        RestrictedExpression::new_entity_uid(facility_uid.clone()),
+                    ),
+                    (
+                        "department",
+                        RestrictedExpression::new_string(department.as_str().to_owned()),
+                    ),
+                ],
+                [department_uid.clone()],
+            )?);
+            entities.push(entity(
+                department_uid,
+                [(
+                    "name",
+                    RestrictedExpression::new_string(department.as_str().to_owned()),
+                )],
+                [facility_uid],
+            )?);
+            push_facility(statics, &mut entities, facility)?;
+            facility_built = Some(facility);
+            clinician
+        }
+        PrincipalFacts::Patient { id } => {
+            let patient = uid(&t.patient, id.as_str());
+            entities.push(Entity::new_no_attrs(patient.clone(), HashSet::new()));
+            patient
+        }
+    };
+
+    // The resource: this request's records.
+    let (category_uid, category_entities) = statics
+        .categories
+        .get(&category)
+        .ok_or("unknown data category")?;
+    entities.extend(category_entities.iter().cloned());
+    let mut attrs: Vec<(&str, RestrictedExpression)> = Vec::with_capacity(4);
+    attrs.push((
+        "category",
+        RestrictedExpression::new_entity_uid(category_uid.clone()),
+    ));
+    let mut parents = Vec::new();
+    if let Some(subject) = &request.subject {
+        let patient = uid(&t.patient, subject.as_str());
+        attrs.push(("subject", RestrictedExpression::new_entity_uid(patient.clone())));
+        if !matches!(principal, PrincipalFacts::Patient { id } if id == subject) {
+            entities.push(Entity::new_no_attrs(patient.clone(), HashSet::new()));
+        }
+        parents.push(patient);
+    }
+    if let Some(source) = &facts.source {
+        attrs.push((
+            "source_facility",
+            RestrictedExpression::new_entity_uid(uid(&t.facility, source.id.as_str())),
+        ));
+        if facility_built.is_none_or(|f| f.id != source.id) {
+            push_facility(statics, &mut entities, source)?;
+        }
+    }
+    if let Some(department) = &request.source_department {
+        attrs.push((
+            "source_department",
+            RestrictedExpression::new_string(department.as_str().to_owned()),
+        ));
+    }
+    entities.push(entity(statics.record.clone(), attrs, parents)?);
+
+    // The purpose, with its ancestors for `in`.
+    let (purpose_uid, purpose_entities) = statics
+        .purposes
+        .get(&request.purpose)
+        .ok_or("unknown purpose")?;
+    entities.extend(purpose_entities.iter().cloned());
+    let level_uid = statics.levels.get(&request.level).ok_or("unknown level")?;
+
+    let mut context = vec![
+        (
+            "purpose".to_owned(),
+            RestrictedExpression::new_entity_uid(purpose_uid.clone()),
+        ),
+        (
+            "level".to_owned(),
+            RestrictedExpression::new_entity_uid(level_uid.clone()),
+        ),
+        (
+            "has_opt_in_consent".to_owned(),
+            RestrictedExpression::new_bool(has_opt_in_consent),
+        ),
+        (
+            "opted_out".to_owned(),
+            RestrictedExpression::new_bool(facts.subject.opted_out_of(request.purpose)),
+        ),
+        (
+            "patient_excluded".to_owned(),
+            RestrictedExpression::new_bool(facts.patient_excluded()),
+        ),
+    ];
+    if let Some(size) = request.cohort_size {
+        context.push((
+            "cohort_size".to_owned(),
+            RestrictedExpression::new_long(i64::try_from(size).unwrap_or(i64::MAX)),
+        ));
+    }
+    let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
+    let action = statics
+        .action_uid(request.action)
+        .ok_or("unknown action")?;
+    let cedar_request = cedar_policy::Request::new(
+        principal_uid,
+        action.clone(),
+        statics.record.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+    Ok((cedar_request, entities))
+}
+
+fn push_facility(
+    statics: &Statics,
+    entities: &mut Vec<Entity>,
+    facility: &FacilityFacts,
+) -> Result<(), String> {
+    let t = &statics.types;
+    let departments = |list: &[crate::domain::Department]| {
+        RestrictedExpression::new_set(
+            list.iter()
+                .map(|d| RestrictedExpression::new_string(d.as_str().to_owned())),
+        )
+    };
+    let mut attrs = vec![
+        ("excluded_departments", departments(&facility.excluded_departments)),
+        (
+            "emergency_active",
+            RestrictedExpression::new_bool(facility.emergency_active),
+        ),
+    ];
+    let mut parents = Vec::new();
+    if let Some(group) = &facility.group {
+        let group_uid = uid(&t.facility_group, group.as_str());
+        attrs.push(("group", RestrictedExpression::new_entity_uid(group_uid.clone())));
+        entities.push(entity(
+            group_uid.clone(),
+            [(
+                "excluded_departments",
+                departments(&facility.group_excluded_departments),
+            )],
+            [],
+        )?);
+        parents.push(group_uid);
+    }
+    entities.push(entity(uid(&t.facility, facility.id.as_str()), attrs, parents)?);
+    Ok(())
+}
+
+fn entity<'a>(
+    id: EntityUid,
+    attrs: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
+    parents: impl IntoIterator<Item = EntityUid>,
+) -> Result<Entity, String> {
+    Entity::new(
+        id,
+        attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        parents.into_iter().collect(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+pub(crate) fn schema_for_tests() -> Schema {
+    Schema::from_cedarschema_str(SCHEMA).map(|(s, _)| s).unwrap()
+}
+
+#[cfg(test)]
+pub(crate) fn build_for_tests(
+    request: &Request,
+    facts: &Facts,
+    now: Timestamp,
+) -> (cedar_policy::Request, Vec<Entity>) {
+    let statics = statics().unwrap();
+    let principal = facts.principal.as_ref().unwrap();
+    let category = Facts::category(request).unwrap();
+    let matched = !facts.matching_consents(request, now).is_empty();
+    let (req, entities) = build_request(statics, request, facts, principal, category, matched).unwrap();
+    (req, entities.iter().cloned().collect())
+}

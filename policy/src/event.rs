@@ -1,0 +1,327 @@
+//! Log events: the content of every state-changing or decision log entry, as stored in its body.
+//!
+//! An [`Event`] serialises to JSON with a `kind` tag equal to [`Event::kind`] and stable field
+//! names; the bytes the ledger stores never change, so fields are only ever added (with
+//! `#[serde(default)]`). [`Event::public_attributes`] says what may go into the public leaf header
+//! (DESIGN.md §3) and [`Event::public_body`] which events may be published whole.
+//!
+//! This module does not apply events (that is [`crate::state::apply`]) and does not frame them
+//! into ledger entries (nonce, commitment and header encoding are the ledger's).
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Decision, PolicySetHash, Recipient, Request};
+use crate::domain::{
+    Clinician, Consent, ConsentId, DomainError, Facility, FacilityGroup, FacilityId,
+    MAX_EXCLUDED_DEPARTMENTS, MAX_EXCLUDED_PATIENTS, MAX_PURPOSES, Organization, Purpose,
+    SubjectId, Timestamp, check_list,
+};
+use crate::engine::MAX_POLICY_TEXT;
+
+#[cfg(test)]
+mod tests;
+
+/// Largest serialised event accepted by [`Event::from_json`], in bytes.
+pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// A log event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Event {
+    /// An organisation was registered or changed.
+    #[serde(rename = "directory.organization")]
+    UpsertOrganization(Organization),
+    /// A facility was registered or changed (including its disclosure settings).
+    #[serde(rename = "directory.facility")]
+    UpsertFacility(Facility),
+    /// A facility group was registered or changed (including its disclosure settings).
+    #[serde(rename = "directory.facility_group")]
+    UpsertFacilityGroup(FacilityGroup),
+    /// A clinician was registered or changed.
+    #[serde(rename = "directory.clinician")]
+    UpsertClinician(Clinician),
+    /// An emergency was declared (`active`) or ended for a facility.
+    #[serde(rename = "directory.emergency")]
+    SetEmergency {
+        /// The facility.
+        facility: FacilityId,
+        /// Whether an emergency is now in force.
+        active: bool,
+    },
+    /// A patient granted a consent.
+    #[serde(rename = "consent.grant")]
+    GrantConsent(Consent),
+    /// A patient revoked a consent; it stops counting for every decision sequenced after this.
+    #[serde(rename = "consent.revoke")]
+    RevokeConsent {
+        /// The patient.
+        subject: SubjectId,
+        /// The consent.
+        consent_id: ConsentId,
+        /// When (informational; the order in the log is what counts).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoked_at: Option<Timestamp>,
+    },
+    /// A patient's opt-outs are now exactly `purposes` (an empty list withdraws every opt-out).
+    #[serde(rename = "consent.opt_out")]
+    RecordOptOut {
+        /// The patient.
+        subject: SubjectId,
+        /// The purposes opted out of (each with its sub-purposes).
+        purposes: Vec<Purpose>,
+    },
+    /// A policy set became the active one.
+    #[serde(rename = "policy.activate")]
+    ActivatePolicySet {
+        /// Its canonical text.
+        policies: String,
+        /// SHA-256 of `policies`.
+        hash: PolicySetHash,
+    },
+    /// An access decision.
+    #[serde(rename = "access.decision")]
+    Decision {
+        /// What was asked.
+        request: Request,
+        /// When it was decided (the time consents' validity is judged at).
+        time: Timestamp,
+        /// The answer.
+        decision: Decision,
+        /// The policy set in force.
+        policy_set_hash: PolicySetHash,
+        /// The leaf index of the subject's previous entry, if the request names a subject.
+        subject_prev: Option<u64>,
+        /// Who receives the data (from the directory at decision time); public.
+        #[serde(default)]
+        recipient: Option<Recipient>,
+    },
+}
+
+impl Event {
+    /// The dotted kind of the event, also its JSON `kind` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UpsertOrganization(_) => "directory.organization",
+            Self::UpsertFacility(_) => "directory.facility",
+            Self::UpsertFacilityGroup(_) => "directory.facility_group",
+            Self::UpsertClinician(_) => "directory.clinician",
+            Self::SetEmergency { .. } => "directory.emergency",
+            Self::GrantConsent(_) => "consent.grant",
+            Self::RevokeConsent { .. } => "consent.revoke",
+            Self::RecordOptOut { .. } => "consent.opt_out",
+            Self::ActivatePolicySet { .. } => "policy.activate",
+            Self::Decision { .. } => "access.decision",
+        }
+    }
+
+    /// The patient this event is about, if any (the key of the per-subject chain). Directory
+    /// events that list excluded patients are not about one patient and return none.
+    pub fn subject(&self) -> Option<&SubjectId> {
+        match self {
+            Self::GrantConsent(consent) => Some(&consent.subject),
+            Self::RevokeConsent { subject, .. } | Self::RecordOptOut { subject, .. } => {
+                Some(subject)
+            }
+            Self::Decision { request, .. } => request.subject.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// What may go into the public leaf header (DESIGN.md §3), as `(name, value)` pairs. Values
+    /// are printable ASCII without spaces; lists are comma separated, an empty list is `none`.
+    /// Never the subject, never patient exclusions (only their count), never data categories or
+    /// the requesting clinician.
+    pub fn public_attributes(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::UpsertOrganization(org) => vec![
+                ("org", org.id.to_string()),
+                ("recipient_class", org.recipient_class.to_string()),
+            ],
+            Self::UpsertFacility(facility) => vec![
+                ("facility", facility.id.to_string()),
+                ("group", opt(facility.group.as_ref())),
+                ("excluded_departments", join(&facility.excluded_departments)),
+                ("excluded_patients", facility.excluded_patients.len().to_string()),
+            ],
+            Self::UpsertFacilityGroup(group) => vec![
+                ("group", group.id.to_string()),
+                ("excluded_departments", join(&group.excluded_departments)),
+                ("excluded_patients", group.excluded_patients.len().to_string()),
+            ],
+            Self::UpsertClinician(clinician) => vec![
+                ("clinician", clinician.id.to_string()),
+                ("facility", clinician.facility.to_string()),
+                ("department", clinician.department.to_string()),
+                ("role", clinician.role.to_string()),
+            ],
+            Self::SetEmergency { facility, active } => vec![
+                ("facility", facility.to_string()),
+                ("emergency", if *active { "active" } else { "ended" }.to_owned()),
+            ],
+            Self::GrantConsent(consent) => vec![
+                ("purposes", join(&consent.purposes)),
+                ("recipients", join(&consent.recipients)),
+                ("recipient_classes", join(&consent.recipient_classes)),
+                ("max_level", consent.max_level.to_string()),
+            ],
+            Self::RevokeConsent { .. } => Vec::new(),
+            Self::RecordOptOut { purposes, .. } => vec![("purposes", join(purposes))],
+            Self::ActivatePolicySet { hash, .. } => vec![("policy_set", hash.to_hex())],
+            Self::Decision {
+                request,
+                decision,
+                policy_set_hash,
+                recipient,
+                ..
+            } => vec![
+                ("action", request.action.to_string()),
+                ("principal_type", request.principal.principal_type().to_string()),
+                ("recipient", opt(recipient.as_ref().map(|r| &r.id))),
+                (
+                    "recipient_class",
+                    opt(recipient.as_ref().and_then(|r| r.class.as_ref())),
+                ),
+                ("purpose", request.purpose.to_string()),
+                ("level", request.level.to_string()),
+                ("decision", decision.effect.to_string()),
+                ("policy_set", policy_set_hash.to_hex()),
+                ("review", decision.review_required.to_string()),
+            ],
+        }
+    }
+
+    /// The event as it may be published whole, if it may: directory and policy events carry no
+    /// personal data, except facility and group patient exclusions, which are removed here (the
+    /// public header keeps their count). Consent and decision events are about a patient and
+    /// return none.
+    pub fn public_body(&self) -> Option<Self> {
+        match self {
+            Self::UpsertFacility(facility) => Some(Self::UpsertFacility(Facility {
+                excluded_patients: Vec::new(),
+                ..facility.clone()
+            })),
+            Self::UpsertFacilityGroup(group) => Some(Self::UpsertFacilityGroup(FacilityGroup {
+                excluded_patients: Vec::new(),
+                ..group.clone()
+            })),
+            Self::UpsertOrganization(_)
+            | Self::UpsertClinician(_)
+            | Self::SetEmergency { .. }
+            | Self::ActivatePolicySet { .. } => Some(self.clone()),
+            Self::GrantConsent(_)
+            | Self::RevokeConsent { .. }
+            | Self::RecordOptOut { .. }
+            | Self::Decision { .. } => None,
+        }
+    }
+
+    /// Checks the caps and shapes that the types cannot express (list lengths, consent shape).
+    ///
+    /// # Errors
+    ///
+    /// The first [`DomainError`] found.
+    pub fn check(&self) -> Result<(), DomainError> {
+        match self {
+            Self::UpsertFacility(facility) => {
+                check_list(
+                    "excluded_departments",
+                    facility.excluded_departments.len(),
+                    MAX_EXCLUDED_DEPARTMENTS,
+                    false,
+                )?;
+                check_list(
+                    "excluded_patients",
+                    facility.excluded_patients.len(),
+                    MAX_EXCLUDED_PATIENTS,
+                    false,
+                )
+            }
+            Self::UpsertFacilityGroup(group) => {
+                check_list(
+                    "excluded_departments",
+                    group.excluded_departments.len(),
+                    MAX_EXCLUDED_DEPARTMENTS,
+                    false,
+                )?;
+                check_list(
+                    "excluded_patients",
+                    group.excluded_patients.len(),
+                    MAX_EXCLUDED_PATIENTS,
+                    false,
+                )
+            }
+            Self::GrantConsent(consent) => consent.check(),
+            Self::RecordOptOut { purposes, .. } => {
+                check_list("purposes", purposes.len(), MAX_PURPOSES, false)
+            }
+            Self::ActivatePolicySet { policies, .. } if policies.len() > MAX_POLICY_TEXT => {
+                Err(DomainError::TooLong {
+                    field: "policies",
+                    len: policies.len(),
+                    max: MAX_POLICY_TEXT,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The event's JSON body.
+    ///
+    /// # Errors
+    ///
+    /// [`EventCodecError`] if serialisation fails (it does not for events built from this crate's
+    /// types).
+    pub fn to_json(&self) -> Result<Vec<u8>, EventCodecError> {
+        serde_json::to_vec(self).map_err(|source| EventCodecError::Json { source })
+    }
+
+    /// Parses an event from its JSON body.
+    ///
+    /// # Errors
+    ///
+    /// [`EventCodecError`] when the body is larger than [`MAX_EVENT_BYTES`] or not a valid event.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventCodecError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventCodecError::TooLarge {
+                len: bytes.len(),
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|source| EventCodecError::Json { source })
+    }
+}
+
+/// Why an event body could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventCodecError {
+    /// The body is larger than the cap.
+    #[error("event body is too large ({len} bytes, at most {max})")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// The body is not a valid event.
+    #[error("invalid event body: {source}")]
+    Json {
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn opt<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "none".to_owned(), ToString::to_string)
+}

@@ -1,0 +1,257 @@
+//! The typed, in-memory snapshot of everything one decision needs from the state: the principal
+//! as the directory knows it, the source facility's disclosure settings, and the patient's
+//! consents, opt-outs and exclusions.
+//!
+//! [`Facts::gather`] reads it with a handful of point gets (at most: clinician, their facility,
+//! its group, its organisation, the source facility, its group, the patient). Decisions are
+//! computed from a [`Request`] and [`Facts`] alone, so what-if analysis can re-run them later.
+//! Consent resolution (which consents cover a request) also lives here, in Rust, because Cedar
+//! cannot ask "is there any consent that covers this?"; its results reach Cedar as context facts.
+//!
+//! This module does not decide and does not write.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{Recipient, Request};
+use crate::domain::{
+    CategoryName, ClinicianId, ClinicianRole, ConsentId, DataCategory, Department, FacilityId,
+    GroupId, OrgId, Principal, RecipientClass, SubjectId, Timestamp,
+};
+use crate::state::{self, KvRead, StateError, SubjectState};
+
+/// Everything a decision reads from the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The principal, as the directory knows it (none when unknown: see `missing`).
+    pub principal: Option<PrincipalFacts>,
+    /// The source facility's disclosure settings, when the request names a known one.
+    pub source: Option<FacilityFacts>,
+    /// The patient's state (empty when the request names no patient).
+    pub subject: SubjectState,
+    /// What the request names that the directory does not hold; any entry makes the decision a
+    /// deny with that reason.
+    pub missing: Vec<Missing>,
+}
+
+/// The principal as the directory knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum PrincipalFacts {
+    /// A clinician, with their facility's settings and organisation class.
+    Clinician {
+        /// Their id.
+        id: ClinicianId,
+        /// Their role.
+        role: ClinicianRole,
+        /// Their department.
+        department: Department,
+        /// Their facility.
+        facility: FacilityFacts,
+        /// The recipient class of their facility's organisation, if it is registered.
+        facility_class: Option<RecipientClass>,
+    },
+    /// An organisation.
+    Organization {
+        /// Its id.
+        id: OrgId,
+        /// Its recipient class.
+        class: RecipientClass,
+    },
+    /// A patient.
+    Patient {
+        /// Their pseudonym.
+        id: SubjectId,
+    },
+}
+
+/// A facility's settings as a decision needs them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacilityFacts {
+    /// Its id.
+    pub id: FacilityId,
+    /// Its facility group, if any.
+    pub group: Option<GroupId>,
+    /// Departments it excludes from sharing.
+    pub excluded_departments: Vec<Department>,
+    /// Departments its group excludes from sharing.
+    pub group_excluded_departments: Vec<Department>,
+    /// Whether an emergency is declared for it.
+    pub emergency_active: bool,
+}
+
+/// Something a request names that the directory does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "missing", content = "id")]
+pub enum Missing {
+    /// The principal's clinician id is not registered.
+    #[error("unknown clinician `{0}`")]
+    Clinician(ClinicianId),
+    /// A clinician's facility is not registered.
+    #[error("unknown facility `{0}` of the clinician")]
+    ClinicianFacility(FacilityId),
+    /// The data category is not one akashi knows.
+    #[error("unknown data category `{0}`")]
+    DataCategory(CategoryName),
+    /// The principal's organisation id is not registered.
+    #[error("unknown organisation `{0}`")]
+    Organization(OrgId),
+    /// The source facility is not registered.
+    #[error("unknown source facility `{0}`")]
+    SourceFacility(FacilityId),
+}
+
+impl Facts {
+    /// Reads what `request` needs from the state.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the store fails or a record is corrupt (the caller must then fail
+    /// closed: no decision, an error).
+    pub fn gather(kv: &impl KvRead, request: &Request) -> Result<Self, StateError> {
+        let mut missing = Vec::new();
+        if request.data_category.category().is_none() {
+            missing.push(Missing::DataCategory(request.data_category.clone()));
+        }
+        let principal = match &request.principal {
+            Principal::Organization(id) => match state::organization(kv, id)? {
+                Some(org) => Some(PrincipalFacts::Organization {
+                    id: org.id,
+                    class: org.recipient_class,
+                }),
+                None => {
+                    missing.push(Missing::Organization(id.clone()));
+                    None
+                }
+            },
+            Principal::Clinician(id) => match state::clinician(kv, id)? {
+                None => {
+                    missing.push(Missing::Clinician(id.clone()));
+                    None
+                }
+                Some(clinician) => match facility_facts(kv, &clinician.facility)? {
+                    None => {
+                        missing.push(Missing::ClinicianFacility(clinician.facility));
+                        None
+                    }
+                    Some(facility) => {
+                        let org = state::organization(kv, &OrgId::of_facility(&facility.id))?;
+                        Some(PrincipalFacts::Clinician {
+                            id: clinician.id,
+                            role: clinician.role,
+                            department: clinician.department,
+                            facility,
+                            facility_class: org.map(|o| o.recipient_class),
+                        })
+                    }
+                },
+            },
+            Principal::Patient(id) => Some(PrincipalFacts::Patient { id: id.clone() }),
+        };
+        let source = match &request.source_facility {
+            None => None,
+            Some(id) => {
+                // A clinician viewing their own facility's records: no need to read it twice.
+                let known = match &principal {
+                    Some(PrincipalFacts::Clinician { facility, .. }) if &facility.id == id => {
+                        Some(facility.clone())
+                    }
+                    _ => facility_facts(kv, id)?,
+                };
+                if known.is_none() {
+                    missing.push(Missing::SourceFacility(id.clone()));
+                }
+                known
+            }
+        };
+        let subject = match &request.subject {
+            Some(subject) => state::consent_state(kv, subject)?,
+            None => SubjectState::default(),
+        };
+        Ok(Self {
+            principal,
+            source,
+            subject,
+            missing,
+        })
+    }
+
+    /// Who receives data: the organisation, or a clinician's facility (as an organisation).
+    pub fn recipient(&self) -> Option<Recipient> {
+        match self.principal.as_ref()? {
+            PrincipalFacts::Organization { id, class } => Some(Recipient {
+                id: id.clone(),
+                class: Some(*class),
+            }),
+            PrincipalFacts::Clinician {
+                facility,
+                facility_class,
+                ..
+            } => Some(Recipient {
+                id: OrgId::of_facility(&facility.id),
+                class: *facility_class,
+            }),
+            PrincipalFacts::Patient { .. } => None,
+        }
+    }
+
+    /// The patient's consents that cover `request` at `now`: in force, purpose (with its
+    /// hierarchy), category (with its hierarchy), level, and recipient (its id or class). Empty
+    /// for patients as principals, unknown principals and unknown categories.
+    pub fn matching_consents(&self, request: &Request, now: Timestamp) -> Vec<ConsentId> {
+        let (Some(recipient), Some(category)) = (self.recipient(), request.data_category.category())
+        else {
+            return Vec::new();
+        };
+        self.subject
+            .consents
+            .iter()
+            .filter(|c| {
+                c.covers(
+                    request.purpose,
+                    category,
+                    request.level,
+                    &recipient.id,
+                    recipient.class,
+                    now,
+                )
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Whether the source facility, or its group, excludes the patient.
+    pub fn patient_excluded(&self) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        self.subject.excluded_by_facilities.contains(&source.id)
+            || source
+                .group
+                .as_ref()
+                .is_some_and(|g| self.subject.excluded_by_groups.contains(g))
+    }
+
+    /// The category the request names, when known.
+    pub(crate) fn category(request: &Request) -> Option<DataCategory> {
+        request.data_category.category()
+    }
+}
+
+fn facility_facts(kv: &impl KvRead, id: &FacilityId) -> Result<Option<FacilityFacts>, StateError> {
+    let Some(facility) = state::facility_record(kv, id)? else {
+        return Ok(None);
+    };
+    let group_excluded_departments = match &facility.group {
+        Some(group) => state::facility_group_record(kv, group)?
+            .map(|g| g.excluded_departments)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    Ok(Some(FacilityFacts {
+        id: facility.id,
+        group: facility.group,
+        excluded_departments: facility.excluded_departments,
+        group_excluded_departments,
+        emergency_active: facility.emergency_active,
+    }))
+}

@@ -1,0 +1,125 @@
+//! Replay: fold a log's events into a fresh state in order and re-decide every logged decision
+//! with the policy set in force at its position, as a regulator does (DESIGN.md §2.3).
+//!
+//! [`Replayer`] is fed one entry at a time, so the auditor can stream a log of any size. It does
+//! not fetch, verify signatures or proofs, or decode ledger entries; the auditor does that and
+//! hands over each entry's leaf index and [`Event`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::decision::{Decision, PolicySetHash};
+use crate::engine::{PolicyEngine, PolicyError};
+use crate::event::Event;
+use crate::facts::Facts;
+use crate::state::{self, ApplyError};
+
+/// What replaying one entry found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A state-changing event was applied.
+    Applied,
+    /// A logged decision was re-decided and agrees (effect, determining policies, review flag).
+    DecisionMatches,
+    /// A logged decision was re-decided and disagrees.
+    DecisionMismatch {
+        /// What the log says.
+        logged: Box<Decision>,
+        /// What the policy set and state in force decide.
+        recomputed: Box<Decision>,
+    },
+}
+
+/// Why replay cannot continue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The event does not apply to the state built so far.
+    #[error("entry {index} does not apply: {source}")]
+    Apply {
+        /// Its leaf index.
+        index: u64,
+        /// Why.
+        source: ApplyError,
+    },
+    /// An activated policy set does not compile.
+    #[error("entry {index} activates a policy set that does not compile: {source}")]
+    Policy {
+        /// Its leaf index.
+        index: u64,
+        /// Why.
+        source: PolicyError,
+    },
+}
+
+/// Replays a log entry by entry.
+#[derive(Debug, Default)]
+pub struct Replayer {
+    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    engines: HashMap<PolicySetHash, PolicyEngine>,
+    active: Option<PolicySetHash>,
+}
+
+impl Replayer {
+    /// A replayer at the start of a log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replays the entry at leaf `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError`] when the event does not apply (out of order, unknown consent, policy hash
+    /// or chain mismatch, ...) or an activated set does not compile.
+    pub fn step(&mut self, index: u64, event: &Event) -> Result<Outcome, ReplayError> {
+        let apply_error = |source| ReplayError::Apply { index, source };
+        let mut outcome = Outcome::Applied;
+        match event {
+            Event::ActivatePolicySet { policies, hash } => {
+                state::check(&self.kv, event, index).map_err(apply_error)?;
+                if !self.engines.contains_key(hash) {
+                    let engine = PolicyEngine::new(policies)
+                        .map_err(|source| ReplayError::Policy { index, source })?;
+                    self.engines.insert(*hash, engine);
+                }
+                self.active = Some(*hash);
+            }
+            Event::Decision {
+                request,
+                time,
+                decision,
+                ..
+            } => {
+                state::check(&self.kv, event, index).map_err(apply_error)?;
+                let engine = self
+                    .active
+                    .and_then(|h| self.engines.get(&h))
+                    .ok_or_else(|| apply_error(ApplyError::NoActivePolicySet))?;
+                let facts = Facts::gather(&self.kv, request)
+                    .map_err(|e| apply_error(ApplyError::from(e)))?;
+                let recomputed = engine.decide(request, &facts, *time);
+                outcome = if recomputed.same_outcome(decision) {
+                    Outcome::DecisionMatches
+                } else {
+                    Outcome::DecisionMismatch {
+                        logged: Box::new(decision.clone()),
+                        recomputed: Box::new(recomputed),
+                    }
+                };
+            }
+            _ => {}
+        }
+        state::apply(&mut self.kv, event, index).map_err(apply_error)?;
+        Ok(outcome)
+    }
+
+    /// The state built so far.
+    pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.kv
+    }
+
+    /// The policy set in force, if any.
+    pub fn active_engine(&self) -> Option<&PolicyEngine> {
+        self.active.and_then(|h| self.engines.get(&h))
+    }
+}

@@ -1,0 +1,930 @@
+//! The state derived from the log, kept in a key-value map: one implementation, used by the
+//! server (over the ledger's transactional store) and by a regulator's replay (over a
+//! [`BTreeMap`]), so both compute the same thing from the same log.
+//!
+//! [`apply`] folds one [`Event`] into the map; [`check`] runs the same checks without writing,
+//! so the server can refuse an event before it is sequenced. The read helpers below are what
+//! decisions and the consent API read. Reads per decision are a handful of point gets (see
+//! [`crate::facts::Facts::gather`]): a patient's consents, opt-outs and disclosure exclusions live
+//! under one key, so decisions do not slow down as patients grow.
+//!
+//! This module does not decide (see [`crate::engine`]) and does not sequence or store entries.
+//!
+//! # Key layout
+//!
+//! Keys are ASCII prefixes followed by an identifier (identifiers never contain `/`) or, for the
+//! per-subject entry listing, an 8-byte big-endian leaf index. Values are JSON unless noted.
+//!
+//! | key | value |
+//! |---|---|
+//! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
+//! | `dir/org/<org id>` | [`Organization`] |
+//! | `dir/fac/<facility id>` | the facility without its patient list, plus its emergency flag |
+//! | `dir/facx/<facility id>` | the facility's excluded patients (read only when it changes) |
+//! | `dir/grp/<group id>` | the facility group without its patient list |
+//! | `dir/grpx/<group id>` | the group's excluded patients (read only when it changes) |
+//! | `dir/cli/<clinician id>` | [`Clinician`] |
+//! | `con/<consent id>` | which patient it belongs to, and the leaf indices of grant and revoke |
+//! | `pol/active` | the active policy set: hash, canonical text, leaf index |
+//! | `subj/<pseudonym>/s` | [`SubjectState`]: unrevoked consents, opt-outs, exclusions |
+//! | `subj/<pseudonym>/h` | 16 bytes: last leaf index and entry count, both big-endian |
+//! | `subj/<pseudonym>/e/<8-byte BE index>` | the entry's kind, e.g. `access.decision` |
+//!
+//! The server lists a patient's entries by scanning the prefix [`subject_entries_prefix`] (in
+//! index order, thanks to the big-endian encoding) and decoding keys with
+//! [`decode_subject_entry_key`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::decision::PolicySetHash;
+use crate::domain::{
+    Clinician, ClinicianId, Consent, ConsentId, Department, DomainError, Facility, FacilityGroup,
+    FacilityId, GroupId, Name, OrgId, Organization, Purpose, SubjectId, Timestamp,
+};
+use crate::engine::{self, ValidationIssue};
+use crate::event::Event;
+
+#[cfg(test)]
+mod tests;
+
+/// Most unrevoked consents a patient may hold (consents that expired before a new grant are
+/// dropped at that grant and do not count).
+pub const MAX_CONSENTS_PER_SUBJECT: usize = 256;
+
+/// A failure of the underlying key-value store.
+#[derive(Debug, thiserror::Error)]
+#[error("key-value store failed: {source}")]
+pub struct KvError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl KvError {
+    /// Wraps a store's error.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+/// Reads from a key-value map.
+pub trait KvRead {
+    /// The value under `key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError`] when the store fails.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+}
+
+/// Writes to a key-value map.
+pub trait KvWrite: KvRead {
+    /// Sets `key` to `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError`] when the store fails.
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError>;
+
+    /// Removes `key` (no error if it is absent).
+    ///
+    /// # Errors
+    ///
+    /// [`KvError`] when the store fails.
+    fn delete(&mut self, key: &[u8]) -> Result<(), KvError>;
+}
+
+/// Lists keys by prefix, in key order.
+pub trait KvScan: KvRead {
+    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError`] when the store fails.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+}
+
+impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+}
+
+impl KvWrite for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        self.remove(key);
+        Ok(())
+    }
+}
+
+impl KvScan for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        Ok(self
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+impl<T: KvRead + ?Sized> KvRead for &T {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        (**self).get(key)
+    }
+}
+
+impl<T: KvRead + ?Sized> KvRead for &mut T {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        (**self).get(key)
+    }
+}
+
+impl<T: KvWrite + ?Sized> KvWrite for &mut T {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        (**self).put(key, value)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        (**self).delete(key)
+    }
+}
+
+/// A read of the derived state failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The store failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A stored value could not be decoded (`what` names the kind of record, never its key, which
+    /// may hold a pseudonym).
+    #[error("stored {what} record is corrupt")]
+    Corrupt {
+        /// The kind of record.
+        what: &'static str,
+    },
+}
+
+/// Why an event cannot be applied (or, from [`check`], would not be).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// Reading or writing the state failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The event breaks a cap or shape rule.
+    #[error("invalid event: {0}")]
+    Invalid(#[from] DomainError),
+    /// Events must be applied in increasing leaf-index order, each once.
+    #[error("event at index {index} applied after index {last}")]
+    OutOfOrder {
+        /// The event's index.
+        index: u64,
+        /// The last applied index.
+        last: u64,
+    },
+    /// The event names an organisation the directory does not hold.
+    #[error("unknown organisation `{id}`")]
+    UnknownOrganization {
+        /// The organisation.
+        id: OrgId,
+    },
+    /// The event names a facility the directory does not hold.
+    #[error("unknown facility `{id}`")]
+    UnknownFacility {
+        /// The facility.
+        id: FacilityId,
+    },
+    /// The event names a facility group the directory does not hold.
+    #[error("unknown facility group `{id}`")]
+    UnknownGroup {
+        /// The group.
+        id: GroupId,
+    },
+    /// A grant reuses a consent id.
+    #[error("consent `{id}` already exists")]
+    DuplicateConsent {
+        /// The consent.
+        id: ConsentId,
+    },
+    /// A revocation names a consent that was never granted.
+    #[error("unknown consent `{id}`")]
+    UnknownConsent {
+        /// The consent.
+        id: ConsentId,
+    },
+    /// A revocation names a consent of another patient.
+    #[error("consent `{id}` belongs to another patient")]
+    ConsentOfOtherSubject {
+        /// The consent.
+        id: ConsentId,
+    },
+    /// A revocation names a consent that is already revoked.
+    #[error("consent `{id}` is already revoked")]
+    AlreadyRevoked {
+        /// The consent.
+        id: ConsentId,
+    },
+    /// A patient would hold more unrevoked consents than allowed.
+    #[error("the patient already holds {max} consents")]
+    TooManyConsents {
+        /// The cap.
+        max: usize,
+    },
+    /// An activation's hash is not the SHA-256 of its text, or the text is not canonical.
+    #[error("policy set hash `{claimed}` does not match its canonical text (`{actual}`)")]
+    PolicyHashMismatch {
+        /// The hash in the event.
+        claimed: PolicySetHash,
+        /// The hash of the canonical text.
+        actual: PolicySetHash,
+    },
+    /// An activation's policies do not validate against the schema.
+    #[error("policy set is invalid: {}", first_issue(.issues))]
+    InvalidPolicySet {
+        /// What is wrong.
+        issues: Vec<ValidationIssue>,
+    },
+    /// A decision was logged before any policy set was activated.
+    #[error("decision logged with no active policy set")]
+    NoActivePolicySet,
+    /// A decision names a policy set other than the active one.
+    #[error("decision names policy set `{logged}` but `{active}` is active")]
+    PolicySetMismatch {
+        /// The hash in the event.
+        logged: PolicySetHash,
+        /// The active hash.
+        active: PolicySetHash,
+    },
+    /// A decision's `subject_prev` is not the subject's last entry.
+    #[error("decision names previous subject entry {logged:?} but the last one is {actual:?}")]
+    SubjectChainMismatch {
+        /// The index in the event.
+        logged: Option<u64>,
+        /// The subject's last entry.
+        actual: Option<u64>,
+    },
+}
+
+fn first_issue(issues: &[ValidationIssue]) -> String {
+    issues
+        .first()
+        .map_or_else(|| "no details".to_owned(), ToString::to_string)
+}
+
+/// A patient's consent state, as stored under one key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectState {
+    /// Unrevoked consents (including ones not yet or no longer in force).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consents: Vec<Consent>,
+    /// Purposes opted out of (each with its sub-purposes), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opt_outs: Vec<Purpose>,
+    /// Facilities that exclude this patient from sharing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_by_facilities: Vec<FacilityId>,
+    /// Facility groups that exclude this patient from sharing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_by_groups: Vec<GroupId>,
+}
+
+impl SubjectState {
+    /// The consents in force at `now` (unrevoked and inside their validity period).
+    pub fn active_at(&self, now: Timestamp) -> impl Iterator<Item = &Consent> {
+        self.consents.iter().filter(move |c| c.in_force_at(now))
+    }
+
+    /// Whether the patient opted out of `purpose` (or of a purpose it is a kind of).
+    pub fn opted_out_of(&self, purpose: Purpose) -> bool {
+        self.opt_outs.iter().any(|o| purpose.is_a(*o))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.consents.is_empty()
+            && self.opt_outs.is_empty()
+            && self.excluded_by_facilities.is_empty()
+            && self.excluded_by_groups.is_empty()
+    }
+}
+
+/// Where a patient's chain of entries stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectHead {
+    /// Leaf index of the patient's latest entry.
+    pub last_index: u64,
+    /// How many entries name the patient.
+    pub count: u64,
+}
+
+/// A facility as the state holds it: the directory record (with its patient exclusions when read
+/// through [`facility`]) and whether an emergency is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacilityState {
+    /// The facility.
+    pub facility: Facility,
+    /// Whether an emergency is declared for it.
+    pub emergency_active: bool,
+}
+
+/// What the state knows of a consent id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentRecord {
+    /// The patient it belongs to.
+    pub subject: SubjectId,
+    /// Leaf index of its grant.
+    pub granted: u64,
+    /// Leaf index of its revocation, if revoked.
+    pub revoked: Option<u64>,
+}
+
+/// The active policy set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivePolicySet {
+    /// SHA-256 of its canonical text.
+    pub hash: PolicySetHash,
+    /// Its canonical text.
+    pub policies: String,
+    /// Leaf index of its activation.
+    pub index: u64,
+}
+
+/// Applies the event at leaf `index` to the state.
+///
+/// # Errors
+///
+/// [`ApplyError`] when the event breaks a rule of [`check`] (nothing is written then) or the store
+/// fails (the caller's transaction must then be dropped).
+pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), ApplyError> {
+    check(&*kv, event, index)?;
+    match event {
+        Event::UpsertOrganization(org) => put_json(kv, &key(ORG, org.id.as_str()), org)?,
+        Event::UpsertFacility(facility) => apply_facility(kv, facility)?,
+        Event::UpsertFacilityGroup(group) => apply_group(kv, group)?,
+        Event::UpsertClinician(clinician) => {
+            put_json(kv, &key(CLINICIAN, clinician.id.as_str()), clinician)?;
+        }
+        Event::SetEmergency { facility, active } => {
+            let k = key(FACILITY, facility.as_str());
+            let mut stored: StoredFacility = get_json(&*kv, &k, "facility")?.ok_or_else(|| {
+                ApplyError::UnknownFacility {
+                    id: facility.clone(),
+                }
+            })?;
+            stored.emergency_active = *active;
+            put_json(kv, &k, &stored)?;
+        }
+        Event::GrantConsent(consent) => {
+            let mut state = consent_state(&*kv, &consent.subject)?;
+            state
+                .consents
+                .retain(|c| c.valid_until.is_none_or(|until| until > consent.granted_at));
+            state.consents.push(consent.clone());
+            put_subject_state(kv, &consent.subject, &state)?;
+            let record = ConsentRecord {
+                subject: consent.subject.clone(),
+                granted: index,
+                revoked: None,
+            };
+            put_json(kv, &key(CONSENT, consent.id.as_str()), &record)?;
+        }
+        Event::RevokeConsent {
+            subject,
+            consent_id,
+            ..
+        } => {
+            let k = key(CONSENT, consent_id.as_str());
+            if let Some(mut record) = get_json::<ConsentRecord>(&*kv, &k, "consent")? {
+                record.revoked = Some(index);
+                put_json(kv, &k, &record)?;
+            }
+            let mut state = consent_state(&*kv, subject)?;
+            state.consents.retain(|c| &c.id != consent_id);
+            put_subject_state(kv, subject, &state)?;
+        }
+        Event::RecordOptOut { subject, purposes } => {
+            let mut state = consent_state(&*kv, subject)?;
+            let mut purposes = purposes.clone();
+            purposes.sort_unstable();
+            purposes.dedup();
+            state.opt_outs = purposes;
+            put_subject_state(kv, subject, &state)?;
+        }
+        Event::ActivatePolicySet { policies, hash } => {
+            let active = ActivePolicySet {
+                hash: *hash,
+                policies: policies.clone(),
+                index,
+            };
+            put_json(kv, POLICY_ACTIVE, &active)?;
+        }
+        Event::Decision { .. } => {}
+    }
+    if let Some(subject) = event.subject() {
+        let head = subject_head(&*kv, subject)?;
+        let count = head.map_or(0, |h| h.count).saturating_add(1);
+        let mut value = [0u8; 16];
+        let (last, n) = value.split_at_mut(8);
+        last.copy_from_slice(&index.to_be_bytes());
+        n.copy_from_slice(&count.to_be_bytes());
+        kv.put(&subject_key(subject, b"h"), &value)
+            .map_err(StateError::from)?;
+        let mut entry = subject_entries_prefix(subject);
+        entry.extend_from_slice(&index.to_be_bytes());
+        kv.put(&entry, event.kind().as_bytes())
+            .map_err(StateError::from)?;
+    }
+    kv.put(META_LAST, &index.to_be_bytes())
+        .map_err(StateError::from)?;
+    Ok(())
+}
+
+/// Checks, without writing, that the event at leaf `index` can be applied: the same checks as
+/// [`apply`]. The server calls it before sequencing an event it built (a revocation of an unknown
+/// consent or of another patient's consent, an emergency for an unknown facility, an invalid
+/// policy set, ...).
+///
+/// Within one batch, later events must be checked against the state after the earlier ones:
+/// [`apply`] them in order and drop the ones that fail.
+///
+/// # Errors
+///
+/// The first [`ApplyError`] found.
+pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyError> {
+    event.check()?;
+    if let Some(last) = last_applied(kv)?
+        && index <= last
+    {
+        return Err(ApplyError::OutOfOrder { index, last });
+    }
+    match event {
+        Event::UpsertOrganization(_) => {}
+        Event::UpsertFacility(facility) => {
+            if let Some(group) = &facility.group
+                && facility_group_record(kv, group)?.is_none()
+            {
+                return Err(ApplyError::UnknownGroup { id: group.clone() });
+            }
+        }
+        Event::UpsertFacilityGroup(_) => {}
+        Event::UpsertClinician(clinician) => require_facility(kv, &clinician.facility)?,
+        Event::SetEmergency { facility, .. } => require_facility(kv, facility)?,
+        Event::GrantConsent(consent) => check_grant(kv, consent)?,
+        Event::RevokeConsent {
+            subject,
+            consent_id,
+            ..
+        } => check_revoke(kv, subject, consent_id)?,
+        Event::RecordOptOut { .. } => {}
+        Event::ActivatePolicySet { policies, hash } => {
+            let canonical = engine::canonicalize(policies);
+            let actual = engine::hash_text(&canonical);
+            if canonical != *policies || actual != *hash {
+                return Err(ApplyError::PolicyHashMismatch {
+                    claimed: *hash,
+                    actual,
+                });
+            }
+            engine::validate(policies).map_err(|issues| ApplyError::InvalidPolicySet { issues })?;
+        }
+        Event::Decision {
+            request,
+            policy_set_hash,
+            subject_prev,
+            ..
+        } => {
+            let active = active_policy_set_hash(kv)?.ok_or(ApplyError::NoActivePolicySet)?;
+            if active != *policy_set_hash {
+                return Err(ApplyError::PolicySetMismatch {
+                    logged: *policy_set_hash,
+                    active,
+                });
+            }
+            let actual = match &request.subject {
+                Some(subject) => subject_head(kv, subject)?.map(|h| h.last_index),
+                None => None,
+            };
+            if actual != *subject_prev {
+                return Err(ApplyError::SubjectChainMismatch {
+                    logged: *subject_prev,
+                    actual,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `consent` can be granted: valid shape, a new id, named recipients registered, and
+/// room for one more consent.
+///
+/// # Errors
+///
+/// [`ApplyError::Invalid`], [`ApplyError::DuplicateConsent`],
+/// [`ApplyError::UnknownOrganization`] or [`ApplyError::TooManyConsents`].
+pub fn check_grant(kv: &impl KvRead, consent: &Consent) -> Result<(), ApplyError> {
+    consent.check()?;
+    if consent_record(kv, &consent.id)?.is_some() {
+        return Err(ApplyError::DuplicateConsent {
+            id: consent.id.clone(),
+        });
+    }
+    for recipient in &consent.recipients {
+        if organization(kv, recipient)?.is_none() {
+            return Err(ApplyError::UnknownOrganization {
+                id: recipient.clone(),
+            });
+        }
+    }
+    let state = consent_state(kv, &consent.subject)?;
+    let kept = state
+        .consents
+        .iter()
+        .filter(|c| c.valid_until.is_none_or(|until| until > consent.granted_at))
+        .count();
+    if kept >= MAX_CONSENTS_PER_SUBJECT {
+        return Err(ApplyError::TooManyConsents {
+            max: MAX_CONSENTS_PER_SUBJECT,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `subject` can revoke `consent_id`: it exists, is theirs, and is not revoked yet.
+///
+/// # Errors
+///
+/// [`ApplyError::UnknownConsent`], [`ApplyError::ConsentOfOtherSubject`] or
+/// [`ApplyError::AlreadyRevoked`].
+pub fn check_revoke(
+    kv: &impl KvRead,
+    subject: &SubjectId,
+    consent_id: &ConsentId,
+) -> Result<(), ApplyError> {
+    let record = consent_record(kv, consent_id)?.ok_or_else(|| ApplyError::UnknownConsent {
+        id: consent_id.clone(),
+    })?;
+    if &record.subject != subject {
+        return Err(ApplyError::ConsentOfOtherSubject {
+            id: consent_id.clone(),
+        });
+    }
+    if record.revoked.is_some() {
+        return Err(ApplyError::AlreadyRevoked {
+            id: consent_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The organisation `id`, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn organization(kv: &impl KvRead, id: &OrgId) -> Result<Option<Organization>, StateError> {
+    get_json(kv, &key(ORG, id.as_str()), "organisation")
+}
+
+/// The facility `id` with its patient exclusions and emergency flag, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn facility(kv: &impl KvRead, id: &FacilityId) -> Result<Option<FacilityState>, StateError> {
+    let Some(stored) = facility_record(kv, id)? else {
+        return Ok(None);
+    };
+    let excluded_patients = get_json(kv, &key(FACILITY_PATIENTS, id.as_str()), "facility")?;
+    Ok(Some(FacilityState {
+        facility: Facility {
+            id: stored.id,
+            name: stored.name,
+            group: stored.group,
+            excluded_departments: stored.excluded_departments,
+            excluded_patients: excluded_patients.unwrap_or_default(),
+        },
+        emergency_active: stored.emergency_active,
+    }))
+}
+
+/// The facility group `id` with its patient exclusions, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn facility_group(kv: &impl KvRead, id: &GroupId) -> Result<Option<FacilityGroup>, StateError> {
+    let Some(stored) = facility_group_record(kv, id)? else {
+        return Ok(None);
+    };
+    let excluded_patients = get_json(kv, &key(GROUP_PATIENTS, id.as_str()), "facility group")?;
+    Ok(Some(FacilityGroup {
+        id: stored.id,
+        excluded_departments: stored.excluded_departments,
+        excluded_patients: excluded_patients.unwrap_or_default(),
+    }))
+}
+
+/// The clinician `id`, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn clinician(kv: &impl KvRead, id: &ClinicianId) -> Result<Option<Clinician>, StateError> {
+    get_json(kv, &key(CLINICIAN, id.as_str()), "clinician")
+}
+
+/// A patient's unrevoked consents, opt-outs and disclosure exclusions (empty for a patient the log
+/// has not seen). Use [`SubjectState::active_at`] for the consents in force.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn consent_state(kv: &impl KvRead, subject: &SubjectId) -> Result<SubjectState, StateError> {
+    Ok(get_json(kv, &subject_key(subject, b"s"), "patient")?.unwrap_or_default())
+}
+
+/// What the state knows of consent `id`, if it was ever granted.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn consent_record(kv: &impl KvRead, id: &ConsentId) -> Result<Option<ConsentRecord>, StateError> {
+    get_json(kv, &key(CONSENT, id.as_str()), "consent")
+}
+
+/// The active policy set, if one was activated.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn active_policy_set(kv: &impl KvRead) -> Result<Option<ActivePolicySet>, StateError> {
+    get_json(kv, POLICY_ACTIVE, "policy set")
+}
+
+/// The hash of the active policy set, if one was activated.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn active_policy_set_hash(kv: &impl KvRead) -> Result<Option<PolicySetHash>, StateError> {
+    Ok(active_policy_set(kv)?.map(|a| a.hash))
+}
+
+/// The leaf index and count of the patient's entries, if any.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn subject_head(kv: &impl KvRead, subject: &SubjectId) -> Result<Option<SubjectHead>, StateError> {
+    let Some(value) = kv.get(&subject_key(subject, b"h"))? else {
+        return Ok(None);
+    };
+    let corrupt = StateError::Corrupt {
+        what: "patient head",
+    };
+    let bytes: [u8; 16] = value.as_slice().try_into().map_err(|_| corrupt)?;
+    let (last, count) = bytes.split_at(8);
+    let last: [u8; 8] = last.try_into().map_err(|_| StateError::Corrupt {
+        what: "patient head",
+    })?;
+    let count: [u8; 8] = count.try_into().map_err(|_| StateError::Corrupt {
+        what: "patient head",
+    })?;
+    Ok(Some(SubjectHead {
+        last_index: u64::from_be_bytes(last),
+        count: u64::from_be_bytes(count),
+    }))
+}
+
+/// The key prefix under which the patient's entries are listed, one key per entry:
+/// `subj/<pseudonym>/e/` followed by the 8-byte big-endian leaf index.
+pub fn subject_entries_prefix(subject: &SubjectId) -> Vec<u8> {
+    subject_key(subject, b"e/")
+}
+
+/// The leaf index in a key of the per-subject listing, if `key` is one.
+pub fn decode_subject_entry_key(key: &[u8]) -> Option<u64> {
+    let rest = key.strip_prefix(SUBJECT)?;
+    let rest = rest.get(SubjectId::LEN..)?.strip_prefix(b"/e/")?;
+    let bytes: [u8; 8] = rest.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The leaf indices of the patient's entries, oldest first.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails.
+pub fn subject_entries(kv: &impl KvScan, subject: &SubjectId) -> Result<Vec<u64>, StateError> {
+    Ok(kv
+        .scan_prefix(&subject_entries_prefix(subject))?
+        .iter()
+        .filter_map(|(k, _)| decode_subject_entry_key(k))
+        .collect())
+}
+
+/// The leaf index of the last applied event, if any.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn last_applied(kv: &impl KvRead) -> Result<Option<u64>, StateError> {
+    let Some(value) = kv.get(META_LAST)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| StateError::Corrupt {
+        what: "last applied index",
+    })?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internals shared with `facts`
+// ---------------------------------------------------------------------------------------------
+
+/// A facility as stored on the decision path: no patient list, plus the emergency flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredFacility {
+    pub(crate) id: FacilityId,
+    pub(crate) name: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group: Option<GroupId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) excluded_departments: Vec<Department>,
+    #[serde(default)]
+    pub(crate) emergency_active: bool,
+}
+
+/// A facility group as stored on the decision path: no patient list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredGroup {
+    pub(crate) id: GroupId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) excluded_departments: Vec<Department>,
+}
+
+pub(crate) fn facility_record(
+    kv: &impl KvRead,
+    id: &FacilityId,
+) -> Result<Option<StoredFacility>, StateError> {
+    get_json(kv, &key(FACILITY, id.as_str()), "facility")
+}
+
+pub(crate) fn facility_group_record(
+    kv: &impl KvRead,
+    id: &GroupId,
+) -> Result<Option<StoredGroup>, StateError> {
+    get_json(kv, &key(GROUP, id.as_str()), "facility group")
+}
+
+const META_LAST: &[u8] = b"meta/last";
+const ORG: &[u8] = b"dir/org/";
+const FACILITY: &[u8] = b"dir/fac/";
+const FACILITY_PATIENTS: &[u8] = b"dir/facx/";
+const GROUP: &[u8] = b"dir/grp/";
+const GROUP_PATIENTS: &[u8] = b"dir/grpx/";
+const CLINICIAN: &[u8] = b"dir/cli/";
+const CONSENT: &[u8] = b"con/";
+const POLICY_ACTIVE: &[u8] = b"pol/active";
+const SUBJECT: &[u8] = b"subj/";
+
+fn key(prefix: &[u8], id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn subject_key(subject: &SubjectId, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(SUBJECT.len() + SubjectId::LEN + 1 + suffix.len());
+    k.extend_from_slice(SUBJECT);
+    k.extend_from_slice(subject.as_str().as_bytes());
+    k.push(b'/');
+    k.extend_from_slice(suffix);
+    k
+}
+
+fn get_json<T: DeserializeOwned>(
+    kv: &impl KvRead,
+    key: &[u8],
+    what: &'static str,
+) -> Result<Option<T>, StateError> {
+    match kv.get(key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|_| StateError::Corrupt { what }),
+    }
+}
+
+fn put_json<T: Serialize>(kv: &mut impl KvWrite, key: &[u8], value: &T) -> Result<(), StateError> {
+    // INVARIANT: the state's records are plain structs of strings, numbers and lists, which
+    // serde_json always serialises.
+    let bytes = serde_json::to_vec(value).map_err(|_| StateError::Corrupt { what: "new" })?;
+    kv.put(key, &bytes)?;
+    Ok(())
+}
+
+fn put_subject_state(
+    kv: &mut impl KvWrite,
+    subject: &SubjectId,
+    state: &SubjectState,
+) -> Result<(), StateError> {
+    let k = subject_key(subject, b"s");
+    if state.is_empty() {
+        kv.delete(&k)?;
+        return Ok(());
+    }
+    put_json(kv, &k, state)
+}
+
+fn require_facility(kv: &impl KvRead, id: &FacilityId) -> Result<(), ApplyError> {
+    if facility_record(kv, id)?.is_none() {
+        return Err(ApplyError::UnknownFacility { id: id.clone() });
+    }
+    Ok(())
+}
+
+fn apply_facility(kv: &mut impl KvWrite, facility: &Facility) -> Result<(), StateError> {
+    let k = key(FACILITY, facility.id.as_str());
+    let emergency_active = facility_record(&*kv, &facility.id)?.is_some_and(|f| f.emergency_active);
+    let stored = StoredFacility {
+        id: facility.id.clone(),
+        name: facility.name.clone(),
+        group: facility.group.clone(),
+        excluded_departments: sorted(&facility.excluded_departments),
+        emergency_active,
+    };
+    put_json(kv, &k, &stored)?;
+    let patients_key = key(FACILITY_PATIENTS, facility.id.as_str());
+    update_exclusions(
+        kv,
+        &patients_key,
+        &facility.excluded_patients,
+        |state| &mut state.excluded_by_facilities,
+        &facility.id,
+    )
+}
+
+fn apply_group(kv: &mut impl KvWrite, group: &FacilityGroup) -> Result<(), StateError> {
+    let stored = StoredGroup {
+        id: group.id.clone(),
+        excluded_departments: sorted(&group.excluded_departments),
+    };
+    put_json(kv, &key(GROUP, group.id.as_str()), &stored)?;
+    let patients_key = key(GROUP_PATIENTS, group.id.as_str());
+    update_exclusions(
+        kv,
+        &patients_key,
+        &group.excluded_patients,
+        |state| &mut state.excluded_by_groups,
+        &group.id,
+    )
+}
+
+/// Replaces the patient list under `list_key` with `new`, and updates the exclusion list (chosen
+/// by `field`) of every patient added or removed.
+fn update_exclusions<T: Clone + Ord>(
+    kv: &mut impl KvWrite,
+    list_key: &[u8],
+    new: &[SubjectId],
+    field: impl Fn(&mut SubjectState) -> &mut Vec<T>,
+    id: &T,
+) -> Result<(), StateError> {
+    let old: Vec<SubjectId> = get_json(&*kv, list_key, "exclusion list")?.unwrap_or_default();
+    let new = sorted(new);
+    for subject in old.iter().filter(|s| new.binary_search(s).is_err()) {
+        let mut state = consent_state(&*kv, subject)?;
+        field(&mut state).retain(|x| x != id);
+        put_subject_state(kv, subject, &state)?;
+    }
+    for subject in new.iter().filter(|s| old.binary_search(s).is_err()) {
+        let mut state = consent_state(&*kv, subject)?;
+        let list = field(&mut state);
+        if let Err(at) = list.binary_search(id) {
+            list.insert(at, id.clone());
+        }
+        put_subject_state(kv, subject, &state)?;
+    }
+    if new.is_empty() {
+        kv.delete(list_key)?;
+    } else {
+        put_json(kv, list_key, &new)?;
+    }
+    Ok(())
+}
+
+fn sorted<T: Clone + Ord>(items: &[T]) -> Vec<T> {
+    let mut v = items.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
