@@ -1,0 +1,1025 @@
+//! The log: open and recover, append a batch durably, and read entries, bodies and proofs.
+//!
+//! # Life of a batch (see also the crate docs, "Life of an entry")
+//!
+//! 1. Leaf hashes extend a *copy* of the in-memory [`Frontier`]; tiles that fill up are
+//!    collected.
+//! 2. Entry chunks, body chunks and the new full tiles are written to the store. None of this is
+//!    visible as log content yet: everything at or beyond the committed size is ignored by
+//!    readers and removed by recovery.
+//! 3. The new root is computed, a checkpoint for the new size is signed and stored.
+//! 4. The **commit record** is written: new size, the signed checkpoint, and every state write of
+//!    the batch. This single put is the commit point.
+//! 5. The state writes are applied to the store.
+//! 6. The store is synced (one flush and `fdatasync` for the whole batch), and only then the new
+//!    frontier and checkpoint are published and callers answered.
+//!
+//! A crash before step 4 leaves the old commit record: recovery deletes the partial batch. A
+//! crash after it re-applies the recorded state writes (they are idempotent). So the derived
+//! state can never disagree with the log, without paying for the engine's multi-key batches.
+//! A failure after the commit point poisons the log (it refuses writes until reopened), because
+//! the process can no longer tell what is durable.
+//!
+//! This module does not decide what goes into entries or state: the sequencer's state machine
+//! does.
+
+use std::sync::{
+    Arc, Mutex, RwLock,
+    atomic::{AtomicBool, Ordering},
+};
+
+use crate::{
+    checkpoint::{Checkpoint, SignedCheckpoint},
+    chunk::{self, ChunkError, Record},
+    codec::{self, Reader},
+    entry::{Body, Leaf},
+    hash::{Hash, LeafIndex, TreeSize, hash_leaf},
+    keys,
+    note::{NoteError, NoteSigner, NoteVerifier},
+    proof::{
+        ConsistencyProof, InclusionProof, ProveError, prove_consistency, prove_inclusion, tree_root,
+    },
+    store::{Store, StoreError},
+    tree::{self, Frontier, TILE_HEIGHT, TILE_WIDTH, TreeError, TreeReader},
+};
+
+/// The most leaves [`Log::leaves`] returns in one call.
+pub const MAX_LEAVES_PER_READ: u64 = 1024;
+/// The most entries one batch may hold.
+pub const MAX_BATCH_ENTRIES: usize = 65_536;
+
+const COMMIT_MAGIC: &[u8] = b"akashi-commit/v1";
+
+/// A write to the derived state, made atomically with the entries of its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateWrite {
+    /// Removes a key.
+    Delete(Vec<u8>),
+    /// Sets a key.
+    Put(Vec<u8>, Vec<u8>),
+}
+
+/// One entry to append: its public leaf and private body.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    /// The public leaf.
+    pub leaf: Leaf,
+    /// The private body the leaf commits to.
+    pub body: Body,
+}
+
+/// What a committed batch produced.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Index of the batch's first entry.
+    pub first: LeafIndex,
+    /// Leaf hashes of the batch's entries, in order.
+    pub leaf_hashes: Vec<Hash>,
+    /// The signed checkpoint of the tree that ends with this batch.
+    pub checkpoint: Arc<SignedCheckpoint>,
+}
+
+/// A receipt: proof that an entry is in a signed tree (DESIGN.md §4).
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// Position of the entry.
+    pub leaf_index: LeafIndex,
+    /// `SHA-256(0x00 || leaf)`.
+    pub leaf_hash: Hash,
+    /// A signed checkpoint of a tree that contains the entry.
+    pub checkpoint: Arc<SignedCheckpoint>,
+    /// The inclusion proof of the entry against that checkpoint.
+    pub inclusion_proof: InclusionProof,
+}
+
+/// Why the log could not be opened. The log refuses to serve until the cause is fixed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored chunks are damaged or missing.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// Stored tree hashes are damaged or missing.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The commit record does not decode.
+    #[error("the commit record is damaged")]
+    BadCommitRecord,
+    /// The store holds entries but no commit record.
+    #[error("the store holds log data but no commit record")]
+    DataWithoutCommit,
+    /// The stored checkpoint does not verify with this log's key.
+    #[error("the last signed checkpoint does not verify with this log's key: {0}")]
+    CheckpointSignature(String),
+    /// The stored tree does not reproduce the last signed checkpoint.
+    #[error(
+        "the stored tree does not reproduce the last signed checkpoint: at size {size} it hashes \
+         to {computed}, the checkpoint says {signed}"
+    )]
+    CheckpointMismatch {
+        /// Tree size of the checkpoint.
+        size: u64,
+        /// Root recomputed from the store.
+        computed: Hash,
+        /// Root in the signed checkpoint.
+        signed: Hash,
+    },
+    /// A stored full tile is internally inconsistent or disagrees with the level above.
+    #[error("stored tile ({level}, {index}) is inconsistent")]
+    TileMismatch {
+        /// Tile level.
+        level: u8,
+        /// Tile index.
+        index: u64,
+    },
+    /// The signing key could not sign the first checkpoint.
+    #[error(transparent)]
+    Sign(#[from] NoteError),
+}
+
+/// Why a batch was not committed. Nothing of it is visible, and no caller may be told otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The store failed before the commit point; the log stays usable.
+    #[error("storage failure before commit: {0}")]
+    Store(#[from] StoreError),
+    /// Tree hashes could not be read.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The checkpoint could not be signed.
+    #[error("checkpoint signing failed: {0}")]
+    Sign(#[from] NoteError),
+    /// A failure after the commit point, or an earlier one, poisoned the log.
+    #[error("the log is poisoned by an earlier storage failure and refuses writes until reopened")]
+    Poisoned,
+    /// An entry is malformed (a bug in the caller that built it).
+    #[error("invalid entry at offset {offset} of the batch: {source}")]
+    InvalidEntry {
+        /// Position in the batch.
+        offset: usize,
+        /// What is wrong.
+        source: crate::entry::EntryError,
+    },
+    /// The batch holds more entries than allowed.
+    #[error("batch of {got} entries exceeds the limit of {max}")]
+    TooLarge {
+        /// Entries in the batch.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A failed read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The request names positions beyond the tree.
+    #[error("{what} {got} is beyond the tree size {size}")]
+    OutOfRange {
+        /// Which argument.
+        what: &'static str,
+        /// Its value.
+        got: u64,
+        /// The current tree size.
+        size: u64,
+    },
+    /// The arguments do not form a valid request.
+    #[error("invalid proof request: {0}")]
+    InvalidRequest(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Stored chunks are damaged.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    /// Stored tree hashes are damaged.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// A stored leaf does not hash to the tree's leaf hash: the store was tampered with.
+    #[error("stored leaf {index} does not match the tree")]
+    LeafMismatch {
+        /// The leaf's index.
+        index: u64,
+    },
+}
+
+/// What is published to readers after each commit.
+#[derive(Clone)]
+struct Published {
+    frontier: Arc<Frontier>,
+    checkpoint: Arc<SignedCheckpoint>,
+}
+
+/// The log. Share it behind an `Arc`; reads are concurrent, appends are serialised.
+pub struct Log {
+    store: Arc<dyn Store>,
+    signer: NoteSigner,
+    verifier: NoteVerifier,
+    published: RwLock<Published>,
+    writer: Mutex<()>,
+    poisoned: AtomicBool,
+    /// A batch failed before its commit point and may have left data beyond the committed size.
+    dirty: AtomicBool,
+}
+
+impl Log {
+    /// Opens the log in `store`, signing checkpoints with `signer` (whose key name is the
+    /// checkpoint origin). A new store gets a signed checkpoint of the empty tree.
+    ///
+    /// Recovery: re-applies the last commit record's state writes, removes data of a batch that
+    /// did not commit, rebuilds the frontier, and refuses to open unless the stored tree
+    /// reproduces the last signed checkpoint and the newest full tiles are consistent.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`OpenError`] saying what is damaged or differs.
+    pub fn open(store: Arc<dyn Store>, signer: NoteSigner) -> Result<Self, OpenError> {
+        let verifier = signer.verifier();
+        let Some(record) = store.get(keys::COMMIT)? else {
+            return Self::create(store, signer, verifier);
+        };
+        let record = CommitRecord::decode(&record).ok_or(OpenError::BadCommitRecord)?;
+        let checkpoint = SignedCheckpoint::verify(&record.checkpoint, &verifier)
+            .map_err(|e| OpenError::CheckpointSignature(e.to_string()))?;
+        if checkpoint.checkpoint.size.get() != record.size {
+            return Err(OpenError::BadCommitRecord);
+        }
+        apply_state_writes(store.as_ref(), &record.writes)?;
+        let size = record.size;
+        let frontier = rebuild_frontier(store.as_ref(), size)?;
+        remove_uncommitted(store.as_ref(), &frontier)?;
+        let reader = TreeReader::new(store.as_ref(), &frontier);
+        let computed = tree_root(&reader, TreeSize(size)).map_err(prove_to_tree)?;
+        if computed != checkpoint.checkpoint.root {
+            return Err(OpenError::CheckpointMismatch {
+                size,
+                computed,
+                signed: checkpoint.checkpoint.root,
+            });
+        }
+        check_newest_tiles(store.as_ref(), &frontier)?;
+        store.sync()?;
+        Ok(Self::assemble(
+            store, signer, verifier, frontier, checkpoint,
+        ))
+    }
+
+    fn create(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        verifier: NoteVerifier,
+    ) -> Result<Self, OpenError> {
+        for prefix in [keys::ENTRIES, keys::TILES, keys::CHECKPOINTS] {
+            if !store.scan(&[prefix], &[prefix + 1], 1)?.is_empty() {
+                return Err(OpenError::DataWithoutCommit);
+            }
+        }
+        let frontier = Frontier::empty();
+        let checkpoint = SignedCheckpoint::sign(
+            Checkpoint {
+                origin: signer.name().to_string(),
+                size: TreeSize(0),
+                root: crate::hash::empty_root(),
+                extensions: Vec::new(),
+            },
+            &signer,
+        )?;
+        store.put(
+            &keys::indexed(keys::CHECKPOINTS, 0),
+            checkpoint.note.as_bytes(),
+        )?;
+        let record = CommitRecord {
+            size: 0,
+            checkpoint: checkpoint.note.clone(),
+            writes: Vec::new(),
+        };
+        store.put(keys::COMMIT, &record.encode())?;
+        store.sync()?;
+        Ok(Self::assemble(
+            store, signer, verifier, frontier, checkpoint,
+        ))
+    }
+
+    fn assemble(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        verifier: NoteVerifier,
+        frontier: Frontier,
+        checkpoint: SignedCheckpoint,
+    ) -> Self {
+        Self {
+            store,
+            signer,
+            verifier,
+            published: RwLock::new(Published {
+                frontier: Arc::new(frontier),
+                checkpoint: Arc::new(checkpoint),
+            }),
+            writer: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The key that verifies this log's checkpoints.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
+    }
+
+    /// The newest signed checkpoint.
+    pub fn checkpoint(&self) -> Arc<SignedCheckpoint> {
+        self.published().checkpoint
+    }
+
+    /// The committed tree size.
+    pub fn size(&self) -> TreeSize {
+        self.published().checkpoint.checkpoint.size
+    }
+
+    /// Whether an earlier storage failure poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// The signed checkpoint stored for exactly `size`, if one was issued.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError`] when the store fails.
+    pub fn checkpoint_at(&self, size: TreeSize) -> Result<Option<String>, ReadError> {
+        if size > self.size() {
+            return Ok(None);
+        }
+        let note = self
+            .store
+            .get(&keys::indexed(keys::CHECKPOINTS, size.get()))?;
+        Ok(note.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Every stored signed checkpoint with size in `[from, to)`, up to `limit`, in size order.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError`] when the store fails.
+    pub fn checkpoints(
+        &self,
+        from: TreeSize,
+        to: TreeSize,
+        limit: usize,
+    ) -> Result<Vec<String>, ReadError> {
+        let to = TreeSize(to.get().min(self.size().get().saturating_add(1)));
+        let found = self.store.scan(
+            &keys::indexed(keys::CHECKPOINTS, from.get()),
+            &keys::indexed(keys::CHECKPOINTS, to.get()),
+            limit,
+        )?;
+        Ok(found
+            .into_iter()
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+            .collect())
+    }
+
+    /// The RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `size` exceeds the committed size or `index` is
+    /// not below `size`.
+    pub fn inclusion_proof(
+        &self,
+        index: LeafIndex,
+        size: TreeSize,
+    ) -> Result<InclusionProof, ReadError> {
+        let published = self.published();
+        let current = published.checkpoint.checkpoint.size.get();
+        if size.get() > current {
+            return Err(out_of_range("tree size", size.get(), current));
+        }
+        if index.get() >= size.get() {
+            return Err(out_of_range("leaf index", index.get(), size.get()));
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        prove_inclusion(&reader, index, size).map_err(prove_error)
+    }
+
+    /// The RFC 9162 consistency proof from the tree of `old` leaves to the tree of `new`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `new` exceeds the committed size, and
+    /// [`ReadError::InvalidRequest`] when `old > new`.
+    pub fn consistency_proof(
+        &self,
+        old: TreeSize,
+        new: TreeSize,
+    ) -> Result<ConsistencyProof, ReadError> {
+        let published = self.published();
+        let current = published.checkpoint.checkpoint.size.get();
+        if new.get() > current {
+            return Err(out_of_range("new size", new.get(), current));
+        }
+        if old > new {
+            return Err(ReadError::InvalidRequest(format!(
+                "old size {old} is larger than new size {new}"
+            )));
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        prove_consistency(&reader, old, new).map_err(prove_error)
+    }
+
+    /// The root hash of the tree of `size` leaves.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `size` exceeds the committed size.
+    pub fn root(&self, size: TreeSize) -> Result<Hash, ReadError> {
+        let published = self.published();
+        let current = published.checkpoint.checkpoint.size.get();
+        if size.get() > current {
+            return Err(out_of_range("tree size", size.get(), current));
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        tree_root(&reader, size).map_err(prove_error)
+    }
+
+    /// The hash of leaf `index`, read from the tree.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] for an index at or beyond the committed size.
+    pub fn leaf_hash(&self, index: LeafIndex) -> Result<Hash, ReadError> {
+        let published = self.published();
+        let current = published.checkpoint.checkpoint.size.get();
+        if index.get() >= current {
+            return Err(out_of_range("leaf index", index.get(), current));
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        Ok(crate::proof::NodeSource::node(&reader, 0, index.get())?)
+    }
+
+    /// Up to [`MAX_LEAVES_PER_READ`] public leaves starting at `start`, each checked against the
+    /// tree's leaf hash before it is returned (a tampered store is reported, never served).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `start` is at or beyond the committed size.
+    pub fn leaves(&self, start: LeafIndex, count: u64) -> Result<Vec<Vec<u8>>, ReadError> {
+        let published = self.published();
+        let size = published.checkpoint.checkpoint.size.get();
+        if start.get() >= size {
+            return Err(out_of_range("start", start.get(), size));
+        }
+        let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
+        let records = chunk::read(self.store.as_ref(), keys::ENTRIES, start.get(), count)?;
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        let mut out = Vec::with_capacity(records.len());
+        for (offset, record) in records.into_iter().enumerate() {
+            let index = start.get() + offset as u64;
+            let Record::Present(leaf) = record else {
+                return Err(ReadError::LeafMismatch { index });
+            };
+            let stored = crate::proof::NodeSource::node(&reader, 0, index)?;
+            if hash_leaf(&leaf) != stored {
+                return Err(ReadError::LeafMismatch { index });
+            }
+            out.push(leaf);
+        }
+        Ok(out)
+    }
+
+    /// The private body of entry `index`, or [`Record::Redacted`].
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `index` is at or beyond the committed size.
+    pub fn body(&self, index: LeafIndex) -> Result<Record, ReadError> {
+        Ok(self
+            .bodies(index, 1)?
+            .into_iter()
+            .next()
+            .unwrap_or(Record::Redacted))
+    }
+
+    /// Up to [`MAX_LEAVES_PER_READ`] private bodies starting at `start`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] when `start` is at or beyond the committed size.
+    pub fn bodies(&self, start: LeafIndex, count: u64) -> Result<Vec<Record>, ReadError> {
+        let size = self.size().get();
+        if start.get() >= size {
+            return Err(out_of_range("leaf index", start.get(), size));
+        }
+        let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
+        Ok(chunk::read(
+            self.store.as_ref(),
+            keys::BODIES,
+            start.get(),
+            count,
+        )?)
+    }
+
+    /// Deletes the private body of entry `index` (a lawful erasure). The leaf, its commitment
+    /// and every proof stay valid. Returns whether a body was there.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError::OutOfRange`] for an index beyond the log, or a storage error; the
+    /// redaction is durable when this returns `Ok`.
+    pub fn redact_body(&self, index: LeafIndex) -> Result<bool, ReadError> {
+        let size = self.size().get();
+        if index.get() >= size {
+            return Err(out_of_range("leaf index", index.get(), size));
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let was_present = chunk::redact(self.store.as_ref(), keys::BODIES, index.get())?;
+        self.store.sync()?;
+        Ok(was_present)
+    }
+
+    /// Reads a state key, as of the last commit.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] when the store fails.
+    pub fn state_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.store.get(&keys::state(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` state entries whose keys start with `prefix` and sort after `after`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] when the store fails.
+    pub fn state_scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let start = match after {
+            Some(after) => {
+                let mut key = keys::state(after);
+                key.push(0);
+                key
+            }
+            None => keys::state(prefix),
+        };
+        let end = keys::state(&prefix_end(prefix));
+        Ok(self
+            .store
+            .scan(&start, &end, limit)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.get(1..)?.to_vec(), v.to_vec())))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
+
+    /// The first `width` bottom hashes of tile `(level, index)` (c2sp.org/tlog-tiles), or
+    /// `None` when the committed tree does not have that many.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError`] when the store fails.
+    pub fn tile(&self, level: u8, index: u64, width: usize) -> Result<Option<Vec<u8>>, ReadError> {
+        let published = self.published();
+        let size = published.checkpoint.checkpoint.size.get();
+        let shift = u32::from(level) * u32::from(TILE_HEIGHT);
+        let available = size.checked_shr(shift).unwrap_or(0);
+        let want = index
+            .checked_mul(TILE_WIDTH as u64)
+            .and_then(|start| start.checked_add(width as u64));
+        match want {
+            Some(want) if width > 0 && width <= TILE_WIDTH && want <= available => {}
+            _ => return Ok(None),
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        Ok(Some(reader.tile_hashes(level, index, width)?))
+    }
+
+    /// Appends a batch durably: when this returns `Ok`, every entry and state write survives a
+    /// killed process and a power loss, and the returned checkpoint covers them.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`CommitError`]; then nothing of the batch is visible or acknowledged.
+    pub fn append_batch(
+        &self,
+        entries: &[NewEntry],
+        writes: Vec<StateWrite>,
+    ) -> Result<Committed, CommitError> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_poisoned() {
+            return Err(CommitError::Poisoned);
+        }
+        if entries.len() > MAX_BATCH_ENTRIES {
+            return Err(CommitError::TooLarge {
+                got: entries.len(),
+                max: MAX_BATCH_ENTRIES,
+            });
+        }
+        for (offset, entry) in entries.iter().enumerate() {
+            check_entry(entry).map_err(|source| CommitError::InvalidEntry { offset, source })?;
+        }
+        let old = self.published();
+        if self.dirty.load(Ordering::SeqCst) {
+            // Remove what the failed batch wrote before writing over it, so stray chunks can
+            // never be mistaken for log content. Readers never look beyond the committed size,
+            // so until then the strays are harmless.
+            remove_uncommitted(self.store.as_ref(), &old.frontier)?;
+            self.dirty.store(false, Ordering::SeqCst);
+        }
+        match self.write_batch(&old, entries, writes) {
+            Ok((committed, frontier)) => {
+                let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+                *published = Published {
+                    frontier: Arc::new(frontier),
+                    checkpoint: committed.checkpoint.clone(),
+                };
+                Ok(committed)
+            }
+            Err(BatchFailure::BeforeCommit(err)) => {
+                // Nothing was committed; the next batch first cleans up what this one wrote.
+                self.dirty.store(true, Ordering::SeqCst);
+                Err(err)
+            }
+            Err(BatchFailure::AfterCommit(err)) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                tracing_error(&err);
+                Err(CommitError::Poisoned)
+            }
+        }
+    }
+
+    fn write_batch(
+        &self,
+        old: &Published,
+        entries: &[NewEntry],
+        writes: Vec<StateWrite>,
+    ) -> Result<(Committed, Frontier), BatchFailure> {
+        let first = old.frontier.size();
+        let mut frontier = Frontier::clone(&old.frontier);
+        let mut full = Vec::new();
+        let mut leaves = Vec::with_capacity(entries.len());
+        let mut bodies = Vec::with_capacity(entries.len());
+        let mut leaf_hashes = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let leaf = entry.leaf.encode();
+            let hash = hash_leaf(&leaf);
+            frontier.append(hash, &mut full);
+            leaf_hashes.push(hash);
+            leaves.push(leaf);
+            bodies.push(entry.body.encode());
+        }
+        let before = BatchFailure::BeforeCommit;
+        for (start, bytes) in chunk::build_chunks(first, leaves.iter().map(Vec::as_slice)) {
+            self.store
+                .put(&keys::indexed(keys::ENTRIES, start), &bytes)
+                .map_err(|e| before(e.into()))?;
+        }
+        for (start, bytes) in chunk::build_chunks(first, bodies.iter().map(Vec::as_slice)) {
+            self.store
+                .put(&keys::indexed(keys::BODIES, start), &bytes)
+                .map_err(|e| before(e.into()))?;
+        }
+        for tile in &full {
+            self.store
+                .put(&keys::tile(tile.level, tile.index), &tile.bytes)
+                .map_err(|e| before(e.into()))?;
+        }
+        let size = frontier.size();
+        let root = {
+            let reader = TreeReader::new(self.store.as_ref(), &frontier);
+            tree_root(&reader, TreeSize(size))
+                .map_err(|e| before(CommitError::Tree(prove_to_tree(e))))?
+        };
+        let checkpoint = SignedCheckpoint::sign(
+            Checkpoint {
+                origin: self.signer.name().to_string(),
+                size: TreeSize(size),
+                root,
+                extensions: Vec::new(),
+            },
+            &self.signer,
+        )
+        .map_err(|e| before(e.into()))?;
+        self.store
+            .put(
+                &keys::indexed(keys::CHECKPOINTS, size),
+                checkpoint.note.as_bytes(),
+            )
+            .map_err(|e| before(e.into()))?;
+        let record = CommitRecord {
+            size,
+            checkpoint: checkpoint.note.clone(),
+            writes,
+        };
+        self.store
+            .put(keys::COMMIT, &record.encode())
+            .map_err(|e| before(e.into()))?;
+        // INVARIANT: from here on the batch is committed as far as recovery is concerned.
+        apply_state_writes(self.store.as_ref(), &record.writes)
+            .map_err(|e| BatchFailure::AfterCommit(e.into()))?;
+        self.store
+            .sync()
+            .map_err(|e| BatchFailure::AfterCommit(e.into()))?;
+        Ok((
+            Committed {
+                first: LeafIndex(first),
+                leaf_hashes,
+                checkpoint: Arc::new(checkpoint),
+            },
+            frontier,
+        ))
+    }
+
+    /// Builds the receipt of entry `index` (with hash `leaf_hash`) against `checkpoint`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError`] when the proof cannot be read.
+    pub fn receipt(
+        &self,
+        index: LeafIndex,
+        leaf_hash: Hash,
+        checkpoint: Arc<SignedCheckpoint>,
+    ) -> Result<Receipt, ReadError> {
+        let inclusion_proof = self.inclusion_proof(index, checkpoint.checkpoint.size)?;
+        Ok(Receipt {
+            leaf_index: index,
+            leaf_hash,
+            checkpoint,
+            inclusion_proof,
+        })
+    }
+
+    /// Checks the whole store: every leaf against its hash, every full tile internally and
+    /// against the level above, and the root against the last signed checkpoint. Costs O(n).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ReadError`] or a mismatch found.
+    pub fn fsck(&self) -> Result<FsckReport, ReadError> {
+        let published = self.published();
+        let size = published.checkpoint.checkpoint.size.get();
+        let mut start = 0;
+        while start < size {
+            let leaves = self.leaves(LeafIndex(start), MAX_LEAVES_PER_READ)?;
+            start += leaves.len() as u64;
+        }
+        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        let mut tiles = 0u64;
+        let mut level = 0u8;
+        while let Some(count) = size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT)) {
+            let full = count / TILE_WIDTH as u64;
+            if full == 0 {
+                break;
+            }
+            for index in 0..full {
+                let tile = tree::read_full_tile(self.store.as_ref(), level, index)?;
+                let top = tree::check_stored_tile(&tile)
+                    .ok_or(ReadError::Tree(TreeError::MissingNode { level, index }))?;
+                let above =
+                    crate::proof::NodeSource::node(&reader, (level + 1) * TILE_HEIGHT, index)?;
+                if above != top {
+                    return Err(ReadError::Tree(TreeError::MissingNode {
+                        level: (level + 1) * TILE_HEIGHT,
+                        index,
+                    }));
+                }
+                tiles += 1;
+            }
+            level += 1;
+        }
+        let root = tree_root(&reader, TreeSize(size)).map_err(prove_error)?;
+        if root != published.checkpoint.checkpoint.root {
+            return Err(ReadError::LeafMismatch { index: size });
+        }
+        Ok(FsckReport {
+            leaves: size,
+            full_tiles: tiles,
+        })
+    }
+
+    fn published(&self) -> Published {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// What [`Log::fsck`] checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsckReport {
+    /// Leaves rehashed and compared.
+    pub leaves: u64,
+    /// Full tiles rehashed and compared.
+    pub full_tiles: u64,
+}
+
+enum BatchFailure {
+    BeforeCommit(CommitError),
+    AfterCommit(CommitError),
+}
+
+struct CommitRecord {
+    size: u64,
+    checkpoint: String,
+    writes: Vec<StateWrite>,
+}
+
+impl CommitRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(COMMIT_MAGIC);
+        codec::put_u64(&mut out, self.size);
+        codec::put_bytes(&mut out, self.checkpoint.as_bytes());
+        codec::put_u64(&mut out, self.writes.len() as u64);
+        for write in &self.writes {
+            match write {
+                StateWrite::Delete(key) => {
+                    out.push(0);
+                    codec::put_bytes(&mut out, key);
+                }
+                StateWrite::Put(key, value) => {
+                    out.push(1);
+                    codec::put_bytes(&mut out, key);
+                    codec::put_bytes(&mut out, value);
+                }
+            }
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes);
+        if r.take(COMMIT_MAGIC.len())? != COMMIT_MAGIC {
+            return None;
+        }
+        let size = r.u64()?;
+        let checkpoint = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+        let count = r.u64()?;
+        let mut writes = Vec::new();
+        for _ in 0..count {
+            let write = match r.u8()? {
+                0 => StateWrite::Delete(r.bytes()?.to_vec()),
+                1 => StateWrite::Put(r.bytes()?.to_vec(), r.bytes()?.to_vec()),
+                _ => return None,
+            };
+            writes.push(write);
+        }
+        r.is_empty().then_some(Self {
+            size,
+            checkpoint,
+            writes,
+        })
+    }
+}
+
+/// Checks that an entry's leaf encodes to valid bytes, its body fits, and the leaf commits to
+/// the body.
+pub fn check_entry(entry: &NewEntry) -> Result<(), crate::entry::EntryError> {
+    entry.leaf.validate()?;
+    let body = entry.body.encode();
+    crate::entry::verify_commitment(&entry.leaf, &body)
+}
+
+fn apply_state_writes(store: &dyn Store, writes: &[StateWrite]) -> Result<(), StoreError> {
+    for write in writes {
+        match write {
+            StateWrite::Delete(key) => store.delete(&keys::state(key))?,
+            StateWrite::Put(key, value) => store.put(&keys::state(key), value)?,
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the frontier for `size` from the stored leaves of the last bottom tile.
+fn rebuild_frontier(store: &dyn Store, size: u64) -> Result<Frontier, OpenError> {
+    let partial_start = size - size % TILE_WIDTH as u64;
+    let records = chunk::read(store, keys::ENTRIES, partial_start, size - partial_start)?;
+    let mut leaves = Vec::with_capacity(records.len());
+    for (offset, record) in records.into_iter().enumerate() {
+        match record {
+            Record::Present(leaf) => leaves.push(leaf),
+            Record::Redacted => {
+                return Err(ChunkError::Missing {
+                    index: partial_start + offset as u64,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(Frontier::rebuild(store, size, &leaves)?)
+}
+
+/// Deletes everything a batch that did not commit may have written beyond the frontier.
+fn remove_uncommitted(store: &dyn Store, frontier: &Frontier) -> Result<(), StoreError> {
+    let size = frontier.size();
+    let mut doomed = Vec::new();
+    for prefix in [keys::ENTRIES, keys::BODIES] {
+        doomed.extend(
+            store
+                .scan(&keys::indexed(prefix, size), &[prefix + 1], usize::MAX)?
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+    }
+    doomed.extend(
+        store
+            .scan(
+                &keys::indexed(keys::CHECKPOINTS, size.saturating_add(1)),
+                &[keys::CHECKPOINTS + 1],
+                usize::MAX,
+            )?
+            .into_iter()
+            .map(|(k, _)| k),
+    );
+    let mut level = 0u8;
+    loop {
+        let full = size
+            .checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
+            .unwrap_or(0)
+            / TILE_WIDTH as u64;
+        let start = keys::tile(level, full);
+        let end = keys::tile(level.saturating_add(1), 0);
+        let found = store.scan(&start, &end, usize::MAX)?;
+        if found.is_empty() && full == 0 {
+            break;
+        }
+        doomed.extend(found.into_iter().map(|(k, _)| k));
+        if level == u8::MAX {
+            break;
+        }
+        level += 1;
+    }
+    for key in doomed {
+        store.delete(&key)?;
+    }
+    Ok(())
+}
+
+/// Checks the newest full tile of every level: internally consistent, and its top equal to the
+/// node the level above holds for it.
+fn check_newest_tiles(store: &dyn Store, frontier: &Frontier) -> Result<(), OpenError> {
+    let size = frontier.size();
+    let reader = TreeReader::new(store, frontier);
+    let mut level = 0u8;
+    while let Some(count) = size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT)) {
+        let full = count / TILE_WIDTH as u64;
+        if full == 0 {
+            break;
+        }
+        let index = full - 1;
+        let tile = tree::read_full_tile(store, level, index)?;
+        let top = tree::check_stored_tile(&tile).ok_or(OpenError::TileMismatch { level, index })?;
+        let above = crate::proof::NodeSource::node(&reader, (level + 1) * TILE_HEIGHT, index)?;
+        if above != top {
+            return Err(OpenError::TileMismatch { level, index });
+        }
+        level += 1;
+    }
+    Ok(())
+}
+
+/// The smallest byte string greater than every string starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+fn out_of_range(what: &'static str, got: u64, size: u64) -> ReadError {
+    ReadError::OutOfRange { what, got, size }
+}
+
+fn prove_error(err: ProveError<TreeError>) -> ReadError {
+    match err {
+        ProveError::Source(e) => ReadError::Tree(e),
+        other => ReadError::InvalidRequest(other.to_string()),
+    }
+}
+
+fn prove_to_tree(err: ProveError<TreeError>) -> TreeError {
+    match err {
+        ProveError::Source(e) => e,
+        _ => TreeError::MissingNode { level: 0, index: 0 },
+    }
+}
+
+fn tracing_error(err: &CommitError) {
+    tracing::error!(cause = %err, "storage failure after the commit point: the log is poisoned");
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,462 @@
+//! The sequencer: many concurrent submitters, one writer thread, group commit.
+//!
+//! Submitters send commands over a bounded channel. The writer thread takes whatever is queued
+//! (up to `max_batch`, optionally waiting `max_wait` for more), runs each command through the
+//! [`StateMachine`] **in sequence order** against the state as of the entries before it, appends
+//! the accepted entries with one [`Log::append_batch`] (one commit, one sync, one signature) and
+//! only then answers every submitter. Each submitter then builds its own inclusion proof against
+//! the batch's checkpoint on its own task, so proof work runs in parallel, off the writer thread.
+//!
+//! Because commands are applied in order, a command sees every write sequenced before it, in
+//! earlier batches and earlier in its own batch: a revocation that was acknowledged affects the
+//! next decision. A rejected command appends nothing and its state writes are dropped; if the
+//! batch fails to commit, every submitter in it gets [`SubmitError::Unavailable`] and the state
+//! machine is told to forget in-memory caches ([`StateMachine::rollback`]).
+//!
+//! The sequencer does not know what commands mean; the server's state machine does.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    checkpoint::SignedCheckpoint,
+    hash::{Hash, LeafIndex},
+    log::{Log, NewEntry, Receipt, StateWrite},
+    store::StoreError,
+};
+
+/// The application logic run for every command, in sequence order, on the writer thread.
+pub trait StateMachine: Send + 'static {
+    /// What submitters send.
+    type Command: Send + 'static;
+    /// What a submitter gets back with its receipt.
+    type Output: Send + 'static;
+    /// Why a command was refused (nothing is appended for it).
+    type Rejection: Send + 'static;
+
+    /// Validates `command` against the state seen through `tx`, writes its state changes to
+    /// `tx`, and returns the entry to append. Must be deterministic given the state, the
+    /// command, `tx.index()` and `tx.time_millis()`, apart from the body's random nonce.
+    ///
+    /// # Errors
+    ///
+    /// Returns the rejection to send back to the submitter; `tx`'s writes are then discarded.
+    fn apply(
+        &mut self,
+        command: Self::Command,
+        tx: &mut Tx<'_>,
+    ) -> Result<Applied<Self::Output>, Self::Rejection>;
+
+    /// Called after a batch failed to commit: drop any in-memory state derived from it.
+    fn rollback(&mut self) {}
+}
+
+/// An accepted command: its log entry and the submitter's output.
+#[derive(Debug)]
+pub struct Applied<O> {
+    /// The entry to append.
+    pub entry: NewEntry,
+    /// Returned to the submitter once the entry is durable.
+    pub output: O,
+}
+
+/// The view of state a command is applied against, and where it records its writes.
+pub struct Tx<'a> {
+    log: &'a Log,
+    batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    local: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    index: LeafIndex,
+    time_millis: i64,
+}
+
+impl Tx<'_> {
+    /// The index the command's entry will get.
+    pub fn index(&self) -> LeafIndex {
+        self.index
+    }
+
+    /// The sequencing time in Unix milliseconds (non-decreasing along the log).
+    pub fn time_millis(&self) -> i64 {
+        self.time_millis
+    }
+
+    /// Reads a state key: this command's writes, then the batch's, then the committed state.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] when the store fails.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.local.get(key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.batch.get(key) {
+            return Ok(value.clone());
+        }
+        self.log.state_get(key)
+    }
+
+    /// Sets a state key.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.local.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// Removes a state key.
+    pub fn delete(&mut self, key: &[u8]) {
+        self.local.insert(key.to_vec(), None);
+    }
+}
+
+/// Tuning for group commit.
+#[derive(Debug, Clone)]
+pub struct SequencerOptions {
+    /// Most commands in one batch.
+    pub max_batch: usize,
+    /// How long to wait for more commands once one arrived (zero: take what is queued).
+    pub max_wait: Duration,
+    /// Commands that may wait in the queue before submitters are slowed down.
+    pub queue: usize,
+}
+
+impl Default for SequencerOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            max_wait: Duration::ZERO,
+            queue: 8192,
+        }
+    }
+}
+
+/// Why a submission did not produce a receipt.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError<R> {
+    /// The state machine refused the command; nothing was appended.
+    #[error("command rejected")]
+    Rejected(R),
+    /// The batch could not be made durable; nothing was appended.
+    #[error("the log is unavailable: {0}")]
+    Unavailable(String),
+    /// The sequencer is shut down.
+    #[error("the sequencer is shut down")]
+    Closed,
+}
+
+/// Counters describing the sequencer's work so far.
+#[derive(Debug, Default)]
+pub struct SequencerStats {
+    /// Commands accepted into the queue.
+    pub submitted: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Entries committed.
+    pub entries: AtomicU64,
+    /// Commands rejected by the state machine.
+    pub rejected: AtomicU64,
+    /// Batches that failed to commit.
+    pub failed_batches: AtomicU64,
+    /// Total time spent committing batches, in microseconds.
+    pub commit_micros: AtomicU64,
+}
+
+type Reply<M> = oneshot::Sender<
+    Result<Ack<<M as StateMachine>::Output>, SubmitError<<M as StateMachine>::Rejection>>,
+>;
+
+struct Job<M: StateMachine> {
+    command: M::Command,
+    reply: Reply<M>,
+}
+
+enum Msg<M: StateMachine> {
+    Job(Job<M>),
+    Close,
+}
+
+struct Ack<O> {
+    index: LeafIndex,
+    leaf_hash: Hash,
+    checkpoint: Arc<SignedCheckpoint>,
+    output: O,
+}
+
+/// A handle to the sequencer. Cheap to clone; every clone submits to the same writer thread.
+pub struct Sequencer<M: StateMachine> {
+    sender: mpsc::Sender<Msg<M>>,
+    log: Arc<Log>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    stats: Arc<SequencerStats>,
+}
+
+impl<M: StateMachine> Clone for Sequencer<M> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+            log: self.log.clone(),
+            thread: self.thread.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<M: StateMachine> Sequencer<M> {
+    /// Starts the writer thread for `log`, applying commands with `machine`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the thread cannot be spawned.
+    pub fn start(log: Arc<Log>, machine: M, options: SequencerOptions) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::channel(options.queue.max(1));
+        let stats = Arc::new(SequencerStats::default());
+        let writer = Writer {
+            log: log.clone(),
+            machine,
+            options,
+            stats: stats.clone(),
+            last_time: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("akashi-sequencer".into())
+            .spawn(move || writer.run(receiver))?;
+        Ok(Self {
+            sender,
+            log,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            stats,
+        })
+    }
+
+    /// The log this sequencer appends to.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// Counters of the work done so far.
+    pub fn stats(&self) -> &SequencerStats {
+        &self.stats
+    }
+
+    /// Submits a command and waits until its entry is durable and covered by a signed
+    /// checkpoint; returns the entry's receipt and the state machine's output.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`SubmitError`]; in every error case nothing was appended for this command.
+    pub async fn submit(
+        &self,
+        command: M::Command,
+    ) -> Result<(Receipt, M::Output), SubmitError<M::Rejection>> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Job(Job { command, reply }))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        self.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let ack = answer.await.map_err(|_| SubmitError::Closed)??;
+        let receipt = self
+            .log
+            .receipt(ack.index, ack.leaf_hash, ack.checkpoint)
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        Ok((receipt, ack.output))
+    }
+
+    /// Stops accepting commands, finishes every queued one, and waits for the writer thread.
+    pub async fn shutdown(&self) {
+        // A full queue only delays the close message; a closed channel means it is done.
+        let _ = self.sender.send(Msg::Close).await;
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+struct Writer<M: StateMachine> {
+    log: Arc<Log>,
+    machine: M,
+    options: SequencerOptions,
+    stats: Arc<SequencerStats>,
+    last_time: i64,
+}
+
+impl<M: StateMachine> Writer<M> {
+    fn run(mut self, mut receiver: mpsc::Receiver<Msg<M>>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                tracing::error!(cause = %err, "sequencer could not start its runtime");
+                return;
+            }
+        };
+        let max_batch = self.options.max_batch.max(1);
+        let mut closing = false;
+        while !closing {
+            let Some(first) = receiver.blocking_recv() else {
+                break;
+            };
+            let mut jobs = Vec::new();
+            match first {
+                Msg::Job(job) => jobs.push(job),
+                Msg::Close => closing = true,
+            }
+            if closing {
+                // Finish everything already queued, accept nothing new.
+                receiver.close();
+            }
+            let deadline = Instant::now() + self.options.max_wait;
+            while jobs.len() < max_batch {
+                let next = match receiver.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() || closing {
+                            None
+                        } else {
+                            runtime
+                                .block_on(async {
+                                    tokio::time::timeout(left, receiver.recv()).await
+                                })
+                                .ok()
+                                .flatten()
+                        }
+                    }
+                };
+                match next {
+                    Some(Msg::Job(job)) => jobs.push(job),
+                    Some(Msg::Close) => {
+                        closing = true;
+                        receiver.close();
+                    }
+                    None => break,
+                }
+            }
+            if !jobs.is_empty() {
+                self.process(jobs);
+            }
+            if closing {
+                // Drain what was queued before the close.
+                while let Ok(msg) = receiver.try_recv() {
+                    if let Msg::Job(job) = msg {
+                        self.process(vec![job]);
+                    }
+                }
+            }
+        }
+        tracing::info!("sequencer stopped");
+    }
+
+    fn now_millis(&mut self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.last_time = self.last_time.max(now);
+        self.last_time
+    }
+
+    #[tracing::instrument(skip_all, fields(commands = jobs.len()))]
+    fn process(&mut self, jobs: Vec<Job<M>>) {
+        let started = Instant::now();
+        let time = self.now_millis();
+        let base = self.log.size().get();
+        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut entries = Vec::with_capacity(jobs.len());
+        let mut accepted = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut tx = Tx {
+                log: &self.log,
+                batch: &overlay,
+                local: BTreeMap::new(),
+                index: LeafIndex(base + entries.len() as u64),
+                time_millis: time,
+            };
+            match self.machine.apply(job.command, &mut tx) {
+                Ok(applied) if crate::log::check_entry(&applied.entry).is_err() => {
+                    // A state machine bug: refuse this command alone, keep none of its writes.
+                    tracing::error!(
+                        index = tx.index.get(),
+                        "state machine produced an invalid entry"
+                    );
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    let _ = job
+                        .reply
+                        .send(Err(SubmitError::Unavailable("invalid entry".into())));
+                }
+                Ok(applied) => {
+                    let local = tx.local;
+                    overlay.extend(local);
+                    entries.push(applied.entry);
+                    accepted.push((job.reply, applied.output));
+                }
+                Err(rejection) => {
+                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    let _ = job.reply.send(Err(SubmitError::Rejected(rejection)));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let writes = overlay
+            .into_iter()
+            .map(|(key, value)| match value {
+                Some(value) => StateWrite::Put(key, value),
+                None => StateWrite::Delete(key),
+            })
+            .collect();
+        match self.log.append_batch(&entries, writes) {
+            Ok(committed) => {
+                let elapsed = started.elapsed();
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .entries
+                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                self.stats.commit_micros.fetch_add(
+                    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                tracing::debug!(
+                    entries = entries.len(),
+                    size = committed.checkpoint.checkpoint.size.get(),
+                    micros = elapsed.as_micros() as u64,
+                    "batch committed"
+                );
+                for (offset, ((reply, output), leaf_hash)) in accepted
+                    .into_iter()
+                    .zip(committed.leaf_hashes.iter())
+                    .enumerate()
+                {
+                    let _ = reply.send(Ok(Ack {
+                        index: LeafIndex(committed.first.get() + offset as u64),
+                        leaf_hash: *leaf_hash,
+                        checkpoint: committed.checkpoint.clone(),
+                        output,
+                    }));
+                }
+            }
+            Err(err) => {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(cause = %err, entries = entries.len(), "batch failed to commit");
+                self.machine.rollback();
+                let message = err.to_string();
+                for (reply, _) in accepted {
+                    let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+use std::sync::{Arc, atomic::AtomicUsize};
+
+use super::*;
+use crate::{
+    checkpoint::SignedCheckpoint,
+    store::{
+        MemoryStore,
+        conformance::{test_entry, test_signer},
+    },
+};
+
+/// Counts: every command increments the counter in state and returns the value it saw.
+struct Counter {
+    rollbacks: Arc<AtomicUsize>,
+}
+
+enum Cmd {
+    Increment,
+    Refuse,
+}
+
+impl StateMachine for Counter {
+    type Command = Cmd;
+    type Output = u64;
+    type Rejection = &'static str;
+
+    fn apply(&mut self, command: Cmd, tx: &mut Tx<'_>) -> Result<Applied<u64>, &'static str> {
+        if let Cmd::Refuse = command {
+            tx.put(b"refused-write", b"must not persist");
+            return Err("refused");
+        }
+        let current = tx
+            .get(b"counter")
+            .map_err(|_| "store")?
+            .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+            .unwrap_or(0);
+        let next = current + 1;
+        tx.put(b"counter", &next.to_be_bytes());
+        Ok(Applied {
+            entry: test_entry(tx.index().get()),
+            output: next,
+        })
+    }
+
+    fn rollback(&mut self) {
+        self.rollbacks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn start(store: &MemoryStore, options: SequencerOptions) -> (Sequencer<Counter>, Arc<AtomicUsize>) {
+    let signer = test_signer();
+    let log = Arc::new(Log::open(Arc::new(store.clone()), signer).unwrap());
+    let rollbacks = Arc::new(AtomicUsize::new(0));
+    let machine = Counter {
+        rollbacks: rollbacks.clone(),
+    };
+    (Sequencer::start(log, machine, options).unwrap(), rollbacks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_get_distinct_indices_and_valid_receipts() {
+    let store = MemoryStore::new();
+    let (sequencer, _) = start(&store, SequencerOptions::default());
+    let verifier = sequencer.log().verifier().clone();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let sequencer = sequencer.clone();
+        tasks.push(tokio::spawn(async move {
+            sequencer.submit(Cmd::Increment).await
+        }));
+    }
+    let mut indices = Vec::new();
+    let mut outputs = Vec::new();
+    for task in tasks {
+        let (receipt, output) = task.await.unwrap().unwrap();
+        let checkpoint = SignedCheckpoint::verify(&receipt.checkpoint.note, &verifier).unwrap();
+        receipt
+            .inclusion_proof
+            .verify(&receipt.leaf_hash, &checkpoint.checkpoint.root)
+            .unwrap();
+        assert!(checkpoint.checkpoint.size.contains(receipt.leaf_index));
+        // Commands are applied in sequence order: the value seen is the index plus one.
+        assert_eq!(output, receipt.leaf_index.get() + 1);
+        indices.push(receipt.leaf_index.get());
+        outputs.push(output);
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (0..200).collect::<Vec<_>>());
+    assert_eq!(sequencer.log().size().get(), 200);
+    let batches = sequencer.stats().batches.load(Ordering::Relaxed);
+    assert!(batches >= 1 && batches <= 200);
+    // Each batch ends with exactly one sync (plus the one made when the log was created).
+    assert_eq!(store.syncs(), batches + 1);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rejected_command_appends_nothing_and_keeps_no_writes() {
+    let store = MemoryStore::new();
+    let (sequencer, _) = start(&store, SequencerOptions::default());
+    let (first, _) = sequencer.submit(Cmd::Increment).await.unwrap();
+    assert!(matches!(
+        sequencer.submit(Cmd::Refuse).await,
+        Err(SubmitError::Rejected("refused"))
+    ));
+    let (second, output) = sequencer.submit(Cmd::Increment).await.unwrap();
+    assert_eq!(second.leaf_index.get(), first.leaf_index.get() + 1);
+    assert_eq!(output, 2);
+    assert_eq!(sequencer.log().state_get(b"refused-write").unwrap(), None);
+    assert_eq!(sequencer.stats().rejected.load(Ordering::Relaxed), 1);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_batch_answers_unavailable_and_rolls_back() {
+    let store = MemoryStore::new();
+    let (sequencer, rollbacks) = start(&store, SequencerOptions::default());
+    sequencer.submit(Cmd::Increment).await.unwrap();
+    store.fail_writes_after(0);
+    assert!(matches!(
+        sequencer.submit(Cmd::Increment).await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 1);
+    store.fail_writes_after(u64::MAX);
+    // The failed command left no trace: the counter continues from 1.
+    let (receipt, output) = sequencer.submit(Cmd::Increment).await.unwrap();
+    assert_eq!(output, 2);
+    assert_eq!(receipt.leaf_index.get(), 1);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_queued_commands_then_refuses_new_ones() {
+    let store = MemoryStore::new();
+    let options = SequencerOptions {
+        max_batch: 4,
+        ..SequencerOptions::default()
+    };
+    let (sequencer, _) = start(&store, options);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let sequencer = sequencer.clone();
+        tasks.push(tokio::spawn(async move {
+            sequencer.submit(Cmd::Increment).await
+        }));
+    }
+    // Close only once every task's command is in the queue (or already done).
+    while sequencer.stats().submitted.load(Ordering::Relaxed) < 50 {
+        tokio::task::yield_now().await;
+    }
+    sequencer.shutdown().await;
+    let mut done = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 50);
+    assert_eq!(sequencer.log().size().get(), 50);
+    assert!(matches!(
+        sequencer.submit(Cmd::Increment).await,
+        Err(SubmitError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_wait_holds_a_batch_open_until_it_is_full_or_the_wait_ends() {
+    let store = MemoryStore::new();
+    let wait = Duration::from_millis(50);
+    let options = SequencerOptions {
+        max_batch: 8,
+        max_wait: wait,
+        ..SequencerOptions::default()
+    };
+    let (sequencer, _) = start(&store, options);
+    // A lone command waits for company until the wait ends.
+    let started = Instant::now();
+    sequencer.submit(Cmd::Increment).await.unwrap();
+    assert!(started.elapsed() >= wait);
+    sequencer.shutdown().await;
+
+    // With a long wait, eight concurrent commands fill the batch, which is cut at once.
+    let store = MemoryStore::new();
+    let options = SequencerOptions {
+        max_batch: 8,
+        max_wait: Duration::from_secs(30),
+        ..SequencerOptions::default()
+    };
+    let (sequencer, _) = start(&store, options);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let sequencer = sequencer.clone();
+        tasks.push(tokio::spawn(async move {
+            sequencer.submit(Cmd::Increment).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(sequencer.stats().batches.load(Ordering::Relaxed), 1);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    sequencer.shutdown().await;
+}

@@ -1,0 +1,200 @@
+//! Crash test: a child process appends under concurrent load through the sequencer onto the
+//! sled store and is killed with SIGKILL; the parent reopens the store and checks that every
+//! entry acknowledged before the kill is there with its leaf hash, that every checkpoint the
+//! child handed out is reproduced and consistent with the new tree, and that the derived state
+//! matches the log. Three kill/restart cycles run on the same store.
+//!
+//! This binary is both parent and child (`harness = false`): with `AKASHI_CRASH_CHILD` set it
+//! is the child writer.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "test code"
+)]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    sync::Arc,
+};
+
+use ledger::{
+    Hash, LeafIndex, TreeSize,
+    log::Log,
+    note::NoteSigner,
+    sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
+    store::{SledOptions, SledStore, conformance},
+};
+
+const CHILD_ENV: &str = "AKASHI_CRASH_CHILD";
+const KEY_ENV: &str = "AKASHI_CRASH_KEY";
+const ACKS_BEFORE_KILL: usize = 3000;
+
+/// Every entry bumps a counter in state; the output is the counter's new value.
+struct Counter;
+
+impl StateMachine for Counter {
+    type Command = ();
+    type Output = u64;
+    type Rejection = String;
+
+    fn apply(&mut self, (): (), tx: &mut Tx<'_>) -> Result<Applied<u64>, String> {
+        let current = tx
+            .get(b"counter")
+            .map_err(|e| e.to_string())?
+            .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+            .unwrap_or(0);
+        tx.put(b"counter", &(current + 1).to_be_bytes());
+        Ok(Applied {
+            entry: conformance::test_entry(tx.index().get()),
+            output: current + 1,
+        })
+    }
+}
+
+fn open_log(dir: &Path, skey: &str) -> Log {
+    let store = SledStore::open(dir, &SledOptions::default()).unwrap();
+    Log::open(Arc::new(store), NoteSigner::from_skey(skey).unwrap()).unwrap()
+}
+
+fn child(dir: &str, skey: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let log = Arc::new(open_log(Path::new(dir), skey));
+        let sequencer = Sequencer::start(log, Counter, SequencerOptions::default()).unwrap();
+        let (lines, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for _ in 0..32 {
+            let sequencer = sequencer.clone();
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                // Bounded: the parent kills us long before this ends.
+                for _ in 0..1_000_000 {
+                    let Ok((receipt, _)) = sequencer.submit(()).await else {
+                        return;
+                    };
+                    let cp = &receipt.checkpoint.checkpoint;
+                    let line = format!(
+                        "ack {} {} {} {}\n",
+                        receipt.leaf_index.get(),
+                        receipt.leaf_hash.to_hex(),
+                        cp.size.get(),
+                        cp.root.to_hex()
+                    );
+                    if lines.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(lines);
+        let mut stdout = std::io::stdout().lock();
+        while let Some(line) = rx.recv().await {
+            // Write each acknowledgement as soon as it is made: the parent may kill us any time.
+            if stdout
+                .write_all(line.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, dir)
+        .env(KEY_ENV, skey)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut checkpoints: BTreeMap<u64, Hash> = BTreeMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 5, "bad line from child: {line}");
+        acked.insert(parts[1].parse().unwrap(), Hash::from_hex(parts[2]).unwrap());
+        checkpoints.insert(parts[3].parse().unwrap(), Hash::from_hex(parts[4]).unwrap());
+        if acked.len() >= ACKS_BEFORE_KILL {
+            break;
+        }
+    }
+    // SIGKILL, mid-write: the child's 32 writers are still submitting.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let log = open_log(dir, skey);
+    let size = log.size();
+    let root = log.checkpoint().checkpoint.root;
+    for (&index, hash) in &acked {
+        assert!(
+            index < size.get(),
+            "round {round}: acknowledged entry {index} lost (size {size})"
+        );
+        assert_eq!(
+            log.leaf_hash(LeafIndex(index)).unwrap(),
+            *hash,
+            "entry {index}"
+        );
+    }
+    for (&cp_size, cp_root) in &checkpoints {
+        assert_eq!(
+            log.root(TreeSize(cp_size)).unwrap(),
+            *cp_root,
+            "checkpoint {cp_size}"
+        );
+        if cp_size > 0 {
+            log.consistency_proof(TreeSize(cp_size), size)
+                .unwrap()
+                .verify(cp_root, &root)
+                .unwrap();
+        }
+    }
+    let counter = u64::from_be_bytes(
+        log.state_get(b"counter")
+            .unwrap()
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(
+        counter,
+        size.get(),
+        "round {round}: state disagrees with the log"
+    );
+    log.fsck().unwrap();
+    (acked.len(), checkpoints.len())
+}
+
+fn main() {
+    if let (Ok(dir), Ok(skey)) = (std::env::var(CHILD_ENV), std::env::var(KEY_ENV)) {
+        child(&dir, &skey);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let skey = conformance::test_signer().to_skey();
+    let mut acks = 0;
+    let mut checkpoints = 0;
+    for round in 0..3 {
+        let (a, c) = cycle(dir.path(), &skey, round);
+        acks += a;
+        checkpoints += c;
+    }
+    println!(
+        "crash: 3 kill -9 cycles, {acks} acknowledged entries all present, {checkpoints} \
+         checkpoints all consistent with the recovered tree"
+    );
+    println!("1 passed, 0 failed");
+}
