@@ -1,1 +1,26 @@
-//! akashi server library (skeleton).
+//! akashi: a consent ledger and data-access governance service for personal health records.
+//!
+//! This crate is the server: the only one that knows gRPC. It joins `proto` (the contract),
+//! `policy` (Cedar decisions) and `ledger` (the append-only log).
+//!
+//! # Layout
+//!
+//! - `config`: the serde [`Config`] with its layers (file < `AKASHI_*` env < flags).
+//! - `cli`: the clap command line of the `akashi` binary.
+//! - `keys`: data-dir key material (checkpoint signing key, token issuer, subject pseudonyms).
+//! - `auth`: bearer tokens, roles, the authentication layer.
+//! - `metrics`: the Prometheus registry and the call-recording layer.
+//! - `error`: the crate [`Error`] and its single mapping to `tonic::Status`.
+//! - `server`: [`Server`], which hosts health, reflection, the services and the public HTTP port.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod server;
+
+pub use config::Config;
+pub use error::{Error, FieldProblem};
+pub use server::{Server, run};

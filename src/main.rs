@@ -1,3 +1,77 @@
-//! akashi server binary.
+//! The `akashi` binary: `akashi [serve]` runs the server until Ctrl-C or SIGTERM,
+//! `akashi token` prints a bearer token.
 
-fn main() {}
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use akashi::{
+    Config, Server, auth,
+    cli::{Cli, Command},
+    config,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        let token = auth::mint_token(
+            &args.data_dir,
+            args.role,
+            args.patient.as_deref(),
+            args.ttl(),
+        )
+        .context("while minting a token")?;
+        println!("{token}");
+        return Ok(());
+    }
+    let filter = EnvFilter::try_from_env("AKASHI_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let args = cli.serve_args().cloned().unwrap_or_default();
+    for name in config::unknown_env(std::env::vars()) {
+        tracing::warn!(%name, "ignoring unknown environment variable");
+    }
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
+        .context("while loading the configuration")?;
+    let server = Server::open(config.clone()).context("while opening the server")?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("while binding gRPC on {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("while binding HTTP on {}", config.http_addr))?;
+    println!("akashi {}", env!("CARGO_PKG_VERSION"));
+    println!("  gRPC         {}", grpc.local_addr()?);
+    println!("  public HTTP  http://{}", http.local_addr()?);
+    println!("  data dir     {}", config.data_dir.display());
+    println!("  origin       {}", config.origin);
+    println!("  vkey         {}", server.keys().verifier_key());
+    println!(
+        "  token        akashi token --data-dir {} --role platform",
+        config.data_dir.display()
+    );
+    server.run(grpc, http, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,594 @@
+//! Who is calling: bearer tokens (compact JWT signed with EdDSA/Ed25519 by the data dir's
+//! token-issuer key), the [`Caller`] they prove, and the tower layer that puts a [`Caller`] into
+//! every authenticated request's extensions.
+//!
+//! Tokens carry `role`, `sub` (the patient id, only for role `patient`), `iat`, `exp` and `jti`.
+//! Services need a token except [`PUBLIC_SERVICES`] (transparency, health, reflection). The
+//! layer is fail-closed: a service added later needs a token unless it is added to that list.
+//!
+//! This module does not decide what a role may do in a method beyond the checks [`require`] and
+//! [`require_subject`] offer; it keeps no revocation list (tokens are short-lived instead), and it
+//! does not read key files (see `keys.rs`).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::Path,
+    str::FromStr,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use futures::future::{Either, Ready, ready};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use tonic::{Status, body::Body};
+
+use crate::{Error, keys};
+
+/// Longest accepted token, in bytes (a real one is about 250).
+pub const MAX_TOKEN_LEN: usize = 2048;
+/// Longest accepted patient id in a token's `sub`, in bytes.
+pub const MAX_SUBJECT_LEN: usize = 256;
+/// Longest token lifetime `mint_token` issues and verification accepts.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// Default lifetime of `akashi token`.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
+/// Clock skew tolerated on `iat` (a token issued slightly in the future is accepted).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Most verified tokens remembered, so that a token's signature is checked once, not per call.
+pub const MAX_CACHED_TOKENS: usize = 4096;
+/// gRPC services callable without a token.
+pub const PUBLIC_SERVICES: &[&str] = &[
+    "akashi.v1.TransparencyService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// The role a token grants. Which methods each role may call is in API.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads the whole log to verify it (bodies included).
+    Auditor,
+    /// A data subject, bound to one patient id: their own consent state and history only.
+    Patient,
+    /// A platform service: writes, decisions and consent state.
+    Platform,
+    /// A regulator: any patient's history, policy validation.
+    Regulator,
+}
+
+/// An authenticated caller, put into the request extensions by [`AuthLayer`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's role.
+    pub role: Role,
+    /// The patient the token is bound to: `Some` exactly when `role` is [`Role::Patient`].
+    pub patient_id: Option<String>,
+}
+
+/// Why a token was refused (every case is `UNAUTHENTICATED`), or could not be issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing `authorization: Bearer <token>` metadata")]
+    Missing,
+    /// `authorization` is not `Bearer <token>`.
+    #[error("`authorization` metadata must be `Bearer <token>`")]
+    NotBearer,
+    /// The token is longer than [`MAX_TOKEN_LEN`].
+    #[error("token is longer than {max} bytes")]
+    TooLong {
+        /// The cap.
+        max: usize,
+    },
+    /// The token is not three base64url parts with JSON header and claims.
+    #[error("token is malformed: {part}")]
+    Malformed {
+        /// Which part is wrong.
+        part: &'static str,
+    },
+    /// The header's `alg` is not `EdDSA`.
+    #[error("token algorithm `{alg}` is not accepted (only `EdDSA`)")]
+    Algorithm {
+        /// The algorithm named.
+        alg: String,
+    },
+    /// The signature does not verify with the issuer key.
+    #[error("token signature is invalid")]
+    Signature,
+    /// `exp` is not in the future.
+    #[error("token expired")]
+    Expired,
+    /// `iat` is in the future (beyond [`CLOCK_SKEW`]).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// The lifetime is zero or longer than [`MAX_TOKEN_TTL`].
+    #[error("token lifetime must be between 1 second and {max_days} days")]
+    Lifetime {
+        /// The cap, in days.
+        max_days: u64,
+    },
+    /// Role `patient` without a `sub` (or an empty one).
+    #[error("role `patient` needs a patient id")]
+    MissingPatient,
+    /// A role other than `patient` with a `sub`.
+    #[error("role `{role}` takes no patient id")]
+    UnexpectedPatient {
+        /// The role.
+        role: Role,
+    },
+    /// `sub` is longer than [`MAX_SUBJECT_LEN`].
+    #[error("patient id is longer than {max} bytes")]
+    PatientTooLong {
+        /// The cap.
+        max: usize,
+    },
+}
+
+/// Role name not one of `platform`, `patient`, `regulator`, `auditor`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}` (expected `platform`, `patient`, `regulator` or `auditor`)")]
+pub struct UnknownRole(pub String);
+
+/// Issues tokens with the token-issuer key.
+pub struct TokenIssuer {
+    key: SigningKey,
+}
+
+/// Verifies tokens against the token-issuer public key, remembering recent good ones.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: VerifyingKey,
+    cache: Arc<Mutex<HashMap<Box<str>, Verified>>>,
+}
+
+/// Tower layer that authenticates every call outside [`PUBLIC_SERVICES`] and inserts its
+/// [`Caller`] into the request extensions; refused calls get `UNAUTHENTICATED` without reaching
+/// the service.
+#[derive(Clone)]
+pub struct AuthLayer {
+    verifier: TokenVerifier,
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    verifier: TokenVerifier,
+}
+
+/// Mints a token with the issuer key stored in `data_dir`, exactly as `akashi token` does.
+/// `patient` must be given for [`Role::Patient`] and only for it.
+///
+/// # Errors
+///
+/// [`Error::Keys`] when the data dir has no (usable) issuer key, [`Error::Unauthenticated`] for
+/// a role/patient/lifetime combination that cannot be issued.
+pub fn mint_token(
+    data_dir: &Path,
+    role: Role,
+    patient: Option<&str>,
+    ttl: Duration,
+) -> Result<String, Error> {
+    let issuer = keys::load_token_issuer(data_dir)?;
+    Ok(issuer.issue(role, patient, ttl, SystemTime::now())?)
+}
+
+/// The caller that [`AuthLayer`] put into `request`.
+///
+/// # Errors
+///
+/// `UNAUTHENTICATED` if there is none (the service was reached without the layer: fail closed).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::from(Error::Unauthenticated(AuthError::Missing)))
+}
+
+/// Checks that `caller` has one of `allowed` roles.
+///
+/// # Errors
+///
+/// `PERMISSION_DENIED` naming the caller's role.
+pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Status> {
+    if allowed.contains(&caller.role) {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied { role: caller.role }.into())
+}
+
+/// Checks that `caller` is the patient `patient_id` themself, or has one of `others` roles (for
+/// "platform, the patient" and "the patient (own only), regulator" methods).
+///
+/// # Errors
+///
+/// `PERMISSION_DENIED`; for a patient asking about someone else the message does not repeat
+/// either id.
+pub fn require_subject(caller: &Caller, patient_id: &str, others: &[Role]) -> Result<(), Status> {
+    if others.contains(&caller.role) {
+        return Ok(());
+    }
+    if caller.role == Role::Patient && caller.patient_id.as_deref() == Some(patient_id) {
+        return Ok(());
+    }
+    Err(Error::PermissionDenied { role: caller.role }.into())
+}
+
+impl Role {
+    /// The role's name as written in tokens and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auditor => "auditor",
+            Self::Patient => "patient",
+            Self::Platform => "platform",
+            Self::Regulator => "regulator",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auditor" => Ok(Self::Auditor),
+            "patient" => Ok(Self::Patient),
+            "platform" => Ok(Self::Platform),
+            "regulator" => Ok(Self::Regulator),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Debug for Caller {
+    /// Never prints the patient id (ids stay out of logs).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("role", &self.role)
+            .field(
+                "patient_id",
+                &self.patient_id.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `key`.
+    pub fn new(key: SigningKey) -> Self {
+        Self { key }
+    }
+
+    /// The public key that verifies this issuer's tokens.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// A verifier for this issuer's tokens.
+    pub fn verifier(&self) -> TokenVerifier {
+        TokenVerifier::new(self.verifying_key())
+    }
+
+    /// Issues a token for `role` valid from `now` for `ttl`.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::MissingPatient`] / [`AuthError::UnexpectedPatient`] when `patient` does not
+    /// match the role, [`AuthError::PatientTooLong`], [`AuthError::Lifetime`] for a zero or too
+    /// long `ttl`.
+    pub fn issue(
+        &self,
+        role: Role,
+        patient: Option<&str>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, AuthError> {
+        check_subject(role, patient)?;
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(lifetime_error());
+        }
+        let iat = unix_seconds(now);
+        let mut jti = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut jti);
+        let claims = Claims {
+            role,
+            sub: patient.map(str::to_owned),
+            iat,
+            exp: iat.saturating_add(ttl.as_secs().max(1)),
+            jti: hex::encode(jti),
+        };
+        let header = URL_SAFE_NO_PAD.encode(HEADER_JSON);
+        let claims = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&claims).map_err(|_| AuthError::Malformed { part: "claims" })?,
+        );
+        let signing_input = format!("{header}.{claims}");
+        let signature = self.key.sign(signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        ))
+    }
+}
+
+impl fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field(
+                "verifying_key",
+                &hex::encode(self.verifying_key().as_bytes()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifier {
+    /// A verifier for tokens signed by `key`'s secret half.
+    pub fn new(key: VerifyingKey) -> Self {
+        Self {
+            key,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Authenticates the `authorization` header value of a call (`Bearer <token>`).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] saying what is wrong.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        now: SystemTime,
+    ) -> Result<Caller, AuthError> {
+        let value = authorization.ok_or(AuthError::Missing)?;
+        if value.len() > MAX_TOKEN_LEN + "Bearer ".len() {
+            return Err(AuthError::TooLong { max: MAX_TOKEN_LEN });
+        }
+        let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::NotBearer);
+        }
+        self.verify(token.trim(), now)
+    }
+
+    /// Verifies a compact token: size, header, signature, claims, lifetime and role binding.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] saying what is wrong.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::TooLong { max: MAX_TOKEN_LEN });
+        }
+        let now_secs = unix_seconds(now);
+        if let Some(hit) = self.cached(token) {
+            if now_secs >= hit.exp {
+                return Err(AuthError::Expired);
+            }
+            return Ok(hit.caller);
+        }
+        let verified = self.verify_uncached(token, now_secs)?;
+        let caller = verified.caller.clone();
+        self.remember(token, verified);
+        Ok(caller)
+    }
+
+    /// Full verification, without the cache.
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, AuthError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed {
+                part: "expected three `.`-separated parts",
+            });
+        };
+        let header: Header = decode_json(header, "header")?;
+        if header.alg != "EdDSA" {
+            return Err(AuthError::Algorithm { alg: header.alg });
+        }
+        if header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
+            return Err(AuthError::Malformed { part: "header typ" });
+        }
+        let signature_bytes: [u8; 64] = URL_SAFE_NO_PAD
+            .decode(signature)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(AuthError::Malformed { part: "signature" })?;
+        let signing_input_len = header_len(token, claims);
+        let signing_input = token
+            .get(..signing_input_len)
+            .ok_or(AuthError::Malformed { part: "token" })?;
+        self.key
+            .verify_strict(
+                signing_input.as_bytes(),
+                &Signature::from_bytes(&signature_bytes),
+            )
+            .map_err(|_| AuthError::Signature)?;
+        // Claims are parsed only once the signature holds: only our issuer's JSON is parsed.
+        let claims: Claims = decode_json(claims, "claims")?;
+        check_subject(claims.role, claims.sub.as_deref())?;
+        if claims.exp <= claims.iat || claims.exp - claims.iat > MAX_TOKEN_TTL.as_secs() {
+            return Err(lifetime_error());
+        }
+        if claims.iat > now.saturating_add(CLOCK_SKEW.as_secs()) {
+            return Err(AuthError::NotYetValid);
+        }
+        if now >= claims.exp {
+            return Err(AuthError::Expired);
+        }
+        Ok(Verified {
+            caller: Caller {
+                role: claims.role,
+                patient_id: claims.sub,
+            },
+            exp: claims.exp,
+        })
+    }
+
+    fn cached(&self, token: &str) -> Option<Verified> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(token).cloned()
+    }
+
+    fn remember(&self, token: &str, verified: Verified) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= MAX_CACHED_TOKENS {
+            // Simple bound: start over rather than track recency. Only good tokens get here,
+            // so this costs at most one signature check per token per refill.
+            cache.clear();
+        }
+        cache.insert(token.into(), verified);
+    }
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("key", &hex::encode(self.key.as_bytes()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthLayer {
+    /// A layer authenticating with `verifier`.
+    pub fn new(verifier: TokenVerifier) -> Self {
+        Self { verifier }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+impl<S> tower::Service<http::Request<Body>> for AuthService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if is_public(request.uri().path()) {
+            return Either::Left(self.inner.call(request));
+        }
+        let authorization = request.headers().get(http::header::AUTHORIZATION);
+        match self.verifier.authenticate(authorization, SystemTime::now()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Either::Left(self.inner.call(request))
+            }
+            Err(err) => {
+                tracing::debug!(cause = %err, path = request.uri().path(), "unauthenticated call");
+                let status = Status::from(Error::Unauthenticated(err));
+                Either::Right(ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+/// The compact JWT header of every token.
+const HEADER_JSON: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    typ: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: u64,
+}
+
+/// Whether `path` (`/package.Service/Method`) belongs to a [`PUBLIC_SERVICES`] service.
+fn is_public(path: &str) -> bool {
+    let service = path
+        .strip_prefix('/')
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(service, _)| service);
+    service.is_some_and(|service| PUBLIC_SERVICES.contains(&service))
+}
+
+/// Length of `header.claims` within `token`, given the claims part borrowed from it.
+fn header_len(token: &str, claims: &str) -> usize {
+    let claims_start = token.find('.').map_or(0, |dot| dot + 1);
+    claims_start + claims.len()
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(
+    part: &str,
+    name: &'static str,
+) -> Result<T, AuthError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthError::Malformed { part: name })?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed { part: name })
+}
+
+fn check_subject(role: Role, patient: Option<&str>) -> Result<(), AuthError> {
+    match (role, patient) {
+        (Role::Patient, None) => Err(AuthError::MissingPatient),
+        (Role::Patient, Some("")) => Err(AuthError::MissingPatient),
+        (Role::Patient, Some(id)) if id.len() > MAX_SUBJECT_LEN => Err(AuthError::PatientTooLong {
+            max: MAX_SUBJECT_LEN,
+        }),
+        (Role::Patient, Some(_)) => Ok(()),
+        (role, Some(_)) => Err(AuthError::UnexpectedPatient { role }),
+        (_, None) => Ok(()),
+    }
+}
+
+fn lifetime_error() -> AuthError {
+    AuthError::Lifetime {
+        max_days: MAX_TOKEN_TTL.as_secs() / 86_400,
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The command line of the `akashi` binary (clap derive): `akashi [serve] [FLAGS]` and
+//! `akashi token`. It turns flags into [`Overrides`] for `config.rs` and does no I/O itself.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    auth::{DEFAULT_TOKEN_TTL, Role},
+    config::{DEFAULT_DATA_DIR, DurationText, Overrides},
+};
+
+/// akashi: consent ledger and data-access governance for personal health records.
+#[derive(Debug, Parser)]
+#[command(name = "akashi", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags of `serve` when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// A subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Print a bearer token signed by a data dir's token-issuer key.
+    Token(TokenArgs),
+}
+
+/// Flags of `akashi serve`. Each overrides the config file and the `AKASHI_*` environment.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE", env = "AKASHI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (keys and ledger) [default: ./akashi-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Public HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Checkpoint origin line, also the signing key's name [default: akashi.dev/log].
+    #[arg(long, value_name = "NAME")]
+    pub origin: Option<String>,
+    /// Most entries per group-commit batch [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub batch_max_entries: Option<usize>,
+    /// Longest wait to fill a batch, e.g. `2ms`, `500us` [default: 2ms].
+    #[arg(long, value_name = "DURATION")]
+    pub batch_max_wait: Option<DurationText>,
+    /// PEM certificate chain for TLS on the gRPC port.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the gRPC port (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates must chain to (turns on mTLS).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Flags of `akashi token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// Data directory whose token-issuer key signs the token.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// `platform`, `patient`, `regulator` or `auditor`.
+    #[arg(long)]
+    pub role: Role,
+    /// The patient id the token is bound to (role `patient` only, and required for it).
+    #[arg(long, value_name = "ID")]
+    pub patient: Option<String>,
+    /// Lifetime in seconds [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
+}
+
+impl Cli {
+    /// The `serve` flags, whether given after `serve` or with no subcommand.
+    pub fn serve_args(&self) -> Option<&ServeArgs> {
+        match &self.command {
+            None => Some(&self.serve),
+            Some(Command::Serve(args)) => Some(args),
+            Some(Command::Token(_)) => None,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The settings these flags give.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            grpc_addr: self.grpc_addr,
+            http_addr: self.http_addr,
+            data_dir: self.data_dir.clone(),
+            origin: self.origin.clone(),
+            batch_max_entries: self.batch_max_entries,
+            batch_max_wait: self.batch_max_wait.map(|d| d.0),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+        }
+    }
+}
+
+impl TokenArgs {
+    /// The requested lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl.map_or(DEFAULT_TOKEN_TTL, Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,434 @@
+//! Server configuration: one serde struct with documented defaults, filled in layers — built-in
+//! defaults, then a TOML file (`--config FILE`), then `AKASHI_*` environment variables, then
+//! command-line flags (each layer overrides the one before).
+//!
+//! This module only describes and merges settings. It does not read key material (see
+//! `keys.rs`), open sockets or parse the command line itself (see `cli.rs`, which hands it an
+//! [`Overrides`]).
+
+use std::{
+    fmt, fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default gRPC listen address (loopback only: exposing the server is an explicit choice).
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+/// Default public HTTP listen address (tiles, verifier key, metrics).
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default data directory (key material and the ledger).
+pub const DEFAULT_DATA_DIR: &str = "./akashi-data";
+/// Default checkpoint origin line, also the note key name of the checkpoint signing key.
+pub const DEFAULT_ORIGIN: &str = "akashi.dev/log";
+/// Default upper bound of entries the sequencer commits in one batch.
+pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1024;
+/// Default longest time the sequencer waits to fill a batch.
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(2);
+/// Largest accepted `batch_max_entries`.
+pub const MAX_BATCH_MAX_ENTRIES: usize = 65_536;
+/// Longest accepted `batch_max_wait`.
+pub const MAX_BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
+/// Largest config file read.
+pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
+/// Longest accepted origin (c2sp.org/tlog-checkpoint sets no limit; notes need a sane one).
+pub const MAX_ORIGIN_LEN: usize = 256;
+/// Prefix of the environment variables that override the config file.
+pub const ENV_PREFIX: &str = "AKASHI_";
+
+/// Everything the server needs to start. `Config::default()` is the embedded default of
+/// `cargo run` with no arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address. Default [`DEFAULT_GRPC_ADDR`].
+    pub grpc_addr: SocketAddr,
+    /// Public HTTP listen address. Default [`DEFAULT_HTTP_ADDR`].
+    pub http_addr: SocketAddr,
+    /// Data directory: keys and the ledger. Default [`DEFAULT_DATA_DIR`].
+    pub data_dir: PathBuf,
+    /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
+    /// Default [`DEFAULT_ORIGIN`].
+    pub origin: String,
+    /// Most entries committed in one group-commit batch. Default [`DEFAULT_BATCH_MAX_ENTRIES`].
+    pub batch_max_entries: usize,
+    /// Longest wait to fill a batch, written like `2ms`, `500us` or `1s`.
+    /// Default [`DEFAULT_BATCH_MAX_WAIT`].
+    #[serde(with = "duration_text")]
+    pub batch_max_wait: Duration,
+    /// TLS for the gRPC port; absent (the default) means plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for the gRPC port. With `client_ca` set this is mTLS: every client must present a
+/// certificate signed by that CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that client certificates must chain to; absent = no client
+    /// certificates asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Settings given by one layer above the file (environment or flags): `None` keeps the value
+/// from below.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Overrides [`Config::grpc_addr`].
+    pub grpc_addr: Option<SocketAddr>,
+    /// Overrides [`Config::http_addr`].
+    pub http_addr: Option<SocketAddr>,
+    /// Overrides [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// Overrides [`Config::origin`].
+    pub origin: Option<String>,
+    /// Overrides [`Config::batch_max_entries`].
+    pub batch_max_entries: Option<usize>,
+    /// Overrides [`Config::batch_max_wait`].
+    pub batch_max_wait: Option<Duration>,
+    /// Overrides [`TlsConfig::cert`]; with `tls_key`, turns TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// Overrides [`TlsConfig::key`]; with `tls_cert`, turns TLS on.
+    pub tls_key: Option<PathBuf>,
+    /// Overrides [`TlsConfig::client_ca`] (turns on mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is larger than [`MAX_CONFIG_FILE_LEN`].
+    #[error("config file `{path}` is larger than {max} bytes")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        max: u64,
+    },
+    /// The config file is not valid TOML for [`Config`].
+    #[error("invalid config file `{path}`: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parse error (names the key and position).
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// An `AKASHI_*` variable has a value that does not parse.
+    #[error("invalid value `{value}` in environment variable `{name}`: {reason}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is out of its range.
+    #[error("`{field}` {reason}")]
+    Invalid {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// A duration written as `<integer><unit>` with unit `us`, `ms` or `s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            origin: DEFAULT_ORIGIN.to_owned(),
+            batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
+            batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
+            tls: None,
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from its layers: defaults < `file` < `env` < `flags`.
+    ///
+    /// `env` is the process environment (`std::env::vars()`); only `AKASHI_*` names are read,
+    /// and `AKASHI_CONFIG` (the file path, handled by the caller) and `AKASHI_LOG` are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read or parsed, an `AKASHI_*` variable
+    /// does not parse, or the merged result fails [`Config::validate`].
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(&Overrides::from_env(env)?);
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML config file; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`], [`ConfigError::FileTooLarge`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = fs::metadata(path).map_err(read_error)?.len();
+        if len > MAX_CONFIG_FILE_LEN {
+            return Err(ConfigError::FileTooLarge {
+                path: path.to_owned(),
+                max: MAX_CONFIG_FILE_LEN,
+            });
+        }
+        let text = fs::read_to_string(path).map_err(read_error)?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text; keys it leaves out keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// The TOML error, which names the offending key.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Replaces every setting that `overrides` gives.
+    pub fn apply(&mut self, overrides: &Overrides) {
+        let o = overrides.clone();
+        if let Some(v) = o.grpc_addr {
+            self.grpc_addr = v;
+        }
+        if let Some(v) = o.http_addr {
+            self.http_addr = v;
+        }
+        if let Some(v) = o.data_dir {
+            self.data_dir = v;
+        }
+        if let Some(v) = o.origin {
+            self.origin = v;
+        }
+        if let Some(v) = o.batch_max_entries {
+            self.batch_max_entries = v;
+        }
+        if let Some(v) = o.batch_max_wait {
+            self.batch_max_wait = v;
+        }
+        if o.tls_cert.is_none() && o.tls_key.is_none() && o.tls_client_ca.is_none() {
+            return;
+        }
+        let mut tls = self.tls.take().unwrap_or(TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            client_ca: None,
+        });
+        if let Some(v) = o.tls_cert {
+            tls.cert = v;
+        }
+        if let Some(v) = o.tls_key {
+            tls.key = v;
+        }
+        if let Some(v) = o.tls_client_ca {
+            tls.client_ca = Some(v);
+        }
+        self.tls = Some(tls);
+    }
+
+    /// Checks ranges and that TLS, when on, names both a certificate and a key. (The origin's
+    /// syntax is checked where the signing key is made, by the note key-name rules.)
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason| Err(ConfigError::Invalid { field, reason });
+        if self.origin.is_empty() {
+            return invalid("origin", "must not be empty");
+        }
+        if self.origin.len() > MAX_ORIGIN_LEN {
+            return invalid("origin", "is longer than 256 bytes");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must not be empty");
+        }
+        if self.batch_max_entries == 0 || self.batch_max_entries > MAX_BATCH_MAX_ENTRIES {
+            return invalid("batch_max_entries", "must be between 1 and 65536");
+        }
+        if self.batch_max_wait > MAX_BATCH_MAX_WAIT {
+            return invalid("batch_max_wait", "must be at most 1s");
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.as_os_str().is_empty() {
+                return invalid("tls.cert", "must be set when TLS is on");
+            }
+            if tls.key.as_os_str().is_empty() {
+                return invalid("tls.key", "must be set when TLS is on");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Overrides {
+    /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
+    /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
+    /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`. `AKASHI_CONFIG` and
+    /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
+    /// skipped (see [`unknown_env`] to warn about them); an empty value counts as unset.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Env`] for a value that does not parse.
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut out = Self::default();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            match key {
+                "CONFIG" | "LOG" => {}
+                "GRPC_ADDR" => out.grpc_addr = Some(parse_env(&name, &value)?),
+                "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
+                "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
+                "ORIGIN" => out.origin = Some(value),
+                "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
+                "BATCH_MAX_WAIT" => {
+                    out.batch_max_wait = Some(parse_env::<DurationText>(&name, &value)?.0);
+                }
+                "TLS_CERT" => out.tls_cert = Some(PathBuf::from(value)),
+                "TLS_KEY" => out.tls_key = Some(PathBuf::from(value)),
+                "TLS_CLIENT_CA" => out.tls_client_ca = Some(PathBuf::from(value)),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl FromStr for DurationText {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const EXPECTED: &str = "expected an integer followed by `us`, `ms` or `s`";
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or(EXPECTED)?;
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| EXPECTED)?;
+        let duration = match unit {
+            "us" => Duration::from_micros(number),
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            _ => return Err(EXPECTED),
+        };
+        Ok(Self(duration))
+    }
+}
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        if micros.is_multiple_of(1_000_000) {
+            write!(f, "{}s", micros / 1_000_000)
+        } else if micros.is_multiple_of(1_000) {
+            write!(f, "{}ms", micros / 1_000)
+        } else {
+            write!(f, "{micros}us")
+        }
+    }
+}
+
+/// The `AKASHI_*` names in `env` that no setting reads (probably typos), for a warning.
+pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    env.into_iter()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.strip_prefix(ENV_PREFIX)
+                .is_some_and(|key| !KNOWN_ENV.contains(&key))
+        })
+        .collect()
+}
+
+/// The `AKASHI_*` suffixes something reads.
+const KNOWN_ENV: &[&str] = &[
+    "BATCH_MAX_ENTRIES",
+    "BATCH_MAX_WAIT",
+    "CONFIG",
+    "DATA_DIR",
+    "GRPC_ADDR",
+    "HTTP_ADDR",
+    "LOG",
+    "ORIGIN",
+    "TLS_CERT",
+    "TLS_CLIENT_CA",
+    "TLS_KEY",
+];
+
+/// Parses one environment value, naming the variable on failure.
+fn parse_env<T>(name: &str, value: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|err: T::Err| ConfigError::Env {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        reason: err.to_string(),
+    })
+}
+
+/// Serde for [`Duration`] fields written as [`DurationText`].
+mod duration_text {
+    use super::{Deserialize, Deserializer, Duration, DurationText, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&DurationText(*value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<DurationText>()
+            .map(|d| d.0)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests;

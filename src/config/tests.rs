@@ -1,0 +1,237 @@
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
+
+use super::{Config, ConfigError, DurationText, Overrides, TlsConfig, unknown_env};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let config = Config::default();
+    assert_eq!(config.grpc_addr, addr(super::DEFAULT_GRPC_ADDR));
+    assert_eq!(config.http_addr, addr(super::DEFAULT_HTTP_ADDR));
+    assert_eq!(config.data_dir, PathBuf::from("./akashi-data"));
+    assert_eq!(config.origin, "akashi.dev/log");
+    assert_eq!(config.batch_max_entries, 1024);
+    assert_eq!(config.batch_max_wait, Duration::from_millis(2));
+    assert_eq!(config.tls, None);
+    config.validate().unwrap();
+    assert_eq!(Config::from_toml("").unwrap(), config);
+}
+
+#[test]
+fn toml_sets_only_the_keys_it_names() {
+    let config = Config::from_toml(
+        r#"
+        grpc_addr = "127.0.0.1:6000"
+        batch_max_wait = "500us"
+        [tls]
+        cert = "server.pem"
+        key = "server.key"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.grpc_addr, addr("127.0.0.1:6000"));
+    assert_eq!(config.http_addr, Config::default().http_addr);
+    assert_eq!(config.batch_max_wait, Duration::from_micros(500));
+    assert_eq!(
+        config.tls,
+        Some(TlsConfig {
+            cert: "server.pem".into(),
+            key: "server.key".into(),
+            client_ca: None,
+        })
+    );
+}
+
+#[test]
+fn toml_rejects_unknown_keys_and_bad_values() {
+    let err = Config::from_toml("grpc_adr = \"127.0.0.1:1\"").unwrap_err();
+    assert!(err.to_string().contains("grpc_adr"), "{err}");
+    assert!(Config::from_toml("batch_max_wait = \"2 minutes\"").is_err());
+    assert!(Config::from_toml("grpc_addr = \"not an address\"").is_err());
+}
+
+#[test]
+fn layers_override_in_order_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("akashi.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    writeln!(
+        file,
+        "grpc_addr = \"127.0.0.1:1001\"\nhttp_addr = \"127.0.0.1:2001\"\norigin = \"file.example/log\"\nbatch_max_entries = 10"
+    )
+    .unwrap();
+    drop(file);
+
+    // File alone.
+    let config = Config::load(Some(&path), env(&[]), &Overrides::default()).unwrap();
+    assert_eq!(config.grpc_addr, addr("127.0.0.1:1001"));
+    assert_eq!(config.origin, "file.example/log");
+
+    // Env beats file; keys env does not name stay from the file.
+    let environment = env(&[
+        ("AKASHI_GRPC_ADDR", "127.0.0.1:1002"),
+        ("AKASHI_ORIGIN", "env.example/log"),
+        ("PATH", "/bin"),
+    ]);
+    let config = Config::load(Some(&path), environment.clone(), &Overrides::default()).unwrap();
+    assert_eq!(config.grpc_addr, addr("127.0.0.1:1002"));
+    assert_eq!(config.http_addr, addr("127.0.0.1:2001"));
+    assert_eq!(config.origin, "env.example/log");
+    assert_eq!(config.batch_max_entries, 10);
+
+    // Flags beat env.
+    let flags = Overrides {
+        grpc_addr: Some(addr("127.0.0.1:1003")),
+        batch_max_wait: Some(Duration::from_millis(7)),
+        ..Overrides::default()
+    };
+    let config = Config::load(Some(&path), environment, &flags).unwrap();
+    assert_eq!(config.grpc_addr, addr("127.0.0.1:1003"));
+    assert_eq!(config.origin, "env.example/log");
+    assert_eq!(config.batch_max_wait, Duration::from_millis(7));
+    assert_eq!(config.http_addr, addr("127.0.0.1:2001"));
+}
+
+#[test]
+fn env_reads_every_setting() {
+    let overrides = Overrides::from_env(env(&[
+        ("AKASHI_GRPC_ADDR", "127.0.0.1:1"),
+        ("AKASHI_HTTP_ADDR", "127.0.0.1:2"),
+        ("AKASHI_DATA_DIR", "/var/lib/akashi"),
+        ("AKASHI_ORIGIN", "o.example/log"),
+        ("AKASHI_BATCH_MAX_ENTRIES", "5"),
+        ("AKASHI_BATCH_MAX_WAIT", "1s"),
+        ("AKASHI_TLS_CERT", "c.pem"),
+        ("AKASHI_TLS_KEY", "k.pem"),
+        ("AKASHI_TLS_CLIENT_CA", "ca.pem"),
+        ("AKASHI_CONFIG", "ignored.toml"),
+        ("AKASHI_LOG", "debug"),
+        ("AKASHI_HTTP_ADDR_TYPO", "x"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        overrides,
+        Overrides {
+            grpc_addr: Some(addr("127.0.0.1:1")),
+            http_addr: Some(addr("127.0.0.1:2")),
+            data_dir: Some("/var/lib/akashi".into()),
+            origin: Some("o.example/log".into()),
+            batch_max_entries: Some(5),
+            batch_max_wait: Some(Duration::from_secs(1)),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+        }
+    );
+    let mut config = Config::default();
+    config.apply(&overrides);
+    assert_eq!(
+        config.tls,
+        Some(TlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            client_ca: Some("ca.pem".into()),
+        })
+    );
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let err = Overrides::from_env(env(&[("AKASHI_GRPC_ADDR", "nowhere")])).unwrap_err();
+    assert!(matches!(&err, ConfigError::Env { name, .. } if name == "AKASHI_GRPC_ADDR"));
+    assert!(err.to_string().contains("`AKASHI_GRPC_ADDR`"), "{err}");
+    // An empty value counts as unset.
+    assert_eq!(
+        Overrides::from_env(env(&[("AKASHI_GRPC_ADDR", "")])).unwrap(),
+        Overrides::default()
+    );
+}
+
+#[test]
+fn unknown_env_lists_only_unread_akashi_names() {
+    let names = unknown_env(env(&[
+        ("AKASHI_GRPC_ADRR", "x"),
+        ("AKASHI_TOKEN", "x"),
+        ("AKASHI_ORIGIN", "x"),
+        ("HOME", "x"),
+    ]));
+    assert_eq!(names, ["AKASHI_GRPC_ADRR", "AKASHI_TOKEN"]);
+}
+
+#[test]
+fn validate_refuses_out_of_range_settings() {
+    let check = |edit: &dyn Fn(&mut Config), field: &str| {
+        let mut config = Config::default();
+        edit(&mut config);
+        let err = config.validate().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { field: f, .. } if *f == field),
+            "{err}"
+        );
+    };
+    check(&|c| c.batch_max_entries = 0, "batch_max_entries");
+    check(&|c| c.batch_max_entries = 1 << 20, "batch_max_entries");
+    check(
+        &|c| c.batch_max_wait = Duration::from_secs(5),
+        "batch_max_wait",
+    );
+    check(&|c| c.origin = String::new(), "origin");
+    check(&|c| c.origin = "x".repeat(300), "origin");
+    check(&|c| c.data_dir = PathBuf::new(), "data_dir");
+    check(
+        &|c| {
+            c.apply(&Overrides {
+                tls_client_ca: Some("ca.pem".into()),
+                ..Overrides::default()
+            });
+        },
+        "tls.cert",
+    );
+}
+
+#[test]
+fn load_refuses_a_missing_file_naming_it() {
+    let err = Config::load(
+        Some("does-not-exist.toml".as_ref()),
+        env(&[]),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`does-not-exist.toml`"), "{err}");
+}
+
+#[test]
+fn duration_text_parses_and_prints() {
+    for (text, duration) in [
+        ("2ms", Duration::from_millis(2)),
+        ("500us", Duration::from_micros(500)),
+        ("1s", Duration::from_secs(1)),
+        ("0ms", Duration::ZERO),
+    ] {
+        let parsed: DurationText = text.parse().unwrap();
+        assert_eq!(parsed.0, duration);
+        assert_eq!(parsed.to_string(), if text == "0ms" { "0s" } else { text });
+    }
+    for bad in [
+        "",
+        "ms",
+        "2",
+        "2 ms",
+        "-1ms",
+        "1.5ms",
+        "2min",
+        "99999999999999999999s",
+    ] {
+        assert!(bad.parse::<DurationText>().is_err(), "{bad}");
+    }
+}

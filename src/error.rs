@@ -1,0 +1,189 @@
+//! The crate's error type and its single mapping to gRPC status codes.
+//!
+//! Every request handler returns [`Error`] (or a `Status` made from one): the mapping below is
+//! the one place that picks codes, adds `BadRequest` field violations for `INVALID_ARGUMENT`
+//! (google.rpc error details, via `tonic_types`), and keeps store internals out of messages.
+//! This module does not log request contents; it logs only the cause of internal failures.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::{
+    auth::{AuthError, Role},
+    config::ConfigError,
+    keys::KeyError,
+};
+
+/// Everything that can go wrong in the server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request field is missing or malformed (`INVALID_ARGUMENT`, naming the field).
+    #[error("`{field}` {problem}")]
+    InvalidArgument {
+        /// The field, as named in the .proto (nested fields joined by `.`, e.g.
+        /// `principal.type`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: FieldProblem,
+    },
+    /// A referenced entity does not exist (`NOT_FOUND`).
+    #[error("unknown {kind} `{id}`")]
+    NotFound {
+        /// What kind of entity (`organization`, `consent`, ...).
+        kind: &'static str,
+        /// The id asked for. Never a patient id: say "patient" without the id instead.
+        id: String,
+    },
+    /// No or bad token (`UNAUTHENTICATED`).
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    /// The caller's role may not do this (`PERMISSION_DENIED`).
+    #[error("role `{role}` may not call this method for this subject")]
+    PermissionDenied {
+        /// The caller's role.
+        role: Role,
+    },
+    /// A size or index beyond the tree (`OUT_OF_RANGE`).
+    #[error("`{field}` is {value}, beyond {limit}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The bound it exceeds (for example the current tree size).
+        limit: u64,
+    },
+    /// The ledger store failed or is shutting down (`UNAVAILABLE`). The cause is logged, never
+    /// sent to the caller.
+    #[error("the ledger is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Configuration refused at start.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Key material refused at start.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// A listener or server failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or CA file named in the configuration could not be read.
+    #[error("cannot read TLS file `{path}`: {source}")]
+    TlsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection descriptor sets are broken (a build problem).
+    #[error("invalid reflection descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A bug or broken invariant (`INTERNAL`). The cause is logged, never sent to the caller.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// What is wrong with a request field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldProblem {
+    /// Required and empty or absent.
+    #[error("is required")]
+    Missing,
+    /// Longer than allowed.
+    #[error("is longer than {max} bytes")]
+    TooLong {
+        /// The cap.
+        max: usize,
+    },
+    /// More list items than allowed.
+    #[error("has more than {max} items")]
+    TooMany {
+        /// The cap.
+        max: usize,
+    },
+    /// Not one of the accepted values.
+    #[error("has unknown value `{value}`; expected one of {expected}")]
+    UnknownValue {
+        /// The value given (never a patient id).
+        value: String,
+        /// The accepted values, for the message (e.g. "`IDENTIFIED`, `ANONYMIZED`").
+        expected: &'static str,
+    },
+    /// Not in the expected syntax.
+    #[error("is malformed: {reason}")]
+    Malformed {
+        /// What syntax was expected.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// An `INVALID_ARGUMENT` error for `field`.
+    pub fn invalid(field: &'static str, problem: FieldProblem) -> Self {
+        Self::InvalidArgument { field, problem }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::OutOfRange { .. } => Code::OutOfRange,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Config(_)
+            | Self::Keys(_)
+            | Self::Io { .. }
+            | Self::TlsFile { .. }
+            | Self::Reflection(_)
+            | Self::Transport(_)
+            | Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = err.code();
+        match &err {
+            Error::InvalidArgument { field, problem } => Status::with_error_details(
+                code,
+                err.to_string(),
+                ErrorDetails::with_bad_request_violation(*field, problem.to_string()),
+            ),
+            Error::Unavailable(cause) => {
+                tracing::error!(cause = %cause, "store failure answered with UNAVAILABLE");
+                Status::new(code, err.to_string())
+            }
+            Error::Config(_)
+            | Error::Keys(_)
+            | Error::Io { .. }
+            | Error::TlsFile { .. }
+            | Error::Reflection(_)
+            | Error::Transport(_)
+            | Error::Internal(_) => {
+                tracing::error!(cause = %err, "internal error");
+                Status::new(code, "internal error")
+            }
+            Error::NotFound { .. }
+            | Error::Unauthenticated(_)
+            | Error::PermissionDenied { .. }
+            | Error::OutOfRange { .. } => Status::new(code, err.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

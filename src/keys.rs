@@ -1,0 +1,393 @@
+//! Key material in the data directory, generated on first start and reused after:
+//!
+//! | file | holds |
+//! |---|---|
+//! | `checkpoint.skey` | the log's checkpoint signing key, note `skey` text (c2sp.org/signed-note) |
+//! | `checkpoint.vkey` | its verifier key, note `vkey` text (public, rewritten on each start) |
+//! | `token-issuer.key` | the Ed25519 seed that signs bearer tokens, hex |
+//! | `subject-pseudonym.key` | the HMAC-SHA256 key of subject pseudonyms, hex |
+//!
+//! Secret files are created with mode 0600 (data dir 0700), and a secret file that group or
+//! others may read is refused with an error naming the file. This module does not rotate keys or
+//! fetch them from elsewhere (KMS, HSM); a lost checkpoint key cannot be recovered.
+
+use std::{
+    fmt,
+    fs::{self, File, OpenOptions},
+    io::{self, Read as _, Write as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use ed25519_dalek::SigningKey;
+use hmac::{Hmac, Mac as _};
+use ledger::note::{KeyName, NoteError, NoteSigner};
+use rand::{RngCore as _, rngs::OsRng};
+use sha2::Sha256;
+
+use crate::auth::TokenIssuer;
+
+/// File name of the checkpoint signing key.
+pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.skey";
+/// File name of the checkpoint verifier key (public).
+pub const CHECKPOINT_VKEY_FILE: &str = "checkpoint.vkey";
+/// File name of the token-issuer key.
+pub const TOKEN_ISSUER_KEY_FILE: &str = "token-issuer.key";
+/// File name of the subject-pseudonym key.
+pub const SUBJECT_KEY_FILE: &str = "subject-pseudonym.key";
+/// Largest key file read.
+pub const MAX_KEY_FILE_LEN: u64 = 4096;
+
+/// The server's key material.
+pub struct Keys {
+    /// Signs checkpoints; its name is the log's origin.
+    pub checkpoint_signer: NoteSigner,
+    /// Signs bearer tokens.
+    pub token_issuer: TokenIssuer,
+    /// Keys subject pseudonyms.
+    pub subject_key: SubjectKey,
+}
+
+/// The HMAC-SHA256 key that turns patient ids into subject pseudonyms (DESIGN.md §3).
+#[derive(Clone)]
+pub struct SubjectKey([u8; 32]);
+
+/// `HMAC-SHA256(subject_key, patient_id)`: identifies a subject in private bodies without
+/// naming them. Never put it in a public leaf.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubjectPseudonym(pub [u8; 32]);
+
+/// Why key material could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory `{path}`: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key file could not be read.
+    #[error("cannot read key file `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key file could not be written.
+    #[error("cannot write key file `{path}`: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A needed key file does not exist (and this caller does not create it).
+    #[error("key file `{path}` does not exist: start the server once with this data dir")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A secret key file that group or others may access.
+    #[error(
+        "key file `{path}` is accessible by group or others (mode {mode:04o}); \
+         restrict it with `chmod 600` and check who could have read it"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key file is not a regular file, too large, or not in its format.
+    #[error("key file `{path}` is malformed: {problem}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// The checkpoint key file does not hold a valid note signer key.
+    #[error("invalid checkpoint key in `{path}`: {source}")]
+    CheckpointKey {
+        /// The file.
+        path: PathBuf,
+        /// The note error (never includes the key).
+        #[source]
+        source: NoteError,
+    },
+    /// The configured origin is not a valid note key name.
+    #[error("origin `{origin}` is not a valid note key name: {source}")]
+    Origin {
+        /// The origin.
+        origin: String,
+        /// Why.
+        #[source]
+        source: NoteError,
+    },
+    /// The stored checkpoint key was made for another origin.
+    #[error(
+        "checkpoint key in `{path}` is named `{key_name}` but the configured origin is \
+         `{origin}`: use the same origin or another data dir"
+    )]
+    OriginMismatch {
+        /// The key file.
+        path: PathBuf,
+        /// The key's name.
+        key_name: String,
+        /// The configured origin.
+        origin: String,
+    },
+}
+
+impl Keys {
+    /// Loads the keys from `data_dir`, creating the directory and any missing key on first
+    /// start. The checkpoint key is named `origin`; an existing one must have that name.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError`] naming the file: unreadable, malformed, accessible by others, or for
+    /// another origin.
+    pub fn load_or_generate(data_dir: &Path, origin: &str) -> Result<Self, KeyError> {
+        create_data_dir(data_dir)?;
+        let checkpoint_signer = load_or_generate_checkpoint_key(data_dir, origin)?;
+        let issuer_path = data_dir.join(TOKEN_ISSUER_KEY_FILE);
+        let issuer_seed = load_or_generate_secret(&issuer_path)?;
+        let subject_seed = load_or_generate_secret(&data_dir.join(SUBJECT_KEY_FILE))?;
+        Ok(Self {
+            checkpoint_signer,
+            token_issuer: TokenIssuer::new(SigningKey::from_bytes(&issuer_seed)),
+            subject_key: SubjectKey(subject_seed),
+        })
+    }
+
+    /// The checkpoint verifier key in note `vkey` format.
+    pub fn verifier_key(&self) -> String {
+        self.checkpoint_signer.verifier().to_vkey()
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("checkpoint_signer", &self.checkpoint_signer)
+            .field("token_issuer", &self.token_issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads the token-issuer key of an existing data dir, without creating anything (what
+/// `akashi token` uses).
+///
+/// # Errors
+///
+/// [`KeyError::Missing`] when the file does not exist, otherwise as for
+/// [`Keys::load_or_generate`].
+pub fn load_token_issuer(data_dir: &Path) -> Result<TokenIssuer, KeyError> {
+    let path = data_dir.join(TOKEN_ISSUER_KEY_FILE);
+    let seed = read_secret(&path)?
+        .ok_or(KeyError::Missing { path: path.clone() })
+        .and_then(|text| parse_hex32(&path, &text))?;
+    Ok(TokenIssuer::new(SigningKey::from_bytes(&seed)))
+}
+
+impl SubjectKey {
+    /// A key from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The pseudonym of `patient_id`: `HMAC-SHA256(key, patient_id)`.
+    pub fn pseudonym(&self, patient_id: &str) -> SubjectPseudonym {
+        // HMAC takes keys of any length, so `new_from_slice` cannot fail for 32 bytes.
+        let mac = <Hmac<Sha256>>::new_from_slice(&self.0).map(|mac| {
+            mac.chain_update(patient_id.as_bytes())
+                .finalize()
+                .into_bytes()
+        });
+        let mut out = [0u8; 32];
+        if let Ok(bytes) = mac {
+            out.copy_from_slice(&bytes);
+        }
+        SubjectPseudonym(out)
+    }
+}
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey(<redacted>)")
+    }
+}
+
+impl SubjectPseudonym {
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for SubjectPseudonym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectPseudonym({})", self.to_hex())
+    }
+}
+
+/// Creates `data_dir` (mode 0700) if it does not exist.
+fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| KeyError::CreateDir {
+            path: data_dir.to_owned(),
+            source,
+        })
+}
+
+fn load_or_generate_checkpoint_key(data_dir: &Path, origin: &str) -> Result<NoteSigner, KeyError> {
+    let path = data_dir.join(CHECKPOINT_KEY_FILE);
+    let name = KeyName::new(origin).map_err(|source| KeyError::Origin {
+        origin: origin.to_owned(),
+        source,
+    })?;
+    let signer = match read_secret(&path)? {
+        Some(text) => {
+            NoteSigner::from_skey(text.trim()).map_err(|source| KeyError::CheckpointKey {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => {
+            let signer = NoteSigner::generate(name.clone(), &mut OsRng);
+            write_new_file(&path, format!("{}\n", signer.to_skey()).as_bytes(), 0o600)?;
+            signer
+        }
+    };
+    if signer.name() != &name {
+        return Err(KeyError::OriginMismatch {
+            path,
+            key_name: signer.name().to_string(),
+            origin: origin.to_owned(),
+        });
+    }
+    let vkey = format!("{}\n", signer.verifier().to_vkey());
+    let vkey_path = data_dir.join(CHECKPOINT_VKEY_FILE);
+    if fs::read_to_string(&vkey_path).ok().as_deref() != Some(vkey.as_str()) {
+        write_file_replacing(&vkey_path, vkey.as_bytes(), 0o644)?;
+    }
+    Ok(signer)
+}
+
+/// Reads a 32-byte hex secret, generating and storing a random one if the file is missing.
+fn load_or_generate_secret(path: &Path) -> Result<[u8; 32], KeyError> {
+    if let Some(text) = read_secret(path)? {
+        return parse_hex32(path, &text);
+    }
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    write_new_file(path, format!("{}\n", hex::encode(secret)).as_bytes(), 0o600)?;
+    Ok(secret)
+}
+
+/// Reads a secret file: `None` if it does not exist; refused if group or others may access it.
+pub(crate) fn read_secret(path: &Path) -> Result<Option<String>, KeyError> {
+    let read_error = |source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(read_error(err)),
+    };
+    // Check the opened file itself (fstat), so that a swap between check and read is harmless.
+    let metadata = file.metadata().map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(malformed(path, "not a regular file"));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    if metadata.len() > MAX_KEY_FILE_LEN {
+        return Err(malformed(path, "larger than 4096 bytes"));
+    }
+    let mut text = String::new();
+    file.take(MAX_KEY_FILE_LEN)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    Ok(Some(text))
+}
+
+fn parse_hex32(path: &Path, text: &str) -> Result<[u8; 32], KeyError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out)
+        .map_err(|_| malformed(path, "expected 64 hex digits"))?;
+    Ok(out)
+}
+
+/// Creates `path` with `mode`, failing if it exists, and makes it durable: write to a fresh
+/// temporary file, fsync, rename, fsync the directory.
+fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    if path.exists() {
+        return Err(KeyError::Write {
+            path: path.to_owned(),
+            source: io::Error::from(io::ErrorKind::AlreadyExists),
+        });
+    }
+    write_file_replacing(path, contents, mode)
+}
+
+fn write_file_replacing(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+    let write_error = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    // A leftover from a crash may have other permissions: never reuse it.
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(write_error(err)),
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(write_error)?;
+    file.write_all(contents).map_err(write_error)?;
+    file.sync_all().map_err(write_error)?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(write_error)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error)?;
+    }
+    Ok(())
+}
+
+fn malformed(path: &Path, problem: &'static str) -> KeyError {
+    KeyError::Malformed {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
+#[cfg(test)]
+mod tests;

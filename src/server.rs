@@ -1,0 +1,313 @@
+//! The server: tonic on the gRPC listener (health, reflection v1 and v1alpha, and the
+//! `akashi.v1` services), axum on the public HTTP listener (`GET /metrics`, and whatever public
+//! routes are merged in), both stopped gracefully by one shutdown future.
+//!
+//! [`Server`] is the extension point: [`Server::open`] loads what every service needs, then
+//! services are added with [`Server::add_service`] (authenticated unless listed in
+//! [`crate::auth::PUBLIC_SERVICES`]) and public HTTP routes with [`Server::merge_http`], and
+//! [`Server::run`] serves until shutdown. The server takes listeners rather than addresses, so
+//! tests bind port 0. This module does not implement any `akashi.v1` method.
+
+use std::{convert::Infallible, future::Future, path::Path, sync::Arc, time::Duration};
+
+use axum::{Router, extract::State, response::IntoResponse, routing::get};
+use tokio::{net::TcpListener, sync::watch};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{
+        Certificate, Identity, ServerTlsConfig,
+        server::{Server as TonicServer, TcpIncoming},
+    },
+};
+use tonic_health::{
+    ServingStatus,
+    server::{HealthReporter, HealthService},
+};
+
+use crate::{
+    Error,
+    auth::AuthLayer,
+    config::{Config, TlsConfig},
+    keys::{self, Keys},
+    metrics::{Metrics, MetricsLayer},
+};
+
+/// Largest gRPC request message a service should accept; apply it with
+/// `XServer::new(svc).max_decoding_message_size(MAX_MESSAGE_LEN)`.
+pub const MAX_MESSAGE_LEN: usize = 1024 * 1024;
+/// Largest HTTP/2 header list accepted (caps metadata such as the token).
+pub const MAX_HEADER_LIST_LEN: u32 = 16 * 1024;
+/// Most concurrent calls on one connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// HTTP/2 keepalive ping interval.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A server being assembled: configuration, keys, metrics, and the services to host.
+pub struct Server {
+    config: Config,
+    keys: Keys,
+    metrics: Arc<Metrics>,
+    health: HealthReporter,
+    routes: RoutesBuilder,
+    service_names: Vec<&'static str>,
+    http: Router,
+}
+
+/// Runs the full server of `config` on the given listeners until `shutdown` completes.
+///
+/// # Errors
+///
+/// As for [`Server::open`] and [`Server::run`].
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    Server::open(config)?.run(grpc, http, shutdown).await
+}
+
+impl Server {
+    /// Validates `config`, loads (or on first start creates) the data dir's keys, and prepares
+    /// health, reflection and metrics. The `akashi.v1` services are registered here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration, [`Error::Keys`] for unusable key
+    /// material.
+    pub fn open(config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let keys = Keys::load_or_generate(&config.data_dir, &config.origin)?;
+        // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
+        let server = Self {
+            config,
+            keys,
+            metrics: Arc::new(Metrics::new()),
+            health: HealthReporter::new(),
+            routes: RoutesBuilder::default(),
+            service_names: Vec::new(),
+            http: Router::new(),
+        };
+        // Extension point: the akashi.v1 services (service.rs) are added here with
+        // `server.add_service(..)`, once the ledger and policy engine are open.
+        Ok(server)
+    }
+
+    /// The configuration being served.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The key material of the data dir.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The metrics registry (the ledger reports batches into it).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Hosts a gRPC service, reported SERVING by health and listed by reflection. It needs a
+    /// bearer token unless its name is in [`crate::auth::PUBLIC_SERVICES`].
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.service_names.push(S::NAME);
+        self
+    }
+
+    /// Adds public HTTP routes (they must not overlap `/metrics`).
+    pub fn merge_http(&mut self, router: Router) -> &mut Self {
+        self.http = std::mem::take(&mut self.http).merge(router);
+        self
+    }
+
+    /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` completes or either server
+    /// fails; then reports NOT_SERVING, stops accepting, and waits for in-flight calls.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Io`] for an HTTP
+    /// server failure, [`Error::Transport`]
+    /// for a gRPC transport failure, [`Error::Reflection`] for a broken descriptor set.
+    pub async fn run(
+        self,
+        grpc: TcpListener,
+        http: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let Self {
+            config,
+            keys,
+            metrics,
+            health,
+            mut routes,
+            service_names,
+            http: extra_http,
+        } = self;
+
+        let mut served: Vec<&'static str> = vec![tonic_health::pb::health_server::SERVICE_NAME];
+        served.extend(&service_names);
+        for name in &served {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        routes.add_service(tonic_health::pb::health_server::HealthServer::new(
+            HealthService::from_health_reporter(health.clone()),
+        ));
+        routes.add_service(reflection_v1(&served)?);
+        routes.add_service(reflection_v1alpha(&served)?);
+
+        let mut builder = TonicServer::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_LEN))
+            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_config(tls_config(tls)?)?;
+        }
+        let grpc_server = builder
+            .layer(MetricsLayer::new(metrics.clone()))
+            .layer(AuthLayer::new(keys.token_issuer.verifier()))
+            .add_routes(routes.routes());
+        let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+
+        let http_router = Router::new()
+            .route("/metrics", get(render_metrics))
+            .with_state(metrics)
+            .merge(extra_http);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut stop_on_signal = stop_rx.clone();
+        let coordinator = async {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutdown requested"),
+                _ = stop_on_signal.changed() => {}
+            }
+            for name in std::iter::once("").chain(served.iter().copied()) {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = stop_tx.send(true);
+        };
+        let grpc_task = async {
+            let result = grpc_server
+                .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()))
+                .await;
+            let _ = stop_tx.send(true);
+            result
+        };
+        let http_task = async {
+            let result = axum::serve(http, http_router)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .await;
+            let _ = stop_tx.send(true);
+            result
+        };
+        let ((), grpc_result, http_result) = tokio::join!(coordinator, grpc_task, http_task);
+        grpc_result?;
+        http_result.map_err(|source| Error::Io {
+            context: "HTTP server failed",
+            source,
+        })?;
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .field("services", &self.service_names)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn reflection_v1(
+    served: &[&'static str],
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    Error,
+> {
+    let mut builder = reflection_builder(served);
+    builder = builder.with_service_name("grpc.reflection.v1.ServerReflection");
+    Ok(builder.build_v1()?)
+}
+
+fn reflection_v1alpha(
+    served: &[&'static str],
+) -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    Error,
+> {
+    let mut builder = reflection_builder(served);
+    builder = builder.with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    Ok(builder.build_v1alpha()?)
+}
+
+/// Reflection over the akashi.v1 and health descriptors, listing exactly the served services.
+fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    served.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, name| builder.with_service_name(*name),
+    )
+}
+
+/// The rustls configuration of `tls`: mTLS (client certificate required) when `client_ca` is
+/// set.
+fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| Error::TlsFile {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let key = keys::read_secret(&tls.key)?.ok_or(keys::KeyError::Missing {
+        path: tls.key.clone(),
+    })?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, key));
+    if let Some(ca) = &tls.client_ca {
+        config = config
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;
