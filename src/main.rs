@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
         .context("while loading the configuration")?;
+    let shutdown = shutdown_signal()?;
     let server = Server::open(config.clone()).context("while opening the server")?;
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -54,24 +55,20 @@ async fn main() -> anyhow::Result<()> {
         "  token        akashi token --data-dir {} --role platform",
         config.data_dir.display()
     );
-    server.run(grpc, http, shutdown_signal()).await?;
+    server.run(grpc, http, shutdown).await?;
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending().await,
+/// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a
+/// signal that arrives before the future is first polled is not lost.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("while installing SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("while installing SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
-    }
+    })
 }

@@ -1,0 +1,134 @@
+//! Starts the real server in-process and connects clients to it.
+//!
+//! [`TestServer::start`] binds both listeners on 127.0.0.1:0 in a fresh temporary data dir, runs
+//! `akashi::Server` on them, and stops it through a shutdown channel ([`TestServer::stop`]).
+//! Tokens are minted with `akashi::auth::mint_token`, the function `akashi token` uses.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use akashi::{Config, Server, auth::Role};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+/// Upper bound on any single wait in these tests (never reached when things work).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server with its data dir.
+pub struct TestServer {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Public HTTP address.
+    pub http_addr: SocketAddr,
+    /// The checkpoint verifier key the server loaded.
+    pub vkey: String,
+    dir: TempDir,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), akashi::Error>>,
+}
+
+impl TestServer {
+    /// Starts a server in a fresh data dir.
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts a server in `dir` (which may hold keys from an earlier run).
+    pub async fn start_in(dir: TempDir) -> Self {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts a server in `dir` after `edit` adjusted the configuration.
+    pub async fn start_with(dir: TempDir, edit: impl FnOnce(&mut Config)) -> Self {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            grpc_addr: grpc.local_addr().unwrap(),
+            http_addr: http.local_addr().unwrap(),
+            ..Config::default()
+        };
+        edit(&mut config);
+        let server = Server::open(config).unwrap();
+        let vkey = server.keys().verifier_key();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let grpc_addr = grpc.local_addr().unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let task = tokio::spawn(server.run(grpc, http, async {
+            let _ = stop.await;
+        }));
+        Self {
+            grpc_addr,
+            http_addr,
+            vkey,
+            dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A connected plaintext channel to the gRPC port.
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.grpc_addr))
+            .unwrap()
+            .connect_timeout(TIMEOUT)
+            .timeout(TIMEOUT)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// A token for `role` signed by this data dir's issuer key.
+    pub fn token(&self, role: Role, patient: Option<&str>) -> String {
+        mint(&self.data_dir(), role, patient)
+    }
+
+    /// Stops the server gracefully, checks it stopped cleanly, and hands back the data dir.
+    pub async fn stop(self) -> TempDir {
+        self.shutdown.send(()).unwrap();
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("server did not stop in time")
+            .unwrap()
+            .unwrap();
+        self.dir
+    }
+}
+
+/// A token for `role` from the issuer key in `data_dir` (as `akashi token` makes it).
+pub fn mint(data_dir: &Path, role: Role, patient: Option<&str>) -> String {
+    akashi::auth::mint_token(data_dir, role, patient, Duration::from_secs(600)).unwrap()
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// `GET path` on the public HTTP port: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    let response = tokio::time::timeout(TIMEOUT, exchange).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}

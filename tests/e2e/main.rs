@@ -1,0 +1,20 @@
+//! End-to-end tests of the akashi server: the real server in-process on 127.0.0.1:0 with a
+//! temporary data dir, reached through generated tonic clients and plain HTTP; plus the built
+//! binary for the command line. One test binary, one module per area.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    unreachable_pub,
+    reason = "test code"
+)]
+
+mod binary;
+mod data_dir;
+mod harness;
+mod mtls;
+mod scaffold;
+mod tokens;
