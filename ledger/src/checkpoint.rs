@@ -7,6 +7,17 @@
 //! This module does not check that a checkpoint is consistent with an earlier one (that needs a
 //! consistency proof, see `proof`) and does not handle witness cosignatures: signatures by keys
 //! other than the log's are carried along unverified.
+//!
+//! ```
+//! use ledger::{Checkpoint, KeyName, NoteSigner, SignedCheckpoint, TreeSize, empty_root};
+//!
+//! let signer = NoteSigner::generate(KeyName::new("example.com/log")?, &mut rand::rngs::OsRng);
+//! let cp = Checkpoint::new("example.com/log", TreeSize(0), empty_root());
+//! let signed = SignedCheckpoint::sign(cp.clone(), &signer)?;
+//! let verified = SignedCheckpoint::verify(&signed.note, &signer.verifier())?;
+//! assert_eq!(verified.checkpoint, cp);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
@@ -139,7 +150,7 @@ impl SignedCheckpoint {
     ///
     /// [`NoteError::Checkpoint`] when the checkpoint's text does not parse back to the same
     /// checkpoint or its origin is not the signer's name, and any error of
-    /// [`sign_note`](crate::note::sign_note).
+    /// [`sign_note`].
     pub fn sign(cp: Checkpoint, signer: &NoteSigner) -> Result<Self, NoteError> {
         let text = cp.to_text();
         let invalid = |err| NoteError::Checkpoint(Box::new(err));

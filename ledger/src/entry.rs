@@ -20,6 +20,23 @@
 //! decisions, directory changes are defined where they are made), and does not encode payloads.
 //! It must never be given personal data for the leaf: that goes into the body only.
 //! Errors never echo attribute values or payloads back.
+//!
+//! ```
+//! use ledger::{AttrName, AttrValue, Body, Day, EntryKind, Leaf, verify_commitment};
+//!
+//! let body = Body::try_new(b"private details".to_vec(), &mut rand::rngs::OsRng)?;
+//! let leaf = Leaf::new(
+//!     EntryKind::new("decision")?,
+//!     Day::parse("2025-03-14")?,
+//!     vec![(AttrName::new("purpose")?, AttrValue::new("research")?)],
+//!     body.commitment(),
+//! )?;
+//! let bytes = leaf.encode();
+//! assert!(bytes.starts_with(b"akashi/v1 decision\nday 2025-03-14\npurpose research\nbody "));
+//! assert_eq!(Leaf::decode(&bytes)?, leaf);
+//! verify_commitment(&leaf, &body.encode())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 

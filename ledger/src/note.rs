@@ -12,6 +12,17 @@
 //! (Go keeps the first and ignores the second without checking it), key names are capped at
 //! [`MAX_KEY_NAME_LEN`] bytes, notes at [`MAX_NOTE_SIZE`] bytes, and signatures are checked with
 //! Ed25519's strict verification (no malleable or small-order encodings).
+//!
+//! ```
+//! use ledger::{KeyName, NoteSigner, NoteVerifier, open_note, sign_note};
+//!
+//! let signer = NoteSigner::generate(KeyName::new("example.com/log")?, &mut rand::rngs::OsRng);
+//! let vkey = signer.verifier().to_vkey(); // what verifiers are configured with
+//! let note = sign_note("hello\n", &[&signer])?;
+//! let opened = open_note(&note, &[NoteVerifier::from_vkey(&vkey)?])?;
+//! assert_eq!(opened.text, "hello\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::HashSet;
 use std::fmt;

@@ -11,6 +11,21 @@
 //! (RFC 9162 §2.1.4.1 defines `PROOF(m, D[n])` for `0 < m`), because every tree extends the empty
 //! tree and there is nothing to prove. Callers that start from nothing trust their first
 //! checkpoint on its signature alone.
+//!
+//! ```
+//! use ledger::{LeafIndex, MemoryTree, TreeSize, hash_leaf, prove_consistency, prove_inclusion};
+//!
+//! let mut tree = MemoryTree::new();
+//! for i in 0..10u8 {
+//!     tree.push_leaf(&[i]);
+//! }
+//! let old_root = tree.root_at(TreeSize(7))?;
+//! let proof = prove_inclusion(&tree, LeafIndex(3), tree.size())?;
+//! proof.verify(&hash_leaf(&[3]), &tree.root())?;
+//! let proof = prove_consistency(&tree, TreeSize(7), tree.size())?;
+//! proof.verify(&old_root, &tree.root())?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 

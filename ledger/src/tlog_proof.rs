@@ -47,6 +47,18 @@ pub struct TlogProof {
 }
 
 impl TlogProof {
+    /// A proof from an inclusion proof and the signed checkpoint note it was made against, with
+    /// no extra data. The proof's tree size is not stored: [`TlogProof::verify`] takes the size
+    /// from the checkpoint.
+    pub fn new(proof: InclusionProof, checkpoint_note: String) -> Self {
+        Self {
+            index: proof.leaf_index,
+            path: proof.path,
+            extra: None,
+            checkpoint: checkpoint_note,
+        }
+    }
+
     /// The proof file text.
     pub fn to_text(&self) -> String {
         let mut text = String::with_capacity(64 + self.path.len() * 45 + self.checkpoint.len());

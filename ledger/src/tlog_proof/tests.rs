@@ -47,12 +47,16 @@ fn fixture(size: usize, index: usize) -> Fixture {
     let cp = Checkpoint::new("example.com/log", tree.size(), tree.root());
     let signed = SignedCheckpoint::sign(cp, &log).unwrap();
     let inclusion = prove_inclusion(&tree, LeafIndex(index as u64), tree.size()).unwrap();
-    let proof = TlogProof {
-        index: inclusion.leaf_index,
-        path: inclusion.path,
-        extra: None,
-        checkpoint: signed.note,
-    };
+    let proof = TlogProof::new(inclusion.clone(), signed.note.clone());
+    assert_eq!(
+        proof,
+        TlogProof {
+            index: inclusion.leaf_index,
+            path: inclusion.path,
+            extra: None,
+            checkpoint: signed.note,
+        }
+    );
     Fixture { log, leaves, proof }
 }
 
