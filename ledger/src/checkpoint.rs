@@ -100,10 +100,12 @@ impl Checkpoint {
         else {
             return Err(CheckpointError::MissingLines);
         };
-        let extensions: Vec<String> = lines.map(str::to_owned).collect();
+        let extensions: Vec<String> = lines
+            .take(MAX_CHECKPOINT_EXTENSIONS + 1)
+            .map(str::to_owned)
+            .collect();
         if extensions.len() > MAX_CHECKPOINT_EXTENSIONS {
             return Err(CheckpointError::TooManyExtensions {
-                got: extensions.len(),
                 max: MAX_CHECKPOINT_EXTENSIONS,
             });
         }
@@ -249,10 +251,8 @@ pub enum CheckpointError {
         max: usize,
     },
     /// More than [`MAX_CHECKPOINT_EXTENSIONS`] extension lines.
-    #[error("checkpoint has {got} extension lines, more than the limit of {max}")]
+    #[error("checkpoint has more than {max} extension lines")]
     TooManyExtensions {
-        /// How many extension lines.
-        got: usize,
         /// The limit.
         max: usize,
     },

@@ -130,6 +130,11 @@ fn malformed_text_is_rejected() {
         parse(format!("o\n1\n{root}\n{many}")),
         Err(CheckpointError::TooManyExtensions { .. })
     ));
+    let most: String = (0..MAX_CHECKPOINT_EXTENSIONS)
+        .map(|i| format!("e{i}\n"))
+        .collect();
+    let cp = parse(format!("o\n1\n{root}\n{most}")).unwrap();
+    assert_eq!(cp.extensions.len(), MAX_CHECKPOINT_EXTENSIONS);
     let big = format!("{}\n1\n{root}\n", "o".repeat(MAX_NOTE_SIZE));
     assert!(matches!(parse(big), Err(CheckpointError::TooLarge { .. })));
 }
