@@ -63,7 +63,7 @@ where
         let index = first + offset as u64;
         let cut = match &current {
             None => true,
-            Some((_, bytes)) => index % BUNDLE == 0 || bytes.len() >= MAX_CHUNK_BYTES,
+            Some((_, bytes)) => index.is_multiple_of(BUNDLE) || bytes.len() >= MAX_CHUNK_BYTES,
         };
         if cut && let Some(done) = current.replace((index, Vec::new())) {
             out.push(done);

@@ -34,7 +34,9 @@ impl Hash {
     ///
     /// Returns [`HashLenError`] when the text is not 32 bytes of hex.
     pub fn from_hex(text: &str) -> Result<Self, HashLenError> {
-        let bytes = hex::decode(text).map_err(|_| HashLenError { got: text.len() / 2 })?;
+        let bytes = hex::decode(text).map_err(|_| HashLenError {
+            got: text.len() / 2,
+        })?;
         Self::from_slice(&bytes)
     }
 

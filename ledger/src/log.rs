@@ -59,6 +59,9 @@ pub enum StateWrite {
     Put(Vec<u8>, Vec<u8>),
 }
 
+/// A state key and its value.
+pub type StateEntry = (Vec<u8>, Vec<u8>);
+
 /// One entry to append: its public leaf and private body.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -560,7 +563,7 @@ impl Log {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<StateEntry>, StoreError> {
         let start = match after {
             Some(after) => {
                 let mut key = keys::state(after);
@@ -622,8 +625,11 @@ impl Log {
                 max: MAX_BATCH_ENTRIES,
             });
         }
+        let mut encoded = Vec::with_capacity(entries.len());
         for (offset, entry) in entries.iter().enumerate() {
-            check_entry(entry).map_err(|source| CommitError::InvalidEntry { offset, source })?;
+            let pair = encode_entry(entry)
+                .map_err(|source| CommitError::InvalidEntry { offset, source })?;
+            encoded.push(pair);
         }
         let old = self.published();
         if self.dirty.load(Ordering::SeqCst) {
@@ -633,7 +639,7 @@ impl Log {
             remove_uncommitted(self.store.as_ref(), &old.frontier)?;
             self.dirty.store(false, Ordering::SeqCst);
         }
-        match self.write_batch(&old, entries, writes) {
+        match self.write_batch(&old, &encoded, writes) {
             Ok((committed, frontier)) => {
                 let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
                 *published = Published {
@@ -658,30 +664,27 @@ impl Log {
     fn write_batch(
         &self,
         old: &Published,
-        entries: &[NewEntry],
+        entries: &[(Vec<u8>, Vec<u8>)],
         writes: Vec<StateWrite>,
     ) -> Result<(Committed, Frontier), BatchFailure> {
         let first = old.frontier.size();
         let mut frontier = Frontier::clone(&old.frontier);
         let mut full = Vec::new();
-        let mut leaves = Vec::with_capacity(entries.len());
-        let mut bodies = Vec::with_capacity(entries.len());
         let mut leaf_hashes = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let leaf = entry.leaf.encode();
-            let hash = hash_leaf(&leaf);
+        for (leaf, _) in entries {
+            let hash = hash_leaf(leaf);
             frontier.append(hash, &mut full);
             leaf_hashes.push(hash);
-            leaves.push(leaf);
-            bodies.push(entry.body.encode());
         }
         let before = BatchFailure::BeforeCommit;
-        for (start, bytes) in chunk::build_chunks(first, leaves.iter().map(Vec::as_slice)) {
+        let leaves = entries.iter().map(|(leaf, _)| leaf.as_slice());
+        for (start, bytes) in chunk::build_chunks(first, leaves) {
             self.store
                 .put(&keys::indexed(keys::ENTRIES, start), &bytes)
                 .map_err(|e| before(e.into()))?;
         }
-        for (start, bytes) in chunk::build_chunks(first, bodies.iter().map(Vec::as_slice)) {
+        let bodies = entries.iter().map(|(_, body)| body.as_slice());
+        for (start, bytes) in chunk::build_chunks(first, bodies) {
             self.store
                 .put(&keys::indexed(keys::BODIES, start), &bytes)
                 .map_err(|e| before(e.into()))?;
@@ -881,12 +884,24 @@ impl CommitRecord {
     }
 }
 
-/// Checks that an entry's leaf encodes to valid bytes, its body fits, and the leaf commits to
-/// the body.
-pub fn check_entry(entry: &NewEntry) -> Result<(), crate::entry::EntryError> {
+/// Encodes an entry's leaf and body after checking that the leaf is valid, the body fits and
+/// the leaf commits to the body.
+fn encode_entry(entry: &NewEntry) -> Result<(Vec<u8>, Vec<u8>), crate::entry::EntryError> {
     entry.leaf.validate()?;
     let body = entry.body.encode();
-    crate::entry::verify_commitment(&entry.leaf, &body)
+    crate::entry::verify_commitment(&entry.leaf, &body)?;
+    Ok((entry.leaf.encode(), body))
+}
+
+/// The cheap checks of an entry (no hashing): the leaf is valid and the body fits.
+pub(crate) fn precheck_entry(entry: &NewEntry) -> Result<(), crate::entry::EntryError> {
+    entry.leaf.validate()?;
+    let size = crate::entry::BODY_NONCE_LEN + entry.body.payload.len();
+    let max = crate::entry::BODY_NONCE_LEN + crate::entry::MAX_BODY_SIZE;
+    if size > max {
+        return Err(crate::entry::EntryError::BodyTooLarge { size, max });
+    }
+    Ok(())
 }
 
 fn apply_state_writes(store: &dyn Store, writes: &[StateWrite]) -> Result<(), StoreError> {

@@ -382,7 +382,7 @@ impl<M: StateMachine> Writer<M> {
                 time_millis: time,
             };
             match self.machine.apply(job.command, &mut tx) {
-                Ok(applied) if crate::log::check_entry(&applied.entry).is_err() => {
+                Ok(applied) if crate::log::precheck_entry(&applied.entry).is_err() => {
                     // A state machine bug: refuse this command alone, keep none of its writes.
                     tracing::error!(
                         index = tx.index.get(),

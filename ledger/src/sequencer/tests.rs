@@ -88,7 +88,7 @@ async fn concurrent_submits_get_distinct_indices_and_valid_receipts() {
     assert_eq!(indices, (0..200).collect::<Vec<_>>());
     assert_eq!(sequencer.log().size().get(), 200);
     let batches = sequencer.stats().batches.load(Ordering::Relaxed);
-    assert!(batches >= 1 && batches <= 200);
+    assert!((1..=200).contains(&batches));
     // Each batch ends with exactly one sync (plus the one made when the log was created).
     assert_eq!(store.syncs(), batches + 1);
     sequencer.shutdown().await;

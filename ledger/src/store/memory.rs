@@ -24,12 +24,15 @@ pub struct MemoryStore {
     fail_after: Arc<AtomicU64>,
 }
 
+/// A write not yet covered by a sync: a key and its new value (`None` for a delete).
+type UnsyncedWrite = (Vec<u8>, Option<Arc<[u8]>>);
+
 #[derive(Default)]
 struct Inner {
     volatile: BTreeMap<Vec<u8>, Arc<[u8]>>,
     durable: BTreeMap<Vec<u8>, Arc<[u8]>>,
     /// Writes since the last sync, in order (`None` value = delete).
-    unsynced: Vec<(Vec<u8>, Option<Arc<[u8]>>)>,
+    unsynced: Vec<UnsyncedWrite>,
     syncs: u64,
     writes: u64,
     fail_sync: bool,
