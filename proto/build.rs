@@ -8,6 +8,7 @@ use prost::Message as _;
 /// The `.proto` files of package `akashi.v1`, relative to the include root `proto/`.
 const PROTOS: &[&str] = &[
     "akashi/v1/access.proto",
+    "akashi/v1/audit.proto",
     "akashi/v1/common.proto",
     "akashi/v1/consent.proto",
     "akashi/v1/directory.proto",
