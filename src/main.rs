@@ -29,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("AKASHI_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let args = cli.serve_args().cloned().unwrap_or_default();
     for name in config::unknown_env(std::env::vars()) {
