@@ -3,7 +3,7 @@ use prost::Message as _;
 use super::{FILE_DESCRIPTOR_SET, pb};
 
 #[test]
-fn descriptor_set_names_the_six_services() {
+fn descriptor_set_names_the_api_services() {
     let fds = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap();
     let mut services: Vec<String> = fds
         .file
@@ -16,6 +16,7 @@ fn descriptor_set_names_the_six_services() {
         services,
         [
             "akashi.v1.AccessService",
+            "akashi.v1.AuditService",
             "akashi.v1.ConsentService",
             "akashi.v1.DirectoryService",
             "akashi.v1.HistoryService",
