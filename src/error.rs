@@ -35,6 +35,14 @@ pub enum Error {
         /// The id asked for. Never a patient id: say "patient" without the id instead.
         id: String,
     },
+    /// The request is well-formed but breaks a rule of the domain that no single field
+    /// violates (`INVALID_ARGUMENT`), e.g. a consent with neither recipients nor classes.
+    #[error("{0}")]
+    Rejected(String),
+    /// The request cannot apply in the current state (`FAILED_PRECONDITION`), e.g. revoking a
+    /// consent twice.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// No or bad token (`UNAUTHENTICATED`).
     #[error("{0}")]
     Unauthenticated(#[from] AuthError),
@@ -61,6 +69,10 @@ pub enum Error {
     /// Configuration refused at start.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The ledger refused to open (damaged store, a tree that does not reproduce its last
+    /// signed checkpoint, a store held by another process) or could not be initialised.
+    #[error("the ledger cannot be opened: {0}")]
+    Ledger(String),
     /// Key material refused at start.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -126,6 +138,12 @@ pub enum FieldProblem {
         /// What syntax was expected.
         reason: &'static str,
     },
+    /// Refused by the domain's parser, which says why (never repeating a patient id).
+    #[error("is invalid: {reason}")]
+    Invalid {
+        /// The parser's message.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -137,13 +155,15 @@ impl Error {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::InvalidArgument { .. } | Self::Rejected(_) => Code::InvalidArgument,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound { .. } => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied { .. } => Code::PermissionDenied,
             Self::OutOfRange { .. } => Code::OutOfRange,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Config(_)
+            | Self::Ledger(_)
             | Self::Keys(_)
             | Self::Io { .. }
             | Self::TlsFile { .. }
@@ -168,6 +188,7 @@ impl From<Error> for Status {
                 Status::new(code, err.to_string())
             }
             Error::Config(_)
+            | Error::Ledger(_)
             | Error::Keys(_)
             | Error::Io { .. }
             | Error::TlsFile { .. }
@@ -178,6 +199,8 @@ impl From<Error> for Status {
                 Status::new(code, "internal error")
             }
             Error::NotFound { .. }
+            | Error::Rejected(_)
+            | Error::FailedPrecondition(_)
             | Error::Unauthenticated(_)
             | Error::PermissionDenied { .. }
             | Error::OutOfRange { .. } => Status::new(code, err.to_string()),

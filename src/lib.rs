@@ -12,6 +12,9 @@
 //! - `metrics`: the Prometheus registry and the call-recording layer.
 //! - `error`: the crate [`Error`] and its single mapping to `tonic::Status`.
 //! - `server`: [`Server`], which hosts health, reflection, the services and the public HTTP port.
+//! - `state_machine`: how each command becomes a log entry, in sequence order.
+//! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
+//! - `public`: the public HTTP read path (C2SP tlog-tiles and the verifier key).
 
 pub mod auth;
 pub mod cli;
@@ -19,7 +22,10 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod public;
 pub mod server;
+pub mod service;
+pub mod state_machine;
 
 pub use config::Config;
 pub use error::{Error, FieldProblem};

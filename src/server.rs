@@ -26,12 +26,30 @@ use tonic_health::{
     server::{HealthReporter, HealthService},
 };
 
+use ledger::{
+    log::Log,
+    sequencer::{BatchReport, CommitHook, Sequencer, SequencerOptions},
+    store::{SledOptions, SledStore},
+};
+use policy::PolicyEngine;
+use proto::pb::{
+    access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
+    consent_service_server::ConsentServiceServer, directory_service_server::DirectoryServiceServer,
+    history_service_server::HistoryServiceServer, policy_service_server::PolicyServiceServer,
+    transparency_service_server::TransparencyServiceServer,
+};
+
 use crate::{
     Error,
     auth::AuthLayer,
     config::{Config, TlsConfig},
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
+    service::{
+        Core, access::Access, audit::Audit, consent::Consents, directory::Directory,
+        history::History, policies::Policies, transparency::Transparency,
+    },
+    state_machine::{Akashi, Command},
 };
 
 /// Largest gRPC request message a service should accept; apply it with
@@ -44,10 +62,14 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// HTTP/2 keepalive ping interval.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// The folder under the data dir that holds the ledger's sled store.
+pub const LEDGER_DIR: &str = "ledger";
+
 /// A server being assembled: configuration, keys, metrics, and the services to host.
 pub struct Server {
     config: Config,
     keys: Keys,
+    core: Core,
     metrics: Arc<Metrics>,
     health: HealthReporter,
     routes: RoutesBuilder,
@@ -80,19 +102,77 @@ impl Server {
     pub fn open(config: Config) -> Result<Self, Error> {
         config.validate()?;
         let keys = Keys::load_or_generate(&config.data_dir, &config.origin)?;
+        let metrics = Arc::new(Metrics::new());
+        let store = SledStore::open(&config.data_dir.join(LEDGER_DIR), &SledOptions::default())
+            .map_err(|e| Error::Ledger(e.to_string()))?;
+        let log = Log::open(Arc::new(store), keys.checkpoint_signer.clone())
+            .map_err(|e| Error::Ledger(e.to_string()))?;
+        metrics.set_tree_size(log.size().get());
+        let hook_metrics = metrics.clone();
+        let options = SequencerOptions {
+            max_batch: config.batch_max_entries,
+            max_wait: config.batch_max_wait,
+            on_commit: Some(CommitHook(Arc::new(move |report: &BatchReport| {
+                hook_metrics.record_batch(report.entries, report.elapsed);
+                hook_metrics.set_tree_size(report.tree_size);
+            }))),
+            ..SequencerOptions::default()
+        };
+        let sequencer =
+            Sequencer::start(Arc::new(log), Akashi::new(), options).map_err(|source| {
+                Error::Io {
+                    context: "starting the sequencer thread",
+                    source,
+                }
+            })?;
+        let core = Core::new(sequencer, keys.subject_key.clone());
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
-        let server = Self {
+        let mut server = Self {
             config,
             keys,
-            metrics: Arc::new(Metrics::new()),
+            core: core.clone(),
+            metrics,
             health: HealthReporter::new(),
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             http: Router::new(),
         };
-        // Extension point: the akashi.v1 services (service.rs) are added here with
-        // `server.add_service(..)`, once the ledger and policy engine are open.
+        server
+            .add_service(
+                DirectoryServiceServer::new(Directory(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                ConsentServiceServer::new(Consents(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                AccessServiceServer::new(Access(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                PolicyServiceServer::new(Policies(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                HistoryServiceServer::new(History(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                TransparencyServiceServer::new(Transparency(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                AuditServiceServer::new(Audit(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            );
+        server.merge_http(crate::public::router(core));
         Ok(server)
+    }
+
+    /// The services' shared core (sequencer, log, pseudonym key).
+    pub fn core(&self) -> &Core {
+        &self.core
     }
 
     /// The configuration being served.
@@ -151,6 +231,7 @@ impl Server {
         let Self {
             config,
             keys,
+            core,
             metrics,
             health,
             mut routes,
@@ -158,6 +239,7 @@ impl Server {
             http: extra_http,
         } = self;
 
+        ensure_policy_set(&core).await?;
         let mut served: Vec<&'static str> = vec![tonic_health::pb::health_server::SERVICE_NAME];
         served.extend(&service_names);
         for name in &served {
@@ -218,6 +300,9 @@ impl Server {
             result
         };
         let ((), grpc_result, http_result) = tokio::join!(coordinator, grpc_task, http_task);
+        // Every in-flight call has been answered; finish what the sequencer still holds and
+        // leave the store synced.
+        core.sequencer().shutdown().await;
         grpc_result?;
         http_result.map_err(|source| Error::Io {
             context: "HTTP server failed",
@@ -235,6 +320,23 @@ impl std::fmt::Debug for Server {
             .field("services", &self.service_names)
             .finish_non_exhaustive()
     }
+}
+
+/// Activates the default policy set on a log that has none (its first start), so that every
+/// decision is made under a policy set that is itself in the log.
+async fn ensure_policy_set(core: &Core) -> Result<(), Error> {
+    let active = policy::state::active_policy_set(&crate::service::LogKv(core.log()))
+        .map_err(|e| Error::Ledger(e.to_string()))?;
+    if active.is_some() {
+        return Ok(());
+    }
+    let engine = PolicyEngine::default_set().map_err(|e| Error::Ledger(e.to_string()))?;
+    let (receipt, _) = core.submit(Command::Activate(Arc::new(engine))).await?;
+    tracing::info!(
+        index = receipt.leaf_index.get(),
+        "activated the default policy set"
+    );
+    Ok(())
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

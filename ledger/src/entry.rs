@@ -71,7 +71,7 @@ pub const MAX_BODY_SIZE: usize = 1 << 20;
 /// Attribute names taken by the fixed lines of a leaf.
 const RESERVED_NAMES: [&str; 2] = ["body", "day"];
 
-/// What kind of entry a leaf records: 1 to 64 of `a-z 0-9 . -`, e.g. `consent.grant`.
+/// What kind of entry a leaf records: 1 to 64 of `a-z 0-9 . _ -`, e.g. `consent.opt_out`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryKind(String);
 
@@ -85,7 +85,7 @@ impl EntryKind {
         let ok = (1..=MAX_KIND_LEN).contains(&kind.len())
             && kind
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
         if !ok {
             return Err(EntryError::InvalidKind { len: kind.len() });
         }
@@ -98,7 +98,7 @@ impl EntryKind {
     }
 }
 
-/// An attribute name: 1 to 32 of `a-z 0-9 -`, other than `day` and `body`.
+/// An attribute name: 1 to 32 of `a-z 0-9 _ -`, other than `day` and `body`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AttrName(String);
 
@@ -113,7 +113,7 @@ impl AttrName {
         let ok = (1..=MAX_ATTR_NAME_LEN).contains(&name.len())
             && name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !ok {
             return Err(EntryError::InvalidAttrName { len: name.len() });
         }

@@ -115,6 +115,28 @@ impl Tx<'_> {
     }
 }
 
+/// What a committed batch reports to a [`CommitHook`].
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport {
+    /// Entries committed.
+    pub entries: u64,
+    /// The tree size after the batch.
+    pub tree_size: u64,
+    /// Time from taking the batch to its durable commit.
+    pub elapsed: Duration,
+}
+
+/// A callback run on the writer thread after every committed batch (for metrics). It must be
+/// quick and must not block.
+#[derive(Clone)]
+pub struct CommitHook(pub Arc<dyn Fn(&BatchReport) + Send + Sync>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
+}
+
 /// Tuning for group commit.
 #[derive(Debug, Clone)]
 pub struct SequencerOptions {
@@ -124,6 +146,8 @@ pub struct SequencerOptions {
     pub max_wait: Duration,
     /// Commands that may wait in the queue before submitters are slowed down.
     pub queue: usize,
+    /// Called after every committed batch.
+    pub on_commit: Option<CommitHook>,
 }
 
 impl Default for SequencerOptions {
@@ -132,6 +156,7 @@ impl Default for SequencerOptions {
             max_batch: 1024,
             max_wait: Duration::ZERO,
             queue: 8192,
+            on_commit: None,
         }
     }
 }
@@ -426,6 +451,13 @@ impl<M: StateMachine> Writer<M> {
                     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
+                if let Some(hook) = &self.options.on_commit {
+                    (hook.0)(&BatchReport {
+                        entries: entries.len() as u64,
+                        tree_size: committed.checkpoint.checkpoint.size.get(),
+                        elapsed,
+                    });
+                }
                 tracing::debug!(
                     entries = entries.len(),
                     size = committed.checkpoint.checkpoint.size.get(),

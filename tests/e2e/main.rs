@@ -12,9 +12,15 @@
     reason = "test code"
 )]
 
+mod api;
+mod bad_input;
 mod binary;
 mod data_dir;
+mod flows;
 mod harness;
 mod mtls;
+mod restart;
+mod roles;
+mod rules;
 mod scaffold;
 mod tokens;

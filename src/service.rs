@@ -1,0 +1,248 @@
+//! The `akashi.v1` gRPC services: parse at the edge, check the caller's role, then either
+//! submit a command to the sequencer (every write and every decision) or read the log.
+//!
+//! Parsing follows "parse, don't validate": every request field becomes a typed domain value
+//! here, or the call fails with `INVALID_ARGUMENT` naming the field, before anything reaches the
+//! sequencer, so a rejected request appends nothing. Patient ids are turned into pseudonyms
+//! (`HMAC-SHA256(subject_key, patient_id)`) at this edge and never travel further: the log and
+//! the state hold pseudonyms only.
+//!
+//! One module per service; this module holds what they share: [`Core`], field parsers and the
+//! receipt conversion.
+
+use std::sync::Arc;
+
+use ledger::{
+    Hash,
+    log::{Log, Receipt},
+    sequencer::{Sequencer, SubmitError},
+};
+use policy::domain::{DomainError, SubjectId};
+use proto::pb;
+use tonic::Status;
+
+use crate::{
+    Error, FieldProblem,
+    keys::SubjectKey,
+    state_machine::{Akashi, Command, Output},
+};
+
+pub mod access;
+pub mod audit;
+pub mod consent;
+pub mod directory;
+pub mod history;
+pub mod policies;
+pub mod transparency;
+
+/// Longest patient id accepted, in bytes.
+pub const MAX_PATIENT_ID_LEN: usize = 256;
+/// Most items in any repeated request field not capped more tightly by the domain.
+pub const MAX_LIST_LEN: usize = 10_000;
+
+/// What every service shares: the sequencer (writes and decisions), the log (reads) and the
+/// key that turns patient ids into pseudonyms.
+#[derive(Clone)]
+pub struct Core {
+    sequencer: Sequencer<Akashi>,
+    subject_key: Arc<SubjectKey>,
+    verifier_key: Arc<str>,
+}
+
+impl Core {
+    /// Services over `sequencer`, pseudonymising with `subject_key`.
+    pub fn new(sequencer: Sequencer<Akashi>, subject_key: SubjectKey) -> Self {
+        let verifier_key = sequencer.log().verifier().to_vkey().into();
+        Self {
+            sequencer,
+            subject_key: Arc::new(subject_key),
+            verifier_key,
+        }
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Arc<Log> {
+        self.sequencer.log()
+    }
+
+    /// The sequencer.
+    pub fn sequencer(&self) -> &Sequencer<Akashi> {
+        &self.sequencer
+    }
+
+    /// The checkpoint verifier key (note `vkey` format).
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    /// Logs `command`; returns its receipt and output once the entry is durable.
+    ///
+    /// # Errors
+    ///
+    /// The command's rejection, or `UNAVAILABLE` when it could not be made durable (then it was
+    /// not logged, and a decision is not an allow).
+    pub async fn submit(&self, command: Command) -> Result<(Receipt, Output), Error> {
+        self.sequencer
+            .submit(command)
+            .await
+            .map_err(|err| match err {
+                SubmitError::Rejected(err) => err,
+                SubmitError::Unavailable(cause) => Error::Unavailable(cause.into()),
+                SubmitError::Closed => Error::Unavailable("the server is shutting down".into()),
+            })
+    }
+
+    /// The pseudonym of the patient id in `field`.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` naming `field` when the id is empty, too long or holds control
+    /// characters. The id itself is never repeated in a message.
+    pub fn subject(&self, field: &'static str, patient_id: &str) -> Result<SubjectId, Error> {
+        check_patient_id(field, patient_id)?;
+        Ok(SubjectId::from_bytes(
+            self.subject_key.pseudonym(patient_id).0,
+        ))
+    }
+
+    /// Like [`Core::subject`], for an optional field (empty = none).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Core::subject`].
+    pub fn optional_subject(
+        &self,
+        field: &'static str,
+        patient_id: &str,
+    ) -> Result<Option<SubjectId>, Error> {
+        if patient_id.is_empty() {
+            return Ok(None);
+        }
+        self.subject(field, patient_id).map(Some)
+    }
+}
+
+/// The committed derived state, read through the log (outside the sequencer).
+pub struct LogKv<'a>(pub &'a Log);
+
+impl policy::KvRead for LogKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::KvError> {
+        self.0.state_get(key).map_err(policy::KvError::new)
+    }
+}
+
+/// Checks a patient id's shape.
+fn check_patient_id(field: &'static str, patient_id: &str) -> Result<(), Error> {
+    if patient_id.is_empty() {
+        return Err(Error::invalid(field, FieldProblem::Missing));
+    }
+    if patient_id.len() > MAX_PATIENT_ID_LEN {
+        return Err(Error::invalid(
+            field,
+            FieldProblem::TooLong {
+                max: MAX_PATIENT_ID_LEN,
+            },
+        ));
+    }
+    if patient_id.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            FieldProblem::Malformed {
+                reason: "holds a control character",
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a required field with a domain parser.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` naming `field`: missing when empty, otherwise the parser's reason.
+pub fn required<T>(
+    field: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, DomainError>,
+) -> Result<T, Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, FieldProblem::Missing));
+    }
+    parse(value).map_err(|e| invalid(field, &e))
+}
+
+/// Parses an optional field (empty = none) with a domain parser.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` naming `field` with the parser's reason.
+pub fn optional<T>(
+    field: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, DomainError>,
+) -> Result<Option<T>, Error> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse(value).map(Some).map_err(|e| invalid(field, &e))
+}
+
+/// Parses every item of a repeated field.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` naming `field` for too many items, an empty item, or an item the parser
+/// refuses.
+pub fn list<T>(
+    field: &'static str,
+    values: &[String],
+    max: usize,
+    parse: impl Fn(&str) -> Result<T, DomainError>,
+) -> Result<Vec<T>, Error> {
+    if values.len() > max {
+        return Err(Error::invalid(field, FieldProblem::TooMany { max }));
+    }
+    values
+        .iter()
+        .map(|value| required(field, value, &parse))
+        .collect()
+}
+
+fn invalid(field: &'static str, err: &DomainError) -> Error {
+    Error::invalid(
+        field,
+        FieldProblem::Invalid {
+            reason: err.to_string(),
+        },
+    )
+}
+
+/// A receipt as the API sends it.
+pub fn receipt(receipt: &Receipt) -> pb::Receipt {
+    pb::Receipt {
+        leaf_index: receipt.leaf_index.get(),
+        leaf_hash: receipt.leaf_hash.0.to_vec(),
+        checkpoint: receipt.checkpoint.note.clone(),
+        inclusion_proof: hashes(&receipt.inclusion_proof.path),
+        tree_size: receipt.checkpoint.checkpoint.size.get(),
+    }
+}
+
+/// Hashes as repeated bytes.
+pub fn hashes(path: &[Hash]) -> Vec<Vec<u8>> {
+    path.iter().map(|h| h.0.to_vec()).collect()
+}
+
+/// The domain parser of any type that parses from text.
+///
+/// # Errors
+///
+/// The type's [`DomainError`].
+pub fn parse<T: std::str::FromStr<Err = DomainError>>(value: &str) -> Result<T, DomainError> {
+    value.parse()
+}
+
+/// Converts a crate error into the status sent to the caller.
+pub fn status(err: Error) -> Status {
+    err.into()
+}

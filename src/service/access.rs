@@ -1,0 +1,81 @@
+//! `AccessService/Authorize`: every access request is decided by the policy crate **inside the
+//! sequencer**, against the state as of its position in the log, and the decision (allow and
+//! deny alike, with the full request in the private body) is logged before the caller hears it.
+//! If it cannot be logged, the caller gets `UNAVAILABLE`, never an allow.
+
+use policy::{
+    Request as AccessRequest,
+    domain::{Effect, Principal, PrincipalType},
+};
+use proto::pb::{self, access_service_server::AccessService};
+use tonic::{Request, Response, Status};
+
+use super::{Core, optional, parse, receipt, required};
+use crate::{
+    Error, FieldProblem,
+    auth::{Role, caller, require},
+    state_machine::{Command, Output},
+};
+
+/// The access service.
+#[derive(Clone)]
+pub struct Access(pub Core);
+
+impl Access {
+    fn parse(&self, r: pb::AuthorizeRequest) -> Result<AccessRequest, Error> {
+        let principal = r
+            .principal
+            .ok_or(Error::invalid("principal", FieldProblem::Missing))?;
+        let principal_type: PrincipalType = required("principal.type", &principal.r#type, parse)?;
+        let principal = match principal_type {
+            // A patient is named by their patient id, pseudonymised here like every other.
+            PrincipalType::Patient => {
+                Principal::Patient(self.0.subject("principal.id", &principal.id)?)
+            }
+            PrincipalType::Clinician => {
+                Principal::Clinician(required("principal.id", &principal.id, parse)?)
+            }
+            PrincipalType::Organization => {
+                Principal::Organization(required("principal.id", &principal.id, parse)?)
+            }
+        };
+        Ok(AccessRequest {
+            principal,
+            action: required("action", &r.action, parse)?,
+            subject: self.0.optional_subject("patient_id", &r.patient_id)?,
+            data_category: required("data_category", &r.data_category, parse)?,
+            source_facility: optional("source_facility", &r.source_facility, parse)?,
+            source_department: optional("source_department", &r.source_department, parse)?,
+            purpose: required("purpose", &r.purpose, parse)?,
+            level: required("level", &r.level, parse)?,
+            cohort_size: (r.cohort_size > 0).then_some(r.cohort_size),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AccessService for Access {
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        require(caller(&request)?, &[Role::Platform])?;
+        let access = self.parse(request.into_inner())?;
+        let (r, output) = self.0.submit(Command::Authorize(access)).await?;
+        let Output::Decided(decision) = output else {
+            return Err(Error::Internal("authorize answered with another output").into());
+        };
+        let effect = match decision.effect {
+            Effect::Allow => pb::Decision::Allow,
+            Effect::Deny => pb::Decision::Deny,
+        };
+        Ok(Response::new(pb::AuthorizeResponse {
+            decision: effect.into(),
+            determining_policies: decision.determining_policies,
+            reasons: decision.reasons,
+            review_required: decision.review_required,
+            receipt: Some(receipt(&r)),
+            errors: decision.errors,
+        }))
+    }
+}

@@ -1,0 +1,82 @@
+//! `AuditService`: the regulator's and auditor's read of the whole log, private bodies
+//! included, and of every checkpoint the log ever signed: what `akashi-audit replay` needs to
+//! recompute the tree and re-decide every logged decision.
+
+use ledger::{LeafIndex, TreeSize, chunk::Record};
+use proto::pb::{self, audit_service_server::AuditService};
+use tonic::{Request, Response, Status};
+
+use super::{Core, transparency::read_error};
+use crate::{
+    Error, FieldProblem,
+    auth::{Role, caller, require},
+};
+
+/// Most entries or checkpoints returned by one call.
+pub const MAX_AUDIT_PAGE: u32 = 1024;
+
+/// The audit service.
+#[derive(Clone)]
+pub struct Audit(pub Core);
+
+#[tonic::async_trait]
+impl AuditService for Audit {
+    async fn get_entries(
+        &self,
+        request: Request<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        require(caller(&request)?, &[Role::Regulator, Role::Auditor])?;
+        let r = request.into_inner();
+        if r.count == 0 {
+            return Err(Error::invalid("count", FieldProblem::Missing).into());
+        }
+        let count = u64::from(r.count.min(MAX_AUDIT_PAGE));
+        let log = self.0.log();
+        let start = LeafIndex(r.start);
+        let leaves = log.leaves(start, count).map_err(|e| match e {
+            ledger::log::ReadError::OutOfRange { got, size, .. } => Error::OutOfRange {
+                field: "start",
+                value: got,
+                limit: size,
+            },
+            other => read_error(other),
+        })?;
+        let bodies = log.bodies(start, leaves.len() as u64).map_err(read_error)?;
+        let entries = leaves
+            .into_iter()
+            .zip(bodies)
+            .enumerate()
+            .map(|(offset, (leaf, body))| {
+                let (body, redacted) = match body {
+                    Record::Present(body) => (body, false),
+                    Record::Redacted => (Vec::new(), true),
+                };
+                pb::AuditEntry {
+                    leaf_index: start.get() + offset as u64,
+                    leaf,
+                    body,
+                    redacted,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetEntriesResponse { entries }))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        require(caller(&request)?, &[Role::Regulator, Role::Auditor])?;
+        let r = request.into_inner();
+        if r.limit == 0 {
+            return Err(Error::invalid("limit", FieldProblem::Missing).into());
+        }
+        let limit = r.limit.min(MAX_AUDIT_PAGE) as usize;
+        let checkpoints = self
+            .0
+            .log()
+            .checkpoints(TreeSize(r.from_size), TreeSize(u64::MAX), limit)
+            .map_err(read_error)?;
+        Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
+    }
+}

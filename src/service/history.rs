@@ -1,0 +1,89 @@
+//! `HistoryService/GetSubjectHistory`: a patient's own entries (consents, opt-outs and every
+//! decision about their data), each with its leaf, private body and inclusion proof against one
+//! signed checkpoint. The patient may read only their own; a regulator may read anyone's.
+
+use ledger::{LeafIndex, chunk::Record};
+use policy::state;
+use proto::pb::{self, history_service_server::HistoryService};
+use tonic::{Request, Response, Status};
+
+use super::{Core, hashes};
+use crate::{
+    Error,
+    auth::{Role, caller, require_subject},
+};
+
+/// Most entries returned by one call (page with `after_index`).
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// The history service.
+#[derive(Clone)]
+pub struct History(pub Core);
+
+#[tonic::async_trait]
+impl HistoryService for History {
+    async fn get_subject_history(
+        &self,
+        request: Request<pb::GetSubjectHistoryRequest>,
+    ) -> Result<Response<pb::GetSubjectHistoryResponse>, Status> {
+        let caller = caller(&request)?.clone();
+        let r = request.into_inner();
+        let subject = self.0.subject("patient_id", &r.patient_id)?;
+        require_subject(&caller, &r.patient_id, &[Role::Regulator])?;
+        let limit = match r.limit {
+            0 => MAX_HISTORY_PAGE,
+            n => usize::try_from(n)
+                .unwrap_or(MAX_HISTORY_PAGE)
+                .min(MAX_HISTORY_PAGE),
+        };
+        let log = self.0.log();
+        // One checkpoint for the whole answer: entries after it are left for the next call.
+        let checkpoint = log.checkpoint();
+        let size = checkpoint.checkpoint.size;
+        let prefix = state::subject_entries_prefix(&subject);
+        let after = r.after_index.map(|after| {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&after.to_be_bytes());
+            key
+        });
+        let keys = log
+            .state_scan(&prefix, after.as_deref(), limit + 1)
+            .map_err(|e| Error::Unavailable(Box::new(e)))?;
+        let mut indices: Vec<u64> = keys
+            .iter()
+            .filter_map(|(key, _)| state::decode_subject_entry_key(key))
+            .filter(|index| *index < size.get())
+            .collect();
+        let more = indices.len() > limit;
+        indices.truncate(limit);
+        let mut entries = Vec::with_capacity(indices.len());
+        for index in indices {
+            let index = LeafIndex(index);
+            let unavailable = |e: ledger::log::ReadError| Error::Unavailable(Box::new(e));
+            let leaf = log
+                .leaves(index, 1)
+                .map_err(unavailable)?
+                .into_iter()
+                .next()
+                .ok_or(Error::Internal("a listed entry has no leaf"))?;
+            let (body, redacted) = match log.body(index).map_err(unavailable)? {
+                Record::Present(body) => (body, false),
+                Record::Redacted => (Vec::new(), true),
+            };
+            let proof = log.inclusion_proof(index, size).map_err(unavailable)?;
+            entries.push(pb::HistoryEntry {
+                leaf_index: index.get(),
+                leaf,
+                body,
+                inclusion_proof: hashes(&proof.path),
+                redacted,
+            });
+        }
+        Ok(Response::new(pb::GetSubjectHistoryResponse {
+            checkpoint: checkpoint.note.clone(),
+            entries,
+            tree_size: size.get(),
+            more,
+        }))
+    }
+}

@@ -1,0 +1,168 @@
+//! `TransparencyService`: what anyone may read without a token: the signed checkpoint and its
+//! verifier key, inclusion and consistency proofs, public leaves, and the bodies of entries that
+//! carry no personal data (policy activations and directory changes without patient
+//! exclusions). Nothing here names a patient.
+
+use ledger::{LeafIndex, TreeSize, chunk::Record, entry::Body, log::ReadError};
+use policy::Event;
+use proto::pb::{self, transparency_service_server::TransparencyService};
+use tonic::{Request, Response, Status};
+
+use super::{Core, hashes};
+use crate::{Error, FieldProblem};
+
+/// Most leaves one `GetLeaves` call returns.
+pub const MAX_LEAVES: u64 = 1024;
+
+/// The transparency service.
+#[derive(Clone)]
+pub struct Transparency(pub Core);
+
+/// Maps a log read error to the API's codes.
+pub(crate) fn read_error(err: ReadError) -> Error {
+    match err {
+        ReadError::OutOfRange { what, got, size } => Error::OutOfRange {
+            field: match what {
+                "tree size" => "tree_size",
+                "leaf index" => "leaf_index",
+                "new size" => "new_size",
+                other => other,
+            },
+            value: got,
+            limit: size,
+        },
+        ReadError::InvalidRequest(reason) => Error::Rejected(reason),
+        other => Error::Unavailable(Box::new(other)),
+    }
+}
+
+#[tonic::async_trait]
+impl TransparencyService for Transparency {
+    async fn get_checkpoint(
+        &self,
+        _request: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Ok(Response::new(pb::GetCheckpointResponse {
+            checkpoint: self.0.log().checkpoint().note.clone(),
+            verifier_key: self.0.verifier_key().to_owned(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        let r = request.into_inner();
+        if r.tree_size == 0 {
+            return Err(Error::invalid("tree_size", FieldProblem::Missing).into());
+        }
+        let proof = self
+            .0
+            .log()
+            .inclusion_proof(LeafIndex(r.leaf_index), TreeSize(r.tree_size))
+            .map_err(read_error)?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            leaf_index: r.leaf_index,
+            tree_size: r.tree_size,
+            path: hashes(&proof.path),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        let r = request.into_inner();
+        if r.old_size == 0 {
+            return Err(Error::invalid(
+                "old_size",
+                FieldProblem::Malformed {
+                    reason: "must be at least 1 (every tree extends the empty tree)",
+                },
+            )
+            .into());
+        }
+        if r.new_size == 0 {
+            return Err(Error::invalid("new_size", FieldProblem::Missing).into());
+        }
+        if r.old_size > r.new_size {
+            return Err(Error::invalid(
+                "old_size",
+                FieldProblem::Malformed {
+                    reason: "must not exceed `new_size`",
+                },
+            )
+            .into());
+        }
+        let proof = self
+            .0
+            .log()
+            .consistency_proof(TreeSize(r.old_size), TreeSize(r.new_size))
+            .map_err(read_error)?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            old_size: r.old_size,
+            new_size: r.new_size,
+            path: hashes(&proof.path),
+        }))
+    }
+
+    async fn get_leaves(
+        &self,
+        request: Request<pb::GetLeavesRequest>,
+    ) -> Result<Response<pb::GetLeavesResponse>, Status> {
+        let r = request.into_inner();
+        if r.count == 0 {
+            return Err(Error::invalid("count", FieldProblem::Missing).into());
+        }
+        if r.count > MAX_LEAVES {
+            return Err(Error::invalid(
+                "count",
+                FieldProblem::TooMany {
+                    max: MAX_LEAVES as usize,
+                },
+            )
+            .into());
+        }
+        let leaves = self
+            .0
+            .log()
+            .leaves(LeafIndex(r.start), r.count)
+            .map_err(|e| match e {
+                ReadError::OutOfRange { got, size, .. } => Error::OutOfRange {
+                    field: "start",
+                    value: got,
+                    limit: size,
+                },
+                other => read_error(other),
+            })?;
+        Ok(Response::new(pb::GetLeavesResponse { leaves }))
+    }
+
+    async fn get_public_body(
+        &self,
+        request: Request<pb::GetPublicBodyRequest>,
+    ) -> Result<Response<pb::GetPublicBodyResponse>, Status> {
+        let index = LeafIndex(request.into_inner().leaf_index);
+        let record = self.0.log().body(index).map_err(read_error)?;
+        let Record::Present(bytes) = record else {
+            return Err(Error::FailedPrecondition(format!(
+                "the body of entry {index} was redacted"
+            ))
+            .into());
+        };
+        // Public only when the whole event is: its public form is the event itself.
+        let public = Body::decode(&bytes)
+            .ok()
+            .and_then(|body| Event::from_json(&body.payload).ok())
+            .is_some_and(|event| event.public_body().as_ref() == Some(&event));
+        if !public {
+            return Err(
+                Error::FailedPrecondition(format!("the body of entry {index} is private")).into(),
+            );
+        }
+        Ok(Response::new(pb::GetPublicBodyResponse {
+            leaf_index: index.get(),
+            body: bytes,
+        }))
+    }
+}
