@@ -1,1 +1,63 @@
-//! auditor (skeleton).
+//! akashi's independent verifier, for patients, regulators and witnesses: it trusts nothing the
+//! operator says without checking it against the log's signed checkpoints.
+//!
+//! # Layout
+//!
+//! Verification (no features, no I/O, depends on `ledger`'s pure part only):
+//!
+//! - [`receipt`]: parse a receipt (proto3 JSON as grpcurl prints it, or a C2SP `tlog-proof`) and
+//!   verify it offline: checkpoint signature, inclusion proof, leaf hash, body commitment.
+//! - [`trust`]: the last trusted checkpoint of a witness and the rule for moving on from it (a
+//!   consistency proof, or the verdict *fork* or *rollback*).
+//! - [`compact`]: a compact range, the O(log n) summary of a tree that lets a streaming reader
+//!   recompute the root at every size without keeping the tree.
+//! - [`scan`]: stream a whole log (leaves, bodies, signed checkpoints) in order; recompute the
+//!   tree, compare every checkpoint with it, check every leaf and body commitment; collect
+//!   [`report::Finding`]s in a [`report::Report`].
+//! - [`exit`]: the exit codes every verdict maps to (0 valid, 2 invalid, 1 error).
+//!
+//! With the `replay` feature (adds `policy`):
+//!
+//! - [`replay`]: on top of [`scan`], decode each body's event, check the public leaf header says
+//!   what the event says, and re-decide every logged decision with `policy`'s replayer.
+//! - [`history`]: verify a patient's own history (inclusion, commitments, per-subject chain).
+//!
+//! With the `cli` feature (the default; adds gRPC, HTTP and the terminal): `cli`, the
+//! `akashi-audit` commands as library functions, so that tests can run them in-process.
+//!
+//! This crate does not serve anything, store anything but the small trusted-checkpoint file,
+//! or know the server's internals: everything it checks arrives over the public contract.
+//!
+//! ```
+//! use auditor::compact::CompactRange;
+//! use ledger::{MemoryTree, hash_leaf};
+//!
+//! let (mut range, mut tree) = (CompactRange::new(), MemoryTree::new());
+//! for i in 0..100u8 {
+//!     range.push(hash_leaf(&[i]));
+//!     tree.push_leaf(&[i]);
+//!     assert_eq!(range.root(), tree.root());
+//! }
+//! ```
+
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod compact;
+pub mod exit;
+#[cfg(feature = "replay")]
+pub mod history;
+pub mod receipt;
+#[cfg(feature = "replay")]
+pub mod replay;
+pub mod report;
+pub mod scan;
+pub mod trust;
+
+pub use exit::AuditExitCode;
+pub use receipt::{Receipt, ReceiptError, VerifiedReceipt};
+pub use report::{Finding, Report};
+pub use scan::{LogScan, ScanError};
+pub use trust::{Advance, TrustError, Witness};
+
+#[cfg(test)]
+mod testing;

@@ -1,0 +1,301 @@
+//! The `akashi-audit` commands, as library functions that tests (and other programs) can call
+//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`]. Each
+//! returns what it found; [`run`] parses nothing, prints the result and maps it to an exit code
+//! (0 valid, 2 invalid, 1 error).
+//!
+//! The network clients live here: tonic for gRPC (`TransparencyService`, `AuditService`,
+//! `HistoryService`), and a tiny blocking HTTP/1.1 client for C2SP tiles ([`http`]). This module
+//! decides nothing about validity itself; the verification library does.
+
+use std::io::{IsTerminal as _, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ledger::NoteVerifier;
+
+pub mod http;
+mod net;
+mod render;
+mod replay_cmd;
+mod watch_cmd;
+
+pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
+pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
+
+use crate::AuditExitCode;
+use crate::receipt::{MAX_RECEIPT_SIZE, Receipt, ReceiptError, VerifiedReceipt};
+
+/// The largest leaf or body file read, in bytes.
+pub const MAX_INPUT_FILE: usize = ledger::MAX_BODY_SIZE + 1024;
+
+/// `akashi-audit`: verify akashi's transparency log without trusting its operator.
+#[derive(Debug, Parser)]
+#[command(name = "akashi-audit", version, about)]
+pub struct Cli {
+    /// What to verify.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a patient's own history: every entry's proof, body and the per-subject chain.
+    History(HistoryArgs),
+    /// Re-check the whole log as a regulator: tree, checkpoints, bodies, and every decision.
+    Replay(ReplayArgs),
+    /// Verify a receipt offline (proto3 JSON as grpcurl prints it, or a C2SP tlog-proof).
+    VerifyReceipt(VerifyReceiptArgs),
+    /// Follow the log as a witness: demand a consistency proof to every new checkpoint.
+    Watch(WatchArgs),
+}
+
+/// `verify-receipt`.
+#[derive(Debug, Args)]
+pub struct VerifyReceiptArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE` to read it from a file.
+    #[arg(long)]
+    pub vkey: String,
+    /// The receipt file.
+    pub receipt: PathBuf,
+    /// The entry's public leaf bytes, to check against the leaf hash (needed for a tlog-proof).
+    #[arg(long)]
+    pub leaf: Option<PathBuf>,
+    /// The entry's private body bytes, to check against the leaf's commitment (needs `--leaf`).
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+}
+
+/// `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE`.
+    #[arg(long)]
+    pub vkey: String,
+    /// Where to fetch checkpoints and proofs.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The file holding the last trusted checkpoint (created when missing).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Seconds between checks.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+    /// Check once and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Where a watcher reads the log: one of gRPC or HTTP tiles.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SourceArgs {
+    /// The server's gRPC address (`host:port` or `http://host:port`).
+    #[arg(long)]
+    pub grpc: Option<String>,
+    /// The log's C2SP tlog-tiles URL prefix (`http://host:port[/prefix]`).
+    #[arg(long)]
+    pub http: Option<String>,
+}
+
+/// `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE`.
+    #[arg(long)]
+    pub vkey: String,
+    /// The server's gRPC address.
+    #[arg(long)]
+    pub grpc: String,
+    /// A regulator or auditor bearer token, or `@FILE`.
+    #[arg(long, env = "AKASHI_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE`.
+    #[arg(long)]
+    pub vkey: String,
+    /// The server's gRPC address.
+    #[arg(long)]
+    pub grpc: String,
+    /// The patient's bearer token (or a regulator's), or `@FILE`.
+    #[arg(long, env = "AKASHI_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The patient id; by default the one the token names.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// Print the history as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command, printing results to `out` and problems to `err`.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> AuditExitCode {
+    match dispatch(cli, out) {
+        Ok(code) => code,
+        Err(error) => {
+            // Printing can only fail if stderr is gone; nothing is left to tell then.
+            let _ = writeln!(err, "error: {error:#}");
+            AuditExitCode::Error
+        }
+    }
+}
+
+fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
+    match cli.command {
+        Command::VerifyReceipt(args) => {
+            let verifier = read_vkey(&args.vkey)?;
+            let result = verify_receipt(
+                &verifier,
+                &args.receipt,
+                args.leaf.as_deref(),
+                args.body.as_deref(),
+            )?;
+            write!(out, "{}", render::receipt(&result))?;
+            Ok(match &result {
+                Ok(_) => AuditExitCode::Valid,
+                Err(error) => error.exit_code(),
+            })
+        }
+        Command::Watch(args) => {
+            let config = WatchConfig {
+                verifier: read_vkey(&args.vkey)?,
+                source: match (args.source.grpc, args.source.http) {
+                    (Some(addr), _) => LogSource::Grpc(addr),
+                    (None, Some(url)) => LogSource::Http(url),
+                    (None, None) => anyhow::bail!("give `--grpc` or `--http`"),
+                },
+                state: args.state,
+            };
+            let runtime = runtime()?;
+            let step = if args.once {
+                let step = runtime.block_on(watch_once(&config))?;
+                write!(out, "{}", render::watch(&step))?;
+                step
+            } else {
+                let interval = Duration::from_secs(args.interval.max(1));
+                runtime.block_on(watch(&config, interval, |result| {
+                    // A closed stdout must not stop the watcher; the exit code still tells.
+                    let _ = match result {
+                        Ok(step) => write!(out, "{}", render::watch(step)),
+                        Err(error) => writeln!(out, "error: {error:#} (retrying)"),
+                    };
+                    let _ = out.flush();
+                }))?
+            };
+            Ok(step.exit_code())
+        }
+        Command::Replay(args) => {
+            let config = ReplayConfig {
+                verifier: read_vkey(&args.vkey)?,
+                grpc: args.grpc,
+                token: read_secret(&args.token)?,
+            };
+            let progress = !args.json && std::io::stderr().is_terminal();
+            let report = runtime()?.block_on(replay(&config, progress))?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{report}")?;
+            }
+            Ok(report.exit_code())
+        }
+        Command::History(args) => {
+            let config = HistoryConfig {
+                verifier: read_vkey(&args.vkey)?,
+                grpc: args.grpc,
+                token: read_secret(&args.token)?,
+                patient: args.patient,
+            };
+            let result = runtime()?.block_on(history(&config))?;
+            match (&result, args.json) {
+                (Ok(history), true) => {
+                    serde_json::to_writer_pretty(&mut *out, history)?;
+                    writeln!(out)?;
+                }
+                _ => write!(out, "{}", render::history(&result))?,
+            }
+            Ok(match &result {
+                Ok(history) if history.is_valid() => AuditExitCode::Valid,
+                Ok(_) => AuditExitCode::Invalid,
+                Err(error) => error.exit_code(),
+            })
+        }
+    }
+}
+
+/// Reads a receipt file (and the leaf and body files, when given) and verifies it. The outer
+/// error is a file that could not be read; the inner result is the verdict.
+///
+/// # Errors
+///
+/// When a file cannot be read or is larger than the caps.
+pub fn verify_receipt(
+    verifier: &NoteVerifier,
+    receipt: &Path,
+    leaf: Option<&Path>,
+    body: Option<&Path>,
+) -> anyhow::Result<Result<VerifiedReceipt, ReceiptError>> {
+    let text = read_capped(receipt, MAX_RECEIPT_SIZE)?;
+    let Ok(text) = String::from_utf8(text) else {
+        return Ok(Err(ReceiptError::Json));
+    };
+    let leaf = leaf.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
+    let body = body.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
+    Ok(Receipt::parse(&text).and_then(|r| r.verify(verifier, leaf.as_deref(), body.as_deref())))
+}
+
+/// Parses a verifier key given as note `vkey` text or `@FILE`.
+///
+/// # Errors
+///
+/// When the file cannot be read or the text is not a `vkey`.
+pub fn read_vkey(arg: &str) -> anyhow::Result<NoteVerifier> {
+    let text = read_secret(arg)?;
+    NoteVerifier::from_vkey(text.trim())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("while reading the verifier key (`--vkey`)")
+}
+
+/// A value given inline or as `@FILE` (trimmed).
+fn read_secret(arg: &str) -> anyhow::Result<String> {
+    let Some(path) = arg.strip_prefix('@') else {
+        return Ok(arg.trim().to_owned());
+    };
+    let bytes = read_capped(Path::new(path), 64 * 1024)?;
+    let text = String::from_utf8(bytes).with_context(|| format!("`{path}` is not text"))?;
+    Ok(text.trim().to_owned())
+}
+
+fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+    let read = || -> std::io::Result<Vec<u8>> {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)?
+            .take(max as u64 + 1)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    };
+    let bytes = read().with_context(|| format!("while reading `{}`", path.display()))?;
+    if bytes.len() > max {
+        anyhow::bail!("`{}` is larger than {max} bytes", path.display());
+    }
+    Ok(bytes)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")
+}

@@ -1,0 +1,149 @@
+//! What the CLI prints: one line saying `valid`, `invalid` or `error` first, then details, so that
+//! a person and a script read the same verdict. Nothing here prints patient ids.
+
+use std::fmt::Write as _;
+
+use super::WatchStep;
+use crate::history::{History, HistoryError};
+use crate::receipt::{ReceiptError, VerifiedReceipt};
+use crate::trust::{Advance, TrustError};
+
+/// The verdict on a receipt.
+pub(super) fn receipt(result: &Result<VerifiedReceipt, ReceiptError>) -> String {
+    let mut out = String::new();
+    match result {
+        Ok(verified) => {
+            let cp = &verified.checkpoint.checkpoint;
+            let _ = writeln!(
+                out,
+                "valid: entry {} is in the log `{}` at tree size {}",
+                verified.leaf_index, cp.origin, cp.size
+            );
+            let _ = writeln!(out, "  root       {}", cp.root);
+            let _ = writeln!(out, "  leaf hash  {}", verified.leaf_hash);
+            if let Some(leaf) = &verified.leaf {
+                let _ = writeln!(out, "  leaf       matches: {} on {}", leaf.kind, leaf.day);
+            }
+            if verified.body_checked {
+                let _ = writeln!(out, "  body       matches the leaf's commitment");
+            }
+        }
+        Err(error) if error.is_invalid() => {
+            let _ = writeln!(out, "invalid: {error}");
+        }
+        Err(error) => {
+            let _ = writeln!(out, "error: {error}");
+        }
+    }
+    out
+}
+
+/// One watcher check.
+pub(super) fn watch(step: &WatchStep) -> String {
+    match step {
+        WatchStep::Accepted {
+            advance,
+            checkpoint,
+        } => {
+            let root = checkpoint.checkpoint.root;
+            match advance {
+                Advance::First { size } => {
+                    format!("valid: trusting the first checkpoint seen, size {size} root {root}\n")
+                }
+                Advance::Grown { from, to } => {
+                    format!("valid: size {from} -> {to} is consistent (root {root})\n")
+                }
+                Advance::Unchanged { size } => {
+                    format!("valid: unchanged at size {size} (root {root})\n")
+                }
+            }
+        }
+        WatchStep::Inconsistent(error) => inconsistency(error),
+    }
+}
+
+fn inconsistency(error: &TrustError) -> String {
+    let mut out = format!("invalid: {error}\n");
+    if let TrustError::Fork(d) | TrustError::Rollback(d) = error {
+        let _ = writeln!(
+            out,
+            "  trusted  size {} root {}",
+            d.trusted_size, d.trusted_root
+        );
+        let _ = writeln!(out, "  new      size {} root {}", d.new_size, d.new_root);
+    }
+    out
+}
+
+/// A patient's history as a table, then the verdict.
+pub(super) fn history(result: &Result<History, HistoryError>) -> String {
+    let history = match result {
+        Ok(history) => history,
+        Err(error) => return format!("invalid: {error}\n"),
+    };
+    let header = [
+        "INDEX",
+        "DAY",
+        "KIND",
+        "ACTION",
+        "RECIPIENT",
+        "PURPOSE",
+        "DECISION",
+        "CHECK",
+    ];
+    let dash = || "-".to_owned();
+    let rows: Vec<[String; 8]> = history
+        .rows
+        .iter()
+        .map(|row| {
+            [
+                row.index.to_string(),
+                row.day.clone(),
+                row.kind.clone(),
+                row.action.clone().unwrap_or_else(dash),
+                row.recipient.clone().unwrap_or_else(dash),
+                row.purpose.clone().unwrap_or_else(dash),
+                row.decision.clone().unwrap_or_else(dash),
+                match (row.verified, row.erased) {
+                    (false, _) => "FAILED".to_owned(),
+                    (true, true) => "ok (body erased)".to_owned(),
+                    (true, false) => "ok".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (cell, width) in cells.iter().zip(widths) {
+            let _ = write!(text, "{cell:width$}  ");
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line(&header);
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
+    }
+    for finding in &history.findings {
+        let _ = writeln!(out, "finding: {finding}");
+    }
+    let _ = if history.is_valid() {
+        writeln!(
+            out,
+            "valid: {} entries, each in the log at tree size {} (root {})",
+            history.rows.len(),
+            history.tree_size,
+            history.root
+        )
+    } else {
+        writeln!(out, "invalid: {} findings", history.findings.len())
+    };
+    out
+}

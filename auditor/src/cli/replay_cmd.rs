@@ -1,0 +1,317 @@
+//! `akashi-audit replay` (regulator: the whole log over `AuditService`) and `akashi-audit
+//! history` (a patient: their own entries over `HistoryService`).
+//!
+//! Replay runs as a pipeline: one task pages entries and checkpoints from the server while a
+//! blocking thread checks and replays them, so fetching and checking overlap. Checkpoints are
+//! always sent ahead of the entries that reach their size.
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use indicatif::{ProgressBar, ProgressStyle};
+use ledger::{Checkpoint, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize};
+use proto::pb;
+use tokio::sync::mpsc;
+
+use super::net::{self, MAX_MESSAGE_SIZE};
+use crate::history::{
+    History, HistoryEntry, HistoryError, HistoryPage, MAX_HISTORY_ENTRIES, verify_history,
+};
+use crate::replay::Replay;
+use crate::report::Report;
+
+/// Entries asked for per `GetEntries` call (the server's cap).
+const PAGE: u32 = 1024;
+
+/// Entries asked for per `GetSubjectHistory` call (the server's cap).
+const HISTORY_PAGE: u32 = 1000;
+
+/// Pages in flight between the fetching task and the checking thread.
+const PIPELINE_DEPTH: usize = 4;
+
+/// What a regulator's replay needs.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// The log key.
+    pub verifier: NoteVerifier,
+    /// The server's gRPC address.
+    pub grpc: String,
+    /// A regulator or auditor bearer token.
+    pub token: String,
+}
+
+/// What a patient's history check needs.
+#[derive(Clone, Debug)]
+pub struct HistoryConfig {
+    /// The log key.
+    pub verifier: NoteVerifier,
+    /// The server's gRPC address.
+    pub grpc: String,
+    /// The patient's (or a regulator's) bearer token.
+    pub token: String,
+    /// The patient id; none to take it from the token.
+    pub patient: Option<String>,
+}
+
+/// Replays the whole log up to its latest checkpoint: every entry and body (`GetEntries`), every
+/// checkpoint ever signed up to that size (`ListCheckpoints`), compared with the recomputed tree.
+/// `progress` draws a progress bar on stderr.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses (a bad token), or serves entries out of order.
+/// What is wrong with the log itself is in the report.
+pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Report> {
+    let channel = net::connect(&config.grpc).await?;
+    let latest = net::checkpoint(channel.clone()).await?;
+    let mut replay = Replay::new(config.verifier.clone()).context("while setting up replay")?;
+    let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
+        // Recorded as a finding; nothing else can be checked against a log that signs badly.
+        replay.add_checkpoint(&latest)?;
+        return Ok(replay.finish());
+    };
+    let size = target.checkpoint.size;
+    replay.add_checkpoint(&latest)?;
+    let bar = if progress {
+        let bar = ProgressBar::new(size.get());
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} entries {per_sec} eta {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let (tx, mut rx) = mpsc::channel::<Page>(PIPELINE_DEPTH);
+    let fetch = tokio::spawn(fetch_pages(channel, config.token.clone(), size, latest, tx));
+    let check_bar = bar.clone();
+    let check = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
+        while let Some(page) = rx.blocking_recv() {
+            match page {
+                Page::Checkpoints(notes) => {
+                    for note in notes {
+                        replay.add_checkpoint(&note)?;
+                    }
+                }
+                Page::Entries(entries) => {
+                    for entry in entries {
+                        let body = (!entry.redacted).then_some(entry.body.as_slice());
+                        replay.push(LeafIndex(entry.leaf_index), &entry.leaf, body)?;
+                    }
+                    check_bar.set_position(replay.size().get());
+                }
+            }
+        }
+        Ok(replay.finish())
+    });
+    let fetched = fetch.await.context("the fetching task failed")?;
+    let report = check.await.context("the checking task failed")??;
+    fetched?;
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        report.tree_size == size.get(),
+        "the server served {} entries, the checkpoint says {size}",
+        report.tree_size
+    );
+    Ok(report)
+}
+
+/// Fetches and verifies a patient's history.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses, or no patient id is known. A history that
+/// fails verification is `Ok(Ok(history))` with findings, or `Ok(Err(..))` when its checkpoint
+/// does not verify.
+pub async fn history(config: &HistoryConfig) -> anyhow::Result<Result<History, HistoryError>> {
+    let patient = match &config.patient {
+        Some(patient) => patient.clone(),
+        None => token_subject(&config.token)?,
+    };
+    let channel = net::connect(&config.grpc).await?;
+    let mut client = pb::history_service_client::HistoryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let mut pages = Vec::new();
+    let mut after_index = None;
+    let mut total = 0usize;
+    loop {
+        let response = client
+            .get_subject_history(net::authorized(
+                pb::GetSubjectHistoryRequest {
+                    patient_id: patient.clone(),
+                    after_index,
+                    limit: HISTORY_PAGE,
+                },
+                &config.token,
+            )?)
+            .await
+            .context("while fetching the history")?
+            .into_inner();
+        let entries = response
+            .entries
+            .into_iter()
+            .map(|e| {
+                Ok(HistoryEntry {
+                    leaf_index: LeafIndex(e.leaf_index),
+                    inclusion_proof: net::hashes(&e.inclusion_proof, "inclusion proof")?,
+                    body: (!e.redacted && !e.body.is_empty()).then_some(e.body),
+                    leaf: e.leaf,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        total = total.saturating_add(entries.len());
+        anyhow::ensure!(
+            total <= MAX_HISTORY_ENTRIES,
+            "the history has more than {MAX_HISTORY_ENTRIES} entries"
+        );
+        let last = entries.last().map(|e| e.leaf_index.get());
+        pages.push(HistoryPage {
+            checkpoint: response.checkpoint,
+            entries,
+        });
+        match last {
+            // A page must move forward, or the listing would never end.
+            Some(last) if response.more && after_index.is_none_or(|a| last > a) => {
+                after_index = Some(last);
+            }
+            _ => break,
+        }
+    }
+    Ok(verify_history(&config.verifier, &pages))
+}
+
+enum Page {
+    Checkpoints(Vec<String>),
+    Entries(Vec<pb::AuditEntry>),
+}
+
+async fn fetch_pages(
+    channel: tonic::transport::Channel,
+    token: String,
+    size: TreeSize,
+    latest: String,
+    tx: mpsc::Sender<Page>,
+) -> anyhow::Result<()> {
+    let mut client = pb::audit_service_client::AuditServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let mut checkpoints = CheckpointPager::default();
+    let mut next = 0u64;
+    while next < size.get() {
+        let end = next.saturating_add(u64::from(PAGE)).min(size.get());
+        // Every checkpoint that the coming entries reach goes first.
+        while !checkpoints.done && checkpoints.from <= end {
+            let response = client
+                .list_checkpoints(net::authorized(
+                    pb::ListCheckpointsRequest {
+                        from_size: checkpoints.from,
+                        limit: PAGE,
+                    },
+                    &token,
+                )?)
+                .await
+                .context("while listing checkpoints")?
+                .into_inner();
+            let notes = checkpoints.take(response.checkpoints, size, &latest)?;
+            if !notes.is_empty() && tx.send(Page::Checkpoints(notes)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let count = u32::try_from(end - next).unwrap_or(PAGE);
+        let response = client
+            .get_entries(net::authorized(
+                pb::GetEntriesRequest { start: next, count },
+                &token,
+            )?)
+            .await
+            .with_context(|| format!("while fetching entries from {next}"))?
+            .into_inner();
+        anyhow::ensure!(
+            !response.entries.is_empty(),
+            "the server returned no entries at {next}"
+        );
+        let mut entries = response.entries;
+        entries.truncate(usize::try_from(end - next).unwrap_or(usize::MAX));
+        next = next.saturating_add(entries.len() as u64);
+        if tx.send(Page::Entries(entries)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Where listing checkpoints has got to.
+#[derive(Default)]
+struct CheckpointPager {
+    /// The smallest size not listed yet.
+    from: u64,
+    done: bool,
+}
+
+impl CheckpointPager {
+    /// The notes of one page worth checking: up to the replay's size, not the latest again (it is
+    /// already checked). Sizes are read without verifying (replay verifies each note); a page that
+    /// does not move forward ends the listing.
+    fn take(
+        &mut self,
+        notes: Vec<String>,
+        size: TreeSize,
+        latest: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        if notes.is_empty() {
+            self.done = true;
+            return Ok(notes);
+        }
+        let mut out = Vec::with_capacity(notes.len());
+        let mut last = None;
+        for note in notes {
+            let note_size = note_size(&note);
+            if let Some(s) = note_size {
+                anyhow::ensure!(
+                    s >= self.from && last.is_none_or(|l| s >= l),
+                    "the server listed checkpoints out of order"
+                );
+                last = Some(s);
+                if s > size.get() {
+                    self.done = true;
+                    break;
+                }
+            }
+            if note != latest {
+                out.push(note);
+            }
+        }
+        match last {
+            Some(last) if !self.done => self.from = last.saturating_add(1),
+            Some(_) => {}
+            // A page of nothing readable: let replay record them, and stop listing.
+            None => self.done = true,
+        }
+        Ok(out)
+    }
+}
+
+/// The tree size a checkpoint note claims, unverified.
+fn note_size(note: &str) -> Option<u64> {
+    let text = ledger::parse_note(note).ok()?.text;
+    Checkpoint::parse(&text).ok().map(|c| c.size.get())
+}
+
+/// The `sub` claim of a JWT bearer token, read without verifying it (the server does that); it
+/// only fills in the patient id of the request.
+fn token_subject(token: &str) -> anyhow::Result<String> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .context("the token is not a JWT; pass `--patient`")?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .context("the token is not a JWT; pass `--patient`")?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&bytes).context("the token is not a JWT; pass `--patient`")?;
+    claims
+        .get("sub")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .context("the token names no patient; pass `--patient`")
+}

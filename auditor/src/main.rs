@@ -1,0 +1,24 @@
+//! `akashi-audit`: verify akashi's transparency log without trusting its operator.
+//!
+//! Exit codes: 0 valid, 2 invalid (a check failed: bad proof, fork, wrong decision), 1 error.
+//! Everything is in the `auditor` library (`auditor::cli`); this file only parses arguments.
+
+use auditor::AuditExitCode;
+use auditor::cli::{Cli, run};
+use clap::Parser as _;
+
+fn main() -> AuditExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Help and version go to stdout with 0; usage errors to stderr with exit code 1.
+            let _ = error.print();
+            return if error.use_stderr() {
+                AuditExitCode::Error
+            } else {
+                AuditExitCode::Valid
+            };
+        }
+    };
+    run(cli, &mut std::io::stdout(), &mut std::io::stderr())
+}

@@ -1,0 +1,342 @@
+//! Receipts (DESIGN.md §4): reading one from a file and verifying it offline, years later, with
+//! nothing but the log's verifier key.
+//!
+//! Two forms are read:
+//!
+//! - the `Receipt` message in proto3 JSON, as grpcurl prints it (`{"leafIndex":"5","leafHash":
+//!   "<base64>","checkpoint":"...","inclusionProof":["<base64>",...],"treeSize":"6"}`), alone or
+//!   as the `receipt` field of a whole response. 64-bit integers may be strings or numbers,
+//!   bytes standard or URL-safe base64, field names lowerCamelCase or the proto names; fields
+//!   at their default value may be missing (proto3 JSON omits them), unknown fields are ignored.
+//! - a C2SP `tlog-proof` (c2sp.org/tlog-proof). It holds no leaf hash, so verifying it needs the
+//!   leaf itself.
+//!
+//! Verifying checks, in this order: the checkpoint's signature by the log key (and that its
+//! origin is the key's name), that the receipt's tree size is the checkpoint's, the leaf bytes
+//! against the leaf hash (when given), the inclusion proof against the checkpoint's root, and the
+//! body against the leaf's commitment (when given).
+//!
+//! This module does not fetch anything and does not say whether the checkpoint is consistent
+//! with others (see `trust`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use ledger::tlog_proof::{MAX_TLOG_PROOF_SIZE, TLOG_PROOF_HEADER};
+use ledger::{
+    CheckpointError, EntryError, Hash, InclusionProof, Leaf, LeafIndex, MAX_PROOF_LEN,
+    NoteVerifier, ProofError, SignedCheckpoint, TlogProof, TlogProofError, TreeSize, hash_leaf,
+    verify_commitment,
+};
+use serde_json::Value;
+
+/// The largest receipt file accepted, in bytes (a `tlog-proof` may carry a full-size note).
+pub const MAX_RECEIPT_SIZE: usize = MAX_TLOG_PROOF_SIZE;
+
+/// A receipt as read from a file, not yet verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The entry's position in the log.
+    pub leaf_index: LeafIndex,
+    /// The entry's RFC 9162 leaf hash; none in a `tlog-proof`, which leaves it to the verifier.
+    pub leaf_hash: Option<Hash>,
+    /// The signed checkpoint note the proof is against.
+    pub checkpoint: String,
+    /// The inclusion proof, leaf level first.
+    pub inclusion_proof: Vec<Hash>,
+    /// The tree size the receipt claims; none in a `tlog-proof`, which takes the checkpoint's.
+    pub tree_size: Option<TreeSize>,
+}
+
+/// What a verified receipt proves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedReceipt {
+    /// The checkpoint, signed by the log key, whose tree holds the entry.
+    pub checkpoint: SignedCheckpoint,
+    /// The entry's position.
+    pub leaf_index: LeafIndex,
+    /// The entry's leaf hash.
+    pub leaf_hash: Hash,
+    /// The leaf, when it was given and matched the leaf hash.
+    pub leaf: Option<Leaf>,
+    /// Whether a body was given and matched the leaf's commitment.
+    pub body_checked: bool,
+}
+
+impl Receipt {
+    /// Reads either form, told apart by the `tlog-proof` header line.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiptError::TooLarge`], and the errors of [`Receipt::from_json`] or
+    /// [`Receipt::from_tlog_proof`].
+    pub fn parse(text: &str) -> Result<Self, ReceiptError> {
+        check_size(text)?;
+        if text.starts_with(TLOG_PROOF_HEADER) {
+            return Self::from_tlog_proof(text);
+        }
+        Self::from_json(text)
+    }
+
+    /// Reads a `Receipt` message in proto3 JSON, or an object whose `receipt` field is one.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiptError::TooLarge`], [`ReceiptError::Json`] for text that is not a JSON object,
+    /// [`ReceiptError::InvalidField`] for a field of the wrong type or length.
+    pub fn from_json(text: &str) -> Result<Self, ReceiptError> {
+        check_size(text)?;
+        let value: Value = serde_json::from_str(text).map_err(|_| ReceiptError::Json)?;
+        let mut object = match value {
+            Value::Object(object) => object,
+            _ => return Err(ReceiptError::Json),
+        };
+        if let Some(Value::Object(inner)) = object.remove("receipt") {
+            object = inner;
+        }
+        let field = |camel: &'static str, snake: &'static str| {
+            object.get(camel).or_else(|| object.get(snake))
+        };
+        let leaf_hash = match field("leafHash", "leaf_hash") {
+            None => Hash::default(),
+            Some(v) => json_hash(v).ok_or(ReceiptError::InvalidField { field: "leafHash" })?,
+        };
+        let path = match field("inclusionProof", "inclusion_proof") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() <= MAX_PROOF_LEN => items
+                .iter()
+                .map(json_hash)
+                .collect::<Option<Vec<Hash>>>()
+                .ok_or(ReceiptError::InvalidField {
+                    field: "inclusionProof",
+                })?,
+            Some(_) => {
+                return Err(ReceiptError::InvalidField {
+                    field: "inclusionProof",
+                });
+            }
+        };
+        let checkpoint = match field("checkpoint", "checkpoint") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(note)) => note.clone(),
+            Some(_) => {
+                return Err(ReceiptError::InvalidField {
+                    field: "checkpoint",
+                });
+            }
+        };
+        Ok(Self {
+            leaf_index: LeafIndex(json_u64(field("leafIndex", "leaf_index"), "leafIndex")?),
+            leaf_hash: Some(leaf_hash),
+            checkpoint,
+            inclusion_proof: path,
+            tree_size: Some(TreeSize(json_u64(
+                field("treeSize", "tree_size"),
+                "treeSize",
+            )?)),
+        })
+    }
+
+    /// Reads a C2SP `tlog-proof`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiptError::TlogProof`] when it does not parse.
+    pub fn from_tlog_proof(text: &str) -> Result<Self, ReceiptError> {
+        let proof = TlogProof::parse(text).map_err(ReceiptError::TlogProof)?;
+        Ok(Self {
+            leaf_index: proof.index,
+            leaf_hash: None,
+            checkpoint: proof.checkpoint,
+            inclusion_proof: proof.path,
+            tree_size: None,
+        })
+    }
+
+    /// Verifies the receipt with the log key `verifier`; `leaf` and `body` are the entry's public
+    /// leaf and private body bytes, when the caller has them (a body needs the leaf, which holds
+    /// its commitment).
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiptError::NeedsLeaf`] when there is no leaf hash and no leaf, or a body but no leaf;
+    /// otherwise the first failed check: [`ReceiptError::Checkpoint`],
+    /// [`ReceiptError::TreeSizeMismatch`], [`ReceiptError::LeafHashMismatch`],
+    /// [`ReceiptError::Proof`], [`ReceiptError::MalformedLeaf`], [`ReceiptError::Commitment`].
+    pub fn verify(
+        &self,
+        verifier: &NoteVerifier,
+        leaf: Option<&[u8]>,
+        body: Option<&[u8]>,
+    ) -> Result<VerifiedReceipt, ReceiptError> {
+        let leaf_hash = match (self.leaf_hash, leaf) {
+            (_, None) if body.is_some() => return Err(ReceiptError::NeedsLeaf),
+            (Some(hash), _) => hash,
+            (None, Some(leaf)) => hash_leaf(leaf),
+            (None, None) => return Err(ReceiptError::NeedsLeaf),
+        };
+        let checkpoint = SignedCheckpoint::verify(&self.checkpoint, verifier)
+            .map_err(ReceiptError::Checkpoint)?;
+        let size = checkpoint.checkpoint.size;
+        if let Some(claimed) = self.tree_size
+            && claimed != size
+        {
+            return Err(ReceiptError::TreeSizeMismatch {
+                receipt: claimed,
+                checkpoint: size,
+            });
+        }
+        if let Some(leaf) = leaf
+            && hash_leaf(leaf) != leaf_hash
+        {
+            return Err(ReceiptError::LeafHashMismatch);
+        }
+        let proof = InclusionProof {
+            leaf_index: self.leaf_index,
+            tree_size: size,
+            path: self.inclusion_proof.clone(),
+        };
+        proof
+            .verify(&leaf_hash, &checkpoint.checkpoint.root)
+            .map_err(ReceiptError::Proof)?;
+        let decoded = leaf
+            .map(|leaf| Leaf::decode(leaf).map_err(ReceiptError::MalformedLeaf))
+            .transpose()?;
+        if let (Some(leaf), Some(body)) = (&decoded, body) {
+            verify_commitment(leaf, body).map_err(ReceiptError::Commitment)?;
+        }
+        Ok(VerifiedReceipt {
+            checkpoint,
+            leaf_index: self.leaf_index,
+            leaf_hash,
+            leaf: decoded,
+            body_checked: body.is_some(),
+        })
+    }
+}
+
+/// Why a receipt could not be read or did not verify. [`ReceiptError::is_invalid`] tells a
+/// receipt that was checked and found wrong from one that could not be checked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The checkpoint is malformed or not signed by the log key.
+    #[error("checkpoint does not verify: {0}")]
+    Checkpoint(#[source] CheckpointError),
+    /// The body does not match the leaf's commitment.
+    #[error("body does not match the leaf: {0}")]
+    Commitment(#[source] EntryError),
+    /// A JSON field has the wrong type, is not canonical base64 or decimal, or a hash is not 32
+    /// bytes.
+    #[error("receipt field `{field}` is malformed")]
+    InvalidField {
+        /// The field, by its JSON name.
+        field: &'static str,
+    },
+    /// The text is neither a JSON object nor a `tlog-proof`.
+    #[error("receipt is neither proto3 JSON nor a tlog-proof")]
+    Json,
+    /// The leaf bytes do not hash to the receipt's leaf hash.
+    #[error("leaf does not hash to the receipt's leaf hash")]
+    LeafHashMismatch,
+    /// The leaf matches the proof but is not a well-formed akashi leaf.
+    #[error("leaf is not a well-formed akashi leaf: {0}")]
+    MalformedLeaf(#[source] EntryError),
+    /// A body was given without its leaf, or a `tlog-proof` without the leaf it proves.
+    #[error(
+        "the leaf is needed for this check (a tlog-proof names no leaf hash, a body needs the leaf's commitment)"
+    )]
+    NeedsLeaf,
+    /// The inclusion proof does not lead to the checkpoint's root.
+    #[error("inclusion proof does not verify: {0}")]
+    Proof(#[source] ProofError),
+    /// The `tlog-proof` does not parse.
+    #[error("malformed tlog-proof: {0}")]
+    TlogProof(#[source] TlogProofError),
+    /// The file is larger than [`MAX_RECEIPT_SIZE`].
+    #[error("receipt is {size} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The file's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The receipt's tree size is not the checkpoint's.
+    #[error("receipt claims tree size {receipt} but its checkpoint has size {checkpoint}")]
+    TreeSizeMismatch {
+        /// The size in the receipt.
+        receipt: TreeSize,
+        /// The size in the checkpoint.
+        checkpoint: TreeSize,
+    },
+}
+
+impl ReceiptError {
+    /// True when the receipt was checked and found wrong (exit 2); false when it could not be
+    /// read or checked (exit 1).
+    pub fn is_invalid(&self) -> bool {
+        match self {
+            Self::Checkpoint(_)
+            | Self::Commitment(_)
+            | Self::LeafHashMismatch
+            | Self::MalformedLeaf(_)
+            | Self::Proof(_)
+            | Self::TreeSizeMismatch { .. } => true,
+            Self::InvalidField { .. }
+            | Self::Json
+            | Self::NeedsLeaf
+            | Self::TlogProof(_)
+            | Self::TooLarge { .. } => false,
+        }
+    }
+
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> crate::AuditExitCode {
+        if self.is_invalid() {
+            crate::AuditExitCode::Invalid
+        } else {
+            crate::AuditExitCode::Error
+        }
+    }
+}
+
+fn check_size(text: &str) -> Result<(), ReceiptError> {
+    if text.len() > MAX_RECEIPT_SIZE {
+        return Err(ReceiptError::TooLarge {
+            size: text.len(),
+            max: MAX_RECEIPT_SIZE,
+        });
+    }
+    Ok(())
+}
+
+/// A proto3 JSON `uint64`: a decimal string or a non-negative integer number; missing or null is
+/// the default, 0.
+fn json_u64(value: Option<&Value>, field: &'static str) -> Result<u64, ReceiptError> {
+    let invalid = ReceiptError::InvalidField { field };
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => n.as_u64().ok_or(invalid),
+        Some(Value::String(s)) => {
+            let canonical = !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0'));
+            if !canonical {
+                return Err(invalid);
+            }
+            s.parse().map_err(|_| invalid)
+        }
+        Some(_) => Err(invalid),
+    }
+}
+
+/// A proto3 JSON `bytes` field holding a 32-byte hash: standard or URL-safe base64, padded or not.
+fn json_hash(value: &Value) -> Option<Hash> {
+    let text = value.as_str()?;
+    let bytes = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())?;
+    Hash::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! Regulator replay (DESIGN.md §2.3): on top of [`LogScan`] (tree, checkpoints, commitments),
+//! decode every body's event, check that the public leaf header says what the event says, and
+//! feed the events to `policy`'s [`Replayer`], which rebuilds the directory, consent state and
+//! active policy set position by position and re-decides every logged decision.
+//!
+//! Erased bodies cannot be replayed: the entry's leaf and commitment are still checked, and the
+//! erasure is counted. A later decision that depended on an erased consent may then be reported
+//! as a mismatch; the report's `redacted` count says when that can happen.
+//!
+//! This module does not fetch entries (the CLI does) and does not decide anything itself: every
+//! decision rule lives in `policy`, so replay and the server cannot drift apart.
+
+use ledger::{Leaf, LeafIndex, NoteVerifier, TreeSize};
+use policy::event::EventCodecError;
+use policy::replay::{Outcome, Replayer};
+use policy::{Event, StateError};
+
+use crate::report::{DecisionSummary, Finding, Report};
+use crate::scan::{LogScan, ScanError};
+
+/// A log being replayed.
+#[derive(Debug)]
+pub struct Replay {
+    scan: LogScan,
+    replayer: Replayer,
+}
+
+impl Replay {
+    /// A replay at the start of the log whose checkpoints `verifier` signs.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] only when `policy` cannot set up an empty state (a bug there).
+    pub fn new(verifier: NoteVerifier) -> Result<Self, StateError> {
+        Ok(Self {
+            scan: LogScan::new(verifier),
+            replayer: Replayer::new()?,
+        })
+    }
+
+    /// How many entries have been pushed.
+    pub fn size(&self) -> TreeSize {
+        self.scan.size()
+    }
+
+    /// The largest size of a checkpoint handed in but not reached yet.
+    pub fn last_pending(&self) -> Option<TreeSize> {
+        self.scan.last_pending()
+    }
+
+    /// Hands in a signed checkpoint note, as [`LogScan::add_checkpoint`].
+    ///
+    /// # Errors
+    ///
+    /// As [`LogScan::add_checkpoint`].
+    pub fn add_checkpoint(&mut self, note: &str) -> Result<(), ScanError> {
+        self.scan.add_checkpoint(note)
+    }
+
+    /// Pushes the next entry (its body, or none when erased), checks it and replays its event.
+    /// Everything found wrong becomes a finding.
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::OutOfOrder`] when `index` is not the next position.
+    pub fn push(
+        &mut self,
+        index: LeafIndex,
+        leaf: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<(), ScanError> {
+        let Some(entry) = self.scan.push(index, leaf, body)? else {
+            return Ok(());
+        };
+        let index = index.get();
+        let event = match Event::from_json(entry.payload) {
+            Ok(event) => event,
+            Err(err) => {
+                self.scan.add_finding(Finding::BadEvent {
+                    index,
+                    error: event_error(&err),
+                });
+                return Ok(());
+            }
+        };
+        if let Some(finding) = header_mismatch(index, &entry.leaf, &event) {
+            self.scan.add_finding(finding);
+        }
+        let outcome = self.replayer.step(index, &event);
+        let report = self.scan.report_mut();
+        match outcome {
+            Ok(Outcome::Applied) => report.events_applied += 1,
+            Ok(Outcome::DecisionMatches) => {
+                report.events_applied += 1;
+                report.decisions_checked += 1;
+                report.decisions_matching += 1;
+            }
+            Ok(Outcome::DecisionMismatch { logged, recomputed }) => {
+                report.events_applied += 1;
+                report.decisions_checked += 1;
+                report.add(Finding::DecisionMismatch {
+                    index,
+                    logged: summary(&logged),
+                    recomputed: summary(&recomputed),
+                });
+            }
+            Err(err) => report.add(Finding::EventRejected {
+                index,
+                error: err.to_string(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Ends the replay, as [`LogScan::finish`].
+    pub fn finish(self) -> Report {
+        self.scan.finish()
+    }
+}
+
+/// The public leaf header akashi writes for `event`: its kind and its public attributes, in the
+/// event's order, with `_` written as `-` (leaf kinds and attribute names allow `a-z 0-9 . -`).
+pub fn leaf_header(event: &Event) -> (String, Vec<(String, String)>) {
+    let kind = event.kind().replace('_', "-");
+    let attributes = event
+        .public_attributes()
+        .into_iter()
+        .map(|(name, value)| (name.replace('_', "-"), value))
+        .collect();
+    (kind, attributes)
+}
+
+/// The first difference between a leaf's header and the header its event calls for, if any.
+pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding> {
+    let (kind, attributes) = leaf_header(event);
+    let mismatch = |field: &str, leaf: Option<&str>, body: Option<&str>| Finding::HeaderMismatch {
+        index,
+        field: field.to_owned(),
+        leaf: leaf.map(str::to_owned),
+        body: body.map(str::to_owned),
+    };
+    if leaf.kind.as_str() != kind {
+        return Some(mismatch("kind", Some(leaf.kind.as_str()), Some(&kind)));
+    }
+    for (name, value) in &attributes {
+        let in_leaf = leaf.attribute(name);
+        if in_leaf != Some(value.as_str()) {
+            return Some(mismatch(name, in_leaf, Some(value)));
+        }
+    }
+    let names: Vec<&str> = attributes.iter().map(|(n, _)| n.as_str()).collect();
+    let in_order = leaf
+        .attributes
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .eq(names.iter().copied());
+    if !in_order {
+        let extra = leaf
+            .attributes
+            .iter()
+            .find(|(n, _)| !names.contains(&n.as_str()));
+        return Some(match extra {
+            Some((name, value)) => mismatch(name.as_str(), Some(value.as_str()), None),
+            None => mismatch("attribute order", None, None),
+        });
+    }
+    None
+}
+
+fn summary(decision: &policy::Decision) -> DecisionSummary {
+    DecisionSummary {
+        effect: decision.effect.to_string(),
+        determining_policies: decision.determining_policies.clone(),
+        review_required: decision.review_required,
+    }
+}
+
+/// Why a body is not an event, without echoing any of its content (it may name a patient).
+fn event_error(err: &EventCodecError) -> String {
+    match err {
+        EventCodecError::Json { source } => format!(
+            "body is not a valid event (json line {}, column {})",
+            source.line(),
+            source.column()
+        ),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use ledger::{AttrName, AttrValue, Day, EntryKind, Hash, Leaf};
+use policy::domain::Name;
+use policy::{Event, OrgId, Organization, RecipientClass};
+
+use super::{header_mismatch, leaf_header};
+use crate::report::Finding;
+
+fn org_event() -> Event {
+    Event::UpsertOrganization(Organization {
+        id: OrgId::new("univ-a").unwrap(),
+        name: Name::new("University A").unwrap(),
+        recipient_class: RecipientClass::University,
+    })
+}
+
+fn leaf(kind: &str, attributes: &[(&str, &str)]) -> Leaf {
+    Leaf::new(
+        EntryKind::new(kind).unwrap(),
+        Day::parse("2026-06-01").unwrap(),
+        attributes
+            .iter()
+            .map(|(n, v)| (AttrName::new(n).unwrap(), AttrValue::new(v).unwrap()))
+            .collect(),
+        Hash([1; 32]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn header_uses_dashes_for_underscores() {
+    let (kind, attributes) = leaf_header(&org_event());
+    assert_eq!(kind, "directory.organization");
+    assert_eq!(
+        attributes,
+        vec![
+            ("org".to_owned(), "univ-a".to_owned()),
+            ("recipient-class".to_owned(), "university".to_owned()),
+        ]
+    );
+    let (kind, _) = leaf_header(&Event::RecordOptOut {
+        subject: policy::SubjectId::from_bytes([3; 32]),
+        purposes: Vec::new(),
+    });
+    assert_eq!(kind, "consent.opt-out");
+    // Every header the mapping produces is one the ledger accepts.
+    EntryKind::new(&kind).unwrap();
+}
+
+#[test]
+fn matching_header_has_no_finding() {
+    let good = leaf(
+        "directory.organization",
+        &[("org", "univ-a"), ("recipient-class", "university")],
+    );
+    assert_eq!(header_mismatch(4, &good, &org_event()), None);
+}
+
+#[test]
+fn each_kind_of_header_difference_is_named() {
+    let event = org_event();
+    let cases = [
+        (
+            leaf(
+                "directory.clinician",
+                &[("org", "univ-a"), ("recipient-class", "university")],
+            ),
+            "kind",
+            Some("directory.clinician"),
+            Some("directory.organization"),
+        ),
+        (
+            leaf(
+                "directory.organization",
+                &[("org", "univ-b"), ("recipient-class", "university")],
+            ),
+            "org",
+            Some("univ-b"),
+            Some("univ-a"),
+        ),
+        (
+            leaf("directory.organization", &[("org", "univ-a")]),
+            "recipient-class",
+            None,
+            Some("university"),
+        ),
+        (
+            leaf(
+                "directory.organization",
+                &[
+                    ("org", "univ-a"),
+                    ("recipient-class", "university"),
+                    ("extra", "1"),
+                ],
+            ),
+            "extra",
+            Some("1"),
+            None,
+        ),
+        (
+            leaf(
+                "directory.organization",
+                &[("recipient-class", "university"), ("org", "univ-a")],
+            ),
+            "attribute order",
+            None,
+            None,
+        ),
+    ];
+    for (leaf, field, in_leaf, in_body) in cases {
+        assert_eq!(
+            header_mismatch(9, &leaf, &event),
+            Some(Finding::HeaderMismatch {
+                index: 9,
+                field: field.to_owned(),
+                leaf: in_leaf.map(str::to_owned),
+                body: in_body.map(str::to_owned),
+            }),
+            "{field}"
+        );
+    }
+}

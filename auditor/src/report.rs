@@ -1,0 +1,312 @@
+//! What a whole-log audit found: counts of what was checked, and every [`Finding`] (something the
+//! log or its operator got wrong), serialisable to JSON for `akashi-audit replay --json`.
+//!
+//! Findings name leaf indices, sizes, hashes and policy ids, never patient pseudonyms or body
+//! contents, so a report can be shared beyond the regulator who made it.
+//!
+//! This module only holds and prints results; [`crate::scan`] and `replay` produce them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The most findings a report lists; the rest are only counted in
+/// [`Report::findings_omitted`], so that a thoroughly broken log cannot exhaust memory.
+pub const MAX_FINDINGS: usize = 10_000;
+
+/// The result of auditing a log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The size of the tree that was recomputed.
+    pub tree_size: u64,
+    /// Its root hash, hex.
+    pub root: String,
+    /// Entries read.
+    pub entries: u64,
+    /// Entries whose body was erased (their leaf and commitment were still checked).
+    pub redacted: u64,
+    /// Signed checkpoints compared with the recomputed tree.
+    pub checkpoints_checked: u64,
+    /// Events applied to the replayed state (with the `replay` feature).
+    pub events_applied: u64,
+    /// Logged decisions re-decided.
+    pub decisions_checked: u64,
+    /// Of those, the ones the rules in force agree with.
+    pub decisions_matching: u64,
+    /// What was found wrong, in log order, at most [`MAX_FINDINGS`].
+    pub findings: Vec<Finding>,
+    /// Findings beyond [`MAX_FINDINGS`], counted but not listed.
+    pub findings_omitted: u64,
+}
+
+impl Report {
+    /// True when nothing was found wrong.
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.findings_omitted == 0
+    }
+
+    /// The exit code for this report: valid when clean, invalid otherwise.
+    pub fn exit_code(&self) -> crate::AuditExitCode {
+        if self.is_clean() {
+            crate::AuditExitCode::Valid
+        } else {
+            crate::AuditExitCode::Invalid
+        }
+    }
+
+    /// Records a finding (or counts it, past [`MAX_FINDINGS`]).
+    pub fn add(&mut self, finding: Finding) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(finding);
+        } else {
+            self.findings_omitted = self.findings_omitted.saturating_add(1);
+        }
+    }
+}
+
+/// One thing the log or its operator got wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "finding", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Finding {
+    /// A body does not hash to its leaf's commitment.
+    BadCommitment {
+        /// The entry.
+        index: u64,
+    },
+    /// An inclusion proof does not lead from the entry's leaf to the checkpoint's root.
+    BadInclusionProof {
+        /// The entry.
+        index: u64,
+        /// Why.
+        error: String,
+    },
+    /// A listed checkpoint is malformed or not signed by the log key.
+    BadCheckpoint {
+        /// Its position in the listing.
+        position: u64,
+        /// Why.
+        error: String,
+    },
+    /// A body matches its commitment but is not a valid event.
+    BadEvent {
+        /// The entry.
+        index: u64,
+        /// Why.
+        error: String,
+    },
+    /// A leaf is not a well-formed akashi leaf.
+    BadLeaf {
+        /// The entry.
+        index: u64,
+        /// Why.
+        error: String,
+    },
+    /// A signed checkpoint claims a tree larger than the entries the log handed out.
+    CheckpointBeyondLog {
+        /// The checkpoint's size.
+        size: u64,
+        /// How many entries there were.
+        entries: u64,
+    },
+    /// A signed checkpoint's root is not the root recomputed from the entries: the log signed a
+    /// tree other than the one it serves (a fork or rewritten history).
+    CheckpointMismatch {
+        /// The checkpoint's size.
+        size: u64,
+        /// The root it signed, hex.
+        signed_root: String,
+        /// The root of the entries, hex.
+        recomputed_root: String,
+    },
+    /// A logged decision that the policy set and state in force at its position would not have
+    /// made.
+    DecisionMismatch {
+        /// The entry.
+        index: u64,
+        /// What the log says.
+        logged: DecisionSummary,
+        /// What the rules decide.
+        recomputed: DecisionSummary,
+    },
+    /// An event the state built so far refuses (out of order, a consent that does not exist,
+    /// the wrong policy set, a broken per-subject chain, ...).
+    EventRejected {
+        /// The entry.
+        index: u64,
+        /// Why.
+        error: String,
+    },
+    /// A history lists an entry at or before the one shown before it.
+    HistoryNotAscending {
+        /// The entry.
+        index: u64,
+        /// The entry shown before it.
+        previous: u64,
+    },
+    /// A history shows an entry that is not about the same patient as the others.
+    NotAboutSubject {
+        /// The entry.
+        index: u64,
+    },
+    /// A decision in a history names another previous entry of the subject than the one shown
+    /// before it: an entry about the patient was left out (or one shown does not belong).
+    SubjectChainBroken {
+        /// The decision.
+        index: u64,
+        /// The previous entry the decision names.
+        names_previous: Option<u64>,
+        /// The entry shown before it.
+        shown_previous: Option<u64>,
+    },
+    /// The public leaf header does not say what the private body says.
+    HeaderMismatch {
+        /// The entry.
+        index: u64,
+        /// The header field (`kind` or an attribute name).
+        field: String,
+        /// Its value in the leaf, if there.
+        leaf: Option<String>,
+        /// Its value derived from the body, if any.
+        body: Option<String>,
+    },
+}
+
+/// The parts of a decision that replay compares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionSummary {
+    /// `ALLOW` or `DENY`.
+    pub effect: String,
+    /// The `@id`s of the determining policies.
+    pub determining_policies: Vec<String>,
+    /// Whether the decision was flagged for review.
+    pub review_required: bool,
+}
+
+impl fmt::Display for DecisionSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}]",
+            self.effect,
+            self.determining_policies.join(", ")
+        )?;
+        if self.review_required {
+            f.write_str(" review")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadCommitment { index } => {
+                write!(
+                    f,
+                    "entry {index}: body does not match the leaf's commitment"
+                )
+            }
+            Self::BadInclusionProof { index, error } => {
+                write!(f, "entry {index}: inclusion proof does not verify: {error}")
+            }
+            Self::BadCheckpoint { position, error } => {
+                write!(f, "listed checkpoint {position}: {error}")
+            }
+            Self::BadEvent { index, error } => write!(f, "entry {index}: {error}"),
+            Self::BadLeaf { index, error } => write!(f, "entry {index}: {error}"),
+            Self::CheckpointBeyondLog { size, entries } => write!(
+                f,
+                "checkpoint at size {size} is beyond the {entries} entries the log served"
+            ),
+            Self::CheckpointMismatch {
+                size,
+                signed_root,
+                recomputed_root,
+            } => write!(
+                f,
+                "checkpoint at size {size} signs root {signed_root} but the entries give {recomputed_root}"
+            ),
+            Self::DecisionMismatch {
+                index,
+                logged,
+                recomputed,
+            } => write!(
+                f,
+                "entry {index}: logged decision {logged} but the rules in force decide {recomputed}"
+            ),
+            Self::EventRejected { index, error } => {
+                write!(f, "entry {index}: event does not apply: {error}")
+            }
+            Self::HistoryNotAscending { index, previous } => {
+                write!(f, "entry {index} is listed after entry {previous}")
+            }
+            Self::NotAboutSubject { index } => {
+                write!(
+                    f,
+                    "entry {index} is not about the same patient as the others"
+                )
+            }
+            Self::SubjectChainBroken {
+                index,
+                names_previous,
+                shown_previous,
+            } => write!(
+                f,
+                "entry {index}: names {} as the patient's previous entry, but the history shows {}",
+                entry_name(*names_previous),
+                entry_name(*shown_previous)
+            ),
+            Self::HeaderMismatch {
+                index,
+                field,
+                leaf,
+                body,
+            } => write!(
+                f,
+                "entry {index}: leaf header `{field}` is {} but the body says {}",
+                shown(leaf.as_deref()),
+                shown(body.as_deref())
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "tree size {} root {}", self.tree_size, self.root)?;
+        writeln!(
+            f,
+            "entries {} (bodies erased {}), checkpoints checked {}, events applied {}",
+            self.entries, self.redacted, self.checkpoints_checked, self.events_applied
+        )?;
+        writeln!(
+            f,
+            "decisions re-decided {}, matching {}",
+            self.decisions_checked, self.decisions_matching
+        )?;
+        for finding in &self.findings {
+            writeln!(f, "finding: {finding}")?;
+        }
+        if self.findings_omitted > 0 {
+            writeln!(f, "... and {} more findings", self.findings_omitted)?;
+        }
+        if self.is_clean() {
+            writeln!(f, "valid: no findings")
+        } else {
+            writeln!(
+                f,
+                "invalid: {} findings",
+                self.findings.len() as u64 + self.findings_omitted
+            )
+        }
+    }
+}
+
+fn entry_name(index: Option<u64>) -> String {
+    index.map_or_else(|| "none".to_owned(), |i| format!("entry {i}"))
+}
+
+fn shown(value: Option<&str>) -> String {
+    value.map_or_else(|| "missing".to_owned(), |v| format!("`{v}`"))
+}
