@@ -1,1 +1,326 @@
-fn main() {}
+//! Decision latency, including the state reads and Cedar entity and context building, over a
+//! directory of 100 organisations and 20 facilities and a `BTreeMap` state built through
+//! `policy::state::apply`, with 1,000, 10,000 and 100,000 patients holding three consents each.
+//!
+//! Run with `cargo bench -p policy --bench decide`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "bench code"
+)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use policy::domain::{ClinicianId, ConsentId, GroupId, Name};
+use policy::{
+    Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Department, Directory,
+    Effect, Event, Facility, FacilityGroup, FacilityId, Facts, Level, OrgId, Organization,
+    PolicyEngine, Principal, Purpose, RecipientClass, Request, SubjectId, Timestamp, state,
+};
+
+type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+
+const ORGS: usize = 100;
+const FACILITIES: usize = 20;
+
+fn patient(i: usize) -> SubjectId {
+    let mut bytes = [0xabu8; 32];
+    bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    SubjectId::from_bytes(bytes)
+}
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse("t", s).unwrap()
+}
+
+fn facility_id(i: usize) -> FacilityId {
+    FacilityId::new(format!("hosp-{i:02}")).unwrap()
+}
+
+fn world(patients: usize) -> (Kv, PolicyEngine, Directory) {
+    let engine = PolicyEngine::default_set().unwrap();
+    let mut kv = Kv::new();
+    let mut index = 0u64;
+    let mut apply = |kv: &mut Kv, event: Event| {
+        state::apply(kv, &event, index).unwrap();
+        index += 1;
+    };
+    apply(
+        &mut kv,
+        Event::ActivatePolicySet {
+            policies: engine.text().to_owned(),
+            hash: engine.hash(),
+        },
+    );
+    let classes = [
+        RecipientClass::University,
+        RecipientClass::Pharma,
+        RecipientClass::PrivateInsurer,
+        RecipientClass::AiVendor,
+        RecipientClass::PublicBody,
+    ];
+    for i in 0..ORGS {
+        apply(
+            &mut kv,
+            Event::UpsertOrganization(Organization {
+                id: OrgId::new(format!("org-{i:03}")).unwrap(),
+                name: Name::new(format!("Organisation {i}")).unwrap(),
+                recipient_class: classes[i % classes.len()],
+            }),
+        );
+    }
+    for g in 0..4 {
+        apply(
+            &mut kv,
+            Event::UpsertFacilityGroup(FacilityGroup {
+                id: GroupId::new(format!("grp-{g}")).unwrap(),
+                excluded_departments: vec![Department::new("reproductive").unwrap()],
+                excluded_patients: (0..20).map(|k| patient(k * 37 + g)).collect(),
+            }),
+        );
+    }
+    for i in 0..FACILITIES {
+        apply(
+            &mut kv,
+            Event::UpsertOrganization(Organization {
+                id: OrgId::of_facility(&facility_id(i)),
+                name: Name::new(format!("Hospital {i}")).unwrap(),
+                recipient_class: RecipientClass::Hospital,
+            }),
+        );
+        apply(
+            &mut kv,
+            Event::UpsertFacility(Facility {
+                id: facility_id(i),
+                name: Name::new(format!("Hospital {i}")).unwrap(),
+                group: Some(GroupId::new(format!("grp-{}", i % 4)).unwrap()),
+                excluded_departments: vec![Department::new("psychiatry").unwrap()],
+                excluded_patients: (0..50).map(|k| patient(k * 101 + i + 1)).collect(),
+            }),
+        );
+        for (role, name) in [
+            (ClinicianRole::Doctor, "dr"),
+            (ClinicianRole::InformationManager, "im"),
+        ] {
+            apply(
+                &mut kv,
+                Event::UpsertClinician(Clinician {
+                    id: ClinicianId::new(format!("{name}-{i:02}")).unwrap(),
+                    facility: facility_id(i),
+                    department: Department::new("internal").unwrap(),
+                    role,
+                }),
+            );
+        }
+    }
+    for p in 0..patients {
+        let subject = patient(p);
+        let grants = [
+            (
+                Purpose::Research,
+                DataCategory::Clinical,
+                vec![],
+                vec![RecipientClass::University],
+                Level::Pseudonymized,
+            ),
+            (
+                Purpose::Treatment,
+                DataCategory::General,
+                vec![],
+                vec![RecipientClass::Hospital],
+                Level::Identified,
+            ),
+            (
+                Purpose::Insurance,
+                DataCategory::Claims,
+                vec![OrgId::new(format!("org-{:03}", 2 + 5 * (p % 20))).unwrap()],
+                vec![],
+                Level::Anonymized,
+            ),
+        ];
+        for (k, (purpose, category, recipients, recipient_classes, max_level)) in
+            grants.into_iter().enumerate()
+        {
+            apply(
+                &mut kv,
+                Event::GrantConsent(Consent {
+                    id: ConsentId::new(format!("c-{p}-{k}")).unwrap(),
+                    subject: subject.clone(),
+                    purposes: vec![purpose],
+                    data_categories: vec![category],
+                    recipients,
+                    recipient_classes,
+                    max_level,
+                    valid_from: Some(ts("2026-01-01T00:00:00Z")),
+                    valid_until: Some(ts("2030-01-01T00:00:00Z")),
+                    granted_at: ts("2025-12-01T00:00:00Z"),
+                    revoked_at: None,
+                }),
+            );
+        }
+        if p % 10 == 0 {
+            apply(
+                &mut kv,
+                Event::RecordOptOut {
+                    subject,
+                    purposes: vec![Purpose::Marketing],
+                },
+            );
+        }
+    }
+    let directory = Directory::load(&kv).unwrap();
+    (kv, engine, directory)
+}
+
+fn base(principal: Principal, subject: SubjectId) -> Request {
+    Request {
+        principal,
+        action: Action::SecondaryUse,
+        subject: Some(subject),
+        data_category: CategoryName::new("diagnosis").unwrap(),
+        source_facility: None,
+        source_department: None,
+        purpose: Purpose::Research,
+        level: Level::Pseudonymized,
+        cohort_size: None,
+    }
+}
+
+/// A university's pseudonymised research use, allowed by the patient's class consent; the data
+/// come from a facility's internal-medicine department.
+fn secondary_use(p: usize, patients: usize) -> Request {
+    let subject = patient(p % patients);
+    let mut r = base(
+        Principal::Organization(OrgId::new(format!("org-{:03}", 5 * (p % 20))).unwrap()),
+        subject,
+    );
+    r.source_facility = Some(facility_id(p % FACILITIES));
+    r.source_department = Some(Department::new("internal").unwrap());
+    r
+}
+
+/// A doctor viewing another facility's records under an inter-facility sharing consent.
+fn view_record(p: usize, patients: usize) -> Request {
+    let subject = patient(p % patients);
+    let mut r = base(
+        Principal::Clinician(ClinicianId::new(format!("dr-{:02}", p % FACILITIES)).unwrap()),
+        subject,
+    );
+    r.action = Action::ViewRecord;
+    r.purpose = Purpose::Treatment;
+    r.level = Level::Identified;
+    r.source_facility = Some(facility_id((p + 1) % FACILITIES));
+    r.source_department = Some(Department::new("internal").unwrap());
+    r
+}
+
+/// Patients excluded by some facility or group are skipped so that every decision allows.
+fn allowed_patient(kv: &Kv, p: usize, patients: usize) -> bool {
+    let s = state::consent_state(kv, &patient(p % patients)).unwrap();
+    s.excluded_by_facilities.is_empty() && s.excluded_by_groups.is_empty()
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let now = ts("2026-06-01T00:00:00Z");
+    let mut group = c.benchmark_group("decide");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for patients in [1_000usize, 10_000, 100_000] {
+        let (kv, engine, directory) = world(patients);
+        // A fixed, scattered sequence of patients that no exclusion touches.
+        let picks: Vec<usize> = (0..4096usize)
+            .map(|i| (i * 7919) % patients)
+            .filter(|p| allowed_patient(&kv, *p, patients))
+            .collect();
+        assert!(picks.len() > 1000);
+        for (name, make) in [
+            (
+                "secondary_use",
+                secondary_use as fn(usize, usize) -> Request,
+            ),
+            ("view_record", view_record),
+        ] {
+            let requests: Vec<Request> = picks.iter().map(|p| make(*p, patients)).collect();
+            let mut i = 0usize;
+            group.bench_function(BenchmarkId::new(name, patients), |b| {
+                b.iter(|| {
+                    let request = &requests[i % requests.len()];
+                    i += 1;
+                    let decision = engine
+                        .decide_kv(black_box(request), &directory, &kv, now)
+                        .unwrap();
+                    assert_eq!(decision.effect, Effect::Allow, "{decision:?}");
+                    decision
+                });
+            });
+        }
+        if patients == 10_000 {
+            // The same decisions without the state reads, to show where the time goes.
+            let requests: Vec<(Request, Facts)> = picks
+                .iter()
+                .map(|p| {
+                    let r = secondary_use(*p, patients);
+                    let f = Facts::gather(&directory, &kv, &r).unwrap();
+                    (r, f)
+                })
+                .collect();
+            let mut i = 0usize;
+            group.bench_function(
+                BenchmarkId::new("secondary_use_facts_given", patients),
+                |b| {
+                    b.iter(|| {
+                        let (request, facts) = &requests[i % requests.len()];
+                        i += 1;
+                        let decision =
+                            engine.decide(black_box(request), black_box(facts), &directory, now);
+                        assert_eq!(decision.effect, Effect::Allow);
+                        decision
+                    });
+                },
+            );
+            let mut i = 0usize;
+            group.bench_function(BenchmarkId::new("gather_facts", patients), |b| {
+                b.iter(|| {
+                    let (request, _) = &requests[i % requests.len()];
+                    i += 1;
+                    let facts = Facts::gather(&directory, &kv, black_box(request)).unwrap();
+                    assert_eq!(facts.subject.consents.len(), 3);
+                    facts
+                });
+            });
+            let stats = Request {
+                principal: Principal::Organization(OrgId::new("org-004").unwrap()),
+                action: Action::ExportStatistics,
+                subject: None,
+                data_category: CategoryName::new("diagnosis").unwrap(),
+                source_facility: None,
+                source_department: None,
+                purpose: Purpose::PublicHealth,
+                level: Level::Statistical,
+                cohort_size: Some(120),
+            };
+            group.bench_function(BenchmarkId::new("export_statistics", patients), |b| {
+                b.iter(|| {
+                    let decision = engine
+                        .decide_kv(black_box(&stats), &directory, &kv, now)
+                        .unwrap();
+                    assert_eq!(decision.effect, Effect::Allow);
+                    decision
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decide);
+criterion_main!(benches);

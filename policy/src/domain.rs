@@ -183,7 +183,11 @@ fn cut(value: &str) -> String {
     while !value.is_char_boundary(end) {
         end = end.saturating_sub(1);
     }
-    value.get(..end).unwrap_or_default().escape_default().to_string()
+    value
+        .get(..end)
+        .unwrap_or_default()
+        .escape_default()
+        .to_string()
 }
 
 macro_rules! identifier {

@@ -1,11 +1,14 @@
 //! The Cedar facade: schema-validated policy sets ([`PolicyEngine`]), their canonical text and
 //! hash, strict validation with locations ([`validate`]), and decisions ([`PolicyEngine::decide`]).
 //!
-//! Decisions build Cedar entities and context directly from typed values ([`Request`] and
-//! [`Facts`]); no JSON is parsed on the decision path. Entity type names, action ids and the
-//! purpose and category hierarchies are built once per process. The rules themselves live in the
-//! `.cedar` files; Rust only resolves consents, opt-outs and patient exclusions into context facts
-//! (see `RequestContext` in the schema), because Cedar cannot search a patient's consents.
+//! Decisions evaluate against the prebuilt entities of a [`Directory`] (organisations, facilities,
+//! groups, departments, clinicians, purpose and category hierarchies) with a context built
+//! directly from typed values ([`Request`] and [`Facts`]): no JSON is parsed and no entity is built
+//! on the decision path. The principal is the organisation, clinician or patient; the resource is
+//! the `Patient` the request is about, or the `Cohort` for statistics about no one patient. The
+//! rules themselves live in the `.cedar` files; Rust only resolves consents, opt-outs and patient
+//! exclusions into context facts (see `RequestContext` in the schema), because Cedar cannot search
+//! a patient's consents.
 //!
 //! Fail closed: an unknown principal, facility or category, an action the schema does not allow
 //! for the principal, a request without the patient it needs, an entity that cannot be built, or
@@ -26,19 +29,17 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
-    PolicySet, RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, EntityUid, PolicyId, PolicySet, RestrictedExpression,
+    Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::decision::{Decision, PolicySetHash, Request};
-use crate::domain::{
-    Action, ClinicianRole, DataCategory, Effect, Level, PrincipalType, Purpose, RecipientClass,
-};
-use crate::facts::{FacilityFacts, Facts, PrincipalFacts};
-use crate::state::{KvRead, StateError};
-use crate::domain::Timestamp;
+use crate::directory::{self, Directory, Names, uid};
+use crate::domain::{Action, DataCategory, Effect, PrincipalType, Purpose, Timestamp};
+use crate::facts::{Facts, PrincipalFacts};
+use crate::state::{self, KvRead, StateError};
 
 #[cfg(test)]
 mod tests;
@@ -121,7 +122,11 @@ impl fmt::Display for ValidationIssue {
 pub struct PolicyEngine {
     text: String,
     hash: PolicySetHash,
-    policies: PolicySet,
+    /// Per action (in `Action::ALL` order), the policies whose action scope can match it. A
+    /// policy whose scope excludes the action can neither be satisfied nor fail (scope is
+    /// checked before the conditions), so leaving it out changes no decision; it only saves
+    /// evaluating it.
+    by_action: Vec<(Action, PolicySet)>,
     meta: HashMap<PolicyId, PolicyMeta>,
 }
 
@@ -142,11 +147,36 @@ impl PolicyEngine {
     pub fn new(policies: &str) -> Result<Self, PolicyError> {
         let text = canonicalize(policies);
         let statics = statics()?;
-        let (set, meta) = compile(&text, statics).map_err(|issues| PolicyError::Invalid { issues })?;
+        let (set, meta) =
+            compile(&text, statics).map_err(|issues| PolicyError::Invalid { issues })?;
+        let mut by_action = Vec::with_capacity(Action::ALL.len());
+        for info in &statics.actions {
+            let mut subset = PolicySet::new();
+            for policy in set.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(uid) => uid == info.uid,
+                    ActionConstraint::In(uids) => uids.contains(&info.uid),
+                };
+                if applies {
+                    subset
+                        .add(policy.clone())
+                        .map_err(|e| PolicyError::Invalid {
+                            issues: vec![ValidationIssue {
+                                message: e.to_string(),
+                                policy: meta.get(policy.id()).map(|m: &PolicyMeta| m.id.clone()),
+                                line: None,
+                                column: None,
+                            }],
+                        })?;
+                }
+            }
+            by_action.push((info.action, subset));
+        }
         Ok(Self {
             hash: hash_text(&text),
             text,
-            policies: set,
+            by_action,
             meta,
         })
     }
@@ -182,25 +212,40 @@ impl PolicyEngine {
         metas.into_iter().map(|m| m.id.as_str()).collect()
     }
 
-    /// Decides `request` with the state in `kv` at time `now`.
+    /// Decides `request` at time `now` with the state in `kv` and its `directory` (see
+    /// [`crate::directory::DirectoryCache::current`]).
     ///
     /// # Errors
     ///
-    /// [`StateError`] when the state cannot be read: the caller must then answer with an error,
-    /// never an allow.
+    /// [`StateError`] when the state cannot be read or the directory is not at the state's
+    /// version: the caller must then answer with an error, never an allow.
     pub fn decide_kv(
         &self,
         request: &Request,
+        directory: &Directory,
         kv: &impl KvRead,
         now: Timestamp,
     ) -> Result<Decision, StateError> {
-        let facts = Facts::gather(kv, request)?;
-        Ok(self.decide(request, &facts, now))
+        let state_version = state::directory_version(kv)?;
+        if state_version != directory.version() {
+            return Err(StateError::StaleDirectory {
+                directory: directory.version(),
+                state: state_version,
+            });
+        }
+        let facts = Facts::gather(directory, kv, request)?;
+        Ok(self.decide(request, &facts, directory, now))
     }
 
-    /// Decides `request` from `facts` (see [`Facts::gather`]) at time `now`. Never fails: every
-    /// problem is a deny with a reason.
-    pub fn decide(&self, request: &Request, facts: &Facts, now: Timestamp) -> Decision {
+    /// Decides `request` from its `facts` (see [`Facts::gather`]) and the `directory` they were
+    /// gathered with, at time `now`. Never fails: every problem is a deny with a reason.
+    pub fn decide(
+        &self,
+        request: &Request,
+        facts: &Facts,
+        directory: &Directory,
+        now: Timestamp,
+    ) -> Decision {
         let statics = match statics() {
             Ok(s) => s,
             Err(e) => return Decision::deny(format!("policy engine unavailable: {e}")),
@@ -215,31 +260,54 @@ impl PolicyEngine {
         else {
             return Decision::deny("unknown principal or data category");
         };
+        let Some(action) = statics.action(request.action) else {
+            return Decision::deny(format!("action `{}` is not in the schema", request.action));
+        };
         let principal_type = request.principal.principal_type();
-        if !statics.applies(request.action, principal_type) {
+        if !action.principals.contains(&principal_type) {
             return Decision::deny(format!(
                 "action `{}` is not available to a `{principal_type}` principal",
                 request.action
             ));
         }
-        if request.subject.is_none() && request.action != Action::ExportStatistics {
+        let resource_ok = match &request.subject {
+            Some(_) => action.on_patient,
+            None => action.on_cohort,
+        };
+        if !resource_ok {
             return Decision::deny(format!("action `{}` needs a patient", request.action));
         }
         let matched = facts.matching_consents(request, now);
-        let built = build_request(statics, request, facts, principal, category, !matched.is_empty());
-        let (cedar_request, entities) = match built {
-            Ok(b) => b,
+        let cedar_request = match build_request(
+            statics,
+            &action.uid,
+            request,
+            facts,
+            principal,
+            category,
+            !matched.is_empty(),
+        ) {
+            Ok(r) => r,
             Err(message) => {
-                let mut decision = Decision::deny("the request could not be evaluated (fail closed)");
+                let mut decision =
+                    Decision::deny("the request could not be evaluated (fail closed)");
                 decision.errors.push(message);
                 return decision;
             }
         };
-        let response = Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities);
+        let Some((_, policies)) = self.by_action.iter().find(|(a, _)| *a == request.action) else {
+            return Decision::deny(format!("action `{}` is not in the schema", request.action));
+        };
+        let response =
+            Authorizer::new().is_authorized(&cedar_request, policies, directory.entities());
         self.to_decision(&response, matched)
     }
 
-    fn to_decision(&self, response: &cedar_policy::Response, matched: Vec<crate::domain::ConsentId>) -> Decision {
+    fn to_decision(
+        &self,
+        response: &cedar_policy::Response,
+        matched: Vec<crate::domain::ConsentId>,
+    ) -> Decision {
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics
             .errors()
@@ -280,7 +348,11 @@ impl PolicyEngine {
             reasons.push("a policy failed to evaluate (fail closed)".to_owned());
         }
         Decision {
-            effect: if cedar_allow { Effect::Allow } else { Effect::Deny },
+            effect: if cedar_allow {
+                Effect::Allow
+            } else {
+                Effect::Deny
+            },
             review_required: cedar_allow && determining.iter().any(|m| m.review),
             determining_policies: determining.iter().map(|m| m.id.clone()).collect(),
             reasons,
@@ -360,7 +432,9 @@ fn compile(
     })?;
     let mut issues = Vec::new();
     if set.num_of_templates() > 0 {
-        issues.push(issue("templates are not supported; write static policies".to_owned()));
+        issues.push(issue(
+            "templates are not supported; write static policies".to_owned(),
+        ));
     }
     if set.num_of_policies() > MAX_POLICIES {
         issues.push(issue(format!(
@@ -371,10 +445,8 @@ fn compile(
     if set.num_of_policies() == 0 {
         issues.push(issue("policy set has no policies".to_owned()));
     }
-    let mut policies: Vec<(usize, &cedar_policy::Policy)> = set
-        .policies()
-        .map(|p| (position_of(p.id()), p))
-        .collect();
+    let mut policies: Vec<(usize, &cedar_policy::Policy)> =
+        set.policies().map(|p| (position_of(p.id()), p)).collect();
     policies.sort_by_key(|(position, _)| *position);
 
     let mut meta = HashMap::new();
@@ -401,15 +473,19 @@ fn compile(
         };
         let id = policy.annotation("id").map(str::to_owned);
         match &id {
-            None => issues.push(located("policy has no `@id(\"...\")` annotation".to_owned(), None)),
+            None => issues.push(located(
+                "policy has no `@id(\"...\")` annotation".to_owned(),
+                None,
+            )),
             Some(id) if !valid_policy_id(id) => issues.push(located(
-                format!(
-                    "`@id` must be 1 to {MAX_POLICY_ID_LEN} ASCII letters, digits or `._:-`"
-                ),
+                format!("`@id` must be 1 to {MAX_POLICY_ID_LEN} ASCII letters, digits or `._:-`"),
                 Some(id.clone()),
             )),
             Some(id) if !seen.insert(id.clone()) => {
-                issues.push(located("`@id` is used by another policy".to_owned(), Some(id.clone())));
+                issues.push(located(
+                    "`@id` is used by another policy".to_owned(),
+                    Some(id.clone()),
+                ));
             }
             Some(_) => {}
         }
@@ -417,7 +493,9 @@ fn compile(
         match &reason {
             Some(r) if !r.trim().is_empty() && r.len() <= MAX_REASON_LEN && !r.contains('\n') => {}
             _ => issues.push(located(
-                format!("policy needs a one-line `@reason(\"...\")` of at most {MAX_REASON_LEN} bytes"),
+                format!(
+                    "policy needs a one-line `@reason(\"...\")` of at most {MAX_REASON_LEN} bytes"
+                ),
                 id.clone(),
             )),
         }
@@ -426,7 +504,10 @@ fn compile(
             Some("true") => true,
             Some(other) => {
                 issues.push(located(
-                    format!("`@review` must be \"true\" or \"false\", not `{}`", other.escape_default()),
+                    format!(
+                        "`@review` must be \"true\" or \"false\", not `{}`",
+                        other.escape_default()
+                    ),
                     id.clone(),
                 ));
                 false
@@ -481,6 +562,12 @@ fn diagnostic_issue(
     policy: Option<String>,
 ) -> ValidationIssue {
     let mut message = diagnostic.to_string();
+    // Cedar names policies by its internal ids (`policy0`, ...); the issue names the `@id`.
+    if let Some(rest) = message.strip_prefix("for policy `")
+        && let Some((_, after)) = rest.split_once("`, ")
+    {
+        message = after.to_owned();
+    }
     if let Some(help) = diagnostic.help() {
         message.push_str(" (");
         message.push_str(&help.to_string());
@@ -522,38 +609,26 @@ fn line_column(text: &str, offset: usize) -> (u32, u32) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Process-wide Cedar values: schema, validator, type names, hierarchies
+// Process-wide Cedar values: schema, validator, action ids
 // ---------------------------------------------------------------------------------------------
 
-struct Types {
-    clinician: EntityTypeName,
-    data_category: EntityTypeName,
-    department: EntityTypeName,
-    facility: EntityTypeName,
-    facility_group: EntityTypeName,
-    level: EntityTypeName,
-    organization: EntityTypeName,
-    patient: EntityTypeName,
-    purpose: EntityTypeName,
-    recipient_class: EntityTypeName,
-    record: EntityTypeName,
-    role: EntityTypeName,
+/// What the schema says of an action.
+struct ActionInfo {
+    action: Action,
+    uid: EntityUid,
+    /// The principal types it applies to.
+    principals: Vec<PrincipalType>,
+    /// Whether its resource may be a `Patient` (a request that names one).
+    on_patient: bool,
+    /// Whether its resource may be the `Cohort` (a request that names no patient).
+    on_cohort: bool,
 }
 
 struct Statics {
     validator: Validator,
-    types: Types,
-    /// Action uid and the principal types the schema allows, per [`Action`] (in `Action::ALL`
-    /// order).
-    actions: Vec<(Action, EntityUid, Vec<PrincipalType>)>,
-    /// A purpose's entity and its ancestors' entities.
-    purposes: HashMap<Purpose, (EntityUid, Vec<Entity>)>,
-    /// A category's entity and its ancestors' entities.
-    categories: HashMap<DataCategory, (EntityUid, Vec<Entity>)>,
-    levels: HashMap<Level, EntityUid>,
-    roles: HashMap<ClinicianRole, EntityUid>,
-    classes: HashMap<RecipientClass, EntityUid>,
-    record: EntityUid,
+    names: &'static Names,
+    actions: Vec<ActionInfo>,
+    cohort: EntityUid,
 }
 
 fn statics() -> Result<&'static Statics, PolicyError> {
@@ -570,25 +645,10 @@ impl Statics {
     fn build() -> Result<Self, String> {
         let (schema, _warnings) =
             Schema::from_cedarschema_str(SCHEMA).map_err(|e| e.to_string())?;
-        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
-        let types = Types {
-            clinician: name("Clinician")?,
-            data_category: name("DataCategory")?,
-            department: name("Department")?,
-            facility: name("Facility")?,
-            facility_group: name("FacilityGroup")?,
-            level: name("Level")?,
-            organization: name("Organization")?,
-            patient: name("Patient")?,
-            purpose: name("Purpose")?,
-            recipient_class: name("RecipientClass")?,
-            record: name("Record")?,
-            role: name("Role")?,
-        };
-        let action_type = name("Action")?;
+        let names = directory::names().map_err(Clone::clone)?;
         let mut actions = Vec::new();
         for action in Action::ALL {
-            let action_uid = uid(&action_type, action.as_str());
+            let action_uid = uid(&names.action, action.as_str());
             let principals = schema
                 .principals_for_action(&action_uid)
                 .map(|types| {
@@ -597,247 +657,106 @@ impl Statics {
                         .collect()
                 })
                 .unwrap_or_default();
-            actions.push((*action, action_uid, principals));
+            let resources: Vec<String> = schema
+                .resources_for_action(&action_uid)
+                .map(|types| types.map(ToString::to_string).collect())
+                .unwrap_or_default();
+            actions.push(ActionInfo {
+                action: *action,
+                uid: action_uid,
+                principals,
+                on_patient: resources.iter().any(|r| r == "Patient"),
+                on_cohort: resources.iter().any(|r| r == "Cohort"),
+            });
         }
-        let purposes = Purpose::ALL
-            .iter()
-            .map(|p| {
-                let chain: Vec<Purpose> =
-                    std::iter::successors(Some(*p), |p| p.parent()).collect();
-                let entities = chain
-                    .iter()
-                    .map(|c| hierarchy_entity(&types.purpose, c.as_str(), c.parent().map(Purpose::as_str)))
-                    .collect();
-                (*p, (uid(&types.purpose, p.as_str()), entities))
-            })
-            .collect();
-        let categories = DataCategory::ALL
-            .iter()
-            .map(|d| {
-                let chain: Vec<DataCategory> =
-                    std::iter::successors(Some(*d), |d| d.parent()).collect();
-                let entities = chain
-                    .iter()
-                    .map(|c| {
-                        hierarchy_entity(
-                            &types.data_category,
-                            c.as_str(),
-                            c.parent().map(DataCategory::as_str),
-                        )
-                    })
-                    .collect();
-                (*d, (uid(&types.data_category, d.as_str()), entities))
-            })
-            .collect();
-        let levels = Level::ALL
-            .iter()
-            .map(|l| (*l, uid(&types.level, l.as_str())))
-            .collect();
-        let roles = ClinicianRole::ALL
-            .iter()
-            .map(|r| (*r, uid(&types.role, r.as_str())))
-            .collect();
-        let classes = RecipientClass::ALL
-            .iter()
-            .map(|c| (*c, uid(&types.recipient_class, c.as_str())))
-            .collect();
-        let record = uid(&types.record, "request");
         Ok(Self {
             validator: Validator::new(schema),
-            types,
+            names,
             actions,
-            purposes,
-            categories,
-            levels,
-            roles,
-            classes,
-            record,
+            cohort: uid(&names.cohort, "cohort"),
         })
     }
 
-    fn applies(&self, action: Action, principal: PrincipalType) -> bool {
-        self.actions
-            .iter()
-            .any(|(a, _, principals)| *a == action && principals.contains(&principal))
-    }
-
-    fn action_uid(&self, action: Action) -> Option<&EntityUid> {
-        self.actions
-            .iter()
-            .find(|(a, _, _)| *a == action)
-            .map(|(_, uid, _)| uid)
+    fn action(&self, action: Action) -> Option<&ActionInfo> {
+        self.actions.iter().find(|a| a.action == action)
     }
 
     /// A problem with an entity literal of a policy, if it names an unknown purpose or category.
     fn unknown_literal(&self, literal: &EntityUid) -> Option<String> {
         let ty = literal.type_name();
         let id: &str = literal.id().unescaped();
-        if ty == &self.types.purpose && Purpose::from_str(id).is_err() {
+        if ty == &self.names.purpose && Purpose::from_str(id).is_err() {
             return Some(format!("unknown purpose `{}`", id.escape_default()));
         }
-        if ty == &self.types.data_category && DataCategory::from_str(id).is_err() {
+        if ty == &self.names.data_category && DataCategory::from_str(id).is_err() {
             return Some(format!("unknown data category `{}`", id.escape_default()));
         }
         None
     }
 }
 
-fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-}
-
-fn hierarchy_entity(ty: &EntityTypeName, id: &str, parent: Option<&str>) -> Entity {
-    Entity::new_no_attrs(
-        uid(ty, id),
-        parent.map(|p| uid(ty, p)).into_iter().collect(),
-    )
-}
-
 // ---------------------------------------------------------------------------------------------
 // Building a Cedar request
 // ---------------------------------------------------------------------------------------------
 
+/// Builds the Cedar request: principal and resource uids, and a context holding everything that
+/// is particular to this request. The entities come from the prebuilt [`Directory`].
 fn build_request(
     statics: &Statics,
+    action: &EntityUid,
     request: &Request,
     facts: &Facts,
     principal: &PrincipalFacts,
     category: DataCategory,
     has_opt_in_consent: bool,
-) -> Result<(cedar_policy::Request, Entities), String> {
-    let t = &statics.types;
-    let mut entities: Vec<Entity> = Vec::with_capacity(12);
-    let mut facility_built: Option<&FacilityFacts> = None;
-
+) -> Result<cedar_policy::Request, String> {
+    let n = statics.names;
     let principal_uid = match principal {
-        PrincipalFacts::Organization { id, class } => {
-            let org = uid(&t.organization, id.as_str());
-            let class_uid = statics.classes.get(class).ok_or("unknown recipient class")?;
-            entities.push(entity(
-                org.clone(),
-                [(
-                    "class",
-                    RestrictedExpression::new_entity_uid(class_uid.clone()),
-                )],
-                [class_uid.clone()],
-            )?);
-            org
-        }
-        PrincipalFacts::Clinician {
-            id,
-            role,
-            department,
-            facility,
-            ..
-        } => {
-            let clinician = uid(&t.clinician, id.as_str());
-            let facility_uid = uid(&t.facility, facility.id.as_str());
-            let department_uid = uid(
-                &t.department,
-                &format!("{}/{}", facility.id.as_str(), department.as_str()),
-            );
-            let role_uid = statics.roles.get(role).ok_or("unknown role")?;
-            entities.push(entity(
-                clinician.clone(),
-                [
-                    ("role", RestrictedExpression::new_entity_uid(role_uid.clone())),
-                    (
-                        "facility",
-                        RestrictedExpression::new_entity_uid(facility_uid.clone()),
-                    ),
-                    (
-                        "department",
-                        RestrictedExpression::new_string(department.as_str().to_owned()),
-                    ),
-                ],
-                [department_uid.clone()],
-            )?);
-            entities.push(entity(
-                department_uid,
-                [(
-                    "name",
-                    RestrictedExpression::new_string(department.as_str().to_owned()),
-                )],
-                [facility_uid],
-            )?);
-            push_facility(statics, &mut entities, facility)?;
-            facility_built = Some(facility);
-            clinician
-        }
-        PrincipalFacts::Patient { id } => {
-            let patient = uid(&t.patient, id.as_str());
-            entities.push(Entity::new_no_attrs(patient.clone(), HashSet::new()));
-            patient
-        }
+        PrincipalFacts::Organization { id, .. } => uid(&n.organization, id.as_str()),
+        PrincipalFacts::Clinician { id, .. } => uid(&n.clinician, id.as_str()),
+        PrincipalFacts::Patient { id } => uid(&n.patient, id.as_str()),
     };
-
-    // The resource: this request's records.
-    let (category_uid, category_entities) = statics
-        .categories
-        .get(&category)
-        .ok_or("unknown data category")?;
-    entities.extend(category_entities.iter().cloned());
-    let mut attrs: Vec<(&str, RestrictedExpression)> = Vec::with_capacity(4);
-    attrs.push((
-        "category",
-        RestrictedExpression::new_entity_uid(category_uid.clone()),
+    let resource = match &request.subject {
+        Some(subject) => uid(&n.patient, subject.as_str()),
+        None => statics.cohort.clone(),
+    };
+    let mut context = Vec::with_capacity(9);
+    context.push((
+        "purpose".to_owned(),
+        RestrictedExpression::new_entity_uid(uid(&n.purpose, request.purpose.as_str())),
     ));
-    let mut parents = Vec::new();
-    if let Some(subject) = &request.subject {
-        let patient = uid(&t.patient, subject.as_str());
-        attrs.push(("subject", RestrictedExpression::new_entity_uid(patient.clone())));
-        if !matches!(principal, PrincipalFacts::Patient { id } if id == subject) {
-            entities.push(Entity::new_no_attrs(patient.clone(), HashSet::new()));
-        }
-        parents.push(patient);
-    }
+    context.push((
+        "level".to_owned(),
+        RestrictedExpression::new_entity_uid(uid(&n.level, request.level.as_str())),
+    ));
+    context.push((
+        "category".to_owned(),
+        RestrictedExpression::new_entity_uid(uid(&n.data_category, category.as_str())),
+    ));
     if let Some(source) = &facts.source {
-        attrs.push((
-            "source_facility",
-            RestrictedExpression::new_entity_uid(uid(&t.facility, source.id.as_str())),
+        context.push((
+            "source_facility".to_owned(),
+            RestrictedExpression::new_entity_uid(uid(&n.facility, source.id.as_str())),
         ));
-        if facility_built.is_none_or(|f| f.id != source.id) {
-            push_facility(statics, &mut entities, source)?;
-        }
     }
     if let Some(department) = &request.source_department {
-        attrs.push((
-            "source_department",
+        context.push((
+            "source_department".to_owned(),
             RestrictedExpression::new_string(department.as_str().to_owned()),
         ));
     }
-    entities.push(entity(statics.record.clone(), attrs, parents)?);
-
-    // The purpose, with its ancestors for `in`.
-    let (purpose_uid, purpose_entities) = statics
-        .purposes
-        .get(&request.purpose)
-        .ok_or("unknown purpose")?;
-    entities.extend(purpose_entities.iter().cloned());
-    let level_uid = statics.levels.get(&request.level).ok_or("unknown level")?;
-
-    let mut context = vec![
-        (
-            "purpose".to_owned(),
-            RestrictedExpression::new_entity_uid(purpose_uid.clone()),
-        ),
-        (
-            "level".to_owned(),
-            RestrictedExpression::new_entity_uid(level_uid.clone()),
-        ),
-        (
-            "has_opt_in_consent".to_owned(),
-            RestrictedExpression::new_bool(has_opt_in_consent),
-        ),
-        (
-            "opted_out".to_owned(),
-            RestrictedExpression::new_bool(facts.subject.opted_out_of(request.purpose)),
-        ),
-        (
-            "patient_excluded".to_owned(),
-            RestrictedExpression::new_bool(facts.patient_excluded()),
-        ),
-    ];
+    context.push((
+        "has_opt_in_consent".to_owned(),
+        RestrictedExpression::new_bool(has_opt_in_consent),
+    ));
+    context.push((
+        "opted_out".to_owned(),
+        RestrictedExpression::new_bool(facts.subject.opted_out_of(request.purpose)),
+    ));
+    context.push((
+        "patient_excluded".to_owned(),
+        RestrictedExpression::new_bool(facts.patient_excluded()),
+    ));
     if let Some(size) = request.cohort_size {
         context.push((
             "cohort_size".to_owned(),
@@ -845,74 +764,15 @@ fn build_request(
         ));
     }
     let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
-    let action = statics
-        .action_uid(request.action)
-        .ok_or("unknown action")?;
-    let cedar_request = cedar_policy::Request::new(
-        principal_uid,
-        action.clone(),
-        statics.record.clone(),
-        context,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
-    Ok((cedar_request, entities))
-}
-
-fn push_facility(
-    statics: &Statics,
-    entities: &mut Vec<Entity>,
-    facility: &FacilityFacts,
-) -> Result<(), String> {
-    let t = &statics.types;
-    let departments = |list: &[crate::domain::Department]| {
-        RestrictedExpression::new_set(
-            list.iter()
-                .map(|d| RestrictedExpression::new_string(d.as_str().to_owned())),
-        )
-    };
-    let mut attrs = vec![
-        ("excluded_departments", departments(&facility.excluded_departments)),
-        (
-            "emergency_active",
-            RestrictedExpression::new_bool(facility.emergency_active),
-        ),
-    ];
-    let mut parents = Vec::new();
-    if let Some(group) = &facility.group {
-        let group_uid = uid(&t.facility_group, group.as_str());
-        attrs.push(("group", RestrictedExpression::new_entity_uid(group_uid.clone())));
-        entities.push(entity(
-            group_uid.clone(),
-            [(
-                "excluded_departments",
-                departments(&facility.group_excluded_departments),
-            )],
-            [],
-        )?);
-        parents.push(group_uid);
-    }
-    entities.push(entity(uid(&t.facility, facility.id.as_str()), attrs, parents)?);
-    Ok(())
-}
-
-fn entity<'a>(
-    id: EntityUid,
-    attrs: impl IntoIterator<Item = (&'a str, RestrictedExpression)>,
-    parents: impl IntoIterator<Item = EntityUid>,
-) -> Result<Entity, String> {
-    Entity::new(
-        id,
-        attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        parents.into_iter().collect(),
-    )
-    .map_err(|e| e.to_string())
+    cedar_policy::Request::new(principal_uid, action.clone(), resource, context, None)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 pub(crate) fn schema_for_tests() -> Schema {
-    Schema::from_cedarschema_str(SCHEMA).map(|(s, _)| s).unwrap()
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _)| s)
+        .unwrap()
 }
 
 #[cfg(test)]
@@ -920,11 +780,14 @@ pub(crate) fn build_for_tests(
     request: &Request,
     facts: &Facts,
     now: Timestamp,
-) -> (cedar_policy::Request, Vec<Entity>) {
+) -> cedar_policy::Request {
     let statics = statics().unwrap();
     let principal = facts.principal.as_ref().unwrap();
     let category = Facts::category(request).unwrap();
     let matched = !facts.matching_consents(request, now).is_empty();
-    let (req, entities) = build_request(statics, request, facts, principal, category, matched).unwrap();
-    (req, entities.iter().cloned().collect())
+    let action = &statics.action(request.action).unwrap().uid;
+    build_request(
+        statics, action, request, facts, principal, category, matched,
+    )
+    .unwrap()
 }

@@ -141,12 +141,18 @@ impl Event {
                 ("facility", facility.id.to_string()),
                 ("group", opt(facility.group.as_ref())),
                 ("excluded_departments", join(&facility.excluded_departments)),
-                ("excluded_patients", facility.excluded_patients.len().to_string()),
+                (
+                    "excluded_patients",
+                    facility.excluded_patients.len().to_string(),
+                ),
             ],
             Self::UpsertFacilityGroup(group) => vec![
                 ("group", group.id.to_string()),
                 ("excluded_departments", join(&group.excluded_departments)),
-                ("excluded_patients", group.excluded_patients.len().to_string()),
+                (
+                    "excluded_patients",
+                    group.excluded_patients.len().to_string(),
+                ),
             ],
             Self::UpsertClinician(clinician) => vec![
                 ("clinician", clinician.id.to_string()),
@@ -156,7 +162,10 @@ impl Event {
             ],
             Self::SetEmergency { facility, active } => vec![
                 ("facility", facility.to_string()),
-                ("emergency", if *active { "active" } else { "ended" }.to_owned()),
+                (
+                    "emergency",
+                    if *active { "active" } else { "ended" }.to_owned(),
+                ),
             ],
             Self::GrantConsent(consent) => vec![
                 ("purposes", join(&consent.purposes)),
@@ -175,7 +184,10 @@ impl Event {
                 ..
             } => vec![
                 ("action", request.action.to_string()),
-                ("principal_type", request.principal.principal_type().to_string()),
+                (
+                    "principal_type",
+                    request.principal.principal_type().to_string(),
+                ),
                 ("recipient", opt(recipient.as_ref().map(|r| &r.id))),
                 (
                     "recipient_class",

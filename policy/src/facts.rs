@@ -1,30 +1,31 @@
-//! The typed, in-memory snapshot of everything one decision needs from the state: the principal
-//! as the directory knows it, the source facility's disclosure settings, and the patient's
-//! consents, opt-outs and exclusions.
+//! The typed, in-memory snapshot of what one decision needs beyond the Cedar directory: who the
+//! principal is (and for whom they receive data), the source facility and its group, and the
+//! patient's consents, opt-outs and exclusions.
 //!
-//! [`Facts::gather`] reads it with a handful of point gets (at most: clinician, their facility,
-//! its group, its organisation, the source facility, its group, the patient). Decisions are
-//! computed from a [`Request`] and [`Facts`] alone, so what-if analysis can re-run them later.
-//! Consent resolution (which consents cover a request) also lives here, in Rust, because Cedar
-//! cannot ask "is there any consent that covers this?"; its results reach Cedar as context facts.
+//! [`Facts::gather`] takes the principal and facilities from a [`Directory`] and reads one key
+//! from the state: the patient's record. Decisions are computed from a [`Request`], its [`Facts`]
+//! and the directory alone, so what-if analysis can re-run them later. Consent resolution (which
+//! consents cover a request) also lives here, in Rust, because Cedar cannot ask "is there any
+//! consent that covers this?"; its results reach Cedar as context facts.
 //!
 //! This module does not decide and does not write.
 
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Recipient, Request};
+use crate::directory::Directory;
 use crate::domain::{
-    CategoryName, ClinicianId, ClinicianRole, ConsentId, DataCategory, Department, FacilityId,
-    GroupId, OrgId, Principal, RecipientClass, SubjectId, Timestamp,
+    CategoryName, ClinicianId, ClinicianRole, ConsentId, DataCategory, FacilityId, GroupId, OrgId,
+    Principal, RecipientClass, SubjectId, Timestamp,
 };
 use crate::state::{self, KvRead, StateError, SubjectState};
 
-/// Everything a decision reads from the state.
+/// Everything a decision reads from the state besides the directory's Cedar entities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     /// The principal, as the directory knows it (none when unknown: see `missing`).
     pub principal: Option<PrincipalFacts>,
-    /// The source facility's disclosure settings, when the request names a known one.
+    /// The source facility, when the request names a known one.
     pub source: Option<FacilityFacts>,
     /// The patient's state (empty when the request names no patient).
     pub subject: SubjectState,
@@ -37,14 +38,12 @@ pub struct Facts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum PrincipalFacts {
-    /// A clinician, with their facility's settings and organisation class.
+    /// A clinician, acting for their facility.
     Clinician {
         /// Their id.
         id: ClinicianId,
         /// Their role.
         role: ClinicianRole,
-        /// Their department.
-        department: Department,
         /// Their facility.
         facility: FacilityFacts,
         /// The recipient class of their facility's organisation, if it is registered.
@@ -64,19 +63,13 @@ pub enum PrincipalFacts {
     },
 }
 
-/// A facility's settings as a decision needs them.
+/// A facility and its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FacilityFacts {
     /// Its id.
     pub id: FacilityId,
     /// Its facility group, if any.
     pub group: Option<GroupId>,
-    /// Departments it excludes from sharing.
-    pub excluded_departments: Vec<Department>,
-    /// Departments its group excludes from sharing.
-    pub group_excluded_departments: Vec<Department>,
-    /// Whether an emergency is declared for it.
-    pub emergency_active: bool,
 }
 
 /// Something a request names that the directory does not hold.
@@ -101,48 +94,56 @@ pub enum Missing {
 }
 
 impl Facts {
-    /// Reads what `request` needs from the state.
+    /// Gathers what `request` needs: the principal and facilities from `directory`, the patient's
+    /// record from `kv` (one point get).
     ///
     /// # Errors
     ///
-    /// [`StateError`] when the store fails or a record is corrupt (the caller must then fail
+    /// [`StateError`] when the store fails or the record is corrupt (the caller must then fail
     /// closed: no decision, an error).
-    pub fn gather(kv: &impl KvRead, request: &Request) -> Result<Self, StateError> {
+    pub fn gather(
+        directory: &Directory,
+        kv: &impl KvRead,
+        request: &Request,
+    ) -> Result<Self, StateError> {
         let mut missing = Vec::new();
         if request.data_category.category().is_none() {
             missing.push(Missing::DataCategory(request.data_category.clone()));
         }
+        let facility = |id: &FacilityId| {
+            directory.facility(id).map(|f| FacilityFacts {
+                id: f.id.clone(),
+                group: f.group.cloned(),
+            })
+        };
         let principal = match &request.principal {
-            Principal::Organization(id) => match state::organization(kv, id)? {
-                Some(org) => Some(PrincipalFacts::Organization {
-                    id: org.id,
-                    class: org.recipient_class,
+            Principal::Organization(id) => match directory.organization_class(id) {
+                Some(class) => Some(PrincipalFacts::Organization {
+                    id: id.clone(),
+                    class,
                 }),
                 None => {
                     missing.push(Missing::Organization(id.clone()));
                     None
                 }
             },
-            Principal::Clinician(id) => match state::clinician(kv, id)? {
+            Principal::Clinician(id) => match directory.clinician(id) {
                 None => {
                     missing.push(Missing::Clinician(id.clone()));
                     None
                 }
-                Some(clinician) => match facility_facts(kv, &clinician.facility)? {
+                Some(clinician) => match facility(&clinician.facility) {
                     None => {
-                        missing.push(Missing::ClinicianFacility(clinician.facility));
+                        missing.push(Missing::ClinicianFacility(clinician.facility.clone()));
                         None
                     }
-                    Some(facility) => {
-                        let org = state::organization(kv, &OrgId::of_facility(&facility.id))?;
-                        Some(PrincipalFacts::Clinician {
-                            id: clinician.id,
-                            role: clinician.role,
-                            department: clinician.department,
-                            facility,
-                            facility_class: org.map(|o| o.recipient_class),
-                        })
-                    }
+                    Some(facility) => Some(PrincipalFacts::Clinician {
+                        id: clinician.id.clone(),
+                        role: clinician.role,
+                        facility_class: directory
+                            .organization_class(&OrgId::of_facility(&facility.id)),
+                        facility,
+                    }),
                 },
             },
             Principal::Patient(id) => Some(PrincipalFacts::Patient { id: id.clone() }),
@@ -150,13 +151,7 @@ impl Facts {
         let source = match &request.source_facility {
             None => None,
             Some(id) => {
-                // A clinician viewing their own facility's records: no need to read it twice.
-                let known = match &principal {
-                    Some(PrincipalFacts::Clinician { facility, .. }) if &facility.id == id => {
-                        Some(facility.clone())
-                    }
-                    _ => facility_facts(kv, id)?,
-                };
+                let known = facility(id);
                 if known.is_none() {
                     missing.push(Missing::SourceFacility(id.clone()));
                 }
@@ -198,7 +193,8 @@ impl Facts {
     /// hierarchy), category (with its hierarchy), level, and recipient (its id or class). Empty
     /// for patients as principals, unknown principals and unknown categories.
     pub fn matching_consents(&self, request: &Request, now: Timestamp) -> Vec<ConsentId> {
-        let (Some(recipient), Some(category)) = (self.recipient(), request.data_category.category())
+        let (Some(recipient), Some(category)) =
+            (self.recipient(), request.data_category.category())
         else {
             return Vec::new();
         };
@@ -235,23 +231,4 @@ impl Facts {
     pub(crate) fn category(request: &Request) -> Option<DataCategory> {
         request.data_category.category()
     }
-}
-
-fn facility_facts(kv: &impl KvRead, id: &FacilityId) -> Result<Option<FacilityFacts>, StateError> {
-    let Some(facility) = state::facility_record(kv, id)? else {
-        return Ok(None);
-    };
-    let group_excluded_departments = match &facility.group {
-        Some(group) => state::facility_group_record(kv, group)?
-            .map(|g| g.excluded_departments)
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    Ok(Some(FacilityFacts {
-        id: facility.id,
-        group: facility.group,
-        excluded_departments: facility.excluded_departments,
-        group_excluded_departments,
-        emergency_active: facility.emergency_active,
-    }))
 }

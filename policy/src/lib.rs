@@ -11,6 +11,7 @@
 //!   public attributes.
 //! - [`state`]: [`state::apply`] folds events into a key-value map (the server's store or a
 //!   `BTreeMap`), plus read and validation helpers.
+//! - [`directory`]: the directory as prebuilt Cedar entities, kept in step with the state.
 //! - [`facts`]: [`Facts`], what one decision reads from the state, and consent resolution.
 //! - [`engine`]: [`PolicyEngine`], schema-validated policy sets, their hash, and decisions.
 //! - [`decision`]: [`Request`] and [`Decision`].
@@ -36,6 +37,7 @@
 //! ```
 
 pub mod decision;
+pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod event;
@@ -45,6 +47,7 @@ pub mod state;
 pub mod whatif;
 
 pub use decision::{Decision, PolicySetHash, Recipient, Request};
+pub use directory::{Directory, DirectoryCache};
 pub use domain::{
     Action, CategoryName, Clinician, ClinicianId, ClinicianRole, Consent, ConsentId, DataCategory,
     Department, DomainError, Effect, Facility, FacilityGroup, FacilityId, GroupId, Level, Name,

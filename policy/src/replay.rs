@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::decision::{Decision, PolicySetHash};
+use crate::directory::Directory;
 use crate::engine::{PolicyEngine, PolicyError};
 use crate::event::Event;
 use crate::facts::Facts;
-use crate::state::{self, ApplyError};
+use crate::state::{self, ApplyError, StateError};
 
 /// What replaying one entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,17 +53,27 @@ pub enum ReplayError {
 }
 
 /// Replays a log entry by entry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Replayer {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    directory: Directory,
     engines: HashMap<PolicySetHash, PolicyEngine>,
     active: Option<PolicySetHash>,
 }
 
 impl Replayer {
     /// A replayer at the start of a log.
-    pub fn new() -> Self {
-        Self::default()
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Directory`] only if this crate's static entities do not build (a bug).
+    pub fn new() -> Result<Self, StateError> {
+        Ok(Self {
+            kv: BTreeMap::new(),
+            directory: Directory::empty()?,
+            engines: HashMap::new(),
+            active: None,
+        })
     }
 
     /// Replays the entry at leaf `index`.
@@ -95,9 +106,12 @@ impl Replayer {
                     .active
                     .and_then(|h| self.engines.get(&h))
                     .ok_or_else(|| apply_error(ApplyError::NoActivePolicySet))?;
-                let facts = Facts::gather(&self.kv, request)
+                self.directory
+                    .refresh(&self.kv)
                     .map_err(|e| apply_error(ApplyError::from(e)))?;
-                let recomputed = engine.decide(request, &facts, *time);
+                let facts = Facts::gather(&self.directory, &self.kv, request)
+                    .map_err(|e| apply_error(ApplyError::from(e)))?;
+                let recomputed = engine.decide(request, &facts, &self.directory, *time);
                 outcome = if recomputed.same_outcome(decision) {
                     Outcome::DecisionMatches
                 } else {

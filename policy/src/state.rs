@@ -18,6 +18,8 @@
 //! | key | value |
 //! |---|---|
 //! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
+//! | `meta/dir` | 8-byte big-endian leaf index of the last directory event (directory version) |
+//! | `dirlog/<8-byte BE index>` | the key of the directory record that event changed |
 //! | `dir/org/<org id>` | [`Organization`] |
 //! | `dir/fac/<facility id>` | the facility without its patient list, plus its emergency flag |
 //! | `dir/facx/<facility id>` | the facility's excluded patients (read only when it changes) |
@@ -40,8 +42,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::decision::PolicySetHash;
 use crate::domain::{
-    Clinician, ClinicianId, Consent, ConsentId, Department, DomainError, Facility, FacilityGroup,
-    FacilityId, GroupId, Name, OrgId, Organization, Purpose, SubjectId, Timestamp,
+    Clinician, ClinicianId, Consent, ConsentId, DataCategory, Department, DomainError, Facility,
+    FacilityGroup, FacilityId, GroupId, Level, Name, OrgId, Organization, Purpose, RecipientClass,
+    SubjectId, Timestamp,
 };
 use crate::engine::{self, ValidationIssue};
 use crate::event::Event;
@@ -96,14 +99,17 @@ pub trait KvWrite: KvRead {
     fn delete(&mut self, key: &[u8]) -> Result<(), KvError>;
 }
 
-/// Lists keys by prefix, in key order.
+/// Key-value pairs, in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Lists keys in a range, in key order.
 pub trait KvScan: KvRead {
-    /// Every `(key, value)` whose key starts with `prefix`, in key order.
+    /// Every `(key, value)` with `start <= key < end`, in key order.
     ///
     /// # Errors
     ///
     /// [`KvError`] when the store fails.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError>;
 }
 
 impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
@@ -125,13 +131,43 @@ impl KvWrite for BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 impl KvScan for BTreeMap<Vec<u8>, Vec<u8>> {
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
         Ok(self
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range(start.to_vec()..end.to_vec())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
+}
+
+impl<T: KvScan + ?Sized> KvScan for &T {
+    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError> {
+        (**self).scan_range(start, end)
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix` (for
+/// [`KvScan::scan_range`]); `prefix` must not be all `0xff` bytes (no prefix of this crate is).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last.saturating_add(1));
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len().saturating_add(1)]
+}
+
+/// Every `(key, value)` whose key starts with `prefix`, in key order.
+///
+/// # Errors
+///
+/// [`KvError`] when the store fails.
+pub fn scan_prefix(kv: &impl KvScan, prefix: &[u8]) -> Result<KvPairs, KvError> {
+    kv.scan_range(prefix, &prefix_end(prefix))
 }
 
 impl<T: KvRead + ?Sized> KvRead for &T {
@@ -163,6 +199,20 @@ pub enum StateError {
     /// The store failed.
     #[error(transparent)]
     Kv(#[from] KvError),
+    /// The Cedar directory could not be built (a bug in this crate, or a corrupt record).
+    #[error("directory could not be built: {message}")]
+    Directory {
+        /// Cedar's message.
+        message: String,
+    },
+    /// A directory snapshot does not match the state it is used with.
+    #[error("directory snapshot is at version {directory:?} but the state is at {state:?}")]
+    StaleDirectory {
+        /// The snapshot's version.
+        directory: Option<u64>,
+        /// The state's version.
+        state: Option<u64>,
+    },
     /// A stored value could not be decoded (`what` names the kind of record, never its key, which
     /// may hold a pseudonym).
     #[error("stored {what} record is corrupt")]
@@ -373,11 +423,10 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
         }
         Event::SetEmergency { facility, active } => {
             let k = key(FACILITY, facility.as_str());
-            let mut stored: StoredFacility = get_json(&*kv, &k, "facility")?.ok_or_else(|| {
-                ApplyError::UnknownFacility {
+            let mut stored: StoredFacility =
+                get_json(&*kv, &k, "facility")?.ok_or_else(|| ApplyError::UnknownFacility {
                     id: facility.clone(),
-                }
-            })?;
+                })?;
             stored.emergency_active = *active;
             put_json(kv, &k, &stored)?;
         }
@@ -441,9 +490,28 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
         kv.put(&entry, event.kind().as_bytes())
             .map_err(StateError::from)?;
     }
+    if let Some(changed) = directory_key(event) {
+        kv.put(META_DIRECTORY, &index.to_be_bytes())
+            .map_err(StateError::from)?;
+        let mut log_key = DIRECTORY_LOG.to_vec();
+        log_key.extend_from_slice(&index.to_be_bytes());
+        kv.put(&log_key, &changed).map_err(StateError::from)?;
+    }
     kv.put(META_LAST, &index.to_be_bytes())
         .map_err(StateError::from)?;
     Ok(())
+}
+
+/// The storage key of the directory record a directory event changes, if it is one.
+fn directory_key(event: &Event) -> Option<Vec<u8>> {
+    Some(match event {
+        Event::UpsertOrganization(org) => key(ORG, org.id.as_str()),
+        Event::UpsertFacility(facility) => key(FACILITY, facility.id.as_str()),
+        Event::SetEmergency { facility, .. } => key(FACILITY, facility.as_str()),
+        Event::UpsertFacilityGroup(group) => key(GROUP, group.id.as_str()),
+        Event::UpsertClinician(clinician) => key(CLINICIAN, clinician.id.as_str()),
+        _ => return None,
+    })
 }
 
 /// Checks, without writing, that the event at leaf `index` can be applied: the same checks as
@@ -648,7 +716,8 @@ pub fn clinician(kv: &impl KvRead, id: &ClinicianId) -> Result<Option<Clinician>
 ///
 /// [`StateError`] when the store fails or the record is corrupt.
 pub fn consent_state(kv: &impl KvRead, subject: &SubjectId) -> Result<SubjectState, StateError> {
-    Ok(get_json(kv, &subject_key(subject, b"s"), "patient")?.unwrap_or_default())
+    let stored: Option<StoredSubject> = get_json(kv, &subject_key(subject, b"s"), "patient")?;
+    Ok(stored.map_or_else(SubjectState::default, |s| s.into_state(subject)))
 }
 
 /// What the state knows of consent `id`, if it was ever granted.
@@ -656,7 +725,10 @@ pub fn consent_state(kv: &impl KvRead, subject: &SubjectId) -> Result<SubjectSta
 /// # Errors
 ///
 /// [`StateError`] when the store fails or the record is corrupt.
-pub fn consent_record(kv: &impl KvRead, id: &ConsentId) -> Result<Option<ConsentRecord>, StateError> {
+pub fn consent_record(
+    kv: &impl KvRead,
+    id: &ConsentId,
+) -> Result<Option<ConsentRecord>, StateError> {
     get_json(kv, &key(CONSENT, id.as_str()), "consent")
 }
 
@@ -683,7 +755,10 @@ pub fn active_policy_set_hash(kv: &impl KvRead) -> Result<Option<PolicySetHash>,
 /// # Errors
 ///
 /// [`StateError`] when the store fails or the record is corrupt.
-pub fn subject_head(kv: &impl KvRead, subject: &SubjectId) -> Result<Option<SubjectHead>, StateError> {
+pub fn subject_head(
+    kv: &impl KvRead,
+    subject: &SubjectId,
+) -> Result<Option<SubjectHead>, StateError> {
     let Some(value) = kv.get(&subject_key(subject, b"h"))? else {
         return Ok(None);
     };
@@ -724,8 +799,7 @@ pub fn decode_subject_entry_key(key: &[u8]) -> Option<u64> {
 ///
 /// [`StateError`] when the store fails.
 pub fn subject_entries(kv: &impl KvScan, subject: &SubjectId) -> Result<Vec<u64>, StateError> {
-    Ok(kv
-        .scan_prefix(&subject_entries_prefix(subject))?
+    Ok(scan_prefix(kv, &subject_entries_prefix(subject))?
         .iter()
         .filter_map(|(k, _)| decode_subject_entry_key(k))
         .collect())
@@ -737,13 +811,85 @@ pub fn subject_entries(kv: &impl KvScan, subject: &SubjectId) -> Result<Vec<u64>
 ///
 /// [`StateError`] when the store fails or the record is corrupt.
 pub fn last_applied(kv: &impl KvRead) -> Result<Option<u64>, StateError> {
-    let Some(value) = kv.get(META_LAST)? else {
+    read_u64(kv, META_LAST, "last applied index")
+}
+
+/// The leaf index of the last applied directory event (organisation, facility, group, clinician
+/// or emergency), if any: the version a [`crate::directory::Directory`] must match.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn directory_version(kv: &impl KvRead) -> Result<Option<u64>, StateError> {
+    read_u64(kv, META_DIRECTORY, "directory version")
+}
+
+fn read_u64(kv: &impl KvRead, key: &[u8], what: &'static str) -> Result<Option<u64>, StateError> {
+    let Some(value) = kv.get(key)? else {
         return Ok(None);
     };
-    let bytes: [u8; 8] = value.as_slice().try_into().map_err(|_| StateError::Corrupt {
-        what: "last applied index",
-    })?;
+    let bytes: [u8; 8] = value
+        .as_slice()
+        .try_into()
+        .map_err(|_| StateError::Corrupt { what })?;
     Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// The directory records changed by directory events after leaf index `after` (all of them when
+/// none), oldest first, without repeats.
+pub(crate) fn directory_changes(
+    kv: &impl KvScan,
+    after: Option<u64>,
+) -> Result<Vec<DirectoryRecord>, StateError> {
+    let mut start = DIRECTORY_LOG.to_vec();
+    if let Some(after) = after {
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut changes = Vec::new();
+    for (_, changed) in kv.scan_range(&start, &prefix_end(DIRECTORY_LOG))? {
+        if seen.insert(changed.clone()) {
+            changes.push(read_directory_record(kv, &changed)?);
+        }
+    }
+    Ok(changes)
+}
+
+/// Every directory record, for a full load: groups before facilities before clinicians.
+pub(crate) fn directory_records(kv: &impl KvScan) -> Result<Vec<DirectoryRecord>, StateError> {
+    let mut records = Vec::new();
+    for prefix in [ORG, GROUP, FACILITY, CLINICIAN] {
+        for (k, _) in scan_prefix(kv, prefix)? {
+            records.push(read_directory_record(kv, &k)?);
+        }
+    }
+    Ok(records)
+}
+
+/// A directory record as the Cedar directory needs it.
+#[derive(Debug, Clone)]
+pub(crate) enum DirectoryRecord {
+    Organization(Organization),
+    Facility(StoredFacility),
+    Group(StoredGroup),
+    Clinician(Clinician),
+}
+
+fn read_directory_record(kv: &impl KvRead, k: &[u8]) -> Result<DirectoryRecord, StateError> {
+    let record = if k.starts_with(ORG) {
+        get_json(kv, k, "organisation")?.map(DirectoryRecord::Organization)
+    } else if k.starts_with(FACILITY) {
+        get_json(kv, k, "facility")?.map(DirectoryRecord::Facility)
+    } else if k.starts_with(GROUP) {
+        get_json(kv, k, "facility group")?.map(DirectoryRecord::Group)
+    } else if k.starts_with(CLINICIAN) {
+        get_json(kv, k, "clinician")?.map(DirectoryRecord::Clinician)
+    } else {
+        None
+    };
+    record.ok_or(StateError::Corrupt {
+        what: "directory log",
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -786,6 +932,8 @@ pub(crate) fn facility_group_record(
 }
 
 const META_LAST: &[u8] = b"meta/last";
+const META_DIRECTORY: &[u8] = b"meta/dir";
+const DIRECTORY_LOG: &[u8] = b"dirlog/";
 const ORG: &[u8] = b"dir/org/";
 const FACILITY: &[u8] = b"dir/fac/";
 const FACILITY_PATIENTS: &[u8] = b"dir/facx/";
@@ -843,7 +991,93 @@ fn put_subject_state(
         kv.delete(&k)?;
         return Ok(());
     }
-    put_json(kv, &k, state)
+    put_json(kv, &k, &StoredSubject::from_state(state))
+}
+
+/// A patient's record as stored: short field names and no repeated pseudonym, because it is read
+/// on every decision about the patient.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSubject {
+    #[serde(rename = "c", default, skip_serializing_if = "Vec::is_empty")]
+    consents: Vec<StoredConsent>,
+    #[serde(rename = "o", default, skip_serializing_if = "Vec::is_empty")]
+    opt_outs: Vec<Purpose>,
+    #[serde(rename = "xf", default, skip_serializing_if = "Vec::is_empty")]
+    excluded_by_facilities: Vec<FacilityId>,
+    #[serde(rename = "xg", default, skip_serializing_if = "Vec::is_empty")]
+    excluded_by_groups: Vec<GroupId>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredConsent {
+    #[serde(rename = "i")]
+    id: ConsentId,
+    #[serde(rename = "p")]
+    purposes: Vec<Purpose>,
+    #[serde(rename = "d")]
+    data_categories: Vec<DataCategory>,
+    #[serde(rename = "r", default, skip_serializing_if = "Vec::is_empty")]
+    recipients: Vec<OrgId>,
+    #[serde(rename = "k", default, skip_serializing_if = "Vec::is_empty")]
+    recipient_classes: Vec<RecipientClass>,
+    #[serde(rename = "l")]
+    max_level: Level,
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    valid_from: Option<Timestamp>,
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    valid_until: Option<Timestamp>,
+    #[serde(rename = "g")]
+    granted_at: Timestamp,
+}
+
+impl StoredSubject {
+    fn from_state(state: &SubjectState) -> Self {
+        Self {
+            consents: state
+                .consents
+                .iter()
+                .map(|c| StoredConsent {
+                    id: c.id.clone(),
+                    purposes: c.purposes.clone(),
+                    data_categories: c.data_categories.clone(),
+                    recipients: c.recipients.clone(),
+                    recipient_classes: c.recipient_classes.clone(),
+                    max_level: c.max_level,
+                    valid_from: c.valid_from,
+                    valid_until: c.valid_until,
+                    granted_at: c.granted_at,
+                })
+                .collect(),
+            opt_outs: state.opt_outs.clone(),
+            excluded_by_facilities: state.excluded_by_facilities.clone(),
+            excluded_by_groups: state.excluded_by_groups.clone(),
+        }
+    }
+
+    fn into_state(self, subject: &SubjectId) -> SubjectState {
+        SubjectState {
+            consents: self
+                .consents
+                .into_iter()
+                .map(|c| Consent {
+                    id: c.id,
+                    subject: subject.clone(),
+                    purposes: c.purposes,
+                    data_categories: c.data_categories,
+                    recipients: c.recipients,
+                    recipient_classes: c.recipient_classes,
+                    max_level: c.max_level,
+                    valid_from: c.valid_from,
+                    valid_until: c.valid_until,
+                    granted_at: c.granted_at,
+                    revoked_at: None,
+                })
+                .collect(),
+            opt_outs: self.opt_outs,
+            excluded_by_facilities: self.excluded_by_facilities,
+            excluded_by_groups: self.excluded_by_groups,
+        }
+    }
 }
 
 fn require_facility(kv: &impl KvRead, id: &FacilityId) -> Result<(), ApplyError> {

@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 
 use crate::decision::{Decision, Request};
+use crate::directory::Directory;
 use crate::domain::Timestamp;
 use crate::engine::PolicyEngine;
 use crate::event::Event;
 use crate::facts::Facts;
 use crate::state::{self, ApplyError};
 
-/// A past decision to re-evaluate.
+/// A past decision to re-evaluate (against the directory given to [`what_if`]).
 #[derive(Debug, Clone)]
 pub struct WhatIfCase {
     /// What was asked.
@@ -37,13 +38,20 @@ pub struct Change {
     pub new: Decision,
 }
 
-/// Re-decides every case with `candidate` and returns those whose effect changes, in input order.
-pub fn what_if(candidate: &PolicyEngine, cases: &[WhatIfCase]) -> Vec<Change> {
+/// Re-decides every case with `candidate` against `directory` and returns those whose effect
+/// changes, in input order. Each case keeps its own facts (consents, opt-outs, exclusions) and
+/// time; the directory (facilities' settings, clinicians) is the one given, typically the current
+/// one. [`what_if_log`] instead replays the directory as it was at each decision.
+pub fn what_if(
+    candidate: &PolicyEngine,
+    directory: &Directory,
+    cases: &[WhatIfCase],
+) -> Vec<Change> {
     cases
         .iter()
         .zip(0u64..)
         .filter_map(|(case, position)| {
-            let new = candidate.decide(&case.request, &case.facts, case.time);
+            let new = candidate.decide(&case.request, &case.facts, directory, case.time);
             (new.effect != case.old.effect).then(|| Change {
                 position,
                 old: case.old.clone(),
@@ -65,6 +73,7 @@ pub fn what_if_log<'a>(
     entries: impl IntoIterator<Item = (u64, &'a Event)>,
 ) -> Result<Vec<Change>, ApplyError> {
     let mut kv = BTreeMap::new();
+    let mut directory = Directory::empty()?;
     let mut changes = Vec::new();
     for (index, event) in entries {
         if let Event::Decision {
@@ -74,8 +83,9 @@ pub fn what_if_log<'a>(
             ..
         } = event
         {
-            let facts = Facts::gather(&kv, request).map_err(ApplyError::from)?;
-            let new = candidate.decide(request, &facts, *time);
+            directory.refresh(&kv)?;
+            let facts = Facts::gather(&directory, &kv, request)?;
+            let new = candidate.decide(request, &facts, &directory, *time);
             if new.effect != decision.effect {
                 changes.push(Change {
                     position: index,
@@ -88,4 +98,3 @@ pub fn what_if_log<'a>(
     }
     Ok(changes)
 }
-

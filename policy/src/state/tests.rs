@@ -1,1 +1,478 @@
 use super::*;
+use crate::decision::{Decision, Request};
+use crate::domain::{
+    Action, CategoryName, ClinicianRole, DataCategory, Level, Principal, RecipientClass,
+};
+use crate::engine::PolicyEngine;
+
+type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse("t", s).unwrap()
+}
+
+fn p(n: u8) -> SubjectId {
+    SubjectId::from_bytes([n; 32])
+}
+
+fn org(id: &str) -> Event {
+    Event::UpsertOrganization(Organization {
+        id: OrgId::new(id).unwrap(),
+        name: Name::new(id).unwrap(),
+        recipient_class: RecipientClass::University,
+    })
+}
+
+fn facility(id: &str, group: Option<&str>, patients: &[SubjectId]) -> Event {
+    Event::UpsertFacility(Facility {
+        id: FacilityId::new(id).unwrap(),
+        name: Name::new(id).unwrap(),
+        group: group.map(|g| GroupId::new(g).unwrap()),
+        excluded_departments: vec![Department::new("psychiatry").unwrap()],
+        excluded_patients: patients.to_vec(),
+    })
+}
+
+fn group(id: &str, patients: &[SubjectId]) -> Event {
+    Event::UpsertFacilityGroup(FacilityGroup {
+        id: GroupId::new(id).unwrap(),
+        excluded_departments: vec![],
+        excluded_patients: patients.to_vec(),
+    })
+}
+
+fn consent(id: &str, subject: SubjectId, until: Option<&str>) -> Consent {
+    Consent {
+        id: ConsentId::new(id).unwrap(),
+        subject,
+        purposes: vec![Purpose::Research],
+        data_categories: vec![DataCategory::Clinical],
+        recipients: vec![OrgId::new("univ-a").unwrap()],
+        recipient_classes: vec![],
+        max_level: Level::Pseudonymized,
+        valid_from: None,
+        valid_until: until.map(ts),
+        granted_at: ts("2026-01-01T00:00:00Z"),
+        revoked_at: None,
+    }
+}
+
+/// Applies events at indices 0, 1, ... and returns the next index.
+fn apply_all(kv: &mut Kv, events: &[Event]) -> u64 {
+    let start = last_applied(kv).unwrap().map_or(0, |l| l + 1);
+    for (i, event) in (start..).zip(events) {
+        apply(kv, event, i).unwrap_or_else(|e| panic!("event {i} ({}): {e}", event.kind()));
+    }
+    start + events.len() as u64
+}
+
+#[test]
+fn grants_revocations_and_opt_outs_round_trip_through_consent_state() {
+    let mut kv = Kv::new();
+    apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), None)),
+            Event::GrantConsent(consent("c2", p(1), Some("2026-03-01T00:00:00Z"))),
+            Event::GrantConsent(consent("c3", p(2), None)),
+            Event::RecordOptOut {
+                subject: p(1),
+                purposes: vec![Purpose::Marketing, Purpose::Research, Purpose::Marketing],
+            },
+        ],
+    );
+    let state = consent_state(&kv, &p(1)).unwrap();
+    let ids: Vec<&str> = state.consents.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c1", "c2"]);
+    assert_eq!(state.opt_outs, vec![Purpose::Research, Purpose::Marketing]);
+    assert!(state.opted_out_of(Purpose::ClinicalTrial));
+    assert!(!state.opted_out_of(Purpose::Treatment));
+    assert_eq!(state.active_at(ts("2026-06-01T00:00:00Z")).count(), 1);
+    assert_eq!(state.active_at(ts("2026-02-01T00:00:00Z")).count(), 2);
+    assert_eq!(consent_state(&kv, &p(3)).unwrap(), SubjectState::default());
+
+    let next = apply_all(
+        &mut kv,
+        &[Event::RevokeConsent {
+            subject: p(1),
+            consent_id: ConsentId::new("c1").unwrap(),
+            revoked_at: None,
+        }],
+    );
+    let record = consent_record(&kv, &ConsentId::new("c1").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.subject, p(1));
+    assert_eq!((record.granted, record.revoked), (1, Some(next - 1)));
+    let ids: Vec<String> = consent_state(&kv, &p(1))
+        .unwrap()
+        .consents
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    assert_eq!(ids, ["c2"]);
+
+    // Withdrawing every opt-out and the last consent leaves no record at all.
+    apply_all(
+        &mut kv,
+        &[
+            Event::RecordOptOut {
+                subject: p(1),
+                purposes: vec![],
+            },
+            Event::RevokeConsent {
+                subject: p(1),
+                consent_id: ConsentId::new("c2").unwrap(),
+                revoked_at: None,
+            },
+        ],
+    );
+    assert!(
+        KvRead::get(&kv, &subject_key(&p(1), b"s"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_grant_drops_consents_that_expired_before_it() {
+    let mut kv = Kv::new();
+    let mut late = consent("c2", p(1), None);
+    late.granted_at = ts("2026-04-01T00:00:00Z");
+    apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), Some("2026-03-01T00:00:00Z"))),
+            Event::GrantConsent(late),
+        ],
+    );
+    let ids: Vec<String> = consent_state(&kv, &p(1))
+        .unwrap()
+        .consents
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    assert_eq!(ids, ["c2"]);
+    // It can still be revoked (the patient may not know it expired).
+    let revoke = Event::RevokeConsent {
+        subject: p(1),
+        consent_id: ConsentId::new("c1").unwrap(),
+        revoked_at: None,
+    };
+    assert!(check(&kv, &revoke, 3).is_ok());
+}
+
+#[test]
+fn grant_and_revoke_are_checked() {
+    let mut kv = Kv::new();
+    apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), None)),
+        ],
+    );
+    let dup = Event::GrantConsent(consent("c1", p(2), None));
+    assert!(matches!(
+        check(&kv, &dup, 9),
+        Err(ApplyError::DuplicateConsent { .. })
+    ));
+    let mut unknown_recipient = consent("c9", p(1), None);
+    unknown_recipient.recipients = vec![OrgId::new("nobody").unwrap()];
+    let err = check(&kv, &Event::GrantConsent(unknown_recipient), 9).unwrap_err();
+    assert_eq!(err.to_string(), "unknown organisation `nobody`");
+    let mut bad = consent("c9", p(1), None);
+    bad.purposes.clear();
+    assert!(matches!(
+        check(&kv, &Event::GrantConsent(bad), 9),
+        Err(ApplyError::Invalid(_))
+    ));
+    let revoke = |subject, id: &str| Event::RevokeConsent {
+        subject,
+        consent_id: ConsentId::new(id).unwrap(),
+        revoked_at: None,
+    };
+    let err = check(&kv, &revoke(p(1), "c0"), 9).unwrap_err();
+    assert_eq!(err.to_string(), "unknown consent `c0`");
+    let err = check(&kv, &revoke(p(2), "c1"), 9).unwrap_err();
+    assert_eq!(err.to_string(), "consent `c1` belongs to another patient");
+    assert!(!err.to_string().contains(p(1).as_str()));
+    apply(&mut kv, &revoke(p(1), "c1"), 2).unwrap();
+    assert!(matches!(
+        apply(&mut kv, &revoke(p(1), "c1"), 3),
+        Err(ApplyError::AlreadyRevoked { .. })
+    ));
+    // A failed apply writes nothing.
+    assert_eq!(last_applied(&kv).unwrap(), Some(2));
+}
+
+#[test]
+fn too_many_consents_are_refused() {
+    let mut kv = Kv::new();
+    let mut events = vec![org("univ-a")];
+    events.extend(
+        (0..MAX_CONSENTS_PER_SUBJECT)
+            .map(|i| Event::GrantConsent(consent(&format!("c{i}"), p(1), None))),
+    );
+    let next = apply_all(&mut kv, &events);
+    let one_more = Event::GrantConsent(consent("last", p(1), None));
+    assert!(matches!(
+        check(&kv, &one_more, next),
+        Err(ApplyError::TooManyConsents { .. })
+    ));
+}
+
+#[test]
+fn events_apply_once_in_index_order() {
+    let mut kv = Kv::new();
+    apply(&mut kv, &org("a"), 5).unwrap();
+    let err = apply(&mut kv, &org("b"), 5).unwrap_err();
+    assert_eq!(err.to_string(), "event at index 5 applied after index 5");
+    assert!(apply(&mut kv, &org("b"), 4).is_err());
+    apply(&mut kv, &org("b"), 7).unwrap();
+    assert_eq!(last_applied(&kv).unwrap(), Some(7));
+}
+
+#[test]
+fn directory_references_must_exist() {
+    let mut kv = Kv::new();
+    let err = check(&kv, &facility("h", Some("g"), &[]), 0).unwrap_err();
+    assert_eq!(err.to_string(), "unknown facility group `g`");
+    let clinician = Event::UpsertClinician(Clinician {
+        id: ClinicianId::new("dr").unwrap(),
+        facility: FacilityId::new("h").unwrap(),
+        department: Department::new("er").unwrap(),
+        role: ClinicianRole::Doctor,
+    });
+    assert_eq!(
+        check(&kv, &clinician, 0).unwrap_err().to_string(),
+        "unknown facility `h`"
+    );
+    let emergency = Event::SetEmergency {
+        facility: FacilityId::new("h").unwrap(),
+        active: true,
+    };
+    assert!(matches!(
+        check(&kv, &emergency, 0),
+        Err(ApplyError::UnknownFacility { .. })
+    ));
+    apply_all(
+        &mut kv,
+        &[
+            group("g", &[]),
+            facility("h", Some("g"), &[]),
+            clinician,
+            emergency,
+        ],
+    );
+    let state = super::facility(&kv, &FacilityId::new("h").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(state.emergency_active);
+    // Upserting the facility keeps the emergency in force.
+    apply_all(&mut kv, &[facility("h", None, &[])]);
+    let state = super::facility(&kv, &FacilityId::new("h").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(state.emergency_active);
+    assert_eq!(state.facility.group, None);
+    assert!(
+        super::clinician(&kv, &ClinicianId::new("dr").unwrap())
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn patient_exclusions_are_diffed_into_subject_state() {
+    let mut kv = Kv::new();
+    apply_all(
+        &mut kv,
+        &[
+            group("g", &[p(3)]),
+            facility("h", Some("g"), &[p(1), p(2), p(1)]),
+        ],
+    );
+    let h = FacilityId::new("h").unwrap();
+    let g = GroupId::new("g").unwrap();
+    assert_eq!(
+        consent_state(&kv, &p(1)).unwrap().excluded_by_facilities,
+        vec![h.clone()]
+    );
+    assert_eq!(
+        consent_state(&kv, &p(3)).unwrap().excluded_by_groups,
+        vec![g.clone()]
+    );
+    let stored = super::facility(&kv, &h).unwrap().unwrap();
+    assert_eq!(stored.facility.excluded_patients, vec![p(1), p(2)]);
+
+    apply_all(
+        &mut kv,
+        &[facility("h", Some("g"), &[p(2), p(4)]), group("g", &[])],
+    );
+    assert_eq!(consent_state(&kv, &p(1)).unwrap(), SubjectState::default());
+    assert!(
+        KvRead::get(&kv, &subject_key(&p(1), b"s"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        consent_state(&kv, &p(4)).unwrap().excluded_by_facilities,
+        vec![h.clone()]
+    );
+    assert_eq!(
+        consent_state(&kv, &p(2)).unwrap().excluded_by_facilities,
+        vec![h.clone()]
+    );
+    assert!(
+        consent_state(&kv, &p(3))
+            .unwrap()
+            .excluded_by_groups
+            .is_empty()
+    );
+    assert!(
+        facility_group(&kv, &g)
+            .unwrap()
+            .unwrap()
+            .excluded_patients
+            .is_empty()
+    );
+    // The decision-path record does not carry the list.
+    let raw = KvRead::get(&kv, &key(FACILITY, "h")).unwrap().unwrap();
+    assert!(!String::from_utf8(raw).unwrap().contains(p(2).as_str()));
+}
+
+fn decision_event(
+    kv: &Kv,
+    engine: &PolicyEngine,
+    subject: Option<SubjectId>,
+    subject_prev: Option<u64>,
+) -> Event {
+    let request = Request {
+        principal: Principal::Organization(OrgId::new("univ-a").unwrap()),
+        action: Action::SecondaryUse,
+        subject,
+        data_category: CategoryName::new("diagnosis").unwrap(),
+        source_facility: None,
+        source_department: None,
+        purpose: Purpose::Research,
+        level: Level::Anonymized,
+        cohort_size: None,
+    };
+    let now = ts("2026-06-01T00:00:00Z");
+    let directory = crate::directory::Directory::load(kv).unwrap();
+    let decision: Decision = engine.decide_kv(&request, &directory, kv, now).unwrap();
+    Event::Decision {
+        request,
+        time: now,
+        decision,
+        policy_set_hash: engine.hash(),
+        subject_prev,
+        recipient: None,
+    }
+}
+
+#[test]
+fn decisions_need_the_active_policy_set_and_the_subject_chain() {
+    let mut kv = Kv::new();
+    let engine = PolicyEngine::default_set().unwrap();
+    apply_all(&mut kv, &[org("univ-a")]);
+    let first = decision_event(&kv, &engine, Some(p(1)), None);
+    assert!(matches!(
+        check(&kv, &first, 1),
+        Err(ApplyError::NoActivePolicySet)
+    ));
+    let activate = Event::ActivatePolicySet {
+        policies: engine.text().to_owned(),
+        hash: engine.hash(),
+    };
+    apply_all(&mut kv, &[activate, first.clone()]);
+    assert_eq!(active_policy_set(&kv).unwrap().unwrap().index, 1);
+    let head = subject_head(&kv, &p(1)).unwrap().unwrap();
+    assert_eq!((head.last_index, head.count), (2, 1));
+    // The next decision must name entry 2 as the previous one.
+    let stale = decision_event(&kv, &engine, Some(p(1)), None);
+    assert_eq!(
+        check(&kv, &stale, 3).unwrap_err().to_string(),
+        "decision names previous subject entry None but the last one is Some(2)"
+    );
+    let chained = decision_event(&kv, &engine, Some(p(1)), Some(2));
+    let cohort = decision_event(&kv, &engine, None, None);
+    apply_all(&mut kv, &[chained, cohort]);
+    assert_eq!(subject_entries(&kv, &p(1)).unwrap(), vec![2, 3]);
+    assert_eq!(subject_head(&kv, &p(1)).unwrap().unwrap().count, 2);
+    // Another policy set's hash is refused.
+    let mut other = decision_event(&kv, &engine, None, None);
+    if let Event::Decision {
+        policy_set_hash, ..
+    } = &mut other
+    {
+        *policy_set_hash = PolicySetHash([9; 32]);
+    }
+    assert!(matches!(
+        check(&kv, &other, 5),
+        Err(ApplyError::PolicySetMismatch { .. })
+    ));
+}
+
+#[test]
+fn activations_must_be_canonical_hashed_and_valid() {
+    let kv = Kv::new();
+    let engine = PolicyEngine::default_set().unwrap();
+    let wrong_hash = Event::ActivatePolicySet {
+        policies: engine.text().to_owned(),
+        hash: PolicySetHash([0; 32]),
+    };
+    assert!(matches!(
+        check(&kv, &wrong_hash, 0),
+        Err(ApplyError::PolicyHashMismatch { .. })
+    ));
+    let not_canonical = Event::ActivatePolicySet {
+        policies: engine.text().replace('\n', "\r\n"),
+        hash: engine.hash(),
+    };
+    assert!(matches!(
+        check(&kv, &not_canonical, 0),
+        Err(ApplyError::PolicyHashMismatch { .. })
+    ));
+    let text = "permit (principal, action, resource);\n";
+    let invalid = Event::ActivatePolicySet {
+        policies: text.to_owned(),
+        hash: engine::hash_text(text),
+    };
+    let err = check(&kv, &invalid, 0).unwrap_err();
+    assert!(
+        err.to_string().starts_with("policy set is invalid: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn subject_entry_keys_sort_by_index_and_decode() {
+    let s = p(0xab);
+    let prefix = subject_entries_prefix(&s);
+    assert_eq!(prefix, format!("subj/{}/e/", s.as_str()).into_bytes());
+    let mut k1 = prefix.clone();
+    k1.extend_from_slice(&255u64.to_be_bytes());
+    let mut k2 = prefix.clone();
+    k2.extend_from_slice(&256u64.to_be_bytes());
+    assert!(k1 < k2);
+    assert_eq!(decode_subject_entry_key(&k2), Some(256));
+    assert_eq!(decode_subject_entry_key(&prefix), None);
+    assert_eq!(decode_subject_entry_key(b"subj/x/e/12345678"), None);
+    assert_eq!(decode_subject_entry_key(&subject_key(&s, b"h")), None);
+}
+
+#[test]
+fn corrupt_records_are_reported_without_their_key() {
+    let mut kv = Kv::new();
+    kv.insert(subject_key(&p(1), b"s"), b"{not json".to_vec());
+    kv.insert(subject_key(&p(1), b"h"), vec![1, 2, 3]);
+    let err = consent_state(&kv, &p(1)).unwrap_err();
+    assert_eq!(err.to_string(), "stored patient record is corrupt");
+    assert!(subject_head(&kv, &p(1)).is_err());
+    kv.insert(META_LAST.to_vec(), vec![0]);
+    assert!(apply(&mut kv, &org("a"), 0).is_err());
+}

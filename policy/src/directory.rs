@@ -1,0 +1,414 @@
+//! The directory as Cedar entities: organisations, facility groups, facilities (with their
+//! disclosure settings and emergency flag), departments and clinicians, plus the purpose and data
+//! category hierarchies, built once from the state and then kept up to date incrementally.
+//!
+//! Decisions evaluate against this prebuilt store with all per-request data in the Cedar context,
+//! so no entity is built and no transitive closure is computed on the decision path. A
+//! [`Directory`] carries the version of the state it reflects ([`state::directory_version`], the
+//! leaf index of the last directory event); [`DirectoryCache::current`] brings it up to date by
+//! replaying the state's directory change log, and [`crate::PolicyEngine::decide_kv`] refuses a
+//! directory whose version is not the state's.
+//!
+//! This module only reads the state; it does not decide.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+
+use crate::domain::{
+    Clinician, ClinicianId, ClinicianRole, DataCategory, Department, FacilityId, GroupId, OrgId,
+    Purpose, RecipientClass,
+};
+use crate::state::{self, DirectoryRecord, KvScan, StateError, StoredFacility, StoredGroup};
+
+#[cfg(test)]
+mod tests;
+
+/// The directory as Cedar entities, at one version of the state.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    entities: Entities,
+    version: Option<u64>,
+    organizations: HashMap<OrgId, RecipientClass>,
+    facilities: HashMap<FacilityId, Option<GroupId>>,
+    clinicians: HashMap<ClinicianId, Clinician>,
+}
+
+/// A facility as a decision sees it through the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FacilityView<'a> {
+    /// Its id.
+    pub id: &'a FacilityId,
+    /// Its group, if any.
+    pub group: Option<&'a GroupId>,
+}
+
+impl Directory {
+    /// A directory with no organisations, facilities or clinicians (the state before any
+    /// directory event).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Directory`] only if this crate's static entities do not build (a bug).
+    pub fn empty() -> Result<Self, StateError> {
+        Self::build(Vec::new(), None)
+    }
+
+    /// Loads the whole directory from the state.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the store fails, a record is corrupt, or the entities do not build.
+    pub fn load(kv: &impl KvScan) -> Result<Self, StateError> {
+        let version = state::directory_version(kv)?;
+        Self::build(state::directory_records(kv)?, version)
+    }
+
+    /// Brings the directory up to the state's version, applying only the records changed since
+    /// its own version (or reloading everything if the state is older than the directory).
+    /// Returns whether anything changed.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the store fails, a record is corrupt, or the entities do not build;
+    /// the directory may then be left empty with no version, so the next refresh reloads it.
+    pub fn refresh(&mut self, kv: &impl KvScan) -> Result<bool, StateError> {
+        let version = state::directory_version(kv)?;
+        if version == self.version {
+            return Ok(false);
+        }
+        if self.version.is_none() || version < self.version {
+            *self = Self::load(kv)?;
+            return Ok(true);
+        }
+        let changes = state::directory_changes(kv, self.version)?;
+        let mut entities = Vec::with_capacity(changes.len().saturating_mul(2));
+        for record in &changes {
+            self.index(record);
+            record_entities(record, &mut entities)?;
+        }
+        let current = std::mem::replace(&mut self.entities, Entities::empty());
+        self.version = None;
+        self.entities =
+            current
+                .upsert_entities(entities, None)
+                .map_err(|e| StateError::Directory {
+                    message: e.to_string(),
+                })?;
+        self.version = version;
+        Ok(true)
+    }
+
+    /// The version of the state this directory reflects: the leaf index of the last directory
+    /// event, or none before any.
+    pub fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    /// The recipient class of organisation `id`, if registered.
+    pub fn organization_class(&self, id: &OrgId) -> Option<RecipientClass> {
+        self.organizations.get(id).copied()
+    }
+
+    /// Facility `id`, if registered.
+    pub fn facility(&self, id: &FacilityId) -> Option<FacilityView<'_>> {
+        let (id, group) = self.facilities.get_key_value(id)?;
+        Some(FacilityView {
+            id,
+            group: group.as_ref(),
+        })
+    }
+
+    /// Clinician `id`, if registered.
+    pub fn clinician(&self, id: &ClinicianId) -> Option<&Clinician> {
+        self.clinicians.get(id)
+    }
+
+    /// Number of Cedar entities in the store.
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether the store holds no entity (never: the hierarchies are always there).
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    pub(crate) fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    fn build(records: Vec<DirectoryRecord>, version: Option<u64>) -> Result<Self, StateError> {
+        let names = names().map_err(|message| StateError::Directory {
+            message: message.clone(),
+        })?;
+        let mut directory = Self {
+            entities: Entities::empty(),
+            version: None,
+            organizations: HashMap::new(),
+            facilities: HashMap::new(),
+            clinicians: HashMap::new(),
+        };
+        let mut entities = names.hierarchies.clone();
+        for record in &records {
+            directory.index(record);
+            record_entities(record, &mut entities)?;
+        }
+        // Departments are shared by clinicians: keep one of each.
+        let mut seen = std::collections::HashSet::new();
+        entities.retain(|e| seen.insert(e.uid()));
+        directory.entities =
+            Entities::from_entities(entities, None).map_err(|e| StateError::Directory {
+                message: e.to_string(),
+            })?;
+        directory.version = version;
+        Ok(directory)
+    }
+
+    fn index(&mut self, record: &DirectoryRecord) {
+        match record {
+            DirectoryRecord::Organization(org) => {
+                self.organizations
+                    .insert(org.id.clone(), org.recipient_class);
+            }
+            DirectoryRecord::Facility(facility) => {
+                self.facilities
+                    .insert(facility.id.clone(), facility.group.clone());
+            }
+            DirectoryRecord::Group(_) => {}
+            DirectoryRecord::Clinician(clinician) => {
+                self.clinicians
+                    .insert(clinician.id.clone(), clinician.clone());
+            }
+        }
+    }
+}
+
+/// A shared, self-refreshing [`Directory`] for a server or a replay: readers get the current
+/// snapshot cheaply; the first reader after a directory change brings it up to date.
+#[derive(Debug)]
+pub struct DirectoryCache {
+    current: RwLock<Arc<Directory>>,
+}
+
+impl DirectoryCache {
+    /// A cache holding `directory`.
+    pub fn new(directory: Directory) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(directory)),
+        }
+    }
+
+    /// The directory at the state's current version.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError`] when the store fails, a record is corrupt, the entities do not build, or
+    /// the cache's lock was poisoned by a panic.
+    pub fn current(&self, kv: &impl KvScan) -> Result<Arc<Directory>, StateError> {
+        let version = state::directory_version(kv)?;
+        let poisoned = || StateError::Directory {
+            message: "directory cache lock poisoned".to_owned(),
+        };
+        {
+            let current = self.current.read().map_err(|_| poisoned())?;
+            if current.version() == version {
+                return Ok(Arc::clone(&current));
+            }
+        }
+        let mut current = self.current.write().map_err(|_| poisoned())?;
+        if current.version() != version {
+            Arc::make_mut(&mut current).refresh(kv)?;
+        }
+        Ok(Arc::clone(&current))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entity construction
+// ---------------------------------------------------------------------------------------------
+
+/// Cedar type names and the static hierarchy entities, built once per process.
+pub(crate) struct Names {
+    pub(crate) clinician: EntityTypeName,
+    pub(crate) cohort: EntityTypeName,
+    pub(crate) data_category: EntityTypeName,
+    pub(crate) department: EntityTypeName,
+    pub(crate) facility: EntityTypeName,
+    pub(crate) facility_group: EntityTypeName,
+    pub(crate) level: EntityTypeName,
+    pub(crate) organization: EntityTypeName,
+    pub(crate) patient: EntityTypeName,
+    pub(crate) purpose: EntityTypeName,
+    pub(crate) recipient_class: EntityTypeName,
+    pub(crate) role: EntityTypeName,
+    pub(crate) action: EntityTypeName,
+    /// Every purpose and data category, each `in` its parent.
+    hierarchies: Vec<Entity>,
+}
+
+pub(crate) fn names() -> Result<&'static Names, &'static String> {
+    static NAMES: OnceLock<Result<Names, String>> = OnceLock::new();
+    NAMES.get_or_init(Names::build).as_ref()
+}
+
+impl Names {
+    fn build() -> Result<Self, String> {
+        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
+        let mut names = Self {
+            clinician: name("Clinician")?,
+            cohort: name("Cohort")?,
+            data_category: name("DataCategory")?,
+            department: name("Department")?,
+            facility: name("Facility")?,
+            facility_group: name("FacilityGroup")?,
+            level: name("Level")?,
+            organization: name("Organization")?,
+            patient: name("Patient")?,
+            purpose: name("Purpose")?,
+            recipient_class: name("RecipientClass")?,
+            role: name("Role")?,
+            action: name("Action")?,
+            hierarchies: Vec::new(),
+        };
+        for p in Purpose::ALL {
+            let parent = p.parent().map(|a| uid(&names.purpose, a.as_str()));
+            names.hierarchies.push(Entity::new_no_attrs(
+                uid(&names.purpose, p.as_str()),
+                parent.into_iter().collect(),
+            ));
+        }
+        for c in DataCategory::ALL {
+            let parent = c.parent().map(|a| uid(&names.data_category, a.as_str()));
+            names.hierarchies.push(Entity::new_no_attrs(
+                uid(&names.data_category, c.as_str()),
+                parent.into_iter().collect(),
+            ));
+        }
+        Ok(names)
+    }
+}
+
+pub(crate) fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+}
+
+pub(crate) fn class_uid(class: RecipientClass) -> Result<EntityUid, StateError> {
+    let names = names().map_err(|message| StateError::Directory {
+        message: message.clone(),
+    })?;
+    Ok(uid(&names.recipient_class, class.as_str()))
+}
+
+pub(crate) fn role_uid(names: &Names, role: ClinicianRole) -> EntityUid {
+    uid(&names.role, role.as_str())
+}
+
+/// The department entity id: `<facility id>/<department name>` (ids never contain `/`).
+pub(crate) fn department_id(facility: &FacilityId, department: &Department) -> String {
+    format!("{}/{}", facility.as_str(), department.as_str())
+}
+
+fn record_entities(record: &DirectoryRecord, out: &mut Vec<Entity>) -> Result<(), StateError> {
+    let names = names().map_err(|message| StateError::Directory {
+        message: message.clone(),
+    })?;
+    let built = match record {
+        DirectoryRecord::Organization(org) => {
+            let class = class_uid(org.recipient_class)?;
+            entity(
+                uid(&names.organization, org.id.as_str()),
+                vec![("class", RestrictedExpression::new_entity_uid(class.clone()))],
+                vec![class],
+            )
+        }
+        DirectoryRecord::Group(group) => group_entity(names, group),
+        DirectoryRecord::Facility(facility) => facility_entity(names, facility),
+        DirectoryRecord::Clinician(clinician) => {
+            let facility = uid(&names.facility, clinician.facility.as_str());
+            let department = uid(
+                &names.department,
+                &department_id(&clinician.facility, &clinician.department),
+            );
+            out.push(Entity::new_no_attrs(
+                department.clone(),
+                [facility.clone()].into_iter().collect(),
+            ));
+            entity(
+                uid(&names.clinician, clinician.id.as_str()),
+                vec![
+                    (
+                        "role",
+                        RestrictedExpression::new_entity_uid(role_uid(names, clinician.role)),
+                    ),
+                    ("facility", RestrictedExpression::new_entity_uid(facility)),
+                    (
+                        "department",
+                        RestrictedExpression::new_string(clinician.department.as_str().to_owned()),
+                    ),
+                ],
+                vec![department],
+            )
+        }
+    };
+    out.push(built.map_err(|message| StateError::Directory { message })?);
+    Ok(())
+}
+
+fn departments(list: &[Department]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        list.iter()
+            .map(|d| RestrictedExpression::new_string(d.as_str().to_owned())),
+    )
+}
+
+fn group_entity(names: &Names, group: &StoredGroup) -> Result<Entity, String> {
+    entity(
+        uid(&names.facility_group, group.id.as_str()),
+        vec![(
+            "excluded_departments",
+            departments(&group.excluded_departments),
+        )],
+        Vec::new(),
+    )
+}
+
+fn facility_entity(names: &Names, facility: &StoredFacility) -> Result<Entity, String> {
+    let mut attrs = vec![
+        (
+            "excluded_departments",
+            departments(&facility.excluded_departments),
+        ),
+        (
+            "emergency_active",
+            RestrictedExpression::new_bool(facility.emergency_active),
+        ),
+    ];
+    let mut parents = Vec::new();
+    if let Some(group) = &facility.group {
+        let group = uid(&names.facility_group, group.as_str());
+        attrs.push(("group", RestrictedExpression::new_entity_uid(group.clone())));
+        parents.push(group);
+    }
+    entity(uid(&names.facility, facility.id.as_str()), attrs, parents)
+}
+
+fn entity(
+    id: EntityUid,
+    attrs: Vec<(&str, RestrictedExpression)>,
+    parents: Vec<EntityUid>,
+) -> Result<Entity, String> {
+    Entity::new(
+        id,
+        attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        parents.into_iter().collect(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+pub(crate) fn entities_for_tests(directory: &Directory) -> Vec<Entity> {
+    directory.entities.iter().cloned().collect()
+}
