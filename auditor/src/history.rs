@@ -23,7 +23,7 @@ use policy::{Event, SubjectId};
 use serde::Serialize;
 
 use crate::replay::header_mismatch;
-use crate::report::Finding;
+use crate::report::{Finding, error_chain};
 
 /// The most entries one history may hold.
 pub const MAX_HISTORY_ENTRIES: usize = 1 << 20;
@@ -144,7 +144,7 @@ pub fn verify_history(
 #[non_exhaustive]
 pub enum HistoryError {
     /// A page's checkpoint is malformed or not signed by the log key.
-    #[error("history checkpoint does not verify: {0}")]
+    #[error("history checkpoint does not verify")]
     Checkpoint(#[source] CheckpointError),
     /// More entries than [`MAX_HISTORY_ENTRIES`].
     #[error("history has {got} entries, more than the limit of {max}")]
@@ -195,7 +195,7 @@ impl Check {
         if let Err(err) = proof.verify(&hash_leaf(&entry.leaf), &self.checkpoint.root) {
             self.findings.push(Finding::BadInclusionProof {
                 index,
-                error: err.to_string(),
+                error: error_chain(&err),
             });
         }
         let leaf = match Leaf::decode(&entry.leaf) {
@@ -203,7 +203,7 @@ impl Check {
             Err(err) => {
                 self.findings.push(Finding::BadLeaf {
                     index,
-                    error: err.to_string(),
+                    error: error_chain(&err),
                 });
                 return HistoryRow::unreadable(index, entry.body.is_none());
             }

@@ -220,10 +220,10 @@ impl Receipt {
 #[non_exhaustive]
 pub enum ReceiptError {
     /// The checkpoint is malformed or not signed by the log key.
-    #[error("checkpoint does not verify: {0}")]
+    #[error("checkpoint does not verify")]
     Checkpoint(#[source] CheckpointError),
     /// The body does not match the leaf's commitment.
-    #[error("body does not match the leaf: {0}")]
+    #[error("body check failed")]
     Commitment(#[source] EntryError),
     /// A JSON field has the wrong type, is not canonical base64 or decimal, or a hash is not 32
     /// bytes.
@@ -239,7 +239,7 @@ pub enum ReceiptError {
     #[error("leaf does not hash to the receipt's leaf hash")]
     LeafHashMismatch,
     /// The leaf matches the proof but is not a well-formed akashi leaf.
-    #[error("leaf is not a well-formed akashi leaf: {0}")]
+    #[error("leaf is not a well-formed akashi leaf")]
     MalformedLeaf(#[source] EntryError),
     /// A body was given without its leaf, or a `tlog-proof` without the leaf it proves.
     #[error(
@@ -247,10 +247,10 @@ pub enum ReceiptError {
     )]
     NeedsLeaf,
     /// The inclusion proof does not lead to the checkpoint's root.
-    #[error("inclusion proof does not verify: {0}")]
+    #[error("inclusion proof rejected")]
     Proof(#[source] ProofError),
     /// The `tlog-proof` does not parse.
-    #[error("malformed tlog-proof: {0}")]
+    #[error("malformed tlog-proof")]
     TlogProof(#[source] TlogProofError),
     /// The file is larger than [`MAX_RECEIPT_SIZE`].
     #[error("receipt is {size} bytes, more than the limit of {max}")]

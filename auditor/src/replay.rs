@@ -11,11 +11,11 @@
 //! decision rule lives in `policy`, so replay and the server cannot drift apart.
 
 use ledger::{Leaf, LeafIndex, NoteVerifier, TreeSize};
+use policy::Event;
 use policy::event::EventCodecError;
 use policy::replay::{Outcome, Replayer};
-use policy::{Event, StateError};
 
-use crate::report::{DecisionSummary, Finding, Report};
+use crate::report::{DecisionSummary, Finding, Report, error_chain};
 use crate::scan::{LogScan, ScanError};
 
 /// A log being replayed.
@@ -27,15 +27,11 @@ pub struct Replay {
 
 impl Replay {
     /// A replay at the start of the log whose checkpoints `verifier` signs.
-    ///
-    /// # Errors
-    ///
-    /// [`StateError`] only when `policy` cannot set up an empty state (a bug there).
-    pub fn new(verifier: NoteVerifier) -> Result<Self, StateError> {
-        Ok(Self {
+    pub fn new(verifier: NoteVerifier) -> Self {
+        Self {
             scan: LogScan::new(verifier),
-            replayer: Replayer::new()?,
-        })
+            replayer: Replayer::new(),
+        }
     }
 
     /// How many entries have been pushed.
@@ -106,7 +102,7 @@ impl Replay {
             }
             Err(err) => report.add(Finding::EventRejected {
                 index,
-                error: err.to_string(),
+                error: error_chain(&err),
             }),
         }
         Ok(())
@@ -118,16 +114,10 @@ impl Replay {
     }
 }
 
-/// The public leaf header akashi writes for `event`: its kind and its public attributes, in the
-/// event's order, with `_` written as `-` (leaf kinds and attribute names allow `a-z 0-9 . -`).
-pub fn leaf_header(event: &Event) -> (String, Vec<(String, String)>) {
-    let kind = event.kind().replace('_', "-");
-    let attributes = event
-        .public_attributes()
-        .into_iter()
-        .map(|(name, value)| (name.replace('_', "-"), value))
-        .collect();
-    (kind, attributes)
+/// The public leaf header akashi writes for `event`: its kind, and its public attributes in the
+/// event's order (`policy::Event::public_attributes`), names and values verbatim.
+pub fn leaf_header(event: &Event) -> (&'static str, Vec<(&'static str, String)>) {
+    (event.kind(), event.public_attributes())
 }
 
 /// The first difference between a leaf's header and the header its event calls for, if any.
@@ -140,7 +130,7 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
         body: body.map(str::to_owned),
     };
     if leaf.kind.as_str() != kind {
-        return Some(mismatch("kind", Some(leaf.kind.as_str()), Some(&kind)));
+        return Some(mismatch("kind", Some(leaf.kind.as_str()), Some(kind)));
     }
     for (name, value) in &attributes {
         let in_leaf = leaf.attribute(name);
@@ -148,7 +138,7 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
             return Some(mismatch(name, in_leaf, Some(value)));
         }
     }
-    let names: Vec<&str> = attributes.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = attributes.iter().map(|(n, _)| *n).collect();
     let in_order = leaf
         .attributes
         .iter()

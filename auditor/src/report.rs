@@ -303,6 +303,18 @@ impl fmt::Display for Report {
     }
 }
 
+/// An error and its sources, joined with `: `, as one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn entry_name(index: Option<u64>) -> String {
     index.map_or_else(|| "none".to_owned(), |i| format!("entry {i}"))
 }

@@ -18,7 +18,7 @@ use ledger::{
 };
 
 use crate::compact::CompactRange;
-use crate::report::{Finding, Report};
+use crate::report::{Finding, Report, error_chain};
 
 /// The most checkpoints waiting for the scan to reach their size.
 pub const MAX_PENDING_CHECKPOINTS: usize = 1 << 16;
@@ -85,7 +85,7 @@ impl LogScan {
             Err(err) => {
                 self.report.add(Finding::BadCheckpoint {
                     position,
-                    error: err.to_string(),
+                    error: error_chain(&err),
                 });
                 return Ok(());
             }
@@ -145,7 +145,7 @@ impl LogScan {
             Err(err) => {
                 self.report.add(Finding::BadLeaf {
                     index: index.get(),
-                    error: err.to_string(),
+                    error: error_chain(&err),
                 });
                 return Ok(None);
             }

@@ -180,7 +180,7 @@ impl std::fmt::Display for Disagreement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "trusted checkpoint: size {} root {}; new checkpoint: size {} root {}",
+            "trusted size {} root {}, new size {} root {}",
             self.trusted_size, self.trusted_root, self.new_size, self.new_root
         )?;
         if let Some(err) = self.proof_error {
@@ -196,10 +196,10 @@ impl std::fmt::Display for Disagreement {
 #[non_exhaustive]
 pub enum TrustError {
     /// A fetched checkpoint is malformed or not signed by the log key.
-    #[error("checkpoint does not verify: {0}")]
+    #[error("checkpoint does not verify")]
     BadCheckpoint(#[source] CheckpointError),
     /// The state file does not hold a checkpoint signed by the log key.
-    #[error("trusted state is not a checkpoint signed by this key: {0}")]
+    #[error("trusted state is not a checkpoint signed by this key")]
     BadState(#[source] CheckpointError),
     /// Two checkpoints of the log contradict each other: the same size with different roots, or
     /// a larger tree that does not extend the trusted one.

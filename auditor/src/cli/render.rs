@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::WatchStep;
 use crate::history::{History, HistoryError};
 use crate::receipt::{ReceiptError, VerifiedReceipt};
+use crate::report::error_chain;
 use crate::trust::{Advance, TrustError};
 
 /// The verdict on a receipt.
@@ -29,10 +30,10 @@ pub(super) fn receipt(result: &Result<VerifiedReceipt, ReceiptError>) -> String 
             }
         }
         Err(error) if error.is_invalid() => {
-            let _ = writeln!(out, "invalid: {error}");
+            let _ = writeln!(out, "invalid: {}", error_chain(error));
         }
         Err(error) => {
-            let _ = writeln!(out, "error: {error}");
+            let _ = writeln!(out, "error: {}", error_chain(error));
         }
     }
     out
@@ -63,14 +64,23 @@ pub(super) fn watch(step: &WatchStep) -> String {
 }
 
 fn inconsistency(error: &TrustError) -> String {
-    let mut out = format!("invalid: {error}\n");
-    if let TrustError::Fork(d) | TrustError::Rollback(d) = error {
-        let _ = writeln!(
-            out,
-            "  trusted  size {} root {}",
-            d.trusted_size, d.trusted_root
-        );
-        let _ = writeln!(out, "  new      size {} root {}", d.new_size, d.new_root);
+    let (TrustError::Fork(d) | TrustError::Rollback(d)) = error else {
+        return format!("invalid: {}\n", error_chain(error));
+    };
+    let what = match error {
+        TrustError::Rollback(_) => "rollback: the log shows a smaller tree than it showed before",
+        _ if d.trusted_size == d.new_size => "fork: two different trees of the same size",
+        _ => "fork: the new tree does not extend the trusted one",
+    };
+    let mut out = format!("invalid: {what}\n");
+    let _ = writeln!(
+        out,
+        "  trusted  size {} root {}",
+        d.trusted_size, d.trusted_root
+    );
+    let _ = writeln!(out, "  new      size {} root {}", d.new_size, d.new_root);
+    if let Some(proof_error) = d.proof_error {
+        let _ = writeln!(out, "  proof    {proof_error}");
     }
     out
 }
@@ -79,7 +89,10 @@ fn inconsistency(error: &TrustError) -> String {
 pub(super) fn history(result: &Result<History, HistoryError>) -> String {
     let history = match result {
         Ok(history) => history,
-        Err(error) => return format!("invalid: {error}\n"),
+        Err(error) if error.exit_code() == crate::AuditExitCode::Invalid => {
+            return format!("invalid: {}\n", error_chain(error));
+        }
+        Err(error) => return format!("error: {}\n", error_chain(error)),
     };
     let header = [
         "INDEX",

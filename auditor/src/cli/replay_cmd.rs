@@ -64,7 +64,7 @@ pub struct HistoryConfig {
 pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Report> {
     let channel = net::connect(&config.grpc).await?;
     let latest = net::checkpoint(channel.clone()).await?;
-    let mut replay = Replay::new(config.verifier.clone()).context("while setting up replay")?;
+    let mut replay = Replay::new(config.verifier.clone());
     let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
         // Recorded as a finding; nothing else can be checked against a log that signs badly.
         replay.add_checkpoint(&latest)?;

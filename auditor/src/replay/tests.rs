@@ -27,30 +27,30 @@ fn leaf(kind: &str, attributes: &[(&str, &str)]) -> Leaf {
 }
 
 #[test]
-fn header_uses_dashes_for_underscores() {
+fn header_is_the_events_kind_and_public_attributes_verbatim() {
     let (kind, attributes) = leaf_header(&org_event());
     assert_eq!(kind, "directory.organization");
     assert_eq!(
         attributes,
         vec![
-            ("org".to_owned(), "univ-a".to_owned()),
-            ("recipient-class".to_owned(), "university".to_owned()),
+            ("org", "univ-a".to_owned()),
+            ("recipient_class", "university".to_owned())
         ]
     );
     let (kind, _) = leaf_header(&Event::RecordOptOut {
         subject: policy::SubjectId::from_bytes([3; 32]),
         purposes: Vec::new(),
     });
-    assert_eq!(kind, "consent.opt-out");
+    assert_eq!(kind, "consent.opt_out");
     // Every header the mapping produces is one the ledger accepts.
-    EntryKind::new(&kind).unwrap();
+    EntryKind::new(kind).unwrap();
 }
 
 #[test]
 fn matching_header_has_no_finding() {
     let good = leaf(
         "directory.organization",
-        &[("org", "univ-a"), ("recipient-class", "university")],
+        &[("org", "univ-a"), ("recipient_class", "university")],
     );
     assert_eq!(header_mismatch(4, &good, &org_event()), None);
 }
@@ -62,7 +62,7 @@ fn each_kind_of_header_difference_is_named() {
         (
             leaf(
                 "directory.clinician",
-                &[("org", "univ-a"), ("recipient-class", "university")],
+                &[("org", "univ-a"), ("recipient_class", "university")],
             ),
             "kind",
             Some("directory.clinician"),
@@ -71,7 +71,7 @@ fn each_kind_of_header_difference_is_named() {
         (
             leaf(
                 "directory.organization",
-                &[("org", "univ-b"), ("recipient-class", "university")],
+                &[("org", "univ-b"), ("recipient_class", "university")],
             ),
             "org",
             Some("univ-b"),
@@ -79,7 +79,7 @@ fn each_kind_of_header_difference_is_named() {
         ),
         (
             leaf("directory.organization", &[("org", "univ-a")]),
-            "recipient-class",
+            "recipient_class",
             None,
             Some("university"),
         ),
@@ -88,7 +88,7 @@ fn each_kind_of_header_difference_is_named() {
                 "directory.organization",
                 &[
                     ("org", "univ-a"),
-                    ("recipient-class", "university"),
+                    ("recipient_class", "university"),
                     ("extra", "1"),
                 ],
             ),
@@ -99,7 +99,7 @@ fn each_kind_of_header_difference_is_named() {
         (
             leaf(
                 "directory.organization",
-                &[("recipient-class", "university"), ("org", "univ-a")],
+                &[("recipient_class", "university"), ("org", "univ-a")],
             ),
             "attribute order",
             None,

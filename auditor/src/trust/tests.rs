@@ -92,7 +92,7 @@ fn rollback_is_detected_with_both_sizes_and_roots() {
     assert_eq!(w.trusted().unwrap().checkpoint.size, TreeSize(20));
     let message = err.to_string();
     assert!(
-        message.starts_with("rollback: trusted checkpoint: size 20 root "),
+        message.starts_with("rollback: trusted size 20 root "),
         "{message}"
     );
 }

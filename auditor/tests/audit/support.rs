@@ -1,0 +1,701 @@
+//! Test support: a log built through the ledger API from real `policy` events (a directory,
+//! consents, and decisions made by the default policy set over a `BTreeMap` state, as the server
+//! makes them), and small in-process servers in front of such logs: the gRPC services the auditor
+//! reads (transparency, audit, history) and C2SP tlog-tiles over HTTP. Both can switch to
+//! another log, as a server restarted on a copied, forked data dir would.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use ledger::chunk::Record;
+use ledger::log::{Log, NewEntry};
+use ledger::store::MemoryStore;
+use ledger::tile::{TilePath, parse_path};
+use ledger::{
+    AttrName, AttrValue, Body, Day, EntryKind, KeyName, Leaf, LeafIndex, NoteSigner, TreeSize,
+};
+use policy::domain::{ClinicianId, ConsentId, Name};
+use policy::{
+    Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Decision, Department,
+    Directory, Effect, Event, Facility, FacilityId, Facts, Level, OrgId, Organization,
+    PolicyEngine, Principal, Purpose, RecipientClass, Request, SubjectId, Timestamp, state,
+};
+use proto::pb;
+use tonic::{Request as GrpcRequest, Response, Status};
+
+/// The log's origin and key name.
+pub const ORIGIN: &str = "akashi.test/log";
+
+/// The regulator token the test server accepts.
+pub const REGULATOR_TOKEN: &str = "regulator-token";
+
+/// The log's signer, from a fixed seed: checkpoints are the same on every run.
+pub fn signer() -> NoteSigner {
+    NoteSigner::from_seed(KeyName::new(ORIGIN).unwrap(), &[7; 32])
+}
+
+/// The verifier key text.
+pub fn vkey() -> String {
+    signer().verifier().to_vkey()
+}
+
+/// A patient's pseudonym in the test world (`p1`, `p2`, ...).
+pub fn subject(n: u8) -> SubjectId {
+    SubjectId::from_bytes([n; 32])
+}
+
+/// A patient token as the server mints them: a JWT whose `sub` is the patient id. Only the
+/// claims matter here; the test server does not check the signature.
+pub fn patient_token(patient: &str) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = serde_json::json!({ "role": "patient", "sub": patient });
+    format!(
+        "{}.{}.sig",
+        b64.encode(br#"{"alg":"EdDSA"}"#),
+        b64.encode(claims.to_string())
+    )
+}
+
+fn ts(text: &str) -> Timestamp {
+    Timestamp::parse("test", text).unwrap()
+}
+
+/// A log and the state derived from it, grown the way the server grows it: every event is
+/// applied to the state and appended as one entry (public header, private body).
+pub struct World {
+    /// The log.
+    pub log: Arc<Log>,
+    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    engine: PolicyEngine,
+}
+
+impl World {
+    /// An empty log.
+    pub fn empty() -> Self {
+        Self {
+            log: Arc::new(Log::open(Arc::new(MemoryStore::new()), signer()).unwrap()),
+            kv: BTreeMap::new(),
+            engine: PolicyEngine::default_set().unwrap(),
+        }
+    }
+
+    /// A log with the default policy set, a directory and consents: `p1` consents to research
+    /// by `univ-a` (pseudonymised) and to treatment by hospitals, `p2` opted out of research,
+    /// `p3` has nothing on record.
+    pub fn new() -> Self {
+        let mut world = Self::empty();
+        world.apply(Event::ActivatePolicySet {
+            policies: world.engine.text().to_owned(),
+            hash: world.engine.hash(),
+        });
+        for (id, class) in [
+            ("univ-a", RecipientClass::University),
+            ("insurer-a", RecipientClass::PrivateInsurer),
+            ("hosp-a", RecipientClass::Hospital),
+            ("hosp-b", RecipientClass::Hospital),
+        ] {
+            world.apply(Event::UpsertOrganization(Organization {
+                id: OrgId::new(id).unwrap(),
+                name: Name::new(format!("The {id}")).unwrap(),
+                recipient_class: class,
+            }));
+        }
+        for id in ["hosp-a", "hosp-b"] {
+            world.apply(Event::UpsertFacility(Facility {
+                id: FacilityId::new(id).unwrap(),
+                name: Name::new(format!("Facility {id}")).unwrap(),
+                group: None,
+                excluded_departments: vec![Department::new("psychiatry").unwrap()],
+                excluded_patients: Vec::new(),
+            }));
+        }
+        world.apply(Event::UpsertClinician(Clinician {
+            id: ClinicianId::new("dr-b").unwrap(),
+            facility: FacilityId::new("hosp-b").unwrap(),
+            department: Department::new("internal").unwrap(),
+            role: ClinicianRole::Doctor,
+        }));
+        world.apply(Event::GrantConsent(consent(
+            "c1",
+            1,
+            &[Purpose::Research],
+            &["univ-a"],
+            &[],
+            Level::Pseudonymized,
+        )));
+        world.apply(Event::GrantConsent(consent(
+            "c2",
+            1,
+            &[Purpose::Treatment],
+            &[],
+            &[RecipientClass::Hospital],
+            Level::Identified,
+        )));
+        world.apply(Event::RecordOptOut {
+            subject: subject(2),
+            purposes: vec![Purpose::Research],
+        });
+        world
+    }
+
+    /// The log's size.
+    pub fn size(&self) -> u64 {
+        self.log.size().get()
+    }
+
+    /// Applies `event` to the state and appends it; returns its index.
+    pub fn apply(&mut self, event: Event) -> u64 {
+        let index = self.size();
+        state::apply(&mut self.kv, &event, index).unwrap();
+        self.log
+            .append_batch(&[frame(&event, index)], Vec::new())
+            .unwrap();
+        index
+    }
+
+    /// The decision event the server would log for `request` now (not appended).
+    pub fn decision_event(&self, request: Request) -> Event {
+        let directory = Directory::load(&self.kv).unwrap();
+        let now = ts("2026-06-01T12:00:00Z");
+        let decision = self
+            .engine
+            .decide_kv(&request, &directory, &self.kv, now)
+            .unwrap();
+        let recipient = Facts::gather(&directory, &self.kv, &request)
+            .unwrap()
+            .recipient();
+        let subject_prev = request
+            .subject
+            .as_ref()
+            .and_then(|s| state::subject_head(&self.kv, s).unwrap())
+            .map(|h| h.last_index);
+        Event::Decision {
+            request,
+            time: now,
+            decision,
+            policy_set_hash: self.engine.hash(),
+            subject_prev,
+            recipient,
+        }
+    }
+
+    /// Decides `request` and logs the decision; returns its index and effect.
+    pub fn decide(&mut self, request: Request) -> (u64, Effect) {
+        let event = self.decision_event(request);
+        let Event::Decision { decision, .. } = &event else {
+            unreachable!()
+        };
+        let effect = decision.effect;
+        (self.apply(event), effect)
+    }
+
+    /// A mix of decisions over the three patients: allows and denies, a revocation between two
+    /// decisions of the same patient. Returns the indices of the decisions.
+    pub fn decisions(&mut self) -> Vec<u64> {
+        use Purpose::{Insurance, Research};
+        let before = [
+            org_request("univ-a", 1, Research, Level::Pseudonymized),
+            org_request("univ-a", 3, Research, Level::Pseudonymized),
+            org_request("univ-a", 2, Research, Level::Anonymized),
+            org_request("univ-a", 3, Research, Level::Anonymized),
+            org_request("insurer-a", 1, Insurance, Level::Identified),
+            clinician_view("dr-b", 1, "hosp-a", "internal"),
+            clinician_view("dr-b", 1, "hosp-a", "psychiatry"),
+        ];
+        let mut out: Vec<u64> = before.into_iter().map(|r| self.decide(r).0).collect();
+        self.apply(Event::RevokeConsent {
+            subject: subject(1),
+            consent_id: ConsentId::new("c1").unwrap(),
+            revoked_at: None,
+        });
+        out.push(
+            self.decide(org_request("univ-a", 1, Research, Level::Pseudonymized))
+                .0,
+        );
+        out
+    }
+}
+
+/// An organisation's secondary-use request about patient `n`.
+pub fn org_request(org: &str, n: u8, purpose: Purpose, level: Level) -> Request {
+    Request {
+        principal: Principal::Organization(OrgId::new(org).unwrap()),
+        action: Action::SecondaryUse,
+        subject: Some(subject(n)),
+        data_category: CategoryName::new("diagnosis").unwrap(),
+        source_facility: None,
+        source_department: None,
+        purpose,
+        level,
+        cohort_size: None,
+    }
+}
+
+/// A clinician viewing patient `n`'s records held by another facility.
+pub fn clinician_view(clinician: &str, n: u8, facility: &str, department: &str) -> Request {
+    Request {
+        principal: Principal::Clinician(ClinicianId::new(clinician).unwrap()),
+        action: Action::ViewRecord,
+        subject: Some(subject(n)),
+        data_category: CategoryName::new("diagnosis").unwrap(),
+        source_facility: Some(FacilityId::new(facility).unwrap()),
+        source_department: Some(Department::new(department).unwrap()),
+        purpose: Purpose::Treatment,
+        level: Level::Identified,
+        cohort_size: None,
+    }
+}
+
+fn consent(
+    id: &str,
+    n: u8,
+    purposes: &[Purpose],
+    recipients: &[&str],
+    classes: &[RecipientClass],
+    max_level: Level,
+) -> Consent {
+    Consent {
+        id: ConsentId::new(id).unwrap(),
+        subject: subject(n),
+        purposes: purposes.to_vec(),
+        data_categories: vec![DataCategory::General],
+        recipients: recipients.iter().map(|r| OrgId::new(*r).unwrap()).collect(),
+        recipient_classes: classes.to_vec(),
+        max_level,
+        valid_from: None,
+        valid_until: None,
+        granted_at: ts("2026-01-01T00:00:00Z"),
+        revoked_at: None,
+    }
+}
+
+/// Frames an event as the server does (kind, day, public attributes; the event's JSON behind a
+/// nonce), with a nonce derived from the index so that runs are reproducible.
+pub fn frame(event: &Event, index: u64) -> NewEntry {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&index.to_be_bytes());
+    let body = Body {
+        nonce,
+        payload: event.to_json().unwrap(),
+    };
+    let attributes = event
+        .public_attributes()
+        .into_iter()
+        .map(|(n, v)| (AttrName::new(n).unwrap(), AttrValue::new(&v).unwrap()))
+        .collect();
+    let leaf = Leaf::new(
+        EntryKind::new(event.kind()).unwrap(),
+        Day::parse("2026-06-01").unwrap(),
+        attributes,
+        body.commitment(),
+    )
+    .unwrap();
+    NewEntry { leaf, body }
+}
+
+/// Flips a decision's effect, keeping everything else (a deliberately wrong decision entry with
+/// a valid commitment and a header that agrees with its body).
+pub fn flipped(event: Event) -> Event {
+    match event {
+        Event::Decision {
+            request,
+            time,
+            mut decision,
+            policy_set_hash,
+            subject_prev,
+            recipient,
+        } => {
+            decision = Decision {
+                effect: match decision.effect {
+                    Effect::Allow => Effect::Deny,
+                    Effect::Deny => Effect::Allow,
+                },
+                ..decision
+            };
+            Event::Decision {
+                request,
+                time,
+                decision,
+                policy_set_hash,
+                subject_prev,
+                recipient,
+            }
+        }
+        other => other,
+    }
+}
+
+/// A log of `n` plain test entries (no events), in batches.
+pub fn plain_log(n: u64, batch: u64, tag: &str) -> Arc<Log> {
+    let log = Arc::new(Log::open(Arc::new(MemoryStore::new()), signer()).unwrap());
+    append_plain(&log, 0..n, batch, tag);
+    log
+}
+
+/// Appends plain test entries `range` in batches.
+pub fn append_plain(log: &Log, range: std::ops::Range<u64>, batch: u64, tag: &str) {
+    let entries: Vec<NewEntry> = range
+        .map(|i| {
+            let body = Body {
+                nonce: [(i % 251) as u8; 16],
+                payload: format!("{tag} {i}").into_bytes(),
+            };
+            let leaf = Leaf::new(
+                EntryKind::new("test.entry").unwrap(),
+                Day::parse("2026-06-01").unwrap(),
+                vec![(
+                    AttrName::new("n").unwrap(),
+                    AttrValue::new(&i.to_string()).unwrap(),
+                )],
+                body.commitment(),
+            )
+            .unwrap();
+            NewEntry { leaf, body }
+        })
+        .collect();
+    for chunk in entries.chunks(batch as usize) {
+        log.append_batch(chunk, Vec::new()).unwrap();
+    }
+}
+
+/// What the in-process servers serve, shared so that a test can switch logs.
+#[derive(Clone)]
+pub struct Served {
+    log: Arc<RwLock<Arc<Log>>>,
+    subjects: BTreeMap<String, SubjectId>,
+    tampered_bodies: Arc<Mutex<HashSet<u64>>>,
+    withheld: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl Served {
+    /// Serves `log`; patients `p1`..`p9` are `subject(1)`..`subject(9)`.
+    pub fn new(log: Arc<Log>) -> Self {
+        Self {
+            log: Arc::new(RwLock::new(log)),
+            subjects: (1..10u8).map(|n| (format!("p{n}"), subject(n))).collect(),
+            tampered_bodies: Arc::default(),
+            withheld: Arc::default(),
+        }
+    }
+
+    /// Serves another log from now on.
+    pub fn switch(&self, log: Arc<Log>) {
+        *self.log.write().unwrap() = log;
+    }
+
+    /// Serves entry `index` with one body byte changed.
+    pub fn tamper_body(&self, index: u64) {
+        self.tampered_bodies.lock().unwrap().insert(index);
+    }
+
+    /// Leaves entry `index` out of histories.
+    pub fn withhold(&self, index: u64) {
+        self.withheld.lock().unwrap().insert(index);
+    }
+
+    fn log(&self) -> Arc<Log> {
+        self.log.read().unwrap().clone()
+    }
+
+    fn body(&self, index: u64, record: Record) -> (Vec<u8>, bool) {
+        match record {
+            Record::Present(mut body) => {
+                if self.tampered_bodies.lock().unwrap().contains(&index) {
+                    let last = body.len() - 1;
+                    body[last] ^= 1;
+                }
+                (body, false)
+            }
+            Record::Redacted => (Vec::new(), true),
+        }
+    }
+}
+
+fn status(err: impl std::fmt::Display) -> Status {
+    Status::out_of_range(err.to_string())
+}
+
+fn check_token<T>(request: &GrpcRequest<T>, allowed: &[&str]) -> Result<(), Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Status::unauthenticated("no token"))?;
+    if allowed.contains(&header) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied("wrong token"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::transparency_service_server::TransparencyService for Served {
+    async fn get_checkpoint(
+        &self,
+        _: GrpcRequest<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Ok(Response::new(pb::GetCheckpointResponse {
+            checkpoint: self.log().checkpoint().note.clone(),
+            verifier_key: vkey(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: GrpcRequest<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        let r = request.into_inner();
+        let proof = self
+            .log()
+            .inclusion_proof(LeafIndex(r.leaf_index), TreeSize(r.tree_size))
+            .map_err(status)?;
+        Ok(Response::new(pb::GetInclusionProofResponse {
+            leaf_index: r.leaf_index,
+            tree_size: r.tree_size,
+            path: proof.path.iter().map(|h| h.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: GrpcRequest<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        let r = request.into_inner();
+        let proof = self
+            .log()
+            .consistency_proof(TreeSize(r.old_size), TreeSize(r.new_size))
+            .map_err(status)?;
+        Ok(Response::new(pb::GetConsistencyProofResponse {
+            old_size: r.old_size,
+            new_size: r.new_size,
+            path: proof.path.iter().map(|h| h.0.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_leaves(
+        &self,
+        request: GrpcRequest<pb::GetLeavesRequest>,
+    ) -> Result<Response<pb::GetLeavesResponse>, Status> {
+        let r = request.into_inner();
+        let leaves = self
+            .log()
+            .leaves(LeafIndex(r.start), r.count)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetLeavesResponse { leaves }))
+    }
+
+    async fn get_public_body(
+        &self,
+        _: GrpcRequest<pb::GetPublicBodyRequest>,
+    ) -> Result<Response<pb::GetPublicBodyResponse>, Status> {
+        Err(Status::unimplemented("not in the test server"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for Served {
+    async fn get_entries(
+        &self,
+        request: GrpcRequest<pb::GetEntriesRequest>,
+    ) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        check_token(&request, &[REGULATOR_TOKEN])?;
+        let r = request.into_inner();
+        let log = self.log();
+        let start = LeafIndex(r.start);
+        let leaves = log
+            .leaves(start, u64::from(r.count.min(1024)))
+            .map_err(status)?;
+        let bodies = log.bodies(start, leaves.len() as u64).map_err(status)?;
+        let entries = leaves
+            .into_iter()
+            .zip(bodies)
+            .enumerate()
+            .map(|(offset, (leaf, body))| {
+                let leaf_index = r.start + offset as u64;
+                let (body, redacted) = self.body(leaf_index, body);
+                pb::AuditEntry {
+                    leaf_index,
+                    leaf,
+                    body,
+                    redacted,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::GetEntriesResponse { entries }))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: GrpcRequest<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        check_token(&request, &[REGULATOR_TOKEN])?;
+        let r = request.into_inner();
+        let checkpoints = self
+            .log()
+            .checkpoints(
+                TreeSize(r.from_size),
+                TreeSize(u64::MAX),
+                r.limit.min(1024) as usize,
+            )
+            .map_err(status)?;
+        Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::history_service_server::HistoryService for Served {
+    async fn get_subject_history(
+        &self,
+        request: GrpcRequest<pb::GetSubjectHistoryRequest>,
+    ) -> Result<Response<pb::GetSubjectHistoryResponse>, Status> {
+        let patient = request.get_ref().patient_id.clone();
+        check_token(&request, &[REGULATOR_TOKEN, &patient_token(&patient)])?;
+        let r = request.into_inner();
+        let subject = self
+            .subjects
+            .get(&r.patient_id)
+            .ok_or_else(|| Status::not_found("patient"))?;
+        let log = self.log();
+        let checkpoint = log.checkpoint();
+        let size = checkpoint.checkpoint.size;
+        // The patient's entries, from the leaves' bodies (the test server keeps no state).
+        let mut indices = Vec::new();
+        for i in 0..size.get() {
+            let Record::Present(body) = log.body(LeafIndex(i)).unwrap() else {
+                continue;
+            };
+            let Ok(event) = Event::from_json(&body[16..]) else {
+                continue;
+            };
+            if event.subject() == Some(subject) && !self.withheld.lock().unwrap().contains(&i) {
+                indices.push(i);
+            }
+        }
+        let indices: Vec<u64> = indices
+            .into_iter()
+            .filter(|i| r.after_index.is_none_or(|a| *i > a))
+            .collect();
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let more = indices.len() > limit;
+        let mut entries = Vec::new();
+        for index in indices.into_iter().take(limit) {
+            let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
+            let (body, redacted) = self.body(index, log.body(LeafIndex(index)).unwrap());
+            let proof = log.inclusion_proof(LeafIndex(index), size).unwrap();
+            entries.push(pb::HistoryEntry {
+                leaf_index: index,
+                leaf,
+                body,
+                inclusion_proof: proof.path.iter().map(|h| h.0.to_vec()).collect(),
+                redacted,
+            });
+        }
+        Ok(Response::new(pb::GetSubjectHistoryResponse {
+            checkpoint: checkpoint.note.clone(),
+            entries,
+            tree_size: size.get(),
+            more,
+        }))
+    }
+}
+
+/// Starts the gRPC services on 127.0.0.1:0 in the background of the current runtime; returns
+/// the address.
+pub async fn start_grpc(served: Served) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                pb::transparency_service_server::TransparencyServiceServer::new(served.clone()),
+            )
+            .add_service(pb::audit_service_server::AuditServiceServer::new(
+                served.clone(),
+            ))
+            .add_service(pb::history_service_server::HistoryServiceServer::new(
+                served,
+            ))
+            .serve_with_incoming(incoming),
+    );
+    addr
+}
+
+/// Starts a C2SP tlog-tiles HTTP server (`/checkpoint`, `/tile/...`) on 127.0.0.1:0 in a
+/// thread; returns its URL.
+pub fn start_http(served: Served) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // Read the whole request head before answering, so that closing does not reset the
+            // connection under unread bytes.
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/');
+            let log = served.log();
+            let found = if path == "checkpoint" {
+                Some(log.checkpoint().note.clone().into_bytes())
+            } else {
+                match parse_path(path) {
+                    Ok(TilePath::Hash(tile)) => log
+                        .tile(tile.level, tile.index, usize::from(tile.width))
+                        .unwrap(),
+                    _ => None,
+                }
+            };
+            let response = match found {
+                Some(body) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    r.extend_from_slice(&body);
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    url
+}
+
+/// A receipt of entry `index` against the log's latest checkpoint, as grpcurl prints it.
+pub fn receipt_json(log: &Log, index: u64) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
+    let receipt = log
+        .receipt(LeafIndex(index), ledger::hash_leaf(&leaf), log.checkpoint())
+        .unwrap();
+    let value = serde_json::json!({
+        "leafIndex": index.to_string(),
+        "leafHash": b64.encode(receipt.leaf_hash.0),
+        "checkpoint": receipt.checkpoint.note,
+        "inclusionProof": receipt
+            .inclusion_proof
+            .path
+            .iter()
+            .map(|h| b64.encode(h.0))
+            .collect::<Vec<_>>(),
+        "treeSize": receipt.checkpoint.checkpoint.size.get().to_string(),
+    });
+    serde_json::to_string_pretty(&value).unwrap()
+}
