@@ -118,13 +118,12 @@ impl Server {
             }))),
             ..SequencerOptions::default()
         };
-        let sequencer =
-            Sequencer::start(Arc::new(log), Akashi::new(), options).map_err(|source| {
-                Error::Io {
-                    context: "starting the sequencer thread",
-                    source,
-                }
-            })?;
+        let log = Arc::new(log);
+        let machine = Akashi::new(log.clone())?;
+        let sequencer = Sequencer::start(log, machine, options).map_err(|source| Error::Io {
+            context: "starting the sequencer thread",
+            source,
+        })?;
         let core = Core::new(sequencer, keys.subject_key.clone());
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {

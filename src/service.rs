@@ -131,6 +131,18 @@ impl policy::KvRead for LogKv<'_> {
     }
 }
 
+impl policy::KvScan for LogKv<'_> {
+    fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<policy::state::KvPairs, policy::KvError> {
+        self.0
+            .state_range(start, end, usize::MAX)
+            .map_err(policy::KvError::new)
+    }
+}
+
 /// Checks a patient id's shape.
 fn check_patient_id(field: &'static str, patient_id: &str) -> Result<(), Error> {
     if patient_id.is_empty() {

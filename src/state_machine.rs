@@ -15,19 +15,21 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use ledger::log::Log;
 use ledger::{
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     log::NewEntry,
     sequencer::{Applied, StateMachine, Tx},
 };
 use policy::{
-    Decision, Event, Facts, KvError, KvRead, KvWrite, PolicyEngine, PolicySetHash, Request,
+    Decision, Directory, Event, Facts, KvError, KvRead, KvWrite, PolicyEngine, PolicySetHash,
+    Request,
     domain::{Consent, ConsentId, Purpose, SubjectId, Timestamp},
     state::{self, ApplyError, StateError},
 };
 use rand::rngs::OsRng;
 
-use crate::Error;
+use crate::{Error, service::LogKv};
 
 /// What a service asks the sequencer to log.
 #[derive(Debug)]
@@ -71,14 +73,36 @@ pub enum Output {
 
 /// The akashi state machine.
 pub struct Akashi {
+    log: Arc<Log>,
     engines: HashMap<PolicySetHash, Arc<PolicyEngine>>,
+    /// The directory as prebuilt Cedar entities, kept in step with the state entry by entry.
+    directory: Directory,
 }
 
 impl Akashi {
-    /// A state machine with an empty policy cache.
-    pub fn new() -> Self {
-        Self {
+    /// A state machine over `log`'s committed state, with an empty policy cache.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ledger`] when the directory cannot be loaded from the state.
+    pub fn new(log: Arc<Log>) -> Result<Self, Error> {
+        let directory = Directory::load(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
+        Ok(Self {
+            log,
             engines: HashMap::new(),
+            directory,
+        })
+    }
+
+    /// Brings the directory back to the committed state (after a failed batch, or when it is
+    /// found out of step). If even that fails, decisions fail closed until it succeeds.
+    fn reload_directory(&mut self) {
+        match Directory::load(&LogKv(&self.log)) {
+            Ok(directory) => self.directory = directory,
+            Err(err) => {
+                tracing::error!(cause = %err, "the directory cannot be reloaded");
+                self.directory = Directory::empty();
+            }
         }
     }
 
@@ -136,8 +160,19 @@ impl Akashi {
                 engine
             }
         };
-        let facts = Facts::gather(kv, &request).map_err(unavailable)?;
-        let decision = engine.decide(&request, &facts, now);
+        self.directory.flush().map_err(unavailable)?;
+        let version = state::directory_version(kv).map_err(unavailable)?;
+        if version != self.directory.version() {
+            // Out of step (only after a failed reload): try the committed state, else refuse.
+            self.reload_directory();
+            if version != self.directory.version() {
+                return Err(Error::Internal(
+                    "the directory is out of step with the state",
+                ));
+            }
+        }
+        let facts = Facts::gather(&self.directory, kv, &request).map_err(unavailable)?;
+        let decision = engine.decide(&request, &facts, &self.directory, now);
         let subject_prev = match &request.subject {
             Some(subject) => state::subject_head(kv, subject)
                 .map_err(unavailable)?
@@ -155,12 +190,6 @@ impl Akashi {
     }
 }
 
-impl Default for Akashi {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl StateMachine for Akashi {
     type Command = Command;
     type Output = Output;
@@ -173,6 +202,9 @@ impl StateMachine for Akashi {
         let mut kv = TxKv(tx);
         let event = self.event(command, &kv, now)?;
         state::apply(&mut kv, &event, index).map_err(rejection)?;
+        // The state accepted it, so the directory does too (same checks); it takes effect at
+        // the next decision's flush.
+        self.directory.apply(&event, index).map_err(unavailable)?;
         let output = match &event {
             Event::GrantConsent(consent) => Output::Granted(consent.id.clone()),
             Event::ActivatePolicySet { hash, .. } => Output::Activated(*hash),
@@ -184,9 +216,10 @@ impl StateMachine for Akashi {
     }
 
     fn rollback(&mut self) {
-        // Activations of a failed batch never happened: forget everything but what the
-        // committed state names (it is recompiled on first use).
+        // Activations and directory changes of a failed batch never happened: forget every
+        // compiled set (the committed one is recompiled on first use) and reload the directory.
         self.engines.clear();
+        self.reload_directory();
     }
 }
 

@@ -582,6 +582,25 @@ impl Log {
             .collect())
     }
 
+    /// Up to `limit` state entries with keys in `[start, end)`, in key order.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`StoreError`] when the store fails.
+    pub fn state_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<StateEntry>, StoreError> {
+        Ok(self
+            .store
+            .scan(&keys::state(start), &keys::state(end), limit)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.get(1..)?.to_vec(), v.to_vec())))
+            .collect())
+    }
+
     /// The first `width` bottom hashes of tile `(level, index)` (c2sp.org/tlog-tiles), or
     /// `None` when the committed tree does not have that many.
     ///

@@ -17,8 +17,9 @@ fn subject(n: u8) -> SubjectId {
 }
 
 fn start() -> Sequencer<Akashi> {
-    let log = Log::open(Arc::new(MemoryStore::new()), test_signer()).unwrap();
-    Sequencer::start(Arc::new(log), Akashi::new(), SequencerOptions::default()).unwrap()
+    let log = Arc::new(Log::open(Arc::new(MemoryStore::new()), test_signer()).unwrap());
+    let machine = Akashi::new(log.clone()).unwrap();
+    Sequencer::start(log, machine, SequencerOptions::default()).unwrap()
 }
 
 fn org(id: &str, class: RecipientClass) -> Command {

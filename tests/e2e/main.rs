@@ -19,6 +19,7 @@ mod data_dir;
 mod flows;
 mod harness;
 mod mtls;
+mod public_http;
 mod restart;
 mod roles;
 mod rules;
