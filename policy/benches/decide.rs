@@ -1,6 +1,7 @@
-//! Decision latency, including the state reads and Cedar entity and context building, over a
-//! directory of 100 organisations and 20 facilities and a `BTreeMap` state built through
-//! `policy::state::apply`, with 1,000, 10,000 and 100,000 patients holding three consents each.
+//! Decision latency, including the state reads and Cedar context building, over a directory of
+//! 100 organisations, 20 facilities in 4 groups and 1,040 clinicians, and a `BTreeMap` state built
+//! through `policy::state::apply`, with 1,000, 10,000 and 100,000 patients holding three consents
+//! each; plus the cost of loading the Cedar directory and of one incremental directory change.
 //!
 //! Run with `cargo bench -p policy --bench decide`.
 
@@ -29,6 +30,7 @@ type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const ORGS: usize = 100;
 const FACILITIES: usize = 20;
+const CLINICIANS_PER_FACILITY: usize = 50;
 
 fn patient(i: usize) -> SubjectId {
     let mut bytes = [0xabu8; 32];
@@ -116,6 +118,19 @@ fn world(patients: usize) -> (Kv, PolicyEngine, Directory) {
                     facility: facility_id(i),
                     department: Department::new("internal").unwrap(),
                     role,
+                }),
+            );
+        }
+        // More staff, so the directory is not trivially small.
+        for k in 0..CLINICIANS_PER_FACILITY {
+            apply(
+                &mut kv,
+                Event::UpsertClinician(Clinician {
+                    id: ClinicianId::new(format!("staff-{i:02}-{k:03}")).unwrap(),
+                    facility: facility_id(i),
+                    department: Department::new(["internal", "surgery", "er", "psychiatry"][k % 4])
+                        .unwrap(),
+                    role: ClinicianRole::Doctor,
                 }),
             );
         }
@@ -263,7 +278,7 @@ fn bench_decide(c: &mut Criterion) {
                 });
             });
         }
-        if patients == 10_000 {
+        {
             // The same decisions without the state reads, to show where the time goes.
             let requests: Vec<(Request, Facts)> = picks
                 .iter()
@@ -297,6 +312,8 @@ fn bench_decide(c: &mut Criterion) {
                     facts
                 });
             });
+        }
+        if patients == 10_000 {
             let stats = Request {
                 principal: Principal::Organization(OrgId::new("org-004").unwrap()),
                 action: Action::ExportStatistics,
@@ -317,6 +334,34 @@ fn bench_decide(c: &mut Criterion) {
                     decision
                 });
             });
+            group.bench_function(BenchmarkId::new("directory_load", patients), |b| {
+                b.iter(|| {
+                    let loaded = Directory::load(black_box(&kv)).unwrap();
+                    assert_eq!(loaded.version(), directory.version());
+                    loaded
+                });
+            });
+            let mut live = directory.clone();
+            let mut index = 1u64 << 40;
+            for changes in [1u64, 100] {
+                group.bench_function(
+                    BenchmarkId::new(format!("directory_apply_flush_{changes}"), patients),
+                    |b| {
+                        b.iter(|| {
+                            for _ in 0..changes {
+                                index += 1;
+                                let event = Event::SetEmergency {
+                                    facility: facility_id((index % 20) as usize),
+                                    active: index.is_multiple_of(2),
+                                };
+                                live.apply(black_box(&event), index).unwrap();
+                            }
+                            live.flush().unwrap();
+                            assert_eq!(live.version(), Some(index));
+                        });
+                    },
+                );
+            }
         }
     }
     group.finish();

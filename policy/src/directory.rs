@@ -5,9 +5,14 @@
 //! Decisions evaluate against this prebuilt store with all per-request data in the Cedar context,
 //! so no entity is built and no transitive closure is computed on the decision path. A
 //! [`Directory`] carries the version of the state it reflects ([`state::directory_version`], the
-//! leaf index of the last directory event); [`DirectoryCache::current`] brings it up to date by
-//! replaying the state's directory change log, and [`crate::PolicyEngine::decide_kv`] refuses a
-//! directory whose version is not the state's.
+//! leaf index of the last directory event), and [`crate::PolicyEngine::decide_kv`] refuses a
+//! directory whose version is not the state's. It is kept in step in one of two ways:
+//!
+//! - whoever applies events in log order (the server's sequencer, a replay) calls
+//!   [`Directory::apply`] after each successful [`state::apply`]; [`Directory::load`] builds it at
+//!   start, and again after a failed commit (the in-memory directory may then be ahead);
+//! - a reader of committed state uses [`DirectoryCache::current`], which replays the state's
+//!   directory change log (`dirlog/`) from its version.
 //!
 //! This module only reads the state; it does not decide.
 
@@ -21,6 +26,7 @@ use crate::domain::{
     Clinician, ClinicianId, ClinicianRole, DataCategory, Department, FacilityId, GroupId, OrgId,
     Purpose, RecipientClass,
 };
+use crate::event::Event;
 use crate::state::{self, DirectoryRecord, KvScan, StateError, StoredFacility, StoredGroup};
 
 #[cfg(test)]
@@ -32,8 +38,13 @@ pub struct Directory {
     entities: Entities,
     version: Option<u64>,
     organizations: HashMap<OrgId, RecipientClass>,
-    facilities: HashMap<FacilityId, Option<GroupId>>,
+    facilities: HashMap<FacilityId, StoredFacility>,
     clinicians: HashMap<ClinicianId, Clinician>,
+    /// Changes applied but not yet flushed into the entities, and the version they lead to.
+    /// Cedar's upsert costs time linear in the store's size whatever it upserts, so changes are
+    /// gathered and flushed together, once, before the next decision.
+    pending: Vec<DirectoryRecord>,
+    pending_version: Option<u64>,
 }
 
 /// A facility as a decision sees it through the directory.
@@ -47,13 +58,10 @@ pub struct FacilityView<'a> {
 
 impl Directory {
     /// A directory with no organisations, facilities or clinicians (the state before any
-    /// directory event).
-    ///
-    /// # Errors
-    ///
-    /// [`StateError::Directory`] only if this crate's static entities do not build (a bug).
-    pub fn empty() -> Result<Self, StateError> {
-        Self::build(Vec::new(), None)
+    /// directory event). Should the static hierarchies fail to build (a bug), the directory holds
+    /// no entities at all, and every decision that needs one fails closed.
+    pub fn empty() -> Self {
+        Self::build(Vec::new(), None).unwrap_or_else(|_| Self::bare())
     }
 
     /// Loads the whole directory from the state.
@@ -67,14 +75,18 @@ impl Directory {
     }
 
     /// Brings the directory up to the state's version, applying only the records changed since
-    /// its own version (or reloading everything if the state is older than the directory).
-    /// Returns whether anything changed.
+    /// its own version (or reloading everything if the state is older than the directory), and
+    /// dropping unflushed changes (the state holds them, or they were rolled back). Returns
+    /// whether anything changed.
     ///
     /// # Errors
     ///
     /// [`StateError`] when the store fails, a record is corrupt, or the entities do not build;
     /// the directory may then be left empty with no version, so the next refresh reloads it.
     pub fn refresh(&mut self, kv: &impl KvScan) -> Result<bool, StateError> {
+        // The state is the truth: changes applied but not flushed are in it too, or were undone.
+        self.pending.clear();
+        self.pending_version = None;
         let version = state::directory_version(kv)?;
         if version == self.version {
             return Ok(false);
@@ -84,9 +96,17 @@ impl Directory {
             return Ok(true);
         }
         let changes = state::directory_changes(kv, self.version)?;
-        let mut entities = Vec::with_capacity(changes.len().saturating_mul(2));
-        for record in &changes {
-            self.index(record);
+        self.upsert(&changes, version)?;
+        Ok(true)
+    }
+
+    fn upsert(
+        &mut self,
+        records: &[DirectoryRecord],
+        version: Option<u64>,
+    ) -> Result<(), StateError> {
+        let mut entities = Vec::with_capacity(records.len().saturating_mul(2));
+        for record in records {
             record_entities(record, &mut entities)?;
         }
         let current = std::mem::replace(&mut self.entities, Entities::empty());
@@ -97,8 +117,76 @@ impl Directory {
                 .map_err(|e| StateError::Directory {
                     message: e.to_string(),
                 })?;
+        for record in records {
+            self.index(record);
+        }
         self.version = version;
-        Ok(true)
+        Ok(())
+    }
+
+    /// Applies the directory event at leaf `index` (organisation, facility, group, clinician or
+    /// emergency; other events change nothing). Call it after [`state::apply`] accepted the same
+    /// event, in log order. The change takes effect at the next [`Directory::flush`]; until then
+    /// [`Directory::version`] stays where it was, so a decision against the unflushed directory is
+    /// refused as stale rather than decided on old data.
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Directory`] when the event is an emergency for a facility the directory does
+    /// not hold (which [`state::apply`] refuses too).
+    pub fn apply(&mut self, event: &Event, index: u64) -> Result<(), StateError> {
+        let record = match event {
+            Event::UpsertOrganization(org) => DirectoryRecord::Organization(org.clone()),
+            Event::UpsertFacility(facility) => {
+                let emergency = self
+                    .latest_facility(&facility.id)
+                    .is_some_and(|f| f.emergency_active);
+                DirectoryRecord::Facility(StoredFacility::new(facility, emergency))
+            }
+            Event::SetEmergency { facility, active } => {
+                let mut stored = self.latest_facility(facility).cloned().ok_or_else(|| {
+                    StateError::Directory {
+                        message: format!("unknown facility `{facility}`"),
+                    }
+                })?;
+                stored.emergency_active = *active;
+                DirectoryRecord::Facility(stored)
+            }
+            Event::UpsertFacilityGroup(group) => DirectoryRecord::Group(StoredGroup::new(group)),
+            Event::UpsertClinician(clinician) => DirectoryRecord::Clinician(clinician.clone()),
+            _ => return Ok(()),
+        };
+        self.pending.push(record);
+        self.pending_version = Some(index);
+        Ok(())
+    }
+
+    /// Puts the applied changes into effect (one Cedar upsert for all of them).
+    ///
+    /// # Errors
+    ///
+    /// [`StateError::Directory`] when the entities do not build; the directory is then left
+    /// empty with no version, so reload it.
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let version = self.pending_version.take();
+        self.upsert(&pending, version)
+    }
+
+    /// Whether changes were applied since the last flush.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn latest_facility(&self, id: &FacilityId) -> Option<&StoredFacility> {
+        let pending = self.pending.iter().rev().find_map(|r| match r {
+            DirectoryRecord::Facility(f) if &f.id == id => Some(f),
+            _ => None,
+        });
+        pending.or_else(|| self.facilities.get(id))
     }
 
     /// The version of the state this directory reflects: the leaf index of the last directory
@@ -114,10 +202,10 @@ impl Directory {
 
     /// Facility `id`, if registered.
     pub fn facility(&self, id: &FacilityId) -> Option<FacilityView<'_>> {
-        let (id, group) = self.facilities.get_key_value(id)?;
+        let facility = self.facilities.get(id)?;
         Some(FacilityView {
-            id,
-            group: group.as_ref(),
+            id: &facility.id,
+            group: facility.group.as_ref(),
         })
     }
 
@@ -144,13 +232,7 @@ impl Directory {
         let names = names().map_err(|message| StateError::Directory {
             message: message.clone(),
         })?;
-        let mut directory = Self {
-            entities: Entities::empty(),
-            version: None,
-            organizations: HashMap::new(),
-            facilities: HashMap::new(),
-            clinicians: HashMap::new(),
-        };
+        let mut directory = Self::bare();
         let mut entities = names.hierarchies.clone();
         for record in &records {
             directory.index(record);
@@ -167,6 +249,18 @@ impl Directory {
         Ok(directory)
     }
 
+    fn bare() -> Self {
+        Self {
+            entities: Entities::empty(),
+            version: None,
+            organizations: HashMap::new(),
+            facilities: HashMap::new(),
+            clinicians: HashMap::new(),
+            pending: Vec::new(),
+            pending_version: None,
+        }
+    }
+
     fn index(&mut self, record: &DirectoryRecord) {
         match record {
             DirectoryRecord::Organization(org) => {
@@ -175,7 +269,7 @@ impl Directory {
             }
             DirectoryRecord::Facility(facility) => {
                 self.facilities
-                    .insert(facility.id.clone(), facility.group.clone());
+                    .insert(facility.id.clone(), facility.clone());
             }
             DirectoryRecord::Group(_) => {}
             DirectoryRecord::Clinician(clinician) => {

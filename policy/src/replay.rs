@@ -12,7 +12,7 @@ use crate::directory::Directory;
 use crate::engine::{PolicyEngine, PolicyError};
 use crate::event::Event;
 use crate::facts::Facts;
-use crate::state::{self, ApplyError, StateError};
+use crate::state::{self, ApplyError};
 
 /// What replaying one entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,19 +61,21 @@ pub struct Replayer {
     active: Option<PolicySetHash>,
 }
 
+impl Default for Replayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Replayer {
     /// A replayer at the start of a log.
-    ///
-    /// # Errors
-    ///
-    /// [`StateError::Directory`] only if this crate's static entities do not build (a bug).
-    pub fn new() -> Result<Self, StateError> {
-        Ok(Self {
+    pub fn new() -> Self {
+        Self {
             kv: BTreeMap::new(),
-            directory: Directory::empty()?,
+            directory: Directory::empty(),
             engines: HashMap::new(),
             active: None,
-        })
+        }
     }
 
     /// Replays the entry at leaf `index`.
@@ -107,7 +109,7 @@ impl Replayer {
                     .and_then(|h| self.engines.get(&h))
                     .ok_or_else(|| apply_error(ApplyError::NoActivePolicySet))?;
                 self.directory
-                    .refresh(&self.kv)
+                    .flush()
                     .map_err(|e| apply_error(ApplyError::from(e)))?;
                 let facts = Facts::gather(&self.directory, &self.kv, request)
                     .map_err(|e| apply_error(ApplyError::from(e)))?;
@@ -124,12 +126,21 @@ impl Replayer {
             _ => {}
         }
         state::apply(&mut self.kv, event, index).map_err(apply_error)?;
+        // The same incremental path as the server's sequencer.
+        self.directory
+            .apply(event, index)
+            .map_err(|e| apply_error(ApplyError::from(e)))?;
         Ok(outcome)
     }
 
     /// The state built so far.
     pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
         &self.kv
+    }
+
+    /// The directory built so far.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     /// The policy set in force, if any.

@@ -917,6 +917,27 @@ pub(crate) struct StoredGroup {
     pub(crate) excluded_departments: Vec<Department>,
 }
 
+impl StoredFacility {
+    pub(crate) fn new(facility: &Facility, emergency_active: bool) -> Self {
+        Self {
+            id: facility.id.clone(),
+            name: facility.name.clone(),
+            group: facility.group.clone(),
+            excluded_departments: sorted(&facility.excluded_departments),
+            emergency_active,
+        }
+    }
+}
+
+impl StoredGroup {
+    pub(crate) fn new(group: &FacilityGroup) -> Self {
+        Self {
+            id: group.id.clone(),
+            excluded_departments: sorted(&group.excluded_departments),
+        }
+    }
+}
+
 pub(crate) fn facility_record(
     kv: &impl KvRead,
     id: &FacilityId,
@@ -1090,14 +1111,7 @@ fn require_facility(kv: &impl KvRead, id: &FacilityId) -> Result<(), ApplyError>
 fn apply_facility(kv: &mut impl KvWrite, facility: &Facility) -> Result<(), StateError> {
     let k = key(FACILITY, facility.id.as_str());
     let emergency_active = facility_record(&*kv, &facility.id)?.is_some_and(|f| f.emergency_active);
-    let stored = StoredFacility {
-        id: facility.id.clone(),
-        name: facility.name.clone(),
-        group: facility.group.clone(),
-        excluded_departments: sorted(&facility.excluded_departments),
-        emergency_active,
-    };
-    put_json(kv, &k, &stored)?;
+    put_json(kv, &k, &StoredFacility::new(facility, emergency_active))?;
     let patients_key = key(FACILITY_PATIENTS, facility.id.as_str());
     update_exclusions(
         kv,
@@ -1109,11 +1123,7 @@ fn apply_facility(kv: &mut impl KvWrite, facility: &Facility) -> Result<(), Stat
 }
 
 fn apply_group(kv: &mut impl KvWrite, group: &FacilityGroup) -> Result<(), StateError> {
-    let stored = StoredGroup {
-        id: group.id.clone(),
-        excluded_departments: sorted(&group.excluded_departments),
-    };
-    put_json(kv, &key(GROUP, group.id.as_str()), &stored)?;
+    put_json(kv, &key(GROUP, group.id.as_str()), &StoredGroup::new(group))?;
     let patients_key = key(GROUP_PATIENTS, group.id.as_str());
     update_exclusions(
         kv,

@@ -73,7 +73,7 @@ pub fn what_if_log<'a>(
     entries: impl IntoIterator<Item = (u64, &'a Event)>,
 ) -> Result<Vec<Change>, ApplyError> {
     let mut kv = BTreeMap::new();
-    let mut directory = Directory::empty()?;
+    let mut directory = Directory::empty();
     let mut changes = Vec::new();
     for (index, event) in entries {
         if let Event::Decision {
@@ -83,7 +83,7 @@ pub fn what_if_log<'a>(
             ..
         } = event
         {
-            directory.refresh(&kv)?;
+            directory.flush()?;
             let facts = Facts::gather(&directory, &kv, request)?;
             let new = candidate.decide(request, &facts, &directory, *time);
             if new.effect != decision.effect {
@@ -95,6 +95,7 @@ pub fn what_if_log<'a>(
             }
         }
         state::apply(&mut kv, event, index)?;
+        directory.apply(event, index)?;
     }
     Ok(changes)
 }

@@ -55,7 +55,7 @@ impl World {
         let engine = PolicyEngine::default_set().unwrap();
         let mut world = Self {
             kv: Kv::new(),
-            directory: policy::DirectoryCache::new(policy::Directory::empty().unwrap()),
+            directory: policy::DirectoryCache::new(policy::Directory::empty()),
             engine,
             next: 0,
             log: Vec::new(),
@@ -1063,7 +1063,7 @@ fn replay_and_what_if_over_a_logged_history() {
     }
 
     // A regulator's replay recomputes every decision and agrees.
-    let mut replayer = policy::replay::Replayer::new().unwrap();
+    let mut replayer = policy::replay::Replayer::new();
     let mut decisions = 0;
     for (index, event) in &world.log {
         let outcome = replayer.step(*index, event).unwrap();
@@ -1090,7 +1090,7 @@ fn replay_and_what_if_over_a_logged_history() {
         decision.effect = Effect::Allow;
         decision.determining_policies = vec!["secondary-use.opt-in-consent".to_owned()];
     }
-    let mut replayer = policy::replay::Replayer::new().unwrap();
+    let mut replayer = policy::replay::Replayer::new();
     let mismatches = tampered
         .iter()
         .map(|(i, e)| replayer.step(*i, e).unwrap())

@@ -292,7 +292,7 @@ fn evaluation_errors_never_allow() {
 fn a_stale_directory_is_refused_and_a_missing_entity_fails_closed() {
     let (kv, _) = world();
     let engine = PolicyEngine::new(MINIMAL).unwrap();
-    let empty = Directory::empty().unwrap();
+    let empty = Directory::empty();
     let err = engine
         .decide_kv(&stats_request(50), &empty, &kv, now())
         .unwrap_err();

@@ -476,3 +476,49 @@ fn corrupt_records_are_reported_without_their_key() {
     kv.insert(META_LAST.to_vec(), vec![0]);
     assert!(apply(&mut kv, &org("a"), 0).is_err());
 }
+
+#[test]
+fn prefix_end_bounds_a_prefix_scan() {
+    assert_eq!(prefix_end(b"subj/x/"), b"subj/x0".to_vec());
+    assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
+    assert_eq!(prefix_end(&[0xff, 0xff]), vec![0xff; 3]);
+    let mut kv = Kv::new();
+    for k in [&b"dir/fac/a"[..], b"dir/facx/a", b"dir/fac0", b"dir/fac/"] {
+        kv.insert(k.to_vec(), vec![]);
+    }
+    let keys: Vec<Vec<u8>> = scan_prefix(&kv, b"dir/fac/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, vec![b"dir/fac/".to_vec(), b"dir/fac/a".to_vec()]);
+    assert!(kv.scan_range(b"z", b"a").unwrap().is_empty());
+}
+
+#[test]
+fn only_directory_events_move_the_directory_version_and_log() {
+    let mut kv = Kv::new();
+    assert_eq!(directory_version(&kv).unwrap(), None);
+    apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), None)),
+            group("g", &[]),
+            Event::RecordOptOut {
+                subject: p(1),
+                purposes: vec![],
+            },
+        ],
+    );
+    assert_eq!(directory_version(&kv).unwrap(), Some(2));
+    let changed: Vec<String> = directory_changes(&kv, Some(0))
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert!(changed[0].starts_with("Group("), "{changed:?}");
+    assert_eq!(directory_changes(&kv, None).unwrap().len(), 2);
+    assert!(directory_changes(&kv, Some(2)).unwrap().is_empty());
+}
