@@ -236,3 +236,21 @@ async fn replay_over_grpc_pages_through_thousands_of_entries_and_checkpoints() {
             .all(|f| matches!(f, Finding::BadEvent { .. }))
     );
 }
+
+#[tokio::test]
+async fn a_larger_batched_log_replays_clean_over_grpc() {
+    let mut world = World::new();
+    world.grow_realistic(1500, 64);
+    let addr = support::start_grpc(Served::new(world.log.clone())).await;
+    let config = ReplayConfig {
+        verifier: support::signer().verifier(),
+        grpc: addr.to_string(),
+        token: REGULATOR_TOKEN.to_owned(),
+    };
+    let report = replay(&config, false).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.entries, world.size());
+    // One consent grant in ten entries, decisions otherwise.
+    assert!(report.decisions_checked > 1300, "{report}");
+    assert_eq!(report.decisions_checked, report.decisions_matching);
+}

@@ -47,6 +47,13 @@ pub fn subject(n: u8) -> SubjectId {
     SubjectId::from_bytes([n; 32])
 }
 
+/// The pseudonym of patient number `n` of a large world.
+pub fn many_subject(n: u32) -> SubjectId {
+    let mut bytes = [0xAB; 32];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    SubjectId::from_bytes(bytes)
+}
+
 /// A patient token as the server mints them: a JWT whose `sub` is the patient id. Only the
 /// claims matter here; the test server does not check the signature.
 pub fn patient_token(patient: &str) -> String {
@@ -154,6 +161,62 @@ impl World {
             .append_batch(&[frame(&event, index)], Vec::new())
             .unwrap();
         index
+    }
+
+    /// Applies and appends events in batches of `batch` (one checkpoint per batch, as the
+    /// server's group commit does under load). `make` builds each event from the state so far.
+    pub fn apply_batched(
+        &mut self,
+        count: u64,
+        batch: usize,
+        mut make: impl FnMut(&Self, u64) -> Event,
+    ) {
+        let mut entries = Vec::with_capacity(batch);
+        for _ in 0..count {
+            let index = self.size() + entries.len() as u64;
+            let event = make(self, index);
+            state::apply(&mut self.kv, &event, index).unwrap();
+            entries.push(frame(&event, index));
+            if entries.len() == batch {
+                self.log.append_batch(&entries, Vec::new()).unwrap();
+                entries.clear();
+            }
+        }
+        if !entries.is_empty() {
+            self.log.append_batch(&entries, Vec::new()).unwrap();
+        }
+    }
+
+    /// A large, realistic mix: for each of `count` entries, a consent grant for a new patient
+    /// one time in ten, otherwise a decision about one of the patients so far (research, allowed
+    /// or denied by their consent), in batches of `batch`.
+    pub fn grow_realistic(&mut self, count: u64, batch: usize) {
+        let mut patients = 0u32;
+        self.apply_batched(count, batch, |world, index| {
+            if index % 10 == 0 || patients == 0 {
+                patients += 1;
+                let mut grant = consent(
+                    "c",
+                    1,
+                    &[Purpose::Research],
+                    &["univ-a"],
+                    &[],
+                    Level::Pseudonymized,
+                );
+                grant.id = ConsentId::new(format!("bulk-{patients}")).unwrap();
+                grant.subject = many_subject(patients);
+                return Event::GrantConsent(grant);
+            }
+            let patient = (index as u32).wrapping_mul(2_654_435_761) % patients + 1;
+            let level = if index % 3 == 0 {
+                Level::Identified
+            } else {
+                Level::Pseudonymized
+            };
+            let mut request = org_request("univ-a", 1, Purpose::Research, level);
+            request.subject = Some(many_subject(patient));
+            world.decision_event(request)
+        });
     }
 
     /// The decision event the server would log for `request` now (not appended).
