@@ -146,17 +146,20 @@ impl Akashi {
         now: Timestamp,
     ) -> Result<Event, Error> {
         // Fail closed: without a readable state and an active policy set there is no decision.
-        let active = state::active_policy_set(kv)
+        let hash = state::active_policy_set_hash(kv)
             .map_err(unavailable)?
             .ok_or(Error::Internal("no active policy set"))?;
-        let engine = match self.engines.get(&active.hash) {
+        let engine = match self.engines.get(&hash) {
             Some(engine) => engine.clone(),
             None => {
+                let active = state::active_policy_set(kv)
+                    .map_err(unavailable)?
+                    .ok_or(Error::Internal("no active policy set"))?;
                 let engine =
                     Arc::new(PolicyEngine::new(&active.policies).map_err(|_| {
                         Error::Internal("the active policy set no longer compiles")
                     })?);
-                self.engines.insert(active.hash, engine.clone());
+                self.engines.insert(hash, engine.clone());
                 engine
             }
         };
@@ -184,7 +187,7 @@ impl Akashi {
             request,
             time: now,
             decision,
-            policy_set_hash: active.hash,
+            policy_set_hash: hash,
             subject_prev,
         })
     }

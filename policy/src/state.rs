@@ -473,6 +473,10 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
                 index,
             };
             put_json(kv, POLICY_ACTIVE, &active)?;
+            // The hash alone, under its own key: every decision reads it, and the whole set is
+            // tens of kilobytes.
+            kv.put(POLICY_ACTIVE_HASH, &hash.0)
+                .map_err(StateError::from)?;
         }
         Event::Decision { .. } => {}
     }
@@ -747,7 +751,13 @@ pub fn active_policy_set(kv: &impl KvRead) -> Result<Option<ActivePolicySet>, St
 ///
 /// [`StateError`] when the store fails or the record is corrupt.
 pub fn active_policy_set_hash(kv: &impl KvRead) -> Result<Option<PolicySetHash>, StateError> {
-    Ok(active_policy_set(kv)?.map(|a| a.hash))
+    let Some(bytes) = kv.get(POLICY_ACTIVE_HASH)? else {
+        return Ok(None);
+    };
+    let hash: [u8; 32] = bytes.try_into().map_err(|_| StateError::Corrupt {
+        what: "policy set hash",
+    })?;
+    Ok(Some(PolicySetHash(hash)))
 }
 
 /// The leaf index and count of the patient's entries, if any.
@@ -963,6 +973,7 @@ const GROUP_PATIENTS: &[u8] = b"dir/grpx/";
 const CLINICIAN: &[u8] = b"dir/cli/";
 const CONSENT: &[u8] = b"con/";
 const POLICY_ACTIVE: &[u8] = b"pol/active";
+const POLICY_ACTIVE_HASH: &[u8] = b"pol/hash";
 const SUBJECT: &[u8] = b"subj/";
 
 fn key(prefix: &[u8], id: &str) -> Vec<u8> {

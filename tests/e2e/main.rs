@@ -13,6 +13,7 @@
 )]
 
 mod api;
+mod audit;
 mod bad_input;
 mod binary;
 mod data_dir;

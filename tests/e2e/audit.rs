@@ -1,0 +1,232 @@
+//! The auditor against the real server: regulator `replay` re-decides every logged decision,
+//! a patient's `history` verifies, `verify-receipt` checks a receipt as grpcurl prints it, and
+//! `watch` trusts a growing log but catches a fork (a copied data dir, different entries
+//! appended to each copy, the server restarted on the copy) over both gRPC and HTTP tiles.
+
+use std::path::Path;
+
+use akashi::auth::Role;
+use auditor::cli::{
+    HistoryConfig, LogSource, ReplayConfig, WatchConfig, WatchStep, history, replay,
+    verify_receipt, watch_once,
+};
+use base64::Engine as _;
+use ledger::note::NoteVerifier;
+use proto::pb;
+
+use crate::{
+    api::{Api, ask, grant},
+    harness::TestServer,
+};
+
+async fn activity(api: &Api) -> pb::Receipt {
+    api.org("uni", "university").await;
+    api.facility("hosp-a", "", &["psychiatry"], &["carol"])
+        .await;
+    let id = api
+        .grant(grant(
+            "alice",
+            &["research"],
+            &["clinical"],
+            &["uni"],
+            &[],
+            "IDENTIFIED",
+        ))
+        .await;
+    let mut last = None;
+    for patient in ["alice", "bob", "carol"] {
+        let decision = api
+            .authorize(pb::AuthorizeRequest {
+                source_facility: "hosp-a".into(),
+                ..ask(
+                    "Organization",
+                    "uni",
+                    "secondary_use",
+                    patient,
+                    "lab_result",
+                    "research",
+                    "IDENTIFIED",
+                )
+            })
+            .await;
+        last = decision.receipt;
+    }
+    api.consent()
+        .revoke_consent(api.req(pb::RevokeConsentRequest {
+            patient_id: "alice".into(),
+            consent_id: id,
+        }))
+        .await
+        .unwrap();
+    api.authorize(ask(
+        "Organization",
+        "uni",
+        "secondary_use",
+        "alice",
+        "lab_result",
+        "research",
+        "IDENTIFIED",
+    ))
+    .await;
+    last.unwrap()
+}
+
+/// A receipt in proto3 JSON form, as grpcurl prints it.
+fn receipt_json(receipt: &pb::Receipt) -> String {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let path: Vec<String> = receipt
+        .inclusion_proof
+        .iter()
+        .map(|h| format!("\"{}\"", b64(h)))
+        .collect();
+    format!(
+        "{{\"leafIndex\":\"{}\",\"leafHash\":\"{}\",\"checkpoint\":{},\"inclusionProof\":[{}],\"treeSize\":\"{}\"}}",
+        receipt.leaf_index,
+        b64(&receipt.leaf_hash),
+        serde_json::to_string(&receipt.checkpoint).unwrap(),
+        path.join(","),
+        receipt.tree_size
+    )
+}
+
+#[tokio::test]
+async fn replay_history_and_receipts_verify_against_the_running_server() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    let receipt = activity(&api).await;
+    let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
+    let grpc = format!("http://{}", server.grpc_addr);
+
+    let report = replay(
+        &ReplayConfig {
+            verifier: verifier.clone(),
+            grpc: grpc.clone(),
+            token: server.token(Role::Regulator, None),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.decisions_checked, 4);
+    assert_eq!(report.decisions_matching, 4);
+    assert_eq!(report.entries, api.size().await);
+    assert!(report.checkpoints_checked >= report.entries);
+
+    let alice = history(&HistoryConfig {
+        verifier: verifier.clone(),
+        grpc: grpc.clone(),
+        token: server.token(Role::Patient, Some("alice")),
+        patient: None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(alice.findings.is_empty(), "{:?}", alice.findings);
+    assert_eq!(alice.rows.len(), 4, "grant, decision, revocation, decision");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receipt.json");
+    std::fs::write(&file, receipt_json(&receipt)).unwrap();
+    assert!(
+        verify_receipt(&verifier, &file, None, None)
+            .unwrap()
+            .is_ok()
+    );
+    // Any changed byte of the leaf hash makes it invalid.
+    let mut bad = receipt.clone();
+    bad.leaf_hash[7] ^= 1;
+    std::fs::write(&file, receipt_json(&bad)).unwrap();
+    assert!(
+        verify_receipt(&verifier, &file, None, None)
+            .unwrap()
+            .is_err()
+    );
+    server.stop().await;
+}
+
+async fn watch(verifier: &NoteVerifier, source: LogSource, state: &Path) -> WatchStep {
+    watch_once(&WatchConfig {
+        verifier: verifier.clone(),
+        source,
+        state: Some(state.to_path_buf()),
+    })
+    .await
+    .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn watch_trusts_growth_and_catches_a_fork_over_grpc_and_http() {
+    let server = TestServer::start().await;
+    let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
+    let api = Api::new(&server, Role::Platform, None).await;
+    activity(&api).await;
+    let dir = server.stop().await;
+    // The operator copies the data dir before appending: the copy will tell another story.
+    let fork = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), fork.path());
+
+    let states = tempfile::tempdir().unwrap();
+    let grpc_state = states.path().join("grpc.checkpoint");
+    let http_state = states.path().join("http.checkpoint");
+    let server = TestServer::start_in(dir).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("honest", "pharma").await;
+    for (source, state) in [
+        (
+            LogSource::Grpc(format!("http://{}", server.grpc_addr)),
+            &grpc_state,
+        ),
+        (
+            LogSource::Http(format!("http://{}", server.http_addr)),
+            &http_state,
+        ),
+    ] {
+        assert!(matches!(
+            watch(&verifier, source.clone(), state).await,
+            WatchStep::Accepted { .. }
+        ));
+        api.org(&format!("more-{}", api.size().await), "pharma")
+            .await;
+        assert!(matches!(
+            watch(&verifier, source, state).await,
+            WatchStep::Accepted { .. }
+        ));
+    }
+    server.stop().await;
+
+    // The same key, a different history at the same sizes.
+    let server = TestServer::start_in(fork).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    for i in 0..3 {
+        api.org(&format!("forked-{i}"), "pharma").await;
+    }
+    for (source, state) in [
+        (
+            LogSource::Grpc(format!("http://{}", server.grpc_addr)),
+            &grpc_state,
+        ),
+        (
+            LogSource::Http(format!("http://{}", server.http_addr)),
+            &http_state,
+        ),
+    ] {
+        let step = watch(&verifier, source, state).await;
+        assert!(matches!(step, WatchStep::Inconsistent(_)), "{step:?}");
+        assert_eq!(step.exit_code().code(), 2, "{step:?}");
+    }
+    server.stop().await;
+}
