@@ -19,7 +19,8 @@
 //! With the `replay` feature (adds `policy`):
 //!
 //! - [`replay`]: on top of [`scan`], decode each body's event, check the public leaf header says
-//!   what the event says, and re-decide every logged decision with `policy`'s replayer.
+//!   what the event says, and re-decide every logged decision with `policy`'s replayer (two
+//!   stages, `EntryCheck` and `DecisionCheck`, that the CLI runs on two threads).
 //! - [`history`]: verify a patient's own history (inclusion, commitments, per-subject chain).
 //!
 //! With the `cli` feature (the default; adds gRPC, HTTP and the terminal): `cli`, the

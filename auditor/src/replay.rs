@@ -18,30 +18,25 @@ use policy::replay::{Outcome, Replayer};
 use crate::report::{DecisionSummary, Finding, Report, error_chain};
 use crate::scan::{LogScan, ScanError};
 
-/// A log being replayed.
+/// A log being replayed: [`EntryCheck`] then [`DecisionCheck`] on each entry, in one thread.
 #[derive(Debug)]
 pub struct Replay {
-    scan: LogScan,
-    replayer: Replayer,
+    entries: EntryCheck,
+    decisions: DecisionCheck,
 }
 
 impl Replay {
     /// A replay at the start of the log whose checkpoints `verifier` signs.
     pub fn new(verifier: NoteVerifier) -> Self {
         Self {
-            scan: LogScan::new(verifier),
-            replayer: Replayer::new(),
+            entries: EntryCheck::new(verifier),
+            decisions: DecisionCheck::new(),
         }
     }
 
     /// How many entries have been pushed.
     pub fn size(&self) -> TreeSize {
-        self.scan.size()
-    }
-
-    /// The largest size of a checkpoint handed in but not reached yet.
-    pub fn last_pending(&self) -> Option<TreeSize> {
-        self.scan.last_pending()
+        self.entries.size()
     }
 
     /// Hands in a signed checkpoint note, as [`LogScan::add_checkpoint`].
@@ -50,7 +45,7 @@ impl Replay {
     ///
     /// As [`LogScan::add_checkpoint`].
     pub fn add_checkpoint(&mut self, note: &str) -> Result<(), ScanError> {
-        self.scan.add_checkpoint(note)
+        self.entries.add_checkpoint(note)
     }
 
     /// Pushes the next entry (its body, or none when erased), checks it and replays its event.
@@ -65,8 +60,63 @@ impl Replay {
         leaf: &[u8],
         body: Option<&[u8]>,
     ) -> Result<(), ScanError> {
+        if let Some(event) = self.entries.check(index, leaf, body)? {
+            self.decisions.replay(index.get(), &event);
+        }
+        Ok(())
+    }
+
+    /// Ends the replay: the scan's and the decisions' reports, merged.
+    pub fn finish(self) -> Report {
+        merge(self.entries.finish(), self.decisions.finish())
+    }
+}
+
+/// The first half of replay, which needs no state: [`LogScan`], then each body decoded as an
+/// event and its leaf header compared with it. It can run on its own thread ahead of
+/// [`DecisionCheck`].
+#[derive(Debug)]
+pub struct EntryCheck {
+    scan: LogScan,
+}
+
+impl EntryCheck {
+    /// A check at the start of the log whose checkpoints `verifier` signs.
+    pub fn new(verifier: NoteVerifier) -> Self {
+        Self {
+            scan: LogScan::new(verifier),
+        }
+    }
+
+    /// How many entries have been checked.
+    pub fn size(&self) -> TreeSize {
+        self.scan.size()
+    }
+
+    /// Hands in a signed checkpoint note, as [`LogScan::add_checkpoint`].
+    ///
+    /// # Errors
+    ///
+    /// As [`LogScan::add_checkpoint`].
+    pub fn add_checkpoint(&mut self, note: &str) -> Result<(), ScanError> {
+        self.scan.add_checkpoint(note)
+    }
+
+    /// Checks the next entry; returns its event when the entry passed the scan and its body is
+    /// an event (whose header may still have disagreed: that is a finding, and the event is
+    /// replayed all the same, since the body is what the commitment binds).
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::OutOfOrder`] when `index` is not the next position.
+    pub fn check(
+        &mut self,
+        index: LeafIndex,
+        leaf: &[u8],
+        body: Option<&[u8]>,
+    ) -> Result<Option<Event>, ScanError> {
         let Some(entry) = self.scan.push(index, leaf, body)? else {
-            return Ok(());
+            return Ok(None);
         };
         let index = index.get();
         let event = match Event::from_json(entry.payload) {
@@ -76,15 +126,43 @@ impl Replay {
                     index,
                     error: event_error(&err),
                 });
-                return Ok(());
+                return Ok(None);
             }
         };
         if let Some(finding) = header_mismatch(index, &entry.leaf, &event) {
             self.scan.add_finding(finding);
         }
-        let outcome = self.replayer.step(index, &event);
-        let report = self.scan.report_mut();
-        match outcome {
+        Ok(Some(event))
+    }
+
+    /// Ends the check, as [`LogScan::finish`].
+    pub fn finish(self) -> Report {
+        self.scan.finish()
+    }
+}
+
+/// The second half of replay: events applied in log order to `policy`'s [`Replayer`], every
+/// logged decision re-decided.
+#[derive(Debug)]
+pub struct DecisionCheck {
+    replayer: Replayer,
+    report: Report,
+}
+
+impl DecisionCheck {
+    /// A check at the start of the log.
+    pub fn new() -> Self {
+        Self {
+            replayer: Replayer::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// Replays the event of entry `index` (entries must come in log order; one that was not an
+    /// event is simply skipped).
+    pub fn replay(&mut self, index: u64, event: &Event) {
+        let report = &mut self.report;
+        match self.replayer.step(index, event) {
             Ok(Outcome::Applied) => report.events_applied += 1,
             Ok(Outcome::DecisionMatches) => {
                 report.events_applied += 1;
@@ -105,13 +183,41 @@ impl Replay {
                 error: error_chain(&err),
             }),
         }
-        Ok(())
     }
 
-    /// Ends the replay, as [`LogScan::finish`].
+    /// Ends the check: its counts and findings (to [`merge`] with the entry check's report).
     pub fn finish(self) -> Report {
-        self.scan.finish()
+        self.report
     }
+}
+
+impl Default for DecisionCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Joins the reports of [`EntryCheck`] and [`DecisionCheck`] over the same entries: counts add
+/// up, findings are put in log order.
+pub fn merge(entries: Report, decisions: Report) -> Report {
+    let mut merged = Report {
+        events_applied: decisions.events_applied,
+        decisions_checked: decisions.decisions_checked,
+        decisions_matching: decisions.decisions_matching,
+        findings: Vec::with_capacity(entries.findings.len() + decisions.findings.len()),
+        findings_omitted: entries
+            .findings_omitted
+            .saturating_add(decisions.findings_omitted),
+        ..entries
+    };
+    let mut all: Vec<Finding> = entries.findings;
+    all.extend(decisions.findings);
+    // Stable: findings about one entry keep the order they were found in.
+    all.sort_by_key(Finding::log_position);
+    for finding in all {
+        merged.add(finding);
+    }
+    merged
 }
 
 /// The public leaf header akashi writes for `event`: its kind, and its public attributes in the

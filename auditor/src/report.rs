@@ -172,6 +172,29 @@ pub enum Finding {
     },
 }
 
+impl Finding {
+    /// Where in the log the finding is: the entry's index, or for a checkpoint the last entry it
+    /// covers. Findings that are not about a position (a malformed listed checkpoint) come
+    /// first, checkpoints beyond the log last.
+    pub fn log_position(&self) -> u64 {
+        match self {
+            Self::BadCheckpoint { .. } => 0,
+            Self::CheckpointBeyondLog { .. } => u64::MAX,
+            Self::CheckpointMismatch { size, .. } => size.saturating_sub(1),
+            Self::BadCommitment { index }
+            | Self::BadInclusionProof { index, .. }
+            | Self::BadEvent { index, .. }
+            | Self::BadLeaf { index, .. }
+            | Self::DecisionMismatch { index, .. }
+            | Self::EventRejected { index, .. }
+            | Self::HeaderMismatch { index, .. }
+            | Self::HistoryNotAscending { index, .. }
+            | Self::NotAboutSubject { index }
+            | Self::SubjectChainBroken { index, .. } => *index,
+        }
+    }
+}
+
 /// The parts of a decision that replay compares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DecisionSummary {

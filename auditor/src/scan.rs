@@ -65,11 +65,6 @@ impl LogScan {
         self.range.size()
     }
 
-    /// The largest size of a checkpoint waiting to be reached, if any.
-    pub fn last_pending(&self) -> Option<TreeSize> {
-        self.pending.keys().next_back().copied().map(TreeSize)
-    }
-
     /// Hands in a signed checkpoint note of the log. One at the current size is compared at once,
     /// a larger one when the scan reaches its size. A note that does not verify is a finding.
     ///

@@ -1,15 +1,17 @@
 //! `akashi-audit replay` (regulator: the whole log over `AuditService`) and `akashi-audit
 //! history` (a patient: their own entries over `HistoryService`).
 //!
-//! Replay runs as a pipeline: one task pages entries and checkpoints from the server while a
-//! blocking thread checks and replays them, so fetching and checking overlap. Checkpoints are
-//! always sent ahead of the entries that reach their size.
+//! Replay runs as a pipeline of three stages, so that they overlap: a task pages entries and
+//! checkpoints from the server (checkpoints always ahead of the entries that reach their size);
+//! a thread runs [`EntryCheck`] (tree, checkpoints, commitments, event decoding, headers); a
+//! second thread runs [`DecisionCheck`] (state and decisions, in log order).
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::{Checkpoint, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize};
+use policy::Event;
 use proto::pb;
 use tokio::sync::mpsc;
 
@@ -17,7 +19,7 @@ use super::net::{self, MAX_MESSAGE_SIZE};
 use crate::history::{
     History, HistoryEntry, HistoryError, HistoryPage, MAX_HISTORY_ENTRIES, verify_history,
 };
-use crate::replay::Replay;
+use crate::replay::{DecisionCheck, EntryCheck, merge};
 use crate::report::Report;
 
 /// Entries asked for per `GetEntries` call (the server's cap).
@@ -64,14 +66,14 @@ pub struct HistoryConfig {
 pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Report> {
     let channel = net::connect(&config.grpc).await?;
     let latest = net::checkpoint(channel.clone()).await?;
-    let mut replay = Replay::new(config.verifier.clone());
+    let mut entries = EntryCheck::new(config.verifier.clone());
     let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
         // Recorded as a finding; nothing else can be checked against a log that signs badly.
-        replay.add_checkpoint(&latest)?;
-        return Ok(replay.finish());
+        entries.add_checkpoint(&latest)?;
+        return Ok(entries.finish());
     };
     let size = target.checkpoint.size;
-    replay.add_checkpoint(&latest)?;
+    entries.add_checkpoint(&latest)?;
     let bar = if progress {
         let bar = ProgressBar::new(size.get());
         if let Ok(style) =
@@ -83,32 +85,57 @@ pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Rep
     } else {
         ProgressBar::hidden()
     };
-    let (tx, mut rx) = mpsc::channel::<Page>(PIPELINE_DEPTH);
-    let fetch = tokio::spawn(fetch_pages(channel, config.token.clone(), size, latest, tx));
+    let (pages_tx, mut pages) = mpsc::channel::<Page>(PIPELINE_DEPTH);
+    let (events_tx, events) = std::sync::mpsc::sync_channel::<Vec<(u64, Event)>>(PIPELINE_DEPTH);
+    let fetch = tokio::spawn(fetch_pages(
+        channel,
+        config.token.clone(),
+        size,
+        latest,
+        pages_tx,
+    ));
     let check_bar = bar.clone();
     let check = tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {
-        while let Some(page) = rx.blocking_recv() {
+        while let Some(page) = pages.blocking_recv() {
             match page {
                 Page::Checkpoints(notes) => {
                     for note in notes {
-                        replay.add_checkpoint(&note)?;
+                        entries.add_checkpoint(&note)?;
                     }
                 }
-                Page::Entries(entries) => {
-                    for entry in entries {
+                Page::Entries(page) => {
+                    let mut decoded = Vec::with_capacity(page.len());
+                    for entry in page {
                         let body = (!entry.redacted).then_some(entry.body.as_slice());
-                        replay.push(LeafIndex(entry.leaf_index), &entry.leaf, body)?;
+                        let index = LeafIndex(entry.leaf_index);
+                        if let Some(event) = entries.check(index, &entry.leaf, body)? {
+                            decoded.push((index.get(), event));
+                        }
                     }
-                    check_bar.set_position(replay.size().get());
+                    check_bar.set_position(entries.size().get());
+                    if events_tx.send(decoded).is_err() {
+                        break;
+                    }
                 }
             }
         }
-        Ok(replay.finish())
+        Ok(entries.finish())
+    });
+    let decide = tokio::task::spawn_blocking(move || {
+        let mut decisions = DecisionCheck::new();
+        for batch in events {
+            for (index, event) in batch {
+                decisions.replay(index, &event);
+            }
+        }
+        decisions.finish()
     });
     let fetched = fetch.await.context("the fetching task failed")?;
-    let report = check.await.context("the checking task failed")??;
+    let checked = check.await.context("the checking task failed")??;
+    let decided = decide.await.context("the replaying task failed")?;
     fetched?;
     bar.finish_and_clear();
+    let report = merge(checked, decided);
     anyhow::ensure!(
         report.tree_size == size.get(),
         "the server served {} entries, the checkpoint says {size}",

@@ -119,3 +119,58 @@ fn each_kind_of_header_difference_is_named() {
         );
     }
 }
+
+#[test]
+fn merged_reports_add_counts_and_keep_log_order() {
+    use crate::report::Report;
+    let entries = Report {
+        tree_size: 10,
+        entries: 10,
+        checkpoints_checked: 3,
+        findings: vec![
+            Finding::BadCommitment { index: 2 },
+            Finding::CheckpointMismatch {
+                size: 6,
+                signed_root: "a".to_owned(),
+                recomputed_root: "b".to_owned(),
+            },
+            Finding::CheckpointBeyondLog {
+                size: 12,
+                entries: 10,
+            },
+        ],
+        ..Report::default()
+    };
+    let decisions = Report {
+        events_applied: 9,
+        decisions_checked: 4,
+        decisions_matching: 3,
+        findings: vec![
+            Finding::EventRejected {
+                index: 2,
+                error: "x".to_owned(),
+            },
+            Finding::EventRejected {
+                index: 7,
+                error: "y".to_owned(),
+            },
+        ],
+        ..Report::default()
+    };
+    let merged = super::merge(entries, decisions);
+    assert_eq!(
+        (
+            merged.entries,
+            merged.checkpoints_checked,
+            merged.events_applied
+        ),
+        (10, 3, 9)
+    );
+    assert_eq!(
+        (merged.decisions_checked, merged.decisions_matching),
+        (4, 3)
+    );
+    let positions: Vec<u64> = merged.findings.iter().map(Finding::log_position).collect();
+    assert_eq!(positions, vec![2, 2, 5, 7, u64::MAX]);
+    assert!(matches!(merged.findings[0], Finding::BadCommitment { .. }));
+}
