@@ -2,7 +2,7 @@
 //!
 //! Writing one key per entry would cost one engine insert per entry; writing the batch as one
 //! value makes a 1,000-entry batch a handful of inserts. A chunk never crosses a 256-entry
-//! bundle boundary (c2sp.org/tlog-tiles entry bundles) and is cut at [`MAX_CHUNK_BYTES`], so
+//! bundle boundary (c2sp.org/tlog-tiles entry bundles) and is cut at `MAX_CHUNK_BYTES`, so
 //! values stay small and a bundle is a short range scan. A chunk's key is its first leaf index.
 //!
 //! Record format: `tag (u8) || length (u32 BE) || bytes`, tag 0 = present, tag 1 = redacted

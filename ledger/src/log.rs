@@ -40,7 +40,7 @@ use crate::{
         ConsistencyProof, InclusionProof, ProveError, prove_consistency, prove_inclusion, tree_root,
     },
     store::{Store, StoreError},
-    tree::{self, Frontier, TILE_HEIGHT, TILE_WIDTH, TreeError, TreeReader},
+    tree::{self, Frontier, TILE_HEIGHT, TILE_WIDTH, TileCache, TreeError, TreeReader},
 };
 
 /// The most leaves [`Log::leaves`] returns in one call.
@@ -224,6 +224,7 @@ pub struct Log {
     verifier: NoteVerifier,
     published: RwLock<Published>,
     writer: Mutex<()>,
+    tiles: TileCache,
     poisoned: AtomicBool,
     /// A batch failed before its commit point and may have left data beyond the committed size.
     dirty: AtomicBool,
@@ -323,6 +324,7 @@ impl Log {
                 checkpoint: Arc::new(checkpoint),
             }),
             writer: Mutex::new(()),
+            tiles: TileCache::default(),
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
         }
@@ -405,7 +407,7 @@ impl Log {
         if index.get() >= size.get() {
             return Err(out_of_range("leaf index", index.get(), size.get()));
         }
-        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        let reader = self.reader(&published.frontier);
         prove_inclusion(&reader, index, size).map_err(prove_error)
     }
 
@@ -430,7 +432,7 @@ impl Log {
                 "old size {old} is larger than new size {new}"
             )));
         }
-        let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
+        let reader = self.reader(&published.frontier);
         prove_consistency(&reader, old, new).map_err(prove_error)
     }
 
@@ -825,6 +827,10 @@ impl Log {
             leaves: size,
             full_tiles: tiles,
         })
+    }
+
+    fn reader<'a>(&'a self, frontier: &'a Frontier) -> TreeReader<'a> {
+        TreeReader::with_cache(self.store.as_ref(), frontier, &self.tiles)
     }
 
     fn published(&self) -> Published {

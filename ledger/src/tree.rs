@@ -278,10 +278,42 @@ pub(crate) fn read_full_tile(
     Ok(bytes)
 }
 
+/// Most full tiles above level 0 kept in memory (16 KiB each, 64 MiB in all). There is one such
+/// tile per 65,536 entries, so a log of 268 million entries fits entirely.
+pub const MAX_CACHED_TILES: usize = 4096;
+
+/// Full tiles of levels 1 and up, kept in memory: every inclusion proof reads one per level,
+/// they never change once written, and there are few of them. Level-0 tiles (one per 256
+/// entries) are left to the store's own cache.
+#[derive(Default)]
+pub struct TileCache {
+    tiles: std::sync::Mutex<std::collections::HashMap<(u8, u64), crate::store::Bytes>>,
+}
+
+impl TileCache {
+    fn get(&self, level: u8, index: u64) -> Option<crate::store::Bytes> {
+        self.tiles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(level, index))
+            .cloned()
+    }
+
+    fn insert(&self, level: u8, index: u64, bytes: crate::store::Bytes) {
+        let mut tiles = self.tiles.lock().unwrap_or_else(|e| e.into_inner());
+        if tiles.len() >= MAX_CACHED_TILES {
+            // Bounded memory beats a perfect hit rate: start over.
+            tiles.clear();
+        }
+        tiles.insert((level, index), bytes);
+    }
+}
+
 /// Reads nodes from a frontier and the store's full tiles.
 pub struct TreeReader<'a> {
     store: &'a dyn Store,
     frontier: &'a Frontier,
+    tiles: Option<&'a TileCache>,
     /// The last full tile read, reused while a proof walks inside it.
     cache: std::cell::RefCell<Option<(u8, u64, crate::store::Bytes)>>,
 }
@@ -292,7 +324,19 @@ impl<'a> TreeReader<'a> {
         Self {
             store,
             frontier,
+            tiles: None,
             cache: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// A reader that keeps full tiles above level 0 in `tiles`.
+    ///
+    /// INVARIANT: only tiles below the frontier's partial tile are read from the store, and
+    /// those are committed and immutable, so a cached tile is never stale.
+    pub fn with_cache(store: &'a dyn Store, frontier: &'a Frontier, tiles: &'a TileCache) -> Self {
+        Self {
+            tiles: Some(tiles),
+            ..Self::new(store, frontier)
         }
     }
 
@@ -318,7 +362,18 @@ impl<'a> TreeReader<'a> {
         {
             return Ok(bytes.clone());
         }
-        let bytes = read_full_tile(self.store, level, index)?;
+        let shared = self.tiles.filter(|_| level > 0);
+        let cached = shared.and_then(|tiles| tiles.get(level, index));
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = read_full_tile(self.store, level, index)?;
+                if let Some(tiles) = shared {
+                    tiles.insert(level, index, bytes.clone());
+                }
+                bytes
+            }
+        };
         *self.cache.borrow_mut() = Some((level, index, bytes.clone()));
         Ok(bytes)
     }
