@@ -12,7 +12,7 @@ use crate::directory::Directory;
 use crate::engine::{PolicyEngine, PolicyError};
 use crate::event::Event;
 use crate::facts::Facts;
-use crate::state::{self, ApplyError};
+use crate::state::{self, ApplyError, KvError, KvRead, KvWrite};
 
 /// What replaying one entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +52,36 @@ pub enum ReplayError {
     },
 }
 
+/// The replayed state: the server's state without the per-subject entry listing
+/// (`subj/<pseudonym>/e/<index>`). Only the history service reads that listing; keeping it would
+/// make a replay's memory grow with every entry (about 300 bytes each), while everything a
+/// decision reads stays bounded by the number of patients and directory records.
+#[derive(Debug, Default)]
+struct ReplayState(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl KvRead for ReplayState {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        KvRead::get(&self.0, key)
+    }
+}
+
+impl KvWrite for ReplayState {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        if state::decode_subject_entry_key(key).is_some() {
+            return Ok(());
+        }
+        KvWrite::put(&mut self.0, key, value)
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<(), KvError> {
+        KvWrite::delete(&mut self.0, key)
+    }
+}
+
 /// Replays a log entry by entry.
 #[derive(Debug)]
 pub struct Replayer {
-    kv: BTreeMap<Vec<u8>, Vec<u8>>,
+    kv: ReplayState,
     directory: Directory,
     engines: HashMap<PolicySetHash, PolicyEngine>,
     active: Option<PolicySetHash>,
@@ -71,7 +97,7 @@ impl Replayer {
     /// A replayer at the start of a log.
     pub fn new() -> Self {
         Self {
-            kv: BTreeMap::new(),
+            kv: ReplayState::default(),
             directory: Directory::empty(),
             engines: HashMap::new(),
             active: None,
@@ -133,9 +159,9 @@ impl Replayer {
         Ok(outcome)
     }
 
-    /// The state built so far.
+    /// The state built so far (without the per-subject entry listing, see [`Replayer`]).
     pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
-        &self.kv
+        &self.kv.0
     }
 
     /// The directory built so far.
