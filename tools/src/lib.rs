@@ -10,3 +10,4 @@
 //! in count and time.
 
 pub mod load;
+pub mod vectors;
