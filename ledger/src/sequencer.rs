@@ -73,6 +73,10 @@ pub struct Applied<O> {
 pub struct Tx<'a> {
     log: &'a Log,
     batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Committed values read so far in this batch. INVARIANT: the writer thread is the only
+    /// writer of the store and writes only after the whole batch was applied, so a committed
+    /// value read once stays valid until the batch ends.
+    reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
     local: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     index: LeafIndex,
     time_millis: i64,
@@ -101,7 +105,12 @@ impl Tx<'_> {
         if let Some(value) = self.batch.get(key) {
             return Ok(value.clone());
         }
-        self.log.state_get(key)
+        if let Some(value) = self.reads.borrow().get(key) {
+            return Ok(value.clone());
+        }
+        let value = self.log.state_get(key)?;
+        self.reads.borrow_mut().insert(key.to_vec(), value.clone());
+        Ok(value)
     }
 
     /// Sets a state key.
@@ -396,12 +405,14 @@ impl<M: StateMachine> Writer<M> {
         let time = self.now_millis();
         let base = self.log.size().get();
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let reads = std::cell::RefCell::new(std::collections::HashMap::new());
         let mut entries = Vec::with_capacity(jobs.len());
         let mut accepted = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut tx = Tx {
                 log: &self.log,
                 batch: &overlay,
+                reads: &reads,
                 local: BTreeMap::new(),
                 index: LeafIndex(base + entries.len() as u64),
                 time_millis: time,

@@ -36,3 +36,24 @@ fn memory_store_passes_the_suite() {
 fn sled_store_passes_the_suite() {
     conformance::run_all(|| Sled(tempfile::tempdir().unwrap()));
 }
+
+#[test]
+fn sled_reopens_right_after_the_previous_handle_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..20 {
+        let store = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+        store.put(b"k", b"v").unwrap();
+        store.sync().unwrap();
+        drop(store);
+    }
+}
+
+#[test]
+fn a_folder_held_by_a_live_store_is_refused_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = SledStore::open(dir.path(), &SledOptions::default()).unwrap();
+    let err = SledStore::open(dir.path(), &SledOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("lock"), "{err}");
+}

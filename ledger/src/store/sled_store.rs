@@ -18,6 +18,9 @@ use std::{
 
 use super::{Bytes, KeyValue, Repr, Store, StoreError};
 
+/// How long [`SledStore::open`] waits for another handle to release the folder's lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Tuning for the sled store.
 #[derive(Debug, Clone)]
 pub struct SledOptions {
@@ -54,15 +57,31 @@ impl SledStore {
     /// Returns [`StoreError`] when sled cannot open the folder (for example, when another process
     /// holds it) or its files cannot be synced.
     pub fn open(path: &Path, options: &SledOptions) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
             .segment_size(options.segment_size)
             .mode(sled::Mode::HighThroughput)
             // We flush and sync ourselves at the end of every batch.
-            .flush_every_ms(None)
-            .open()
-            .map_err(engine)?;
+            .flush_every_ms(None);
+        // sled releases its folder lock only when its I/O threads let go of the last handle,
+        // a moment after the store is dropped: a process reopening the folder right after
+        // closing it (a restart) waits for that, briefly, instead of failing.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                // sled reports lock contention as an `Other` I/O error whose message is the only
+                // sign of it.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        };
         let log_file = File::open(path.join("db")).map_err(|source| StoreError::Io {
             context: "opening the sled log file to sync it",
             source,
