@@ -19,7 +19,7 @@ mod sled_store;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sled")]
-pub use sled_store::{SledOptions, SledStore};
+pub use sled_store::{LOCK_WAIT, SledOptions, SledStore};
 
 /// A value read from a store, shared with the store's cache rather than copied.
 #[derive(Clone)]
