@@ -16,7 +16,32 @@ use ledger::{
     store::MemoryStore,
 };
 use rand::{SeedableRng as _, rngs::StdRng};
-use serde_json::json;
+use serde::Serialize;
+
+/// The file's shape: struct fields serialise in declaration order whatever `serde_json`
+/// features the build unifies (`json!` maps would not).
+#[derive(Serialize)]
+struct Vectors {
+    generated: &'static str,
+    vkey: String,
+    checkpoints: Vec<String>,
+    leaves_base64: Vec<String>,
+    inclusion_proofs: Vec<Proof>,
+    consistency_proofs: Vec<Proof>,
+}
+
+#[derive(Serialize)]
+struct Proof {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tree_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_size: Option<u64>,
+    path: Vec<String>,
+}
 
 const SIZES: [u64; 4] = [1, 7, 256, 300];
 
@@ -54,34 +79,34 @@ pub fn generate() -> anyhow::Result<String> {
     let mut inclusion = Vec::new();
     for index in [0u64, 1, 6, 255, 256, 299] {
         let proof = log.inclusion_proof(LeafIndex(index), size)?;
-        inclusion.push(json!({
-            "leaf_index": index,
-            "tree_size": size.get(),
-            "path": proof.path.iter().map(|h| b64(&h.0)).collect::<Vec<_>>(),
-        }));
+        inclusion.push(Proof {
+            leaf_index: Some(index),
+            tree_size: Some(size.get()),
+            old_size: None,
+            new_size: None,
+            path: proof.path.iter().map(|h| b64(&h.0)).collect(),
+        });
     }
     let mut consistency = Vec::new();
     for &old in SIZES.iter().take(SIZES.len() - 1) {
         let proof = log.consistency_proof(TreeSize(old), size)?;
-        consistency.push(json!({
-            "old_size": old,
-            "new_size": size.get(),
-            "path": proof.path.iter().map(|h| b64(&h.0)).collect::<Vec<_>>(),
-        }));
+        consistency.push(Proof {
+            leaf_index: None,
+            tree_size: None,
+            old_size: Some(old),
+            new_size: Some(size.get()),
+            path: proof.path.iter().map(|h| b64(&h.0)).collect(),
+        });
     }
-    let out = json!({
-        "vkey": signer.verifier().to_vkey(),
-        "checkpoints": checkpoints,
-        "leaves_base64": leaves.iter().map(|l| b64(l)).collect::<Vec<_>>(),
-        "inclusion_proofs": inclusion,
-        "consistency_proofs": consistency,
-    });
-    let rest = serde_json::to_string_pretty(&out)?;
-    let rest = rest.strip_prefix('{').unwrap_or(&rest);
-    Ok(format!(
-        "{{\n  \"generated\": {},{rest}\n",
-        serde_json::to_string(GENERATED)?
-    ))
+    let out = Vectors {
+        generated: GENERATED,
+        vkey: signer.verifier().to_vkey(),
+        checkpoints,
+        leaves_base64: leaves.iter().map(|l| b64(l)).collect(),
+        inclusion_proofs: inclusion,
+        consistency_proofs: consistency,
+    };
+    Ok(format!("{}\n", serde_json::to_string_pretty(&out)?))
 }
 
 /// The marker that starts the file.
