@@ -48,6 +48,16 @@ impl Directory {
     }
 }
 
+/// The departments a facility or group excludes from sharing.
+fn excluded_departments(values: &[String]) -> Result<Vec<policy::domain::Department>, Error> {
+    list(
+        "excluded_departments",
+        values,
+        MAX_EXCLUDED_DEPARTMENTS,
+        parse,
+    )
+}
+
 #[tonic::async_trait]
 impl DirectoryService for Directory {
     async fn upsert_organization(
@@ -75,12 +85,7 @@ impl DirectoryService for Directory {
             id: required("id", &r.id, parse)?,
             name: required("name", &r.name, |v| Name::new(v))?,
             group: optional("group", &r.group, parse)?,
-            excluded_departments: list(
-                "excluded_departments",
-                &r.excluded_departments,
-                MAX_EXCLUDED_DEPARTMENTS,
-                parse,
-            )?,
+            excluded_departments: excluded_departments(&r.excluded_departments)?,
             excluded_patients: self.excluded_patients(&r.excluded_patients)?,
         };
         let receipt = self.log(Event::UpsertFacility(facility)).await?;
@@ -95,12 +100,7 @@ impl DirectoryService for Directory {
         let r = request.into_inner();
         let group = FacilityGroup {
             id: required("id", &r.id, parse)?,
-            excluded_departments: list(
-                "excluded_departments",
-                &r.excluded_departments,
-                MAX_EXCLUDED_DEPARTMENTS,
-                parse,
-            )?,
+            excluded_departments: excluded_departments(&r.excluded_departments)?,
             excluded_patients: self.excluded_patients(&r.excluded_patients)?,
         };
         let receipt = self.log(Event::UpsertFacilityGroup(group)).await?;
