@@ -1,6 +1,7 @@
 //! A small Prometheus registry, hand-rolled on atomics: gRPC calls by method and status code
 //! with latency histograms (recorded by [`MetricsLayer`]), and ledger counters that the
-//! sequencer reports through [`Metrics::record_batch`] and [`Metrics::set_tree_size`].
+//! sequencer reports through [`Metrics::record_batch`] and [`Metrics::set_tree_size`], and how
+//! many prepared decisions the writer took or redid ([`Metrics::watch_decisions`]).
 //! [`Metrics::render`] writes the Prometheus text format (version 0.0.4) served at
 //! `GET /metrics`.
 //!
@@ -14,7 +15,7 @@ use std::{
     fmt::Write as _,
     pin::Pin,
     sync::{
-        Arc, RwLock,
+        Arc, OnceLock, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -24,6 +25,8 @@ use std::{
 use bytes::Bytes;
 use http_body::Frame;
 use tonic::{Code, Status, body::Body};
+
+use crate::state_machine::Decisions;
 
 /// Most distinct method labels; further methods are counted as `other`.
 pub const MAX_METHOD_LABELS: usize = 64;
@@ -52,6 +55,7 @@ pub struct Metrics {
     batch_entries: Histogram,
     batch_duration: Histogram,
     tree_size: AtomicU64,
+    decisions: OnceLock<Arc<Decisions>>,
 }
 
 /// Tower layer recording every gRPC call (method, final `grpc-status`, latency until the last
@@ -79,7 +83,13 @@ impl Metrics {
             batch_entries: Histogram::new(BATCH_SIZE_BUCKETS),
             batch_duration: Histogram::new(LATENCY_BUCKETS),
             tree_size: AtomicU64::new(0),
+            decisions: OnceLock::new(),
         }
+    }
+
+    /// Reports how prepared decisions fared (set once, by the server).
+    pub fn watch_decisions(&self, decisions: Arc<Decisions>) {
+        let _ = self.decisions.set(decisions);
     }
 
     /// Records one committed ledger batch of `entries` entries that took `duration` (from the
@@ -205,6 +215,24 @@ impl Metrics {
             "akashi_ledger_tree_size {}",
             self.tree_size.load(Ordering::Relaxed)
         );
+        if let Some(decisions) = self.decisions.get() {
+            header(
+                &mut out,
+                "akashi_authorize_prepared_total",
+                "counter",
+                "Decisions prepared off the writer thread, by whether the writer logged them as \
+                 prepared or decided again because something they read had changed.",
+            );
+            for (outcome, count) in [
+                ("accepted", decisions.accepted()),
+                ("redone", decisions.redone()),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "akashi_authorize_prepared_total{{outcome=\"{outcome}\"}} {count}"
+                );
+            }
+        }
         out
     }
 

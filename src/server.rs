@@ -120,11 +120,13 @@ impl Server {
         };
         let log = Arc::new(log);
         let machine = Akashi::new(log.clone())?;
+        let decisions = machine.decisions();
+        metrics.watch_decisions(decisions.clone());
         let sequencer = Sequencer::start(log, machine, options).map_err(|source| Error::Io {
             context: "starting the sequencer thread",
             source,
         })?;
-        let core = Core::new(sequencer, keys.subject_key.clone());
+        let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone());
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {
             config,

@@ -24,7 +24,7 @@ use tonic::Status;
 use crate::{
     Error, FieldProblem,
     keys::SubjectKey,
-    state_machine::{Akashi, Command, Output},
+    state_machine::{Akashi, Command, Decisions, Output},
 };
 
 pub mod access;
@@ -45,16 +45,22 @@ pub const MAX_LIST_LEN: usize = 10_000;
 #[derive(Clone)]
 pub struct Core {
     sequencer: Sequencer<Akashi>,
+    decisions: Arc<Decisions>,
     subject_key: Arc<SubjectKey>,
     verifier_key: Arc<str>,
 }
 
 impl Core {
     /// Services over `sequencer`, pseudonymising with `subject_key`.
-    pub fn new(sequencer: Sequencer<Akashi>, subject_key: SubjectKey) -> Self {
+    pub fn new(
+        sequencer: Sequencer<Akashi>,
+        decisions: Arc<Decisions>,
+        subject_key: SubjectKey,
+    ) -> Self {
         let verifier_key = sequencer.log().verifier().to_vkey().into();
         Self {
             sequencer,
+            decisions,
             subject_key: Arc::new(subject_key),
             verifier_key,
         }
@@ -63,6 +69,11 @@ impl Core {
     /// The log.
     pub fn log(&self) -> &Arc<Log> {
         self.sequencer.log()
+    }
+
+    /// Where decisions are prepared off the writer thread.
+    pub fn decisions(&self) -> &Arc<Decisions> {
+        &self.decisions
     }
 
     /// The sequencer.

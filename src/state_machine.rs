@@ -12,8 +12,27 @@
 //! the log, and a set missing from it (after a restart) is compiled from the text the state
 //! holds. This module does not parse gRPC messages (see `service`) and does not decide anything
 //! itself (the `policy` crate does).
+//!
+//! **Prepared decisions.** Gathering facts and evaluating Cedar are most of a decision's cost,
+//! and the writer thread is the one serial resource. So the Authorize handler first *prepares*
+//! the decision on its own task ([`Decisions::prepare`]) against the committed state: it notes
+//! the tree size it read at, every state key it read, the policy set and directory version it
+//! used, and the span of time in which the decision cannot change ([`policy::facts::StableSpan`]).
+//! The writer takes a prepared decision only if, at the command's own position in the log, the
+//! same policy set is active, the directory is at the same version, none of those keys was
+//! written since, and the sequencing time lies in the span; then the decision is exactly the
+//! one the writer would have made (decisions are a pure function of those inputs), and the
+//! writer only frames and logs it. Otherwise the writer decides itself. Either way a decision
+//! sees every write sequenced before it, and the regulator's replay re-derives it the same way.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use ledger::log::Log;
 use ledger::{
@@ -23,8 +42,9 @@ use ledger::{
 };
 use policy::{
     Decision, Directory, Event, Facts, KvError, KvRead, KvWrite, PolicyEngine, PolicySetHash,
-    Request,
+    Recipient, Request,
     domain::{Consent, ConsentId, Purpose, SubjectId, Timestamp},
+    facts::StableSpan,
     state::{self, ApplyError, StateError},
 };
 use rand::rngs::OsRng;
@@ -54,8 +74,121 @@ pub enum Command {
     },
     /// A policy set, compiled and validated off the writer thread, becomes active.
     Activate(Arc<PolicyEngine>),
-    /// An access decision to make and log.
-    Authorize(Request),
+    /// An access decision to make and log, perhaps prepared off the writer thread.
+    Authorize(Request, Option<Box<Prepared>>),
+}
+
+/// A decision prepared off the writer thread by [`Decisions::prepare`], with everything the
+/// writer needs to tell whether it still holds at the command's position in the log.
+#[derive(Debug)]
+pub struct Prepared {
+    decision: Decision,
+    recipient: Option<Recipient>,
+    policy_set_hash: PolicySetHash,
+    directory_version: Option<u64>,
+    /// The tree size of the committed state the keys were read at (read before them).
+    read_at: u64,
+    /// Every state key the facts were gathered from.
+    reads: Vec<Vec<u8>>,
+    span: StableSpan,
+}
+
+/// What the writer shares with the services so that they can prepare decisions: the compiled
+/// policy sets, the directory as of the last committed batch, and how prepared decisions fared.
+#[derive(Debug)]
+pub struct Decisions {
+    engines: RwLock<HashMap<PolicySetHash, Arc<PolicyEngine>>>,
+    /// INVARIANT: only ever a directory of a committed state, flushed.
+    directory: RwLock<Arc<Directory>>,
+    accepted: AtomicU64,
+    redone: AtomicU64,
+}
+
+impl Decisions {
+    fn new(directory: &Directory) -> Self {
+        Self {
+            engines: RwLock::new(HashMap::new()),
+            directory: RwLock::new(Arc::new(directory.clone())),
+            accepted: AtomicU64::new(0),
+            redone: AtomicU64::new(0),
+        }
+    }
+
+    /// Prepares the decision for `request` against `log`'s committed state, or returns `None`
+    /// when it cannot (no compiled policy set yet, a store error): the writer then decides.
+    /// Never wrong, only possibly stale: the writer checks it before using it.
+    pub fn prepare(&self, log: &Log, request: &Request) -> Option<Box<Prepared>> {
+        // The size first: every key read afterwards holds its value at this size or a later one.
+        let read_at = log.size().get();
+        let kv = Recording {
+            kv: LogKv(log),
+            keys: RefCell::new(Vec::with_capacity(2)),
+        };
+        let policy_set_hash = state::active_policy_set_hash(&kv.kv).ok()??;
+        let engine = self.engines.read().ok()?.get(&policy_set_hash)?.clone();
+        let directory = self.directory.read().ok()?.clone();
+        let facts = Facts::gather(&directory, &kv, request).ok()?;
+        let now = Timestamp::now();
+        let decision = engine.decide(request, &facts, &directory, now);
+        Some(Box::new(Prepared {
+            decision,
+            recipient: facts.recipient(),
+            policy_set_hash,
+            directory_version: directory.version(),
+            read_at,
+            reads: kv.keys.into_inner(),
+            span: facts.stable_span(now),
+        }))
+    }
+
+    /// Prepared decisions the writer logged as they were.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Prepared decisions the writer made again because something they read had changed.
+    pub fn redone(&self) -> u64 {
+        self.redone.load(Ordering::Relaxed)
+    }
+
+    fn engine(&self, hash: &PolicySetHash) -> Option<Arc<PolicyEngine>> {
+        self.engines.read().ok()?.get(hash).cloned()
+    }
+
+    fn insert_engine(&self, engine: Arc<PolicyEngine>) {
+        if let Ok(mut engines) = self.engines.write() {
+            engines.insert(engine.hash(), engine);
+        }
+    }
+
+    fn clear_engines(&self) {
+        if let Ok(mut engines) = self.engines.write() {
+            engines.clear();
+        }
+    }
+
+    fn directory_version(&self) -> Option<Option<u64>> {
+        self.directory.read().ok().map(|d| d.version())
+    }
+
+    fn publish(&self, directory: &Directory) {
+        if let Ok(mut published) = self.directory.write() {
+            *published = Arc::new(directory.clone());
+        }
+    }
+}
+
+/// The committed state, remembering which keys were read.
+struct Recording<'a> {
+    kv: LogKv<'a>,
+    keys: RefCell<Vec<Vec<u8>>>,
+}
+
+impl KvRead for Recording<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.keys.borrow_mut().push(key.to_vec());
+        self.kv.get(key)
+    }
 }
 
 /// What a logged command returns besides its receipt.
@@ -74,7 +207,8 @@ pub enum Output {
 /// The akashi state machine.
 pub struct Akashi {
     log: Arc<Log>,
-    engines: HashMap<PolicySetHash, Arc<PolicyEngine>>,
+    /// Compiled policy sets (shared with [`Decisions::prepare`]) and the published directory.
+    shared: Arc<Decisions>,
     /// The directory as prebuilt Cedar entities, kept in step with the state entry by entry.
     directory: Directory,
 }
@@ -87,11 +221,17 @@ impl Akashi {
     /// [`Error::Ledger`] when the directory cannot be loaded from the state.
     pub fn new(log: Arc<Log>) -> Result<Self, Error> {
         let directory = Directory::load(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
+        let shared = Arc::new(Decisions::new(&directory));
         Ok(Self {
             log,
-            engines: HashMap::new(),
+            shared,
             directory,
         })
+    }
+
+    /// What services need to prepare decisions off the writer thread.
+    pub fn decisions(&self) -> Arc<Decisions> {
+        self.shared.clone()
     }
 
     /// Brings the directory back to the committed state (after a failed batch, or when it is
@@ -132,25 +272,61 @@ impl Akashi {
                     policies: engine.text().to_owned(),
                     hash: engine.hash(),
                 };
-                self.engines.insert(engine.hash(), engine);
+                self.shared.insert_engine(engine);
                 event
             }
-            Command::Authorize(request) => self.decide(request, kv, now)?,
+            Command::Authorize(request, prepared) => self.decide(request, prepared, kv, now)?,
         })
+    }
+
+    /// Whether `prepared` is the decision the writer would make at this position and time.
+    fn still_holds(
+        prepared: &Prepared,
+        kv: &TxKv<'_, '_>,
+        now: Timestamp,
+    ) -> Result<bool, StateError> {
+        Ok(prepared.span.contains(now)
+            && state::active_policy_set_hash(kv)? == Some(prepared.policy_set_hash)
+            && state::directory_version(kv)? == prepared.directory_version
+            && prepared
+                .reads
+                .iter()
+                .all(|key| kv.0.unchanged_since(key, prepared.read_at)))
     }
 
     fn decide(
         &mut self,
         request: Request,
+        prepared: Option<Box<Prepared>>,
         kv: &TxKv<'_, '_>,
         now: Timestamp,
     ) -> Result<Event, Error> {
+        if let Some(prepared) = prepared {
+            if Self::still_holds(&prepared, kv, now).map_err(unavailable)? {
+                self.shared.accepted.fetch_add(1, Ordering::Relaxed);
+                let Prepared {
+                    decision,
+                    recipient,
+                    policy_set_hash,
+                    ..
+                } = *prepared;
+                return Ok(Event::Decision {
+                    subject_prev: subject_prev(kv, &request)?,
+                    recipient,
+                    request,
+                    time: now,
+                    decision,
+                    policy_set_hash,
+                });
+            }
+            self.shared.redone.fetch_add(1, Ordering::Relaxed);
+        }
         // Fail closed: without a readable state and an active policy set there is no decision.
         let hash = state::active_policy_set_hash(kv)
             .map_err(unavailable)?
             .ok_or(Error::Internal("no active policy set"))?;
-        let engine = match self.engines.get(&hash) {
-            Some(engine) => engine.clone(),
+        let engine = match self.shared.engine(&hash) {
+            Some(engine) => engine,
             None => {
                 let active = state::active_policy_set(kv)
                     .map_err(unavailable)?
@@ -159,7 +335,7 @@ impl Akashi {
                     Arc::new(PolicyEngine::new(&active.policies).map_err(|_| {
                         Error::Internal("the active policy set no longer compiles")
                     })?);
-                self.engines.insert(hash, engine.clone());
+                self.shared.insert_engine(engine.clone());
                 engine
             }
         };
@@ -176,21 +352,25 @@ impl Akashi {
         }
         let facts = Facts::gather(&self.directory, kv, &request).map_err(unavailable)?;
         let decision = engine.decide(&request, &facts, &self.directory, now);
-        let subject_prev = match &request.subject {
-            Some(subject) => state::subject_head(kv, subject)
-                .map_err(unavailable)?
-                .map(|head| head.last_index),
-            None => None,
-        };
         Ok(Event::Decision {
+            subject_prev: subject_prev(kv, &request)?,
             recipient: facts.recipient(),
             request,
             time: now,
             decision,
             policy_set_hash: hash,
-            subject_prev,
         })
     }
+}
+
+/// The index of the patient's previous entry, which a decision about them links to.
+fn subject_prev(kv: &TxKv<'_, '_>, request: &Request) -> Result<Option<u64>, Error> {
+    Ok(match &request.subject {
+        Some(subject) => state::subject_head(kv, subject)
+            .map_err(unavailable)?
+            .map(|head| head.last_index),
+        None => None,
+    })
 }
 
 impl StateMachine for Akashi {
@@ -221,8 +401,18 @@ impl StateMachine for Akashi {
     fn rollback(&mut self) {
         // Activations and directory changes of a failed batch never happened: forget every
         // compiled set (the committed one is recompiled on first use) and reload the directory.
-        self.engines.clear();
+        self.shared.clear_engines();
         self.reload_directory();
+    }
+
+    fn committed(&mut self) {
+        // Publish the committed directory for prepared decisions, once per change.
+        if self.directory.has_pending() && self.directory.flush().is_err() {
+            self.reload_directory();
+        }
+        if self.shared.directory_version() != Some(self.directory.version()) {
+            self.shared.publish(&self.directory);
+        }
     }
 }
 

@@ -13,10 +13,18 @@
 //! batch fails to commit, every submitter in it gets [`SubmitError::Unavailable`] and the state
 //! machine is told to forget in-memory caches ([`StateMachine::rollback`]).
 //!
+//! **Optimistic preparation.** Work that only reads state (an access decision) may be prepared
+//! off the writer thread against the committed state, remembering the tree size it read at and
+//! the keys it read. The writer keeps a short history of which keys recent batches wrote, so
+//! [`Tx::unchanged_since`] tells the state machine in a map lookup whether a key could have
+//! changed since; if none did, the prepared result is the one the writer would have computed,
+//! and only the cheap part (framing, writes) runs on the serial path. Otherwise the state
+//! machine redoes the work itself, so correctness never depends on the preparation.
+//!
 //! The sequencer does not know what commands mean; the server's state machine does.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -58,6 +66,10 @@ pub trait StateMachine: Send + 'static {
 
     /// Called after a batch failed to commit: drop any in-memory state derived from it.
     fn rollback(&mut self) {}
+
+    /// Called after a batch committed (durably), before its submitters are answered: publish
+    /// in-memory state derived from it, if others read it.
+    fn committed(&mut self) {}
 }
 
 /// An accepted command: its log entry and the submitter's output.
@@ -78,6 +90,7 @@ pub struct Tx<'a> {
     /// value read once stays valid until the batch ends.
     reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
     local: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    recent: &'a RecentWrites,
     index: LeafIndex,
     time_millis: i64,
 }
@@ -111,6 +124,22 @@ impl Tx<'_> {
         let value = self.log.state_get(key)?;
         self.reads.borrow_mut().insert(key.to_vec(), value.clone());
         Ok(value)
+    }
+
+    /// Whether `key` still holds the committed value it held when the log had `size` entries:
+    /// no batch committed since then wrote it, and no command before this one in its batch did.
+    /// `false` also when the writer no longer remembers that far back (then the caller must
+    /// read the key again). Costs a map lookup; reads nothing from the store.
+    pub fn unchanged_since(&self, key: &[u8], size: u64) -> bool {
+        size >= self.recent.horizon
+            && size <= self.index.get()
+            && !self.local.contains_key(key)
+            && !self.batch.contains_key(key)
+            && self
+                .recent
+                .by_key
+                .get(key)
+                .is_none_or(|&written| written <= size)
     }
 
     /// Sets a state key.
@@ -256,6 +285,7 @@ impl<M: StateMachine> Sequencer<M> {
             options,
             stats: stats.clone(),
             last_time: 0,
+            recent: RecentWrites::new(log.size().get()),
         };
         let thread = std::thread::Builder::new()
             .name("akashi-sequencer".into())
@@ -313,12 +343,60 @@ impl<M: StateMachine> Sequencer<M> {
     }
 }
 
+/// Which state keys the most recent committed batches wrote, for [`Tx::unchanged_since`].
+struct RecentWrites {
+    /// Key → the tree size after the last remembered batch that wrote it.
+    by_key: HashMap<Vec<u8>, u64>,
+    /// The remembered batches, oldest first: the tree size after each and the keys it wrote.
+    batches: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Keys held in `batches`.
+    keys: usize,
+    /// Every batch that ended after this size is remembered.
+    horizon: u64,
+}
+
+impl RecentWrites {
+    /// Keys remembered before the oldest batches are forgotten (a few hundred batches of
+    /// decisions: far longer than a command waits in the queue).
+    const MAX_KEYS: usize = 1 << 16;
+
+    fn new(size: u64) -> Self {
+        Self {
+            by_key: HashMap::new(),
+            batches: VecDeque::new(),
+            keys: 0,
+            horizon: size,
+        }
+    }
+
+    fn record(&mut self, size: u64, keys: Vec<Vec<u8>>) {
+        for key in &keys {
+            self.by_key.insert(key.clone(), size);
+        }
+        self.keys += keys.len();
+        self.batches.push_back((size, keys));
+        while self.keys > Self::MAX_KEYS && self.batches.len() > 1 {
+            let Some((old, keys)) = self.batches.pop_front() else {
+                break;
+            };
+            for key in &keys {
+                if self.by_key.get(key) == Some(&old) {
+                    self.by_key.remove(key);
+                }
+            }
+            self.keys -= keys.len();
+            self.horizon = old;
+        }
+    }
+}
+
 struct Writer<M: StateMachine> {
     log: Arc<Log>,
     machine: M,
     options: SequencerOptions,
     stats: Arc<SequencerStats>,
     last_time: i64,
+    recent: RecentWrites,
 }
 
 impl<M: StateMachine> Writer<M> {
@@ -414,6 +492,7 @@ impl<M: StateMachine> Writer<M> {
                 batch: &overlay,
                 reads: &reads,
                 local: BTreeMap::new(),
+                recent: &self.recent,
                 index: LeafIndex(base + entries.len() as u64),
                 time_millis: time,
             };
@@ -444,6 +523,7 @@ impl<M: StateMachine> Writer<M> {
         if entries.is_empty() {
             return;
         }
+        let written: Vec<Vec<u8>> = overlay.keys().cloned().collect();
         let writes = overlay
             .into_iter()
             .map(|(key, value)| match value {
@@ -462,6 +542,9 @@ impl<M: StateMachine> Writer<M> {
                     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
+                self.recent
+                    .record(committed.checkpoint.checkpoint.size.get(), written);
+                self.machine.committed();
                 if let Some(hook) = &self.options.on_commit {
                     (hook.0)(&BatchReport {
                         entries: entries.len() as u64,

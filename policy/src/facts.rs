@@ -231,4 +231,48 @@ impl Facts {
     pub(crate) fn category(request: &Request) -> Option<DataCategory> {
         request.data_category.category()
     }
+
+    /// The span of time around `now` in which no consent of the patient comes into or goes out
+    /// of force. Time reaches a decision only through
+    /// [`Consent::in_force_at`](crate::domain::Consent::in_force_at), so a decision made from these facts at `now` is
+    /// the decision at every instant of the span: a decision prepared at one instant may be
+    /// logged at a later one inside it.
+    pub fn stable_span(&self, now: Timestamp) -> StableSpan {
+        let mut span = StableSpan {
+            from: None,
+            until: None,
+        };
+        let bounds = self
+            .subject
+            .consents
+            .iter()
+            .flat_map(|c| [c.valid_from, c.valid_until])
+            .flatten();
+        for bound in bounds {
+            // Every bound flips `in_force_at` between `t < bound` and `t >= bound`.
+            if bound <= now {
+                span.from = Some(span.from.map_or(bound, |f: Timestamp| f.max(bound)));
+            } else {
+                span.until = Some(span.until.map_or(bound, |u: Timestamp| u.min(bound)));
+            }
+        }
+        span
+    }
+}
+
+/// A half-open span of time `[from, until)`, unbounded where `None`: see
+/// [`Facts::stable_span`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StableSpan {
+    /// The first instant of the span.
+    pub from: Option<Timestamp>,
+    /// The first instant after the span.
+    pub until: Option<Timestamp>,
+}
+
+impl StableSpan {
+    /// Whether `t` lies in the span.
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.from.is_none_or(|f| f <= t) && self.until.is_none_or(|u| t < u)
+    }
 }

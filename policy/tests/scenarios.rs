@@ -947,6 +947,63 @@ fn rules() {
     }
 }
 
+/// A decision prepared at one instant may be logged at a later one only inside the facts'
+/// stable span: check, for every scenario, that the decision is the same at both ends of the
+/// span, and that the span of a consent with a validity period is exactly that period.
+#[test]
+fn decisions_hold_across_the_stable_span() {
+    let world = World::new();
+    let mut bounded = 0;
+    for case in cases() {
+        let request = &case.request.0;
+        let directory = world.directory.current(&world.kv).unwrap();
+        let facts = policy::Facts::gather(&directory, &world.kv, request).unwrap();
+        let span = facts.stable_span(case.at);
+        assert!(span.contains(case.at), "`{}`: {span:?}", case.name);
+        let at_now = world.engine.decide(request, &facts, &directory, case.at);
+        let mut ends = Vec::new();
+        if let Some(from) = span.from {
+            ends.push(from);
+        }
+        if let Some(until) = span.until {
+            assert!(!span.contains(until));
+            ends.push(ms(until, -1));
+            bounded += 1;
+        }
+        for t in ends {
+            assert!(span.contains(t));
+            let then = world.engine.decide(request, &facts, &directory, t);
+            assert_eq!(at_now, then, "`{}` at {t:?} (span {span:?})", case.name);
+        }
+    }
+    assert!(bounded > 0, "no scenario has a bounded span");
+    // Patient 1's research consent runs from C1_FROM until C1_UNTIL: the span is that period,
+    // and just outside it the decision changes.
+    let request = org("univ-a")
+        .subject(1)
+        .category("diagnosis")
+        .purpose(Purpose::Research)
+        .level(Level::Pseudonymized)
+        .0;
+    let directory = world.directory.current(&world.kv).unwrap();
+    let facts = policy::Facts::gather(&directory, &world.kv, &request).unwrap();
+    let span = facts.stable_span(ts(NOW));
+    assert_eq!(
+        (span.from, span.until),
+        (Some(ts(C1_FROM)), Some(ts(C1_UNTIL)))
+    );
+    let inside = world.engine.decide(&request, &facts, &directory, ts(NOW));
+    let after = world
+        .engine
+        .decide(&request, &facts, &directory, ts(C1_UNTIL));
+    let before = world
+        .engine
+        .decide(&request, &facts, &directory, ms(ts(C1_FROM), -1));
+    assert_eq!(inside.effect, Effect::Allow);
+    assert_eq!(after.effect, Effect::Deny);
+    assert_eq!(before.effect, Effect::Deny);
+}
+
 #[test]
 fn rule_7_emergency_declared_then_ended() {
     let mut world = World::new();

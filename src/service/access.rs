@@ -1,7 +1,11 @@
-//! `AccessService/Authorize`: every access request is decided by the policy crate **inside the
-//! sequencer**, against the state as of its position in the log, and the decision (allow and
-//! deny alike, with the full request in the private body) is logged before the caller hears it.
-//! If it cannot be logged, the caller gets `UNAVAILABLE`, never an allow.
+//! `AccessService/Authorize`: every access request is decided by the policy crate against the
+//! state as of its position in the log, and the decision (allow and deny alike, with the full
+//! request in the private body) is logged before the caller hears it. If it cannot be logged,
+//! the caller gets `UNAVAILABLE`, never an allow.
+//!
+//! The decision is prepared here, on the caller's task, and the sequencer's writer takes it only
+//! if nothing it depends on changed before its position (see `state_machine`): the expensive
+//! part runs in parallel, the serial part stays small, and the guarantee is the writer's.
 
 use policy::{
     Request as AccessRequest,
@@ -61,7 +65,8 @@ impl AccessService for Access {
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
         let access = self.parse(request.into_inner())?;
-        let (r, output) = self.0.submit(Command::Authorize(access)).await?;
+        let prepared = self.0.decisions().prepare(self.0.log(), &access);
+        let (r, output) = self.0.submit(Command::Authorize(access, prepared)).await?;
         let Output::Decided(decision) = output else {
             return Err(Error::Internal("authorize answered with another output").into());
         };

@@ -17,9 +17,15 @@ fn subject(n: u8) -> SubjectId {
 }
 
 fn start() -> Sequencer<Akashi> {
+    start_shared().0
+}
+
+fn start_shared() -> (Sequencer<Akashi>, Arc<Decisions>) {
     let log = Arc::new(Log::open(Arc::new(MemoryStore::new()), test_signer()).unwrap());
     let machine = Akashi::new(log.clone()).unwrap();
-    Sequencer::start(log, machine, SequencerOptions::default()).unwrap()
+    let decisions = machine.decisions();
+    let sequencer = Sequencer::start(log, machine, SequencerOptions::default()).unwrap();
+    (sequencer, decisions)
 }
 
 fn org(id: &str, class: RecipientClass) -> Command {
@@ -61,7 +67,7 @@ fn grant(subject: SubjectId) -> Command {
 }
 
 async fn decide(sequencer: &Sequencer<Akashi>, request: Request) -> Decision {
-    match sequencer.submit(Command::Authorize(request)).await {
+    match sequencer.submit(Command::Authorize(request, None)).await {
         Ok((_, Output::Decided(decision))) => *decision,
         Ok(other) => panic!("unexpected output {other:?}"),
         Err(_) => panic!("authorize failed"),
@@ -72,7 +78,7 @@ async fn decide(sequencer: &Sequencer<Akashi>, request: Request) -> Decision {
 async fn a_decision_without_an_active_policy_set_is_an_error_not_an_allow() {
     let sequencer = start();
     let result = sequencer
-        .submit(Command::Authorize(research_request(subject(1))))
+        .submit(Command::Authorize(research_request(subject(1)), None))
         .await;
     assert!(matches!(
         result,
@@ -187,4 +193,153 @@ fn frame_puts_public_attributes_in_the_leaf_and_the_event_in_the_body() {
     let body = Body::decode(&entry.body.encode()).unwrap();
     assert_eq!(Event::from_json(&body.payload).unwrap(), event);
     assert_eq!(entry.leaf.commitment, entry.body.commitment());
+}
+
+async fn decide_prepared(
+    sequencer: &Sequencer<Akashi>,
+    request: Request,
+    prepared: Option<Box<Prepared>>,
+) -> (u64, Decision, Event) {
+    match sequencer
+        .submit(Command::Authorize(request, prepared))
+        .await
+    {
+        Ok((receipt, Output::Decided(decision))) => {
+            let index = receipt.leaf_index.get();
+            let ledger::chunk::Record::Present(bytes) =
+                sequencer.log().body(receipt.leaf_index).unwrap()
+            else {
+                panic!("body redacted");
+            };
+            let body = Body::decode(&bytes).unwrap();
+            let event = Event::from_json(&body.payload).unwrap();
+            (index, *decision, event)
+        }
+        Ok(other) => panic!("unexpected output {other:?}"),
+        Err(_) => panic!("authorize failed"),
+    }
+}
+
+/// A world with the default policy set, one university and patient 7's research consent.
+async fn prepared_world() -> (Sequencer<Akashi>, Arc<Decisions>) {
+    let (sequencer, decisions) = start_shared();
+    let engine = Arc::new(PolicyEngine::default_set().unwrap());
+    sequencer.submit(Command::Activate(engine)).await.unwrap();
+    sequencer
+        .submit(org("uni", RecipientClass::University))
+        .await
+        .unwrap();
+    sequencer.submit(grant(subject(7))).await.unwrap();
+    (sequencer, decisions)
+}
+
+#[tokio::test]
+async fn a_prepared_decision_is_logged_as_the_writer_would_have_made_it() {
+    let (sequencer, decisions) = prepared_world().await;
+    let request = research_request(subject(7));
+    let prepared = decisions.prepare(sequencer.log(), &request).unwrap();
+    let (first, decision, event) =
+        decide_prepared(&sequencer, request.clone(), Some(prepared)).await;
+    assert!(decision.is_allow(), "{:?}", decision.reasons);
+    assert_eq!((decisions.accepted(), decisions.redone()), (1, 0));
+    // The writer's own decision of the same request, right after, is the same decision, and
+    // both entries link into the patient's chain.
+    let (second, own, own_event) = decide_prepared(&sequencer, request, None).await;
+    assert_eq!(decision, own);
+    let (
+        Event::Decision {
+            subject_prev: prev_first,
+            recipient: recipient_first,
+            policy_set_hash: hash_first,
+            ..
+        },
+        Event::Decision {
+            subject_prev: prev_second,
+            recipient: recipient_second,
+            policy_set_hash: hash_second,
+            ..
+        },
+    ) = (event, own_event)
+    else {
+        panic!("not decisions");
+    };
+    assert_eq!(prev_second, Some(first));
+    assert_eq!(
+        prev_first,
+        Some(first - 1),
+        "the grant is the patient's previous entry"
+    );
+    assert_eq!(recipient_first, recipient_second);
+    assert_eq!(hash_first, hash_second);
+    assert!(second > first);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_prepared_allow_is_redone_after_a_revocation_sequenced_before_it() {
+    let (sequencer, decisions) = prepared_world().await;
+    let request = research_request(subject(7));
+    let stale = decisions.prepare(sequencer.log(), &request).unwrap();
+    assert!(stale.decision.is_allow());
+    sequencer
+        .submit(Command::Revoke {
+            subject: subject(7),
+            consent_id: ConsentId::new("c_test").unwrap(),
+        })
+        .await
+        .unwrap();
+    let (_, decision, event) = decide_prepared(&sequencer, request, Some(stale)).await;
+    assert!(!decision.is_allow(), "a revoked consent must not allow");
+    let Event::Decision {
+        decision: logged, ..
+    } = event
+    else {
+        panic!("not a decision");
+    };
+    assert_eq!(logged, decision);
+    assert_eq!((decisions.accepted(), decisions.redone()), (0, 1));
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_prepared_decision_is_redone_after_a_directory_change_or_outside_its_span() {
+    let (sequencer, decisions) = prepared_world().await;
+    let request = research_request(subject(7));
+    // The university becomes an insurer: the directory version moves on.
+    let stale = decisions.prepare(sequencer.log(), &request).unwrap();
+    sequencer
+        .submit(org("uni", RecipientClass::PrivateInsurer))
+        .await
+        .unwrap();
+    let (_, after_change, _) = decide_prepared(&sequencer, request.clone(), Some(stale)).await;
+    assert_eq!((decisions.accepted(), decisions.redone()), (0, 1));
+    // Once committed, the new directory is published and preparation is accepted again.
+    let fresh = decisions.prepare(sequencer.log(), &request).unwrap();
+    assert_eq!(fresh.decision, after_change);
+    decide_prepared(&sequencer, request.clone(), Some(fresh)).await;
+    assert_eq!((decisions.accepted(), decisions.redone()), (1, 1));
+    // A span that ended before the sequencing time: redone.
+    let mut ended = decisions.prepare(sequencer.log(), &request).unwrap();
+    ended.span.until = Timestamp::from_unix_millis(1);
+    decide_prepared(&sequencer, request, Some(ended)).await;
+    assert_eq!((decisions.accepted(), decisions.redone()), (1, 2));
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_prepared_decision_is_redone_under_another_policy_set() {
+    let (sequencer, decisions) = prepared_world().await;
+    let request = research_request(subject(7));
+    let stale = decisions.prepare(sequencer.log(), &request).unwrap();
+    // A set that forbids everything.
+    let text = format!(
+        "{}\n@id(\"deny-all\")\n@reason(\"test\")\nforbid (principal, action, resource);",
+        PolicyEngine::default_set().unwrap().text()
+    );
+    let engine = Arc::new(PolicyEngine::new(&text).unwrap());
+    sequencer.submit(Command::Activate(engine)).await.unwrap();
+    let (_, decision, _) = decide_prepared(&sequencer, request, Some(stale)).await;
+    assert!(!decision.is_allow());
+    assert_eq!((decisions.accepted(), decisions.redone()), (0, 1));
+    sequencer.shutdown().await;
 }

@@ -16,7 +16,7 @@ use proto::pb;
 
 use crate::{
     api::{Api, ask, grant},
-    harness::TestServer,
+    harness::{TestServer, http_get},
 };
 
 async fn activity(api: &Api) -> pb::Receipt {
@@ -229,4 +229,121 @@ async fn watch_trusts_growth_and_catches_a_fork_over_grpc_and_http() {
         assert_eq!(step.exit_code().code(), 2, "{step:?}");
     }
     server.stop().await;
+}
+
+/// The value of a counter line in Prometheus text.
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{series}` in:\n{metrics}"))
+}
+
+/// Decisions are prepared on the callers' tasks while revocations and new grants race with
+/// them: replay must still find every logged decision to be the one the operator's rules give
+/// at its position, and decisions about patients nobody writes to are taken as prepared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
+    const PATIENTS: usize = 8;
+    const ROUNDS: usize = 12;
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let patient = |n: usize| format!("patient-{n}");
+    let mut consents = Vec::new();
+    for n in 0..PATIENTS {
+        let g = grant(
+            &patient(n),
+            &["research"],
+            &["clinical"],
+            &["uni"],
+            &[],
+            "IDENTIFIED",
+        );
+        consents.push(api.grant(g).await);
+    }
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let n = (worker + round) % PATIENTS;
+                api.authorize(ask(
+                    "Organization",
+                    "uni",
+                    "secondary_use",
+                    &patient(n),
+                    "lab_result",
+                    "research",
+                    "IDENTIFIED",
+                ))
+                .await;
+            }
+        }));
+    }
+    // Meanwhile the even patients revoke and grant again, over and over.
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for round in 0..ROUNDS / 2 {
+                for (n, consent) in consents.iter_mut().enumerate().step_by(2) {
+                    api.consent()
+                        .revoke_consent(api.req(pb::RevokeConsentRequest {
+                            patient_id: patient(n),
+                            consent_id: consent.clone(),
+                        }))
+                        .await
+                        .unwrap();
+                    if round % 2 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                    let g = grant(
+                        &patient(n),
+                        &["research"],
+                        &["clinical"],
+                        &["uni"],
+                        &[],
+                        "IDENTIFIED",
+                    );
+                    *consent = api.grant(g).await;
+                }
+            }
+        })
+    };
+    for task in tasks {
+        task.await.unwrap();
+    }
+    writer.await.unwrap();
+
+    let decisions = (4 * ROUNDS) as u64;
+    let report = replay(
+        &ReplayConfig {
+            verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
+            grpc: format!("http://{}", server.grpc_addr),
+            token: server.token(Role::Regulator, None),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.decisions_checked, decisions);
+    assert_eq!(report.decisions_matching, decisions);
+
+    let (status, metrics) = http_get(server.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let accepted = counter(
+        &metrics,
+        "akashi_authorize_prepared_total{outcome=\"accepted\"}",
+    );
+    let redone = counter(
+        &metrics,
+        "akashi_authorize_prepared_total{outcome=\"redone\"}",
+    );
+    assert_eq!(accepted + redone, decisions, "every decision was prepared");
+    // Half the decisions are about odd patients, whose records nobody writes after setup.
+    assert!(
+        accepted >= decisions / 2,
+        "accepted {accepted}, redone {redone}"
+    );
 }

@@ -203,3 +203,126 @@ async fn max_wait_holds_a_batch_open_until_it_is_full_or_the_wait_ends() {
     assert!(started.elapsed() < Duration::from_secs(30));
     sequencer.shutdown().await;
 }
+
+fn tx_at<'a>(
+    log: &'a Log,
+    batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    recent: &'a RecentWrites,
+    index: u64,
+) -> Tx<'a> {
+    Tx {
+        log,
+        batch,
+        reads,
+        local: BTreeMap::new(),
+        recent,
+        index: LeafIndex(index),
+        time_millis: 0,
+    }
+}
+
+#[test]
+fn unchanged_since_sees_later_batches_the_own_batch_and_the_horizon() {
+    let store = MemoryStore::new();
+    let log = Log::open(Arc::new(store), test_signer()).unwrap();
+    let mut recent = RecentWrites::new(10);
+    recent.record(12, vec![b"a".to_vec()]);
+    recent.record(15, vec![b"b".to_vec(), b"a".to_vec()]);
+    let mut batch = BTreeMap::new();
+    batch.insert(b"c".to_vec(), Some(b"new".to_vec()));
+    let reads = std::cell::RefCell::new(std::collections::HashMap::new());
+    let mut tx = tx_at(&log, &batch, &reads, &recent, 20);
+    // `a` was last written by the batch that ended at 15.
+    assert!(!tx.unchanged_since(b"a", 12));
+    assert!(!tx.unchanged_since(b"a", 14));
+    assert!(tx.unchanged_since(b"a", 15));
+    assert!(tx.unchanged_since(b"a", 20));
+    // `b` only at 15; `z` never.
+    assert!(!tx.unchanged_since(b"b", 11));
+    assert!(tx.unchanged_since(b"z", 10));
+    // Older than the horizon: unknown, so changed.
+    assert!(!tx.unchanged_since(b"z", 9));
+    // Written earlier in this batch, or by this command.
+    assert!(!tx.unchanged_since(b"c", 20));
+    tx.put(b"d", b"mine");
+    assert!(!tx.unchanged_since(b"d", 20));
+    // A size beyond the command's own position cannot have been read.
+    assert!(!tx.unchanged_since(b"z", 21));
+}
+
+#[test]
+fn recent_writes_forget_the_oldest_batches_and_move_the_horizon() {
+    let mut recent = RecentWrites::new(0);
+    let per_batch = 1000;
+    let batches = RecentWrites::MAX_KEYS / per_batch + 5;
+    for b in 0..batches {
+        let size = (b as u64 + 1) * 10;
+        let keys = (0..per_batch)
+            .map(|k| format!("{b}/{k}").into_bytes())
+            .collect();
+        recent.record(size, keys);
+    }
+    recent.record(100_000, vec![b"0/0".to_vec()]);
+    assert!(recent.keys <= RecentWrites::MAX_KEYS);
+    assert!(recent.horizon > 0);
+    assert_eq!(
+        recent.by_key.len(),
+        recent.keys,
+        "one entry per remembered key"
+    );
+    // A key of a forgotten batch is gone from the map; a re-written one keeps its newest size.
+    assert_eq!(recent.by_key.get(b"0/0".as_slice()), Some(&100_000));
+    assert!(!recent.by_key.contains_key(b"0/1".as_slice()));
+}
+
+/// Prepared off the writer: a command carrying the size it read at and the key it read.
+struct Checker;
+
+impl StateMachine for Checker {
+    type Command = (Option<u64>, &'static [u8]);
+    type Output = bool;
+    type Rejection = &'static str;
+
+    fn apply(
+        &mut self,
+        (read_at, key): Self::Command,
+        tx: &mut Tx<'_>,
+    ) -> Result<Applied<bool>, &'static str> {
+        // A write command (`read_at` none) writes `key`; a check reports whether it is unchanged.
+        let output = match read_at {
+            None => {
+                tx.put(key, b"x");
+                true
+            }
+            Some(size) => tx.unchanged_since(key, size),
+        };
+        Ok(Applied {
+            entry: test_entry(tx.index().get()),
+            output,
+        })
+    }
+}
+
+#[tokio::test]
+async fn prepared_commands_are_checked_against_writes_committed_since() {
+    let store = MemoryStore::new();
+    let log = Arc::new(Log::open(Arc::new(store), test_signer()).unwrap());
+    let sequencer = Sequencer::start(log.clone(), Checker, SequencerOptions::default()).unwrap();
+    sequencer.submit((None, b"k")).await.unwrap();
+    let read_at = log.size().get();
+    // Nothing wrote `k` since: unchanged; a write to another key does not matter.
+    sequencer.submit((None, b"other")).await.unwrap();
+    assert!(sequencer.submit((Some(read_at), b"k")).await.unwrap().1);
+    // `k` written after the read: changed.
+    sequencer.submit((None, b"k")).await.unwrap();
+    assert!(!sequencer.submit((Some(read_at), b"k")).await.unwrap().1);
+    assert!(
+        sequencer
+            .submit((Some(log.size().get()), b"k"))
+            .await
+            .unwrap()
+            .1
+    );
+    sequencer.shutdown().await;
+}
