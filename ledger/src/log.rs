@@ -82,6 +82,29 @@ pub struct Committed {
     pub checkpoint: Arc<SignedCheckpoint>,
 }
 
+/// A batch written by [`Log::stage_batch`] but not yet synced: nothing of it is acknowledged or
+/// visible to readers of the tree until [`Log::finish_batch`] made it durable.
+#[must_use = "a staged batch is not durable until finish_batch"]
+pub struct Staged {
+    committed: Committed,
+    tip: Published,
+}
+
+impl std::fmt::Debug for Staged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Staged")
+            .field("committed", &self.committed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Staged {
+    /// The tree size once this batch is in.
+    pub fn size(&self) -> u64 {
+        self.committed.checkpoint.checkpoint.size.get()
+    }
+}
+
 /// A receipt: proof that an entry is in a signed tree (DESIGN.md §4).
 #[derive(Debug, Clone)]
 pub struct Receipt {
@@ -223,7 +246,9 @@ pub struct Log {
     signer: NoteSigner,
     verifier: NoteVerifier,
     published: RwLock<Published>,
-    writer: Mutex<()>,
+    /// The tip: the newest batch written, synced or not. Held while writing, so writes are
+    /// serialised and each batch builds on the one before it.
+    writer: Mutex<Published>,
     tiles: TileCache,
     poisoned: AtomicBool,
     /// A batch failed before its commit point and may have left data beyond the committed size.
@@ -315,15 +340,16 @@ impl Log {
         frontier: Frontier,
         checkpoint: SignedCheckpoint,
     ) -> Self {
+        let published = Published {
+            frontier: Arc::new(frontier),
+            checkpoint: Arc::new(checkpoint),
+        };
         Self {
             store,
             signer,
             verifier,
-            published: RwLock::new(Published {
-                frontier: Arc::new(frontier),
-                checkpoint: Arc::new(checkpoint),
-            }),
-            writer: Mutex::new(()),
+            published: RwLock::new(published.clone()),
+            writer: Mutex::new(published),
             tiles: TileCache::default(),
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
@@ -636,7 +662,28 @@ impl Log {
         entries: &[NewEntry],
         writes: Vec<StateWrite>,
     ) -> Result<Committed, CommitError> {
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let staged = self.stage_batch(entries, writes)?;
+        self.finish_batch(staged)
+    }
+
+    /// The first half of [`Log::append_batch`]: writes the batch (entries, bodies, tiles, the
+    /// signed checkpoint, the commit record, then the state writes) on top of the previous
+    /// batch, synced or not, without syncing. The next batch may be staged while this one is
+    /// being synced by [`Log::finish_batch`]; batches must be finished in the order staged.
+    ///
+    /// State reads ([`Log::state_get`]) see a staged batch's writes at once; the tree, its
+    /// checkpoints and proofs show it only once finished. Should the sync fail, the log is
+    /// poisoned and nothing staged after the last finished batch is ever acknowledged.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`CommitError`]; then nothing of the batch is visible or acknowledged.
+    pub fn stage_batch(
+        &self,
+        entries: &[NewEntry],
+        writes: Vec<StateWrite>,
+    ) -> Result<Staged, CommitError> {
+        let mut tip = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_poisoned() {
             return Err(CommitError::Poisoned);
         }
@@ -652,22 +699,23 @@ impl Log {
                 .map_err(|source| CommitError::InvalidEntry { offset, source })?;
             encoded.push(pair);
         }
-        let old = self.published();
         if self.dirty.load(Ordering::SeqCst) {
             // Remove what the failed batch wrote before writing over it, so stray chunks can
             // never be mistaken for log content. Readers never look beyond the committed size,
             // so until then the strays are harmless.
-            remove_uncommitted(self.store.as_ref(), &old.frontier)?;
+            remove_uncommitted(self.store.as_ref(), &tip.frontier)?;
             self.dirty.store(false, Ordering::SeqCst);
         }
-        match self.write_batch(&old, &encoded, writes) {
+        match self.write_batch(&tip, &encoded, writes) {
             Ok((committed, frontier)) => {
-                let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
-                *published = Published {
+                *tip = Published {
                     frontier: Arc::new(frontier),
                     checkpoint: committed.checkpoint.clone(),
                 };
-                Ok(committed)
+                Ok(Staged {
+                    committed,
+                    tip: tip.clone(),
+                })
             }
             Err(BatchFailure::BeforeCommit(err)) => {
                 // Nothing was committed; the next batch first cleans up what this one wrote.
@@ -680,6 +728,33 @@ impl Log {
                 Err(CommitError::Poisoned)
             }
         }
+    }
+
+    /// The second half of [`Log::append_batch`]: syncs the store (one sync covers every batch
+    /// staged so far) and publishes `staged` to readers. When this returns `Ok`, the batch
+    /// survives a killed process and a power loss.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitError::Poisoned`] when the sync fails (then the log refuses every later batch) or
+    /// failed before; the batch is then not acknowledged.
+    pub fn finish_batch(&self, staged: Staged) -> Result<Committed, CommitError> {
+        if self.is_poisoned() {
+            return Err(CommitError::Poisoned);
+        }
+        if let Err(err) = self.store.sync() {
+            // The commit record may or may not have reached the disk: nothing can be trusted
+            // to be durable, so nothing more is acknowledged.
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing_error(&CommitError::from(err));
+            return Err(CommitError::Poisoned);
+        }
+        let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+        // INVARIANT: batches are finished in the order staged, so the tree only grows.
+        if staged.size() > published.checkpoint.checkpoint.size.get() {
+            *published = staged.tip;
+        }
+        Ok(staged.committed)
     }
 
     fn write_batch(
@@ -747,9 +822,6 @@ impl Log {
             .map_err(|e| before(e.into()))?;
         // INVARIANT: from here on the batch is committed as far as recovery is concerned.
         apply_state_writes(self.store.as_ref(), &record.writes)
-            .map_err(|e| BatchFailure::AfterCommit(e.into()))?;
-        self.store
-            .sync()
             .map_err(|e| BatchFailure::AfterCommit(e.into()))?;
         Ok((
             Committed {

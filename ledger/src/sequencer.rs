@@ -2,10 +2,14 @@
 //!
 //! Submitters send commands over a bounded channel. The writer thread takes whatever is queued
 //! (up to `max_batch`, optionally waiting `max_wait` for more), runs each command through the
-//! [`StateMachine`] **in sequence order** against the state as of the entries before it, appends
-//! the accepted entries with one [`Log::append_batch`] (one commit, one sync, one signature) and
-//! only then answers every submitter. Each submitter then builds its own inclusion proof against
-//! the batch's checkpoint on its own task, so proof work runs in parallel, off the writer thread.
+//! [`StateMachine`] **in sequence order** against the state as of the entries before it, and
+//! writes the accepted entries with one [`Log::stage_batch`] (one commit record, one signature).
+//! A second thread, the syncer, then makes the batch durable with [`Log::finish_batch`] (one
+//! sync) and only then answers its submitters; meanwhile the writer already applies and stages
+//! the next batch, so the disk's sync latency and the writer's CPU work overlap instead of
+//! adding up. Batches are synced in the order written, and a failed sync poisons the log, so no
+//! later batch is ever acknowledged. Each submitter then builds its own inclusion proof against
+//! the batch's checkpoint on its own task, so proof work runs in parallel, off both threads.
 //!
 //! Because commands are applied in order, a command sees every write sequenced before it, in
 //! earlier batches and earlier in its own batch: a revocation that was acknowledged affects the
@@ -38,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     checkpoint::SignedCheckpoint,
     hash::{Hash, LeafIndex},
-    log::{Log, NewEntry, Receipt, StateWrite},
+    log::{Log, NewEntry, Receipt, Staged, StateWrite},
     store::StoreError,
 };
 
@@ -67,8 +71,9 @@ pub trait StateMachine: Send + 'static {
     /// Called after a batch failed to commit: drop any in-memory state derived from it.
     fn rollback(&mut self) {}
 
-    /// Called after a batch committed (durably), before its submitters are answered: publish
-    /// in-memory state derived from it, if others read it.
+    /// Called once a batch was written (its state writes are visible to [`Log::state_get`];
+    /// its sync may still be running): publish in-memory state derived from it, if others read
+    /// it. Should that sync fail, the log is poisoned and nothing more is acknowledged.
     fn committed(&mut self) {}
 }
 
@@ -286,6 +291,7 @@ impl<M: StateMachine> Sequencer<M> {
             stats: stats.clone(),
             last_time: 0,
             recent: RecentWrites::new(log.size().get()),
+            next_size: log.size().get(),
         };
         let thread = std::thread::Builder::new()
             .name("akashi-sequencer".into())
@@ -397,6 +403,83 @@ struct Writer<M: StateMachine> {
     stats: Arc<SequencerStats>,
     last_time: i64,
     recent: RecentWrites,
+    /// The tree size after the last batch written (synced or not): the next entry's index.
+    next_size: u64,
+}
+
+/// A written batch on its way to the syncer, with the submitters to answer once it is durable.
+struct Pending<M: StateMachine> {
+    staged: Staged,
+    replies: Vec<(Reply<M>, M::Output)>,
+    started: Instant,
+}
+
+/// The syncer thread: makes written batches durable in order and answers their submitters.
+struct Syncer {
+    log: Arc<Log>,
+    stats: Arc<SequencerStats>,
+    on_commit: Option<CommitHook>,
+}
+
+impl Syncer {
+    fn run<M: StateMachine>(self, pending: std::sync::mpsc::Receiver<Pending<M>>) {
+        for batch in pending {
+            self.finish(batch);
+        }
+    }
+
+    fn finish<M: StateMachine>(&self, batch: Pending<M>) {
+        let Pending {
+            staged,
+            replies,
+            started,
+        } = batch;
+        match self.log.finish_batch(staged) {
+            Ok(committed) => {
+                let elapsed = started.elapsed();
+                let entries = replies.len() as u64;
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.entries.fetch_add(entries, Ordering::Relaxed);
+                self.stats.commit_micros.fetch_add(
+                    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                if let Some(hook) = &self.on_commit {
+                    (hook.0)(&BatchReport {
+                        entries,
+                        tree_size: committed.checkpoint.checkpoint.size.get(),
+                        elapsed,
+                    });
+                }
+                tracing::debug!(
+                    entries,
+                    size = committed.checkpoint.checkpoint.size.get(),
+                    micros = elapsed.as_micros() as u64,
+                    "batch committed"
+                );
+                for (offset, ((reply, output), leaf_hash)) in replies
+                    .into_iter()
+                    .zip(committed.leaf_hashes.iter())
+                    .enumerate()
+                {
+                    let _ = reply.send(Ok(Ack {
+                        index: LeafIndex(committed.first.get() + offset as u64),
+                        leaf_hash: *leaf_hash,
+                        checkpoint: committed.checkpoint.clone(),
+                        output,
+                    }));
+                }
+            }
+            Err(err) => {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(cause = %err, entries = replies.len(), "batch failed to sync");
+                let message = err.to_string();
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
 }
 
 impl<M: StateMachine> Writer<M> {
@@ -408,6 +491,24 @@ impl<M: StateMachine> Writer<M> {
             Ok(runtime) => runtime,
             Err(err) => {
                 tracing::error!(cause = %err, "sequencer could not start its runtime");
+                return;
+            }
+        };
+        // One batch may wait while another syncs: the writer runs at most two batches ahead of
+        // the disk, and a submitter's wait is at most about two syncs long.
+        let (to_syncer, pending) = std::sync::mpsc::sync_channel::<Pending<M>>(1);
+        let syncer = Syncer {
+            log: self.log.clone(),
+            stats: self.stats.clone(),
+            on_commit: self.options.on_commit.clone(),
+        };
+        let syncer = match std::thread::Builder::new()
+            .name("akashi-sync".into())
+            .spawn(move || syncer.run(pending))
+        {
+            Ok(thread) => thread,
+            Err(err) => {
+                tracing::error!(cause = %err, "sequencer could not start its sync thread");
                 return;
             }
         };
@@ -455,17 +556,20 @@ impl<M: StateMachine> Writer<M> {
                 }
             }
             if !jobs.is_empty() {
-                self.process(jobs);
+                self.process(jobs, &to_syncer);
             }
             if closing {
                 // Drain what was queued before the close.
                 while let Ok(msg) = receiver.try_recv() {
                     if let Msg::Job(job) = msg {
-                        self.process(vec![job]);
+                        self.process(vec![job], &to_syncer);
                     }
                 }
             }
         }
+        // Let the syncer finish every written batch and answer its submitters.
+        drop(to_syncer);
+        let _ = syncer.join();
         tracing::info!("sequencer stopped");
     }
 
@@ -478,10 +582,10 @@ impl<M: StateMachine> Writer<M> {
     }
 
     #[tracing::instrument(skip_all, fields(commands = jobs.len()))]
-    fn process(&mut self, jobs: Vec<Job<M>>) {
+    fn process(&mut self, jobs: Vec<Job<M>>, to_syncer: &std::sync::mpsc::SyncSender<Pending<M>>) {
         let started = Instant::now();
         let time = self.now_millis();
-        let base = self.log.size().get();
+        let base = self.next_size;
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let reads = std::cell::RefCell::new(std::collections::HashMap::new());
         let mut entries = Vec::with_capacity(jobs.len());
@@ -531,44 +635,25 @@ impl<M: StateMachine> Writer<M> {
                 None => StateWrite::Delete(key),
             })
             .collect();
-        match self.log.append_batch(&entries, writes) {
-            Ok(committed) => {
-                let elapsed = started.elapsed();
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .entries
-                    .fetch_add(entries.len() as u64, Ordering::Relaxed);
-                self.stats.commit_micros.fetch_add(
-                    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                self.recent
-                    .record(committed.checkpoint.checkpoint.size.get(), written);
+        match self.log.stage_batch(&entries, writes) {
+            Ok(staged) => {
+                self.next_size = staged.size();
+                self.recent.record(staged.size(), written);
                 self.machine.committed();
-                if let Some(hook) = &self.options.on_commit {
-                    (hook.0)(&BatchReport {
-                        entries: entries.len() as u64,
-                        tree_size: committed.checkpoint.checkpoint.size.get(),
-                        elapsed,
-                    });
-                }
-                tracing::debug!(
-                    entries = entries.len(),
-                    size = committed.checkpoint.checkpoint.size.get(),
-                    micros = elapsed.as_micros() as u64,
-                    "batch committed"
-                );
-                for (offset, ((reply, output), leaf_hash)) in accepted
-                    .into_iter()
-                    .zip(committed.leaf_hashes.iter())
-                    .enumerate()
-                {
-                    let _ = reply.send(Ok(Ack {
-                        index: LeafIndex(committed.first.get() + offset as u64),
-                        leaf_hash: *leaf_hash,
-                        checkpoint: committed.checkpoint.clone(),
-                        output,
-                    }));
+                let pending = Pending {
+                    staged,
+                    replies: accepted,
+                    started,
+                };
+                if let Err(std::sync::mpsc::SendError(pending)) = to_syncer.send(pending) {
+                    // The sync thread is gone: nothing more can be made durable.
+                    tracing::error!("the sync thread stopped; the batch is not acknowledged");
+                    self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    for (reply, _) in pending.replies {
+                        let _ = reply.send(Err(SubmitError::Unavailable(
+                            "the log's sync thread stopped".into(),
+                        )));
+                    }
                 }
             }
             Err(err) => {

@@ -326,3 +326,26 @@ async fn prepared_commands_are_checked_against_writes_committed_since() {
     );
     sequencer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_answers_unavailable_and_nothing_after_it_is_acknowledged() {
+    let store = MemoryStore::new();
+    let (sequencer, _) = start(&store, SequencerOptions::default());
+    sequencer.submit(Cmd::Increment).await.unwrap();
+    store.fail_syncs(true);
+    assert!(matches!(
+        sequencer.submit(Cmd::Increment).await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    store.fail_syncs(false);
+    // Whether the failed batch reached the disk is unknown, so the log stays closed.
+    for _ in 0..3 {
+        assert!(matches!(
+            sequencer.submit(Cmd::Increment).await,
+            Err(SubmitError::Unavailable(_))
+        ));
+    }
+    assert_eq!(sequencer.log().size().get(), 1);
+    assert_eq!(sequencer.stats().entries.load(Ordering::Relaxed), 1);
+    sequencer.shutdown().await;
+}
