@@ -67,11 +67,7 @@ fn grant(subject: SubjectId) -> Command {
 }
 
 async fn decide(sequencer: &Sequencer<Akashi>, request: Request) -> Decision {
-    match sequencer.submit(Command::Authorize(request, None)).await {
-        Ok((_, Output::Decided(decision))) => *decision,
-        Ok(other) => panic!("unexpected output {other:?}"),
-        Err(_) => panic!("authorize failed"),
-    }
+    decide_prepared(sequencer, request, None).await.1
 }
 
 #[tokio::test]
