@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Most entries per group-commit batch [default: 1024].
     #[arg(long, value_name = "N")]
     pub batch_max_entries: Option<usize>,
-    /// Longest wait to fill a batch, e.g. `2ms`, `500us` [default: 2ms].
+    /// Longest wait to fill a batch, e.g. `2ms`, `500us` [default: 0ms, take what is queued].
     #[arg(long, value_name = "DURATION")]
     pub batch_max_wait: Option<DurationText>,
     /// PEM certificate chain for TLS on the gRPC port.

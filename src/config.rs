@@ -26,8 +26,10 @@ pub const DEFAULT_DATA_DIR: &str = "./akashi-data";
 pub const DEFAULT_ORIGIN: &str = "akashi.dev/log";
 /// Default upper bound of entries the sequencer commits in one batch.
 pub const DEFAULT_BATCH_MAX_ENTRIES: usize = 1024;
-/// Default longest time the sequencer waits to fill a batch.
-pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(2);
+/// Default longest time the sequencer waits to fill a batch: none. The writer stages the next
+/// batch while the previous one syncs, so commands that arrive during a sync form the next batch
+/// by themselves; waiting on top of that only adds latency (BENCHMARKS.md, "Batch wait").
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::ZERO;
 /// Largest accepted `batch_max_entries`.
 pub const MAX_BATCH_MAX_ENTRIES: usize = 65_536;
 /// Longest accepted `batch_max_wait`.

@@ -21,7 +21,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(config.data_dir, PathBuf::from("./akashi-data"));
     assert_eq!(config.origin, "akashi.dev/log");
     assert_eq!(config.batch_max_entries, 1024);
-    assert_eq!(config.batch_max_wait, Duration::from_millis(2));
+    assert_eq!(config.batch_max_wait, Duration::ZERO);
     assert_eq!(config.tls, None);
     config.validate().unwrap();
     assert_eq!(Config::from_toml("").unwrap(), config);

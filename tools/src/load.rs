@@ -2,8 +2,14 @@
 //! on each, stops at a deadline or a request count, and merges what the callers saw into a
 //! [`Report`]. What a call is comes from a [`Workload`]; see [`health`] and [`authorize`].
 //!
-//! This module does not retry failed calls (a failure is counted under its gRPC code) and does
-//! not pace requests: callers go as fast as the server answers (a closed-loop load).
+//! Two ways to load: **closed loop** (the default: every caller calls again as soon as it has its
+//! answer, so the server sets the pace and throughput is what it can do at that concurrency) and
+//! **open loop** (`rate`: call n is due at `n / rate` seconds after the start, whatever the server
+//! does). Open loop is how latency at a given load is measured: when every caller is busy and a
+//! call starts after it was due, its latency counts from when it was due, so a slow server cannot
+//! hide its queueing by slowing the load down (no "coordinated omission").
+//!
+//! This module does not retry failed calls (a failure is counted under its gRPC code).
 
 pub mod authorize;
 pub mod health;
@@ -34,6 +40,8 @@ pub const MAX_REQUESTS: u64 = 100_000_000;
 pub const MAX_CONNECTIONS: usize = 256;
 /// Most calls in flight per connection.
 pub const MAX_IN_FLIGHT: usize = 1024;
+/// Highest open-loop rate, calls per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
 /// Slowest latency the histogram tracks exactly (slower calls are recorded as this).
 const MAX_TRACKED_LATENCY_US: u64 = 60_000_000;
 
@@ -50,6 +58,9 @@ pub struct LoadOptions {
     pub duration: Duration,
     /// Stop after this many calls, if set.
     pub requests: Option<u64>,
+    /// Open loop at this many calls per second, if set (closed loop otherwise); the callers
+    /// (`connections` × `in_flight`) bound how many calls can be outstanding at once.
+    pub rate: Option<f64>,
 }
 
 /// One kind of call to repeat.
@@ -104,6 +115,11 @@ pub struct Report {
     pub elapsed_secs: f64,
     /// Calls per second (all calls, failed ones included).
     pub throughput_rps: f64,
+    /// The offered rate of an open-loop run, calls per second (`None`: closed loop).
+    pub rate: Option<f64>,
+    /// Open loop: calls that started after they were due, because every caller was busy (their
+    /// latency counts from when they were due).
+    pub late_starts: u64,
     /// Latency of all calls, microseconds.
     pub latency_us: Latency,
     /// Workload-specific counters.
@@ -162,6 +178,12 @@ impl LoadOptions {
         if self.requests.is_some_and(|n| n == 0 || n > MAX_REQUESTS) {
             bail!("--requests must be between 1 and {MAX_REQUESTS}");
         }
+        if self
+            .rate
+            .is_some_and(|r| !r.is_finite() || r <= 0.0 || r > MAX_RATE)
+        {
+            bail!("--rate must be a number of calls per second above 0 and at most {MAX_RATE}");
+        }
         Ok(())
     }
 }
@@ -217,6 +239,7 @@ pub async fn run<W: Workload>(options: &LoadOptions, workload: Arc<W>) -> anyhow
     let issued = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + options.duration;
+    let pace = options.rate.map(|rate| Pace { start, rate });
     let mut tasks = tokio::task::JoinSet::new();
     for channel in &channels {
         for _ in 0..options.in_flight {
@@ -227,6 +250,7 @@ pub async fn run<W: Workload>(options: &LoadOptions, workload: Arc<W>) -> anyhow
                 issued.clone(),
                 options.requests,
                 deadline,
+                pace,
             ));
         }
     }
@@ -243,6 +267,22 @@ struct CallerStats {
     latency: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
+    late_starts: u64,
+}
+
+/// An open-loop schedule: call `n` is due `n / rate` seconds after `start`.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    start: Instant,
+    rate: f64,
+}
+
+impl Pace {
+    fn due(&self, n: u64) -> Instant {
+        #[expect(clippy::cast_precision_loss, reason = "n is at most MAX_REQUESTS")]
+        let offset = n as f64 / self.rate;
+        self.start + Duration::from_secs_f64(offset)
+    }
 }
 
 impl CallerStats {
@@ -252,6 +292,7 @@ impl CallerStats {
                 .context("while making a latency histogram")?,
             ok: 0,
             errors: BTreeMap::new(),
+            late_starts: 0,
         })
     }
 
@@ -260,6 +301,7 @@ impl CallerStats {
             .add(&other.latency)
             .context("while merging latency histograms")?;
         self.ok += other.ok;
+        self.late_starts += other.late_starts;
         for (kind, count) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += count;
         }
@@ -292,6 +334,8 @@ impl CallerStats {
             errors: self.errors.clone(),
             elapsed_secs,
             throughput_rps,
+            rate: options.rate,
+            late_starts: self.late_starts,
             latency_us: if h.is_empty() {
                 Latency::default()
             } else {
@@ -309,13 +353,15 @@ impl CallerStats {
     }
 }
 
-/// One caller: calls back to back until the deadline or the request budget is reached.
+/// One caller: takes the next call number and makes the call (closed loop: at once; open loop:
+/// when it is due), until the deadline or the request budget is reached.
 async fn caller<W: Workload>(
     workload: Arc<W>,
     mut client: W::Client,
     issued: Arc<AtomicU64>,
     budget: Option<u64>,
     deadline: Instant,
+    pace: Option<Pace>,
 ) -> anyhow::Result<CallerStats> {
     let mut stats = CallerStats::new()?;
     loop {
@@ -326,7 +372,22 @@ async fn caller<W: Workload>(
         if budget.is_some_and(|budget| n >= budget) {
             break;
         }
-        let start = Instant::now();
+        let start = match pace.map(|pace| pace.due(n)) {
+            None => Instant::now(),
+            Some(due) if due >= deadline => break,
+            Some(due) if due > Instant::now() => {
+                tokio::time::sleep_until(due.into()).await;
+                // The timer may wake a little late; that lateness is the load tool's, not the
+                // server's, so the call is timed from when it really starts.
+                Instant::now()
+            }
+            Some(due) => {
+                // Every caller was busy when this call was due: it waited in our queue, which
+                // is part of what a client at this rate would see.
+                stats.late_starts += 1;
+                due
+            }
+        };
         let result = workload.call(&mut client, n).await;
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         stats
@@ -362,6 +423,13 @@ impl Report {
             self.requests, self.ok, self.elapsed_secs
         );
         let _ = writeln!(out, "throughput  {:.1} req/s", self.throughput_rps);
+        if let Some(rate) = self.rate {
+            let _ = writeln!(
+                out,
+                "offered     {rate:.1} req/s open loop ({} calls started late)",
+                self.late_starts
+            );
+        }
         let l = &self.latency_us;
         let _ = writeln!(
             out,

@@ -35,6 +35,11 @@ struct Cli {
     /// Stop after this many calls.
     #[arg(long)]
     requests: Option<u64>,
+    /// Open loop: start calls at this many per second, whatever the server's pace, and time
+    /// each from when it was due (default: closed loop, each caller calls again on its answer).
+    /// Give enough --connections x --in-flight to keep this many calls outstanding.
+    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    rate: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -77,6 +82,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         in_flight: cli.in_flight,
         duration: cli.duration.map_or(default_duration, Duration::from_secs),
         requests: cli.requests,
+        rate: cli.rate,
     };
     options.validate()?;
     let report = match cli.mode {

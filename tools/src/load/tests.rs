@@ -12,6 +12,7 @@ fn options(target: String) -> LoadOptions {
         in_flight: 4,
         duration: Duration::from_secs(60),
         requests: Some(200),
+        rate: None,
     }
 }
 
@@ -60,13 +61,17 @@ fn only_loopback_targets_are_accepted() {
 fn options_are_bounded() {
     let good = options("http://127.0.0.1:1".into());
     good.validate().unwrap();
-    let cases: [fn(&mut LoadOptions); 6] = [
+    let cases: [fn(&mut LoadOptions); 10] = [
         |o| o.connections = 0,
         |o| o.connections = 10_000,
         |o| o.in_flight = 0,
         |o| o.duration = Duration::ZERO,
         |o| o.duration = Duration::from_secs(3600),
         |o| o.requests = Some(0),
+        |o| o.rate = Some(0.0),
+        |o| o.rate = Some(-5.0),
+        |o| o.rate = Some(f64::NAN),
+        |o| o.rate = Some(1e9),
     ];
     for edit in cases {
         let mut bad = good.clone();
@@ -145,4 +150,68 @@ async fn a_duration_bounds_the_run() {
     assert_eq!(report.errors.len(), 0);
     // Bounded: the run ends soon after its deadline (generous slack for a loaded machine).
     assert!(report.elapsed_secs < 30.0, "{}", report.elapsed_secs);
+}
+
+#[tokio::test]
+async fn an_open_loop_run_keeps_to_its_schedule() {
+    let (target, _stop) = health_server().await;
+    let mut opts = options(target);
+    opts.requests = Some(60);
+    opts.rate = Some(400.0);
+    let report = run(&opts, Arc::new(HealthWorkload)).await.unwrap();
+    assert_eq!(report.requests, 60);
+    assert_eq!(report.ok, 60);
+    // Call 59 is not due before 59/400 s: an open-loop run cannot finish sooner, however fast
+    // the server is (a closed-loop run of 60 health checks takes a few milliseconds).
+    assert!(
+        report.elapsed_secs >= 59.0 / 400.0,
+        "{}",
+        report.elapsed_secs
+    );
+    assert_eq!(report.rate, Some(400.0));
+    assert!(
+        report
+            .to_text()
+            .contains("offered     400.0 req/s open loop")
+    );
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["rate"], 400.0);
+    assert!(json["late_starts"].is_u64());
+}
+
+/// Takes 20 ms per call.
+struct Slow;
+
+impl Workload for Slow {
+    type Client = ();
+
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+
+    fn client(&self, _channel: Channel) -> Self::Client {}
+
+    async fn call(&self, _client: &mut (), _n: u64) -> Result<(), CallError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_open_loop_run_counts_queueing_when_callers_fall_behind() {
+    let (target, _stop) = health_server().await;
+    let mut opts = options(target);
+    // One caller, calls of 20 ms, offered every 1 ms: every call after the first is late, and
+    // call n waits about 19 n ms for the caller. Timing from the call's own start would hide
+    // that and report about 20 ms for all of them.
+    opts.connections = 1;
+    opts.in_flight = 1;
+    opts.requests = Some(20);
+    opts.rate = Some(1000.0);
+    let report = run(&opts, Arc::new(Slow)).await.unwrap();
+    assert_eq!(report.ok, 20);
+    // Call 0 is due at the very start, so it may count as late by microseconds as well.
+    assert!(report.late_starts >= 19, "{}", report.late_starts);
+    // The last call was due at 19 ms and cannot end before 20 × 20 ms = 400 ms.
+    assert!(report.latency_us.max >= 380_000, "{:?}", report.latency_us);
 }
