@@ -250,17 +250,20 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
     let api = Api::new(&server, Role::Platform, None).await;
     api.org("uni", "university").await;
     let patient = |n: usize| format!("patient-{n}");
-    let mut consents = Vec::new();
-    for n in 0..PATIENTS {
-        let g = grant(
+    // The one consent each patient holds, revokes and grants again.
+    let research_grant = move |n: usize| {
+        grant(
             &patient(n),
             &["research"],
             &["clinical"],
             &["uni"],
             &[],
             "IDENTIFIED",
-        );
-        consents.push(api.grant(g).await);
+        )
+    };
+    let mut consents = Vec::new();
+    for n in 0..PATIENTS {
+        consents.push(api.grant(research_grant(n)).await);
     }
     let mut tasks = Vec::new();
     for worker in 0..4 {
@@ -297,15 +300,7 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
                     if round % 2 == 0 {
                         tokio::task::yield_now().await;
                     }
-                    let g = grant(
-                        &patient(n),
-                        &["research"],
-                        &["clinical"],
-                        &["uni"],
-                        &[],
-                        "IDENTIFIED",
-                    );
-                    *consent = api.grant(g).await;
+                    *consent = api.grant(research_grant(n)).await;
                 }
             }
         })
