@@ -218,8 +218,10 @@ impl Akashi {
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`] when the directory cannot be loaded from the state.
+    /// [`Error::Ledger`] when the state was written with another key layout or the directory
+    /// cannot be loaded from it.
     pub fn new(log: Arc<Log>) -> Result<Self, Error> {
+        state::check_layout(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
         let directory = Directory::load(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
         let shared = Arc::new(Decisions::new(&directory));
         Ok(Self {

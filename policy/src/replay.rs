@@ -53,8 +53,8 @@ pub enum ReplayError {
 }
 
 /// The replayed state: the server's state without the per-subject entry listing
-/// (`subj/<pseudonym>/e/<index>`). Only the history service reads that listing; keeping it would
-/// make a replay's memory grow with every entry (about 300 bytes each), while everything a
+/// (`subj/<pseudonym>/e/<page>`). Only the history service reads that listing; keeping it would
+/// make a replay's memory grow with every entry, while everything a
 /// decision reads stays bounded by the number of patients and directory records.
 #[derive(Debug, Default)]
 struct ReplayState(BTreeMap<Vec<u8>, Vec<u8>>);
@@ -67,7 +67,7 @@ impl KvRead for ReplayState {
 
 impl KvWrite for ReplayState {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        if state::decode_subject_entry_key(key).is_some() {
+        if state::is_subject_listing_key(key) {
             return Ok(());
         }
         KvWrite::put(&mut self.0, key, value)

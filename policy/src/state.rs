@@ -13,10 +13,11 @@
 //! # Key layout
 //!
 //! Keys are ASCII prefixes followed by an identifier (identifiers never contain `/`) or, for the
-//! per-subject entry listing, an 8-byte big-endian leaf index. Values are JSON unless noted.
+//! per-subject entry listing, an 8-byte big-endian page number. Values are JSON unless noted.
 //!
 //! | key | value |
 //! |---|---|
+//! | `meta/layout` | 8-byte big-endian [`LAYOUT_VERSION`], written with the first event |
 //! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
 //! | `meta/dir` | 8-byte big-endian leaf index of the last directory event (directory version) |
 //! | `dirlog/<8-byte BE index>` | the key of the directory record that event changed |
@@ -30,11 +31,13 @@
 //! | `pol/active` | the active policy set: hash, canonical text, leaf index |
 //! | `subj/<pseudonym>/s` | [`SubjectState`]: unrevoked consents, opt-outs, exclusions |
 //! | `subj/<pseudonym>/h` | 16 bytes: last leaf index and entry count, both big-endian |
-//! | `subj/<pseudonym>/e/<8-byte BE index>` | the entry's kind, e.g. `access.decision` |
+//! | `subj/<pseudonym>/e/<8-byte BE page>` | leaf indices (8 bytes BE each) of the patient's entries `page × 32 ..`, at most [`SUBJECT_PAGE_ENTRIES`] |
 //!
-//! The server lists a patient's entries by scanning the prefix [`subject_entries_prefix`] (in
-//! index order, thanks to the big-endian encoding) and decoding keys with
-//! [`decode_subject_entry_key`].
+//! The listing is paged rather than one key per entry because every decision about a patient
+//! adds to it: appending to the last page overwrites a key, where a new key per entry made the
+//! engine split its B-tree nodes every few decisions and kept a page of engine bookkeeping in
+//! memory per sixteen entries (see BENCHMARKS.md, session 4). [`subject_entries_after`] reads it
+//! page by page, finding where to start with a binary search over the pages.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +54,13 @@ use crate::event::Event;
 
 #[cfg(test)]
 mod tests;
+
+/// Leaf indices per page of a patient's entry listing.
+pub const SUBJECT_PAGE_ENTRIES: u64 = 32;
+
+/// The version of the key layout above. Version 1 (no `meta/layout` key) listed a patient's
+/// entries one key per entry.
+pub const LAYOUT_VERSION: u64 = 2;
 
 /// Most unrevoked consents a patient may hold (consents that expired before a new grant are
 /// dropped at that grant and do not count).
@@ -219,6 +229,17 @@ pub enum StateError {
     Corrupt {
         /// The kind of record.
         what: &'static str,
+    },
+    /// The state was written with another key layout (by an older server).
+    #[error(
+        "the derived state has key layout {found} but this server reads layout {expected}: \
+         the data dir was written by an older akashi"
+    )]
+    Layout {
+        /// The layout found.
+        found: u64,
+        /// The layout this code reads.
+        expected: u64,
     },
 }
 
@@ -481,18 +502,7 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
         Event::Decision { .. } => {}
     }
     if let Some(subject) = event.subject() {
-        let head = subject_head(&*kv, subject)?;
-        let count = head.map_or(0, |h| h.count).saturating_add(1);
-        let mut value = [0u8; 16];
-        let (last, n) = value.split_at_mut(8);
-        last.copy_from_slice(&index.to_be_bytes());
-        n.copy_from_slice(&count.to_be_bytes());
-        kv.put(&subject_key(subject, b"h"), &value)
-            .map_err(StateError::from)?;
-        let mut entry = subject_entries_prefix(subject);
-        entry.extend_from_slice(&index.to_be_bytes());
-        kv.put(&entry, event.kind().as_bytes())
-            .map_err(StateError::from)?;
+        append_subject_entry(kv, subject, index)?;
     }
     if let Some(changed) = directory_key(event) {
         kv.put(META_DIRECTORY, &index.to_be_bytes())
@@ -501,7 +511,37 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
         log_key.extend_from_slice(&index.to_be_bytes());
         kv.put(&log_key, &changed).map_err(StateError::from)?;
     }
+    if last_applied(&*kv)?.is_none() {
+        kv.put(META_LAYOUT, &LAYOUT_VERSION.to_be_bytes())
+            .map_err(StateError::from)?;
+    }
     kv.put(META_LAST, &index.to_be_bytes())
+        .map_err(StateError::from)?;
+    Ok(())
+}
+
+/// Adds leaf `index` to the patient's head and to the last page of their listing.
+fn append_subject_entry(
+    kv: &mut impl KvWrite,
+    subject: &SubjectId,
+    index: u64,
+) -> Result<(), StateError> {
+    let position = subject_head(&*kv, subject)?.map_or(0, |h| h.count);
+    let page_key = subject_page_key(subject, position / SUBJECT_PAGE_ENTRIES);
+    let mut page = if position.is_multiple_of(SUBJECT_PAGE_ENTRIES) {
+        Vec::new()
+    } else {
+        // A state that does not keep the listing (a regulator's replay) has no page here; it
+        // drops the write below as well.
+        kv.get(&page_key)?.unwrap_or_default()
+    };
+    page.extend_from_slice(&index.to_be_bytes());
+    kv.put(&page_key, &page).map_err(StateError::from)?;
+    let mut head = [0u8; 16];
+    let (last, count) = head.split_at_mut(8);
+    last.copy_from_slice(&index.to_be_bytes());
+    count.copy_from_slice(&position.saturating_add(1).to_be_bytes());
+    kv.put(&subject_key(subject, b"h"), &head)
         .map_err(StateError::from)?;
     Ok(())
 }
@@ -789,30 +829,135 @@ pub fn subject_head(
     }))
 }
 
-/// The key prefix under which the patient's entries are listed, one key per entry:
-/// `subj/<pseudonym>/e/` followed by the 8-byte big-endian leaf index.
+/// The key prefix under which the patient's entry listing is paged: `subj/<pseudonym>/e/`
+/// followed by the 8-byte big-endian page number.
 pub fn subject_entries_prefix(subject: &SubjectId) -> Vec<u8> {
     subject_key(subject, b"e/")
 }
 
-/// The leaf index in a key of the per-subject listing, if `key` is one.
-pub fn decode_subject_entry_key(key: &[u8]) -> Option<u64> {
-    let rest = key.strip_prefix(SUBJECT)?;
-    let rest = rest.get(SubjectId::LEN..)?.strip_prefix(b"/e/")?;
-    let bytes: [u8; 8] = rest.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
+fn subject_page_key(subject: &SubjectId, page: u64) -> Vec<u8> {
+    let mut key = subject_entries_prefix(subject);
+    key.extend_from_slice(&page.to_be_bytes());
+    key
+}
+
+/// Whether `key` is a page of some patient's entry listing.
+pub fn is_subject_listing_key(key: &[u8]) -> bool {
+    key.strip_prefix(SUBJECT)
+        .and_then(|rest| rest.get(SubjectId::LEN..))
+        .and_then(|rest| rest.strip_prefix(b"/e/"))
+        .is_some_and(|page| page.len() == 8)
+}
+
+/// Decodes a listing page: a non-empty run of 8-byte big-endian leaf indices, increasing.
+fn decode_page(bytes: &[u8]) -> Result<Vec<u64>, StateError> {
+    let corrupt = StateError::Corrupt {
+        what: "patient entry listing",
+    };
+    if bytes.is_empty()
+        || !bytes.len().is_multiple_of(8)
+        || bytes.len() / 8 > SUBJECT_PAGE_ENTRIES as usize
+    {
+        return Err(corrupt);
+    }
+    let indices: Vec<u64> = bytes
+        .chunks_exact(8)
+        .filter_map(|chunk| chunk.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    if !indices.is_sorted_by(|a, b| a < b) {
+        return Err(corrupt);
+    }
+    Ok(indices)
+}
+
+fn read_page(kv: &impl KvRead, subject: &SubjectId, page: u64) -> Result<Vec<u64>, StateError> {
+    match kv.get(&subject_page_key(subject, page))? {
+        Some(bytes) => decode_page(&bytes),
+        None => Err(StateError::Corrupt {
+            what: "patient entry listing",
+        }),
+    }
 }
 
 /// The leaf indices of the patient's entries, oldest first.
 ///
 /// # Errors
 ///
-/// [`StateError`] when the store fails.
+/// [`StateError`] when the store fails or a page is corrupt.
 pub fn subject_entries(kv: &impl KvScan, subject: &SubjectId) -> Result<Vec<u64>, StateError> {
-    Ok(scan_prefix(kv, &subject_entries_prefix(subject))?
-        .iter()
-        .filter_map(|(k, _)| decode_subject_entry_key(k))
-        .collect())
+    let mut out = Vec::new();
+    for (_, page) in scan_prefix(kv, &subject_entries_prefix(subject))? {
+        out.extend(decode_page(&page)?);
+    }
+    Ok(out)
+}
+
+/// Up to `limit` leaf indices of the patient's entries after `after` (all, when `None`), oldest
+/// first. Costs a binary search over the listing's pages (O(log n) point reads) plus the pages
+/// read, so deep pages of a long history cost no more than the first.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a page is missing or corrupt.
+pub fn subject_entries_after(
+    kv: &impl KvRead,
+    subject: &SubjectId,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<u64>, StateError> {
+    let Some(head) = subject_head(kv, subject)? else {
+        return Ok(Vec::new());
+    };
+    let pages = head.count.div_ceil(SUBJECT_PAGE_ENTRIES);
+    // The last page whose first index is at most `after`: everything before it is older.
+    let mut first = 0;
+    if let Some(after) = after {
+        let (mut lo, mut hi) = (0, pages);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            let starts = read_page(kv, subject, mid)?.first().copied();
+            if starts.is_some_and(|start| start <= after) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        first = lo;
+    }
+    let mut out = Vec::new();
+    for page in first..pages {
+        for index in read_page(kv, subject, page)? {
+            if after.is_some_and(|after| index <= after) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok(out);
+            }
+            out.push(index);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that the state was written with this key layout ([`LAYOUT_VERSION`]); an empty state
+/// passes.
+///
+/// # Errors
+///
+/// [`StateError::Layout`] naming the layout found, or [`StateError`] when the store fails.
+pub fn check_layout(kv: &impl KvRead) -> Result<(), StateError> {
+    if last_applied(kv)?.is_none() {
+        return Ok(());
+    }
+    let found = read_u64(kv, META_LAYOUT, "state layout")?.unwrap_or(1);
+    if found == LAYOUT_VERSION {
+        Ok(())
+    } else {
+        Err(StateError::Layout {
+            found,
+            expected: LAYOUT_VERSION,
+        })
+    }
 }
 
 /// The leaf index of the last applied event, if any.
@@ -963,6 +1108,7 @@ pub(crate) fn facility_group_record(
 }
 
 const META_LAST: &[u8] = b"meta/last";
+const META_LAYOUT: &[u8] = b"meta/layout";
 const META_DIRECTORY: &[u8] = b"meta/dir";
 const DIRECTORY_LOG: &[u8] = b"dirlog/";
 const ORG: &[u8] = b"dir/org/";

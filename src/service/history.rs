@@ -7,7 +7,7 @@ use policy::state;
 use proto::pb::{self, history_service_server::HistoryService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, hashes};
+use super::{Core, LogKv, hashes};
 use crate::{
     Error,
     auth::{Role, caller, require_subject},
@@ -40,20 +40,11 @@ impl HistoryService for History {
         // One checkpoint for the whole answer: entries after it are left for the next call.
         let checkpoint = log.checkpoint();
         let size = checkpoint.checkpoint.size;
-        let prefix = state::subject_entries_prefix(&subject);
-        let after = r.after_index.map(|after| {
-            let mut key = prefix.clone();
-            key.extend_from_slice(&after.to_be_bytes());
-            key
-        });
-        let keys = log
-            .state_scan(&prefix, after.as_deref(), limit + 1)
-            .map_err(|e| Error::Unavailable(Box::new(e)))?;
-        let mut indices: Vec<u64> = keys
-            .iter()
-            .filter_map(|(key, _)| state::decode_subject_entry_key(key))
-            .filter(|index| *index < size.get())
-            .collect();
+        let mut indices =
+            state::subject_entries_after(&LogKv(log), &subject, r.after_index, limit + 1)
+                .map_err(|e| Error::Unavailable(Box::new(e)))?;
+        // Entries sequenced after the checkpoint are left for the next call.
+        indices.retain(|index| *index < size.get());
         let more = indices.len() > limit;
         indices.truncate(limit);
         let mut entries = Vec::with_capacity(indices.len());

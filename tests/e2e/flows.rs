@@ -422,6 +422,56 @@ async fn history_shows_a_patient_their_own_entries_with_proofs() {
 }
 
 #[tokio::test]
+async fn a_long_history_pages_across_listing_pages_in_order() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    // 70 entries for alice (more than two pages of the state's listing), bob's in between.
+    let ask_about = |patient: &str| {
+        ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            patient,
+            "diagnosis",
+            "research",
+            "ANONYMIZED",
+        )
+    };
+    let mut alice_indices = Vec::new();
+    for i in 0..70 {
+        let reply = api.authorize(ask_about("alice")).await;
+        alice_indices.push(reply.receipt.unwrap().leaf_index);
+        if i % 4 == 0 {
+            api.authorize(ask_about("bob")).await;
+        }
+    }
+    let alice = Api::new(&server, Role::Patient, Some("alice")).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = alice
+            .history()
+            .get_subject_history(alice.req(pb::GetSubjectHistoryRequest {
+                patient_id: "alice".into(),
+                after_index: after,
+                limit: 9,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 9);
+        seen.extend(page.entries.iter().map(|e| e.leaf_index));
+        after = seen.last().copied();
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(seen, alice_indices);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn audit_service_returns_every_entry_with_its_body_and_every_checkpoint() {
     let server = TestServer::start().await;
     let api = Api::new(&server, Role::Platform, None).await;

@@ -449,20 +449,85 @@ fn activations_must_be_canonical_hashed_and_valid() {
     );
 }
 
+fn opt_out(subject: SubjectId) -> Event {
+    Event::RecordOptOut {
+        subject,
+        purposes: vec![Purpose::Marketing],
+    }
+}
+
 #[test]
-fn subject_entry_keys_sort_by_index_and_decode() {
-    let s = p(0xab);
-    let prefix = subject_entries_prefix(&s);
-    assert_eq!(prefix, format!("subj/{}/e/", s.as_str()).into_bytes());
-    let mut k1 = prefix.clone();
-    k1.extend_from_slice(&255u64.to_be_bytes());
-    let mut k2 = prefix.clone();
-    k2.extend_from_slice(&256u64.to_be_bytes());
-    assert!(k1 < k2);
-    assert_eq!(decode_subject_entry_key(&k2), Some(256));
-    assert_eq!(decode_subject_entry_key(&prefix), None);
-    assert_eq!(decode_subject_entry_key(b"subj/x/e/12345678"), None);
-    assert_eq!(decode_subject_entry_key(&subject_key(&s, b"h")), None);
+fn the_subject_listing_is_paged_and_read_from_any_point() {
+    let mut kv = Kv::new();
+    // 70 entries of patient 1 (three pages, the last partial) interleaved with patient 2's.
+    let mut events = Vec::new();
+    for i in 0..70 {
+        events.push(opt_out(p(1)));
+        if i % 3 == 0 {
+            events.push(opt_out(p(2)));
+        }
+    }
+    apply_all(&mut kv, &events);
+    let ones: Vec<u64> = (0u64..)
+        .zip(&events)
+        .filter(|(_, e)| e.subject() == Some(&p(1)))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(ones.len(), 70);
+    assert_eq!(subject_entries(&kv, &p(1)).unwrap(), ones);
+    let head = subject_head(&kv, &p(1)).unwrap().unwrap();
+    assert_eq!((head.last_index, head.count), (*ones.last().unwrap(), 70));
+    // One key per 32 entries, not one per entry.
+    let prefix = subject_entries_prefix(&p(1));
+    let pages = scan_prefix(&kv, &prefix).unwrap();
+    assert_eq!(pages.len(), 3);
+    assert!(pages.iter().all(|(key, _)| is_subject_listing_key(key)));
+    assert!(!is_subject_listing_key(&prefix));
+    assert!(!is_subject_listing_key(&subject_key(&p(1), b"h")));
+    assert!(!is_subject_listing_key(b"subj/x/e/12345678"));
+    // Every starting point (before, at and between entries, past the end) and page size.
+    let last = *ones.last().unwrap();
+    let mut afters = vec![None];
+    afters.extend((0..=last + 1).map(Some));
+    for after in afters {
+        for limit in [0, 1, 5, 31, 32, 33, 100] {
+            let want: Vec<u64> = ones
+                .iter()
+                .copied()
+                .filter(|i| after.is_none_or(|a| *i > a))
+                .take(limit)
+                .collect();
+            let got = subject_entries_after(&kv, &p(1), after, limit).unwrap();
+            assert_eq!(got, want, "after {after:?} limit {limit}");
+        }
+    }
+    assert!(
+        subject_entries_after(&kv, &p(9), None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A page lost from the store is reported, not skipped.
+    kv.remove(&pages[1].0);
+    assert!(subject_entries_after(&kv, &p(1), Some(ones[40]), 10).is_err());
+}
+
+#[test]
+fn the_state_records_its_layout_and_refuses_another() {
+    let mut kv = Kv::new();
+    check_layout(&kv).unwrap();
+    apply_all(&mut kv, &[org("univ-a")]);
+    assert_eq!(
+        kv.get(META_LAYOUT),
+        Some(&LAYOUT_VERSION.to_be_bytes().to_vec())
+    );
+    check_layout(&kv).unwrap();
+    // A state written before the marker existed (layout 1).
+    kv.remove(META_LAYOUT);
+    assert_eq!(
+        check_layout(&kv).unwrap_err().to_string(),
+        "the derived state has key layout 1 but this server reads layout 2: the data dir was \
+         written by an older akashi"
+    );
 }
 
 #[test]
