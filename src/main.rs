@@ -6,6 +6,12 @@ use clap::Parser as _;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
+use akashi::{
+    Config, Server, auth,
+    cli::{Cli, Command},
+    config,
+};
+
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
 /// allocate (prepared decisions, requests), and glibc spent almost a third of the writer's time
 /// in `_int_malloc`/`malloc_consolidate` on that pattern. Measured +12-23% Authorize throughput
@@ -14,12 +20,6 @@ use tracing_subscriber::EnvFilter;
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-use akashi::{
-    Config, Server, auth,
-    cli::{Cli, Command},
-    config,
-};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
