@@ -6,6 +6,12 @@
 //! Services need a token except [`PUBLIC_SERVICES`] (transparency, health, reflection). The
 //! layer is fail-closed: a service added later needs a token unless it is added to that list.
 //!
+//! With mTLS on, a platform service, regulator or auditor may instead be identified by its client
+//! certificate (DESIGN.md §7): the certificate names its role in a URI subject alternative name
+//! `urn:akashi:role:<role>` ([`CERT_ROLE_PREFIX`]). A bearer token, when sent, decides (so a
+//! gateway with a platform certificate can forward a patient's token); a certificate never makes
+//! anyone a patient, since a patient is bound to one patient id that only a token names.
+//!
 //! This module does not decide what a role may do in a method beyond the checks [`require`] and
 //! [`require_subject`] offer; it keeps no revocation list (tokens are short-lived instead), and it
 //! does not read key files (see `keys.rs`).
@@ -66,7 +72,7 @@ pub enum Role {
 /// An authenticated caller, put into the request extensions by [`AuthLayer`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The token's role.
+    /// The role, from the token or (without one) the mTLS client certificate.
     pub role: Role,
     /// The patient the token is bound to: `Some` exactly when `role` is [`Role::Patient`].
     pub patient_id: Option<String>,
@@ -129,6 +135,12 @@ pub enum AuthError {
     PatientTooLong {
         /// The cap.
         max: usize,
+    },
+    /// The client certificate names a role it cannot carry (unknown, `patient`, or several).
+    #[error("client certificate role: {problem}")]
+    CertificateRole {
+        /// What is wrong.
+        problem: String,
     },
 }
 
@@ -238,6 +250,62 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The prefix of the URI subject alternative name that gives a client certificate its role.
+pub const CERT_ROLE_PREFIX: &str = "urn:akashi:role:";
+
+/// The caller a verified mTLS client certificate names, if the connection has one that names a
+/// role. rustls has already checked the chain against the configured client CA.
+fn certificate_caller<B>(request: &http::Request<B>) -> Option<Result<Caller, AuthError>> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let certs = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?
+        .peer_certs()?;
+    let leaf = certs.first()?;
+    certificate_role(leaf.as_ref()).transpose().map(|role| {
+        role.map(|role| Caller {
+            role,
+            patient_id: None,
+        })
+    })
+}
+
+/// The role named by DER certificate `der` ([`CERT_ROLE_PREFIX`]), `None` when it names none.
+///
+/// # Errors
+///
+/// [`AuthError::CertificateRole`] for an unparsable certificate, an unknown role, `patient`, or
+/// more than one role.
+pub fn certificate_role(der: &[u8]) -> Result<Option<Role>, AuthError> {
+    let problem = |problem: String| AuthError::CertificateRole { problem };
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|_| problem("the certificate does not parse".to_owned()))?;
+    let names = cert
+        .subject_alternative_name()
+        .map_err(|_| problem("the subject alternative names do not parse".to_owned()))?;
+    let mut found = None;
+    for name in names.iter().flat_map(|ext| ext.value.general_names.iter()) {
+        let x509_parser::extensions::GeneralName::URI(uri) = name else {
+            continue;
+        };
+        let Some(role) = uri.strip_prefix(CERT_ROLE_PREFIX) else {
+            continue;
+        };
+        let role = Role::from_str(role).map_err(|e| problem(e.to_string()))?;
+        if role == Role::Patient {
+            return Err(problem(
+                "`patient` is never taken from a certificate; patients use a token".to_owned(),
+            ));
+        }
+        if found.replace(role).is_some_and(|other| other != role) {
+            return Err(problem(
+                "the certificate names more than one role".to_owned(),
+            ));
+        }
+    }
+    Ok(found)
 }
 
 impl FromStr for Role {
@@ -501,8 +569,13 @@ where
         if is_public(request.uri().path()) {
             return Either::Left(self.inner.call(request));
         }
-        let authorization = request.headers().get(http::header::AUTHORIZATION);
-        match self.verifier.authenticate(authorization, SystemTime::now()) {
+        let authenticated = match request.headers().get(http::header::AUTHORIZATION) {
+            Some(authorization) => self
+                .verifier
+                .authenticate(Some(authorization), SystemTime::now()),
+            None => certificate_caller(&request).unwrap_or(Err(AuthError::Missing)),
+        };
+        match authenticated {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))

@@ -9,8 +9,8 @@ use tonic::{Code, body::Body};
 use tower::{Layer as _, ServiceExt as _};
 
 use super::{
-    AuthError, AuthLayer, Caller, MAX_TOKEN_LEN, Role, TokenIssuer, TokenVerifier, require,
-    require_subject,
+    AuthError, AuthLayer, Caller, MAX_TOKEN_LEN, Role, TokenIssuer, TokenVerifier,
+    certificate_role, require, require_subject,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -393,4 +393,45 @@ fn caller_is_fail_closed_without_the_layer() {
         super::caller(&request).unwrap_err().code(),
         Code::Unauthenticated
     );
+}
+
+fn certificate_with_uris(uris: &[&str]) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["svc".to_owned()]).unwrap();
+    for uri in uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI((*uri).try_into().unwrap()));
+    }
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn a_certificate_names_at_most_one_role_and_never_patient() {
+    let role = |uris: &[&str]| certificate_role(&certificate_with_uris(uris));
+    assert_eq!(role(&[]).unwrap(), None);
+    assert_eq!(role(&["https://example.org/x"]).unwrap(), None);
+    assert_eq!(
+        role(&["urn:akashi:role:platform"]).unwrap(),
+        Some(Role::Platform)
+    );
+    assert_eq!(
+        role(&["spiffe://phr/gw", "urn:akashi:role:auditor"]).unwrap(),
+        Some(Role::Auditor)
+    );
+    // The same role twice is one role; two different roles are refused.
+    assert_eq!(
+        role(&["urn:akashi:role:regulator", "urn:akashi:role:regulator"]).unwrap(),
+        Some(Role::Regulator)
+    );
+    let err = role(&["urn:akashi:role:regulator", "urn:akashi:role:platform"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "client certificate role: the certificate names more than one role"
+    );
+    let err = role(&["urn:akashi:role:patient"]).unwrap_err();
+    assert!(err.to_string().contains("patients use a token"), "{err}");
+    let err = role(&["urn:akashi:role:admin"]).unwrap_err();
+    assert!(err.to_string().contains("unknown role `admin`"), "{err}");
+    assert!(certificate_role(b"not a certificate").is_err());
 }

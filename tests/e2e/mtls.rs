@@ -1,22 +1,37 @@
 //! Optional mTLS on the gRPC port: with `tls.client_ca` set, a client certificate signed by that
-//! CA is required. Certificates are generated per test (rcgen), nothing is checked in.
+//! CA is required, and it may name the caller's role. Certificates are generated per test
+//! (rcgen), nothing is checked in.
 
 use std::{fs, os::unix::fs::PermissionsExt as _, path::Path};
 
+use akashi::auth::Role;
 use akashi::config::TlsConfig;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use proto::pb::{
+    self, directory_service_client::DirectoryServiceClient,
+    history_service_client::HistoryServiceClient,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
+};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::harness::{TIMEOUT, TestServer};
+use crate::harness::{TIMEOUT, TestServer, with_token};
 
 struct Pki {
     ca_pem: String,
     server: (String, String),
     client: (String, String),
     stranger: (String, String),
+    /// Client certificates naming a role (`urn:akashi:role:<role>`).
+    platform: (String, String),
+    regulator: (String, String),
+    patient: (String, String),
 }
 
 fn leaf(
@@ -24,9 +39,24 @@ fn leaf(
     usage: ExtendedKeyUsagePurpose,
     issuer: &Issuer<'_, KeyPair>,
 ) -> (String, String) {
+    role_leaf(names, None, usage, issuer)
+}
+
+fn role_leaf(
+    names: &[&str],
+    role: Option<&str>,
+    usage: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'_, KeyPair>,
+) -> (String, String) {
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
+    if let Some(role) = role {
+        let uri = format!("{}{role}", akashi::auth::CERT_ROLE_PREFIX);
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.try_into().unwrap()));
+    }
     params.extended_key_usages = vec![usage];
     let cert = params.signed_by(&key, issuer).unwrap();
     (cert.pem(), key.serialize_pem())
@@ -56,8 +86,13 @@ fn pki() -> Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
             &other_issuer,
         ),
+        platform: role_leaf(&["ehr-gateway"], Some("platform"), CLIENT_AUTH, &issuer),
+        regulator: role_leaf(&["regulator"], Some("regulator"), CLIENT_AUTH, &issuer),
+        patient: role_leaf(&["app"], Some("patient"), CLIENT_AUTH, &issuer),
     }
 }
+
+const CLIENT_AUTH: ExtendedKeyUsagePurpose = ExtendedKeyUsagePurpose::ClientAuth;
 
 fn write(dir: &Path, name: &str, contents: &str, mode: u32) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -66,11 +101,11 @@ fn write(dir: &Path, name: &str, contents: &str, mode: u32) -> std::path::PathBu
     path
 }
 
-async fn health_over_tls(
+async fn tls_channel(
     server: &TestServer,
     ca_pem: &str,
     identity: Option<&(String, String)>,
-) -> Result<ServingStatus, String> {
+) -> Result<Channel, String> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("localhost");
@@ -83,7 +118,15 @@ async fn health_over_tls(
         .connect_timeout(TIMEOUT)
         .tls_config(tls)
         .unwrap();
-    let channel = endpoint.connect().await.map_err(|e| format!("{e:?}"))?;
+    endpoint.connect().await.map_err(|e| format!("{e:?}"))
+}
+
+async fn health_over_tls(
+    server: &TestServer,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+) -> Result<ServingStatus, String> {
+    let channel = tls_channel(server, ca_pem, identity).await?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest::default())
         .await
@@ -126,5 +169,99 @@ async fn mtls_requires_a_client_certificate_from_the_ca() {
                 .is_err()
         );
     }
+    server.stop().await;
+}
+
+fn mtls_config(dir: &Path, pki: &Pki) -> TlsConfig {
+    TlsConfig {
+        cert: write(dir, "server.pem", &pki.server.0, 0o644),
+        key: write(dir, "server.key", &pki.server.1, 0o600),
+        client_ca: Some(write(dir, "ca.pem", &pki.ca_pem, 0o644)),
+    }
+}
+
+async fn upsert_org(channel: &Channel, token: Option<&str>) -> Result<(), tonic::Status> {
+    let message = pb::UpsertOrganizationRequest {
+        id: "uni".into(),
+        name: "University".into(),
+        recipient_class: "university".into(),
+    };
+    let request = match token {
+        Some(token) => with_token(message, token),
+        None => tonic::Request::new(message),
+    };
+    DirectoryServiceClient::new(channel.clone())
+        .upsert_organization(request)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn a_client_certificate_may_name_the_callers_role_but_a_token_decides() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = mtls_config(dir.path(), &pki);
+    let server = TestServer::start_with(dir, |config| config.tls = Some(tls)).await;
+    let channel = |identity| tls_channel(&server, &pki.ca_pem, Some(identity));
+
+    // No token: the platform certificate's role decides, and the write lands.
+    let platform = channel(&pki.platform).await.unwrap();
+    upsert_org(&platform, None).await.unwrap();
+    // A regulator certificate is a regulator: no directory writes.
+    let regulator = channel(&pki.regulator).await.unwrap();
+    assert_eq!(
+        upsert_org(&regulator, None).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // A certificate without a role, or naming `patient`, identifies nobody.
+    let plain = channel(&pki.client).await.unwrap();
+    let err = upsert_org(&plain, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let patient = channel(&pki.patient).await.unwrap();
+    let err = upsert_org(&patient, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("patients use a token"),
+        "{}",
+        err.message()
+    );
+
+    // A token, when sent, decides over the certificate: a gateway holding the platform
+    // certificate that forwards alice's token reads alice's history and nobody else's.
+    let alice = server.token(Role::Patient, Some("alice"));
+    let mut history = HistoryServiceClient::new(platform.clone());
+    let ask = |patient: &str| {
+        with_token(
+            pb::GetSubjectHistoryRequest {
+                patient_id: patient.into(),
+                ..Default::default()
+            },
+            &alice,
+        )
+    };
+    history.get_subject_history(ask("alice")).await.unwrap();
+    assert_eq!(
+        history
+            .get_subject_history(ask("bob"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        upsert_org(&platform, Some(&alice))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    // A bad token is refused even on a connection whose certificate names a role.
+    assert_eq!(
+        upsert_org(&platform, Some("not-a-token"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
     server.stop().await;
 }
