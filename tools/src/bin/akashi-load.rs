@@ -13,6 +13,12 @@ use tools::load::{
     health::HealthWorkload,
 };
 
+/// The same allocator as the server: the load generator shares the machine's cores with the
+/// server it measures, so every cycle it saves is one the server gets (BENCHMARKS.md, session 4).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Load generator for a local akashi server.
 #[derive(Debug, Parser)]
 #[command(name = "akashi-load", version)]
