@@ -1,8 +1,13 @@
 //! A restart keeps the log, the derived state and every checkpoint: the new tree is consistent
-//! with checkpoints handed out before.
+//! with checkpoints handed out before. A data dir whose derived state has another key layout is
+//! refused.
 
-use akashi::auth::Role;
-use ledger::{Hash, TreeSize, proof::ConsistencyProof};
+use akashi::{Config, Server, auth::Role, server::LEDGER_DIR};
+use ledger::{
+    Hash, TreeSize,
+    proof::ConsistencyProof,
+    store::{SledOptions, SledStore, Store as _},
+};
 use proto::pb;
 
 use crate::{
@@ -89,6 +94,26 @@ async fn restart_keeps_state_and_checkpoints() {
         }))
         .await
         .unwrap();
+    // The patient's listing survived too, in order, with the entries after the restart.
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    let history = regulator
+        .history()
+        .get_subject_history(regulator.req(pb::GetSubjectHistoryRequest {
+            patient_id: "p1".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let indices: Vec<u64> = history.entries.iter().map(|e| e.leaf_index).collect();
+    assert_eq!(
+        indices.len(),
+        4,
+        "grant, two decisions, revocation: {indices:?}"
+    );
+    assert!(indices.is_sorted_by(|a, b| a < b), "{indices:?}");
+    assert_eq!(indices[1], old_receipt.leaf_index);
+    assert_eq!(indices[2], receipt.leaf_index);
     // The first start's activation is not repeated.
     let active = api
         .policy()
@@ -98,4 +123,39 @@ async fn restart_keeps_state_and_checkpoints() {
         .into_inner();
     assert_eq!(active.activated_at_index, 0);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_with_an_older_state_layout_is_refused() {
+    let server = TestServer::start().await;
+    // A batch after the first, so that recovery's replay of the last commit record does not
+    // write the marker back.
+    Api::new(&server, Role::Platform, None)
+        .await
+        .org("uni", "university")
+        .await;
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    {
+        // What a server from before the paged patient listing left: no layout marker. (`s` is
+        // the ledger's prefix for derived state.)
+        let store = SledStore::open(&data.join(LEDGER_DIR), &SledOptions::default()).unwrap();
+        assert!(store.get(b"smeta/layout").unwrap().is_some());
+        store.delete(b"smeta/layout").unwrap();
+        store.sync().unwrap();
+    }
+    let Err(err) = Server::open(Config {
+        data_dir: data,
+        ..Config::default()
+    }) else {
+        panic!("an older layout must be refused");
+    };
+    assert!(
+        err.to_string().contains(
+            "the derived state has key layout 1 but this server reads layout 2: the data dir \
+             was written by an older akashi"
+        ),
+        "{err}"
+    );
+    drop(dir);
 }
