@@ -19,6 +19,7 @@ mod binary;
 mod data_dir;
 mod flows;
 mod harness;
+mod load;
 mod mtls;
 mod public_http;
 mod restart;
