@@ -51,6 +51,19 @@ impl Api {
     pub fn history(&self) -> HistoryServiceClient<Channel> {
         HistoryServiceClient::new(self.channel.clone())
     }
+    /// `GetSubjectHistory` for `patient_id`, first page, default limit.
+    pub async fn subject_history(
+        &self,
+        patient_id: &str,
+    ) -> Result<pb::GetSubjectHistoryResponse, tonic::Status> {
+        self.history()
+            .get_subject_history(self.req(pb::GetSubjectHistoryRequest {
+                patient_id: patient_id.into(),
+                ..Default::default()
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
     pub fn transparency(&self) -> TransparencyServiceClient<Channel> {
         TransparencyServiceClient::new(self.channel.clone())
     }

@@ -364,15 +364,7 @@ async fn history_shows_a_patient_their_own_entries_with_proofs() {
         .await;
     }
     let alice = Api::new(&server, Role::Patient, Some("alice")).await;
-    let history = alice
-        .history()
-        .get_subject_history(alice.req(pb::GetSubjectHistoryRequest {
-            patient_id: "alice".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = alice.subject_history("alice").await.unwrap();
     assert_eq!(history.entries.len(), 4, "one grant and three decisions");
     let (size, root) = checkpoint_root(&history.checkpoint, &server.vkey);
     assert_eq!(size.get(), history.tree_size);
@@ -408,15 +400,7 @@ async fn history_shows_a_patient_their_own_entries_with_proofs() {
 
     // A regulator may read anyone's history.
     let regulator = Api::new(&server, Role::Regulator, None).await;
-    let bob = regulator
-        .history()
-        .get_subject_history(regulator.req(pb::GetSubjectHistoryRequest {
-            patient_id: "bob".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let bob = regulator.subject_history("bob").await.unwrap();
     assert_eq!(bob.entries.len(), 1);
     server.stop().await;
 }

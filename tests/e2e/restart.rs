@@ -96,15 +96,7 @@ async fn restart_keeps_state_and_checkpoints() {
         .unwrap();
     // The patient's listing survived too, in order, with the entries after the restart.
     let regulator = Api::new(&server, Role::Regulator, None).await;
-    let history = regulator
-        .history()
-        .get_subject_history(regulator.req(pb::GetSubjectHistoryRequest {
-            patient_id: "p1".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let history = regulator.subject_history("p1").await.unwrap();
     let indices: Vec<u64> = history.entries.iter().map(|e| e.leaf_index).collect();
     assert_eq!(
         indices.len(),

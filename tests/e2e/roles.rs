@@ -49,14 +49,7 @@ async fn each_role_reaches_only_its_methods() {
         .unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
     assert!(!other.message().contains("bob"), "{}", other.message());
-    let other = alice
-        .history()
-        .get_subject_history(alice.req(pb::GetSubjectHistoryRequest {
-            patient_id: "bob".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
+    let other = alice.subject_history("bob").await.unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
     // A patient cannot write, decide or read the audit log.
     let write = alice
@@ -79,14 +72,7 @@ async fn each_role_reaches_only_its_methods() {
         .unwrap_err();
     assert_eq!(audit.code(), Code::PermissionDenied);
     // A regulator reads history and validates policies, but does not write.
-    regulator
-        .history()
-        .get_subject_history(regulator.req(pb::GetSubjectHistoryRequest {
-            patient_id: "alice".into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
+    regulator.subject_history("alice").await.unwrap();
     let write = regulator
         .directory()
         .upsert_organization(regulator.req(pb::UpsertOrganizationRequest {
