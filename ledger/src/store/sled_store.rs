@@ -6,6 +6,14 @@
 //! file and an `fsync` of every blob file (and the blob folder) created since the last sync, so
 //! that a returned `sync` really means the data is on stable storage.
 //!
+//! Listing `blobs/` on every sync cost a third of the sync thread's time under load, on the path
+//! of every acknowledgement, although blobs are rare. A sync therefore first looks at the
+//! folder's modification time, which every file created in it changes: when it equals the time
+//! seen at the last listing, nothing was created since and the listing is skipped. Because file
+//! system timestamps are coarse (a clock tick), equality is trusted only for a folder that had
+//! been unchanged for a second (`QUIET`) when it was listed; a folder changed more recently is
+//! listed again at every sync until it has been quiet that long.
+//!
 //! All data lives in sled's default tree: the log layout in `log.rs` relies on one ordered
 //! keyspace, not on sled's multi-tree transactions.
 
@@ -14,12 +22,17 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     sync::Mutex,
+    time::SystemTime,
 };
 
 use super::{Bytes, KeyValue, Repr, Store, StoreError};
 
 /// How long [`SledStore::open`] waits for another handle to release the folder's lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long `blobs/` must have been unchanged before its modification time is trusted to show
+/// a new file (far above any file system's timestamp granularity).
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Tuning for the sled store.
 #[derive(Debug, Clone)]
@@ -46,7 +59,21 @@ pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
     log_file: File,
-    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    blobs: Mutex<BlobsSeen>,
+}
+
+/// What the last listing of `blobs/` found.
+#[derive(Default)]
+struct BlobsSeen {
+    /// Blob files synced so far.
+    synced: HashSet<std::ffi::OsString>,
+    /// The folder's modification time at the last listing, kept only if the folder had been
+    /// quiet for `QUIET` by then: while the folder still shows it, no file was created since.
+    quiet_mtime: Option<SystemTime>,
+    /// Listings done, for tests.
+    listings: u64,
+    /// `blobs/`, once it exists (sled never removes it).
+    folder: Option<File>,
 }
 
 impl SledStore {
@@ -90,7 +117,7 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
             log_file,
-            synced_blobs: Mutex::new(HashSet::new()),
+            blobs: Mutex::new(BlobsSeen::default()),
         };
         // Make the creation of sled's files themselves durable.
         sync_dir(path)?;
@@ -101,6 +128,40 @@ impl SledStore {
     /// Syncs blob files that appeared since the last call, then their folder.
     fn sync_new_blobs(&self) -> Result<(), StoreError> {
         let dir = self.path.join("blobs");
+        let mut seen = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.folder.is_none() {
+            match File::open(&dir) {
+                Ok(folder) => seen.folder = Some(folder),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        context: "opening the sled blob folder",
+                        source,
+                    });
+                }
+            }
+        }
+        // Through the open handle: no path lookup on every sync.
+        let mtime = seen
+            .folder
+            .as_ref()
+            .map_or(Ok(SystemTime::UNIX_EPOCH), |folder| {
+                folder.metadata().and_then(|meta| meta.modified())
+            })
+            .map_err(|source| StoreError::Io {
+                context: "reading the sled blob folder's modification time",
+                source,
+            })?;
+        if seen.quiet_mtime == Some(mtime) {
+            return Ok(());
+        }
+        // The modification time was read before listing: a file created during the listing
+        // either is listed or changes the time again.
+        let quiet = SystemTime::now()
+            .duration_since(mtime)
+            .is_ok_and(|age| age >= QUIET);
+        seen.quiet_mtime = None;
+        seen.listings += 1;
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -111,7 +172,7 @@ impl SledStore {
                 });
             }
         };
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let synced = &mut seen.synced;
         let mut any = false;
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::Io {
@@ -142,7 +203,17 @@ impl SledStore {
         if any {
             sync_dir(&dir)?;
         }
+        if quiet {
+            seen.quiet_mtime = Some(mtime);
+        }
         Ok(())
+    }
+
+    /// How many times `blobs/` was listed, and how many blob files were synced.
+    #[cfg(test)]
+    fn blob_listings(&self) -> (u64, usize) {
+        let seen = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
+        (seen.listings, seen.synced.len())
     }
 }
 
@@ -211,4 +282,60 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
             context: "syncing a folder",
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets the modification time of `blobs/`, so that the test does not depend on how long
+    /// its steps take.
+    fn set_blob_folder_time(path: &Path, time: SystemTime) {
+        File::open(path.join("blobs"))
+            .and_then(|dir| dir.set_modified(time))
+            .expect("set the blob folder's modification time");
+    }
+
+    #[test]
+    fn a_quiet_blob_folder_is_not_listed_again_and_a_new_blob_is_still_synced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Small segments so that a 200 KiB value goes to a blob file of its own.
+        let options = SledOptions {
+            segment_size: 256 << 10,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(dir.path(), &options).expect("open");
+        store.put(b"big-1", &vec![1u8; 200 << 10]).expect("put");
+        store.sync().expect("sync");
+        let (_, synced) = store.blob_listings();
+        assert_eq!(synced, 1, "the first blob is synced");
+
+        // A folder changed recently is listed at every sync.
+        set_blob_folder_time(dir.path(), SystemTime::now() + QUIET * 60);
+        store.sync().expect("sync");
+        let (before, _) = store.blob_listings();
+        store.sync().expect("sync");
+        let (after, _) = store.blob_listings();
+        assert_eq!(
+            after,
+            before + 1,
+            "a recently changed folder is listed again"
+        );
+
+        // Once quiet, a sync that finds it unchanged skips the listing...
+        set_blob_folder_time(dir.path(), SystemTime::now() - QUIET * 60);
+        store.sync().expect("sync");
+        let (quiet_listing, _) = store.blob_listings();
+        store.put(b"small", b"x").expect("put");
+        store.sync().expect("sync");
+        store.sync().expect("sync");
+        assert_eq!(store.blob_listings().0, quiet_listing, "listing skipped");
+
+        // ...and a new blob file changes the folder's time, so it is found and synced.
+        store.put(b"big-2", &vec![2u8; 200 << 10]).expect("put");
+        store.sync().expect("sync");
+        let (listings, synced) = store.blob_listings();
+        assert!(listings > quiet_listing, "the new blob was noticed");
+        assert_eq!(synced, 2, "both blobs are synced");
+    }
 }
