@@ -36,6 +36,7 @@ async fn the_authorize_workload_runs_clean_and_keeps_consent_records_bounded() {
         duration: Duration::from_secs(120),
         requests: Some(2000),
         rate: None,
+        interval: None,
     };
     let report = load::run(&options, workload.clone()).await.unwrap();
     assert_eq!(

@@ -9,6 +9,13 @@
 //! call starts after it was due, its latency counts from when it was due, so a slow server cannot
 //! hide its queueing by slowing the load down (no "coordinated omission").
 //!
+//! The clock starts once every caller is spawned and holds its client: starting hundreds of
+//! tasks is the load tool's work, not the server's latency.
+//!
+//! With `interval` set, the report also holds a time series: latency percentiles and errors of
+//! the calls due (open loop) or started (closed loop) in each interval of the run, which shows
+//! whether a high percentile comes from steady queueing or from a few bad moments.
+//!
 //! This module does not retry failed calls (a failure is counted under its gRPC code).
 
 pub mod authorize;
@@ -21,7 +28,7 @@ use std::{
     future::Future,
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -44,6 +51,13 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 pub const MAX_RATE: f64 = 1_000_000.0;
 /// Slowest latency the histogram tracks exactly (slower calls are recorded as this).
 const MAX_TRACKED_LATENCY_US: u64 = 60_000_000;
+/// Shortest reporting interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Most intervals in one run (`duration / interval`).
+pub const MAX_INTERVALS: u64 = 1000;
+/// Significant digits of the per-interval histograms (one per caller and interval in use, so
+/// kept small: 2 digits is 1% resolution).
+const INTERVAL_SIGFIG: u8 = 2;
 
 /// How to load the server.
 #[derive(Debug, Clone)]
@@ -61,6 +75,8 @@ pub struct LoadOptions {
     /// Open loop at this many calls per second, if set (closed loop otherwise); the callers
     /// (`connections` × `in_flight`) bound how many calls can be outstanding at once.
     pub rate: Option<f64>,
+    /// Also report each interval of this length on its own, if set.
+    pub interval: Option<Duration>,
 }
 
 /// One kind of call to repeat.
@@ -124,6 +140,21 @@ pub struct Report {
     pub latency_us: Latency,
     /// Workload-specific counters.
     pub checks: BTreeMap<String, u64>,
+    /// Per-interval figures, in time order (empty unless an interval was asked for).
+    pub intervals: Vec<IntervalReport>,
+}
+
+/// The calls due (open loop) or started (closed loop) in one interval of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalReport {
+    /// When the interval starts, seconds from the start of the run.
+    pub start_secs: f64,
+    /// Calls made (successful or not).
+    pub requests: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Latency of the interval's calls, microseconds (1% resolution).
+    pub latency_us: Latency,
 }
 
 /// Latency percentiles in microseconds.
@@ -141,6 +172,23 @@ pub struct Latency {
     pub max: u64,
     /// Mean.
     pub mean: f64,
+}
+
+impl Latency {
+    /// The percentiles of `h` (all zero for an empty histogram).
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p95: h.value_at_quantile(0.95),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
 }
 
 impl CallError {
@@ -184,7 +232,29 @@ impl LoadOptions {
         {
             bail!("--rate must be a number of calls per second above 0 and at most {MAX_RATE}");
         }
+        if let Some(interval) = self.interval {
+            if interval < MIN_INTERVAL {
+                bail!(
+                    "--interval must be at least {} s",
+                    MIN_INTERVAL.as_secs_f64()
+                );
+            }
+            if self.interval_count() > MAX_INTERVALS {
+                bail!("--interval is too short for --duration: at most {MAX_INTERVALS} intervals");
+            }
+        }
         Ok(())
+    }
+
+    /// How many intervals the run's duration spans (0 without an interval).
+    fn interval_count(&self) -> u64 {
+        self.interval.map_or(0, |interval| {
+            let count = self
+                .duration
+                .as_nanos()
+                .div_ceil(interval.as_nanos().max(1));
+            u64::try_from(count).unwrap_or(u64::MAX)
+        })
     }
 }
 
@@ -237,29 +307,141 @@ pub async fn run<W: Workload>(options: &LoadOptions, workload: Arc<W>) -> anyhow
         channels.push(connect(&options.target).await?);
     }
     let issued = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + options.duration;
-    let pace = options.rate.map(|rate| Pace { start, rate });
+    let intervals = options.interval.map(|length| {
+        Arc::new(Intervals {
+            length,
+            slots: Mutex::new(BTreeMap::new()),
+        })
+    });
+    // Every caller is spawned and holds its client before the clock starts, so that starting
+    // hundreds of tasks is not timed as the server's latency (it showed as a first interval
+    // with a p99 of 20-60 ms, in health mode too).
+    let callers = options.connections * options.in_flight;
+    let ready = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None);
     let mut tasks = tokio::task::JoinSet::new();
     for channel in &channels {
         for _ in 0..options.in_flight {
             let client = workload.client(channel.clone());
-            tasks.spawn(caller(
-                workload.clone(),
-                client,
-                issued.clone(),
-                options.requests,
-                deadline,
-                pace,
-            ));
+            let setup = CallerSetup {
+                issued: issued.clone(),
+                budget: options.requests,
+                duration: options.duration,
+                rate: options.rate,
+                intervals: intervals.clone(),
+                ready: ready.clone(),
+                start: start_rx.clone(),
+            };
+            tasks.spawn(caller(workload.clone(), client, setup));
         }
     }
+    ready.wait().await;
+    let start = Instant::now();
+    // The callers hold receivers until they have read the start, so this cannot fail.
+    start_tx
+        .send(Some(start))
+        .context("the load callers stopped before the start")?;
     let mut total = CallerStats::new()?;
     while let Some(stats) = tasks.join_next().await {
         total.merge(&stats.context("a load caller failed")??)?;
     }
     let elapsed = start.elapsed();
-    Ok(total.report(options, workload.name(), elapsed, workload.checks()))
+    let mut report = total.report(options, workload.name(), elapsed, workload.checks());
+    if let Some(intervals) = intervals {
+        report.intervals = intervals.report();
+    }
+    Ok(report)
+}
+
+/// The per-interval figures of a run, merged from the callers as they move on to a new
+/// interval (so a caller holds one interval's histogram at a time, not one per interval).
+struct Intervals {
+    length: Duration,
+    slots: Mutex<BTreeMap<u64, IntervalStats>>,
+}
+
+/// One interval's calls.
+struct IntervalStats {
+    latency: Histogram<u64>,
+    errors: u64,
+}
+
+impl IntervalStats {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            latency: Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, INTERVAL_SIGFIG)
+                .context("while making an interval histogram")?,
+            errors: 0,
+        })
+    }
+}
+
+impl Intervals {
+    /// The interval a call belongs to, by when it was due or started (`start`: the run's).
+    fn index(&self, start: Instant, at: Instant) -> u64 {
+        let offset = at.saturating_duration_since(start).as_nanos();
+        u64::try_from(offset / self.length.as_nanos().max(1)).unwrap_or(u64::MAX)
+    }
+
+    /// Adds a caller's figures for interval `index`.
+    fn merge(&self, index: u64, stats: &IntervalStats) -> anyhow::Result<()> {
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a load caller panicked"))?;
+        let slot = match slots.entry(index) {
+            std::collections::btree_map::Entry::Occupied(slot) => slot.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(IntervalStats::new()?),
+        };
+        slot.latency
+            .add(&stats.latency)
+            .context("while merging interval histograms")?;
+        slot.errors += stats.errors;
+        Ok(())
+    }
+
+    fn report(&self) -> Vec<IntervalReport> {
+        let Ok(slots) = self.slots.lock() else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .map(|(index, stats)| {
+                #[expect(clippy::cast_precision_loss, reason = "display only")]
+                let start_secs = self.length.as_secs_f64() * *index as f64;
+                IntervalReport {
+                    start_secs,
+                    requests: stats.latency.len(),
+                    errors: stats.errors,
+                    latency_us: Latency::of(&stats.latency),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What a caller needs besides its workload and client.
+struct CallerSetup {
+    /// The next call number, shared by all callers.
+    issued: Arc<AtomicU64>,
+    /// Stop once this many calls were issued, if set.
+    budget: Option<u64>,
+    /// Stop this long after the start.
+    duration: Duration,
+    /// Open-loop rate, if set.
+    rate: Option<f64>,
+    /// Where per-interval figures go, if asked for.
+    intervals: Option<Arc<Intervals>>,
+    /// Met by every caller and the runner before the clock starts.
+    ready: Arc<tokio::sync::Barrier>,
+    /// The start of the run, once set.
+    start: tokio::sync::watch::Receiver<Option<Instant>>,
+}
+
+/// What one caller holds of the interval it is in.
+struct CallerInterval {
+    index: u64,
+    stats: IntervalStats,
 }
 
 /// What one caller saw.
@@ -336,19 +518,9 @@ impl CallerStats {
             throughput_rps,
             rate: options.rate,
             late_starts: self.late_starts,
-            latency_us: if h.is_empty() {
-                Latency::default()
-            } else {
-                Latency {
-                    p50: h.value_at_quantile(0.50),
-                    p90: h.value_at_quantile(0.90),
-                    p95: h.value_at_quantile(0.95),
-                    p99: h.value_at_quantile(0.99),
-                    max: h.max(),
-                    mean: h.mean(),
-                }
-            },
+            latency_us: Latency::of(h),
             checks,
+            intervals: Vec::new(),
         }
     }
 }
@@ -358,12 +530,31 @@ impl CallerStats {
 async fn caller<W: Workload>(
     workload: Arc<W>,
     mut client: W::Client,
-    issued: Arc<AtomicU64>,
-    budget: Option<u64>,
-    deadline: Instant,
-    pace: Option<Pace>,
+    setup: CallerSetup,
 ) -> anyhow::Result<CallerStats> {
+    let CallerSetup {
+        issued,
+        budget,
+        duration,
+        rate,
+        intervals,
+        ready,
+        mut start,
+    } = setup;
     let mut stats = CallerStats::new()?;
+    ready.wait().await;
+    let run_start = start
+        .wait_for(Option::is_some)
+        .await
+        .ok()
+        .and_then(|start| *start)
+        .context("the load run ended before it started")?;
+    let deadline = run_start + duration;
+    let pace = rate.map(|rate| Pace {
+        start: run_start,
+        rate,
+    });
+    let mut current: Option<CallerInterval> = None;
     loop {
         if Instant::now() >= deadline {
             break;
@@ -372,7 +563,8 @@ async fn caller<W: Workload>(
         if budget.is_some_and(|budget| n >= budget) {
             break;
         }
-        let start = match pace.map(|pace| pace.due(n)) {
+        let due = pace.map(|pace| pace.due(n));
+        let start = match due {
             None => Instant::now(),
             Some(due) if due >= deadline => break,
             Some(due) if due > Instant::now() => {
@@ -390,13 +582,35 @@ async fn caller<W: Workload>(
         };
         let result = workload.call(&mut client, n).await;
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        stats
-            .latency
-            .saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+        let micros = micros.clamp(1, MAX_TRACKED_LATENCY_US);
+        stats.latency.saturating_record(micros);
+        if let Some(intervals) = &intervals {
+            // Open loop: the interval the call was due in, so that the split follows the
+            // schedule; closed loop: the one it started in.
+            let index = intervals.index(run_start, due.unwrap_or(start));
+            if current.as_ref().is_some_and(|c| c.index != index)
+                && let Some(done) = current.take()
+            {
+                intervals.merge(done.index, &done.stats)?;
+            }
+            if current.is_none() {
+                current = Some(CallerInterval {
+                    index,
+                    stats: IntervalStats::new()?,
+                });
+            }
+            if let Some(c) = current.as_mut() {
+                c.stats.latency.saturating_record(micros);
+                c.stats.errors += u64::from(result.is_err());
+            }
+        }
         match result {
             Ok(()) => stats.ok += 1,
             Err(err) => *stats.errors.entry(err.kind.into_owned()).or_default() += 1,
         }
+    }
+    if let (Some(intervals), Some(done)) = (&intervals, current) {
+        intervals.merge(done.index, &done.stats)?;
     }
     Ok(stats)
 }
@@ -445,6 +659,26 @@ impl Report {
         }
         for (check, count) in &self.checks {
             let _ = writeln!(out, "check       {check}: {count}");
+        }
+        if !self.intervals.is_empty() {
+            let _ = writeln!(
+                out,
+                "interval    {:>8} {:>8} {:>7} {:>10} {:>10} {:>10}",
+                "start", "calls", "failed", "p50", "p99", "max"
+            );
+            for i in &self.intervals {
+                let l = &i.latency_us;
+                let _ = writeln!(
+                    out,
+                    "interval    {:>7.2}s {:>8} {:>7} {:>10} {:>10} {:>10}",
+                    i.start_secs,
+                    i.requests,
+                    i.errors,
+                    ms(l.p50),
+                    ms(l.p99),
+                    ms(l.max)
+                );
+            }
         }
         out
     }

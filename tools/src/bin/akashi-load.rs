@@ -46,6 +46,10 @@ struct Cli {
     /// Give enough --connections x --in-flight to keep this many calls outstanding.
     #[arg(long, value_name = "CALLS_PER_SECOND")]
     rate: Option<f64>,
+    /// Also report latency and errors for each interval of this many seconds (e.g. 1 or 0.5),
+    /// by when calls were due (open loop) or started (closed loop).
+    #[arg(long, value_name = "SECONDS")]
+    interval: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -74,6 +78,12 @@ enum Mode {
     Authorize,
 }
 
+/// `value` seconds as a duration, refusing what is not a finite number of seconds ≥ 0.
+fn seconds(value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("--interval must be a number of seconds, got {value}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
@@ -89,6 +99,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         duration: cli.duration.map_or(default_duration, Duration::from_secs),
         requests: cli.requests,
         rate: cli.rate,
+        interval: cli.interval.map(seconds).transpose()?,
     };
     options.validate()?;
     let report = match cli.mode {

@@ -13,6 +13,7 @@ fn options(target: String) -> LoadOptions {
         duration: Duration::from_secs(60),
         requests: Some(200),
         rate: None,
+        interval: None,
     }
 }
 
@@ -61,7 +62,7 @@ fn only_loopback_targets_are_accepted() {
 fn options_are_bounded() {
     let good = options("http://127.0.0.1:1".into());
     good.validate().unwrap();
-    let cases: [fn(&mut LoadOptions); 10] = [
+    let cases: [fn(&mut LoadOptions); 13] = [
         |o| o.connections = 0,
         |o| o.connections = 10_000,
         |o| o.in_flight = 0,
@@ -72,12 +73,75 @@ fn options_are_bounded() {
         |o| o.rate = Some(-5.0),
         |o| o.rate = Some(f64::NAN),
         |o| o.rate = Some(1e9),
+        |o| o.interval = Some(Duration::ZERO),
+        |o| o.interval = Some(Duration::from_millis(50)),
+        // 60 s in 0.1 s intervals is 600, but 600 s would be 6,000.
+        |o| {
+            o.duration = Duration::from_secs(600);
+            o.interval = Some(Duration::from_millis(100));
+        },
     ];
     for edit in cases {
         let mut bad = good.clone();
         edit(&mut bad);
         assert!(bad.validate().is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn a_fitting_interval_is_accepted() {
+    let mut opts = options("http://127.0.0.1:1".into());
+    opts.interval = Some(Duration::from_millis(100));
+    opts.validate().unwrap();
+}
+
+#[tokio::test]
+async fn an_open_loop_run_splits_into_intervals_by_schedule() {
+    let (target, _stop) = health_server().await;
+    let mut opts = options(target);
+    // 400 calls at 800/s are due over half a second: 100 in each 125 ms interval, whenever
+    // they actually run, because open-loop calls are filed under the interval they were due in.
+    opts.requests = Some(400);
+    opts.rate = Some(800.0);
+    opts.interval = Some(Duration::from_millis(125));
+    let report = run(&opts, Arc::new(HealthWorkload)).await.unwrap();
+    assert_eq!(report.ok, 400);
+    let counts: Vec<u64> = report.intervals.iter().map(|i| i.requests).collect();
+    assert_eq!(counts, [100, 100, 100, 100], "{:?}", report.intervals);
+    let starts: Vec<f64> = report.intervals.iter().map(|i| i.start_secs).collect();
+    assert_eq!(starts, [0.0, 0.125, 0.25, 0.375]);
+    for i in &report.intervals {
+        assert_eq!(i.errors, 0);
+        assert!(i.latency_us.p50 >= 1 && i.latency_us.p50 <= i.latency_us.p99);
+        // 1% resolution per interval against the exact overall maximum.
+        assert!(i.latency_us.max <= report.latency_us.max + report.latency_us.max / 50);
+    }
+    let text = report.to_text();
+    assert!(text.contains("interval       0.38s      100"), "{text}");
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["intervals"].as_array().map(Vec::len), Some(4));
+    assert_eq!(json["intervals"][3]["requests"], 100);
+}
+
+#[tokio::test]
+async fn interval_figures_add_up_to_the_run() {
+    let (target, _stop) = health_server().await;
+    let mut opts = options(target);
+    // Closed loop, failing every third call: however the calls fall into intervals, the
+    // intervals hold every call and every failure once.
+    opts.requests = Some(300);
+    opts.interval = Some(Duration::from_millis(100));
+    let report = run(&opts, Arc::new(Flaky)).await.unwrap();
+    assert_eq!(report.requests, 300);
+    let calls: u64 = report.intervals.iter().map(|i| i.requests).sum();
+    let failed: u64 = report.intervals.iter().map(|i| i.errors).sum();
+    assert_eq!(calls, 300);
+    assert_eq!(failed, report.errors.values().sum::<u64>());
+    assert!(failed > 0);
+    // Without an interval there is no time series.
+    opts.interval = None;
+    let report = run(&opts, Arc::new(Flaky)).await.unwrap();
+    assert!(report.intervals.is_empty());
 }
 
 #[tokio::test]
@@ -214,4 +278,25 @@ async fn an_open_loop_run_counts_queueing_when_callers_fall_behind() {
     assert!(report.late_starts >= 19, "{}", report.late_starts);
     // The last call was due at 19 ms and cannot end before 20 × 20 ms = 400 ms.
     assert!(report.latency_us.max >= 380_000, "{:?}", report.latency_us);
+}
+
+#[tokio::test]
+async fn a_closed_loop_run_splits_into_intervals_by_start_time() {
+    let (target, _stop) = health_server().await;
+    let mut opts = options(target);
+    // One caller, 20 calls of at least 20 ms each: they start at least 20 ms apart and over at
+    // least 380 ms, so 100 ms intervals hold at most 5 calls each, in at least 4 intervals.
+    opts.connections = 1;
+    opts.in_flight = 1;
+    opts.requests = Some(20);
+    opts.interval = Some(Duration::from_millis(100));
+    let report = run(&opts, Arc::new(Slow)).await.unwrap();
+    assert_eq!(report.ok, 20);
+    assert!(report.intervals.len() >= 4, "{:?}", report.intervals);
+    assert!(
+        report.intervals.iter().all(|i| i.requests <= 5),
+        "{:?}",
+        report.intervals
+    );
+    assert_eq!(report.intervals.iter().map(|i| i.requests).sum::<u64>(), 20);
 }
