@@ -36,9 +36,16 @@ async fn the_authorize_workload_runs_clean_and_keeps_consent_records_bounded() {
         duration: Duration::from_secs(120),
         requests: Some(2000),
         rate: None,
-        interval: None,
+        interval: Some(Duration::from_millis(100)),
     };
     let report = load::run(&options, workload.clone()).await.unwrap();
+    // The per-interval time series accounts for every call and every failure once.
+    assert!(!report.intervals.is_empty());
+    assert_eq!(
+        report.intervals.iter().map(|i| i.requests).sum::<u64>(),
+        2000
+    );
+    assert_eq!(report.intervals.iter().map(|i| i.errors).sum::<u64>(), 0);
     assert_eq!(
         (report.requests, report.ok),
         (2000, 2000),
