@@ -527,8 +527,9 @@ async fn caller<W: Workload>(
         ready,
         mut start,
     } = setup;
-    let mut stats = CallerStats::new()?;
+    // First of all, so that no early return can leave the runner waiting at the barrier.
     ready.wait().await;
+    let mut stats = CallerStats::new()?;
     let run_start = start
         .wait_for(Option::is_some)
         .await
