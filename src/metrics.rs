@@ -54,6 +54,7 @@ pub struct Metrics {
     batches: AtomicU64,
     batch_entries: Histogram,
     batch_duration: Histogram,
+    batch_sync: Histogram,
     tree_size: AtomicU64,
     decisions: OnceLock<Arc<Decisions>>,
 }
@@ -82,6 +83,7 @@ impl Metrics {
             batches: AtomicU64::new(0),
             batch_entries: Histogram::new(BATCH_SIZE_BUCKETS),
             batch_duration: Histogram::new(LATENCY_BUCKETS),
+            batch_sync: Histogram::new(LATENCY_BUCKETS),
             tree_size: AtomicU64::new(0),
             decisions: OnceLock::new(),
         }
@@ -93,8 +95,8 @@ impl Metrics {
     }
 
     /// Records one committed ledger batch of `entries` entries that took `duration` (from the
-    /// first entry queued to durable).
-    pub fn record_batch(&self, entries: u64, duration: Duration) {
+    /// first entry queued to durable), `sync` of it in making the batch durable.
+    pub fn record_batch(&self, entries: u64, duration: Duration, sync: Duration) {
         self.entries_appended.fetch_add(entries, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         #[expect(
@@ -103,6 +105,7 @@ impl Metrics {
         )]
         self.batch_entries.observe(entries as f64);
         self.batch_duration.observe(duration.as_secs_f64());
+        self.batch_sync.observe(sync.as_secs_f64());
     }
 
     /// Sets the current tree size gauge.
@@ -204,6 +207,14 @@ impl Metrics {
         );
         self.batch_duration
             .render(&mut out, "akashi_ledger_batch_duration_seconds", "");
+        header(
+            &mut out,
+            "akashi_ledger_sync_duration_seconds",
+            "histogram",
+            "Time making a batch durable (store flush and device syncs), part of the batch duration.",
+        );
+        self.batch_sync
+            .render(&mut out, "akashi_ledger_sync_duration_seconds", "");
         header(
             &mut out,
             "akashi_ledger_tree_size",

@@ -113,7 +113,7 @@ impl Server {
             max_batch: config.batch_max_entries,
             max_wait: config.batch_max_wait,
             on_commit: Some(CommitHook(Arc::new(move |report: &BatchReport| {
-                hook_metrics.record_batch(report.entries, report.elapsed);
+                hook_metrics.record_batch(report.entries, report.elapsed, report.sync);
                 hook_metrics.set_tree_size(report.tree_size);
             }))),
             ..SequencerOptions::default()

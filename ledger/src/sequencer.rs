@@ -167,6 +167,9 @@ pub struct BatchReport {
     pub tree_size: u64,
     /// Time from taking the batch to its durable commit.
     pub elapsed: Duration,
+    /// Of that, the time spent making it durable ([`Log::finish_batch`]: the store's flush and
+    /// device syncs). A slow disk shows here first.
+    pub sync: Duration,
 }
 
 /// A callback run on the writer thread after every committed batch (for metrics). It must be
@@ -434,8 +437,10 @@ impl Syncer {
             replies,
             started,
         } = batch;
+        let sync_started = Instant::now();
         match self.log.finish_batch(staged) {
             Ok(committed) => {
+                let sync = sync_started.elapsed();
                 let elapsed = started.elapsed();
                 let entries = replies.len() as u64;
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -449,6 +454,7 @@ impl Syncer {
                         entries,
                         tree_size: committed.checkpoint.checkpoint.size.get(),
                         elapsed,
+                        sync,
                     });
                 }
                 tracing::debug!(

@@ -40,8 +40,8 @@ fn calls_are_counted_by_method_and_code() {
 #[test]
 fn batches_and_tree_size_are_reported() {
     let metrics = Metrics::new();
-    metrics.record_batch(3, Duration::from_millis(1));
-    metrics.record_batch(5, Duration::from_millis(2));
+    metrics.record_batch(3, Duration::from_millis(1), Duration::from_micros(300));
+    metrics.record_batch(5, Duration::from_millis(2), Duration::from_millis(2));
     metrics.set_tree_size(8);
     let text = metrics.render();
     assert!(text.contains("akashi_ledger_entries_appended_total 8\n"));
@@ -50,6 +50,13 @@ fn batches_and_tree_size_are_reported() {
     assert!(text.contains("akashi_ledger_batch_entries_bucket{le=\"8\"} 2\n"));
     assert!(text.contains("akashi_ledger_batch_entries_sum 8\n"));
     assert!(text.contains("akashi_ledger_tree_size 8\n"));
+    assert!(text.contains("# TYPE akashi_ledger_sync_duration_seconds histogram\n"));
+    assert!(
+        text.contains("akashi_ledger_sync_duration_seconds_bucket{le=\"0.0005\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("akashi_ledger_sync_duration_seconds_bucket{le=\"0.0025\"} 2\n"));
+    assert!(text.contains("akashi_ledger_sync_duration_seconds_count 2\n"));
 }
 
 #[test]

@@ -151,6 +151,25 @@ async fn metrics_count_calls_by_method_and_code() {
         "{body}"
     );
     assert!(body.contains("# TYPE akashi_ledger_entries_appended_total counter"));
+
+    // Two writes: each batch reports how long making it durable took.
+    let api = crate::api::Api::new(&server, akashi::auth::Role::Platform, None).await;
+    api.org("metrics-org-1", "university").await;
+    api.org("metrics-org-2", "university").await;
+    let (_, body) = http_get(server.http_addr, "/metrics").await;
+    let count = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let batches = count("akashi_ledger_batches_total");
+    assert!(batches >= 1, "{body}");
+    assert_eq!(
+        count("akashi_ledger_sync_duration_seconds_count"),
+        batches,
+        "{body}"
+    );
+    assert_eq!(count("akashi_ledger_batch_duration_seconds_count"), batches);
     let (status, _) = http_get(server.http_addr, "/no-such-page").await;
     assert_eq!(status, 404);
     server.stop().await;
