@@ -129,9 +129,11 @@ impl SledStore {
     fn sync_new_blobs(&self) -> Result<(), StoreError> {
         let dir = self.path.join("blobs");
         let mut seen = self.blobs.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.folder.is_none() {
-            match File::open(&dir) {
-                Ok(folder) => seen.folder = Some(folder),
+        // Kept open: a sync reads the time through the handle, without a path lookup.
+        let folder = match seen.folder.take() {
+            Some(folder) => folder,
+            None => match File::open(&dir) {
+                Ok(folder) => folder,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(source) => {
                     return Err(StoreError::Io {
@@ -139,19 +141,14 @@ impl SledStore {
                         source,
                     });
                 }
-            }
-        }
-        // Through the open handle: no path lookup on every sync.
-        let mtime = seen
-            .folder
-            .as_ref()
-            .map_or(Ok(SystemTime::UNIX_EPOCH), |folder| {
-                folder.metadata().and_then(|meta| meta.modified())
-            })
-            .map_err(|source| StoreError::Io {
-                context: "reading the sled blob folder's modification time",
-                source,
-            })?;
+            },
+        };
+        let mtime = folder.metadata().and_then(|meta| meta.modified());
+        seen.folder = Some(folder);
+        let mtime = mtime.map_err(|source| StoreError::Io {
+            context: "reading the sled blob folder's modification time",
+            source,
+        })?;
         if seen.quiet_mtime == Some(mtime) {
             return Ok(());
         }
