@@ -132,15 +132,9 @@ impl SledStore {
         // Kept open: a sync reads the time through the handle, without a path lookup.
         let folder = match seen.folder.take() {
             Some(folder) => folder,
-            None => match File::open(&dir) {
-                Ok(folder) => folder,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        context: "opening the sled blob folder",
-                        source,
-                    });
-                }
+            None => match unless_absent(File::open(&dir), "opening the sled blob folder")? {
+                Some(folder) => folder,
+                None => return Ok(()),
             },
         };
         let mtime = folder.metadata().and_then(|meta| meta.modified());
@@ -159,15 +153,8 @@ impl SledStore {
             .is_ok_and(|age| age >= QUIET);
         seen.quiet_mtime = None;
         seen.listings += 1;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    context: "listing sled blobs",
-                    source,
-                });
-            }
+        let Some(entries) = unless_absent(std::fs::read_dir(&dir), "listing sled blobs")? else {
+            return Ok(());
         };
         let synced = &mut seen.synced;
         let mut any = false;
@@ -180,20 +167,16 @@ impl SledStore {
             if synced.contains(&name) {
                 continue;
             }
-            match File::open(entry.path()) {
-                Ok(file) => file.sync_all().map_err(|source| StoreError::Io {
-                    context: "syncing a sled blob",
-                    source,
-                })?,
-                // sled removes blobs it no longer needs; a vanished one needs no sync.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        context: "opening a sled blob to sync it",
-                        source,
-                    });
-                }
-            }
+            // sled removes blobs it no longer needs; a vanished one needs no sync.
+            let Some(file) =
+                unless_absent(File::open(entry.path()), "opening a sled blob to sync it")?
+            else {
+                continue;
+            };
+            file.sync_all().map_err(|source| StoreError::Io {
+                context: "syncing a sled blob",
+                source,
+            })?;
             synced.insert(name);
             any = true;
         }
@@ -270,6 +253,18 @@ fn sled_bytes(value: sled::IVec) -> Bytes {
 
 fn engine(err: sled::Error) -> StoreError {
     StoreError::Engine(err.to_string())
+}
+
+/// `Ok(None)` for a file or folder that does not exist, the I/O error with `context` otherwise.
+fn unless_absent<T>(
+    result: std::io::Result<T>,
+    context: &'static str,
+) -> Result<Option<T>, StoreError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io { context, source }),
+    }
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {

@@ -5,6 +5,15 @@ use tonic::transport::Channel;
 
 use super::{CallError, LoadOptions, Workload, ensure_loopback, health::HealthWorkload, run};
 
+/// One connection with one caller: calls run strictly one after another.
+fn one_caller(target: String) -> LoadOptions {
+    LoadOptions {
+        connections: 1,
+        in_flight: 1,
+        ..options(target)
+    }
+}
+
 fn options(target: String) -> LoadOptions {
     LoadOptions {
         target,
@@ -260,12 +269,10 @@ impl Workload for Slow {
 #[tokio::test]
 async fn an_open_loop_run_counts_queueing_when_callers_fall_behind() {
     let (target, _stop) = health_server().await;
-    let mut opts = options(target);
+    let mut opts = one_caller(target);
     // One caller, calls of 20 ms, offered every 1 ms: every call after the first is late, and
     // call n waits about 19 n ms for the caller. Timing from the call's own start would hide
     // that and report about 20 ms for all of them.
-    opts.connections = 1;
-    opts.in_flight = 1;
     opts.requests = Some(20);
     opts.rate = Some(1000.0);
     let report = run(&opts, Arc::new(Slow)).await.unwrap();
@@ -279,11 +286,9 @@ async fn an_open_loop_run_counts_queueing_when_callers_fall_behind() {
 #[tokio::test]
 async fn a_closed_loop_run_splits_into_intervals_by_start_time() {
     let (target, _stop) = health_server().await;
-    let mut opts = options(target);
+    let mut opts = one_caller(target);
     // One caller, 20 calls of at least 20 ms each: they start at least 20 ms apart and over at
     // least 380 ms, so 100 ms intervals hold at most 5 calls each, in at least 4 intervals.
-    opts.connections = 1;
-    opts.in_flight = 1;
     opts.requests = Some(20);
     opts.interval = Some(Duration::from_millis(100));
     let report = run(&opts, Arc::new(Slow)).await.unwrap();
