@@ -302,8 +302,15 @@ impl Log {
         signer: NoteSigner,
         verifier: NoteVerifier,
     ) -> Result<Self, OpenError> {
-        for prefix in [keys::ENTRIES, keys::TILES, keys::CHECKPOINTS] {
-            if !store.scan(&[prefix], &[prefix + 1], 1)?.is_empty() {
+        // The empty tree's checkpoint alone is what a creation interrupted before its commit
+        // record leaves behind: it is written again below, not mistaken for log data.
+        let checkpoints_after_empty = keys::indexed(keys::CHECKPOINTS, 1);
+        for (start, end) in [
+            (&[keys::ENTRIES][..], &[keys::ENTRIES + 1][..]),
+            (&[keys::TILES][..], &[keys::TILES + 1][..]),
+            (&checkpoints_after_empty[..], &[keys::CHECKPOINTS + 1][..]),
+        ] {
+            if !store.scan(start, end, 1)?.is_empty() {
                 return Err(OpenError::DataWithoutCommit);
             }
         }
@@ -560,7 +567,8 @@ impl Log {
     /// # Errors
     ///
     /// Returns [`ReadError::OutOfRange`] for an index beyond the log, or a storage error; the
-    /// redaction is durable when this returns `Ok`.
+    /// redaction is durable when this returns `Ok`. A failed sync poisons the log, as in
+    /// [`Log::finish_batch`].
     pub fn redact_body(&self, index: LeafIndex) -> Result<bool, ReadError> {
         let size = self.size().get();
         if index.get() >= size {
@@ -568,7 +576,13 @@ impl Log {
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let was_present = chunk::redact(self.store.as_ref(), keys::BODIES, index.get())?;
-        self.store.sync()?;
+        if let Err(err) = self.store.sync() {
+            // The sync also covered every batch staged but not yet finished: after a failed
+            // sync none of them can be trusted to be durable, so none may be acknowledged.
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(cause = %err, "a redaction's sync failed: the log is poisoned");
+            return Err(err.into());
+        }
         Ok(was_present)
     }
 

@@ -312,3 +312,52 @@ fn power_loss_with_two_batches_in_flight_recovers_a_prefix() {
     }
     assert_eq!(sizes.into_iter().collect::<Vec<_>>(), vec![1, 2, 3]);
 }
+
+#[test]
+fn a_failed_redaction_sync_poisons_the_log_so_no_batch_it_covered_is_acknowledged() {
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    let log = reopen(&store, &signer).unwrap();
+    log.append_batch(&[test_entry(0)], Vec::new()).unwrap();
+    let staged = log.stage_batch(&[test_entry(1)], Vec::new()).unwrap();
+    store.fail_syncs(true);
+    assert!(log.redact_body(LeafIndex(0)).is_err());
+    store.fail_syncs(false);
+    assert!(log.is_poisoned());
+    assert!(
+        matches!(log.finish_batch(staged), Err(CommitError::Poisoned)),
+        "a batch a failed sync covered was acknowledged"
+    );
+    assert!(matches!(
+        log.append_batch(&[test_entry(2)], Vec::new()),
+        Err(CommitError::Poisoned)
+    ));
+}
+
+#[test]
+fn a_creation_interrupted_before_its_commit_record_is_created_again() {
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    // The empty tree's checkpoint is written; the commit record is not.
+    store.fail_writes_after(1);
+    assert!(reopen(&store, &signer).is_err());
+    store.fail_writes_after(u64::MAX);
+    store.crash(usize::MAX);
+    let log = reopen(&store, &signer).unwrap();
+    assert_eq!(log.size(), TreeSize(0));
+    log.append_batch(&[test_entry(0)], Vec::new()).unwrap();
+    let log = reopen(&store, &signer).unwrap();
+    assert_eq!(log.size(), TreeSize(1));
+    // Anything more than that checkpoint is still refused.
+    let other = MemoryStore::new();
+    {
+        let log = reopen(&other, &signer).unwrap();
+        log.append_batch(&[test_entry(0)], Vec::new()).unwrap();
+    }
+    other.delete(keys::COMMIT).unwrap();
+    other.sync().unwrap();
+    assert!(matches!(
+        reopen(&other, &signer),
+        Err(OpenError::DataWithoutCommit)
+    ));
+}

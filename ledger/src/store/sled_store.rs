@@ -14,6 +14,14 @@
 //! been unchanged for a second (`QUIET`) when it was listed; a folder changed more recently is
 //! listed again at every sync until it has been quiet that long.
 //!
+//! A blob file is created and written by whichever thread makes sled write that page — our
+//! writer, staging the next batch, while the syncer syncs the previous one — so a listing can
+//! find a blob that is still being written. Such a blob is synced but not marked as synced (and
+//! the folder is listed again at the next sync) until it is whole: sled 0.34 writes a blob as
+//! `crc32 (LE) || kind || data`, the checksum covering the rest, and a file whose checksum does
+//! not match is not finished. Were the format ever different, every blob would just be synced
+//! at every sync: slower, never less durable.
+//!
 //! All data lives in sled's default tree: the log layout in `log.rs` relies on one ordered
 //! keyspace, not on sled's multi-tree transactions.
 
@@ -158,6 +166,7 @@ impl SledStore {
         };
         let synced = &mut seen.synced;
         let mut any = false;
+        let mut unfinished = false;
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::Io {
                 context: "listing sled blobs",
@@ -168,22 +177,28 @@ impl SledStore {
                 continue;
             }
             // sled removes blobs it no longer needs; a vanished one needs no sync.
-            let Some(file) =
+            let Some(mut file) =
                 unless_absent(File::open(entry.path()), "opening a sled blob to sync it")?
             else {
                 continue;
             };
+            let whole = unless_absent(blob_is_whole(&mut file), "reading a sled blob")?;
             file.sync_all().map_err(|source| StoreError::Io {
                 context: "syncing a sled blob",
                 source,
             })?;
-            synced.insert(name);
             any = true;
+            if whole == Some(true) {
+                synced.insert(name);
+            } else {
+                // Still being written: sync it again, whole, at a later sync.
+                unfinished = true;
+            }
         }
         if any {
             sync_dir(&dir)?;
         }
-        if quiet {
+        if quiet && !unfinished {
             seen.quiet_mtime = Some(mtime);
         }
         Ok(())
@@ -255,6 +270,18 @@ fn engine(err: sled::Error) -> StoreError {
     StoreError::Engine(err.to_string())
 }
 
+/// Whether a sled blob file is completely written: its leading CRC-32 (little-endian) matches
+/// the bytes after it.
+fn blob_is_whole(file: &mut File) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let Some((crc, rest)) = bytes.split_first_chunk::<4>() else {
+        return Ok(false);
+    };
+    Ok(!rest.is_empty() && crc32fast::hash(rest) == u32::from_le_bytes(*crc))
+}
+
 /// `Ok(None)` for a file or folder that does not exist, the I/O error with `context` otherwise.
 fn unless_absent<T>(
     result: std::io::Result<T>,
@@ -286,6 +313,50 @@ mod tests {
         File::open(path.join("blobs"))
             .and_then(|dir| dir.set_modified(time))
             .expect("set the blob folder's modification time");
+    }
+
+    #[test]
+    fn a_blob_still_being_written_is_synced_again_until_it_is_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SledOptions {
+            segment_size: 256 << 10,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(dir.path(), &options).expect("open");
+        // A real blob first, so that the folder exists and one whole blob is known.
+        store.put(b"big-1", &vec![1u8; 200 << 10]).expect("put");
+        store.sync().expect("sync");
+        assert_eq!(store.blob_listings().1, 1);
+
+        // A blob as sled leaves it halfway through writing: the checksum is there, the data
+        // not yet.
+        let data = vec![9u8; 4096];
+        let mut whole = crc32fast::hash(&data).to_le_bytes().to_vec();
+        whole.extend_from_slice(&data);
+        let path = dir.path().join("blobs").join("999999");
+        std::fs::write(&path, &whole[..100]).expect("write a partial blob");
+        // Even with an old folder time (which would let the next sync skip the listing).
+        set_blob_folder_time(dir.path(), SystemTime::now() - QUIET * 60);
+        store.sync().expect("sync");
+        let (listings, synced) = store.blob_listings();
+        assert_eq!(synced, 1, "a partial blob does not count as synced");
+        store.sync().expect("sync");
+        assert_eq!(
+            store.blob_listings().0,
+            listings + 1,
+            "the folder is listed again while a blob is unfinished"
+        );
+
+        // Once whole (sled finished writing it), the next sync syncs it for good.
+        std::fs::write(&path, &whole).expect("finish the blob");
+        store.sync().expect("sync");
+        assert_eq!(store.blob_listings().1, 2, "the finished blob is synced");
+        // And then the quiet folder is skipped again.
+        set_blob_folder_time(dir.path(), SystemTime::now() - QUIET * 60);
+        store.sync().expect("sync");
+        let (quiet, _) = store.blob_listings();
+        store.sync().expect("sync");
+        assert_eq!(store.blob_listings().0, quiet, "listing skipped");
     }
 
     #[test]
