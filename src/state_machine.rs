@@ -64,12 +64,15 @@ pub enum Command {
         /// The consent.
         consent_id: ConsentId,
     },
-    /// The patient's opt-outs are now exactly these purposes.
+    /// The patient opts out of these purposes, in addition to earlier opt-outs (or, with
+    /// `replace`, instead of them). The logged event holds the resulting set.
     OptOut {
         /// The patient.
         subject: SubjectId,
         /// The purposes.
         purposes: Vec<Purpose>,
+        /// Whether `purposes` replaces the earlier opt-outs rather than adding to them.
+        replace: bool,
     },
     /// A policy set, compiled and validated off the writer thread, becomes active.
     Activate(Arc<PolicyEngine>),
@@ -267,7 +270,21 @@ impl Akashi {
                 consent_id,
                 revoked_at: Some(now),
             },
-            Command::OptOut { subject, purposes } => Event::RecordOptOut { subject, purposes },
+            Command::OptOut {
+                subject,
+                mut purposes,
+                replace,
+            } => {
+                // The event states the whole resulting set, so replaying it needs no history
+                // and the patient's earlier opt-outs are never lost by a later, narrower call.
+                if !replace {
+                    let earlier = state::consent_state(kv, &subject).map_err(unavailable)?;
+                    purposes.extend(earlier.opt_outs);
+                }
+                purposes.sort_unstable();
+                purposes.dedup();
+                Event::RecordOptOut { subject, purposes }
+            }
             Command::Activate(engine) => {
                 let event = Event::ActivatePolicySet {
                     policies: engine.text().to_owned(),
@@ -346,8 +363,10 @@ impl Akashi {
             // Out of step (only after a failed reload): try the committed state, else refuse.
             self.reload_directory();
             if version != self.directory.version() {
-                return Err(Error::Internal(
-                    "the directory is out of step with the state",
+                // The reload reads the store: when it keeps failing, the store is what is
+                // unavailable, and the request may succeed later.
+                return Err(Error::Unavailable(
+                    "the directory could not be reloaded from the state".into(),
                 ));
             }
         }
@@ -385,6 +404,11 @@ impl StateMachine for Akashi {
             .ok_or(Error::Internal("the clock is outside 1970-9999"))?;
         let mut kv = TxKv(tx);
         let event = self.event(command, &kv, now)?;
+        // Framed first: an event that cannot become an entry is rejected before it changes
+        // anything. The sequencer drops a rejected command's state writes, but not what the
+        // in-memory directory took in, which the next committed batch would publish to
+        // decisions without a log entry behind it.
+        let entry = frame(&event, now)?;
         state::apply(&mut kv, &event, index).map_err(rejection)?;
         // The state accepted it, so the directory does too (same checks); it takes effect at
         // the next decision's flush.
@@ -395,7 +419,6 @@ impl StateMachine for Akashi {
             Event::Decision { decision, .. } => Output::Decided(Box::new(decision.clone())),
             _ => Output::Logged,
         };
-        let entry = frame(&event, now)?;
         Ok(Applied { entry, output })
     }
 

@@ -339,3 +339,40 @@ async fn a_prepared_decision_is_redone_under_another_policy_set() {
     assert_eq!((decisions.accepted(), decisions.redone()), (0, 1));
     sequencer.shutdown().await;
 }
+
+fn facility(excluded: &[&str]) -> Command {
+    Command::Directory(Event::UpsertFacility(policy::domain::Facility {
+        id: "hosp-a".parse().unwrap(),
+        name: Name::new("Hospital A").unwrap(),
+        group: None,
+        excluded_departments: excluded.iter().map(|d| d.parse().unwrap()).collect(),
+        excluded_patients: Vec::new(),
+    }))
+}
+
+#[tokio::test]
+async fn a_directory_change_that_cannot_be_logged_never_reaches_decisions() {
+    let (sequencer, _) = prepared_world().await;
+    sequencer.submit(facility(&["psychiatry"])).await.unwrap();
+    let mut request = research_request(subject(7));
+    request.source_facility = Some("hosp-a".parse().unwrap());
+    request.source_department = Some("psychiatry".parse().unwrap());
+    let before = decide(&sequencer, request.clone()).await;
+    assert!(!before.is_allow(), "psychiatry is excluded");
+
+    // A change whose public leaf cannot be framed (its joined departments are longer than a
+    // leaf value may be) is rejected, and must leave no trace in the directory...
+    let long: Vec<String> = (0..40).map(|i| format!("dept-{i:02}")).collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let size = sequencer.log().size();
+    assert!(sequencer.submit(facility(&long)).await.is_err());
+    assert_eq!(sequencer.log().size(), size, "nothing logged");
+    // ...even once a later directory change commits.
+    sequencer
+        .submit(org("uni", RecipientClass::University))
+        .await
+        .unwrap();
+    let after = decide(&sequencer, request).await;
+    assert_eq!(after, before, "the unlogged exclusion list must not apply");
+    sequencer.shutdown().await;
+}
