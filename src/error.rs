@@ -138,6 +138,17 @@ pub enum FieldProblem {
         /// What syntax was expected.
         reason: &'static str,
     },
+    /// A list whose items, joined by commas as the public leaf shows them, are too long.
+    #[error(
+        "is too long for the public log entry: its items joined by commas take {len} bytes, \
+         at most {max}"
+    )]
+    TooLongForLeaf {
+        /// The joined length.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
     /// Refused by the domain's parser, which says why (never repeating a patient id).
     #[error("is invalid: {reason}")]
     Invalid {

@@ -17,7 +17,10 @@ use ledger::{
     log::{Log, Receipt},
     sequencer::{Sequencer, SubmitError},
 };
-use policy::domain::{DomainError, SubjectId};
+use policy::{
+    domain::{DomainError, SubjectId},
+    event::Event,
+};
 use proto::pb;
 use tonic::Status;
 
@@ -93,6 +96,14 @@ impl Core {
     /// The command's rejection, or `UNAVAILABLE` when it could not be made durable (then it was
     /// not logged, and a decision is not an allow).
     pub async fn submit(&self, command: Command) -> Result<(Receipt, Output), Error> {
+        match &command {
+            Command::Directory(event) => fits_public_leaf(event)?,
+            Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
+            // Opt-outs list purposes of a small fixed vocabulary, deduplicated by the state
+            // machine: every set of them fits. Revocations, activations and decisions put
+            // only ids, hashes and fixed words in their leaves.
+            _ => {}
+        }
         self.sequencer
             .submit(command)
             .await
@@ -133,7 +144,11 @@ impl Core {
     }
 }
 
-/// The committed derived state, read through the log (outside the sequencer).
+/// The derived state, read through the log (outside the sequencer). It includes batches the
+/// writer has staged and the syncer is still making durable (see `Log::stage_batch`), so a read
+/// can show a write a moment before its caller is answered, and — should that batch's sync fail
+/// or the power go — a write that never became durable. Reads that must only show durable
+/// entries (history, transparency) go by the published checkpoint instead.
 pub struct LogKv<'a>(pub &'a Log);
 
 impl policy::KvRead for LogKv<'_> {
@@ -208,6 +223,32 @@ pub fn optional<T>(
         return Ok(None);
     }
     parse(value).map(Some).map_err(|e| invalid(field, &e))
+}
+
+/// Checks that an event's public leaf attributes fit the entry format
+/// ([`ledger::entry::MAX_ATTR_VALUE_LEN`] bytes each), naming the request field an over-long one
+/// comes from. The leaf joins a list's items with commas, so items that are each valid (and few
+/// enough) can still be too long together: without this check the write would fail on the
+/// writer thread, as an internal error naming nothing.
+///
+/// # Errors
+///
+/// `INVALID_ARGUMENT` naming the field (the leaf attributes are named after the request fields
+/// they come from).
+pub fn fits_public_leaf(event: &Event) -> Result<(), Error> {
+    let max = ledger::entry::MAX_ATTR_VALUE_LEN;
+    for (field, value) in event.public_attributes() {
+        if value.len() > max {
+            return Err(Error::invalid(
+                field,
+                FieldProblem::TooLongForLeaf {
+                    len: value.len(),
+                    max,
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses every item of a repeated field.

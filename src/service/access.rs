@@ -9,7 +9,7 @@
 
 use policy::{
     Request as AccessRequest,
-    domain::{Effect, Principal, PrincipalType},
+    domain::{Action, Effect, Principal, PrincipalType},
 };
 use proto::pb::{self, access_service_server::AccessService};
 use tonic::{Request, Response, Status};
@@ -43,10 +43,22 @@ impl Access {
                 Principal::Organization(required("principal.id", &principal.id, parse)?)
             }
         };
+        let action: Action = required("action", &r.action, parse)?;
+        let subject = self.0.optional_subject("patient_id", &r.patient_id)?;
+        // Only statistics may leave the patient out (they then ask about a cohort, whose size
+        // is required). A request missing what its action needs is malformed, refused here
+        // rather than logged as a deny.
+        match (action, &subject) {
+            (Action::ExportStatistics, None) if r.cohort_size == 0 => {
+                return Err(Error::invalid("cohort_size", FieldProblem::Missing));
+            }
+            (Action::ExportStatistics, _) | (_, Some(_)) => {}
+            (_, None) => return Err(Error::invalid("patient_id", FieldProblem::Missing)),
+        }
         Ok(AccessRequest {
             principal,
-            action: required("action", &r.action, parse)?,
-            subject: self.0.optional_subject("patient_id", &r.patient_id)?,
+            action,
+            subject,
             data_category: required("data_category", &r.data_category, parse)?,
             source_facility: optional("source_facility", &r.source_facility, parse)?,
             source_department: optional("source_department", &r.source_department, parse)?,

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Core, list, optional, parse, receipt, required};
 use crate::{
-    Error,
+    Error, FieldProblem,
     auth::{Role, caller, require, require_subject},
     state_machine::{Command, Output},
 };
@@ -92,9 +92,16 @@ impl ConsentService for Consents {
     ) -> Result<Response<pb::RecordOptOutResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
         let r = request.into_inner();
+        let purposes = list("purposes", &r.purposes, MAX_PURPOSES, parse)?;
+        if purposes.is_empty() && !r.replace {
+            // Nothing to add: a no-op would still be logged. Withdrawing every opt-out is an
+            // explicit `replace` with no purposes.
+            return Err(Error::invalid("purposes", FieldProblem::Missing).into());
+        }
         let command = Command::OptOut {
             subject: self.0.subject("patient_id", &r.patient_id)?,
-            purposes: list("purposes", &r.purposes, MAX_PURPOSES, parse)?,
+            purposes,
+            replace: r.replace,
         };
         let (r, _) = self.0.submit(command).await?;
         Ok(Response::new(pb::RecordOptOutResponse {
@@ -108,8 +115,9 @@ impl ConsentService for Consents {
     ) -> Result<Response<pb::GetConsentStateResponse>, Status> {
         let caller = caller(&request)?.clone();
         let r = request.into_inner();
-        let subject = self.0.subject("patient_id", &r.patient_id)?;
+        // The role first: a caller who may not ask learns nothing, not even that the id is bad.
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
+        let subject = self.0.subject("patient_id", &r.patient_id)?;
         let now = Timestamp::now();
         let stored = state::consent_state(&super::LogKv(self.0.log()), &subject)
             .map_err(|e| Error::Unavailable(Box::new(e)))?;

@@ -28,8 +28,9 @@ impl HistoryService for History {
     ) -> Result<Response<pb::GetSubjectHistoryResponse>, Status> {
         let caller = caller(&request)?.clone();
         let r = request.into_inner();
-        let subject = self.0.subject("patient_id", &r.patient_id)?;
+        // The role first: a caller who may not ask learns nothing, not even that the id is bad.
         require_subject(&caller, &r.patient_id, &[Role::Regulator])?;
+        let subject = self.0.subject("patient_id", &r.patient_id)?;
         let limit = match r.limit {
             0 => MAX_HISTORY_PAGE,
             n => usize::try_from(n)

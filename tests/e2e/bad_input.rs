@@ -285,6 +285,34 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
         "`action`"
     );
     case!(
+        "secondary use without a patient",
+        access.authorize(api.req(ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "",
+            "lab_result",
+            "research",
+            "ANONYMIZED"
+        ))),
+        Code::InvalidArgument,
+        "`patient_id` is required"
+    );
+    case!(
+        "cohort statistics without a cohort size",
+        access.authorize(api.req(ask(
+            "Organization",
+            "uni",
+            "export_statistics",
+            "",
+            "lab_result",
+            "research",
+            "STATISTICAL"
+        ))),
+        Code::InvalidArgument,
+        "`cohort_size` is required"
+    );
+    case!(
         "missing level",
         access.authorize(api.req(ask(
             "Organization",
@@ -358,6 +386,47 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
         }),
         Code::OutOfRange,
         "`start`"
+    );
+    // Lists whose items are each fine but which, joined as the public leaf shows them, are
+    // longer than a leaf value may be.
+    let departments: Vec<String> = (0..40).map(|i| format!("dept-{i:02}")).collect();
+    case!(
+        "excluded departments too long together for the leaf",
+        dir.upsert_facility(api.req(pb::UpsertFacilityRequest {
+            id: "hosp-a".into(),
+            name: "A".into(),
+            excluded_departments: departments,
+            ..Default::default()
+        })),
+        Code::InvalidArgument,
+        "`excluded_departments` is too long for the public log entry"
+    );
+    let recipients: Vec<String> = (0..12)
+        .map(|i| format!("organisation-{i:02}-xxxxxxxx"))
+        .collect();
+    let recipients: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    case!(
+        "consent recipients too long together for the leaf",
+        consent.grant_consent(api.req(grant(
+            "p1",
+            &["research"],
+            &["clinical"],
+            &recipients,
+            &[],
+            "IDENTIFIED"
+        ))),
+        Code::InvalidArgument,
+        "`recipients` is too long for the public log entry"
+    );
+    case!(
+        "opt-out without purposes",
+        consent.record_opt_out(api.req(pb::RecordOptOutRequest {
+            patient_id: "p1".into(),
+            purposes: Vec::new(),
+            replace: false,
+        })),
+        Code::InvalidArgument,
+        "`purposes` is required"
     );
     case!(
         "no token",

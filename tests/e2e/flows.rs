@@ -90,6 +90,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
         .record_opt_out(api.req(pb::RecordOptOutRequest {
             patient_id: "patient-1".into(),
             purposes: vec!["marketing".into()],
+            replace: false,
         }))
         .await
         .unwrap()

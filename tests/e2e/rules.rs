@@ -135,6 +135,7 @@ async fn rule_3_anonymised_research_runs_on_opt_out_but_insurance_needs_opt_in()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
             patient_id: "p4".into(),
             purposes: vec!["product_development".into()],
+            replace: false,
         }))
         .await
         .unwrap();
@@ -152,6 +153,62 @@ async fn rule_3_anonymised_research_runs_on_opt_out_but_insurance_needs_opt_in()
         &api.authorize(secondary("insurer", "p5", "insurance", "ANONYMIZED"))
             .await
     ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_later_opt_out_adds_to_earlier_ones_and_only_replace_withdraws_them() {
+    let (server, api) = setup().await;
+    let opt_out = |purposes: &[&str], replace: bool| {
+        api.req(pb::RecordOptOutRequest {
+            patient_id: "p4".into(),
+            purposes: purposes.iter().map(|p| (*p).into()).collect(),
+            replace,
+        })
+    };
+    let opted_out = || async {
+        let state = api
+            .consent()
+            .get_consent_state(api.req(pb::GetConsentStateRequest {
+                patient_id: "p4".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut purposes: Vec<String> = state.opt_outs.into_iter().map(|o| o.purpose).collect();
+        purposes.sort();
+        purposes
+    };
+    let research = || secondary("adco", "p4", "research", "ANONYMIZED");
+    let mut consent = api.consent();
+    consent
+        .record_opt_out(opt_out(&["research"], false))
+        .await
+        .unwrap();
+    // A second, narrower call must not undo the first: research stays opted out.
+    consent
+        .record_opt_out(opt_out(&["product_development", "research"], false))
+        .await
+        .unwrap();
+    assert_eq!(opted_out().await, ["product_development", "research"]);
+    assert!(!allowed(&api.authorize(research()).await));
+    consent
+        .record_opt_out(opt_out(&["marketing"], false))
+        .await
+        .unwrap();
+    assert_eq!(
+        opted_out().await,
+        ["marketing", "product_development", "research"]
+    );
+    // `replace` sets the list exactly; an empty one withdraws every opt-out.
+    consent
+        .record_opt_out(opt_out(&["marketing"], true))
+        .await
+        .unwrap();
+    assert_eq!(opted_out().await, ["marketing"]);
+    assert!(allowed(&api.authorize(research()).await));
+    consent.record_opt_out(opt_out(&[], true)).await.unwrap();
+    assert!(opted_out().await.is_empty());
     server.stop().await;
 }
 
@@ -184,6 +241,7 @@ async fn rule_4_statistics_need_a_cohort_of_k_and_never_serve_marketing() {
         .record_opt_out(api.req(pb::RecordOptOutRequest {
             patient_id: "p6".into(),
             purposes: vec!["research".into()],
+            replace: false,
         }))
         .await
         .unwrap();

@@ -227,6 +227,7 @@ impl AuthorizeWorkload {
             out.push(SetupRequest::OptOut(self.request(RecordOptOutRequest {
                 patient_id: patient,
                 purposes: vec!["product_development".into()],
+                replace: false,
             })));
         }
         out
