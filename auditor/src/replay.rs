@@ -178,6 +178,15 @@ impl DecisionCheck {
                     recomputed: summary(&recomputed),
                 });
             }
+            Ok(Outcome::RecipientMismatch { logged, recomputed }) => {
+                report.events_applied += 1;
+                report.decisions_checked += 1;
+                report.add(Finding::RecipientMismatch {
+                    index,
+                    logged: logged.as_ref().map(recipient),
+                    recomputed: recomputed.as_ref().map(recipient),
+                });
+            }
             Err(err) => report.add(Finding::EventRejected {
                 index,
                 error: error_chain(&err),
@@ -260,7 +269,39 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
             None => mismatch("attribute order", None, None),
         });
     }
+    // The leaf's day is the day of the event's sequencing time, which the body states for
+    // decisions, grants and revocations: a body claiming another time (a decision backdated
+    // into a consent's validity, say) does not match its own leaf.
+    if let Some(time) = event_time(event) {
+        let day = ledger::Day::from_unix_seconds(time.unix_millis().div_euclid(1000)).ok();
+        if day != Some(leaf.day) {
+            let in_body = day.map(|d| d.to_string());
+            return Some(mismatch(
+                "day",
+                Some(&leaf.day.to_string()),
+                in_body.as_deref(),
+            ));
+        }
+    }
     None
+}
+
+/// The sequencing time an event's body states, if it states one.
+fn event_time(event: &Event) -> Option<policy::Timestamp> {
+    match event {
+        Event::Decision { time, .. } => Some(*time),
+        Event::GrantConsent(consent) => Some(consent.granted_at),
+        Event::RevokeConsent { revoked_at, .. } => *revoked_at,
+        _ => None,
+    }
+}
+
+/// A recipient as the public leaf shows it: `org/class` (`org` alone when the class is unknown).
+fn recipient(recipient: &policy::Recipient) -> String {
+    match recipient.class {
+        Some(class) => format!("{}/{class}", recipient.id),
+        None => recipient.id.to_string(),
+    }
 }
 
 fn summary(decision: &policy::Decision) -> DecisionSummary {

@@ -129,6 +129,16 @@ pub enum Finding {
         /// What the rules decide.
         recomputed: DecisionSummary,
     },
+    /// A logged decision names another recipient (organisation, class) than the directory in
+    /// force gives for its principal: the public disclosure counts would be wrong.
+    RecipientMismatch {
+        /// The entry.
+        index: u64,
+        /// The recipient the log names (`org/class`), if any.
+        logged: Option<String>,
+        /// The recipient the directory gives, if any.
+        recomputed: Option<String>,
+    },
     /// An event the state built so far refuses (out of order, a consent that does not exist,
     /// the wrong policy set, a broken per-subject chain, ...).
     EventRejected {
@@ -186,6 +196,7 @@ impl Finding {
             | Self::BadEvent { index, .. }
             | Self::BadLeaf { index, .. }
             | Self::DecisionMismatch { index, .. }
+            | Self::RecipientMismatch { index, .. }
             | Self::EventRejected { index, .. }
             | Self::HeaderMismatch { index, .. }
             | Self::HistoryNotAscending { index, .. }
@@ -257,6 +268,16 @@ impl fmt::Display for Finding {
             } => write!(
                 f,
                 "entry {index}: logged decision {logged} but the rules in force decide {recomputed}"
+            ),
+            Self::RecipientMismatch {
+                index,
+                logged,
+                recomputed,
+            } => write!(
+                f,
+                "entry {index}: the log names recipient {} but the directory gives {}",
+                logged.as_deref().unwrap_or("none"),
+                recomputed.as_deref().unwrap_or("none")
             ),
             Self::EventRejected { index, error } => {
                 write!(f, "entry {index}: event does not apply: {error}")

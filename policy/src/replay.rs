@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::decision::{Decision, PolicySetHash};
+use crate::decision::{Decision, PolicySetHash, Recipient};
 use crate::directory::Directory;
 use crate::engine::{PolicyEngine, PolicyError};
 use crate::event::Event;
@@ -27,6 +27,14 @@ pub enum Outcome {
         logged: Box<Decision>,
         /// What the policy set and state in force decide.
         recomputed: Box<Decision>,
+    },
+    /// A logged decision agrees, but names another recipient (organisation and class, which
+    /// its public leaf shows) than the directory in force gives for its principal.
+    RecipientMismatch {
+        /// What the log says.
+        logged: Option<Recipient>,
+        /// What the directory gives.
+        recomputed: Option<Recipient>,
     },
 }
 
@@ -127,6 +135,7 @@ impl Replayer {
                 request,
                 time,
                 decision,
+                recipient,
                 ..
             } => {
                 state::check(&self.kv, event, index).map_err(apply_error)?;
@@ -140,13 +149,21 @@ impl Replayer {
                 let facts = Facts::gather(&self.directory, &self.kv, request)
                     .map_err(|e| apply_error(ApplyError::from(e)))?;
                 let recomputed = engine.decide(request, &facts, &self.directory, *time);
-                outcome = if recomputed.same_outcome(decision) {
-                    Outcome::DecisionMatches
-                } else {
+                let derived = facts.recipient();
+                outcome = if !recomputed.same_outcome(decision) {
                     Outcome::DecisionMismatch {
                         logged: Box::new(decision.clone()),
                         recomputed: Box::new(recomputed),
                     }
+                } else if derived != *recipient {
+                    // The recipient is public (the disclosure counts are made from it): the
+                    // log may not name another organisation than the one that asked.
+                    Outcome::RecipientMismatch {
+                        logged: recipient.clone(),
+                        recomputed: derived,
+                    }
+                } else {
+                    Outcome::DecisionMatches
                 };
             }
             _ => {}

@@ -182,7 +182,9 @@ pub async fn history(config: &HistoryConfig) -> anyhow::Result<Result<History, H
                 Ok(HistoryEntry {
                     leaf_index: LeafIndex(e.leaf_index),
                     inclusion_proof: net::hashes(&e.inclusion_proof, "inclusion proof")?,
-                    body: (!e.redacted && !e.body.is_empty()).then_some(e.body),
+                    // An empty body the server does not call erased is checked (and fails its
+                    // commitment) rather than taken as an erasure.
+                    body: (!e.redacted).then_some(e.body),
                     leaf: e.leaf,
                 })
             })

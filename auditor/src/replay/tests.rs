@@ -121,6 +121,31 @@ fn each_kind_of_header_difference_is_named() {
 }
 
 #[test]
+fn a_body_timed_on_another_day_than_its_leaf_is_named() {
+    let revoke = |at: &str| Event::RevokeConsent {
+        subject: policy::SubjectId::from_bytes([3; 32]),
+        consent_id: policy::ConsentId::new("c_1").unwrap(),
+        revoked_at: Some(policy::Timestamp::parse("revoked_at", at).unwrap()),
+    };
+    let (kind, _) = leaf_header(&revoke("2026-06-01T12:00:00Z"));
+    // The test leaf is dated 2026-06-01.
+    let leaf = leaf(kind, &[]);
+    assert_eq!(
+        header_mismatch(5, &leaf, &revoke("2026-06-01T23:59:59Z")),
+        None
+    );
+    assert_eq!(
+        header_mismatch(5, &leaf, &revoke("2026-05-31T23:59:00Z")),
+        Some(Finding::HeaderMismatch {
+            index: 5,
+            field: "day".to_owned(),
+            leaf: Some("2026-06-01".to_owned()),
+            body: Some("2026-05-31".to_owned()),
+        })
+    );
+}
+
+#[test]
 fn merged_reports_add_counts_and_keep_log_order() {
     use crate::report::Report;
     let entries = Report {

@@ -113,6 +113,31 @@ async fn a_tampered_body_fails_its_row() {
 }
 
 #[tokio::test]
+async fn a_missing_body_not_marked_erased_fails_its_row() {
+    let mut world = World::new();
+    let decisions = world.decisions();
+    let served = Served::new(world.log.clone());
+    // An empty body with `redacted` false: the server neither shows the entry nor says it was
+    // lawfully erased. It must not read as a verified (erased) row.
+    served.blank_body(decisions[0]);
+    let addr = support::start_grpc(served).await;
+    let history = history(&config(addr, "p1")).await.unwrap().unwrap();
+    assert!(!history.is_valid());
+    assert_eq!(
+        history.findings,
+        vec![Finding::BadCommitment {
+            index: decisions[0]
+        }]
+    );
+    let row = history
+        .rows
+        .iter()
+        .find(|r| r.index == decisions[0])
+        .unwrap();
+    assert!(!row.verified);
+}
+
+#[tokio::test]
 async fn another_patients_token_is_refused_and_no_patient_is_an_error() {
     let world = World::new();
     let addr = support::start_grpc(Served::new(world.log.clone())).await;

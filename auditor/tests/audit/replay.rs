@@ -8,7 +8,7 @@ use auditor::{Finding, Report};
 use ledger::chunk::Record;
 use ledger::log::{Log, NewEntry};
 use ledger::{LeafIndex, TreeSize};
-use policy::{Effect, Level, Purpose};
+use policy::{Effect, Event, Level, Purpose};
 
 use crate::support::{self, REGULATOR_TOKEN, Served, World, flipped, frame, org_request};
 
@@ -106,6 +106,41 @@ fn a_flipped_decision_is_exactly_the_one_finding() {
         assert_eq!(report.decisions_checked, report.decisions_matching + 1);
         assert_eq!(report.exit_code(), auditor::AuditExitCode::Invalid);
     }
+}
+
+#[test]
+fn a_decision_naming_another_recipient_is_reported() {
+    let mut world = World::new();
+    world.decisions();
+    let mut event = world.decision_event(org_request(
+        "univ-a",
+        1,
+        Purpose::Research,
+        Level::Pseudonymized,
+    ));
+    let Event::Decision { recipient, .. } = &mut event else {
+        panic!("not a decision");
+    };
+    let honest = recipient.clone().expect("univ-a is in the directory");
+    let class = honest.class.expect("with its class");
+    // Body and leaf agree (the leaf is framed from the body), the decision itself is right:
+    // only the organisation the log says received the data is not the one that asked.
+    *recipient = Some(policy::Recipient {
+        id: policy::OrgId::new("ai-vendor-x").unwrap(),
+        class: Some(class),
+    });
+    let index = world.apply(event);
+    let report = replay_log(&world.log);
+    assert_eq!(
+        report.findings,
+        vec![Finding::RecipientMismatch {
+            index,
+            logged: Some(format!("ai-vendor-x/{class}")),
+            recomputed: Some(format!("univ-a/{class}")),
+        }],
+        "{report}"
+    );
+    assert_eq!(report.exit_code(), auditor::AuditExitCode::Invalid);
 }
 
 #[test]

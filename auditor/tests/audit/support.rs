@@ -349,9 +349,21 @@ pub fn frame(event: &Event, index: u64) -> NewEntry {
         .into_iter()
         .map(|(n, v)| (AttrName::new(n).unwrap(), AttrValue::new(&v).unwrap()))
         .collect();
+    // The server dates a leaf by its sequencing time, which the body states for decisions,
+    // grants and revocations; other events carry no time, and get a fixed day here.
+    let time = match event {
+        Event::Decision { time, .. } => Some(*time),
+        Event::GrantConsent(consent) => Some(consent.granted_at),
+        Event::RevokeConsent { revoked_at, .. } => *revoked_at,
+        _ => None,
+    };
+    let day = time.map_or_else(
+        || Day::parse("2026-06-01").unwrap(),
+        |t| Day::from_unix_seconds(t.unix_millis().div_euclid(1000)).unwrap(),
+    );
     let leaf = Leaf::new(
         EntryKind::new(event.kind()).unwrap(),
-        Day::parse("2026-06-01").unwrap(),
+        day,
         attributes,
         body.commitment(),
     )
@@ -430,6 +442,7 @@ pub struct Served {
     log: Arc<RwLock<Arc<Log>>>,
     subjects: BTreeMap<String, SubjectId>,
     tampered_bodies: Arc<Mutex<HashSet<u64>>>,
+    blank_bodies: Arc<Mutex<HashSet<u64>>>,
     withheld: Arc<Mutex<HashSet<u64>>>,
 }
 
@@ -440,6 +453,7 @@ impl Served {
             log: Arc::new(RwLock::new(log)),
             subjects: (1..10u8).map(|n| (format!("p{n}"), subject(n))).collect(),
             tampered_bodies: Arc::default(),
+            blank_bodies: Arc::default(),
             withheld: Arc::default(),
         }
     }
@@ -454,6 +468,11 @@ impl Served {
         self.tampered_bodies.lock().unwrap().insert(index);
     }
 
+    /// Serves entry `index` with no body, without saying it was erased.
+    pub fn blank_body(&self, index: u64) {
+        self.blank_bodies.lock().unwrap().insert(index);
+    }
+
     /// Leaves entry `index` out of histories.
     pub fn withhold(&self, index: u64) {
         self.withheld.lock().unwrap().insert(index);
@@ -465,6 +484,9 @@ impl Served {
 
     fn body(&self, index: u64, record: Record) -> (Vec<u8>, bool) {
         match record {
+            Record::Present(_) if self.blank_bodies.lock().unwrap().contains(&index) => {
+                (Vec::new(), false)
+            }
             Record::Present(mut body) => {
                 if self.tampered_bodies.lock().unwrap().contains(&index) {
                     let last = body.len() - 1;
