@@ -106,7 +106,8 @@ impl Tx<'_> {
         self.index
     }
 
-    /// The sequencing time in Unix milliseconds (non-decreasing along the log).
+    /// The sequencing time in Unix milliseconds: non-decreasing within a run, and never before
+    /// the day of the newest entry when the sequencer started (see [`Sequencer::start`]).
     pub fn time_millis(&self) -> i64 {
         self.time_millis
     }
@@ -292,7 +293,7 @@ impl<M: StateMachine> Sequencer<M> {
             machine,
             options,
             stats: stats.clone(),
-            last_time: 0,
+            last_time: clock_floor(&log),
             recent: RecentWrites::new(log.size().get()),
             next_size: log.size().get(),
         };
@@ -486,6 +487,22 @@ impl Syncer {
             }
         }
     }
+}
+
+/// The earliest sequencing time a sequencer over `log` may use: the start of its newest
+/// entry's day (Unix milliseconds), or 0 for an empty log. The writer's clock only moves
+/// forward while it runs; seeding it here keeps entry days from going backwards across a
+/// restart when the wall clock has been set back, which an auditor can then rely on.
+fn clock_floor(log: &Log) -> i64 {
+    let size = log.size().get();
+    let Some(last) = size.checked_sub(1) else {
+        return 0;
+    };
+    log.leaves(LeafIndex(last), 1)
+        .ok()
+        .and_then(|mut leaves| leaves.pop())
+        .and_then(|bytes| crate::entry::Leaf::decode(&bytes).ok())
+        .map_or(0, |leaf| leaf.day.to_unix_seconds().saturating_mul(1000))
 }
 
 impl<M: StateMachine> Writer<M> {

@@ -349,3 +349,40 @@ async fn a_failed_sync_answers_unavailable_and_nothing_after_it_is_acknowledged(
     assert_eq!(sequencer.stats().entries.load(Ordering::Relaxed), 1);
     sequencer.shutdown().await;
 }
+
+/// Answers each command with its sequencing time.
+struct Clock;
+
+impl StateMachine for Clock {
+    type Command = ();
+    type Output = i64;
+    type Rejection = &'static str;
+
+    fn apply(&mut self, (): (), tx: &mut Tx<'_>) -> Result<Applied<i64>, &'static str> {
+        Ok(Applied {
+            entry: test_entry(tx.index().get()),
+            output: tx.time_millis(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_started_sequencer_never_dates_an_entry_before_the_newest_entrys_day() {
+    let store = MemoryStore::new();
+    let log = Arc::new(Log::open(Arc::new(store), test_signer()).unwrap());
+    // The newest entry is dated far ahead of the wall clock, as after the clock was set back
+    // between two runs.
+    let future = crate::entry::Day::parse("2100-01-01").unwrap();
+    let mut entry = test_entry(0);
+    entry.leaf.day = future;
+    log.append_batch(&[entry], Vec::new()).unwrap();
+    let sequencer = Sequencer::start(log, Clock, SequencerOptions::default()).unwrap();
+    let (_, time) = sequencer.submit(()).await.unwrap();
+    assert!(
+        time >= future.to_unix_seconds() * 1000,
+        "sequenced at {time}, before the newest entry's day"
+    );
+    let (_, later) = sequencer.submit(()).await.unwrap();
+    assert!(later >= time);
+    sequencer.shutdown().await;
+}
