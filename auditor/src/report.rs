@@ -139,6 +139,18 @@ pub enum Finding {
         /// The recipient the directory gives, if any.
         recomputed: Option<String>,
     },
+    /// An entry dated before an earlier entry: entries are dated by their sequencing time,
+    /// which never goes backwards, so it was backdated (or the log reordered).
+    DayNotAscending {
+        /// The entry.
+        index: u64,
+        /// Its day.
+        day: String,
+        /// The earlier entry with the latest day before it.
+        previous: u64,
+        /// That entry's day.
+        previous_day: String,
+    },
     /// An event the state built so far refuses (out of order, a consent that does not exist,
     /// the wrong policy set, a broken per-subject chain, ...).
     EventRejected {
@@ -197,6 +209,7 @@ impl Finding {
             | Self::BadLeaf { index, .. }
             | Self::DecisionMismatch { index, .. }
             | Self::RecipientMismatch { index, .. }
+            | Self::DayNotAscending { index, .. }
             | Self::EventRejected { index, .. }
             | Self::HeaderMismatch { index, .. }
             | Self::HistoryNotAscending { index, .. }
@@ -278,6 +291,15 @@ impl fmt::Display for Finding {
                 "entry {index}: the log names recipient {} but the directory gives {}",
                 logged.as_deref().unwrap_or("none"),
                 recomputed.as_deref().unwrap_or("none")
+            ),
+            Self::DayNotAscending {
+                index,
+                day,
+                previous,
+                previous_day,
+            } => write!(
+                f,
+                "entry {index} is dated {day}, before entry {previous} ({previous_day})"
             ),
             Self::EventRejected { index, error } => {
                 write!(f, "entry {index}: event does not apply: {error}")

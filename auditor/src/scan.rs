@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 
 use ledger::{
-    BODY_NONCE_LEN, Hash, Leaf, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize, hash_leaf,
-    verify_commitment,
+    BODY_NONCE_LEN, Day, Hash, Leaf, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize,
+    hash_leaf, verify_commitment,
 };
 
 use crate::compact::CompactRange;
@@ -33,6 +33,8 @@ pub struct LogScan {
     pending_count: usize,
     /// How many checkpoint notes were handed in.
     listed: u64,
+    /// The latest leaf day so far, and the entry that has it.
+    latest_day: Option<(u64, Day)>,
     report: Report,
 }
 
@@ -56,6 +58,7 @@ impl LogScan {
             pending: BTreeMap::new(),
             pending_count: 0,
             listed: 0,
+            latest_day: None,
             report: Report::default(),
         }
     }
@@ -145,6 +148,21 @@ impl LogScan {
                 return Ok(None);
             }
         };
+        // Entries are dated by their sequencing time, which never goes backwards (the server's
+        // clock starts at the newest entry's day): an earlier day than one before it means the
+        // entry was backdated, or the log reordered.
+        match self.latest_day {
+            Some((previous, day)) if decoded.day < day => {
+                self.report.add(Finding::DayNotAscending {
+                    index: index.get(),
+                    day: decoded.day.to_string(),
+                    previous,
+                    previous_day: day.to_string(),
+                });
+            }
+            Some((_, day)) if decoded.day == day => {}
+            _ => self.latest_day = Some((index.get(), decoded.day)),
+        }
         let Some(body) = body else {
             self.report.redacted = self.report.redacted.saturating_add(1);
             return Ok(None);

@@ -68,6 +68,44 @@ fn redacted_bodies_are_counted_and_proofs_still_hold() {
 }
 
 #[test]
+fn an_entry_dated_before_an_earlier_one_is_reported_once() {
+    let log = Log::open(
+        std::sync::Arc::new(ledger::store::MemoryStore::new()),
+        testing::signer(),
+    )
+    .unwrap();
+    let dated = |i: u64, day: &str| {
+        let mut entry = testing::entry(i, "a");
+        entry.leaf.day = ledger::Day::parse(day).unwrap();
+        entry
+    };
+    log.append_batch(
+        &[
+            dated(0, "2026-11-20"),
+            dated(1, "2026-11-24"),
+            dated(2, "2026-11-24"),
+            // Backdated: before entry 1's day.
+            dated(3, "2026-11-21"),
+            dated(4, "2026-11-24"),
+            dated(5, "2026-11-25"),
+        ],
+        Vec::new(),
+    )
+    .unwrap();
+    let (entries, checkpoints) = fetch(&log);
+    let report = scan_all(&entries, &checkpoints);
+    assert_eq!(
+        report.findings,
+        vec![Finding::DayNotAscending {
+            index: 3,
+            day: "2026-11-21".to_owned(),
+            previous: 1,
+            previous_day: "2026-11-24".to_owned(),
+        }]
+    );
+}
+
+#[test]
 fn a_changed_body_is_a_bad_commitment() {
     let log = testing::log(10, 5);
     let (mut entries, checkpoints) = fetch(&log);

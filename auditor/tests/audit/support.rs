@@ -204,6 +204,8 @@ impl World {
                     Level::Pseudonymized,
                 );
                 grant.id = ConsentId::new(format!("bulk-{patients}")).unwrap();
+                // Sequenced among the decisions, as the server would date it.
+                grant.granted_at = ts("2026-06-01T12:00:00Z");
                 grant.subject = many_subject(patients);
                 return Event::GrantConsent(grant);
             }
@@ -272,7 +274,8 @@ impl World {
         self.apply(Event::RevokeConsent {
             subject: subject(1),
             consent_id: ConsentId::new("c1").unwrap(),
-            revoked_at: None,
+            // The server sets it to the sequencing time.
+            revoked_at: Some(ts("2026-06-01T12:00:00Z")),
         });
         out.push(
             self.decide(org_request("univ-a", 1, Research, Level::Pseudonymized))
@@ -350,7 +353,8 @@ pub fn frame(event: &Event, index: u64) -> NewEntry {
         .map(|(n, v)| (AttrName::new(n).unwrap(), AttrValue::new(&v).unwrap()))
         .collect();
     // The server dates a leaf by its sequencing time, which the body states for decisions,
-    // grants and revocations; other events carry no time, and get a fixed day here.
+    // grants and revocations; other events carry no time, and get the fixtures' first day (the
+    // worlds here set up their directory before anything timed, so days stay in order).
     let time = match event {
         Event::Decision { time, .. } => Some(*time),
         Event::GrantConsent(consent) => Some(consent.granted_at),
@@ -358,7 +362,7 @@ pub fn frame(event: &Event, index: u64) -> NewEntry {
         _ => None,
     };
     let day = time.map_or_else(
-        || Day::parse("2026-06-01").unwrap(),
+        || Day::parse("2026-01-01").unwrap(),
         |t| Day::from_unix_seconds(t.unix_millis().div_euclid(1000)).unwrap(),
     );
     let leaf = Leaf::new(
