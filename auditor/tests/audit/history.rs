@@ -3,7 +3,7 @@
 
 use auditor::Finding;
 use auditor::cli::{HistoryConfig, history};
-use auditor::history::{HistoryEntry, HistoryError, HistoryPage, verify_history};
+use auditor::history::{HistoryEntry, HistoryError, HistoryPage, HistoryRow, verify_history};
 use ledger::chunk::Record;
 use ledger::log::Log;
 use ledger::{LeafIndex, TreeSize};
@@ -88,38 +88,13 @@ async fn a_withheld_entry_breaks_the_chain() {
     assert_eq!(history.findings.len(), 1);
 }
 
-#[tokio::test]
-async fn a_tampered_body_fails_its_row() {
+/// p1's history from a server that serves p1's first decision with `fault`: checks that it is
+/// the one finding, a bad commitment, and returns that decision's row.
+async fn history_with_a_bad_first_decision(fault: impl FnOnce(&Served, u64)) -> HistoryRow {
     let mut world = World::new();
     let decisions = world.decisions();
     let served = Served::new(world.log.clone());
-    served.tamper_body(decisions[0]);
-    let addr = support::start_grpc(served).await;
-    let history = history(&config(addr, "p1")).await.unwrap().unwrap();
-    assert_eq!(
-        history.findings,
-        vec![Finding::BadCommitment {
-            index: decisions[0]
-        }]
-    );
-    let row = history
-        .rows
-        .iter()
-        .find(|r| r.index == decisions[0])
-        .unwrap();
-    assert!(!row.verified);
-    // The public header still tells what kind of entry it was.
-    assert_eq!(row.decision.as_deref(), Some("ALLOW"));
-}
-
-#[tokio::test]
-async fn a_missing_body_not_marked_erased_fails_its_row() {
-    let mut world = World::new();
-    let decisions = world.decisions();
-    let served = Served::new(world.log.clone());
-    // An empty body with `redacted` false: the server neither shows the entry nor says it was
-    // lawfully erased. It must not read as a verified (erased) row.
-    served.blank_body(decisions[0]);
+    fault(&served, decisions[0]);
     let addr = support::start_grpc(served).await;
     let history = history(&config(addr, "p1")).await.unwrap().unwrap();
     assert!(!history.is_valid());
@@ -131,10 +106,25 @@ async fn a_missing_body_not_marked_erased_fails_its_row() {
     );
     let row = history
         .rows
-        .iter()
+        .into_iter()
         .find(|r| r.index == decisions[0])
         .unwrap();
     assert!(!row.verified);
+    row
+}
+
+#[tokio::test]
+async fn a_tampered_body_fails_its_row() {
+    let row = history_with_a_bad_first_decision(Served::tamper_body).await;
+    // The public header still tells what kind of entry it was.
+    assert_eq!(row.decision.as_deref(), Some("ALLOW"));
+}
+
+#[tokio::test]
+async fn a_missing_body_not_marked_erased_fails_its_row() {
+    // An empty body with `redacted` false: the server neither shows the entry nor says it was
+    // lawfully erased. It must not read as a verified (erased) row.
+    history_with_a_bad_first_decision(Served::blank_body).await;
 }
 
 #[tokio::test]

@@ -315,17 +315,24 @@ mod tests {
             .expect("set the blob folder's modification time");
     }
 
-    #[test]
-    fn a_blob_still_being_written_is_synced_again_until_it_is_whole() {
+    /// A store with small segments, so that a 200 KiB value goes to a blob file of its own,
+    /// holding one such value, synced.
+    fn store_with_one_blob() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = SledOptions {
             segment_size: 256 << 10,
             ..SledOptions::default()
         };
         let store = SledStore::open(dir.path(), &options).expect("open");
-        // A real blob first, so that the folder exists and one whole blob is known.
         store.put(b"big-1", &vec![1u8; 200 << 10]).expect("put");
         store.sync().expect("sync");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_blob_still_being_written_is_synced_again_until_it_is_whole() {
+        // A real blob first, so that the folder exists and one whole blob is known.
+        let (dir, store) = store_with_one_blob();
         assert_eq!(store.blob_listings().1, 1);
 
         // A blob as sled leaves it halfway through writing: the checksum is there, the data
@@ -361,15 +368,7 @@ mod tests {
 
     #[test]
     fn a_quiet_blob_folder_is_not_listed_again_and_a_new_blob_is_still_synced() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // Small segments so that a 200 KiB value goes to a blob file of its own.
-        let options = SledOptions {
-            segment_size: 256 << 10,
-            ..SledOptions::default()
-        };
-        let store = SledStore::open(dir.path(), &options).expect("open");
-        store.put(b"big-1", &vec![1u8; 200 << 10]).expect("put");
-        store.sync().expect("sync");
+        let (dir, store) = store_with_one_blob();
         let (_, synced) = store.blob_listings();
         assert_eq!(synced, 1, "the first blob is synced");
 
