@@ -144,25 +144,33 @@ impl TransparencyService for Transparency {
     ) -> Result<Response<pb::GetPublicBodyResponse>, Status> {
         let index = LeafIndex(request.into_inner().leaf_index);
         let record = self.0.log().body(index).map_err(read_error)?;
-        let Record::Present(bytes) = record else {
-            return Err(Error::FailedPrecondition(format!(
-                "the body of entry {index} was redacted"
-            ))
-            .into());
+        // Public only when the whole event is: its public form is the event itself. An erased
+        // body gets the same answer as a private one, so that nobody learns which private
+        // entries (a patient's consents and decisions) were erased.
+        let public = match &record {
+            Record::Present(bytes) => Body::decode(bytes)
+                .ok()
+                .and_then(|body| Event::from_json(&body.payload).ok())
+                .is_some_and(|event| event.public_body().as_ref() == Some(&event)),
+            Record::Redacted => false,
         };
-        // Public only when the whole event is: its public form is the event itself.
-        let public = Body::decode(&bytes)
-            .ok()
-            .and_then(|body| Event::from_json(&body.payload).ok())
-            .is_some_and(|event| event.public_body().as_ref() == Some(&event));
+        let Record::Present(bytes) = record else {
+            return Err(not_public(index));
+        };
         if !public {
-            return Err(
-                Error::FailedPrecondition(format!("the body of entry {index} is private")).into(),
-            );
+            return Err(not_public(index));
         }
         Ok(Response::new(pb::GetPublicBodyResponse {
             leaf_index: index.get(),
             body: bytes,
         }))
     }
+}
+
+/// The answer for a body that is not public: private, or erased (not told apart).
+fn not_public(index: LeafIndex) -> Status {
+    Error::FailedPrecondition(format!(
+        "the body of entry {index} is not public (it is private, or was erased)"
+    ))
+    .into()
 }

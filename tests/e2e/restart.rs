@@ -2,9 +2,10 @@
 //! with checkpoints handed out before. A data dir whose derived state has another key layout is
 //! refused.
 
-use akashi::{Config, Server, auth::Role, server::LEDGER_DIR};
+use akashi::{Config, Server, auth::Role, keys::Keys, server::LEDGER_DIR};
 use ledger::{
-    Hash, TreeSize,
+    Hash, LeafIndex, TreeSize,
+    log::Log,
     proof::ConsistencyProof,
     store::{SledOptions, SledStore, Store as _},
 };
@@ -150,4 +151,55 @@ async fn a_data_dir_with_an_older_state_layout_is_refused() {
         "{err}"
     );
     drop(dir);
+}
+
+#[tokio::test]
+async fn get_public_body_does_not_tell_an_erased_private_body_from_a_kept_one() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let mut indices = Vec::new();
+    for patient in ["p1", "p2"] {
+        let granted = api
+            .consent()
+            .grant_consent(api.req(grant(
+                patient,
+                &["research"],
+                &["clinical"],
+                &["uni"],
+                &[],
+                "PSEUDONYMIZED",
+            )))
+            .await
+            .unwrap()
+            .into_inner();
+        indices.push(granted.receipt.unwrap().leaf_index);
+    }
+    let (kept, erased) = (indices[0], indices[1]);
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    {
+        // A lawful erasure of p2's grant (no API erases yet: through the ledger directly).
+        let keys = Keys::load_or_generate(&data, &Config::default().origin).unwrap();
+        let store = SledStore::open(&data.join(LEDGER_DIR), &SledOptions::default()).unwrap();
+        let log = Log::open(std::sync::Arc::new(store), keys.checkpoint_signer.clone()).unwrap();
+        assert!(log.redact_body(LeafIndex(erased)).unwrap());
+    }
+    let server = TestServer::start_in(dir).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    let mut answers = Vec::new();
+    for index in [kept, erased] {
+        let status = api
+            .transparency()
+            .get_public_body(pb::GetPublicBodyRequest { leaf_index: index })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        answers.push(status.message().replace(&index.to_string(), "N"));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "an erased private body must read like a kept one"
+    );
+    server.stop().await;
 }
