@@ -69,8 +69,9 @@ pub struct ServeArgs {
 /// Flags of `akashi token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// Data directory whose token-issuer key signs the token.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    /// Data directory whose token-issuer key signs the token (as for `serve`, also from
+    /// `AKASHI_DATA_DIR`).
+    #[arg(long, value_name = "DIR", env = "AKASHI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// `platform`, `patient`, `regulator` or `auditor`.
     #[arg(long)]

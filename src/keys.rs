@@ -61,8 +61,8 @@ pub struct SubjectPseudonym(pub [u8; 32]);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
-    /// The data directory could not be created.
-    #[error("cannot create data directory `{path}`: {source}")]
+    /// The data directory could not be created, or closed to other users.
+    #[error("cannot create or secure data directory `{path}`: {source}")]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -238,16 +238,31 @@ impl fmt::Debug for SubjectPseudonym {
     }
 }
 
-/// Creates `data_dir` (mode 0700) if it does not exist.
+/// Creates `data_dir` (mode 0700) if it does not exist, and closes an existing one to other
+/// users: the ledger's files below it hold private bodies, and sled creates them with the
+/// process umask (often world-readable), so the folder is what keeps them private. A folder
+/// made by someone else's tooling (a container volume, `install -d`, a service manager) is
+/// often 0755.
 fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
+    let failed = |source| KeyError::CreateDir {
+        path: data_dir.to_owned(),
+        source,
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
-        .map_err(|source| KeyError::CreateDir {
-            path: data_dir.to_owned(),
-            source,
-        })
+        .map_err(failed)?;
+    let mode = fs::metadata(data_dir).map_err(failed)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %data_dir.display(),
+            mode = format_args!("{:o}", mode & 0o777),
+            "the data dir was open to other users; it is now 0700"
+        );
+        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
 }
 
 fn load_or_generate_checkpoint_key(data_dir: &Path, origin: &str) -> Result<NoteSigner, KeyError> {

@@ -757,6 +757,13 @@ fn build_request(
         "patient_excluded".to_owned(),
         RestrictedExpression::new_bool(facts.patient_excluded()),
     ));
+    context.push((
+        "patient_has_exclusions".to_owned(),
+        RestrictedExpression::new_bool(
+            !facts.subject.excluded_by_facilities.is_empty()
+                || !facts.subject.excluded_by_groups.is_empty(),
+        ),
+    ));
     if let Some(size) = request.cohort_size {
         context.push((
             "cohort_size".to_owned(),

@@ -330,6 +330,11 @@ impl R {
         self.0.source_department = Some(Department::new(department).unwrap());
         self
     }
+    /// The source facility alone, without a department.
+    fn at_facility(mut self, facility: &str) -> Self {
+        self.0.source_facility = Some(FacilityId::new(facility).unwrap());
+        self
+    }
     fn cohort(mut self, size: u64) -> Self {
         self.0.cohort_size = Some(size);
         self
@@ -754,6 +759,66 @@ fn cases() -> Vec<Case> {
                 .secondary(9, ProductDevelopment, Anonymized)
                 .from("hosp-a", "psychiatry"),
             Forbid("disclosure.excluded-department"),
+        ),
+        case(
+            5,
+            "own staff's secondary use still respects a patient exclusion",
+            clinician("dr-a")
+                .secondary(6, Research, Identified)
+                .from("hosp-a", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            5,
+            "own staff's secondary use still respects a department exclusion",
+            clinician("dr-a")
+                .secondary(9, ProductDevelopment, Anonymized)
+                .from("hosp-a", "psychiatry"),
+            Forbid("disclosure.excluded-department"),
+        ),
+        case(
+            5,
+            "own staff's secondary use still respects the group's exclusion",
+            clinician("dr-c")
+                .secondary(9, ProductDevelopment, Anonymized)
+                .from("hosp-c", "reproductive"),
+            Forbid("disclosure.excluded-department"),
+        ),
+        // Rule 5 fails closed: an exclusion that could apply is not skipped by leaving out
+        // where the records come from.
+        case(
+            5,
+            "patient excluded somewhere, no source facility named",
+            org("univ-a").secondary(6, Research, Identified),
+            Forbid("disclosure.source-unnamed"),
+        ),
+        case(
+            5,
+            "patient excluded by a group, no source facility named",
+            org("univ-a").secondary(7, Research, Identified),
+            Forbid("disclosure.source-unnamed"),
+        ),
+        case(
+            5,
+            "no exclusion anywhere, no source named: consent decides",
+            univ_a_p1.clone(),
+            Allow("secondary-use.opt-in-consent"),
+        ),
+        case(
+            5,
+            "facility excluding departments, no department named",
+            org("ai-co")
+                .secondary(9, ProductDevelopment, Anonymized)
+                .at_facility("hosp-a"),
+            Forbid("disclosure.department-unnamed"),
+        ),
+        case(
+            5,
+            "group excluding departments, no department named",
+            org("ai-co")
+                .secondary(9, ProductDevelopment, Anonymized)
+                .at_facility("hosp-c"),
+            Forbid("disclosure.department-unnamed"),
         ),
         // Rule 6: clinical viewing across facilities.
         case(

@@ -54,6 +54,24 @@ fn token_prints_a_token_that_verifies() {
 }
 
 #[test]
+fn token_finds_the_data_dir_in_the_environment_like_serve() {
+    let dir = initialised_data_dir();
+    let verifier = load_token_issuer(dir.path()).unwrap().verifier();
+    // From elsewhere, with the data dir only in AKASHI_DATA_DIR (as a service would set it).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new(AKASHI)
+        .args(["token", "--role", "regulator"])
+        .env("AKASHI_DATA_DIR", dir.path())
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let caller = verifier.verify(token.trim(), SystemTime::now()).unwrap();
+    assert_eq!(caller.role, Role::Regulator);
+}
+
+#[test]
 fn token_refuses_wrong_role_patient_combinations() {
     let dir = initialised_data_dir();
     for (args, message) in [

@@ -27,6 +27,23 @@ async fn restart_reuses_the_keys() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn an_existing_data_dir_open_to_others_is_closed_before_the_ledger_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // As a container volume or `install -d` leaves it.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let server = TestServer::start_in(dir).await;
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    let mode = fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "the ledger's private bodies sit below the data dir"
+    );
+    drop(dir);
+}
+
 #[test]
 fn a_key_file_readable_by_others_is_refused() {
     for file in [
