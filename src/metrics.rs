@@ -8,7 +8,10 @@
 //! It deliberately has no labels that could carry request data: method labels come from the
 //! request path only when it looks like `package.Service/Method`, and at most
 //! [`MAX_METHOD_LABELS`] distinct ones are kept (the rest count as `other`), so a client cannot
-//! grow memory by inventing paths.
+//! grow memory by inventing paths. Once the server has said which services it serves
+//! ([`Metrics::set_services`]), only their methods get labels: the recording layer sits before
+//! authentication, so otherwise anyone could take up every label with invented paths and leave
+//! the real methods counted as `other`.
 
 use std::{
     collections::HashMap,
@@ -49,6 +52,8 @@ const OTHER_METHOD: &str = "other";
 #[derive(Debug)]
 pub struct Metrics {
     methods: RwLock<HashMap<Box<str>, Arc<MethodMetrics>>>,
+    /// The gRPC services served; once set, only their methods get labels of their own.
+    services: OnceLock<std::collections::HashSet<Box<str>>>,
     other: Arc<MethodMetrics>,
     entries_appended: AtomicU64,
     batches: AtomicU64,
@@ -78,6 +83,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             methods: RwLock::new(HashMap::new()),
+            services: OnceLock::new(),
             other: Arc::new(MethodMetrics::new()),
             entries_appended: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -247,11 +253,27 @@ impl Metrics {
         out
     }
 
+    /// Limits method labels to the methods of `services` (full names, e.g.
+    /// `akashi.v1.AccessService`); calls to anything else count as `other`. Set once.
+    pub fn set_services(&self, services: &[&str]) {
+        let _ = self
+            .services
+            .set(services.iter().map(|name| Box::from(*name)).collect());
+    }
+
     /// The stats of `path`, registering it if there is room.
     fn method(&self, path: &str) -> Arc<MethodMetrics> {
         let Some(label) = method_label(path) else {
             return self.other.clone();
         };
+        if let Some(services) = self.services.get() {
+            let served = label
+                .split_once('/')
+                .is_some_and(|(service, _)| services.contains(service));
+            if !served {
+                return self.other.clone();
+            }
+        }
         if let Some(stats) = self
             .methods
             .read()

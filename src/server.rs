@@ -253,6 +253,12 @@ impl Server {
         ));
         routes.add_service(reflection_v1(&served)?);
         routes.add_service(reflection_v1alpha(&served)?);
+        let mut labelled = served.clone();
+        labelled.extend([
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ]);
+        metrics.set_services(&labelled);
 
         let mut builder = TonicServer::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

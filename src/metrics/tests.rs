@@ -135,3 +135,37 @@ async fn layer_reads_the_status_from_headers_or_trailers() {
     drop(response);
     assert_eq!(metrics.calls("/a.B/Gone", Code::Cancelled), 1);
 }
+
+#[test]
+fn invented_paths_cannot_take_the_labels_of_served_methods() {
+    let metrics = Metrics::new();
+    metrics.set_services(&["akashi.v1.AccessService"]);
+    // An unauthenticated client inventing more paths than there are labels...
+    for i in 0..MAX_METHOD_LABELS + 10 {
+        metrics.record_call(
+            &format!("/junk.S/M{i}"),
+            Code::Unauthenticated,
+            Duration::ZERO,
+        );
+    }
+    // ...leaves the served methods their own labels.
+    metrics.record_call(
+        "/akashi.v1.AccessService/Authorize",
+        Code::Ok,
+        Duration::ZERO,
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            "akashi_grpc_requests_total{method=\"akashi.v1.AccessService/Authorize\",code=\"OK\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{{method=\"other\",code=\"UNAUTHENTICATED\"}} {}",
+            MAX_METHOD_LABELS + 10
+        )),
+        "{text}"
+    );
+}
