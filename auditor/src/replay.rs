@@ -272,7 +272,7 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
     // The leaf's day is the day of the event's sequencing time, which the body states for
     // decisions, grants and revocations: a body claiming another time (a decision backdated
     // into a consent's validity, say) does not match its own leaf.
-    if let Some(time) = event_time(event) {
+    if let Some(time) = event.sequenced_at() {
         let day = ledger::Day::from_unix_seconds(time.unix_millis().div_euclid(1000)).ok();
         if day != Some(leaf.day) {
             let in_body = day.map(|d| d.to_string());
@@ -284,16 +284,6 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
         }
     }
     None
-}
-
-/// The sequencing time an event's body states, if it states one.
-fn event_time(event: &Event) -> Option<policy::Timestamp> {
-    match event {
-        Event::Decision { time, .. } => Some(*time),
-        Event::GrantConsent(consent) => Some(consent.granted_at),
-        Event::RevokeConsent { revoked_at, .. } => *revoked_at,
-        _ => None,
-    }
 }
 
 /// A recipient as the public leaf shows it: `org/class` (`org` alone when the class is unknown).

@@ -114,6 +114,17 @@ impl Event {
         }
     }
 
+    /// The sequencing time the event states, for the events that state one (decisions, grants,
+    /// revocations): the server dates the entry's leaf by the same time.
+    pub fn sequenced_at(&self) -> Option<Timestamp> {
+        match self {
+            Self::Decision { time, .. } => Some(*time),
+            Self::GrantConsent(consent) => Some(consent.granted_at),
+            Self::RevokeConsent { revoked_at, .. } => *revoked_at,
+            _ => None,
+        }
+    }
+
     /// The patient this event is about, if any (the key of the per-subject chain). Directory
     /// events that list excluded patients are not about one patient and return none.
     pub fn subject(&self) -> Option<&SubjectId> {

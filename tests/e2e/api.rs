@@ -71,6 +71,17 @@ impl Api {
         AuditServiceClient::new(self.channel.clone())
     }
 
+    /// A patient's consent state, as this caller may read it.
+    pub async fn consent_state(&self, patient: &str) -> pb::GetConsentStateResponse {
+        self.consent()
+            .get_consent_state(self.req(pb::GetConsentStateRequest {
+                patient_id: patient.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// The current tree size.
     pub async fn size(&self) -> u64 {
         let cp = self

@@ -97,14 +97,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
         .into_inner();
     verify_receipt(&opt_out.receipt.unwrap(), &server.vkey);
 
-    let state = api
-        .consent()
-        .get_consent_state(api.req(pb::GetConsentStateRequest {
-            patient_id: "patient-1".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let state = api.consent_state("patient-1").await;
     assert_eq!(state.consents.len(), 1);
     assert_eq!(state.consents[0].consent_id, granted.consent_id);
     assert!(state.consents[0].in_force);

@@ -5,7 +5,6 @@
 use std::{sync::Arc, time::Duration};
 
 use akashi::auth::Role;
-use proto::pb;
 use tools::load::{
     self, LoadOptions,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
@@ -65,14 +64,7 @@ async fn the_authorize_workload_runs_clean_and_keeps_consent_records_bounded() {
     let api = Api::new(&server, Role::Platform, None).await;
     let mut active = 0;
     for i in 0..8 {
-        let state = api
-            .consent()
-            .get_consent_state(api.req(pb::GetConsentStateRequest {
-                patient_id: format!("load-patient-{i}"),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let state = api.consent_state(&format!("load-patient-{i}")).await;
         active += state.consents.len();
     }
     let outstanding = workload.outstanding_grants();

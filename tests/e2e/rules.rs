@@ -167,14 +167,7 @@ async fn a_later_opt_out_adds_to_earlier_ones_and_only_replace_withdraws_them() 
         })
     };
     let opted_out = || async {
-        let state = api
-            .consent()
-            .get_consent_state(api.req(pb::GetConsentStateRequest {
-                patient_id: "p4".into(),
-            }))
-            .await
-            .unwrap()
-            .into_inner();
+        let state = api.consent_state("p4").await;
         let mut purposes: Vec<String> = state.opt_outs.into_iter().map(|o| o.purpose).collect();
         purposes.sort();
         purposes

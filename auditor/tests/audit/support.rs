@@ -355,13 +355,7 @@ pub fn frame(event: &Event, index: u64) -> NewEntry {
     // The server dates a leaf by its sequencing time, which the body states for decisions,
     // grants and revocations; other events carry no time, and get the fixtures' first day (the
     // worlds here set up their directory before anything timed, so days stay in order).
-    let time = match event {
-        Event::Decision { time, .. } => Some(*time),
-        Event::GrantConsent(consent) => Some(consent.granted_at),
-        Event::RevokeConsent { revoked_at, .. } => *revoked_at,
-        _ => None,
-    };
-    let day = time.map_or_else(
+    let day = event.sequenced_at().map_or_else(
         || Day::parse("2026-01-01").unwrap(),
         |t| Day::from_unix_seconds(t.unix_millis().div_euclid(1000)).unwrap(),
     );
