@@ -15,8 +15,8 @@ use akashi::{
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
 /// allocate (prepared decisions, requests), and glibc spent almost a third of the writer's time
 /// in `_int_malloc`/`malloc_consolidate` on that pattern. Measured +12-23% Authorize throughput
-/// at 4x16 for +30% RSS (BENCHMARKS.md, session 4). Only the binary sets it; the libraries and
-/// their tests use the system allocator.
+/// at 4x16 for +30% RSS (BENCHMARKS.md, “A paged patient listing”). Only the binary sets it;
+/// the libraries and their tests use the system allocator.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -521,7 +521,8 @@ impl<M: StateMachine> Writer<M> {
         // that sync ends; commands that arrive meanwhile wait in the queue for the batch after.
         // A submitter's wait is at most about two syncs long. A one-slot buffer here (the writer
         // one batch further ahead) measured worse: p99 6.2-7.4 ms instead of 5.8-6.2 ms at 10,000
-        // req/s open loop, and 8-11% fewer req/s at 1 x 8 in flight (BENCHMARKS.md, session 4).
+        // req/s open loop, and 8-11% fewer req/s at 1 x 8 in flight (BENCHMARKS.md, “A paged
+        // patient listing”).
         let (to_syncer, pending) = std::sync::mpsc::sync_channel::<Pending<M>>(0);
         let syncer = Syncer {
             log: self.log.clone(),

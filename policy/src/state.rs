@@ -36,8 +36,9 @@
 //! The listing is paged rather than one key per entry because every decision about a patient
 //! adds to it: appending to the last page overwrites a key, where a new key per entry made the
 //! engine split its B-tree nodes every few decisions and kept a page of engine bookkeeping in
-//! memory per sixteen entries (see BENCHMARKS.md, session 4). [`subject_entries_after`] reads it
-//! page by page, finding where to start with a binary search over the pages.
+//! memory per sixteen entries (see BENCHMARKS.md, “A paged patient listing”).
+//! [`subject_entries_after`] reads it page by page, finding where to start with a binary search
+//! over the pages.
 
 use std::collections::BTreeMap;
 

@@ -14,7 +14,8 @@ use tools::load::{
 };
 
 /// The same allocator as the server: the load generator shares the machine's cores with the
-/// server it measures, so every cycle it saves is one the server gets (BENCHMARKS.md, session 4).
+/// server it measures, so every cycle it saves is one the server gets (BENCHMARKS.md, “A paged
+/// patient listing”).
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
