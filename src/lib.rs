@@ -15,6 +15,7 @@
 //! - `state_machine`: how each command becomes a log entry, in sequence order.
 //! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
 //! - `public`: the public HTTP read path (C2SP tlog-tiles and the verifier key).
+//! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
 
 pub mod auth;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod public;
 pub mod server;
 pub mod service;
 pub mod state_machine;
+pub mod supervisor;
 
 pub use config::Config;
 pub use error::{Error, FieldProblem};

@@ -1,15 +1,17 @@
-//! The `akashi` binary: `akashi [serve]` runs the server until Ctrl-C or SIGTERM,
+//! The `akashi` binary: `akashi [serve]` runs the server until Ctrl-C or SIGTERM (reopening
+//! its store after a storage failure, see `akashi::supervisor`),
 //! `akashi token` prints a bearer token.
+
+use std::net::{SocketAddr, TcpListener};
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use akashi::{
-    Config, Server, auth,
+    Config, auth,
     cli::{Cli, Command},
-    config,
+    config, supervisor,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -50,25 +52,35 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
         .context("while loading the configuration")?;
     let shutdown = shutdown_signal()?;
-    let server = Server::open(config.clone()).context("while opening the server")?;
     let grpc = TcpListener::bind(config.grpc_addr)
-        .await
         .with_context(|| format!("while binding gRPC on {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr)
-        .await
         .with_context(|| format!("while binding HTTP on {}", config.http_addr))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let mut first = true;
+    let banner = |server: &akashi::Server| {
+        if std::mem::take(&mut first) {
+            print_banner(&config, grpc_addr, http_addr, &server.keys().verifier_key());
+        }
+    };
+    supervisor::serve(config.clone(), grpc, http, shutdown, banner)
+        .await
+        .context("while serving")?;
+    Ok(())
+}
+
+/// What the operator needs on start: where everything is and the checkpoint verifier key.
+fn print_banner(config: &Config, grpc: SocketAddr, http: SocketAddr, vkey: &str) {
     println!("akashi {}", env!("CARGO_PKG_VERSION"));
-    println!("  gRPC         {}", grpc.local_addr()?);
-    println!("  public HTTP  http://{}", http.local_addr()?);
+    println!("  gRPC         {grpc}");
+    println!("  public HTTP  http://{http}");
     println!("  data dir     {}", config.data_dir.display());
     println!("  origin       {}", config.origin);
-    println!("  vkey         {}", server.keys().verifier_key());
+    println!("  vkey         {vkey}");
     println!(
         "  token        akashi token --data-dir {} --role platform",
         config.data_dir.display()
     );
-    server.run(grpc, http, shutdown).await?;
-    Ok(())
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a

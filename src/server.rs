@@ -191,6 +191,11 @@ impl Server {
         &self.metrics
     }
 
+    /// The gRPC health reporter (what `grpc.health.v1.Health` answers).
+    pub fn health(&self) -> &HealthReporter {
+        &self.health
+    }
+
     /// Hosts a gRPC service, reported SERVING by health and listed by reflection. It needs a
     /// bearer token unless its name is in [`crate::auth::PUBLIC_SERVICES`].
     pub fn add_service<S>(&mut self, service: S) -> &mut Self

@@ -26,4 +26,5 @@ mod restart;
 mod roles;
 mod rules;
 mod scaffold;
+mod store_failure;
 mod tokens;

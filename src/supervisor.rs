@@ -1,0 +1,169 @@
+//! Keeps the server serving through a store failure.
+//!
+//! A failed sync poisons the log (the process can no longer tell what reached the disk), and a
+//! poisoned log refuses every write until it is opened again. [`serve`] runs [`Server`] and
+//! watches for that: while the log is poisoned, gRPC health reports the write path
+//! (`DirectoryService`, `ConsentService`, `AccessService`, `PolicyService` and the overall
+//! status) `NOT_SERVING`, and once a probe file in the data dir can be written and synced
+//! again, the server is drained, every handle on the store is dropped, and the server is opened
+//! anew, which re-runs the ledger's recovery, on the same listeners. Reads keep being served
+//! while the log is poisoned. Clients of the old server see their calls finish (writes
+//! `UNAVAILABLE`) and their connections close; new connections wait in the listen backlog
+//! while the store is reopened.
+//!
+//! This module does not decide what is durable: recovery does, exactly as after a restart.
+
+use std::{
+    io::Write as _,
+    net::TcpListener as StdListener,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use futures::FutureExt as _;
+use tokio::net::TcpListener;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use ledger::log::Log;
+
+use crate::{Config, Error, Server};
+
+/// How often the log is checked for poison.
+const POISON_POLL: Duration = Duration::from_millis(200);
+/// First wait between two probes of the data dir (doubled up to [`MAX_BACKOFF`]).
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest wait between two probes or two attempts to reopen the store.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Bytes the probe writes and syncs: enough to need free blocks, little enough to be harmless.
+const PROBE_LEN: usize = 64 * 1024;
+/// Name of the probe file in the data dir (removed after each probe).
+const PROBE_FILE: &str = ".write-probe";
+
+/// The services that write to the log: reported `NOT_SERVING` while the log is poisoned.
+const WRITE_SERVICES: [&str; 5] = [
+    "",
+    proto::pb::directory_service_server::SERVICE_NAME,
+    proto::pb::consent_service_server::SERVICE_NAME,
+    proto::pb::access_service_server::SERVICE_NAME,
+    proto::pb::policy_service_server::SERVICE_NAME,
+];
+
+/// Serves `config` on `grpc` and `http` until `shutdown` completes, reopening the server after
+/// a store failure once the data dir accepts writes again. `on_open` is called with each
+/// server opened (the first, and every one after a recovery) before it serves.
+///
+/// # Errors
+///
+/// As for [`Server::open`] on the first start (a store that cannot be opened then is the
+/// operator's to fix), and as for [`Server::run`]. After a store failure, opening is retried
+/// until it succeeds or `shutdown` completes.
+pub async fn serve(
+    config: Config,
+    grpc: StdListener,
+    http: StdListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut on_open: impl FnMut(&Server) + Send,
+) -> Result<(), Error> {
+    let shutdown = shutdown.boxed().shared();
+    let mut server = Server::open(config.clone())?;
+    loop {
+        on_open(&server);
+        let restart = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let shutdown = shutdown.clone();
+            let log = server.core().log().clone();
+            let health = server.health().clone();
+            let data_dir = config.data_dir.clone();
+            let restart = restart.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = recovered(log, health, data_dir) => restart.store(true, Ordering::SeqCst),
+                }
+            }
+        };
+        server.run(listener(&grpc)?, listener(&http)?, stop).await?;
+        if !restart.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        tracing::warn!("reopening the store after a storage failure");
+        let mut backoff = FIRST_BACKOFF;
+        server = loop {
+            match Server::open(config.clone()) {
+                Ok(server) => break server,
+                Err(err) => {
+                    tracing::error!(cause = %err, "the store cannot be reopened yet");
+                    tokio::select! {
+                        () = shutdown.clone() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        tracing::info!(
+            tree_size = server.core().log().size().get(),
+            "the store was reopened and recovered"
+        );
+    }
+}
+
+/// Resolves once the log has been poisoned and the data dir then accepts a synced write;
+/// meanwhile reports the write path `NOT_SERVING`. Never resolves for a healthy log.
+async fn recovered(log: Arc<Log>, health: HealthReporter, data_dir: PathBuf) {
+    while !log.is_poisoned() {
+        tokio::time::sleep(POISON_POLL).await;
+    }
+    // The watcher must not keep the store open across the reopen.
+    drop(log);
+    tracing::error!(
+        "the log is poisoned by a storage failure: writes are refused until it is reopened"
+    );
+    for name in WRITE_SERVICES {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let dir = data_dir.clone();
+        let probe = tokio::task::spawn_blocking(move || probe_writable(&dir)).await;
+        match probe {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => tracing::warn!(cause = %err, "the data dir does not accept writes yet"),
+            Err(err) => tracing::warn!(cause = %err, "the write probe did not finish"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Writes, syncs and removes a probe file in `dir`.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(PROBE_FILE);
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[0u8; PROBE_LEN])?;
+        file.sync_all()
+    })();
+    // Remove it whatever happened: a half-written probe must not hold the space it found.
+    let removed = std::fs::remove_file(&path);
+    result?;
+    removed
+}
+
+/// A tokio listener on a duplicate of `listener`'s socket, so that the socket stays bound
+/// (and connections queue) while one server stops and the next starts.
+fn listener(listener: &StdListener) -> Result<TcpListener, Error> {
+    let io = |source| Error::Io {
+        context: "duplicating a listening socket",
+        source,
+    };
+    let copy = listener.try_clone().map_err(io)?;
+    copy.set_nonblocking(true).map_err(io)?;
+    TcpListener::from_std(copy).map_err(io)
+}
