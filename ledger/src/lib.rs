@@ -9,7 +9,8 @@
 //! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
 //! and [`tile`] (C2SP tlog-proof and tlog-tiles).
 //!
-//! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `tree`
+//! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
+//! (the file that remembers the newest acknowledged checkpoint), `tree`
 //! (tiled hash storage), `chunk`, `log` (open, recover, append, read) and `sequencer` (group
 //! commit). Feature `sled` adds `store::SledStore`. This crate does not know what entries mean:
 //! the server's state machine decides that.
@@ -46,6 +47,8 @@
 //! | "every decision follows from the rules and consents in force" | regulators | re-deciding every logged decision from the log alone (`akashi-audit replay`) |
 //! | "public statistics are right" | the public | recomputing them from public leaves served as tlog-tiles |
 
+#[cfg(feature = "store")]
+pub mod anchor;
 pub mod checkpoint;
 #[cfg(feature = "store")]
 pub mod chunk;
