@@ -11,8 +11,9 @@
 //! 4. The **commit record** is written: new size, the signed checkpoint, and every state write of
 //!    the batch. This single put is the commit point.
 //! 5. The state writes are applied to the store.
-//! 6. The store is synced (one flush and `fdatasync` for the whole batch), and only then the new
-//!    frontier and checkpoint are published and callers answered.
+//! 6. The store is synced (one flush and `fdatasync` for the whole batch), the checkpoint is
+//!    written to the anchor (when the log has one, see [`crate::anchor`]) and synced, and only
+//!    then the new frontier and checkpoint are published and callers answered.
 //!
 //! A crash before step 4 leaves the old commit record: recovery deletes the partial batch. A
 //! crash after it re-applies the recorded state writes (they are idempotent). So the derived
