@@ -1,5 +1,7 @@
 //! The `akashi` binary: `akashi [serve]` runs the server until Ctrl-C or SIGTERM,
-//! `akashi token` prints a bearer token.
+//! `akashi token` prints a bearer token, `akashi fsck` checks a stopped server's data dir.
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -9,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use akashi::{
     Config, Server, auth,
     cli::{Cli, Command},
-    config,
+    config, fsck,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -22,8 +24,11 @@ use akashi::{
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::Fsck(args)) = &cli.command {
+        return Ok(fsck::run(&args.data_dir));
+    }
     if let Some(Command::Token(args)) = &cli.command {
         let token = auth::mint_token(
             &args.data_dir,
@@ -33,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .context("while minting a token")?;
         println!("{token}");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let filter = EnvFilter::try_from_env("AKASHI_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -68,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         config.data_dir.display()
     );
     server.run(grpc, http, shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A future that completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed now, so a
