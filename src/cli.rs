@@ -1,5 +1,5 @@
-//! The command line of the `akashi` binary (clap derive): `akashi [serve] [FLAGS]` and
-//! `akashi token`. It turns flags into [`Overrides`] for `config.rs` and does no I/O itself.
+//! The command line of the `akashi` binary (clap derive): `akashi [serve] [FLAGS]`,
+//! `akashi token` and `akashi fsck`. It turns flags into [`Overrides`] for `config.rs` and does no I/O itself.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -29,6 +29,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a bearer token signed by a data dir's token-issuer key.
     Token(TokenArgs),
+    /// Check a stopped server's data dir: every entry, tile and checkpoint (exit 0 intact,
+    /// 2 damaged, 1 when the check cannot run).
+    Fsck(FsckArgs),
 }
 
 /// Flags of `akashi serve`. Each overrides the config file and the `AKASHI_*` environment.
@@ -84,13 +87,21 @@ pub struct TokenArgs {
     pub ttl: Option<u64>,
 }
 
+/// Flags of `akashi fsck`.
+#[derive(Debug, Clone, Args)]
+pub struct FsckArgs {
+    /// Data directory to check (as for `serve`, also from `AKASHI_DATA_DIR`).
+    #[arg(long, value_name = "DIR", env = "AKASHI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
 impl Cli {
     /// The `serve` flags, whether given after `serve` or with no subcommand.
     pub fn serve_args(&self) -> Option<&ServeArgs> {
         match &self.command {
             None => Some(&self.serve),
             Some(Command::Serve(args)) => Some(args),
-            Some(Command::Token(_)) => None,
+            Some(Command::Token(_) | Command::Fsck(_)) => None,
         }
     }
 }

@@ -8,6 +8,8 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use ledger::{log::OpenError, store::StoreError};
+
 use crate::{
     auth::{AuthError, Role},
     config::ConfigError,
@@ -73,6 +75,13 @@ pub enum Error {
     /// signed checkpoint, a store held by another process) or could not be initialised.
     #[error("the ledger cannot be opened: {0}")]
     Ledger(String),
+    /// The log refused to open: its store is damaged, behind or different from the newest
+    /// checkpoint the log acknowledged, or its checkpoint anchor is unreadable.
+    #[error("the ledger cannot be opened: {0}")]
+    LedgerOpen(#[from] OpenError),
+    /// The ledger's store could not be opened (held by another process, unreadable).
+    #[error("the ledger store cannot be opened: {0}")]
+    LedgerStore(#[from] StoreError),
     /// Key material refused at start.
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -175,6 +184,8 @@ impl Error {
             Self::Unavailable(_) => Code::Unavailable,
             Self::Config(_)
             | Self::Ledger(_)
+            | Self::LedgerOpen(_)
+            | Self::LedgerStore(_)
             | Self::Keys(_)
             | Self::Io { .. }
             | Self::TlsFile { .. }
@@ -200,6 +211,8 @@ impl From<Error> for Status {
             }
             Error::Config(_)
             | Error::Ledger(_)
+            | Error::LedgerOpen(_)
+            | Error::LedgerStore(_)
             | Error::Keys(_)
             | Error::Io { .. }
             | Error::TlsFile { .. }

@@ -1,4 +1,4 @@
-//! Key material in the data directory, generated on first start and reused after:
+//! Key material in the data directory, generated together with a new log and reused after:
 //!
 //! | file | holds |
 //! |---|---|
@@ -8,7 +8,10 @@
 //! | `subject-pseudonym.key` | the HMAC-SHA256 key of subject pseudonyms, hex |
 //!
 //! Secret files are created with mode 0600 (data dir 0700), and a secret file that group or
-//! others may read is refused with an error naming the file. This module does not rotate keys or
+//! others may read is refused with an error naming the file. Keys are created only for a data
+//! dir that holds no log yet ([`Keys::load_or_generate`]); once it holds one, every key file
+//! must be there ([`Keys::load`]): a regenerated pseudonym key would silently give every patient
+//! a new pseudonym, dropping their opt-outs and exclusions. This module does not rotate keys or
 //! fetch them from elsewhere (KMS, HSM); a lost checkpoint key cannot be recovered.
 
 use std::{
@@ -94,6 +97,17 @@ pub enum KeyError {
         /// The file.
         path: PathBuf,
     },
+    /// A key file of a data dir that already holds a log does not exist. It is never
+    /// regenerated: the log cannot be served without it.
+    #[error(
+        "key file `{path}` is missing but the data dir holds a log: the log cannot be served \
+         without it (a new key would change every pseudonym, token or checkpoint signature); \
+         restore the file"
+    )]
+    MissingForLog {
+        /// The file.
+        path: PathBuf,
+    },
     /// A secret key file that group or others may access.
     #[error(
         "key file `{path}` is accessible by group or others (mode {mode:04o}); \
@@ -155,11 +169,26 @@ impl Keys {
     /// [`KeyError`] naming the file: unreadable, malformed, accessible by others, or for
     /// another origin.
     pub fn load_or_generate(data_dir: &Path, origin: &str) -> Result<Self, KeyError> {
+        Self::load_with(data_dir, origin, Create::Missing)
+    }
+
+    /// Loads the keys of a data dir that holds a log: every key file must exist, none is
+    /// created. The checkpoint key must be named `origin`.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::MissingForLog`] naming the first missing file, otherwise as for
+    /// [`Keys::load_or_generate`].
+    pub fn load(data_dir: &Path, origin: &str) -> Result<Self, KeyError> {
+        Self::load_with(data_dir, origin, Create::Nothing)
+    }
+
+    fn load_with(data_dir: &Path, origin: &str, create: Create) -> Result<Self, KeyError> {
         create_data_dir(data_dir)?;
-        let checkpoint_signer = load_or_generate_checkpoint_key(data_dir, origin)?;
+        let checkpoint_signer = load_or_generate_checkpoint_key(data_dir, origin, create)?;
         let issuer_path = data_dir.join(TOKEN_ISSUER_KEY_FILE);
-        let issuer_seed = load_or_generate_secret(&issuer_path)?;
-        let subject_seed = load_or_generate_secret(&data_dir.join(SUBJECT_KEY_FILE))?;
+        let issuer_seed = load_or_generate_secret(&issuer_path, create)?;
+        let subject_seed = load_or_generate_secret(&data_dir.join(SUBJECT_KEY_FILE), create)?;
         Ok(Self {
             checkpoint_signer,
             token_issuer: TokenIssuer::new(SigningKey::from_bytes(&issuer_seed)),
@@ -171,6 +200,15 @@ impl Keys {
     pub fn verifier_key(&self) -> String {
         self.checkpoint_signer.verifier().to_vkey()
     }
+}
+
+/// Whether missing key files are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Missing files are generated (a data dir without a log).
+    Missing,
+    /// Missing files are an error (a data dir with a log).
+    Nothing,
 }
 
 impl fmt::Debug for Keys {
@@ -195,6 +233,19 @@ pub fn load_token_issuer(data_dir: &Path) -> Result<TokenIssuer, KeyError> {
         .ok_or(KeyError::Missing { path: path.clone() })
         .and_then(|text| parse_hex32(&path, &text))?;
     Ok(TokenIssuer::new(SigningKey::from_bytes(&seed)))
+}
+
+/// Loads the checkpoint signing key of an existing data dir, whatever its name (what
+/// `akashi fsck` uses).
+///
+/// # Errors
+///
+/// [`KeyError::Missing`] when the file does not exist, otherwise as for
+/// [`Keys::load_or_generate`].
+pub fn load_checkpoint_signer(data_dir: &Path) -> Result<NoteSigner, KeyError> {
+    let path = data_dir.join(CHECKPOINT_KEY_FILE);
+    let text = read_secret(&path)?.ok_or(KeyError::Missing { path: path.clone() })?;
+    NoteSigner::from_skey(text.trim()).map_err(|source| KeyError::CheckpointKey { path, source })
 }
 
 impl SubjectKey {
@@ -265,7 +316,11 @@ fn create_data_dir(data_dir: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn load_or_generate_checkpoint_key(data_dir: &Path, origin: &str) -> Result<NoteSigner, KeyError> {
+fn load_or_generate_checkpoint_key(
+    data_dir: &Path,
+    origin: &str,
+    create: Create,
+) -> Result<NoteSigner, KeyError> {
     let path = data_dir.join(CHECKPOINT_KEY_FILE);
     let name = KeyName::new(origin).map_err(|source| KeyError::Origin {
         origin: origin.to_owned(),
@@ -278,6 +333,7 @@ fn load_or_generate_checkpoint_key(data_dir: &Path, origin: &str) -> Result<Note
                 source,
             })?
         }
+        None if create == Create::Nothing => return Err(KeyError::MissingForLog { path }),
         None => {
             let signer = NoteSigner::generate(name.clone(), &mut OsRng);
             write_new_file(&path, format!("{}\n", signer.to_skey()).as_bytes(), 0o600)?;
@@ -299,10 +355,16 @@ fn load_or_generate_checkpoint_key(data_dir: &Path, origin: &str) -> Result<Note
     Ok(signer)
 }
 
-/// Reads a 32-byte hex secret, generating and storing a random one if the file is missing.
-fn load_or_generate_secret(path: &Path) -> Result<[u8; 32], KeyError> {
+/// Reads a 32-byte hex secret, generating and storing a random one if the file is missing and
+/// `create` allows it.
+fn load_or_generate_secret(path: &Path, create: Create) -> Result<[u8; 32], KeyError> {
     if let Some(text) = read_secret(path)? {
         return parse_hex32(path, &text);
+    }
+    if create == Create::Nothing {
+        return Err(KeyError::MissingForLog {
+            path: path.to_owned(),
+        });
     }
     let mut secret = [0u8; 32];
     OsRng.fill_bytes(&mut secret);

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fsck;
 pub mod keys;
 pub mod metrics;
 pub mod public;

@@ -1,8 +1,11 @@
 //! The `akashi` binary: `akashi [serve]` runs the server until Ctrl-C or SIGTERM (reopening
-//! its store after a storage failure, see `akashi::supervisor`),
-//! `akashi token` prints a bearer token.
+//! its store after a storage failure, see `akashi::supervisor`), `akashi token` prints a bearer
+//! token, `akashi fsck` checks a stopped server's data dir.
 
-use std::net::{SocketAddr, TcpListener};
+use std::{
+    net::{SocketAddr, TcpListener},
+    process::ExitCode,
+};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -11,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 use akashi::{
     Config, auth,
     cli::{Cli, Command},
-    config, supervisor,
+    config, fsck, supervisor,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -24,8 +27,11 @@ use akashi::{
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::Fsck(args)) = &cli.command {
+        return Ok(fsck::run(&args.data_dir));
+    }
     if let Some(Command::Token(args)) = &cli.command {
         let token = auth::mint_token(
             &args.data_dir,
@@ -35,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .context("while minting a token")?;
         println!("{token}");
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let filter = EnvFilter::try_from_env("AKASHI_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
@@ -66,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     supervisor::serve(config.clone(), grpc, http, shutdown, banner)
         .await
         .context("while serving")?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the operator needs on start: where everything is and the checkpoint verifier key.

@@ -27,7 +27,9 @@ use tonic_health::{
 };
 
 use ledger::{
-    log::Log,
+    anchor::Anchor,
+    log::{Log, OpenError},
+    note::NoteSigner,
     sequencer::{BatchReport, CommitHook, Sequencer, SequencerOptions},
     store::{SledOptions, SledStore},
 };
@@ -64,6 +66,9 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The folder under the data dir that holds the ledger's sled store.
 pub const LEDGER_DIR: &str = "ledger";
+/// The file in the data dir, beside [`LEDGER_DIR`], that holds the newest checkpoint the log
+/// has acknowledged (`ledger::anchor`).
+pub const ANCHOR_FILE: &str = "ledger.anchor";
 
 /// A server being assembled: configuration, keys, metrics, and the services to host.
 pub struct Server {
@@ -92,21 +97,24 @@ pub async fn run(
 }
 
 impl Server {
-    /// Validates `config`, loads (or on first start creates) the data dir's keys, and prepares
-    /// health, reflection and metrics. The `akashi.v1` services are registered here.
+    /// Validates `config`, loads the data dir's keys (creating them only for a data dir that
+    /// holds no log yet), opens the log held to its checkpoint anchor, and prepares health,
+    /// reflection and metrics. The `akashi.v1` services are registered here.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration, [`Error::Keys`] for unusable key
-    /// material.
+    /// [`Error::Config`] for an invalid configuration, [`Error::Keys`] for unusable or missing
+    /// key material, [`Error::LedgerStore`] and [`Error::LedgerOpen`] for a store that cannot be
+    /// opened or that differs from the newest checkpoint the log acknowledged.
     pub fn open(config: Config) -> Result<Self, Error> {
         config.validate()?;
-        let keys = Keys::load_or_generate(&config.data_dir, &config.origin)?;
+        let keys = if holds_log(&config.data_dir)? {
+            Keys::load(&config.data_dir, &config.origin)?
+        } else {
+            Keys::load_or_generate(&config.data_dir, &config.origin)?
+        };
         let metrics = Arc::new(Metrics::new());
-        let store = SledStore::open(&config.data_dir.join(LEDGER_DIR), &SledOptions::default())
-            .map_err(|e| Error::Ledger(e.to_string()))?;
-        let log = Log::open(Arc::new(store), keys.checkpoint_signer.clone())
-            .map_err(|e| Error::Ledger(e.to_string()))?;
+        let log = open_log(&config.data_dir, keys.checkpoint_signer.clone())?;
         metrics.set_tree_size(log.size().get());
         let hook_metrics = metrics.clone();
         let options = SequencerOptions {
@@ -332,6 +340,41 @@ impl std::fmt::Debug for Server {
             .field("services", &self.service_names)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `data_dir` holds a log: a checkpoint anchor, or a ledger folder with anything in it.
+/// Keys are created only for a data dir that does not.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the data dir cannot be examined.
+pub fn holds_log(data_dir: &Path) -> Result<bool, Error> {
+    let io = |source| Error::Io {
+        context: "examining the data dir for a log",
+        source,
+    };
+    if data_dir.join(ANCHOR_FILE).try_exists().map_err(io)? {
+        return Ok(true);
+    }
+    match std::fs::read_dir(data_dir.join(LEDGER_DIR)) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(io(err)),
+    }
+}
+
+/// Opens the log of `data_dir` (the sled store in [`LEDGER_DIR`], held to [`ANCHOR_FILE`]),
+/// signing with `signer`. The server must not be running on it (sled's lock refuses).
+///
+/// # Errors
+///
+/// [`Error::LedgerStore`] when the store cannot be opened, [`Error::LedgerOpen`] when the log
+/// refuses it (see `ledger::log::Log::open_anchored`).
+pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, Error> {
+    let store = SledStore::open(&data_dir.join(LEDGER_DIR), &SledOptions::default())?;
+    let anchor =
+        Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
+    Ok(Log::open_anchored(Arc::new(store), signer, anchor)?)
 }
 
 /// Activates the default policy set on a log that has none (its first start), so that every

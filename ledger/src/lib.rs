@@ -9,7 +9,8 @@
 //! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
 //! and [`tile`] (C2SP tlog-proof and tlog-tiles).
 //!
-//! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `tree`
+//! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
+//! (the file that remembers the newest acknowledged checkpoint), `tree`
 //! (tiled hash storage), `chunk`, `log` (open, recover, append, read) and `sequencer` (group
 //! commit). Feature `sled` adds `store::SledStore`. This crate does not know what entries mean:
 //! the server's state machine decides that.
@@ -27,14 +28,17 @@
 //! 4. **Durable.** `Log::append_batch` writes the entry and body chunks and the full tiles,
 //!    signs a checkpoint for the new size, writes the *commit record* (size, checkpoint, state
 //!    writes) as the single commit point, applies the state writes, and syncs once (sled flush,
-//!    then `fdatasync`: sled's own flush does not survive a power loss).
+//!    then `fdatasync`: sled's own flush does not survive a power loss), then writes the new
+//!    checkpoint to the anchor file and `fdatasync`s it.
 //! 5. **Integrate.** The new frontier and checkpoint are published to readers.
 //! 6. **Checkpoint and receipt.** Every submitter gets its leaf index, leaf hash and the signed
 //!    checkpoint, and builds its inclusion proof on its own task: that is its receipt.
 //!
 //! On open, `Log::open` re-applies the last commit record's state writes, removes what a batch
 //! that never committed wrote, rebuilds the frontier, and refuses to serve unless the stored
-//! tree reproduces the last signed checkpoint.
+//! tree reproduces the last signed checkpoint. `Log::open_anchored` also holds the store to the
+//! [`anchor`]: the newest checkpoint ever acknowledged, written beside the store after its sync
+//! and before any submitter is answered, so a store that lost entries is refused, not served.
 //!
 //! # Who verifies what (claimant model)
 //!
@@ -46,6 +50,8 @@
 //! | "every decision follows from the rules and consents in force" | regulators | re-deciding every logged decision from the log alone (`akashi-audit replay`) |
 //! | "public statistics are right" | the public | recomputing them from public leaves served as tlog-tiles |
 
+#[cfg(feature = "store")]
+pub mod anchor;
 pub mod checkpoint;
 #[cfg(feature = "store")]
 pub mod chunk;

@@ -11,8 +11,9 @@
 //! 4. The **commit record** is written: new size, the signed checkpoint, and every state write of
 //!    the batch. This single put is the commit point.
 //! 5. The state writes are applied to the store.
-//! 6. The store is synced (one flush and `fdatasync` for the whole batch), and only then the new
-//!    frontier and checkpoint are published and callers answered.
+//! 6. The store is synced (one flush and `fdatasync` for the whole batch), the checkpoint is
+//!    written to the anchor (when the log has one, see [`crate::anchor`]) and synced, and only
+//!    then the new frontier and checkpoint are published and callers answered.
 //!
 //! A crash before step 4 leaves the old commit record: recovery deletes the partial batch. A
 //! crash after it re-applies the recorded state writes (they are idempotent). So the derived
@@ -29,6 +30,7 @@ use std::sync::{
 };
 
 use crate::{
+    anchor::{Anchor, AnchorError},
     checkpoint::{Checkpoint, SignedCheckpoint},
     chunk::{self, ChunkError, Record},
     codec::{self, Reader},
@@ -164,6 +166,57 @@ pub enum OpenError {
     /// The signing key could not sign the first checkpoint.
     #[error(transparent)]
     Sign(#[from] NoteError),
+    /// The checkpoint anchor could not be read or written.
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    /// The store holds no log, but this log has acknowledged a checkpoint: the store was lost,
+    /// deleted or replaced.
+    #[error(
+        "the store holds no log, but this log has signed and acknowledged a checkpoint of size \
+         {anchored_size}: the store was lost or replaced"
+    )]
+    StoreEmpty {
+        /// Tree size of the newest acknowledged checkpoint.
+        anchored_size: u64,
+    },
+    /// The store holds fewer entries than the newest checkpoint this log has acknowledged: a
+    /// damaged store that lost its tail, or a rolled-back one.
+    #[error(
+        "the store holds {store_size} entries, but this log has signed and acknowledged a \
+         checkpoint of size {anchored_size}: entries from {store_size} on are missing"
+    )]
+    StoreBehindAnchor {
+        /// Tree size the store holds.
+        store_size: u64,
+        /// Tree size of the newest acknowledged checkpoint.
+        anchored_size: u64,
+    },
+    /// The stored tree disagrees with the newest acknowledged checkpoint at its size.
+    #[error(
+        "the stored tree at size {size} hashes to {stored}, but the newest checkpoint this log \
+         has acknowledged says {anchored}: the store is not the log that was served"
+    )]
+    AnchorMismatch {
+        /// Tree size of the acknowledged checkpoint.
+        size: u64,
+        /// Root of the stored tree at that size.
+        stored: Hash,
+        /// Root in the acknowledged checkpoint.
+        anchored: Hash,
+    },
+}
+
+impl OpenError {
+    /// The first entry known to be missing or damaged, when the error names one.
+    pub fn first_bad_entry(&self) -> Option<u64> {
+        match self {
+            Self::StoreEmpty { .. } => Some(0),
+            Self::StoreBehindAnchor { store_size, .. } => Some(*store_size),
+            Self::Chunk(ChunkError::Missing { index }) => Some(*index),
+            Self::Chunk(ChunkError::Malformed { start }) => Some(*start),
+            _ => None,
+        }
+    }
 }
 
 /// Why a batch was not committed. Nothing of it is visible, and no caller may be told otherwise.
@@ -253,6 +306,9 @@ pub struct Log {
     poisoned: AtomicBool,
     /// A batch failed before its commit point and may have left data beyond the committed size.
     dirty: AtomicBool,
+    /// The newest acknowledged checkpoint, kept beside the store (absent for logs opened
+    /// without one, such as in-memory test logs).
+    anchor: Option<Mutex<Anchor>>,
 }
 
 impl Log {
@@ -267,9 +323,47 @@ impl Log {
     ///
     /// Returns [`OpenError`] saying what is damaged or differs.
     pub fn open(store: Arc<dyn Store>, signer: NoteSigner) -> Result<Self, OpenError> {
+        Self::open_inner(store, signer, None)
+    }
+
+    /// Opens the log as [`Log::open`] does, and holds it to `anchor`: the newest checkpoint
+    /// it ever acknowledged (see [`crate::anchor`]). Every finished batch advances the anchor
+    /// before it is acknowledged.
+    ///
+    /// On open, a store at the anchor's size must have the anchor's root; a store ahead of it
+    /// (a crash after the store's sync and before the anchor's: that batch was never
+    /// acknowledged) must hold the anchor's tree as a prefix, and the anchor advances; a store
+    /// behind it, or empty, is refused before anything is written. An anchor without a
+    /// checkpoint next to a store that holds a log (a data dir from before anchors) adopts the
+    /// store's checkpoint, with a warning.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::open`], plus [`OpenError::StoreEmpty`], [`OpenError::StoreBehindAnchor`],
+    /// [`OpenError::AnchorMismatch`] and [`OpenError::Anchor`].
+    pub fn open_anchored(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        anchor: Anchor,
+    ) -> Result<Self, OpenError> {
+        Self::open_inner(store, signer, Some(anchor))
+    }
+
+    fn open_inner(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        mut anchor: Option<Anchor>,
+    ) -> Result<Self, OpenError> {
         let verifier = signer.verifier();
+        let anchored = anchor
+            .as_ref()
+            .and_then(Anchor::checkpoint)
+            .map(|c| (c.checkpoint.size.get(), c.checkpoint.root));
         let Some(record) = store.get(keys::COMMIT)? else {
-            return Self::create(store, signer, verifier);
+            if let Some((anchored_size, _)) = anchored {
+                return Err(OpenError::StoreEmpty { anchored_size });
+            }
+            return Self::create(store, signer, verifier, anchor);
         };
         let record = CommitRecord::decode(&record).ok_or(OpenError::BadCommitRecord)?;
         let checkpoint = SignedCheckpoint::verify(&record.checkpoint, &verifier)
@@ -277,9 +371,33 @@ impl Log {
         if checkpoint.checkpoint.size.get() != record.size {
             return Err(OpenError::BadCommitRecord);
         }
-        apply_state_writes(store.as_ref(), &record.writes)?;
         let size = record.size;
+        if let Some((anchored_size, _)) = anchored
+            && size < anchored_size
+        {
+            return Err(OpenError::StoreBehindAnchor {
+                store_size: size,
+                anchored_size,
+            });
+        }
+        // Read-only until the anchor's checks pass: a refused store is left as it was found.
         let frontier = rebuild_frontier(store.as_ref(), size)?;
+        if let Some((anchored_size, anchored_root)) = anchored {
+            let stored = if anchored_size == size {
+                checkpoint.checkpoint.root
+            } else {
+                let reader = TreeReader::new(store.as_ref(), &frontier);
+                tree_root(&reader, TreeSize(anchored_size)).map_err(prove_to_tree)?
+            };
+            if stored != anchored_root {
+                return Err(OpenError::AnchorMismatch {
+                    size: anchored_size,
+                    stored,
+                    anchored: anchored_root,
+                });
+            }
+        }
+        apply_state_writes(store.as_ref(), &record.writes)?;
         remove_uncommitted(store.as_ref(), &frontier)?;
         let reader = TreeReader::new(store.as_ref(), &frontier);
         let computed = tree_root(&reader, TreeSize(size)).map_err(prove_to_tree)?;
@@ -292,8 +410,31 @@ impl Log {
         }
         check_newest_tiles(store.as_ref(), &frontier)?;
         store.sync()?;
+        if let Some(anchor) = &mut anchor {
+            match anchored {
+                None => {
+                    tracing::warn!(
+                        size,
+                        path = %anchor.path().display(),
+                        "the store has no checkpoint anchor (written by an older version): \
+                         adopting its last checkpoint as the anchor"
+                    );
+                    anchor.advance(&checkpoint)?;
+                }
+                Some((anchored_size, _)) if anchored_size < size => {
+                    tracing::info!(
+                        anchored_size,
+                        size,
+                        "the store is ahead of the checkpoint anchor (a batch synced but never \
+                         acknowledged): advancing the anchor"
+                    );
+                    anchor.advance(&checkpoint)?;
+                }
+                Some(_) => {}
+            }
+        }
         Ok(Self::assemble(
-            store, signer, verifier, frontier, checkpoint,
+            store, signer, verifier, frontier, checkpoint, anchor,
         ))
     }
 
@@ -301,6 +442,7 @@ impl Log {
         store: Arc<dyn Store>,
         signer: NoteSigner,
         verifier: NoteVerifier,
+        mut anchor: Option<Anchor>,
     ) -> Result<Self, OpenError> {
         // The empty tree's checkpoint alone is what a creation interrupted before its commit
         // record leaves behind: it is written again below, not mistaken for log data.
@@ -335,8 +477,11 @@ impl Log {
         };
         store.put(keys::COMMIT, &record.encode())?;
         store.sync()?;
+        if let Some(anchor) = &mut anchor {
+            anchor.advance(&checkpoint)?;
+        }
         Ok(Self::assemble(
-            store, signer, verifier, frontier, checkpoint,
+            store, signer, verifier, frontier, checkpoint, anchor,
         ))
     }
 
@@ -346,6 +491,7 @@ impl Log {
         verifier: NoteVerifier,
         frontier: Frontier,
         checkpoint: SignedCheckpoint,
+        anchor: Option<Anchor>,
     ) -> Self {
         let published = Published {
             frontier: Arc::new(frontier),
@@ -360,6 +506,7 @@ impl Log {
             tiles: TileCache::default(),
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            anchor: anchor.map(Mutex::new),
         }
     }
 
@@ -745,7 +892,8 @@ impl Log {
     }
 
     /// The second half of [`Log::append_batch`]: syncs the store (one sync covers every batch
-    /// staged so far) and publishes `staged` to readers. When this returns `Ok`, the batch
+    /// staged so far), advances the checkpoint anchor (when the log has one) and publishes
+    /// `staged` to readers. When this returns `Ok`, the batch
     /// survives a killed process and a power loss.
     ///
     /// # Errors
@@ -762,6 +910,16 @@ impl Log {
             self.poisoned.store(true, Ordering::SeqCst);
             tracing_error(&CommitError::from(err));
             return Err(CommitError::Poisoned);
+        }
+        if let Some(anchor) = &self.anchor {
+            let mut anchor = anchor.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(err) = anchor.advance(&staged.committed.checkpoint) {
+                // The batch is durable in the store but not anchored: acknowledging it would let
+                // a later rollback of it go unnoticed, so nothing more is acknowledged.
+                self.poisoned.store(true, Ordering::SeqCst);
+                tracing::error!(cause = %err, "the checkpoint anchor's write failed: the log is poisoned");
+                return Err(CommitError::Poisoned);
+            }
         }
         let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
         // INVARIANT: batches are finished in the order staged, so the tree only grows.
@@ -868,18 +1026,24 @@ impl Log {
     }
 
     /// Checks the whole store: every leaf against its hash, every full tile internally and
-    /// against the level above, and the root against the last signed checkpoint. Costs O(n).
+    /// against the level above, the root against the last signed checkpoint, and (when the log
+    /// has an anchor) the tree at the anchored size against the anchored checkpoint. Costs O(n).
     ///
     /// # Errors
     ///
-    /// Returns [`ReadError`] or a mismatch found.
-    pub fn fsck(&self) -> Result<FsckReport, ReadError> {
+    /// [`FsckError::Entry`] with the first entry that is missing, damaged or does not match the
+    /// tree; [`FsckError::Tile`], [`FsckError::Root`], [`FsckError::Anchor`] for the tree;
+    /// [`FsckError::Read`] when the store cannot be read.
+    pub fn fsck(&self) -> Result<FsckReport, FsckError> {
         let published = self.published();
         let size = published.checkpoint.checkpoint.size.get();
         let mut start = 0;
         while start < size {
-            let leaves = self.leaves(LeafIndex(start), MAX_LEAVES_PER_READ)?;
-            start += leaves.len() as u64;
+            match self.leaves(LeafIndex(start), MAX_LEAVES_PER_READ) {
+                Ok(leaves) => start += leaves.len() as u64,
+                Err(ReadError::LeafMismatch { index }) => return Err(FsckError::Entry { index }),
+                Err(err) => return Err(self.first_unreadable(start, size, err)),
+            }
         }
         let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
         let mut tiles = 0u64;
@@ -890,16 +1054,16 @@ impl Log {
                 break;
             }
             for index in 0..full {
-                let tile = tree::read_full_tile(self.store.as_ref(), level, index)?;
-                let top = tree::check_stored_tile(&tile)
-                    .ok_or(ReadError::Tree(TreeError::MissingNode { level, index }))?;
+                let bad = FsckError::Tile { level, index };
+                let Ok(tile) = tree::read_full_tile(self.store.as_ref(), level, index) else {
+                    return Err(bad);
+                };
+                let top = tree::check_stored_tile(&tile).ok_or(bad)?;
                 let above =
-                    crate::proof::NodeSource::node(&reader, (level + 1) * TILE_HEIGHT, index)?;
+                    crate::proof::NodeSource::node(&reader, (level + 1) * TILE_HEIGHT, index)
+                        .map_err(ReadError::Tree)?;
                 if above != top {
-                    return Err(ReadError::Tree(TreeError::MissingNode {
-                        level: (level + 1) * TILE_HEIGHT,
-                        index,
-                    }));
+                    return Err(FsckError::Tile { level, index });
                 }
                 tiles += 1;
             }
@@ -907,12 +1071,51 @@ impl Log {
         }
         let root = tree_root(&reader, TreeSize(size)).map_err(prove_error)?;
         if root != published.checkpoint.checkpoint.root {
-            return Err(ReadError::LeafMismatch { index: size });
+            return Err(FsckError::Root {
+                size,
+                computed: root,
+                signed: published.checkpoint.checkpoint.root,
+            });
+        }
+        let anchored = self.anchor.as_ref().and_then(|anchor| {
+            let anchor = anchor.lock().unwrap_or_else(|e| e.into_inner());
+            anchor
+                .checkpoint()
+                .map(|c| (c.checkpoint.size.get(), c.checkpoint.root))
+        });
+        if let Some((anchored_size, anchored_root)) = anchored {
+            if anchored_size > size {
+                return Err(FsckError::Entry { index: size });
+            }
+            let stored = tree_root(&reader, TreeSize(anchored_size)).map_err(prove_error)?;
+            if stored != anchored_root {
+                return Err(FsckError::Anchor {
+                    size: anchored_size,
+                    stored,
+                    anchored: anchored_root,
+                });
+            }
         }
         Ok(FsckReport {
             leaves: size,
             full_tiles: tiles,
+            root,
+            anchored_size: anchored.map(|(size, _)| size),
         })
+    }
+
+    /// After a failed read of the window at `start`, the first entry of it that cannot be read
+    /// on its own, or the read error itself when every entry reads alone.
+    fn first_unreadable(&self, start: u64, size: u64, err: ReadError) -> FsckError {
+        let end = start.saturating_add(MAX_LEAVES_PER_READ).min(size);
+        for index in start..end {
+            match self.leaves(LeafIndex(index), 1) {
+                Ok(_) => {}
+                Err(ReadError::Store(e)) => return FsckError::Read(ReadError::Store(e)),
+                Err(_) => return FsckError::Entry { index },
+            }
+        }
+        FsckError::Read(err)
     }
 
     fn reader<'a>(&'a self, frontier: &'a Frontier) -> TreeReader<'a> {
@@ -934,6 +1137,59 @@ pub struct FsckReport {
     pub leaves: u64,
     /// Full tiles rehashed and compared.
     pub full_tiles: u64,
+    /// The root of the whole tree, equal to the last signed checkpoint's.
+    pub root: Hash,
+    /// The size of the anchored checkpoint the tree was checked against, if the log has one.
+    pub anchored_size: Option<u64>,
+}
+
+/// What [`Log::fsck`] found wrong, the first problem only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsckError {
+    /// The stored tree does not reproduce the newest acknowledged checkpoint.
+    #[error(
+        "the stored tree at size {size} hashes to {stored}, but the anchored checkpoint says \
+         {anchored}"
+    )]
+    Anchor {
+        /// Tree size of the anchored checkpoint.
+        size: u64,
+        /// Root of the stored tree at that size.
+        stored: Hash,
+        /// Root in the anchored checkpoint.
+        anchored: Hash,
+    },
+    /// The first entry that is missing, damaged or does not match the tree's leaf hash.
+    #[error("entry {index} is missing, damaged or does not match the tree")]
+    Entry {
+        /// The entry's index.
+        index: u64,
+    },
+    /// The store could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The tree does not reproduce the last signed checkpoint.
+    #[error(
+        "the stored tree at size {size} hashes to {computed}, the last signed checkpoint says \
+         {signed}"
+    )]
+    Root {
+        /// Tree size of the checkpoint.
+        size: u64,
+        /// Root recomputed from the store.
+        computed: Hash,
+        /// Root in the checkpoint.
+        signed: Hash,
+    },
+    /// A full tile is missing, internally inconsistent, or disagrees with the level above.
+    #[error("stored tile ({level}, {index}) is missing or inconsistent")]
+    Tile {
+        /// Tile level.
+        level: u8,
+        /// Tile index.
+        index: u64,
+    },
 }
 
 enum BatchFailure {

@@ -132,6 +132,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The engine found its files corrupt (a damaged or truncated store).
+    #[error("the storage engine found its files corrupt")]
+    Corrupt,
     /// A write was refused because failure injection is armed (tests only).
     #[error("injected storage failure")]
     Injected,

@@ -2,7 +2,9 @@
 //! sled store and is killed with SIGKILL; the parent reopens the store and checks that every
 //! entry acknowledged before the kill is there with its leaf hash, that every checkpoint the
 //! child handed out is reproduced and consistent with the new tree, and that the derived state
-//! matches the log. Three kill/restart cycles run on the same store.
+//! matches the log, and that the checkpoint anchor beside the store is at least as new as every
+//! checkpoint handed out (it is written before a batch is acknowledged) and accepts the recovered
+//! store. Three kill/restart cycles run on the same store.
 //!
 //! This binary is both parent and child (`harness = false`): with `AKASHI_CRASH_CHILD` set it
 //! is the child writer.
@@ -26,6 +28,7 @@ use std::{
 
 use ledger::{
     Hash, LeafIndex, TreeSize,
+    anchor::Anchor,
     log::Log,
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
@@ -58,9 +61,16 @@ impl StateMachine for Counter {
     }
 }
 
+/// The data dir `dir` holds the sled store in `ledger/` and the anchor beside it.
 fn open_log(dir: &Path, skey: &str) -> Log {
-    let store = SledStore::open(dir, &SledOptions::default()).unwrap();
-    Log::open(Arc::new(store), NoteSigner::from_skey(skey).unwrap()).unwrap()
+    let store = SledStore::open(&dir.join("ledger"), &SledOptions::default()).unwrap();
+    let signer = NoteSigner::from_skey(skey).unwrap();
+    let anchor = Anchor::open(&anchor_path(dir), &signer.verifier()).unwrap();
+    Log::open_anchored(Arc::new(store), signer, anchor).unwrap()
+}
+
+fn anchor_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("ledger.anchor")
 }
 
 fn child(dir: &str, skey: &str) {
@@ -134,6 +144,19 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
     // SIGKILL, mid-write: the child's 32 writers are still submitting.
     child.kill().unwrap();
     child.wait().unwrap();
+
+    let verifier = NoteSigner::from_skey(skey).unwrap().verifier();
+    let anchored = Anchor::open(&anchor_path(dir), &verifier)
+        .unwrap()
+        .checkpoint()
+        .unwrap()
+        .checkpoint
+        .size;
+    let newest = checkpoints.keys().max().copied().unwrap_or(0);
+    assert!(
+        anchored.get() >= newest,
+        "round {round}: checkpoint {newest} was handed out but the anchor holds {anchored}"
+    );
 
     let log = open_log(dir, skey);
     let size = log.size();

@@ -79,3 +79,15 @@ fn token_takes_role_patient_and_ttl() {
     assert!(err.to_string().contains("unknown role `admin`"), "{err}");
     assert!(Cli::try_parse_from(["akashi", "token"]).is_err());
 }
+
+#[test]
+fn fsck_takes_the_data_dir_and_no_serve_flags() {
+    let cli = Cli::try_parse_from(["akashi", "fsck", "--data-dir", "/srv/akashi"]).unwrap();
+    assert!(cli.serve_args().is_none());
+    let Some(Command::Fsck(args)) = cli.command else {
+        panic!("expected fsck");
+    };
+    assert_eq!(args.data_dir, std::path::Path::new("/srv/akashi"));
+    let err = Cli::try_parse_from(["akashi", "fsck", "--grpc-addr", "127.0.0.1:1"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+}

@@ -183,3 +183,24 @@ fn pseudonym_is_hmac_sha256_of_the_patient_id() {
     assert_ne!(key.pseudonym("patient-1"), key.pseudonym("patient-2"));
     assert!(!format!("{key:?}").contains("0b0b"));
 }
+
+#[test]
+fn loading_the_keys_of_a_log_creates_none_and_names_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    Keys::load_or_generate(dir.path(), ORIGIN).unwrap();
+    Keys::load(dir.path(), ORIGIN).unwrap();
+    for file in [CHECKPOINT_KEY_FILE, TOKEN_ISSUER_KEY_FILE, SUBJECT_KEY_FILE] {
+        let path = dir.path().join(file);
+        let saved = fs::read(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        let err = Keys::load(dir.path(), ORIGIN).unwrap_err();
+        assert!(
+            matches!(&err, KeyError::MissingForLog { path: p } if *p == path),
+            "{err}"
+        );
+        assert!(!path.exists(), "{file} was created");
+        fs::write(&path, saved).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    Keys::load(dir.path(), ORIGIN).unwrap();
+}

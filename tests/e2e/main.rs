@@ -19,6 +19,7 @@ mod binary;
 mod data_dir;
 mod flows;
 mod harness;
+mod integrity;
 mod load;
 mod mtls;
 mod public_http;

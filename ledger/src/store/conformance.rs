@@ -24,7 +24,7 @@ use crate::{
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     hash::{LeafIndex, TreeSize, hash_leaf},
     keys,
-    log::{Log, NewEntry, OpenError, ReadError, StateWrite},
+    log::{FsckError, Log, NewEntry, OpenError, ReadError, StateWrite},
     note::{KeyName, NoteSigner},
     proof::MemoryTree,
     store::Store,
@@ -240,7 +240,35 @@ pub fn tampered_old_entry_is_never_served(h: &impl Harness) {
         log.leaves(LeafIndex(0), 1),
         Err(ReadError::LeafMismatch { index: 0 })
     ));
-    assert!(log.fsck().is_err());
+    assert!(matches!(log.fsck(), Err(FsckError::Entry { index: 0 })));
+    drop(log);
+
+    // With entry 0 restored, fsck names the first bad entry further on: a changed leaf, then a
+    // chunk that no longer decodes.
+    let store = h.open();
+    chunk[10] ^= 0x01;
+    store.put(&key, &chunk).unwrap();
+    let key = keys::indexed(keys::ENTRIES, 256);
+    let mut chunk = store.get(&key).unwrap().unwrap().to_vec();
+    chunk[10] ^= 0x01;
+    store.put(&key, &chunk).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let log = Log::open(h.open(), signer_clone(&signer)).unwrap();
+    match log.fsck() {
+        Err(FsckError::Entry { index: 256 }) => {}
+        other => panic!("fsck of a changed entry 256: {other:?}"),
+    }
+    drop(log);
+    let store = h.open();
+    store.put(&key, b"not a chunk").unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let log = Log::open(h.open(), signer_clone(&signer)).unwrap();
+    match log.fsck() {
+        Err(FsckError::Entry { index: 256 }) => {}
+        other => panic!("fsck of an undecodable chunk at 256: {other:?}"),
+    }
 }
 
 /// Changing a stored hash in the newest full tile refuses open.

@@ -22,12 +22,18 @@
 //! not match is not finished. Were the format ever different, every blob would just be synced
 //! at every sync: slower, never less durable.
 //!
+//! The store's folder is created 0700 and every file and folder sled made in it is set to
+//! 0600/0700 at open (sled creates them with the process umask, and the crate forbids the
+//! `unsafe` a umask change would need): private bodies live here. Files sled creates later are
+//! covered by the folder's mode until the next open.
+//!
 //! All data lives in sled's default tree: the log layout in `log.rs` relies on one ordered
 //! keyspace, not on sled's multi-tree transactions.
 
 use std::{
     collections::HashSet,
-    fs::File,
+    fs::{self, File},
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::Mutex,
     time::SystemTime,
@@ -92,6 +98,7 @@ impl SledStore {
     /// Returns [`StoreError`] when sled cannot open the folder (for example, when another process
     /// holds it) or its files cannot be synced.
     pub fn open(path: &Path, options: &SledOptions) -> Result<Self, StoreError> {
+        make_private_dir(path)?;
         let config = sled::Config::new()
             .path(path)
             .cache_capacity(options.cache_capacity)
@@ -127,6 +134,7 @@ impl SledStore {
             log_file,
             blobs: Mutex::new(BlobsSeen::default()),
         };
+        make_private_files(path)?;
         // Make the creation of sled's files themselves durable.
         sync_dir(path)?;
         store.sync_new_blobs()?;
@@ -267,7 +275,52 @@ fn sled_bytes(value: sled::IVec) -> Bytes {
 }
 
 fn engine(err: sled::Error) -> StoreError {
-    StoreError::Engine(err.to_string())
+    match err {
+        sled::Error::Corruption { .. } => StoreError::Corrupt,
+        other => StoreError::Engine(other.to_string()),
+    }
+}
+
+/// Creates `path` (and its parents) 0700, and closes an existing one to other users.
+fn make_private_dir(path: &Path) -> Result<(), StoreError> {
+    let failed = |source| StoreError::Io {
+        context: "creating or securing the store folder",
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(failed)?;
+    restrict(path, 0o700).map_err(failed)
+}
+
+/// Sets every file below `path` to 0600 and every folder to 0700.
+fn make_private_files(path: &Path) -> Result<(), StoreError> {
+    let failed = |source| StoreError::Io {
+        context: "restricting the store's files to their owner",
+        source,
+    };
+    for entry in fs::read_dir(path).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let kind = entry.file_type().map_err(failed)?;
+        if kind.is_dir() {
+            restrict(&entry.path(), 0o700).map_err(failed)?;
+            make_private_files(&entry.path())?;
+        } else if kind.is_file() {
+            restrict(&entry.path(), 0o600).map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets `path`'s permission bits to `mode` unless they already are.
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    let current = fs::symlink_metadata(path)?.permissions().mode() & 0o777;
+    if current != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// Whether a sled blob file is completely written: its leading CRC-32 (little-endian) matches
