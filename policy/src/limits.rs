@@ -8,7 +8,7 @@
 //! [`check`] bounds it first, with a lexical scan that needs no recursion:
 //!
 //! - [`MAX_NESTING`]: how deep `(`, `[` and `{` nest, counted together;
-//! - [`MAX_EXPRESSION_TERMS`]: how many operators (`&& || + - * == != < <= > >= ! .`) and
+//! - [`MAX_EXPRESSION_TERMS`]: how many operators (`&& || + - * / % == != < <= > >= ! .`) and
 //!   keywords (`if then else has like in is`) one policy holds. Each of them adds at most one
 //!   level to Cedar's tree, so this bounds the depth a chain (`a + a + …`, `if … else if …`)
 //!   can reach without brackets.
@@ -300,7 +300,9 @@ impl<'a> Tokens<'a> {
                     }
                     Token::Term
                 }
-                b'+' | b'-' | b'*' | b'.' => Token::Term,
+                // Cedar's lexer knows `/` and `%` too (its parser then refuses them): they count
+                // as what they would be, operators.
+                b'+' | b'-' | b'*' | b'/' | b'%' | b'.' => Token::Term,
                 b if b.is_ascii_alphabetic() || b == b'_' => {
                     while self
                         .peek(0)

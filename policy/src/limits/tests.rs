@@ -87,6 +87,8 @@ fn every_operator_and_keyword_counts() {
         ),
         "{err:?}"
     );
+    // `/` and `%`, which Cedar's parser refuses, count too; `//` starts a comment.
+    assert_eq!(widest(&policy("1 / 2 % 3 // + + +\n")).1, 2);
     // Keywords are whole words: `iffy`, `this`, `in_force` and `isn` are identifiers.
     assert_eq!(widest(&policy("iffy && this && in_force && isn")).1, 3);
 }
