@@ -805,8 +805,10 @@ impl Timestamp {
         format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
     }
 
+    /// The instant in UTC, or `None` when UTC is outside 1970–9999. `to_offset` would panic on
+    /// `9999-12-31T23:59:59-00:01` (year 10000 in UTC), so the conversion is checked.
     fn from_offset(t: OffsetDateTime) -> Option<Self> {
-        let t = t.to_offset(time::UtcOffset::UTC);
+        let t = t.checked_to_offset(time::UtcOffset::UTC)?;
         (1970..=9999).contains(&t.year()).then_some(Self(t))
     }
 }

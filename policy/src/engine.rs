@@ -39,6 +39,7 @@ use crate::decision::{Decision, PolicySetHash, Request};
 use crate::directory::{self, Directory, Names, uid};
 use crate::domain::{Action, DataCategory, Effect, PrincipalType, Purpose, Timestamp};
 use crate::facts::{Facts, PrincipalFacts};
+use crate::limits::{self, LimitError};
 use crate::state::{self, KvRead, StateError};
 
 #[cfg(test)]
@@ -83,6 +84,13 @@ pub enum PolicyError {
     Invalid {
         /// What is wrong, with locations.
         issues: Vec<ValidationIssue>,
+    },
+    /// A policy nests too deep or is too long for Cedar to parse safely (see [`crate::limits`]);
+    /// the text was not parsed.
+    #[error("policy set is invalid: {source}")]
+    Limit {
+        /// Which limit, where.
+        source: LimitError,
     },
     /// The built-in schema does not load (a bug in this crate).
     #[error("built-in schema does not load: {message}")]
@@ -143,9 +151,17 @@ impl PolicyEngine {
     ///
     /// # Errors
     ///
-    /// [`PolicyError::Invalid`] with every issue found.
+    /// [`PolicyError::Limit`] when a policy breaks a limit of [`crate::limits`] (checked before
+    /// Cedar parses anything), else [`PolicyError::Invalid`] with every issue found.
     pub fn new(policies: &str) -> Result<Self, PolicyError> {
         let text = canonicalize(policies);
+        limits::check(&text).map_err(|source| PolicyError::Limit { source })?;
+        Self::build(text, compile)
+    }
+
+    /// Compiles canonical `text` with `compile` (the checked one, or in tests the unchecked one)
+    /// and splits the set by action.
+    fn build(text: String, compile: CompileFn) -> Result<Self, PolicyError> {
         let statics = statics()?;
         let (set, meta) =
             compile(&text, statics).map_err(|issues| PolicyError::Invalid { issues })?;
@@ -365,7 +381,8 @@ impl PolicyEngine {
 /// Validates a policy set against [`SCHEMA`] in strict mode, after canonicalising it. Besides
 /// Cedar's parse and type errors, every policy must carry a unique `@id("...")` (letters, digits,
 /// `._:-`), a one-line `@reason("...")`, and `@review` only as `"true"` or `"false"`; templates
-/// are refused; `Purpose` and `DataCategory` entity literals must name known values.
+/// are refused; `Purpose` and `DataCategory` entity literals must name known values. The limits
+/// of [`crate::limits`] are checked first, so that Cedar never parses text that nests too deep.
 ///
 /// # Errors
 ///
@@ -408,10 +425,13 @@ pub fn hash_text(text: &str) -> PolicySetHash {
 // Compilation and validation
 // ---------------------------------------------------------------------------------------------
 
-fn compile(
-    text: &str,
-    statics: &Statics,
-) -> Result<(PolicySet, HashMap<PolicyId, PolicyMeta>), Vec<ValidationIssue>> {
+/// A compiled set and the annotations of its policies.
+type Compiled = (PolicySet, HashMap<PolicyId, PolicyMeta>);
+
+/// [`compile`] or [`compile_unchecked`].
+type CompileFn = fn(&str, &Statics) -> Result<Compiled, Vec<ValidationIssue>>;
+
+fn compile(text: &str, statics: &Statics) -> Result<Compiled, Vec<ValidationIssue>> {
     let issue = |message: String| ValidationIssue {
         message,
         policy: None,
@@ -424,6 +444,30 @@ fn compile(
             text.len()
         ))]);
     }
+    if let Err(limit) = limits::check(text) {
+        let (line, column) = line_column(text, limit.offset());
+        return Err(vec![ValidationIssue {
+            message: limit.to_string(),
+            policy: match limit.policy() {
+                limits::PolicyName::Id(id) => Some(id.clone()),
+                limits::PolicyName::Position(_) => None,
+            },
+            line: Some(line),
+            column: Some(column),
+        }]);
+    }
+    compile_unchecked(text, statics)
+}
+
+/// [`compile`] without the size and shape limits: only for text that passed them (and for the
+/// tests that measure what Cedar does without them).
+fn compile_unchecked(text: &str, statics: &Statics) -> Result<Compiled, Vec<ValidationIssue>> {
+    let issue = |message: String| ValidationIssue {
+        message,
+        policy: None,
+        line: None,
+        column: None,
+    };
     let set = PolicySet::from_str(text).map_err(|errors| {
         errors
             .iter()

@@ -14,6 +14,7 @@
 //! - [`directory`]: the directory as prebuilt Cedar entities, kept in step with the state.
 //! - [`facts`]: [`Facts`], what one decision reads from the state, and consent resolution.
 //! - [`engine`]: [`PolicyEngine`], schema-validated policy sets, their hash, and decisions.
+//! - [`limits`]: bounds on the nesting and size of policy text, checked before Cedar parses it.
 //! - [`decision`]: [`Request`] and [`Decision`].
 //! - [`whatif`]: which past decisions a candidate policy set would change.
 //! - [`replay`]: re-running a log's events and decisions, as a regulator does.
@@ -42,6 +43,7 @@ pub mod domain;
 pub mod engine;
 pub mod event;
 pub mod facts;
+pub mod limits;
 pub mod replay;
 pub mod state;
 pub mod whatif;

@@ -1,9 +1,11 @@
 //! `PolicyService`: read the active policy set, validate a candidate against the schema, and
-//! activate one (a log entry; the state machine refuses sets that do not validate).
+//! activate one (a log entry; the state machine refuses sets that do not validate). Text past
+//! the size or shape limits (`policy::limits`) is `INVALID_ARGUMENT` for both calls, before Cedar
+//! parses it.
 
 use std::sync::Arc;
 
-use policy::{PolicyEngine, engine::MAX_POLICY_TEXT, state};
+use policy::{PolicyEngine, engine::MAX_POLICY_TEXT, limits, state};
 use proto::pb::{self, policy_service_server::PolicyService};
 use tonic::{Request, Response, Status};
 
@@ -30,7 +32,15 @@ fn check_text(text: &str) -> Result<(), Error> {
             },
         ));
     }
-    Ok(())
+    // Before Cedar parses anything: text that nests too deep would overflow the stack.
+    limits::check(text).map_err(|e| {
+        Error::invalid(
+            "policies",
+            FieldProblem::Invalid {
+                reason: e.to_string(),
+            },
+        )
+    })
 }
 
 #[tonic::async_trait]

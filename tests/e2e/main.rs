@@ -22,6 +22,7 @@ mod harness;
 mod integrity;
 mod load;
 mod mtls;
+mod policy_limits;
 mod public_http;
 mod restart;
 mod roles;

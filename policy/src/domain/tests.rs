@@ -159,6 +159,36 @@ fn timestamps_parse_rfc3339_store_utc_and_bound_years() {
     assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
 }
 
+#[test]
+fn timestamps_past_year_9999_in_utc_are_refused_not_a_panic() {
+    // Year 9999 as written, year 10000 once in UTC: `to_offset` would panic here.
+    for (field, value) in [
+        ("valid_until", "9999-12-31T23:59:59-00:01"),
+        ("valid_from", "9999-12-31T23:00:00-23:59"),
+    ] {
+        let err = Timestamp::parse(field, value).unwrap_err();
+        assert!(
+            matches!(&err, DomainError::BadTimestamp { field: f, value: v } if *f == field && v == value),
+            "{err:?}"
+        );
+    }
+    // Year 1970 as written, 1969 in UTC; and the edges that stay inside.
+    assert!(matches!(
+        Timestamp::parse("t", "1970-01-01T00:00:00+00:01"),
+        Err(DomainError::BadTimestamp { .. })
+    ));
+    assert_eq!(
+        ts("9999-12-31T23:59:59+01:00").to_rfc3339(),
+        "9999-12-31T22:59:59Z"
+    );
+    assert_eq!(
+        ts("1970-01-01T00:00:00-01:00").to_rfc3339(),
+        "1970-01-01T01:00:00Z"
+    );
+    // The same text in a log body is refused by the JSON reader, not a panic.
+    assert!(serde_json::from_str::<Timestamp>("\"9999-12-31T23:59:59-00:01\"").is_err());
+}
+
 fn consent() -> Consent {
     Consent {
         id: ConsentId::new("c1").unwrap(),

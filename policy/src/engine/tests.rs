@@ -7,6 +7,8 @@ use crate::domain::{
 use crate::event::Event;
 use crate::facts::Missing;
 
+mod limits;
+
 const MINIMAL: &str = "@id(\"stats\")\n@reason(\"always\")\npermit (principal, action == Action::\"export_statistics\", resource);\n";
 
 fn issues(text: &str) -> Vec<ValidationIssue> {
