@@ -21,6 +21,7 @@ mod flows;
 mod harness;
 mod load;
 mod mtls;
+mod protocol;
 mod public_http;
 mod restart;
 mod roles;
