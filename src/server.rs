@@ -240,9 +240,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Io`] for an HTTP
-    /// server failure, [`Error::Transport`]
-    /// for a gRPC transport failure, [`Error::Reflection`] for a broken descriptor set.
+    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Transport`] for a
+    /// gRPC transport failure, [`Error::Reflection`] for a broken descriptor set, and
+    /// [`Error::Internal`] for a built-in descriptor set that does not decode. (A failed accept
+    /// on the HTTP port is logged and retried, not an error.)
     pub async fn run(
         self,
         grpc: TcpListener,
