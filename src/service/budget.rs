@@ -293,7 +293,7 @@ fn caller_key<B>(request: &http::Request<B>) -> CallerKey {
     })
 }
 
-/// Largest data frame a [`PermitBody`] hands on at a time. HTTP/2 asks for the next frame only
+/// Largest data frame an answer body hands on at a time. HTTP/2 asks for the next frame only
 /// when the client's flow-control window has room, so an answer the client does not read stays
 /// here, counted, rather than in the connection's send buffer, uncounted.
 pub const SEND_CHUNK: usize = 16 * 1024;
