@@ -85,6 +85,14 @@ pub enum AuthError {
     /// No `authorization` metadata.
     #[error("missing `authorization: Bearer <token>` metadata")]
     Missing,
+    /// More than one `authorization` entry: none is used, since which one a proxy or the
+    /// server would read is ambiguous.
+    #[error("more than one `authorization` metadata entry; send exactly one")]
+    Duplicate,
+    /// The token's header has `crit` (RFC 7515 §4.1.11): it names extensions that must be
+    /// understood, and none are.
+    #[error("token header has `crit`; no critical extensions are accepted")]
+    Critical,
     /// `authorization` is not `Bearer <token>`.
     #[error("`authorization` metadata must be `Bearer <token>`")]
     NotBearer,
@@ -112,7 +120,7 @@ pub enum AuthError {
     /// `exp` is not in the future.
     #[error("token expired")]
     Expired,
-    /// `iat` is in the future (beyond [`CLOCK_SKEW`]).
+    /// `iat` or `nbf` is in the future (beyond [`CLOCK_SKEW`]).
     #[error("token is not valid yet")]
     NotYetValid,
     /// The lifetime is zero or longer than [`MAX_TOKEN_TTL`].
@@ -376,6 +384,7 @@ impl TokenIssuer {
             role,
             sub: patient.map(str::to_owned),
             iat,
+            nbf: None,
             exp: iat.saturating_add(ttl.as_secs().max(1)),
             jti: hex::encode(jti),
         };
@@ -389,6 +398,21 @@ impl TokenIssuer {
             "{signing_input}.{}",
             URL_SAFE_NO_PAD.encode(signature.to_bytes())
         ))
+    }
+
+    /// Signs `header` and `claims` as given, with no check of either: for testing what the
+    /// verifier refuses (akashi issues tokens only through [`TokenIssuer::issue`]).
+    pub fn sign_raw(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        )
     }
 }
 
@@ -470,6 +494,9 @@ impl TokenVerifier {
         if header.alg != "EdDSA" {
             return Err(AuthError::Algorithm { alg: header.alg });
         }
+        if header.crit.is_some() {
+            return Err(AuthError::Critical);
+        }
         if header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
             return Err(AuthError::Malformed { part: "header typ" });
         }
@@ -494,7 +521,8 @@ impl TokenVerifier {
         if claims.exp <= claims.iat || claims.exp - claims.iat > MAX_TOKEN_TTL.as_secs() {
             return Err(lifetime_error());
         }
-        if claims.iat > now.saturating_add(CLOCK_SKEW.as_secs()) {
+        let not_before = claims.iat.max(claims.nbf.unwrap_or(0));
+        if not_before > now.saturating_add(CLOCK_SKEW.as_secs()) {
             return Err(AuthError::NotYetValid);
         }
         if now >= claims.exp {
@@ -569,11 +597,16 @@ where
         if is_public(request.uri().path()) {
             return Either::Left(self.inner.call(request));
         }
-        let authenticated = match request.headers().get(http::header::AUTHORIZATION) {
-            Some(authorization) => self
+        let mut values = request
+            .headers()
+            .get_all(http::header::AUTHORIZATION)
+            .iter();
+        let authenticated = match (values.next(), values.next()) {
+            (Some(_), Some(_)) => Err(AuthError::Duplicate),
+            (Some(authorization), None) => self
                 .verifier
                 .authenticate(Some(authorization), SystemTime::now()),
-            None => certificate_caller(&request).unwrap_or(Err(AuthError::Missing)),
+            (None, _) => certificate_caller(&request).unwrap_or(Err(AuthError::Missing)),
         };
         match authenticated {
             Ok(caller) => {
@@ -596,6 +629,8 @@ const HEADER_JSON: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 struct Header {
     alg: String,
     typ: Option<String>,
+    /// Present at all means refused: no extension is understood.
+    crit: Option<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -604,6 +639,9 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
     iat: u64,
+    /// Not before (RFC 7519 §4.1.5); never issued by akashi, honoured when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
     exp: u64,
     jti: String,
 }

@@ -63,6 +63,49 @@ pub struct Config {
     pub batch_max_wait: Duration,
     /// TLS for the gRPC port; absent (the default) means plaintext.
     pub tls: Option<TlsConfig>,
+    /// Connection timeouts and answer budgets (TOML table `[limits]`).
+    pub limits: Limits,
+}
+
+/// Default time a connection (either port) may go without the client sending a byte.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time an HTTP/1 client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bytes of large answers one caller may have in flight.
+pub const DEFAULT_ANSWER_BUDGET_PER_CALLER: usize = 32 * 1024 * 1024;
+/// Default bytes of large answers all callers together may have in flight.
+pub const DEFAULT_ANSWER_BUDGET_TOTAL: usize = 128 * 1024 * 1024;
+
+/// Connection timeouts and the memory budget of large answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A connection on either port on which the client sends nothing for this long is closed
+    /// (the gRPC port pings idle clients every 30 s, and their answers count).
+    /// Default [`DEFAULT_IDLE_TIMEOUT`].
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Time an HTTP/1 client on the public port has to send a request's headers.
+    /// Default [`DEFAULT_HEADER_READ_TIMEOUT`].
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// Bytes of large answers (history, audit entries, leaves, checkpoints) one caller may have
+    /// built or not yet sent; past it a call is `RESOURCE_EXHAUSTED`.
+    /// Default [`DEFAULT_ANSWER_BUDGET_PER_CALLER`].
+    pub answer_budget_per_caller: usize,
+    /// The same for all callers together. Default [`DEFAULT_ANSWER_BUDGET_TOTAL`].
+    pub answer_budget_total: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            answer_budget_per_caller: DEFAULT_ANSWER_BUDGET_PER_CALLER,
+            answer_budget_total: DEFAULT_ANSWER_BUDGET_TOTAL,
+        }
+    }
 }
 
 /// TLS for the gRPC port. With `client_ca` set this is mTLS: every client must present a
@@ -168,6 +211,7 @@ impl Default for Config {
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
             tls: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -293,6 +337,20 @@ impl Config {
         }
         if self.batch_max_wait > MAX_BATCH_MAX_WAIT {
             return invalid("batch_max_wait", "must be at most 1s");
+        }
+        if self.limits.idle_timeout.is_zero() {
+            return invalid("limits.idle_timeout", "must be more than 0");
+        }
+        if self.limits.header_read_timeout.is_zero() {
+            return invalid("limits.header_read_timeout", "must be more than 0");
+        }
+        if self.limits.answer_budget_per_caller == 0
+            || self.limits.answer_budget_per_caller > self.limits.answer_budget_total
+        {
+            return invalid(
+                "limits.answer_budget_per_caller",
+                "must be more than 0 and at most `answer_budget_total`",
+            );
         }
         if let Some(tls) = &self.tls {
             if tls.cert.as_os_str().is_empty() {

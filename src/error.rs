@@ -109,9 +109,54 @@ pub enum Error {
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The request's metadata (HTTP/2 header list) is over the limit (`RESOURCE_EXHAUSTED`).
+    #[error("request metadata takes {len} bytes, more than the limit of {max}")]
+    MetadataTooLarge {
+        /// Its size as HTTP/2 counts it (names, values and 32 bytes per entry).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request message is over the limit (`RESOURCE_EXHAUSTED`).
+    #[error("request message is {len} bytes, more than the limit of {max}")]
+    MessageTooLarge {
+        /// The length its gRPC frame announces.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The request body ends inside a gRPC frame (`INVALID_ARGUMENT`).
+    #[error("request ends inside a message: {missing} more bytes were announced")]
+    TruncatedMessage {
+        /// Bytes of the frame (prefix or message) that never came.
+        missing: usize,
+    },
+    /// Too many bytes of large answers are in flight (`RESOURCE_EXHAUSTED`): the caller should
+    /// read the answers it has, or retry later.
+    #[error(
+        "too many answer bytes in flight {scope} (limit {max}); retry after reading earlier answers"
+    )]
+    AnswerBudget {
+        /// Whose budget is spent.
+        scope: BudgetScope,
+        /// That budget, in bytes.
+        max: usize,
+    },
     /// A bug or broken invariant (`INTERNAL`). The cause is logged, never sent to the caller.
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+/// Whose answer budget is spent ([`Error::AnswerBudget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetScope {
+    /// This caller's.
+    #[error("for this caller")]
+    Caller,
+    /// The whole server's.
+    #[error("on the server")]
+    Server,
 }
 
 /// What is wrong with a request field.
@@ -175,7 +220,12 @@ impl Error {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } | Self::Rejected(_) => Code::InvalidArgument,
+            Self::InvalidArgument { .. } | Self::Rejected(_) | Self::TruncatedMessage { .. } => {
+                Code::InvalidArgument
+            }
+            Self::MetadataTooLarge { .. }
+            | Self::MessageTooLarge { .. }
+            | Self::AnswerBudget { .. } => Code::ResourceExhausted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound { .. } => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
@@ -227,7 +277,11 @@ impl From<Error> for Status {
             | Error::FailedPrecondition(_)
             | Error::Unauthenticated(_)
             | Error::PermissionDenied { .. }
-            | Error::OutOfRange { .. } => Status::new(code, err.to_string()),
+            | Error::OutOfRange { .. }
+            | Error::MetadataTooLarge { .. }
+            | Error::MessageTooLarge { .. }
+            | Error::TruncatedMessage { .. }
+            | Error::AnswerBudget { .. } => Status::new(code, err.to_string()),
         }
     }
 }

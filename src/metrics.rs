@@ -8,10 +8,11 @@
 //! It deliberately has no labels that could carry request data: method labels come from the
 //! request path only when it looks like `package.Service/Method`, and at most
 //! [`MAX_METHOD_LABELS`] distinct ones are kept (the rest count as `other`), so a client cannot
-//! grow memory by inventing paths. Once the server has said which services it serves
-//! ([`Metrics::set_services`]), only their methods get labels: the recording layer sits before
-//! authentication, so otherwise anyone could take up every label with invented paths and leave
-//! the real methods counted as `other`.
+//! grow memory by inventing paths. Once the server has said which methods it serves
+//! ([`Metrics::set_methods`], from the services' descriptors), only those get labels: the
+//! recording layer sits before authentication, so otherwise anyone could take up every label with
+//! invented paths (or invented methods of a served service) and leave the real methods counted as
+//! `other`.
 
 use std::{
     collections::HashMap,
@@ -52,8 +53,9 @@ const OTHER_METHOD: &str = "other";
 #[derive(Debug)]
 pub struct Metrics {
     methods: RwLock<HashMap<Box<str>, Arc<MethodMetrics>>>,
-    /// The gRPC services served; once set, only their methods get labels of their own.
-    services: OnceLock<std::collections::HashSet<Box<str>>>,
+    /// The gRPC methods served (`package.Service/Method`); once set, only they get labels of
+    /// their own.
+    methods_served: OnceLock<std::collections::HashSet<Box<str>>>,
     other: Arc<MethodMetrics>,
     entries_appended: AtomicU64,
     batches: AtomicU64,
@@ -83,7 +85,7 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             methods: RwLock::new(HashMap::new()),
-            services: OnceLock::new(),
+            methods_served: OnceLock::new(),
             other: Arc::new(MethodMetrics::new()),
             entries_appended: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -253,12 +255,16 @@ impl Metrics {
         out
     }
 
-    /// Limits method labels to the methods of `services` (full names, e.g.
-    /// `akashi.v1.AccessService`); calls to anything else count as `other`. Set once.
-    pub fn set_services(&self, services: &[&str]) {
-        let _ = self
-            .services
-            .set(services.iter().map(|name| Box::from(*name)).collect());
+    /// Limits method labels to `methods` (`package.Service/Method`, e.g.
+    /// `akashi.v1.AccessService/Authorize`); calls to anything else, including invented methods
+    /// of a served service, count as `other`. Set once.
+    pub fn set_methods<S: AsRef<str>>(&self, methods: &[S]) {
+        let _ = self.methods_served.set(
+            methods
+                .iter()
+                .map(|name| Box::from(name.as_ref()))
+                .collect(),
+        );
     }
 
     /// The stats of `path`, registering it if there is room.
@@ -266,13 +272,10 @@ impl Metrics {
         let Some(label) = method_label(path) else {
             return self.other.clone();
         };
-        if let Some(services) = self.services.get() {
-            let served = label
-                .split_once('/')
-                .is_some_and(|(service, _)| services.contains(service));
-            if !served {
-                return self.other.clone();
-            }
+        if let Some(served) = self.methods_served.get()
+            && !served.contains(label)
+        {
+            return self.other.clone();
         }
         if let Some(stats) = self
             .methods

@@ -11,6 +11,12 @@
 use std::{convert::Infallible, future::Future, path::Path, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, response::IntoResponse, routing::get};
+use futures::TryStreamExt as _;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder as HttpBuilder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{
     body::Body,
@@ -41,28 +47,42 @@ use proto::pb::{
     transparency_service_server::TransparencyServiceServer,
 };
 
+use self::edge::{EdgeLayer, IdleTimeout};
 use crate::{
     Error,
     auth::AuthLayer,
-    config::{Config, TlsConfig},
+    config::{Config, Limits, TlsConfig},
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
     service::{
-        Core, access::Access, audit::Audit, consent::Consents, directory::Directory,
-        history::History, policies::Policies, transparency::Transparency,
+        Core,
+        access::Access,
+        audit::Audit,
+        budget::{AnswerBudget, BudgetLayer},
+        consent::Consents,
+        directory::Directory,
+        history::History,
+        policies::Policies,
+        transparency::Transparency,
     },
     state_machine::{Akashi, Command},
 };
 
-/// Largest gRPC request message a service should accept; apply it with
-/// `XServer::new(svc).max_decoding_message_size(MAX_MESSAGE_LEN)`.
+/// Largest gRPC request message: a frame announcing more is `RESOURCE_EXHAUSTED` at the edge
+/// (before it is read); services also set it as tonic's own limit, a second line.
 pub const MAX_MESSAGE_LEN: usize = 1024 * 1024;
-/// Largest HTTP/2 header list accepted (caps metadata such as the token).
-pub const MAX_HEADER_LIST_LEN: u32 = 16 * 1024;
-/// Most concurrent calls on one connection.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Largest request metadata (as HTTP/2 counts a header list: names, values and 32 bytes per
+/// entry): more is `RESOURCE_EXHAUSTED` at the edge, before the token is read.
+pub const MAX_METADATA_LEN: usize = 16 * 1024;
+/// Hard cap on an HTTP/2 header list, well above [`MAX_METADATA_LEN`]: past it HTTP/2 itself
+/// refuses the request (the client sees a protocol error, not a gRPC status).
+pub const MAX_HEADER_LIST_LEN: u32 = 64 * 1024;
+/// Most concurrent calls on one connection; a client's further calls wait for a free stream.
+pub const MAX_CONCURRENT_STREAMS: u32 = 64;
 /// HTTP/2 keepalive ping interval.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The folder under the data dir that holds the ledger's sled store.
 pub const LEDGER_DIR: &str = "ledger";
@@ -233,9 +253,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Io`] for an HTTP
-    /// server failure, [`Error::Transport`]
-    /// for a gRPC transport failure, [`Error::Reflection`] for a broken descriptor set.
+    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Transport`] for a
+    /// gRPC transport failure, [`Error::Reflection`] for a broken descriptor set, and
+    /// [`Error::Internal`] for a built-in descriptor set that does not decode. (A failed accept
+    /// on the HTTP port is logged and retried, not an error.)
     pub async fn run(
         self,
         grpc: TcpListener,
@@ -271,20 +292,33 @@ impl Server {
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
         ]);
-        metrics.set_services(&labelled);
+        metrics.set_methods(&served_methods(&labelled)?);
 
+        let limits = config.limits.clone();
         let mut builder = TonicServer::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .http2_max_header_list_size(Some(MAX_HEADER_LIST_LEN))
             .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
         if let Some(tls) = &config.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }
+        // Outermost first: count every call, refuse oversize metadata and messages before
+        // anything reads them, authenticate, then hold each large answer's budget until its
+        // body is sent or dropped.
         let grpc_server = builder
             .layer(MetricsLayer::new(metrics.clone()))
+            .layer(EdgeLayer::new(MAX_METADATA_LEN, MAX_MESSAGE_LEN))
             .layer(AuthLayer::new(keys.token_issuer.verifier()))
+            .layer(BudgetLayer::new(Arc::new(AnswerBudget::new(
+                limits.answer_budget_per_caller,
+                limits.answer_budget_total,
+            ))))
             .add_routes(routes.routes());
-        let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+        let idle_timeout = limits.idle_timeout;
+        let incoming = TcpIncoming::from(grpc)
+            .with_nodelay(Some(true))
+            .map_ok(move |stream| IdleTimeout::new(stream, idle_timeout));
 
         let http_router = Router::new()
             .route("/metrics", get(render_metrics))
@@ -313,21 +347,14 @@ impl Server {
             result
         };
         let http_task = async {
-            let result = axum::serve(http, http_router)
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .await;
+            serve_http(http, http_router, &limits, stopped(stop_rx.clone())).await;
             let _ = stop_tx.send(true);
-            result
         };
-        let ((), grpc_result, http_result) = tokio::join!(coordinator, grpc_task, http_task);
+        let ((), grpc_result, ()) = tokio::join!(coordinator, grpc_task, http_task);
         // Every in-flight call has been answered; finish what the sequencer still holds and
         // leave the store synced.
         core.sequencer().shutdown().await;
         grpc_result?;
-        http_result.map_err(|source| Error::Io {
-            context: "HTTP server failed",
-            source,
-        })?;
         tracing::info!("server stopped");
         Ok(())
     }
@@ -404,6 +431,52 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoRespons
     )
 }
 
+/// Serves `router` over HTTP/1 on `listener` until `stop` resolves, then waits for open
+/// connections to finish. Each connection has `limits.header_read_timeout` to send a request's
+/// headers and is closed after `limits.idle_timeout` without a byte from the client.
+async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    stop: impl Future<Output = ()>,
+) {
+    let mut builder = HttpBuilder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, typically: give connections time to close.
+                tracing::warn!(cause = %err, "HTTP accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let service = TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(cause = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Pause after a failed `accept` on the HTTP port.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Resolves once the stop flag is set (or its sender is gone).
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -433,6 +506,37 @@ fn reflection_v1alpha(
     let mut builder = reflection_builder(served);
     builder = builder.with_service_name("grpc.reflection.v1alpha.ServerReflection");
     Ok(builder.build_v1alpha()?)
+}
+
+/// The methods (`package.Service/Method`) of `services`, from the descriptor sets of akashi.v1,
+/// health and reflection.
+fn served_methods(services: &[&str]) -> Result<Vec<String>, Error> {
+    use prost::Message as _;
+    let mut methods = Vec::new();
+    for set in [
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ] {
+        let set = prost_types::FileDescriptorSet::decode(set)
+            .map_err(|_| Error::Internal("a built-in descriptor set does not decode"))?;
+        for file in &set.file {
+            for service in &file.service {
+                let name = format!("{}.{}", file.package(), service.name());
+                if !services.contains(&name.as_str()) {
+                    continue;
+                }
+                methods.extend(
+                    service
+                        .method
+                        .iter()
+                        .map(|method| format!("{name}/{}", method.name())),
+                );
+            }
+        }
+    }
+    Ok(methods)
 }
 
 /// Reflection over the akashi.v1 and health descriptors, listing exactly the served services.
@@ -465,6 +569,8 @@ fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
     }
     Ok(config)
 }
+
+mod edge;
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,7 @@ use crate::{
 
 pub mod access;
 pub mod audit;
+pub mod budget;
 pub mod consent;
 pub mod directory;
 pub mod history;

@@ -6,8 +6,11 @@
 //! `proto::pb::consent_service_server::ConsentServiceServer`. [`FILE_DESCRIPTOR_SET`] feeds
 //! server reflection.
 //!
-//! This crate holds no hand-written logic: validation, conversion into domain types and status
+//! This crate holds no hand-written logic beyond [`codec`] (decode errors are
+//! `INVALID_ARGUMENT`): validation, conversion into domain types and the rest of the status
 //! mapping belong to the `akashi` server crate.
+
+pub mod codec;
 
 mod generated {
     #![allow(

@@ -435,3 +435,36 @@ fn a_certificate_names_at_most_one_role_and_never_patient() {
     assert!(err.to_string().contains("unknown role `admin`"), "{err}");
     assert!(certificate_role(b"not a certificate").is_err());
 }
+
+#[test]
+fn a_header_with_crit_and_a_future_nbf_are_refused() {
+    let issuer = issuer(7);
+    let verifier = issuer.verifier();
+    let at = super::unix_seconds(now());
+    let claims = |nbf: Option<u64>| {
+        let mut claims = serde_json::json!({
+            "role": "platform", "iat": at, "exp": at + 600, "jti": "01"
+        });
+        if let Some(nbf) = nbf {
+            claims["nbf"] = nbf.into();
+        }
+        claims
+    };
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT"});
+    let crit = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "crit": []});
+    verifier
+        .verify(&issuer.sign_raw(&header, &claims(Some(at))), now())
+        .unwrap();
+    assert_eq!(
+        verifier.verify(&issuer.sign_raw(&crit, &claims(None)), now()),
+        Err(AuthError::Critical)
+    );
+    // Within the clock skew a future nbf is tolerated, beyond it refused.
+    verifier
+        .verify(&issuer.sign_raw(&header, &claims(Some(at + 30))), now())
+        .unwrap();
+    assert_eq!(
+        verifier.verify(&issuer.sign_raw(&header, &claims(Some(at + 120))), now()),
+        Err(AuthError::NotYetValid)
+    );
+}

@@ -139,7 +139,7 @@ async fn layer_reads_the_status_from_headers_or_trailers() {
 #[test]
 fn invented_paths_cannot_take_the_labels_of_served_methods() {
     let metrics = Metrics::new();
-    metrics.set_services(&["akashi.v1.AccessService"]);
+    metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
     // An unauthenticated client inventing more paths than there are labels...
     for i in 0..MAX_METHOD_LABELS + 10 {
         metrics.record_call(
@@ -166,6 +166,25 @@ fn invented_paths_cannot_take_the_labels_of_served_methods() {
             "{{method=\"other\",code=\"UNAUTHENTICATED\"}} {}",
             MAX_METHOD_LABELS + 10
         )),
+        "{text}"
+    );
+}
+
+#[test]
+fn invented_methods_of_a_served_service_count_as_other() {
+    let metrics = Metrics::new();
+    metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
+    for i in 0..42 {
+        metrics.record_call(
+            &format!("/akashi.v1.AccessService/Invented{i}"),
+            Code::Unauthenticated,
+            Duration::ZERO,
+        );
+    }
+    let text = metrics.render();
+    assert!(!text.contains("Invented"), "{text}");
+    assert!(
+        text.contains("{method=\"other\",code=\"UNAUTHENTICATED\"} 42"),
         "{text}"
     );
 }

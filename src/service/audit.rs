@@ -6,7 +6,10 @@ use ledger::{LeafIndex, TreeSize, chunk::Record};
 use proto::pb::{self, audit_service_server::AuditService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, transparency::read_error};
+use super::{
+    Core, budget,
+    transparency::{READ_CHUNK, read_error},
+};
 use crate::{
     Error, FieldProblem,
     auth::{Role, caller, require},
@@ -26,40 +29,64 @@ impl AuditService for Audit {
         request: Request<pb::GetEntriesRequest>,
     ) -> Result<Response<pb::GetEntriesResponse>, Status> {
         require(caller(&request)?, &[Role::Regulator, Role::Auditor])?;
+        let mut reservation = budget::reserve(&request)?;
         let r = request.into_inner();
         if r.count == 0 {
             return Err(Error::invalid("count", FieldProblem::Missing).into());
         }
         let count = u64::from(r.count.min(MAX_AUDIT_PAGE));
         let log = self.0.log();
-        let start = LeafIndex(r.start);
-        let leaves = log.leaves(start, count).map_err(|e| match e {
-            ledger::log::ReadError::OutOfRange { got, size, .. } => Error::OutOfRange {
-                field: "start",
-                value: got,
-                limit: size,
-            },
-            other => read_error(other),
-        })?;
-        let bodies = log.bodies(start, leaves.len() as u64).map_err(read_error)?;
-        let entries = leaves
-            .into_iter()
-            .zip(bodies)
-            .enumerate()
-            .map(|(offset, (leaf, body))| {
-                let (body, redacted) = match body {
-                    Record::Present(body) => (body, false),
-                    Record::Redacted => (Vec::new(), true),
-                };
-                pb::AuditEntry {
-                    leaf_index: start.get() + offset as u64,
-                    leaf,
-                    body,
-                    redacted,
+        let mut entries: Vec<pb::AuditEntry> = Vec::new();
+        // Read in chunks, each counted against the answer budget before it joins the answer.
+        while (entries.len() as u64) < count {
+            let want = (count - entries.len() as u64).min(READ_CHUNK);
+            let start = LeafIndex(r.start.saturating_add(entries.len() as u64));
+            let leaves = match log.leaves(start, want) {
+                Ok(leaves) => leaves,
+                Err(ledger::log::ReadError::OutOfRange { .. }) if !entries.is_empty() => break,
+                Err(ledger::log::ReadError::OutOfRange { got, size, .. }) => {
+                    return Err(Error::OutOfRange {
+                        field: "start",
+                        value: got,
+                        limit: size,
+                    }
+                    .into());
                 }
-            })
-            .collect();
-        Ok(Response::new(pb::GetEntriesResponse { entries }))
+                Err(other) => return Err(read_error(other).into()),
+            };
+            let got = leaves.len() as u64;
+            let bodies = log.bodies(start, got).map_err(read_error)?;
+            let bytes = leaves
+                .iter()
+                .zip(&bodies)
+                .map(|(leaf, body)| {
+                    let body = match body {
+                        Record::Present(body) => body.len(),
+                        Record::Redacted => 0,
+                    };
+                    leaf.len() + body + budget::ITEM_OVERHEAD
+                })
+                .sum();
+            reservation.grow(bytes)?;
+            entries.extend(leaves.into_iter().zip(bodies).enumerate().map(
+                |(offset, (leaf, body))| {
+                    let (body, redacted) = match body {
+                        Record::Present(body) => (body, false),
+                        Record::Redacted => (Vec::new(), true),
+                    };
+                    pb::AuditEntry {
+                        leaf_index: start.get() + offset as u64,
+                        leaf,
+                        body,
+                        redacted,
+                    }
+                },
+            ));
+            if got < want {
+                break;
+            }
+        }
+        Ok(reservation.attach(Response::new(pb::GetEntriesResponse { entries })))
     }
 
     async fn list_checkpoints(
@@ -67,6 +94,7 @@ impl AuditService for Audit {
         request: Request<pb::ListCheckpointsRequest>,
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         require(caller(&request)?, &[Role::Regulator, Role::Auditor])?;
+        let mut reservation = budget::reserve(&request)?;
         let r = request.into_inner();
         if r.limit == 0 {
             return Err(Error::invalid("limit", FieldProblem::Missing).into());
@@ -77,6 +105,12 @@ impl AuditService for Audit {
             .log()
             .checkpoints(TreeSize(r.from_size), TreeSize(u64::MAX), limit)
             .map_err(read_error)?;
-        Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
+        reservation.grow(
+            checkpoints
+                .iter()
+                .map(|note| note.len() + budget::ITEM_OVERHEAD)
+                .sum(),
+        )?;
+        Ok(reservation.attach(Response::new(pb::ListCheckpointsResponse { checkpoints })))
     }
 }

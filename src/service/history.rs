@@ -1,13 +1,14 @@
 //! `HistoryService/GetSubjectHistory`: a patient's own entries (consents, opt-outs and every
 //! decision about their data), each with its leaf, private body and inclusion proof against one
 //! signed checkpoint. The patient may read only their own; a regulator may read anyone's.
+//! Answers count against the answer budget (`budget`).
 
 use ledger::{LeafIndex, chunk::Record};
 use policy::state;
 use proto::pb::{self, history_service_server::HistoryService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, LogKv, hashes};
+use super::{Core, LogKv, budget, hashes};
 use crate::{
     Error,
     auth::{Role, caller, require_subject},
@@ -27,6 +28,7 @@ impl HistoryService for History {
         request: Request<pb::GetSubjectHistoryRequest>,
     ) -> Result<Response<pb::GetSubjectHistoryResponse>, Status> {
         let caller = caller(&request)?.clone();
+        let mut reservation = budget::reserve(&request)?;
         let r = request.into_inner();
         // The role first: a caller who may not ask learns nothing, not even that the id is bad.
         require_subject(&caller, &r.patient_id, &[Role::Regulator])?;
@@ -63,6 +65,10 @@ impl HistoryService for History {
                 Record::Redacted => (Vec::new(), true),
             };
             let proof = log.inclusion_proof(index, size).map_err(unavailable)?;
+            // Counted before it joins the answer: a caller past its budget gets
+            // RESOURCE_EXHAUSTED rather than more memory.
+            reservation
+                .grow(leaf.len() + body.len() + proof.path.len() * 32 + budget::ITEM_OVERHEAD)?;
             entries.push(pb::HistoryEntry {
                 leaf_index: index.get(),
                 leaf,
@@ -71,11 +77,13 @@ impl HistoryService for History {
                 redacted,
             });
         }
-        Ok(Response::new(pb::GetSubjectHistoryResponse {
-            checkpoint: checkpoint.note.clone(),
-            entries,
-            tree_size: size.get(),
-            more,
-        }))
+        Ok(
+            reservation.attach(Response::new(pb::GetSubjectHistoryResponse {
+                checkpoint: checkpoint.note.clone(),
+                entries,
+                tree_size: size.get(),
+                more,
+            })),
+        )
     }
 }

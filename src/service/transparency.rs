@@ -8,11 +8,14 @@ use policy::Event;
 use proto::pb::{self, transparency_service_server::TransparencyService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, hashes};
+use super::{Core, budget, hashes};
 use crate::{Error, FieldProblem};
 
 /// Most leaves one `GetLeaves` call returns.
 pub const MAX_LEAVES: u64 = 1024;
+/// Leaves (or entries) read from the log at a time while a large answer is built, each chunk
+/// counted against the answer budget before it joins the answer.
+pub(crate) const READ_CHUNK: u64 = 64;
 
 /// The transparency service.
 #[derive(Clone)]
@@ -110,6 +113,7 @@ impl TransparencyService for Transparency {
         &self,
         request: Request<pb::GetLeavesRequest>,
     ) -> Result<Response<pb::GetLeavesResponse>, Status> {
+        let mut reservation = budget::reserve(&request)?;
         let r = request.into_inner();
         if r.count == 0 {
             return Err(Error::invalid("count", FieldProblem::Missing).into());
@@ -123,19 +127,38 @@ impl TransparencyService for Transparency {
             )
             .into());
         }
-        let leaves = self
-            .0
-            .log()
-            .leaves(LeafIndex(r.start), r.count)
-            .map_err(|e| match e {
-                ReadError::OutOfRange { got, size, .. } => Error::OutOfRange {
-                    field: "start",
-                    value: got,
-                    limit: size,
-                },
-                other => read_error(other),
-            })?;
-        Ok(Response::new(pb::GetLeavesResponse { leaves }))
+        let log = self.0.log();
+        let mut leaves: Vec<Vec<u8>> = Vec::new();
+        // Read in chunks, each counted against the answer budget before it joins the answer.
+        while (leaves.len() as u64) < r.count {
+            let want = (r.count - leaves.len() as u64).min(READ_CHUNK);
+            let chunk =
+                match log.leaves(LeafIndex(r.start.saturating_add(leaves.len() as u64)), want) {
+                    Ok(chunk) => chunk,
+                    Err(ReadError::OutOfRange { .. }) if !leaves.is_empty() => break,
+                    Err(ReadError::OutOfRange { got, size, .. }) => {
+                        return Err(Error::OutOfRange {
+                            field: "start",
+                            value: got,
+                            limit: size,
+                        }
+                        .into());
+                    }
+                    Err(other) => return Err(read_error(other).into()),
+                };
+            let got = chunk.len() as u64;
+            reservation.grow(
+                chunk
+                    .iter()
+                    .map(|leaf| leaf.len() + budget::ITEM_OVERHEAD)
+                    .sum(),
+            )?;
+            leaves.extend(chunk);
+            if got < want {
+                break;
+            }
+        }
+        Ok(reservation.attach(Response::new(pb::GetLeavesResponse { leaves })))
     }
 
     async fn get_public_body(

@@ -446,8 +446,8 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     expect(
         "oversized message",
         policy.activate_policy_set(api.req(huge)).await,
-        Code::OutOfRange,
-        "",
+        Code::ResourceExhausted,
+        "more than the limit of 1048576",
     );
     cases += 1;
 

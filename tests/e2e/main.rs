@@ -23,6 +23,7 @@ mod integrity;
 mod load;
 mod mtls;
 mod policy_limits;
+mod protocol;
 mod public_http;
 mod restart;
 mod roles;
