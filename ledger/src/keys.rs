@@ -7,6 +7,7 @@
 //! | `t` | tile level (u8), tile index (u64 BE) | a full tile: 510 hashes (see `tree.rs`) |
 //! | `c` | tree size (u64 BE) | the signed checkpoint note for that size |
 //! | `m` | `commit` | the commit record of the last batch (see `log.rs`) |
+//! | `u` | first leaf index (u64 BE) | end (u64 BE) of a run of entries found durable but never acknowledged |
 //! | `s` | caller-defined | derived state written by the state machine |
 //!
 //! Big-endian integers keep numeric order equal to key order, which the chunk lookup
@@ -22,6 +23,8 @@ pub(crate) const TILES: u8 = b't';
 pub(crate) const CHECKPOINTS: u8 = b'c';
 /// Prefix of derived state.
 pub(crate) const STATE: u8 = b's';
+/// Prefix of runs of entries that recovery found durable but never acknowledged.
+pub(crate) const UNACKNOWLEDGED: u8 = b'u';
 /// The commit record's key.
 pub(crate) const COMMIT: &[u8] = b"mcommit";
 

@@ -107,7 +107,7 @@ impl Staged {
     }
 }
 
-/// A receipt: proof that an entry is in a signed tree (DESIGN.md §4).
+/// A receipt: proof that an entry is in a signed tree (docs/design.md §4).
 #[derive(Debug, Clone)]
 pub struct Receipt {
     /// Position of the entry.
@@ -409,6 +409,17 @@ impl Log {
             });
         }
         check_newest_tiles(store.as_ref(), &frontier)?;
+        if let Some((anchored_size, _)) = anchored
+            && anchored_size < size
+        {
+            // INVARIANT: the anchor advances after every acknowledgement, so the entries past it
+            // were made durable but their callers were never answered (they may have been told
+            // UNAVAILABLE). Kept beside the log, durable before the anchor moves past them.
+            store.put(
+                &keys::indexed(keys::UNACKNOWLEDGED, anchored_size),
+                &size.to_be_bytes(),
+            )?;
+        }
         store.sync()?;
         if let Some(anchor) = &mut anchor {
             match anchored {
@@ -508,6 +519,28 @@ impl Log {
             dirty: AtomicBool::new(false),
             anchor: anchor.map(Mutex::new),
         }
+    }
+
+    /// The runs of entries that recovery found durable but never acknowledged (`start..end`,
+    /// in log order): a crash or a failed sync after their batch reached the disk and before
+    /// the checkpoint anchor advanced. Their callers were never answered, or were told
+    /// `UNAVAILABLE`; no allow among them was ever sent. Known only where the log is anchored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the store cannot be read.
+    pub fn unacknowledged(&self) -> Result<Vec<std::ops::Range<u64>>, StoreError> {
+        let start = [keys::UNACKNOWLEDGED];
+        let end = [keys::UNACKNOWLEDGED + 1];
+        let mut runs = Vec::new();
+        for (key, value) in self.store.scan(&start, &end, usize::MAX)? {
+            let first = keys::index_of(&key);
+            let last = <[u8; 8]>::try_from(&value[..]).ok().map(u64::from_be_bytes);
+            if let (Some(first), Some(last)) = (first, last) {
+                runs.push(first..last);
+            }
+        }
+        Ok(runs)
     }
 
     /// The key that verifies this log's checkpoints.

@@ -50,6 +50,9 @@ impl HistoryService for History {
         indices.retain(|index| *index < size.get());
         let more = indices.len() > limit;
         indices.truncate(limit);
+        let unacknowledged = log
+            .unacknowledged()
+            .map_err(|e| Error::Unavailable(Box::new(e)))?;
         let mut entries = Vec::with_capacity(indices.len());
         for index in indices {
             let index = LeafIndex(index);
@@ -75,6 +78,7 @@ impl HistoryService for History {
                 body,
                 inclusion_proof: hashes(&proof.path),
                 redacted,
+                unacknowledged: unacknowledged.iter().any(|run| run.contains(&index.get())),
             });
         }
         Ok(

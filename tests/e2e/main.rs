@@ -31,3 +31,4 @@ mod rules;
 mod scaffold;
 mod store_failure;
 mod tokens;
+mod unacknowledged;

@@ -675,6 +675,7 @@ impl pb::history_service_server::HistoryService for Served {
                 body,
                 inclusion_proof: proof.path.iter().map(|h| h.0.to_vec()).collect(),
                 redacted,
+                unacknowledged: false,
             });
         }
         Ok(Response::new(pb::GetSubjectHistoryResponse {

@@ -266,6 +266,11 @@ fn a_store_ahead_of_the_anchor_advances_it_and_one_without_an_anchor_adopts_it()
         size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),
         Some(15)
     );
+    // The second batch was durable but never acknowledged, and stays known as such.
+    assert_eq!(log.unacknowledged().unwrap(), vec![10..15]);
+    drop(log);
+    let log = open_log(&store, &signer, &path).unwrap();
+    assert_eq!(log.unacknowledged().unwrap(), vec![10..15]);
     drop(log);
 
     // A data dir from before anchors: the store's checkpoint becomes the anchor.
