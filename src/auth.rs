@@ -7,7 +7,7 @@
 //! layer is fail-closed: a service added later needs a token unless it is added to that list.
 //!
 //! With mTLS on, a platform service, regulator or auditor may instead be identified by its client
-//! certificate (DESIGN.md §7): the certificate names its role in a URI subject alternative name
+//! certificate (docs/design.md §7): the certificate names its role in a URI subject alternative name
 //! `urn:akashi:role:<role>` ([`CERT_ROLE_PREFIX`]). A bearer token, when sent, decides (so a
 //! gateway with a platform certificate can forward a patient's token); a certificate never makes
 //! anyone a patient, since a patient is bound to one patient id that only a token names.
@@ -55,7 +55,7 @@ pub const PUBLIC_SERVICES: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/// The role a token grants. Which methods each role may call is in API.md.
+/// The role a token grants. Which methods each role may call is in docs/api.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -51,7 +51,7 @@ pub struct Keys {
     pub subject_key: SubjectKey,
 }
 
-/// The HMAC-SHA256 key that turns patient ids into subject pseudonyms (DESIGN.md §3).
+/// The HMAC-SHA256 key that turns patient ids into subject pseudonyms (docs/design.md §3).
 #[derive(Clone)]
 pub struct SubjectKey([u8; 32]);
 

@@ -1,11 +1,11 @@
 //! A patient's own history (HistoryService/GetSubjectHistory), verified: the checkpoint's
 //! signature, each entry's inclusion proof against it, each body against its leaf's commitment,
-//! each leaf header against its event, and the per-subject chain (DESIGN.md §3, §8): a decision
+//! each leaf header against its event, and the per-subject chain (docs/design.md §3, §8): a decision
 //! names the subject's previous entry (`subject_prev`), which must be the entry shown just before
 //! it, so an entry about the patient left out between two shown ones is caught.
 //!
 //! What this cannot catch yet: entries left out after the last decision shown, or before the
-//! first one (that needs the per-subject map root of DESIGN.md §8), and consent events, which do
+//! first one (that needs the per-subject map root of docs/design.md §8), and consent events, which do
 //! not carry `subject_prev`.
 //!
 //! A history may come in pages, each with the checkpoint its proofs are against (the log may grow

@@ -1,4 +1,4 @@
-//! Receipts (DESIGN.md §4): reading one from a file and verifying it offline, years later, with
+//! Receipts (docs/design.md §4): reading one from a file and verifying it offline, years later, with
 //! nothing but the log's verifier key.
 //!
 //! Two forms are read:

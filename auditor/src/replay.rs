@@ -1,4 +1,4 @@
-//! Regulator replay (DESIGN.md §2.3): on top of [`LogScan`] (tree, checkpoints, commitments),
+//! Regulator replay (docs/design.md §2.3): on top of [`LogScan`] (tree, checkpoints, commitments),
 //! decode every body's event, check that the public leaf header says what the event says, and
 //! feed the events to `policy`'s [`Replayer`], which rebuilds the directory, consent state and
 //! active policy set position by position and re-decides every logged decision.

@@ -1,4 +1,4 @@
-//! The log entry format (DESIGN.md §3): the public leaf that goes into the Merkle tree, and the
+//! The log entry format (docs/design.md §3): the public leaf that goes into the Merkle tree, and the
 //! private body that the leaf commits to.
 //!
 //! A leaf is short human-readable UTF-8 text that anyone may read:

@@ -46,7 +46,7 @@
 //! |---|---|---|
 //! | "this decision was logged before you were answered" | platform services, patients | the receipt: checkpoint signature and inclusion proof (`akashi-audit verify-receipt`) |
 //! | "this is the one log; it only grows" | everyone | witnesses and monitors demanding consistency proofs between checkpoints (`akashi-audit watch`) |
-//! | "these are all my entries about you" | patients | the per-subject chain in private bodies (`akashi-audit history`); the subject map root of DESIGN.md §8 will close the remaining gaps |
+//! | "these are all my entries about you" | patients | the per-subject chain in private bodies (`akashi-audit history`); the subject map root of docs/design.md §8 will close the remaining gaps |
 //! | "every decision follows from the rules and consents in force" | regulators | re-deciding every logged decision from the log alone (`akashi-audit replay`) |
 //! | "public statistics are right" | the public | recomputing them from public leaves served as tlog-tiles |
 

@@ -15,7 +15,7 @@ use crate::domain::{
     Purpose, RecipientClass, SubjectId,
 };
 
-/// An access request (API.md `AccessService/Authorize`).
+/// An access request (docs/api.md `AccessService/Authorize`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// Who asks.

@@ -1,4 +1,4 @@
-//! The typed domain of akashi: identifiers, the closed vocabularies of API.md (purposes, levels,
+//! The typed domain of akashi: identifiers, the closed vocabularies of docs/api.md (purposes, levels,
 //! recipient classes, actions, roles, data categories) with their hierarchies, timestamps, and the
 //! directory and consent records that log entries carry.
 //!
@@ -292,7 +292,7 @@ identifier!(
 
 impl OrgId {
     /// The organisation id of a facility (facilities are registered as organisations with the same
-    /// id, API.md).
+    /// id, docs/api.md).
     pub fn of_facility(facility: &FacilityId) -> Self {
         // INVARIANT: both types accept exactly the same strings.
         Self(facility.0.clone())
@@ -514,7 +514,7 @@ macro_rules! vocabulary {
 }
 
 vocabulary!(
-    /// Why data is used (API.md `purpose`). Variants follow API.md's order.
+    /// Why data is used (docs/api.md `purpose`). Variants follow docs/api.md's order.
     Purpose, "purpose",
     {
         /// Care of the patient.
@@ -563,7 +563,7 @@ impl Purpose {
 }
 
 vocabulary!(
-    /// De-identification level (API.md `level`), from most to least identifiable; the variant
+    /// De-identification level (docs/api.md `level`), from most to least identifiable; the variant
     /// order is that order, so `Identified > Pseudonymized > Anonymized > Statistical` under
     /// [`Level::identifiability`].
     Level, "level",
@@ -598,7 +598,7 @@ impl Level {
 }
 
 vocabulary!(
-    /// The class of a recipient organisation (API.md `recipient_class`).
+    /// The class of a recipient organisation (docs/api.md `recipient_class`).
     RecipientClass, "recipient class",
     {
         /// An AI vendor.
@@ -621,7 +621,7 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// What a request wants to do (API.md `action`).
+    /// What a request wants to do (docs/api.md `action`).
     Action, "action",
     {
         /// Break-glass view of the clinician's own facility's records in a declared emergency.
@@ -636,7 +636,7 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// The role of a clinician (API.md `role`).
+    /// The role of a clinician (docs/api.md `role`).
     ClinicianRole, "role",
     {
         /// A doctor.
@@ -647,7 +647,7 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// What a request decided (API.md `decision`).
+    /// What a request decided (docs/api.md `decision`).
     Effect, "decision",
     {
         /// The request is allowed.
@@ -658,7 +658,7 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// The type of a principal (API.md `principal.type`).
+    /// The type of a principal (docs/api.md `principal.type`).
     PrincipalType, "principal type",
     {
         /// A clinician of a facility.
@@ -842,7 +842,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 // Principals and records
 // ---------------------------------------------------------------------------------------------
 
-/// Who asks (API.md `principal`). Serialised as `{"type": "...", "id": "..."}`.
+/// Who asks (docs/api.md `principal`). Serialised as `{"type": "...", "id": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", content = "id")]
 pub enum Principal {
@@ -855,7 +855,7 @@ pub enum Principal {
 }
 
 impl Principal {
-    /// Parses a principal from API.md's `type` and `id`.
+    /// Parses a principal from docs/api.md's `type` and `id`.
     ///
     /// # Errors
     ///

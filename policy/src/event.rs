@@ -3,7 +3,7 @@
 //! An [`Event`] serialises to JSON with a `kind` tag equal to [`Event::kind`] and stable field
 //! names; the bytes the ledger stores never change, so fields are only ever added (with
 //! `#[serde(default)]`). [`Event::public_attributes`] says what may go into the public leaf header
-//! (DESIGN.md §3) and [`Event::public_body`] which events may be published whole.
+//! (docs/design.md §3) and [`Event::public_body`] which events may be published whole.
 //!
 //! This module does not apply events (that is [`crate::state::apply`]) and does not frame them
 //! into ledger entries (nonce, commitment and header encoding are the ledger's).
@@ -138,7 +138,7 @@ impl Event {
         }
     }
 
-    /// What may go into the public leaf header (DESIGN.md §3), as `(name, value)` pairs. Values
+    /// What may go into the public leaf header (docs/design.md §3), as `(name, value)` pairs. Values
     /// are printable ASCII without spaces; lists are comma separated, an empty list is `none`.
     /// Never the subject, never patient exclusions (only their count), never data categories or
     /// the requesting clinician.

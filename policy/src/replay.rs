@@ -1,5 +1,5 @@
 //! Replay: fold a log's events into a fresh state in order and re-decide every logged decision
-//! with the policy set in force at its position, as a regulator does (DESIGN.md §2.3).
+//! with the policy set in force at its position, as a regulator does (docs/design.md §2.3).
 //!
 //! [`Replayer`] is fed one entry at a time, so the auditor can stream a log of any size. It does
 //! not fetch, verify signatures or proofs, or decode ledger entries; the auditor does that and

@@ -1,4 +1,4 @@
-//! Scenario tests for the nine default rules of DESIGN.md §5, through the crate's public API: a
+//! Scenario tests for the nine default rules of docs/design.md §5, through the crate's public API: a
 //! directory and consents are applied as log events to a `BTreeMap` state, then each request is
 //! decided by the default policy set.
 

@@ -1,4 +1,4 @@
-//! The nine default rules of DESIGN.md §5, each driven once (or a few times) through the real
+//! The nine default rules of docs/design.md §5, each driven once (or a few times) through the real
 //! gRPC path: directory and consents written with the API, decisions asked with Authorize.
 
 use akashi::auth::Role;
