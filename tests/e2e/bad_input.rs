@@ -7,28 +7,8 @@ use tonic::Code;
 
 use crate::{
     api::{Api, ask, grant},
-    harness::{TestServer, with_token},
+    harness::{TestServer, expect_status as expect, with_token},
 };
-
-/// Asserts that `result` failed with `code` and a message containing `needle`.
-fn expect<T: std::fmt::Debug>(
-    case: &str,
-    result: Result<T, tonic::Status>,
-    code: Code,
-    needle: &str,
-) {
-    match result {
-        Ok(ok) => panic!("{case}: expected {code:?}, got {ok:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "{case}: {}", status.message());
-            assert!(
-                status.message().contains(needle),
-                "{case}: message `{}` does not mention `{needle}`",
-                status.message()
-            );
-        }
-    }
-}
 
 #[tokio::test]
 async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {

@@ -132,3 +132,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
 }
+
+/// Asserts that `result` failed with `code` and a message containing `needle`.
+pub fn expect_status<T: std::fmt::Debug>(
+    case: &str,
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
+    match result {
+        Ok(ok) => panic!("{case}: expected {code:?}, got {ok:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{case}: {}", status.message());
+            assert!(
+                status.message().contains(needle),
+                "{case}: message `{}` does not mention `{needle}`",
+                status.message()
+            );
+        }
+    }
+}

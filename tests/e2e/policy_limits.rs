@@ -13,7 +13,7 @@ use tonic_health::pb::{
 
 use crate::{
     api::{Api, allowed, ask, grant},
-    harness::TestServer,
+    harness::{TestServer, expect_status},
 };
 
 /// A statistics permit whose `when` clause is `condition`.
@@ -101,18 +101,7 @@ async fn world(server: &TestServer) -> Api {
 }
 
 fn expect_invalid<T: std::fmt::Debug>(case: &str, result: Result<T, tonic::Status>, needle: &str) {
-    let status = result.expect_err(case);
-    assert_eq!(
-        status.code(),
-        Code::InvalidArgument,
-        "{case}: {}",
-        status.message()
-    );
-    assert!(
-        status.message().contains(needle),
-        "{case}: message `{}` does not contain `{needle}`",
-        status.message()
-    );
+    expect_status(case, result, Code::InvalidArgument, needle);
 }
 
 #[tokio::test]

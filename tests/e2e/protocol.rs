@@ -18,7 +18,7 @@ use tonic::{Code, Status, codegen::http::uri::PathAndQuery, transport::Channel};
 
 use crate::{
     api::{Api, grant},
-    harness::{TIMEOUT, TestServer, with_token},
+    harness::{TIMEOUT, TestServer, expect_status as expect, with_token},
 };
 
 /// One method of `akashi.v1`, from the descriptor set.
@@ -125,21 +125,6 @@ async fn raw(
 /// `authorization: Bearer <token>` for `raw`.
 fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
-}
-
-/// Asserts that `result` failed with `code` and a message containing `needle`.
-fn expect(case: &str, result: Result<Bytes, Status>, code: Code, needle: &str) {
-    match result {
-        Ok(_) => panic!("{case}: expected {code:?}, got OK"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "{case}: {}", status.message());
-            assert!(
-                status.message().contains(needle),
-                "{case}: message `{}` does not mention `{needle}`",
-                status.message()
-            );
-        }
-    }
 }
 
 /// Protobuf that no request message decodes, named.
