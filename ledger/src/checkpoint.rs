@@ -150,21 +150,20 @@ impl SignedCheckpoint {
     ///
     /// # Errors
     ///
-    /// [`NoteError::Checkpoint`] when the checkpoint's text does not parse back to the same
-    /// checkpoint or its origin is not the signer's name, and any error of
-    /// [`sign_note`].
-    pub fn sign(cp: Checkpoint, signer: &NoteSigner) -> Result<Self, NoteError> {
+    /// [`CheckpointError::NotCanonical`] (or the parse error) when the checkpoint's text does not
+    /// parse back to the same checkpoint, [`CheckpointError::OriginMismatch`] when its origin is
+    /// not the signer's name, and [`CheckpointError::Note`] for any error of [`sign_note`].
+    pub fn sign(cp: Checkpoint, signer: &NoteSigner) -> Result<Self, CheckpointError> {
         let text = cp.to_text();
-        let invalid = |err| NoteError::Checkpoint(Box::new(err));
-        let parsed = Checkpoint::parse(&text).map_err(invalid)?;
+        let parsed = Checkpoint::parse(&text)?;
         if parsed != cp {
-            return Err(invalid(CheckpointError::NotCanonical));
+            return Err(CheckpointError::NotCanonical);
         }
         if cp.origin != signer.name().as_str() {
-            return Err(invalid(CheckpointError::OriginMismatch {
+            return Err(CheckpointError::OriginMismatch {
                 origin: cp.origin,
                 key_name: signer.name().to_string(),
-            }));
+            });
         }
         let note = sign_note(&text, &[signer])?;
         Ok(Self {

@@ -31,13 +31,13 @@ use std::sync::{
 
 use crate::{
     anchor::{Anchor, AnchorError},
-    checkpoint::{Checkpoint, SignedCheckpoint},
+    checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint},
     chunk::{self, ChunkError, Record},
     codec::{self, Reader},
     entry::{Body, Leaf},
     hash::{Hash, LeafIndex, TreeSize, hash_leaf},
     keys,
-    note::{NoteError, NoteSigner, NoteVerifier},
+    note::{NoteSigner, NoteVerifier},
     proof::{
         ConsistencyProof, InclusionProof, ProveError, prove_consistency, prove_inclusion, tree_root,
     },
@@ -140,8 +140,8 @@ pub enum OpenError {
     #[error("the store holds log data but no commit record")]
     DataWithoutCommit,
     /// The stored checkpoint does not verify with this log's key.
-    #[error("the last signed checkpoint does not verify with this log's key: {0}")]
-    CheckpointSignature(String),
+    #[error("the last signed checkpoint does not verify with this log's key")]
+    CheckpointSignature(#[source] CheckpointError),
     /// The stored tree does not reproduce the last signed checkpoint.
     #[error(
         "the stored tree does not reproduce the last signed checkpoint: at size {size} it hashes \
@@ -165,7 +165,7 @@ pub enum OpenError {
     },
     /// The signing key could not sign the first checkpoint.
     #[error(transparent)]
-    Sign(#[from] NoteError),
+    Sign(#[from] CheckpointError),
     /// The checkpoint anchor could not be read or written.
     #[error(transparent)]
     Anchor(#[from] AnchorError),
@@ -230,7 +230,7 @@ pub enum CommitError {
     Tree(#[from] TreeError),
     /// The checkpoint could not be signed.
     #[error("checkpoint signing failed: {0}")]
-    Sign(#[from] NoteError),
+    Sign(#[from] CheckpointError),
     /// A failure after the commit point, or an earlier one, poisoned the log.
     #[error("the log is poisoned by an earlier storage failure and refuses writes until reopened")]
     Poisoned,
@@ -252,6 +252,24 @@ pub enum CommitError {
     },
 }
 
+/// The argument of a read that names a position in the tree. Exhaustive on purpose: the server
+/// maps each to the request field it names, and a new one must be mapped too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Position {
+    /// The size of the tree a proof or read is asked for.
+    #[error("tree size")]
+    TreeSize,
+    /// The index of a leaf.
+    #[error("leaf index")]
+    LeafIndex,
+    /// The newer size of a consistency proof.
+    #[error("new size")]
+    NewSize,
+    /// The first leaf of a range.
+    #[error("start")]
+    Start,
+}
+
 /// A failed read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -260,7 +278,7 @@ pub enum ReadError {
     #[error("{what} {got} is beyond the tree size {size}")]
     OutOfRange {
         /// Which argument.
-        what: &'static str,
+        what: Position,
         /// Its value.
         got: u64,
         /// The current tree size.
@@ -367,7 +385,7 @@ impl Log {
         };
         let record = CommitRecord::decode(&record).ok_or(OpenError::BadCommitRecord)?;
         let checkpoint = SignedCheckpoint::verify(&record.checkpoint, &verifier)
-            .map_err(|e| OpenError::CheckpointSignature(e.to_string()))?;
+            .map_err(OpenError::CheckpointSignature)?;
         if checkpoint.checkpoint.size.get() != record.size {
             return Err(OpenError::BadCommitRecord);
         }
@@ -615,10 +633,10 @@ impl Log {
         let published = self.published();
         let current = published.checkpoint.checkpoint.size.get();
         if size.get() > current {
-            return Err(out_of_range("tree size", size.get(), current));
+            return Err(out_of_range(Position::TreeSize, size.get(), current));
         }
         if index.get() >= size.get() {
-            return Err(out_of_range("leaf index", index.get(), size.get()));
+            return Err(out_of_range(Position::LeafIndex, index.get(), size.get()));
         }
         let reader = self.reader(&published.frontier);
         prove_inclusion(&reader, index, size).map_err(prove_error)
@@ -638,7 +656,7 @@ impl Log {
         let published = self.published();
         let current = published.checkpoint.checkpoint.size.get();
         if new.get() > current {
-            return Err(out_of_range("new size", new.get(), current));
+            return Err(out_of_range(Position::NewSize, new.get(), current));
         }
         if old > new {
             return Err(ReadError::InvalidRequest(format!(
@@ -658,7 +676,7 @@ impl Log {
         let published = self.published();
         let current = published.checkpoint.checkpoint.size.get();
         if size.get() > current {
-            return Err(out_of_range("tree size", size.get(), current));
+            return Err(out_of_range(Position::TreeSize, size.get(), current));
         }
         let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
         tree_root(&reader, size).map_err(prove_error)
@@ -673,7 +691,7 @@ impl Log {
         let published = self.published();
         let current = published.checkpoint.checkpoint.size.get();
         if index.get() >= current {
-            return Err(out_of_range("leaf index", index.get(), current));
+            return Err(out_of_range(Position::LeafIndex, index.get(), current));
         }
         let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
         Ok(crate::proof::NodeSource::node(&reader, 0, index.get())?)
@@ -689,7 +707,7 @@ impl Log {
         let published = self.published();
         let size = published.checkpoint.checkpoint.size.get();
         if start.get() >= size {
-            return Err(out_of_range("start", start.get(), size));
+            return Err(out_of_range(Position::Start, start.get(), size));
         }
         let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
         let records = chunk::read(self.store.as_ref(), keys::ENTRIES, start.get(), count)?;
@@ -730,7 +748,7 @@ impl Log {
     pub fn bodies(&self, start: LeafIndex, count: u64) -> Result<Vec<Record>, ReadError> {
         let size = self.size().get();
         if start.get() >= size {
-            return Err(out_of_range("leaf index", start.get(), size));
+            return Err(out_of_range(Position::LeafIndex, start.get(), size));
         }
         let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
         Ok(chunk::read(
@@ -752,7 +770,7 @@ impl Log {
     pub fn redact_body(&self, index: LeafIndex) -> Result<bool, ReadError> {
         let size = self.size().get();
         if index.get() >= size {
-            return Err(out_of_range("leaf index", index.get(), size));
+            return Err(out_of_range(Position::LeafIndex, index.get(), size));
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let was_present = chunk::redact(self.store.as_ref(), keys::BODIES, index.get())?;
@@ -773,35 +791,6 @@ impl Log {
     /// Returns [`StoreError`] when the store fails.
     pub fn state_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.store.get(&keys::state(key))?.map(|v| v.to_vec()))
-    }
-
-    /// Up to `limit` state entries whose keys start with `prefix` and sort after `after`.
-    ///
-    /// # Errors
-    ///
-    /// Returns [`StoreError`] when the store fails.
-    pub fn state_scan(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<StateEntry>, StoreError> {
-        let start = match after {
-            Some(after) => {
-                let mut key = keys::state(after);
-                key.push(0);
-                key
-            }
-            None => keys::state(prefix),
-        };
-        let end = keys::state(&prefix_end(prefix));
-        Ok(self
-            .store
-            .scan(&start, &end, limit)?
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.get(1..)?.to_vec(), v.to_vec())))
-            .filter(|(k, _)| k.starts_with(prefix))
-            .collect())
     }
 
     /// Up to `limit` state entries with keys in `[start, end)`, in key order.
@@ -1403,18 +1392,7 @@ fn check_newest_tiles(store: &dyn Store, frontier: &Frontier) -> Result<(), Open
 }
 
 /// The smallest byte string greater than every string starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![u8::MAX; prefix.len() + 1]
-}
-
-fn out_of_range(what: &'static str, got: u64, size: u64) -> ReadError {
+fn out_of_range(what: Position, got: u64, size: u64) -> ReadError {
     ReadError::OutOfRange { what, got, size }
 }
 

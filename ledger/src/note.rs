@@ -33,8 +33,6 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use rand::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::CheckpointError;
-
 /// The largest note accepted or produced, in bytes.
 pub const MAX_NOTE_SIZE: usize = 1 << 20;
 
@@ -491,9 +489,6 @@ pub enum NoteError {
         /// The shared key id.
         key_id: u32,
     },
-    /// A checkpoint could not be signed.
-    #[error("invalid checkpoint")]
-    Checkpoint(#[source] Box<CheckpointError>),
     /// A known key signed the note more than once.
     #[error("key `{name}+{key_id:08x}` signed the note more than once")]
     DuplicateSignature {

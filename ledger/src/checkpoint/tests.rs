@@ -179,8 +179,8 @@ fn origin_must_be_the_key_name() {
     let log = signer("example.com/log", 5);
     let other = Checkpoint::new("example.com/other", TreeSize(1), hash_leaf(b"x"));
     match SignedCheckpoint::sign(other.clone(), &log) {
-        Err(NoteError::Checkpoint(err)) => assert_eq!(
-            *err,
+        Err(err) => assert_eq!(
+            err,
             CheckpointError::OriginMismatch {
                 origin: "example.com/other".into(),
                 key_name: "example.com/log".into()
@@ -201,25 +201,34 @@ fn origin_must_be_the_key_name() {
 fn sign_refuses_fields_that_do_not_encode() {
     let log = signer("log", 6);
     let cases = [
-        Checkpoint::new("log\n7", TreeSize(1), hash_leaf(b"x")),
-        Checkpoint::new("", TreeSize(1), hash_leaf(b"x")),
-        Checkpoint {
-            extensions: vec![String::new()],
-            ..Checkpoint::new("log", TreeSize(1), hash_leaf(b"x"))
-        },
-        Checkpoint {
-            extensions: vec!["a\nb".into()],
-            ..Checkpoint::new("log", TreeSize(1), hash_leaf(b"x"))
-        },
+        (
+            Checkpoint::new("log\n7", TreeSize(1), hash_leaf(b"x")),
+            CheckpointError::InvalidRoot,
+        ),
+        (
+            Checkpoint::new("", TreeSize(1), hash_leaf(b"x")),
+            CheckpointError::EmptyLine { line: 1 },
+        ),
+        (
+            Checkpoint {
+                extensions: vec![String::new()],
+                ..Checkpoint::new("log", TreeSize(1), hash_leaf(b"x"))
+            },
+            CheckpointError::EmptyLine { line: 4 },
+        ),
+        (
+            Checkpoint {
+                extensions: vec!["a\nb".into()],
+                ..Checkpoint::new("log", TreeSize(1), hash_leaf(b"x"))
+            },
+            CheckpointError::NotCanonical,
+        ),
     ];
-    for cp in cases {
-        assert!(
-            matches!(
-                SignedCheckpoint::sign(cp.clone(), &log),
-                Err(NoteError::Checkpoint(_))
-            ),
-            "{cp:?}"
-        );
+    for (cp, expected) in cases {
+        match SignedCheckpoint::sign(cp.clone(), &log) {
+            Err(err) => assert_eq!(err, expected, "{cp:?}"),
+            Ok(_) => panic!("signed {cp:?}"),
+        }
     }
 }
 

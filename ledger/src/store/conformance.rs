@@ -24,7 +24,7 @@ use crate::{
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     hash::{LeafIndex, TreeSize, hash_leaf},
     keys,
-    log::{FsckError, Log, NewEntry, OpenError, ReadError, StateWrite},
+    log::{FsckError, Log, NewEntry, OpenError, Position, ReadError, StateWrite},
     note::{KeyName, NoteSigner},
     proof::MemoryTree,
     store::Store,
@@ -124,11 +124,17 @@ pub fn appends_reopen_and_proofs(h: &impl Harness) {
     }
     assert!(matches!(
         log.leaves(LeafIndex(size.get()), 1),
-        Err(ReadError::OutOfRange { .. })
+        Err(ReadError::OutOfRange {
+            what: Position::Start,
+            ..
+        })
     ));
     assert!(matches!(
         log.inclusion_proof(LeafIndex(0), TreeSize(size.get() + 1)),
-        Err(ReadError::OutOfRange { .. })
+        Err(ReadError::OutOfRange {
+            what: Position::TreeSize,
+            ..
+        })
     ));
     let more: Vec<NewEntry> = (size.get()..size.get() + 10).map(test_entry).collect();
     log.append_batch(&more, Vec::new()).unwrap();
@@ -160,7 +166,7 @@ pub fn state_writes_commit_with_entries(h: &impl Harness) {
     let log = Log::open(h.open(), signer_clone(&signer)).unwrap();
     assert_eq!(log.state_get(b"consent/a").unwrap(), None);
     assert_eq!(log.state_get(b"consent/b").unwrap(), Some(b"2".to_vec()));
-    let scanned = log.state_scan(b"consent/", None, 10).unwrap();
+    let scanned = log.state_range(b"consent/", b"consent0", 10).unwrap();
     assert_eq!(scanned, vec![(b"consent/b".to_vec(), b"2".to_vec())]);
 }
 
@@ -286,7 +292,11 @@ pub fn tampered_tile_refuses_open(h: &impl Harness) {
     store.put(&key, &tile).unwrap();
     store.sync().unwrap();
     drop(store);
-    assert!(Log::open(h.open(), signer_clone(&signer)).is_err());
+    match Log::open(h.open(), signer_clone(&signer)) {
+        Err(OpenError::TileMismatch { level: 0, index: 1 }) => {}
+        Err(other) => panic!("wrong error for a tampered tile: {other}"),
+        Ok(_) => panic!("a tampered tile was not detected on open"),
+    }
 }
 
 /// A log opened with another key refuses: its checkpoints do not verify.
