@@ -19,7 +19,6 @@
 use std::{
     collections::HashMap,
     fmt,
-    path::Path,
     str::FromStr,
     sync::{Arc, Mutex},
     task::{Context, Poll},
@@ -33,13 +32,13 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, body::Body};
 
-use crate::{Error, keys};
+use crate::Error;
 
 /// Longest accepted token, in bytes (a real one is about 250).
 pub const MAX_TOKEN_LEN: usize = 2048;
 /// Longest accepted patient id in a token's `sub`, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;
-/// Longest token lifetime `mint_token` issues and verification accepts.
+/// Longest token lifetime [`crate::keys::mint_token`] issues and verification accepts.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 /// Default lifetime of `akashi token`.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
@@ -76,6 +75,32 @@ pub struct Caller {
     pub role: Role,
     /// The patient the token is bound to: `Some` exactly when `role` is [`Role::Patient`].
     pub patient_id: Option<String>,
+    /// The method this call is for, set by [`AuthLayer`] from the request path, so a refusal can
+    /// name it.
+    pub method: Method,
+}
+
+/// A gRPC method as messages name it: `Service/Method` without the package (e.g.
+/// `ConsentService/GetConsentState`), or "this method" when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Method(Option<Arc<str>>);
+
+impl Method {
+    /// The method of request path `path` (`/akashi.v1.ConsentService/GetConsentState`).
+    pub fn from_path(path: &str) -> Self {
+        let path = path.trim_start_matches('/');
+        let short = path.strip_prefix("akashi.v1.").unwrap_or(path);
+        Self((!short.is_empty()).then(|| short.into()))
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(method) => write!(f, "`{method}`"),
+            None => f.write_str("this method"),
+        }
+    }
 }
 
 /// Why a token was refused (every case is `UNAUTHENTICATED`), or could not be issued.
@@ -184,23 +209,6 @@ pub struct AuthService<S> {
     verifier: TokenVerifier,
 }
 
-/// Mints a token with the issuer key stored in `data_dir`, exactly as `akashi token` does.
-/// `patient` must be given for [`Role::Patient`] and only for it.
-///
-/// # Errors
-///
-/// [`Error::Keys`] when the data dir has no (usable) issuer key, [`Error::Unauthenticated`] for
-/// a role/patient/lifetime combination that cannot be issued.
-pub fn mint_token(
-    data_dir: &Path,
-    role: Role,
-    patient: Option<&str>,
-    ttl: Duration,
-) -> Result<String, Error> {
-    let issuer = keys::load_token_issuer(data_dir)?;
-    Ok(issuer.issue(role, patient, ttl, SystemTime::now())?)
-}
-
 /// The caller that [`AuthLayer`] put into `request`.
 ///
 /// # Errors
@@ -222,7 +230,11 @@ pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Status> {
     if allowed.contains(&caller.role) {
         return Ok(());
     }
-    Err(Error::PermissionDenied { role: caller.role }.into())
+    Err(Error::MethodDenied {
+        role: caller.role,
+        method: caller.method.clone(),
+    }
+    .into())
 }
 
 /// Checks that `caller` is the patient `patient_id` themself, or has one of `others` roles (for
@@ -230,16 +242,28 @@ pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Status> {
 ///
 /// # Errors
 ///
-/// `PERMISSION_DENIED`; for a patient asking about someone else the message does not repeat
-/// either id.
+/// `PERMISSION_DENIED`: a role that may not call the method at all is told so; for a patient
+/// asking about someone else the message does not repeat either id.
 pub fn require_subject(caller: &Caller, patient_id: &str, others: &[Role]) -> Result<(), Status> {
     if others.contains(&caller.role) {
         return Ok(());
     }
-    if caller.role == Role::Patient && caller.patient_id.as_deref() == Some(patient_id) {
+    let method = caller.method.clone();
+    if caller.role != Role::Patient {
+        return Err(Error::MethodDenied {
+            role: caller.role,
+            method,
+        }
+        .into());
+    }
+    if caller.patient_id.as_deref() == Some(patient_id) {
         return Ok(());
     }
-    Err(Error::PermissionDenied { role: caller.role }.into())
+    Err(Error::SubjectDenied {
+        role: caller.role,
+        method,
+    }
+    .into())
 }
 
 impl Role {
@@ -276,6 +300,7 @@ fn certificate_caller<B>(request: &http::Request<B>) -> Option<Result<Caller, Au
         role.map(|role| Caller {
             role,
             patient_id: None,
+            method: Method::default(),
         })
     })
 }
@@ -339,6 +364,7 @@ impl fmt::Debug for Caller {
                 "patient_id",
                 &self.patient_id.as_ref().map(|_| "<redacted>"),
             )
+            .field("method", &self.method)
             .finish()
     }
 }
@@ -532,6 +558,7 @@ impl TokenVerifier {
             caller: Caller {
                 role: claims.role,
                 patient_id: claims.sub,
+                method: Method::default(),
             },
             exp: claims.exp,
         })
@@ -609,7 +636,8 @@ where
             (None, _) => certificate_caller(&request).unwrap_or(Err(AuthError::Missing)),
         };
         match authenticated {
-            Ok(caller) => {
+            Ok(mut caller) => {
+                caller.method = Method::from_path(request.uri().path());
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }

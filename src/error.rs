@@ -9,9 +9,10 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use ledger::{log::OpenError, store::StoreError};
+use policy::Timestamp;
 
 use crate::{
-    auth::{AuthError, Role},
+    auth::{AuthError, Method, Role},
     config::ConfigError,
     keys::KeyError,
 };
@@ -32,7 +33,8 @@ pub enum Error {
     /// A referenced entity does not exist (`NOT_FOUND`).
     #[error("unknown {kind} `{id}`")]
     NotFound {
-        /// What kind of entity (`organization`, `consent`, ...).
+        /// What kind of entity (`organisation`, `consent`, ...), in the prose spelling of
+        /// messages.
         kind: &'static str,
         /// The id asked for. Never a patient id: say "patient" without the id instead.
         id: String,
@@ -48,12 +50,28 @@ pub enum Error {
     /// No or bad token (`UNAUTHENTICATED`).
     #[error("{0}")]
     Unauthenticated(#[from] AuthError),
-    /// The caller's role may not do this (`PERMISSION_DENIED`).
-    #[error("role `{role}` may not call this method for this subject")]
-    PermissionDenied {
+    /// The caller's role may not call this method at all (`PERMISSION_DENIED`).
+    #[error("the {role} role may not call {method}")]
+    MethodDenied {
         /// The caller's role.
         role: Role,
+        /// The method called.
+        method: Method,
     },
+    /// The caller's role may call this method only about the patient its token names, and asked
+    /// about another (`PERMISSION_DENIED`). Neither id is repeated.
+    #[error("the {role} role may call {method} only about the patient its token names")]
+    SubjectDenied {
+        /// The caller's role.
+        role: Role,
+        /// The method called.
+        method: Method,
+    },
+    /// An `Authorize` request by a `Patient` principal about another patient
+    /// (`PERMISSION_DENIED`): refused before anything is logged, so the other patient's history
+    /// never names the asker. Neither id is repeated.
+    #[error("a `Patient` principal may ask only about their own records")]
+    ForeignSubject,
     /// A size or index beyond the tree (`OUT_OF_RANGE`).
     #[error("`{field}` is {value}, beyond {limit}")]
     OutOfRange {
@@ -71,10 +89,13 @@ pub enum Error {
     /// Configuration refused at start.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The ledger refused to open (damaged store, a tree that does not reproduce its last
-    /// signed checkpoint, a store held by another process) or could not be initialised.
-    #[error("the ledger cannot be opened: {0}")]
-    Ledger(String),
+    /// The state derived from the log cannot be read at start-up (another key layout, a damaged
+    /// record, a directory that does not load).
+    #[error("the state derived from the log cannot be read: {0}")]
+    State(#[source] policy::StateError),
+    /// The built-in default policy set does not compile (a defect of this build).
+    #[error("the built-in default policy set does not compile: {0}")]
+    DefaultPolicySet(#[source] policy::PolicyError),
     /// The log refused to open: its store is damaged, behind or different from the newest
     /// checkpoint the log acknowledged, or its checkpoint anchor is unreadable.
     #[error("the ledger cannot be opened: {0}")]
@@ -209,6 +230,26 @@ pub enum FieldProblem {
         /// The parser's message.
         reason: String,
     },
+    /// A timestamp that must come after another field's does not.
+    #[error("must be after `{other}`")]
+    NotAfter {
+        /// The other field.
+        other: &'static str,
+    },
+    /// A timestamp that must lie in the future does not.
+    #[error("is not after the server's clock ({now}): the consent would never be in force")]
+    NotInFuture {
+        /// The server's clock when the request was parsed.
+        now: Timestamp,
+    },
+    /// A list holds a value that is valid in general but not here.
+    #[error("may not hold `{value}`: {reason}")]
+    NotAllowed {
+        /// The value (never a patient id).
+        value: &'static str,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -229,11 +270,14 @@ impl Error {
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound { .. } => Code::NotFound,
             Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::PermissionDenied { .. } => Code::PermissionDenied,
+            Self::MethodDenied { .. } | Self::SubjectDenied { .. } | Self::ForeignSubject => {
+                Code::PermissionDenied
+            }
             Self::OutOfRange { .. } => Code::OutOfRange,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Config(_)
-            | Self::Ledger(_)
+            | Self::State(_)
+            | Self::DefaultPolicySet(_)
             | Self::LedgerOpen(_)
             | Self::LedgerStore(_)
             | Self::Keys(_)
@@ -260,7 +304,8 @@ impl From<Error> for Status {
                 Status::new(code, err.to_string())
             }
             Error::Config(_)
-            | Error::Ledger(_)
+            | Error::State(_)
+            | Error::DefaultPolicySet(_)
             | Error::LedgerOpen(_)
             | Error::LedgerStore(_)
             | Error::Keys(_)
@@ -276,7 +321,9 @@ impl From<Error> for Status {
             | Error::Rejected(_)
             | Error::FailedPrecondition(_)
             | Error::Unauthenticated(_)
-            | Error::PermissionDenied { .. }
+            | Error::MethodDenied { .. }
+            | Error::SubjectDenied { .. }
+            | Error::ForeignSubject
             | Error::OutOfRange { .. }
             | Error::MetadataTooLarge { .. }
             | Error::MessageTooLarge { .. }

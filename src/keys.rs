@@ -20,6 +20,7 @@ use std::{
     io::{self, Read as _, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
+    time::{Duration, SystemTime},
 };
 
 use ed25519_dalek::SigningKey;
@@ -28,7 +29,8 @@ use ledger::note::{KeyName, NoteError, NoteSigner};
 use rand::{RngCore as _, rngs::OsRng};
 use sha2::Sha256;
 
-use crate::auth::TokenIssuer;
+use crate::Error;
+use crate::auth::{Role, TokenIssuer};
 
 /// File name of the checkpoint signing key.
 pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.skey";
@@ -464,6 +466,23 @@ fn malformed(path: &Path, problem: &'static str) -> KeyError {
         path: path.to_owned(),
         problem,
     }
+}
+
+/// Mints a token with the issuer key stored in `data_dir`, exactly as `akashi token` does.
+/// `patient` must be given for [`Role::Patient`] and only for it.
+///
+/// # Errors
+///
+/// [`Error::Keys`] when the data dir has no (usable) issuer key, [`Error::Unauthenticated`] for
+/// a role/patient/lifetime combination that cannot be issued.
+pub fn mint_token(
+    data_dir: &Path,
+    role: Role,
+    patient: Option<&str>,
+    ttl: Duration,
+) -> Result<String, Error> {
+    let issuer = load_token_issuer(data_dir)?;
+    Ok(issuer.issue(role, patient, ttl, SystemTime::now())?)
 }
 
 #[cfg(test)]

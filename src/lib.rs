@@ -32,4 +32,4 @@ pub mod supervisor;
 
 pub use config::Config;
 pub use error::{Error, FieldProblem};
-pub use server::{Server, run};
+pub use server::Server;

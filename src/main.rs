@@ -12,9 +12,9 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use akashi::{
-    Config, auth,
+    Config,
     cli::{Cli, Command},
-    config, fsck, supervisor,
+    config, fsck, keys, supervisor,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(fsck::run(&args.data_dir));
     }
     if let Some(Command::Token(args)) = &cli.command {
-        let token = auth::mint_token(
+        let token = keys::mint_token(
             &args.data_dir,
             args.role,
             args.patient.as_deref(),

@@ -65,7 +65,7 @@ use crate::{
         policies::Policies,
         transparency::Transparency,
     },
-    state_machine::{Akashi, Command},
+    state_machine::{Command, DomainStateMachine},
 };
 
 /// Largest gRPC request message: a frame announcing more is `RESOURCE_EXHAUSTED` at the edge
@@ -102,20 +102,6 @@ pub struct Server {
     http: Router,
 }
 
-/// Runs the full server of `config` on the given listeners until `shutdown` completes.
-///
-/// # Errors
-///
-/// As for [`Server::open`] and [`Server::run`].
-pub async fn run(
-    config: Config,
-    grpc: TcpListener,
-    http: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    Server::open(config)?.run(grpc, http, shutdown).await
-}
-
 impl Server {
     /// Validates `config`, loads the data dir's keys (creating them only for a data dir that
     /// holds no log yet), opens the log held to its checkpoint anchor, and prepares health,
@@ -147,7 +133,7 @@ impl Server {
             ..SequencerOptions::default()
         };
         let log = Arc::new(log);
-        let machine = Akashi::new(log.clone())?;
+        let machine = DomainStateMachine::new(log.clone())?;
         let decisions = machine.decisions();
         metrics.watch_decisions(decisions.clone());
         let sequencer = Sequencer::start(log, machine, options).map_err(|source| Error::Io {
@@ -407,12 +393,12 @@ pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, Error> {
 /// Activates the default policy set on a log that has none (its first start), so that every
 /// decision is made under a policy set that is itself in the log.
 async fn ensure_policy_set(core: &Core) -> Result<(), Error> {
-    let active = policy::state::active_policy_set(&crate::service::LogKv(core.log()))
-        .map_err(|e| Error::Ledger(e.to_string()))?;
+    let active = policy::state::active_policy_set(&crate::state_machine::LogKv(core.log()))
+        .map_err(Error::State)?;
     if active.is_some() {
         return Ok(());
     }
-    let engine = PolicyEngine::default_set().map_err(|e| Error::Ledger(e.to_string()))?;
+    let engine = PolicyEngine::default_set().map_err(Error::DefaultPolicySet)?;
     let (receipt, _) = core.submit(Command::Activate(Arc::new(engine))).await?;
     tracing::info!(
         index = receipt.leaf_index.get(),

@@ -27,7 +27,7 @@ use tonic::Status;
 use crate::{
     Error, FieldProblem,
     keys::SubjectKey,
-    state_machine::{Akashi, Command, Decisions, Output},
+    state_machine::{Command, Decisions, DomainStateMachine, Output},
 };
 
 pub mod access;
@@ -48,7 +48,7 @@ pub const MAX_LIST_LEN: usize = 10_000;
 /// key that turns patient ids into pseudonyms.
 #[derive(Clone)]
 pub struct Core {
-    sequencer: Sequencer<Akashi>,
+    sequencer: Sequencer<DomainStateMachine>,
     decisions: Arc<Decisions>,
     subject_key: Arc<SubjectKey>,
     verifier_key: Arc<str>,
@@ -57,7 +57,7 @@ pub struct Core {
 impl Core {
     /// Services over `sequencer`, pseudonymising with `subject_key`.
     pub fn new(
-        sequencer: Sequencer<Akashi>,
+        sequencer: Sequencer<DomainStateMachine>,
         decisions: Arc<Decisions>,
         subject_key: SubjectKey,
     ) -> Self {
@@ -81,7 +81,7 @@ impl Core {
     }
 
     /// The sequencer.
-    pub fn sequencer(&self) -> &Sequencer<Akashi> {
+    pub fn sequencer(&self) -> &Sequencer<DomainStateMachine> {
         &self.sequencer
     }
 
@@ -142,31 +142,6 @@ impl Core {
             return Ok(None);
         }
         self.subject(field, patient_id).map(Some)
-    }
-}
-
-/// The derived state, read through the log (outside the sequencer). It includes batches the
-/// writer has staged and the syncer is still making durable (see `Log::stage_batch`), so a read
-/// can show a write a moment before its caller is answered, and — should that batch's sync fail
-/// or the power go — a write that never became durable. Reads that must only show durable
-/// entries (history, transparency) go by the published checkpoint instead.
-pub struct LogKv<'a>(pub &'a Log);
-
-impl policy::KvRead for LogKv<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::KvError> {
-        self.0.state_get(key).map_err(policy::KvError::new)
-    }
-}
-
-impl policy::KvScan for LogKv<'_> {
-    fn scan_range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<policy::state::KvPairs, policy::KvError> {
-        self.0
-            .state_range(start, end, usize::MAX)
-            .map_err(policy::KvError::new)
     }
 }
 
@@ -290,6 +265,7 @@ pub fn receipt(receipt: &Receipt) -> pb::Receipt {
         checkpoint: receipt.checkpoint.note.clone(),
         inclusion_proof: hashes(&receipt.inclusion_proof.path),
         tree_size: receipt.checkpoint.checkpoint.size.get(),
+        leaf: Vec::new(),
     }
 }
 

@@ -48,12 +48,13 @@ use policy::{
     state::{self, ApplyError, StateError},
 };
 
-use crate::{Error, service::LogKv};
+use crate::Error;
 
 /// What a service asks the sequencer to log.
 #[derive(Debug)]
 pub enum Command {
-    /// A directory change (organisation, facility, facility group, clinician, emergency).
+    /// A directory change (organisation, facility, facility group, clinician, emergency,
+    /// deactivation).
     Directory(Event),
     /// A consent grant; its `granted_at` is set to the sequencing time.
     Grant(Consent),
@@ -203,11 +204,18 @@ pub enum Output {
     /// A policy set was activated.
     Activated(PolicySetHash),
     /// A decision was made and logged.
-    Decided(Box<Decision>),
+    Decided {
+        /// The decision.
+        decision: Box<Decision>,
+        /// The entry's public leaf bytes, which the answer's receipt carries so that a verifier
+        /// can check the answer against what was logged.
+        leaf: Vec<u8>,
+    },
 }
 
-/// The akashi state machine.
-pub struct Akashi {
+/// akashi's domain state machine: the ledger's [`StateMachine`] for directory, consent, policy
+/// and decision commands, applied one at a time in log order on the sequencer's writer thread.
+pub struct DomainStateMachine {
     log: Arc<Log>,
     /// Compiled policy sets (shared with [`Decisions::prepare`]) and the published directory.
     shared: Arc<Decisions>,
@@ -215,16 +223,16 @@ pub struct Akashi {
     directory: Directory,
 }
 
-impl Akashi {
+impl DomainStateMachine {
     /// A state machine over `log`'s committed state, with an empty policy cache.
     ///
     /// # Errors
     ///
-    /// [`Error::Ledger`] when the state was written with another key layout or the directory
+    /// [`Error::State`] when the state was written with another key layout or the directory
     /// cannot be loaded from it.
     pub fn new(log: Arc<Log>) -> Result<Self, Error> {
-        state::check_layout(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
-        let directory = Directory::load(&LogKv(&log)).map_err(|e| Error::Ledger(e.to_string()))?;
+        state::check_layout(&LogKv(&log)).map_err(Error::State)?;
+        let directory = Directory::load(&LogKv(&log)).map_err(Error::State)?;
         let shared = Arc::new(Decisions::new(&directory));
         Ok(Self {
             log,
@@ -393,7 +401,7 @@ fn subject_prev(kv: &TxKv<'_, '_>, request: &Request) -> Result<Option<u64>, Err
     })
 }
 
-impl StateMachine for Akashi {
+impl StateMachine for DomainStateMachine {
     type Command = Command;
     type Output = Output;
     type Rejection = Error;
@@ -416,7 +424,10 @@ impl StateMachine for Akashi {
         let output = match &event {
             Event::GrantConsent(consent) => Output::Granted(consent.id.clone()),
             Event::ActivatePolicySet { hash, .. } => Output::Activated(*hash),
-            Event::Decision { decision, .. } => Output::Decided(Box::new(decision.clone())),
+            Event::Decision { decision, .. } => Output::Decided {
+                decision: Box::new(decision.clone()),
+                leaf: entry.leaf.encode(),
+            },
             _ => Output::Logged,
         };
         Ok(Applied { entry, output })
@@ -499,7 +510,7 @@ fn rejection(err: ApplyError) -> Error {
     match err {
         ApplyError::State(err) => unavailable(err),
         ApplyError::UnknownOrganization { id } => Error::NotFound {
-            kind: "organization",
+            kind: "organisation",
             id: id.to_string(),
         },
         ApplyError::UnknownFacility { id } => Error::NotFound {
@@ -510,6 +521,11 @@ fn rejection(err: ApplyError) -> Error {
             kind: "facility group",
             id: id.to_string(),
         },
+        ApplyError::UnknownClinician { id } => Error::NotFound {
+            kind: "clinician",
+            id: id.to_string(),
+        },
+        ApplyError::AlreadyDeactivated { .. } => Error::FailedPrecondition(err.to_string()),
         // A consent of another patient is reported as unknown: its existence is not revealed.
         ApplyError::UnknownConsent { id } | ApplyError::ConsentOfOtherSubject { id } => {
             Error::NotFound {
@@ -529,6 +545,42 @@ fn rejection(err: ApplyError) -> Error {
             tracing::error!(cause = %err, "the state machine built an event the state refuses");
             Error::Internal("event refused by the state")
         }
+    }
+}
+
+/// The derived state, read through the log (outside the sequencer). It includes batches the
+/// writer has staged and the syncer is still making durable (see `Log::stage_batch`), so a read
+/// can show a write a moment before its caller is answered, and — should that batch's sync fail
+/// or the power go — a write that never became durable. Reads that must only show durable
+/// entries (history, transparency) go by the published checkpoint instead.
+pub struct LogKv<'a>(pub &'a Log);
+
+impl policy::KvRead for LogKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::KvError> {
+        self.0.state_get(key).map_err(policy::KvError::new)
+    }
+}
+
+impl policy::KvScan for LogKv<'_> {
+    fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<policy::state::KvPairs, policy::KvError> {
+        self.0
+            .state_range(start, end, usize::MAX)
+            .map_err(policy::KvError::new)
+    }
+
+    fn scan_range_limit(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<policy::state::KvPairs, policy::KvError> {
+        self.0
+            .state_range(start, end, limit)
+            .map_err(policy::KvError::new)
     }
 }
 

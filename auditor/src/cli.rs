@@ -46,7 +46,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Re-check the whole log as a regulator: tree, checkpoints, bodies, and every decision.
     Replay(ReplayArgs),
-    /// Verify a receipt offline (proto3 JSON as grpcurl prints it, or a C2SP tlog-proof).
+    /// Verify a receipt offline (proto3 JSON as grpcurl prints it, alone or in a whole response,
+    /// or a C2SP tlog-proof); for an `Authorize` response, also that its answer is the logged one.
     VerifyReceipt(VerifyReceiptArgs),
     /// Follow the log as a witness: demand a consistency proof to every new checkpoint.
     Watch(WatchArgs),
@@ -58,12 +59,14 @@ pub struct VerifyReceiptArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE` to read it from a file.
     #[arg(long)]
     pub vkey: String,
-    /// The receipt file.
+    /// The receipt file, or a whole response holding one (e.g. an `Authorize` response).
     pub receipt: PathBuf,
-    /// The entry's public leaf bytes, to check against the leaf hash (needed for a tlog-proof).
+    /// The entry's public leaf bytes, to check against the leaf hash (needed for a tlog-proof,
+    /// and for an `Authorize` response whose receipt carries no leaf).
     #[arg(long)]
     pub leaf: Option<PathBuf>,
-    /// The entry's private body bytes, to check against the leaf's commitment (needs `--leaf`).
+    /// The entry's private body bytes, to check against the leaf's commitment (needs a leaf);
+    /// for an `Authorize` response, also its determining policies and reasons.
     #[arg(long)]
     pub body: Option<PathBuf>,
 }

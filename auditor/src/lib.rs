@@ -6,7 +6,8 @@
 //! Verification (no features, no I/O, depends on `ledger`'s pure part only):
 //!
 //! - [`receipt`]: parse a receipt (proto3 JSON as grpcurl prints it, or a C2SP `tlog-proof`) and
-//!   verify it offline: checkpoint signature, inclusion proof, leaf hash, body commitment.
+//!   verify it offline: checkpoint signature, inclusion proof, leaf hash, body commitment, and
+//!   for a whole `Authorize` response that its answer is the logged decision.
 //! - [`trust`]: the last trusted checkpoint of a witness and the rule for moving on from it (a
 //!   consistency proof, or the verdict *fork* or *rollback*).
 //! - [`compact`]: a compact range, the O(log n) summary of a tree that lets a streaming reader
@@ -55,7 +56,7 @@ pub mod scan;
 pub mod trust;
 
 pub use exit::AuditExitCode;
-pub use receipt::{Receipt, ReceiptError, VerifiedReceipt};
+pub use receipt::{Answer, AnswerCheck, Receipt, ReceiptError, VerifiedReceipt};
 pub use report::{Finding, Report};
 pub use scan::{LogScan, ScanError};
 pub use trust::{Advance, TrustError, Witness};

@@ -85,6 +85,7 @@ fn world(patients: usize) -> (Kv, PolicyEngine, Directory) {
                 id: GroupId::new(format!("grp-{g}")).unwrap(),
                 excluded_departments: vec![Department::new("reproductive").unwrap()],
                 excluded_patients: (0..20).map(|k| patient(k * 37 + g)).collect(),
+                header: None,
             }),
         );
     }
@@ -105,6 +106,8 @@ fn world(patients: usize) -> (Kv, PolicyEngine, Directory) {
                 group: Some(GroupId::new(format!("grp-{}", i % 4)).unwrap()),
                 excluded_departments: vec![Department::new("psychiatry").unwrap()],
                 excluded_patients: (0..50).map(|k| patient(k * 101 + i + 1)).collect(),
+                recipient_class: None,
+                header: None,
             }),
         );
         for (role, name) in [
@@ -242,6 +245,19 @@ fn allowed_patient(kv: &Kv, p: usize, patients: usize) -> bool {
     s.excluded_by_facilities.is_empty() && s.excluded_by_groups.is_empty()
 }
 
+/// The default policy set as it was before the rule corrections of 2026-12: the set activated
+/// by the replay-compatibility fixture's first entry.
+fn previous_default_set() -> PolicyEngine {
+    let first = include_str!("../tests/fixtures/log-2026-12-02.jsonl")
+        .lines()
+        .next()
+        .unwrap();
+    match Event::from_json(first.as_bytes()).unwrap() {
+        Event::ActivatePolicySet { policies, .. } => PolicyEngine::new(&policies).unwrap(),
+        other => panic!("the fixture starts with {other:?}"),
+    }
+}
+
 fn bench_decide(c: &mut Criterion) {
     let now = ts("2026-06-01T00:00:00Z");
     let mut group = c.benchmark_group("decide");
@@ -257,6 +273,9 @@ fn bench_decide(c: &mut Criterion) {
             .filter(|p| allowed_patient(&kv, *p, patients))
             .collect();
         assert!(picks.len() > 1000);
+        // The default set before the rule corrections of 2026-12, on the same requests and state
+        // (at one size), so that a run shows what the corrected rules cost.
+        let previous = (patients == 10_000).then(previous_default_set);
         for (name, make) in [
             (
                 "secondary_use",
@@ -265,18 +284,21 @@ fn bench_decide(c: &mut Criterion) {
             ("view_record", view_record),
         ] {
             let requests: Vec<Request> = picks.iter().map(|p| make(*p, patients)).collect();
-            let mut i = 0usize;
-            group.bench_function(BenchmarkId::new(name, patients), |b| {
-                b.iter(|| {
-                    let request = &requests[i % requests.len()];
-                    i += 1;
-                    let decision = engine
-                        .decide_kv(black_box(request), &directory, &kv, now)
-                        .unwrap();
-                    assert_eq!(decision.effect, Effect::Allow, "{decision:?}");
-                    decision
+            for (suffix, engine) in [("", Some(&engine)), ("_previous_set", previous.as_ref())] {
+                let Some(engine) = engine else { continue };
+                let mut i = 0usize;
+                group.bench_function(BenchmarkId::new(format!("{name}{suffix}"), patients), |b| {
+                    b.iter(|| {
+                        let request = &requests[i % requests.len()];
+                        i += 1;
+                        let decision = engine
+                            .decide_kv(black_box(request), &directory, &kv, now)
+                            .unwrap();
+                        assert_eq!(decision.effect, Effect::Allow, "{decision:?}");
+                        decision
+                    });
                 });
-            });
+            }
         }
         {
             // The same decisions without the state reads, to show where the time goes.

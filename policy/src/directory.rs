@@ -23,11 +23,14 @@ use std::sync::{Arc, OnceLock, RwLock};
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
 
 use crate::domain::{
-    Clinician, ClinicianId, ClinicianRole, DataCategory, Department, FacilityId, GroupId, OrgId,
-    Purpose, RecipientClass,
+    Clinician, ClinicianId, ClinicianRole, DataCategory, Deactivation, Department, FacilityId,
+    GroupId, OrgId, Organization, Purpose, RecipientClass, normalize_id,
 };
 use crate::event::Event;
-use crate::state::{self, DirectoryRecord, KvScan, StateError, StoredFacility, StoredGroup};
+use crate::state::{
+    self, ClinicianRecord, DirectoryRecord, KvScan, OrganizationRecord, StateError, StoredFacility,
+    StoredGroup,
+};
 
 #[cfg(test)]
 mod tests;
@@ -37,9 +40,13 @@ mod tests;
 pub struct Directory {
     entities: Entities,
     version: Option<u64>,
-    organizations: HashMap<OrgId, RecipientClass>,
+    organizations: HashMap<OrgId, OrganizationRecord>,
     facilities: HashMap<FacilityId, StoredFacility>,
-    clinicians: HashMap<ClinicianId, Clinician>,
+    /// Departments each facility and each facility group excludes, normalised once here (see
+    /// [`Directory::excludes_department`]) rather than on every decision.
+    facility_exclusions: HashMap<FacilityId, Vec<String>>,
+    group_exclusions: HashMap<GroupId, Vec<String>>,
+    clinicians: HashMap<ClinicianId, ClinicianRecord>,
     /// Changes applied but not yet flushed into the entities, and the version they lead to.
     /// Cedar's upsert costs time linear in the store's size whatever it upserts, so changes are
     /// gathered and flushed together, once, before the next decision.
@@ -54,6 +61,8 @@ pub struct FacilityView<'a> {
     pub id: &'a FacilityId,
     /// Its group, if any.
     pub group: Option<&'a GroupId>,
+    /// The leaf index of its deactivation, if it is deactivated.
+    pub deactivated: Option<u64>,
 }
 
 impl Directory {
@@ -124,25 +133,74 @@ impl Directory {
         Ok(())
     }
 
-    /// Applies the directory event at leaf `index` (organisation, facility, group, clinician or
-    /// emergency; other events change nothing). Call it after [`state::apply`] accepted the same
+    /// Applies the directory event at leaf `index` (organisation, facility, group, clinician,
+    /// emergency or deactivation; other events change nothing). Call it after [`state::apply`] accepted the same
     /// event, in log order. The change takes effect at the next [`Directory::flush`]; until then
     /// [`Directory::version`] stays where it was, so a decision against the unflushed directory is
     /// refused as stale rather than decided on old data.
     ///
     /// # Errors
     ///
-    /// [`StateError::Directory`] when the event is an emergency for a facility the directory does
-    /// not hold (which [`state::apply`] refuses too).
+    /// [`StateError::Directory`] when the event is an emergency or a deactivation for something
+    /// the directory does not hold (which [`state::apply`] refuses too).
     pub fn apply(&mut self, event: &Event, index: u64) -> Result<(), StateError> {
+        let unknown = |what: &str, id: &dyn std::fmt::Display| StateError::Directory {
+            message: format!("unknown {what} `{id}`"),
+        };
         let record = match event {
-            Event::UpsertOrganization(org) => DirectoryRecord::Organization(org.clone()),
+            Event::UpsertOrganization(org) => DirectoryRecord::Organization(OrganizationRecord {
+                organization: org.clone(),
+                deactivated: None,
+            }),
             Event::UpsertFacility(facility) => {
                 let emergency = self
                     .latest_facility(&facility.id)
                     .is_some_and(|f| f.emergency_active);
+                if let Some(recipient_class) = facility.recipient_class {
+                    // A facility is an organisation with the same id (state::apply does the same).
+                    self.pending
+                        .push(DirectoryRecord::Organization(OrganizationRecord {
+                            organization: Organization {
+                                id: OrgId::of_facility(&facility.id),
+                                name: facility.name.clone(),
+                                recipient_class,
+                            },
+                            deactivated: None,
+                        }));
+                }
                 DirectoryRecord::Facility(StoredFacility::new(facility, emergency))
             }
+            Event::Deactivate { target } => match target {
+                Deactivation::Clinician(id) => {
+                    let mut record = self
+                        .latest_clinician(id)
+                        .cloned()
+                        .ok_or_else(|| unknown("clinician", id))?;
+                    record.deactivated = Some(index);
+                    DirectoryRecord::Clinician(record)
+                }
+                Deactivation::Organization(id) => {
+                    let mut record = self
+                        .latest_organization(id)
+                        .cloned()
+                        .ok_or_else(|| unknown("organisation", id))?;
+                    record.deactivated = Some(index);
+                    DirectoryRecord::Organization(record)
+                }
+                Deactivation::Facility(id) => {
+                    let mut stored = self
+                        .latest_facility(id)
+                        .cloned()
+                        .ok_or_else(|| unknown("facility", id))?;
+                    stored.deactivated = Some(index);
+                    if let Some(org) = self.latest_organization(&OrgId::of_facility(id)) {
+                        let mut org = org.clone();
+                        org.deactivated = Some(index);
+                        self.pending.push(DirectoryRecord::Organization(org));
+                    }
+                    DirectoryRecord::Facility(stored)
+                }
+            },
             Event::SetEmergency { facility, active } => {
                 let mut stored = self.latest_facility(facility).cloned().ok_or_else(|| {
                     StateError::Directory {
@@ -153,7 +211,10 @@ impl Directory {
                 DirectoryRecord::Facility(stored)
             }
             Event::UpsertFacilityGroup(group) => DirectoryRecord::Group(StoredGroup::new(group)),
-            Event::UpsertClinician(clinician) => DirectoryRecord::Clinician(clinician.clone()),
+            Event::UpsertClinician(clinician) => DirectoryRecord::Clinician(ClinicianRecord {
+                clinician: clinician.clone(),
+                deactivated: None,
+            }),
             _ => return Ok(()),
         };
         self.pending.push(record);
@@ -189,15 +250,38 @@ impl Directory {
         pending.or_else(|| self.facilities.get(id))
     }
 
+    fn latest_organization(&self, id: &OrgId) -> Option<&OrganizationRecord> {
+        let pending = self.pending.iter().rev().find_map(|r| match r {
+            DirectoryRecord::Organization(o) if &o.organization.id == id => Some(o),
+            _ => None,
+        });
+        pending.or_else(|| self.organizations.get(id))
+    }
+
+    fn latest_clinician(&self, id: &ClinicianId) -> Option<&ClinicianRecord> {
+        let pending = self.pending.iter().rev().find_map(|r| match r {
+            DirectoryRecord::Clinician(c) if &c.clinician.id == id => Some(c),
+            _ => None,
+        });
+        pending.or_else(|| self.clinicians.get(id))
+    }
+
     /// The version of the state this directory reflects: the leaf index of the last directory
     /// event, or none before any.
     pub fn version(&self) -> Option<u64> {
         self.version
     }
 
-    /// The recipient class of organisation `id`, if registered.
+    /// The recipient class of organisation `id`, if registered (deactivated or not).
     pub fn organization_class(&self, id: &OrgId) -> Option<RecipientClass> {
-        self.organizations.get(id).copied()
+        self.organizations
+            .get(id)
+            .map(|o| o.organization.recipient_class)
+    }
+
+    /// The leaf index at which organisation `id` was deactivated, if registered and deactivated.
+    pub fn organization_deactivated(&self, id: &OrgId) -> Option<u64> {
+        self.organizations.get(id)?.deactivated
     }
 
     /// Facility `id`, if registered.
@@ -206,12 +290,37 @@ impl Directory {
         Some(FacilityView {
             id: &facility.id,
             group: facility.group.as_ref(),
+            deactivated: facility.deactivated,
         })
     }
 
-    /// Clinician `id`, if registered.
+    /// Whether facility `id`, or its facility group, excludes `department` from sharing, with
+    /// both sides compared after [`normalize_id`]: settings stored before identifiers were
+    /// normalised at the edge may spell a department `Psychiatry`, and requests arrive
+    /// normalised. False for an unknown facility.
+    pub fn excludes_department(&self, id: &FacilityId, department: &Department) -> bool {
+        let Some(facility) = self.facilities.get(id) else {
+            return false;
+        };
+        let asked = normalize_id(department.as_str());
+        let listed = |list: Option<&Vec<String>>| list.is_some_and(|l| l.contains(&asked));
+        listed(self.facility_exclusions.get(id))
+            || listed(
+                facility
+                    .group
+                    .as_ref()
+                    .and_then(|g| self.group_exclusions.get(g)),
+            )
+    }
+
+    /// Clinician `id`, if registered (deactivated or not).
     pub fn clinician(&self, id: &ClinicianId) -> Option<&Clinician> {
-        self.clinicians.get(id)
+        self.clinicians.get(id).map(|c| &c.clinician)
+    }
+
+    /// The leaf index at which clinician `id` was deactivated, if registered and deactivated.
+    pub fn clinician_deactivated(&self, id: &ClinicianId) -> Option<u64> {
+        self.clinicians.get(id)?.deactivated
     }
 
     /// Number of Cedar entities in the store.
@@ -255,6 +364,8 @@ impl Directory {
             version: None,
             organizations: HashMap::new(),
             facilities: HashMap::new(),
+            facility_exclusions: HashMap::new(),
+            group_exclusions: HashMap::new(),
             clinicians: HashMap::new(),
             pending: Vec::new(),
             pending_version: None,
@@ -265,19 +376,33 @@ impl Directory {
         match record {
             DirectoryRecord::Organization(org) => {
                 self.organizations
-                    .insert(org.id.clone(), org.recipient_class);
+                    .insert(org.organization.id.clone(), org.clone());
             }
             DirectoryRecord::Facility(facility) => {
                 self.facilities
                     .insert(facility.id.clone(), facility.clone());
+                self.facility_exclusions.insert(
+                    facility.id.clone(),
+                    normalized(&facility.excluded_departments),
+                );
             }
-            DirectoryRecord::Group(_) => {}
+            DirectoryRecord::Group(group) => {
+                self.group_exclusions
+                    .insert(group.id.clone(), normalized(&group.excluded_departments));
+            }
             DirectoryRecord::Clinician(clinician) => {
                 self.clinicians
-                    .insert(clinician.id.clone(), clinician.clone());
+                    .insert(clinician.clinician.id.clone(), clinician.clone());
             }
         }
     }
+}
+
+fn normalized(departments: &[Department]) -> Vec<String> {
+    departments
+        .iter()
+        .map(|d| normalize_id(d.as_str()))
+        .collect()
 }
 
 /// A shared, self-refreshing [`Directory`] for a server or a replay: readers get the current
@@ -411,6 +536,7 @@ fn record_entities(record: &DirectoryRecord, out: &mut Vec<Entity>) -> Result<()
     })?;
     let built = match record {
         DirectoryRecord::Organization(org) => {
+            let org = &org.organization;
             let class = class_uid(org.recipient_class)?;
             entity(
                 uid(&names.organization, org.id.as_str()),
@@ -421,6 +547,7 @@ fn record_entities(record: &DirectoryRecord, out: &mut Vec<Entity>) -> Result<()
         DirectoryRecord::Group(group) => group_entity(names, group),
         DirectoryRecord::Facility(facility) => facility_entity(names, facility),
         DirectoryRecord::Clinician(clinician) => {
+            let clinician = &clinician.clinician;
             let facility = uid(&names.facility, clinician.facility.as_str());
             let department = uid(
                 &names.department,

@@ -15,6 +15,7 @@
 //! ```text
 //! treatment ⊃ emergency          research ⊃ clinical_trial
 //! product_development   insurance   health_guidance   public_health   marketing
+//! facility_operations
 //! ```
 //!
 //! Emergency care is a kind of treatment, so an inter-facility sharing consent for `treatment`
@@ -48,6 +49,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use unicode_normalization::UnicodeNormalization as _;
 
 #[cfg(test)]
 mod tests;
@@ -94,7 +96,21 @@ pub enum DomainError {
     BadIdentifier {
         /// What was being parsed.
         field: &'static str,
-        /// The value (already known to be at most [`MAX_ID_LEN`] bytes).
+        /// The value (already known to be at most [`MAX_ID_LEN`] bytes), with control
+        /// characters escaped.
+        value: String,
+    },
+    /// A department name holds a character that is not a letter, digit or combining mark (of
+    /// any script), nor one of `._:@-・`.
+    #[error(
+        "{field} `{value}` may only hold letters, digits and combining marks of any script, \
+         and `._:@-・`"
+    )]
+    BadDepartment {
+        /// What was being parsed.
+        field: &'static str,
+        /// The value (already known to be at most [`MAX_ID_LEN`] bytes), with control
+        /// characters escaped.
         value: String,
     },
     /// A patient pseudonym is not 64 lowercase hex characters. The value is not repeated.
@@ -155,7 +171,24 @@ pub enum DomainError {
 // Identifiers
 // ---------------------------------------------------------------------------------------------
 
-fn check_identifier(field: &'static str, value: &str) -> Result<(), DomainError> {
+/// The one normalisation of identifiers from outside (docs/design.md): Unicode NFC, then ASCII
+/// letters lowercased, so `Psychiatry` and `psychiatry` (or a decomposed and a composed `科`)
+/// name the same thing. Letters outside ASCII keep their case.
+///
+/// Only identifiers parsed from requests are normalised ([`OrgId::new`] and the other
+/// constructors, and `FromStr`); decoding a logged event never is (see the identifier types),
+/// because a replay must see the bytes that were logged.
+pub fn normalize_id(value: &str) -> String {
+    let mut normalized = if unicode_normalization::is_nfc(value) {
+        value.to_owned()
+    } else {
+        value.nfc().collect()
+    };
+    normalized.make_ascii_lowercase();
+    normalized
+}
+
+fn check_length(field: &'static str, value: &str) -> Result<(), DomainError> {
     if value.is_empty() {
         return Err(DomainError::Empty { field });
     }
@@ -166,13 +199,43 @@ fn check_identifier(field: &'static str, value: &str) -> Result<(), DomainError>
             max: MAX_ID_LEN,
         });
     }
-    let ok = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'));
-    if !ok {
+    Ok(())
+}
+
+fn is_ascii_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')
+}
+
+/// Checks an identifier that must be ASCII: it is a storage key, a Cedar entity id and a public
+/// leaf value as it is.
+fn check_identifier(field: &'static str, value: &str) -> Result<(), DomainError> {
+    check_length(field, value)?;
+    if !value.chars().all(is_ascii_id_char) {
         return Err(DomainError::BadIdentifier {
             field,
-            value: value.escape_default().to_string(),
+            value: value.escape_debug().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a department name: besides the ASCII identifier characters, letters, digits and
+/// combining marks of any script and the katakana middle dot `・`, so that `精神科` or
+/// `内分泌・代謝内科` are names. Never `/` (department entity ids are `<facility>/<name>`), `,`,
+/// `%` or white space (public leaves list departments comma separated, percent-encoded).
+fn check_department(field: &'static str, value: &str) -> Result<(), DomainError> {
+    check_length(field, value)?;
+    let ok = value.chars().all(|c| {
+        is_ascii_id_char(c)
+            || (!c.is_ascii()
+                && (c.is_alphanumeric()
+                    || unicode_normalization::char::is_combining_mark(c)
+                    || c == '・'))
+    });
+    if !ok {
+        return Err(DomainError::BadDepartment {
+            field,
+            value: value.escape_debug().to_string(),
         });
     }
     Ok(())
@@ -186,30 +249,34 @@ fn cut(value: &str) -> String {
     value
         .get(..end)
         .unwrap_or_default()
-        .escape_default()
+        .escape_debug()
         .to_string()
 }
 
 macro_rules! identifier {
-    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $check:ident, $charset:expr) => {
         $(#[$doc])*
         ///
-        /// 1 to [`MAX_ID_LEN`] ASCII letters, digits or `._:@-`, so it is safe in storage keys,
-        /// Cedar entity ids and public leaf attributes.
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[doc = $charset]
+        ///
+        /// Two constructors, on purpose: [`Self::new`] (and `FromStr`, `TryFrom<String>`) parse a
+        /// value from outside and normalise it first ([`normalize_id`]); deserialising (a logged
+        /// event, a stored record) checks the characters but keeps the bytes as they are, so a
+        /// replay sees exactly what was logged.
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(into = "String")]
         pub struct $name(String);
 
         impl $name {
-            /// Parses an identifier.
+            /// Parses an identifier from outside: normalised ([`normalize_id`]), then checked.
             ///
             /// # Errors
             ///
             /// [`DomainError`] naming the field when it is empty, too long or holds other
             /// characters.
             pub fn new(value: impl Into<String>) -> Result<Self, DomainError> {
-                let value = value.into();
-                check_identifier($field, &value)?;
+                let value = normalize_id(&value.into());
+                $check($field, &value)?;
                 Ok(Self(value))
             }
 
@@ -233,6 +300,16 @@ macro_rules! identifier {
             }
         }
 
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // INVARIANT: never normalised here. A logged id keeps its bytes, so a replay
+                // compares what the original decision compared.
+                let value = String::deserialize(deserializer)?;
+                $check($field, &value).map_err(serde::de::Error::custom)?;
+                Ok(Self(value))
+            }
+        }
+
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.0
@@ -253,41 +330,65 @@ macro_rules! identifier {
     };
 }
 
+/// The character set of the ASCII identifiers, for their docs.
+macro_rules! ascii_id {
+    () => {
+        "1 to [`MAX_ID_LEN`] ASCII letters, digits or `._:@-`, so it is safe in storage keys, \
+         Cedar entity ids and public leaf attributes as it is."
+    };
+}
+
 identifier!(
     /// An organisation id (a recipient of data; facilities are organisations too).
     OrgId,
-    "organisation id"
+    "organisation id",
+    check_identifier,
+    ascii_id!()
 );
 identifier!(
     /// A facility id (hospital or checkup centre). The same id names its organisation.
     FacilityId,
-    "facility id"
+    "facility id",
+    check_identifier,
+    ascii_id!()
 );
 identifier!(
     /// A facility group id.
     GroupId,
-    "facility group id"
+    "facility group id",
+    check_identifier,
+    ascii_id!()
 );
 identifier!(
     /// A clinician id.
     ClinicianId,
-    "clinician id"
+    "clinician id",
+    check_identifier,
+    ascii_id!()
 );
 identifier!(
     /// A consent id, chosen by the server when it grants the consent.
     ConsentId,
-    "consent id"
+    "consent id",
+    check_identifier,
+    ascii_id!()
 );
 identifier!(
     /// A department name inside a facility, e.g. `psychiatry`.
     Department,
-    "department"
+    "department",
+    check_department,
+    "1 to [`MAX_ID_LEN`] bytes of letters, digits and combining marks of any script, or \
+     `._:@-・` (e.g. `psychiatry`, `精神科`). Public leaves percent-encode what is not \
+     printable ASCII."
 );
 identifier!(
     /// A data category as named in a request. It may name a category that akashi does not know,
     /// which the decision denies with a reason (see [`CategoryName::category`]).
     CategoryName,
-    "data category"
+    "data category",
+    check_identifier,
+    ascii_id!()
 );
 
 impl OrgId {
@@ -535,6 +636,10 @@ vocabulary!(
         PublicHealth => "public_health",
         /// Marketing.
         Marketing => "marketing",
+        /// Running the facility that holds the records (management, quality, billing, audits):
+        /// the purpose, besides treatment, of an information manager's view of their own
+        /// facility's records. Added after the others, so it comes last.
+        FacilityOperations => "facility_operations",
     }
 );
 
@@ -621,10 +726,22 @@ vocabulary!(
 );
 
 vocabulary!(
+    /// The format of a facility or facility-group event's public leaf (docs/design.md §3). An
+    /// event without one has the first format, whose leaf also gives the number of excluded
+    /// patients; [`LeafHeader::V2`] leaves say nothing about excluded patients and begin with
+    /// `header 2`.
+    LeafHeader, "leaf header",
+    {
+        /// The second format: no patient count.
+        V2 => "2",
+    }
+);
+
+vocabulary!(
     /// What a request wants to do (docs/api.md `action`).
     Action, "action",
     {
-        /// Break-glass view of the clinician's own facility's records in a declared emergency.
+        /// Break-glass view of a patient's records in an emergency (docs/design.md §5 rule 7).
         EmergencyView => "emergency_view",
         /// Release of aggregate statistics, or counting one patient in them.
         ExportStatistics => "export_statistics",
@@ -902,6 +1019,14 @@ pub struct Facility {
     pub excluded_departments: Vec<Department>,
     /// Patients whose records it does not share. Private: never in a public leaf.
     pub excluded_patients: Vec<SubjectId>,
+    /// The recipient class it is registered under as an organisation with the same id
+    /// (`hospital` or `checkup_center`). None in events logged before facilities were
+    /// organisations: applying such an event registers no organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_class: Option<RecipientClass>,
+    /// The format of the event's public leaf; none is the first format (see [`LeafHeader`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<LeafHeader>,
 }
 
 /// A facility group, whose disclosure settings apply to all its facilities.
@@ -913,6 +1038,21 @@ pub struct FacilityGroup {
     pub excluded_departments: Vec<Department>,
     /// Patients whose records no member facility shares. Private: never in a public leaf.
     pub excluded_patients: Vec<SubjectId>,
+    /// The format of the event's public leaf; none is the first format (see [`LeafHeader`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<LeafHeader>,
+}
+
+/// Something of the directory that can be deactivated, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "entity", content = "id", rename_all = "snake_case")]
+pub enum Deactivation {
+    /// A clinician: their requests are denied from then on.
+    Clinician(ClinicianId),
+    /// A facility: its clinicians' requests are denied, and so is its organisation (same id).
+    Facility(FacilityId),
+    /// An organisation: its requests, and requests on its behalf, are denied.
+    Organization(OrgId),
 }
 
 /// A clinician of the directory.

@@ -38,6 +38,7 @@ use sha2::{Digest, Sha256};
 use crate::decision::{Decision, PolicySetHash, Request};
 use crate::directory::{self, Directory, Names, uid};
 use crate::domain::{Action, DataCategory, Effect, PrincipalType, Purpose, Timestamp};
+use crate::explain;
 use crate::facts::{Facts, PrincipalFacts};
 use crate::limits::{self, LimitError};
 use crate::state::{self, KvRead, StateError};
@@ -282,7 +283,7 @@ impl PolicyEngine {
         let principal_type = request.principal.principal_type();
         if !action.principals.contains(&principal_type) {
             return Decision::deny(format!(
-                "action `{}` is not available to a `{principal_type}` principal",
+                "action `{}` is not available to `{principal_type}` principals",
                 request.action
             ));
         }
@@ -294,6 +295,10 @@ impl PolicyEngine {
             return Decision::deny(format!("action `{}` needs a patient", request.action));
         }
         let matched = facts.matching_consents(request, now);
+        let consent = ConsentFacts {
+            any: !matched.is_empty(),
+            current: facts.has_current_consent(request, &matched),
+        };
         let cedar_request = match build_request(
             statics,
             &action.uid,
@@ -301,7 +306,7 @@ impl PolicyEngine {
             facts,
             principal,
             category,
-            !matched.is_empty(),
+            consent,
         ) {
             Ok(r) => r,
             Err(message) => {
@@ -316,7 +321,9 @@ impl PolicyEngine {
         };
         let response =
             Authorizer::new().is_authorized(&cedar_request, policies, directory.entities());
-        self.to_decision(&response, matched)
+        let mut decision = self.to_decision(&response, matched);
+        explain::explain_default_deny(&mut decision, request, facts, now);
+        decision
     }
 
     fn to_decision(
@@ -743,6 +750,16 @@ impl Statics {
 // Building a Cedar request
 // ---------------------------------------------------------------------------------------------
 
+/// What consent resolution found for a request (see `RequestContext` in the schema).
+#[derive(Debug, Clone, Copy)]
+struct ConsentFacts {
+    /// Some consent covers the request (`has_opt_in_consent`).
+    any: bool,
+    /// Some covering consent was granted after every opt-out of the request's purpose
+    /// (`has_current_opt_in_consent`).
+    current: bool,
+}
+
 /// Builds the Cedar request: principal and resource uids, and a context holding everything that
 /// is particular to this request. The entities come from the prebuilt [`Directory`].
 fn build_request(
@@ -752,7 +769,7 @@ fn build_request(
     facts: &Facts,
     principal: &PrincipalFacts,
     category: DataCategory,
-    has_opt_in_consent: bool,
+    consent: ConsentFacts,
 ) -> Result<cedar_policy::Request, String> {
     let n = statics.names;
     let principal_uid = match principal {
@@ -764,7 +781,7 @@ fn build_request(
         Some(subject) => uid(&n.patient, subject.as_str()),
         None => statics.cohort.clone(),
     };
-    let mut context = Vec::with_capacity(9);
+    let mut context = Vec::with_capacity(12);
     context.push((
         "purpose".to_owned(),
         RestrictedExpression::new_entity_uid(uid(&n.purpose, request.purpose.as_str())),
@@ -791,11 +808,19 @@ fn build_request(
     }
     context.push((
         "has_opt_in_consent".to_owned(),
-        RestrictedExpression::new_bool(has_opt_in_consent),
+        RestrictedExpression::new_bool(consent.any),
+    ));
+    context.push((
+        "has_current_opt_in_consent".to_owned(),
+        RestrictedExpression::new_bool(consent.current),
     ));
     context.push((
         "opted_out".to_owned(),
         RestrictedExpression::new_bool(facts.subject.opted_out_of(request.purpose)),
+    ));
+    context.push((
+        "source_department_excluded".to_owned(),
+        RestrictedExpression::new_bool(facts.source_department_excluded),
     ));
     context.push((
         "patient_excluded".to_owned(),
@@ -835,10 +860,14 @@ pub(crate) fn build_for_tests(
     let statics = statics().unwrap();
     let principal = facts.principal.as_ref().unwrap();
     let category = Facts::category(request).unwrap();
-    let matched = !facts.matching_consents(request, now).is_empty();
+    let matched = facts.matching_consents(request, now);
+    let consent = ConsentFacts {
+        any: !matched.is_empty(),
+        current: facts.has_current_consent(request, &matched),
+    };
     let action = &statics.action(request.action).unwrap().uid;
     build_request(
-        statics, action, request, facts, principal, category, matched,
+        statics, action, request, facts, principal, category, consent,
     )
     .unwrap()
 }

@@ -8,13 +8,14 @@
 //! This module does not apply events (that is [`crate::state::apply`]) and does not frame them
 //! into ledger entries (nonce, commitment and header encoding are the ledger's).
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::{Decision, PolicySetHash, Recipient, Request};
 use crate::domain::{
-    Clinician, Consent, ConsentId, DomainError, Facility, FacilityGroup, FacilityId,
-    MAX_EXCLUDED_DEPARTMENTS, MAX_EXCLUDED_PATIENTS, MAX_PURPOSES, Organization, Purpose,
-    SubjectId, Timestamp, check_list,
+    Clinician, Consent, ConsentId, Deactivation, DomainError, Facility, FacilityGroup, FacilityId,
+    LeafHeader, MAX_EXCLUDED_DEPARTMENTS, MAX_EXCLUDED_PATIENTS, MAX_PURPOSES, Organization,
+    Purpose, SubjectId, Timestamp, check_list,
 };
 use crate::engine::MAX_POLICY_TEXT;
 
@@ -47,6 +48,13 @@ pub enum Event {
         facility: FacilityId,
         /// Whether an emergency is now in force.
         active: bool,
+    },
+    /// A clinician, facility or organisation was deactivated: requests by it or on its behalf
+    /// are denied from this entry on, until it is registered again (an upsert reactivates it).
+    #[serde(rename = "directory.deactivate")]
+    Deactivate {
+        /// What was deactivated.
+        target: Deactivation,
     },
     /// A patient granted a consent.
     #[serde(rename = "consent.grant")]
@@ -106,6 +114,7 @@ impl Event {
             Self::UpsertFacilityGroup(_) => "directory.facility_group",
             Self::UpsertClinician(_) => "directory.clinician",
             Self::SetEmergency { .. } => "directory.emergency",
+            Self::Deactivate { .. } => "directory.deactivate",
             Self::GrantConsent(_) => "consent.grant",
             Self::RevokeConsent { .. } => "consent.revoke",
             Self::RecordOptOut { .. } => "consent.opt_out",
@@ -139,36 +148,55 @@ impl Event {
     }
 
     /// What may go into the public leaf header (docs/design.md §3), as `(name, value)` pairs. Values
-    /// are printable ASCII without spaces; lists are comma separated, an empty list is `none`.
-    /// Never the subject, never patient exclusions (only their count), never data categories or
-    /// the requesting clinician.
+    /// are printable ASCII without spaces (department names outside it are percent-encoded, see
+    /// [`leaf_text`]); lists are comma separated, an empty list is `none`.
+    /// Never the subject, never patient exclusions, never data categories or the requesting
+    /// clinician. Facility and group events of the first leaf format (no [`LeafHeader`], as
+    /// logged before it existed) give the number of excluded patients, which let the public see
+    /// one patient being excluded; [`LeafHeader::V2`] ones say nothing about excluded patients.
     pub fn public_attributes(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::UpsertOrganization(org) => vec![
                 ("org", org.id.to_string()),
                 ("recipient_class", org.recipient_class.to_string()),
             ],
-            Self::UpsertFacility(facility) => vec![
-                ("facility", facility.id.to_string()),
-                ("group", opt(facility.group.as_ref())),
-                ("excluded_departments", join(&facility.excluded_departments)),
-                (
-                    "excluded_patients",
-                    facility.excluded_patients.len().to_string(),
-                ),
-            ],
-            Self::UpsertFacilityGroup(group) => vec![
-                ("group", group.id.to_string()),
-                ("excluded_departments", join(&group.excluded_departments)),
-                (
-                    "excluded_patients",
-                    group.excluded_patients.len().to_string(),
-                ),
-            ],
+            Self::UpsertFacility(facility) => match facility.header {
+                None => vec![
+                    ("facility", facility.id.to_string()),
+                    ("group", opt(facility.group.as_ref())),
+                    ("excluded_departments", join(&facility.excluded_departments)),
+                    (
+                        "excluded_patients",
+                        facility.excluded_patients.len().to_string(),
+                    ),
+                ],
+                Some(LeafHeader::V2) => vec![
+                    ("header", LeafHeader::V2.to_string()),
+                    ("facility", facility.id.to_string()),
+                    ("group", opt(facility.group.as_ref())),
+                    ("excluded_departments", join(&facility.excluded_departments)),
+                    ("recipient_class", opt(facility.recipient_class.as_ref())),
+                ],
+            },
+            Self::UpsertFacilityGroup(group) => match group.header {
+                None => vec![
+                    ("group", group.id.to_string()),
+                    ("excluded_departments", join(&group.excluded_departments)),
+                    (
+                        "excluded_patients",
+                        group.excluded_patients.len().to_string(),
+                    ),
+                ],
+                Some(LeafHeader::V2) => vec![
+                    ("header", LeafHeader::V2.to_string()),
+                    ("group", group.id.to_string()),
+                    ("excluded_departments", join(&group.excluded_departments)),
+                ],
+            },
             Self::UpsertClinician(clinician) => vec![
                 ("clinician", clinician.id.to_string()),
                 ("facility", clinician.facility.to_string()),
-                ("department", clinician.department.to_string()),
+                ("department", leaf_text(clinician.department.as_str())),
                 ("role", clinician.role.to_string()),
             ],
             Self::SetEmergency { facility, active } => vec![
@@ -178,6 +206,11 @@ impl Event {
                     if *active { "active" } else { "ended" }.to_owned(),
                 ),
             ],
+            Self::Deactivate { target } => vec![match target {
+                Deactivation::Clinician(id) => ("clinician", id.to_string()),
+                Deactivation::Facility(id) => ("facility", id.to_string()),
+                Deactivation::Organization(id) => ("org", id.to_string()),
+            }],
             Self::GrantConsent(consent) => vec![
                 ("purposes", join(&consent.purposes)),
                 ("recipients", join(&consent.recipients)),
@@ -214,8 +247,7 @@ impl Event {
     }
 
     /// The event as it may be published whole, if it may: directory and policy events carry no
-    /// personal data, except facility and group patient exclusions, which are removed here (the
-    /// public header keeps their count). Consent and decision events are about a patient and
+    /// personal data, except facility and group patient exclusions, which are removed here. Consent and decision events are about a patient and
     /// return none.
     pub fn public_body(&self) -> Option<Self> {
         match self {
@@ -230,6 +262,7 @@ impl Event {
             Self::UpsertOrganization(_)
             | Self::UpsertClinician(_)
             | Self::SetEmergency { .. }
+            | Self::Deactivate { .. }
             | Self::ActivatePolicySet { .. } => Some(self.clone()),
             Self::GrantConsent(_)
             | Self::RevokeConsent { .. }
@@ -334,13 +367,27 @@ pub enum EventCodecError {
     },
 }
 
+/// What a public leaf value may not hold as it is: control characters, space, `%` (the escape)
+/// and `,` (the list separator). Everything outside ASCII is encoded too.
+const LEAF_ENCODED: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b',');
+
+/// `value` as a public leaf value: printable ASCII without spaces, with every other byte of its
+/// UTF-8 (and `%` and `,`) percent-encoded, e.g. `精神科` as `%E7%B2%BE%E7%A5%9E%E7%A7%91`.
+/// Values made only of identifier characters and vocabulary words (everything logged before
+/// department names could leave ASCII) are unchanged, so older leaves encode as they did.
+pub fn leaf_text(value: &str) -> String {
+    utf8_percent_encode(value, LEAF_ENCODED).to_string()
+}
+
+/// A list as a public leaf value: its items (each through [`leaf_text`]) joined by commas, or
+/// `none` when empty.
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".to_owned();
     }
     items
         .iter()
-        .map(ToString::to_string)
+        .map(|item| leaf_text(&item.to_string()))
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -29,6 +29,10 @@ pub struct Facts {
     pub source: Option<FacilityFacts>,
     /// The patient's state (empty when the request names no patient).
     pub subject: SubjectState,
+    /// The source facility or its group excludes the request's source department, both
+    /// spellings compared normalised ([`Directory::excludes_department`]).
+    #[serde(default)]
+    pub source_department_excluded: bool,
     /// What the request names that the directory does not hold; any entry makes the decision a
     /// deny with that reason.
     pub missing: Vec<Missing>,
@@ -85,6 +89,31 @@ pub enum Missing {
     /// The data category is not one akashi knows.
     #[error("unknown data category `{0}`")]
     DataCategory(CategoryName),
+    /// The principal clinician was deactivated (at the leaf index `at`).
+    #[error("clinician `{id}` was deactivated at entry {at}")]
+    DeactivatedClinician {
+        /// The clinician.
+        id: ClinicianId,
+        /// The leaf index of the deactivation.
+        at: u64,
+    },
+    /// The principal clinician's facility was deactivated.
+    #[error("facility `{id}` of the clinician was deactivated at entry {at}")]
+    DeactivatedFacility {
+        /// The facility.
+        id: FacilityId,
+        /// The leaf index of the deactivation.
+        at: u64,
+    },
+    /// The recipient organisation (the principal, or a clinician's facility) was deactivated:
+    /// no consent covers it any more, and it may not act.
+    #[error("organisation `{id}` was deactivated at entry {at}")]
+    DeactivatedOrganization {
+        /// The organisation.
+        id: OrgId,
+        /// The leaf index of the deactivation.
+        at: u64,
+    },
     /// The principal's organisation id is not registered.
     #[error("unknown organisation `{0}`")]
     Organization(OrgId),
@@ -116,6 +145,33 @@ impl Facts {
                 group: f.group.cloned(),
             })
         };
+        // A deactivated principal, or one acting for a deactivated facility or organisation, is
+        // denied before Cedar (directories logged before deactivations existed hold none).
+        match &request.principal {
+            Principal::Organization(id) => {
+                if let Some(at) = directory.organization_deactivated(id) {
+                    missing.push(Missing::DeactivatedOrganization { id: id.clone(), at });
+                }
+            }
+            Principal::Clinician(id) => {
+                if let Some(at) = directory.clinician_deactivated(id) {
+                    missing.push(Missing::DeactivatedClinician { id: id.clone(), at });
+                }
+                if let Some(clinician) = directory.clinician(id) {
+                    let facility = &clinician.facility;
+                    let org = OrgId::of_facility(facility);
+                    if let Some(at) = directory.facility(facility).and_then(|f| f.deactivated) {
+                        missing.push(Missing::DeactivatedFacility {
+                            id: facility.clone(),
+                            at,
+                        });
+                    } else if let Some(at) = directory.organization_deactivated(&org) {
+                        missing.push(Missing::DeactivatedOrganization { id: org, at });
+                    }
+                }
+            }
+            Principal::Patient(_) => {}
+        }
         let principal = match &request.principal {
             Principal::Organization(id) => match directory.organization_class(id) {
                 Some(class) => Some(PrincipalFacts::Organization {
@@ -162,10 +218,17 @@ impl Facts {
             Some(subject) => state::consent_state(kv, subject)?,
             None => SubjectState::default(),
         };
+        let source_department_excluded = match (&source, &request.source_department) {
+            (Some(source), Some(department)) => {
+                directory.excludes_department(&source.id, department)
+            }
+            _ => false,
+        };
         Ok(Self {
             principal,
             source,
             subject,
+            source_department_excluded,
             missing,
         })
     }
@@ -213,6 +276,15 @@ impl Facts {
             })
             .map(|c| c.id.clone())
             .collect()
+    }
+
+    /// Whether some consent of `matched` (see [`Facts::matching_consents`]) is the patient's
+    /// latest word on the request's purpose: no opt-out of that purpose, or of a purpose it is a
+    /// kind of, was recorded after its grant (see [`SubjectState::opted_out_after`]).
+    pub fn has_current_consent(&self, request: &Request, matched: &[ConsentId]) -> bool {
+        matched
+            .iter()
+            .any(|id| !self.subject.opted_out_after(id, request.purpose))
     }
 
     /// Whether the source facility, or its group, excludes the patient.

@@ -16,6 +16,8 @@
 //! - [`engine`]: [`PolicyEngine`], schema-validated policy sets, their hash, and decisions.
 //! - [`limits`]: bounds on the nesting and size of policy text, checked before Cedar parses it.
 //! - [`decision`]: [`Request`] and [`Decision`].
+//! - `explain`: why a request was denied by default, in plain words (the first reason of such a
+//!   deny).
 //! - [`whatif`]: which past decisions a candidate policy set would change.
 //! - [`replay`]: re-running a log's events and decisions, as a regulator does.
 //!
@@ -42,6 +44,7 @@ pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod event;
+mod explain;
 pub mod facts;
 pub mod limits;
 pub mod replay;

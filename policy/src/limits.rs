@@ -16,7 +16,7 @@
 //! The scan skips string literals (with their `\` escapes) and `//` comments as Cedar's lexer
 //! does, so a bracket in a string neither counts nor hides one outside. A policy ends at a `;`
 //! outside brackets. Both limits are well above what real policies need (the default set nests 4
-//! deep and its largest policy has 27 terms) and low enough that Cedar parses, validates and
+//! deep and its largest policy has 29 terms) and low enough that Cedar parses, validates and
 //! evaluates a policy at both limits at once on a 1 MiB thread stack, half of a tokio worker's
 //! (the tests of `engine` prove it). Cedar's evaluator and typechecker check the remaining stack
 //! themselves and fail with a recursion-limit error; its parser does not, which is why this scan

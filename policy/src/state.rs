@@ -21,15 +21,16 @@
 //! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
 //! | `meta/dir` | 8-byte big-endian leaf index of the last directory event (directory version) |
 //! | `dirlog/<8-byte BE index>` | the key of the directory record that event changed |
-//! | `dir/org/<org id>` | [`Organization`] |
-//! | `dir/fac/<facility id>` | the facility without its patient list, plus its emergency flag |
+//! | `dirlog/<8-byte BE index><1 byte n>` | the key of the n-th other record it changed (a facility's organisation) |
+//! | `dir/org/<org id>` | [`OrganizationRecord`]: the [`Organization`], and when it was deactivated |
+//! | `dir/fac/<facility id>` | the facility without its patient list, plus its emergency flag and deactivation |
 //! | `dir/facx/<facility id>` | the facility's excluded patients (read only when it changes) |
 //! | `dir/grp/<group id>` | the facility group without its patient list |
 //! | `dir/grpx/<group id>` | the group's excluded patients (read only when it changes) |
-//! | `dir/cli/<clinician id>` | [`Clinician`] |
+//! | `dir/cli/<clinician id>` | [`ClinicianRecord`]: the [`Clinician`], and when they were deactivated |
 //! | `con/<consent id>` | which patient it belongs to, and the leaf indices of grant and revoke |
 //! | `pol/active` | the active policy set: hash, canonical text, leaf index |
-//! | `subj/<pseudonym>/s` | [`SubjectState`]: unrevoked consents, opt-outs, exclusions |
+//! | `subj/<pseudonym>/s` | [`SubjectState`]: unrevoked consents, opt-outs, exclusions, and the leaf indices of grants and opt-outs |
 //! | `subj/<pseudonym>/h` | 16 bytes: last leaf index and entry count, both big-endian |
 //! | `subj/<pseudonym>/e/<8-byte BE page>` | leaf indices (8 bytes BE each) of the patient's entries `page × 32 ..`, at most [`SUBJECT_PAGE_ENTRIES`] |
 //!
@@ -46,9 +47,9 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::decision::PolicySetHash;
 use crate::domain::{
-    Clinician, ClinicianId, Consent, ConsentId, DataCategory, Department, DomainError, Facility,
-    FacilityGroup, FacilityId, GroupId, Level, Name, OrgId, Organization, Purpose, RecipientClass,
-    SubjectId, Timestamp,
+    Clinician, ClinicianId, Consent, ConsentId, DataCategory, Deactivation, Department,
+    DomainError, Facility, FacilityGroup, FacilityId, GroupId, Level, Name, OrgId, Organization,
+    Purpose, RecipientClass, SubjectId, Timestamp,
 };
 use crate::engine::{self, ValidationIssue};
 use crate::event::Event;
@@ -121,6 +122,17 @@ pub trait KvScan: KvRead {
     ///
     /// [`KvError`] when the store fails.
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError>;
+
+    /// The first `limit` pairs of [`KvScan::scan_range`]. Stores that can stop early override it.
+    ///
+    /// # Errors
+    ///
+    /// [`KvError`] when the store fails.
+    fn scan_range_limit(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, KvError> {
+        let mut pairs = self.scan_range(start, end)?;
+        pairs.truncate(limit);
+        Ok(pairs)
+    }
 }
 
 impl KvRead for BTreeMap<Vec<u8>, Vec<u8>> {
@@ -156,6 +168,10 @@ impl KvScan for BTreeMap<Vec<u8>, Vec<u8>> {
 impl<T: KvScan + ?Sized> KvScan for &T {
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError> {
         (**self).scan_range(start, end)
+    }
+
+    fn scan_range_limit(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, KvError> {
+        (**self).scan_range_limit(start, end, limit)
     }
 }
 
@@ -280,6 +296,20 @@ pub enum ApplyError {
         /// The group.
         id: GroupId,
     },
+    /// The event names a clinician the directory does not hold.
+    #[error("unknown clinician `{id}`")]
+    UnknownClinician {
+        /// The clinician.
+        id: ClinicianId,
+    },
+    /// A deactivation names something already deactivated.
+    #[error("{} is already deactivated (at entry {at})", describe(.target))]
+    AlreadyDeactivated {
+        /// What the event names.
+        target: Deactivation,
+        /// The leaf index of its deactivation.
+        at: u64,
+    },
     /// A grant reuses a consent id.
     #[error("consent `{id}` already exists")]
     DuplicateConsent {
@@ -345,6 +375,15 @@ pub enum ApplyError {
     },
 }
 
+/// `clinician `dr-x``, `facility `f``, `organisation `o``: what a deactivation names, for messages.
+pub fn describe(target: &Deactivation) -> String {
+    match target {
+        Deactivation::Clinician(id) => format!("clinician `{id}`"),
+        Deactivation::Facility(id) => format!("facility `{id}`"),
+        Deactivation::Organization(id) => format!("organisation `{id}`"),
+    }
+}
+
 fn first_issue(issues: &[ValidationIssue]) -> String {
     issues
         .first()
@@ -366,6 +405,18 @@ pub struct SubjectState {
     /// Facility groups that exclude this patient from sharing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_by_groups: Vec<GroupId>,
+    /// Leaf index of the grant of each consent in `consents`. A consent missing here was stored
+    /// before these indices were kept: it counts as granted before every opt-out (see
+    /// [`SubjectState::opted_out_after`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consent_indices: BTreeMap<ConsentId, u64>,
+    /// For each purpose in `opt_outs`, the leaf index of the opt-out event since which it has
+    /// been opted out without a break (an event that keeps a purpose keeps its index). A purpose
+    /// missing here was stored before these indices were kept: it counts as recorded after every
+    /// consent stored then, and before every consent granted since (see
+    /// [`SubjectState::opted_out_after`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub opt_out_indices: BTreeMap<Purpose, u64>,
 }
 
 impl SubjectState {
@@ -377,6 +428,33 @@ impl SubjectState {
     /// Whether the patient opted out of `purpose` (or of a purpose it is a kind of).
     pub fn opted_out_of(&self, purpose: Purpose) -> bool {
         self.opt_outs.iter().any(|o| purpose.is_a(*o))
+    }
+
+    /// Whether an opt-out of `purpose` (or of a purpose it is a kind of) was recorded after
+    /// `consent` was granted, so that it overrides the consent for `purpose` (the patient's later
+    /// word wins).
+    ///
+    /// Records stored before these indices were kept lack them; an index missing here means
+    /// "recorded before indices were kept", so it is earlier than every known index. Where both
+    /// are missing the order is unknown and the opt-out counts as the later word (fail closed).
+    pub fn opted_out_after(&self, consent: &ConsentId, purpose: Purpose) -> bool {
+        let granted = self.consent_indices.get(consent).copied();
+        self.opt_outs.iter().filter(|o| purpose.is_a(**o)).any(|o| {
+            match (self.opt_out_indices.get(o), granted) {
+                (Some(opted), Some(granted)) => *opted > granted,
+                (None, Some(_)) => false,
+                (Some(_), None) | (None, None) => true,
+            }
+        })
+    }
+
+    /// Drops the indices of consents and purposes the state no longer holds.
+    fn prune_indices(&mut self) {
+        let consents = &self.consents;
+        self.consent_indices
+            .retain(|id, _| consents.iter().any(|c| &c.id == id));
+        let opt_outs = &self.opt_outs;
+        self.opt_out_indices.retain(|p, _| opt_outs.contains(p));
     }
 
     fn is_empty(&self) -> bool {
@@ -404,6 +482,66 @@ pub struct FacilityState {
     pub facility: Facility,
     /// Whether an emergency is declared for it.
     pub emergency_active: bool,
+    /// The leaf index of its deactivation, if it is deactivated.
+    pub deactivated: Option<u64>,
+}
+
+/// An organisation as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrganizationRecord {
+    /// The organisation.
+    #[serde(flatten)]
+    pub organization: Organization,
+    /// The leaf index of its deactivation, if it is deactivated (an upsert clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated: Option<u64>,
+}
+
+/// A clinician as the state holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClinicianRecord {
+    /// The clinician.
+    #[serde(flatten)]
+    pub clinician: Clinician,
+    /// The leaf index of their deactivation, if deactivated (an upsert clears it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated: Option<u64>,
+}
+
+/// A facility as directory reads show it: everything but its patient exclusions, which are
+/// personal data (pseudonyms) and stay in the state for decisions only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FacilityRecord {
+    /// Its id.
+    pub id: FacilityId,
+    /// Its display name.
+    pub name: Name,
+    /// Its group, if any.
+    pub group: Option<GroupId>,
+    /// Departments whose records it does not share.
+    pub excluded_departments: Vec<Department>,
+    /// Whether an emergency is declared for it.
+    pub emergency_active: bool,
+    /// The leaf index of its deactivation, if it is deactivated (an upsert clears it).
+    pub deactivated: Option<u64>,
+}
+
+/// A facility group as directory reads show it: without its patient exclusions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Its id.
+    pub id: GroupId,
+    /// Departments no member facility shares.
+    pub excluded_departments: Vec<Department>,
+}
+
+/// One page of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The records, in id order.
+    pub items: Vec<T>,
+    /// The id to list after for the next page, when there are more records.
+    pub next_after: Option<String>,
 }
 
 /// What the state knows of a consent id.
@@ -438,11 +576,19 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
     check(&*kv, event, index)?;
     match event {
         Event::UpsertOrganization(org) => put_json(kv, &key(ORG, org.id.as_str()), org)?,
-        Event::UpsertFacility(facility) => apply_facility(kv, facility)?,
+        Event::UpsertFacility(facility) => {
+            apply_facility(kv, facility)?;
+            // A facility is an organisation with the same id, when the event says under which
+            // class (events logged before that register none).
+            if let Some(organization) = facility_organization(facility) {
+                put_json(kv, &key(ORG, facility.id.as_str()), &organization)?;
+            }
+        }
         Event::UpsertFacilityGroup(group) => apply_group(kv, group)?,
         Event::UpsertClinician(clinician) => {
             put_json(kv, &key(CLINICIAN, clinician.id.as_str()), clinician)?;
         }
+        Event::Deactivate { target } => apply_deactivation(kv, target, index)?,
         Event::SetEmergency { facility, active } => {
             let k = key(FACILITY, facility.as_str());
             let mut stored: StoredFacility =
@@ -458,6 +604,8 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
                 .consents
                 .retain(|c| c.valid_until.is_none_or(|until| until > consent.granted_at));
             state.consents.push(consent.clone());
+            state.consent_indices.insert(consent.id.clone(), index);
+            state.prune_indices();
             put_subject_state(kv, &consent.subject, &state)?;
             let record = ConsentRecord {
                 subject: consent.subject.clone(),
@@ -478,6 +626,7 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
             }
             let mut state = consent_state(&*kv, subject)?;
             state.consents.retain(|c| &c.id != consent_id);
+            state.prune_indices();
             put_subject_state(kv, subject, &state)?;
         }
         Event::RecordOptOut { subject, purposes } => {
@@ -485,6 +634,18 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
             let mut purposes = purposes.clone();
             purposes.sort_unstable();
             purposes.dedup();
+            // A purpose that stays opted out keeps the index it was recorded at (or none, for
+            // one stored before indices were kept); a newly opted-out purpose gets this one.
+            let earlier = std::mem::take(&mut state.opt_out_indices);
+            for purpose in &purposes {
+                if state.opt_outs.contains(purpose) {
+                    if let Some(at) = earlier.get(purpose) {
+                        state.opt_out_indices.insert(*purpose, *at);
+                    }
+                } else {
+                    state.opt_out_indices.insert(*purpose, index);
+                }
+            }
             state.opt_outs = purposes;
             put_subject_state(kv, subject, &state)?;
         }
@@ -505,12 +666,20 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
     if let Some(subject) = event.subject() {
         append_subject_entry(kv, subject, index)?;
     }
-    if let Some(changed) = directory_key(event) {
+    let changed = directory_keys(&*kv, event)?;
+    if !changed.is_empty() {
         kv.put(META_DIRECTORY, &index.to_be_bytes())
             .map_err(StateError::from)?;
-        let mut log_key = DIRECTORY_LOG.to_vec();
-        log_key.extend_from_slice(&index.to_be_bytes());
-        kv.put(&log_key, &changed).map_err(StateError::from)?;
+        for (n, changed) in changed.iter().enumerate() {
+            let mut log_key = DIRECTORY_LOG.to_vec();
+            log_key.extend_from_slice(&index.to_be_bytes());
+            // The first record keeps the key events have always used; further ones (a
+            // facility's organisation) sort right after it.
+            if let Some(n) = n.checked_sub(1) {
+                log_key.push(u8::try_from(n).unwrap_or(u8::MAX));
+            }
+            kv.put(&log_key, changed).map_err(StateError::from)?;
+        }
     }
     if last_applied(&*kv)?.is_none() {
         kv.put(META_LAYOUT, &LAYOUT_VERSION.to_be_bytes())
@@ -547,15 +716,109 @@ fn append_subject_entry(
     Ok(())
 }
 
-/// The storage key of the directory record a directory event changes, if it is one.
-fn directory_key(event: &Event) -> Option<Vec<u8>> {
-    Some(match event {
-        Event::UpsertOrganization(org) => key(ORG, org.id.as_str()),
-        Event::UpsertFacility(facility) => key(FACILITY, facility.id.as_str()),
-        Event::SetEmergency { facility, .. } => key(FACILITY, facility.as_str()),
-        Event::UpsertFacilityGroup(group) => key(GROUP, group.id.as_str()),
-        Event::UpsertClinician(clinician) => key(CLINICIAN, clinician.id.as_str()),
-        _ => return None,
+/// The storage keys of the directory records a directory event changed (none for other
+/// events), read after the event was applied.
+fn directory_keys(kv: &impl KvRead, event: &Event) -> Result<Vec<Vec<u8>>, StateError> {
+    Ok(match event {
+        Event::UpsertOrganization(org) => vec![key(ORG, org.id.as_str())],
+        Event::UpsertFacility(facility) if facility.recipient_class.is_some() => vec![
+            key(FACILITY, facility.id.as_str()),
+            key(ORG, facility.id.as_str()),
+        ],
+        Event::UpsertFacility(facility) => vec![key(FACILITY, facility.id.as_str())],
+        Event::SetEmergency { facility, .. } => vec![key(FACILITY, facility.as_str())],
+        Event::UpsertFacilityGroup(group) => vec![key(GROUP, group.id.as_str())],
+        Event::UpsertClinician(clinician) => vec![key(CLINICIAN, clinician.id.as_str())],
+        Event::Deactivate {
+            target: Deactivation::Clinician(id),
+        } => vec![key(CLINICIAN, id.as_str())],
+        Event::Deactivate {
+            target: Deactivation::Organization(id),
+        } => vec![key(ORG, id.as_str())],
+        Event::Deactivate {
+            target: Deactivation::Facility(id),
+        } => {
+            let org = key(ORG, id.as_str());
+            let mut keys = vec![key(FACILITY, id.as_str())];
+            if kv.get(&org)?.is_some() {
+                keys.push(org);
+            }
+            keys
+        }
+        _ => Vec::new(),
+    })
+}
+
+/// The organisation a facility event registers, if it names a recipient class.
+fn facility_organization(facility: &Facility) -> Option<Organization> {
+    Some(Organization {
+        id: OrgId::of_facility(&facility.id),
+        name: facility.name.clone(),
+        recipient_class: facility.recipient_class?,
+    })
+}
+
+/// Marks what `target` names deactivated at `index` (a facility's organisation too).
+fn apply_deactivation(
+    kv: &mut impl KvWrite,
+    target: &Deactivation,
+    index: u64,
+) -> Result<(), ApplyError> {
+    match target {
+        Deactivation::Clinician(id) => {
+            let k = key(CLINICIAN, id.as_str());
+            let mut record: ClinicianRecord = get_json(&*kv, &k, "clinician")?
+                .ok_or_else(|| ApplyError::UnknownClinician { id: id.clone() })?;
+            record.deactivated = Some(index);
+            put_json(kv, &k, &record)?;
+        }
+        Deactivation::Organization(id) => deactivate_organization(kv, id, index)?,
+        Deactivation::Facility(id) => {
+            let k = key(FACILITY, id.as_str());
+            let mut stored: StoredFacility = get_json(&*kv, &k, "facility")?
+                .ok_or_else(|| ApplyError::UnknownFacility { id: id.clone() })?;
+            stored.deactivated = Some(index);
+            put_json(kv, &k, &stored)?;
+            let org = OrgId::of_facility(id);
+            if organization_record(&*kv, &org)?.is_some() {
+                deactivate_organization(kv, &org, index)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn deactivate_organization(
+    kv: &mut impl KvWrite,
+    id: &OrgId,
+    index: u64,
+) -> Result<(), ApplyError> {
+    let k = key(ORG, id.as_str());
+    let mut record: OrganizationRecord = get_json(&*kv, &k, "organisation")?
+        .ok_or_else(|| ApplyError::UnknownOrganization { id: id.clone() })?;
+    record.deactivated = Some(index);
+    put_json(kv, &k, &record)?;
+    Ok(())
+}
+
+/// When what `target` names was deactivated: `Ok(None)` when it is registered and active.
+fn deactivated_at(kv: &impl KvRead, target: &Deactivation) -> Result<Option<u64>, ApplyError> {
+    Ok(match target {
+        Deactivation::Clinician(id) => {
+            clinician_record(kv, id)?
+                .ok_or_else(|| ApplyError::UnknownClinician { id: id.clone() })?
+                .deactivated
+        }
+        Deactivation::Organization(id) => {
+            organization_record(kv, id)?
+                .ok_or_else(|| ApplyError::UnknownOrganization { id: id.clone() })?
+                .deactivated
+        }
+        Deactivation::Facility(id) => {
+            facility_record(kv, id)?
+                .ok_or_else(|| ApplyError::UnknownFacility { id: id.clone() })?
+                .deactivated
+        }
     })
 }
 
@@ -589,6 +852,14 @@ pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyErr
         Event::UpsertFacilityGroup(_) => {}
         Event::UpsertClinician(clinician) => require_facility(kv, &clinician.facility)?,
         Event::SetEmergency { facility, .. } => require_facility(kv, facility)?,
+        Event::Deactivate { target } => {
+            if let Some(at) = deactivated_at(kv, target)? {
+                return Err(ApplyError::AlreadyDeactivated {
+                    target: target.clone(),
+                    at,
+                });
+            }
+        }
         Event::GrantConsent(consent) => check_grant(kv, consent)?,
         Event::RevokeConsent {
             subject,
@@ -716,6 +987,7 @@ pub fn facility(kv: &impl KvRead, id: &FacilityId) -> Result<Option<FacilityStat
         return Ok(None);
     };
     let excluded_patients = get_json(kv, &key(FACILITY_PATIENTS, id.as_str()), "facility")?;
+    let recipient_class = organization(kv, &OrgId::of_facility(id))?.map(|o| o.recipient_class);
     Ok(Some(FacilityState {
         facility: Facility {
             id: stored.id,
@@ -723,8 +995,11 @@ pub fn facility(kv: &impl KvRead, id: &FacilityId) -> Result<Option<FacilityStat
             group: stored.group,
             excluded_departments: stored.excluded_departments,
             excluded_patients: excluded_patients.unwrap_or_default(),
+            recipient_class,
+            header: None,
         },
         emergency_active: stored.emergency_active,
+        deactivated: stored.deactivated,
     }))
 }
 
@@ -742,6 +1017,7 @@ pub fn facility_group(kv: &impl KvRead, id: &GroupId) -> Result<Option<FacilityG
         id: stored.id,
         excluded_departments: stored.excluded_departments,
         excluded_patients: excluded_patients.unwrap_or_default(),
+        header: None,
     }))
 }
 
@@ -752,6 +1028,169 @@ pub fn facility_group(kv: &impl KvRead, id: &GroupId) -> Result<Option<FacilityG
 /// [`StateError`] when the store fails or the record is corrupt.
 pub fn clinician(kv: &impl KvRead, id: &ClinicianId) -> Result<Option<Clinician>, StateError> {
     get_json(kv, &key(CLINICIAN, id.as_str()), "clinician")
+}
+
+/// The organisation `id` with its deactivation, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn organization_record(
+    kv: &impl KvRead,
+    id: &OrgId,
+) -> Result<Option<OrganizationRecord>, StateError> {
+    get_json(kv, &key(ORG, id.as_str()), "organisation")
+}
+
+/// The clinician `id` with their deactivation, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn clinician_record(
+    kv: &impl KvRead,
+    id: &ClinicianId,
+) -> Result<Option<ClinicianRecord>, StateError> {
+    get_json(kv, &key(CLINICIAN, id.as_str()), "clinician")
+}
+
+/// The facility `id` without its patient exclusions, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn facility_summary(
+    kv: &impl KvRead,
+    id: &FacilityId,
+) -> Result<Option<FacilityRecord>, StateError> {
+    Ok(facility_record(kv, id)?.map(StoredFacility::summary))
+}
+
+/// The facility group `id` without its patient exclusions, if registered.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn group_summary(kv: &impl KvRead, id: &GroupId) -> Result<Option<GroupRecord>, StateError> {
+    Ok(facility_group_record(kv, id)?.map(StoredGroup::summary))
+}
+
+/// Up to `limit` organisations with ids after `after` (from the first when none), in id order.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn list_organizations(
+    kv: &impl KvScan,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<OrganizationRecord>, StateError> {
+    list(
+        kv,
+        ORG,
+        after,
+        limit,
+        "organisation",
+        |r: &OrganizationRecord| r.organization.id.to_string(),
+    )
+}
+
+/// Up to `limit` facilities with ids after `after`, in id order, without patient exclusions.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn list_facilities(
+    kv: &impl KvScan,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<FacilityRecord>, StateError> {
+    let page = list(
+        kv,
+        FACILITY,
+        after,
+        limit,
+        "facility",
+        |r: &StoredFacility| r.id.to_string(),
+    )?;
+    Ok(Page {
+        items: page
+            .items
+            .into_iter()
+            .map(StoredFacility::summary)
+            .collect(),
+        next_after: page.next_after,
+    })
+}
+
+/// Up to `limit` facility groups with ids after `after`, in id order, without patient
+/// exclusions.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn list_facility_groups(
+    kv: &impl KvScan,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<GroupRecord>, StateError> {
+    let page = list(
+        kv,
+        GROUP,
+        after,
+        limit,
+        "facility group",
+        |r: &StoredGroup| r.id.to_string(),
+    )?;
+    Ok(Page {
+        items: page.items.into_iter().map(StoredGroup::summary).collect(),
+        next_after: page.next_after,
+    })
+}
+
+/// Up to `limit` clinicians with ids after `after`, in id order.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or a record is corrupt.
+pub fn list_clinicians(
+    kv: &impl KvScan,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<ClinicianRecord>, StateError> {
+    list(
+        kv,
+        CLINICIAN,
+        after,
+        limit,
+        "clinician",
+        |r: &ClinicianRecord| r.clinician.id.to_string(),
+    )
+}
+
+/// One page of the records under `prefix` (keyed by id) after id `after`.
+fn list<T: DeserializeOwned>(
+    kv: &impl KvScan,
+    prefix: &[u8],
+    after: Option<&str>,
+    limit: usize,
+    what: &'static str,
+    id: impl Fn(&T) -> String,
+) -> Result<Page<T>, StateError> {
+    let mut start = prefix.to_vec();
+    if let Some(after) = after {
+        // The smallest key after `<prefix><after>`: ids never hold a NUL byte.
+        start.extend_from_slice(after.as_bytes());
+        start.push(0);
+    }
+    let pairs = kv.scan_range_limit(&start, &prefix_end(prefix), limit.saturating_add(1))?;
+    let more = pairs.len() > limit;
+    let mut items = Vec::with_capacity(pairs.len().min(limit));
+    for (_, value) in pairs.into_iter().take(limit) {
+        items.push(serde_json::from_slice(&value).map_err(|_| StateError::Corrupt { what })?);
+    }
+    let next_after = if more { items.last().map(&id) } else { None };
+    Ok(Page { items, next_after })
 }
 
 /// A patient's unrevoked consents, opt-outs and disclosure exclusions (empty for a patient the log
@@ -1025,10 +1464,10 @@ pub(crate) fn directory_records(kv: &impl KvScan) -> Result<Vec<DirectoryRecord>
 /// A directory record as the Cedar directory needs it.
 #[derive(Debug, Clone)]
 pub(crate) enum DirectoryRecord {
-    Organization(Organization),
+    Organization(OrganizationRecord),
     Facility(StoredFacility),
     Group(StoredGroup),
-    Clinician(Clinician),
+    Clinician(ClinicianRecord),
 }
 
 fn read_directory_record(kv: &impl KvRead, k: &[u8]) -> Result<DirectoryRecord, StateError> {
@@ -1063,6 +1502,8 @@ pub(crate) struct StoredFacility {
     pub(crate) excluded_departments: Vec<Department>,
     #[serde(default)]
     pub(crate) emergency_active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) deactivated: Option<u64>,
 }
 
 /// A facility group as stored on the decision path: no patient list.
@@ -1081,6 +1522,18 @@ impl StoredFacility {
             group: facility.group.clone(),
             excluded_departments: sorted(&facility.excluded_departments),
             emergency_active,
+            deactivated: None,
+        }
+    }
+
+    fn summary(self) -> FacilityRecord {
+        FacilityRecord {
+            id: self.id,
+            name: self.name,
+            group: self.group,
+            excluded_departments: self.excluded_departments,
+            emergency_active: self.emergency_active,
+            deactivated: self.deactivated,
         }
     }
 }
@@ -1090,6 +1543,13 @@ impl StoredGroup {
         Self {
             id: group.id.clone(),
             excluded_departments: sorted(&group.excluded_departments),
+        }
+    }
+
+    fn summary(self) -> GroupRecord {
+        GroupRecord {
+            id: self.id,
+            excluded_departments: self.excluded_departments,
         }
     }
 }
@@ -1185,6 +1645,9 @@ struct StoredSubject {
     excluded_by_facilities: Vec<FacilityId>,
     #[serde(rename = "xg", default, skip_serializing_if = "Vec::is_empty")]
     excluded_by_groups: Vec<GroupId>,
+    /// Opt-out indices (absent in records written before they were kept).
+    #[serde(rename = "oi", default, skip_serializing_if = "BTreeMap::is_empty")]
+    opt_out_indices: BTreeMap<Purpose, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -1207,6 +1670,9 @@ struct StoredConsent {
     valid_until: Option<Timestamp>,
     #[serde(rename = "g")]
     granted_at: Timestamp,
+    /// Leaf index of the grant (absent in records written before it was kept).
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    index: Option<u64>,
 }
 
 impl StoredSubject {
@@ -1225,15 +1691,22 @@ impl StoredSubject {
                     valid_from: c.valid_from,
                     valid_until: c.valid_until,
                     granted_at: c.granted_at,
+                    index: state.consent_indices.get(&c.id).copied(),
                 })
                 .collect(),
             opt_outs: state.opt_outs.clone(),
             excluded_by_facilities: state.excluded_by_facilities.clone(),
             excluded_by_groups: state.excluded_by_groups.clone(),
+            opt_out_indices: state.opt_out_indices.clone(),
         }
     }
 
     fn into_state(self, subject: &SubjectId) -> SubjectState {
+        let consent_indices = self
+            .consents
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.index?)))
+            .collect();
         SubjectState {
             consents: self
                 .consents
@@ -1255,6 +1728,8 @@ impl StoredSubject {
             opt_outs: self.opt_outs,
             excluded_by_facilities: self.excluded_by_facilities,
             excluded_by_groups: self.excluded_by_groups,
+            consent_indices,
+            opt_out_indices: self.opt_out_indices,
         }
     }
 }

@@ -37,7 +37,8 @@ const C1_UNTIL: &str = "2027-01-01T00:00:00Z";
 /// Patients: 1 consents to research by univ-a and to treatment by hospitals; 2 to clinical
 /// trials by pharma; 3 opted out of research; 4 consents to anonymised insurance use; 5 to
 /// treatment by hosp-b only; 6 is excluded from sharing by hosp-a; 7 by the facility group; 9 has
-/// nothing on record.
+/// nothing on record; 10 consents to research on genomic data by univ-a; 11 refused emergency
+/// access by other facilities (an opt-out of `emergency`).
 fn p(n: u8) -> SubjectId {
     SubjectId::from_bytes([n; 32])
 }
@@ -87,6 +88,7 @@ impl World {
             id: GroupId::new("grp-north").unwrap(),
             excluded_departments: vec![Department::new("reproductive").unwrap()],
             excluded_patients: vec![p(7)],
+            header: None,
         }));
         for (id, group, departments, patients) in [
             ("hosp-a", Some("grp-north"), vec!["psychiatry"], vec![p(6)]),
@@ -103,6 +105,8 @@ impl World {
                     .map(|d| Department::new(d).unwrap())
                     .collect(),
                 excluded_patients: patients,
+                recipient_class: None,
+                header: None,
             }));
         }
         for (id, facility, department, role) in [
@@ -201,6 +205,21 @@ impl World {
                 None,
             ));
         }
+        world.grant(consent(
+            "c10",
+            p(10),
+            &[Purpose::Research],
+            &[DataCategory::Genomic],
+            &["univ-a"],
+            &[],
+            Level::Pseudonymized,
+            None,
+            None,
+        ));
+        world.apply(Event::RecordOptOut {
+            subject: p(11),
+            purposes: vec![Purpose::Emergency],
+        });
         world
     }
 
@@ -360,6 +379,23 @@ impl R {
             .level(Level::Statistical)
             .cohort(cohort)
     }
+    /// "May this patient be counted", stating no cohort size.
+    fn count(self, n: u8, purpose: Purpose) -> Self {
+        let mut r = self
+            .action(Action::ExportStatistics)
+            .subject(n)
+            .purpose(purpose)
+            .level(Level::Statistical);
+        r.0.cohort_size = None;
+        r
+    }
+    /// Break-glass view of one patient's records from a facility's department, for an emergency.
+    fn glass(self, n: u8, facility: &str, department: &str) -> Self {
+        self.action(Action::EmergencyView)
+            .subject(n)
+            .purpose(Purpose::Emergency)
+            .from(facility, department)
+    }
 }
 
 /// What a case expects: the effect, and the determining policy (for allows and explicit forbids)
@@ -477,7 +513,7 @@ fn cases() -> Vec<Case> {
             1,
             "an organisation never gets view_record",
             org("univ-a").view(1, "hosp-a", "internal"),
-            DenyBecause("not available to a `Organization`"),
+            DenyBecause("not available to `Organization` principals"),
         ),
         case(
             1,
@@ -525,7 +561,7 @@ fn cases() -> Vec<Case> {
             2,
             "category outside the consent (genomic)",
             univ_a_p1.clone().category("genomic"),
-            DenyBecause(BY_DEFAULT),
+            Forbid("secondary-use.sensitive-needs-opt-in"),
         ),
         case(
             2,
@@ -650,6 +686,68 @@ fn cases() -> Vec<Case> {
             org("ai-co").secondary(9, Research, Pseudonymized),
             DenyBecause(BY_DEFAULT),
         ),
+        // Rule 3: sensitive categories never take the opt-out path (issue 22, item 3).
+        case(
+            3,
+            "anonymised genomic data, no opt-in",
+            org("ai-co")
+                .secondary(9, ProductDevelopment, Anonymized)
+                .category("genomic"),
+            Forbid("secondary-use.sensitive-needs-opt-in"),
+        ),
+        case(
+            3,
+            "anonymised mental-health data, no opt-in",
+            org("univ-b")
+                .secondary(9, Research, Anonymized)
+                .category("mental_health"),
+            Forbid("secondary-use.sensitive-needs-opt-in"),
+        ),
+        case(
+            3,
+            "a clinical consent does not reach genomic data",
+            org("univ-a")
+                .secondary(1, Research, Anonymized)
+                .category("genomic"),
+            Forbid("secondary-use.sensitive-needs-opt-in"),
+        ),
+        case(
+            3,
+            "anonymised genomic data under an opt-in naming genomic",
+            org("univ-a")
+                .secondary(10, Research, Anonymized)
+                .category("genomic"),
+            Allow("secondary-use.opt-in-consent"),
+        ),
+        case(
+            3,
+            "a genomic opt-in covers only its recipient",
+            org("univ-b")
+                .secondary(10, Research, Anonymized)
+                .category("genomic"),
+            Forbid("secondary-use.sensitive-needs-opt-in"),
+        ),
+        case(
+            3,
+            "a patient with genomic data may still be counted in statistics",
+            org("univ-b").count(9, Research).category("genomic"),
+            Allow("statistics.count-patient"),
+        ),
+        // Rule 2: a consent allows every less identifiable level (issue 22, item 10).
+        case(
+            2,
+            "identified consent covers statistical secondary use",
+            org("pharma-x")
+                .secondary(2, ClinicalTrial, Statistical)
+                .category("lab_result"),
+            Allow("secondary-use.opt-in-consent"),
+        ),
+        case(
+            2,
+            "pseudonymised consent covers statistical secondary use",
+            org("univ-a").secondary(1, Research, Statistical),
+            Allow("secondary-use.opt-in-consent"),
+        ),
         // Rule 4: statistics with k = 10, never marketing, opted-out patients not counted.
         case(
             4,
@@ -688,20 +786,95 @@ fn cases() -> Vec<Case> {
         case(
             4,
             "count a patient who did not opt out",
-            org("univ-b").stats(Research, 0).subject(9),
+            org("univ-b").count(9, Research),
             Allow("statistics.count-patient"),
         ),
         case(
             4,
             "do not count an opted-out patient",
-            org("univ-b").stats(Research, 0).subject(3),
+            org("univ-b").count(3, Research),
             DenyBecause(BY_DEFAULT),
         ),
         case(
             4,
             "never count for marketing",
-            org("adco").stats(Marketing, 0).subject(9),
+            org("adco").count(9, Marketing),
             Forbid("statistics.no-marketing"),
+        ),
+        // Rule 4: counting one patient states no cohort below k (issue 22, item 6).
+        case(
+            4,
+            "count a patient in a cohort of 9",
+            org("univ-b").stats(Research, 9).subject(9),
+            Forbid("statistics.patient-cohort-below-k"),
+        ),
+        case(
+            4,
+            "count a patient in a cohort of 10",
+            org("univ-b").stats(Research, 10).subject(9),
+            Allow("statistics.count-patient"),
+        ),
+        // Rule 5 binds statistics: excluded patients and departments are not counted (issue 22,
+        // item 6).
+        case(
+            5,
+            "an excluded patient is not counted",
+            org("gov").count(6, PublicHealth).from("hosp-a", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            5,
+            "a patient excluded by the group is not counted",
+            org("gov").count(7, PublicHealth).from("hosp-c", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            5,
+            "a patient of an excluded department is not counted",
+            org("gov")
+                .count(9, PublicHealth)
+                .from("hosp-a", "psychiatry"),
+            Forbid("disclosure.excluded-department"),
+        ),
+        case(
+            5,
+            "the facility's own staff do not count an excluded patient either",
+            clinician("im-a")
+                .count(6, PublicHealth)
+                .from("hosp-a", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            5,
+            "counting a patient excluded somewhere, no source named",
+            org("gov").count(6, PublicHealth),
+            Forbid("disclosure.source-unnamed"),
+        ),
+        case(
+            5,
+            "counting at a facility excluding departments, no department named",
+            org("gov").count(9, PublicHealth).at_facility("hosp-a"),
+            Forbid("disclosure.department-unnamed"),
+        ),
+        case(
+            5,
+            "counting a patient excluded elsewhere only",
+            org("gov").count(6, PublicHealth).from("hosp-b", "internal"),
+            Allow("statistics.count-patient"),
+        ),
+        case(
+            5,
+            "a release about an excluded department",
+            org("gov")
+                .stats(PublicHealth, 100)
+                .from("hosp-a", "psychiatry"),
+            Forbid("disclosure.excluded-department"),
+        ),
+        case(
+            5,
+            "a release naming its facility but no department",
+            org("gov").stats(PublicHealth, 100).at_facility("hosp-a"),
+            Allow("statistics.cohort-at-least-k"),
         ),
         // Rule 5: facility and group disclosure settings override consent.
         case(
@@ -885,6 +1058,39 @@ fn cases() -> Vec<Case> {
             clinician("im-a").view(6, "hosp-a", "psychiatry"),
             Allow("ehr.information-manager-own-facility"),
         ),
+        // Rule 6: an information manager's view has a purpose (issue 22, item 4).
+        case(
+            6,
+            "information manager, own facility, for facility operations",
+            clinician("im-a")
+                .view(9, "hosp-a", "internal")
+                .purpose(FacilityOperations),
+            Allow("ehr.information-manager-own-facility"),
+        ),
+        case(
+            6,
+            "information manager, own facility, for an emergency",
+            clinician("im-a")
+                .view(9, "hosp-a", "internal")
+                .purpose(Emergency),
+            Allow("ehr.information-manager-own-facility"),
+        ),
+        case(
+            6,
+            "information manager, own facility, for marketing",
+            clinician("im-a")
+                .view(9, "hosp-a", "internal")
+                .purpose(Marketing),
+            DenyBecause(BY_DEFAULT),
+        ),
+        case(
+            6,
+            "information manager, own facility, for research",
+            clinician("im-a")
+                .view(9, "hosp-a", "internal")
+                .purpose(Research),
+            DenyBecause(BY_DEFAULT),
+        ),
         case(
             6,
             "information manager of another facility",
@@ -916,34 +1122,114 @@ fn cases() -> Vec<Case> {
         case(
             7,
             "no emergency declared",
-            clinician("dr-a")
-                .view(9, "hosp-a", "internal")
-                .action(Action::EmergencyView),
+            clinician("dr-a").glass(9, "hosp-a", "internal"),
             Forbid("break-glass.no-emergency"),
         ),
         case(
             7,
             "declared emergency, own facility",
-            clinician("dr-b")
-                .view(9, "hosp-b", "internal")
-                .action(Action::EmergencyView),
+            clinician("dr-b").glass(9, "hosp-b", "internal"),
             AllowReview("break-glass.declared-emergency"),
         ),
         case(
             7,
-            "declared emergency, another facility's records",
-            clinician("dr-a")
-                .view(9, "hosp-b", "internal")
-                .action(Action::EmergencyView),
+            "emergency view by an organisation",
+            org("univ-a").glass(9, "hosp-b", "internal"),
+            DenyBecause("not available"),
+        ),
+        // Rule 7 serves emergencies only (issue 22, item 4).
+        case(
+            7,
+            "break-glass for treatment that is not an emergency",
+            clinician("dr-b")
+                .glass(9, "hosp-b", "internal")
+                .purpose(Treatment),
+            Forbid("break-glass.emergency-purpose-only"),
+        ),
+        case(
+            7,
+            "break-glass for marketing",
+            clinician("dr-b")
+                .glass(9, "hosp-b", "internal")
+                .purpose(Marketing),
+            Forbid("break-glass.emergency-purpose-only"),
+        ),
+        // Rule 7b: a doctor of another facility, in an emergency (issue 22, item 11).
+        case(
+            7,
+            "7b: doctor of another facility, no emergency declared there",
+            clinician("dr-b").glass(9, "hosp-a", "internal"),
+            AllowReview("break-glass.other-facility-emergency"),
+        ),
+        case(
+            7,
+            "7b: doctor of another facility in the same group",
+            clinician("dr-c").glass(1, "hosp-a", "internal"),
+            AllowReview("break-glass.other-facility-emergency"),
+        ),
+        case(
+            7,
+            "7b: another facility's records while the doctor's own has an emergency",
+            clinician("dr-a").glass(9, "hosp-b", "internal"),
+            AllowReview("break-glass.other-facility-emergency"),
+        ),
+        case(
+            7,
+            "7b: the patient refused emergency access by other facilities",
+            clinician("dr-b").glass(11, "hosp-a", "internal"),
+            Forbid("break-glass.refused-by-patient"),
+        ),
+        case(
+            7,
+            "7a: a refusal of emergency access does not reach the own facility",
+            clinician("dr-b").glass(11, "hosp-b", "internal"),
+            AllowReview("break-glass.declared-emergency"),
+        ),
+        case(
+            7,
+            "7b: the source facility excludes the department",
+            clinician("dr-b").glass(9, "hosp-a", "psychiatry"),
+            Forbid("disclosure.excluded-department"),
+        ),
+        case(
+            7,
+            "7b: the source facility excludes the patient",
+            clinician("dr-b").glass(6, "hosp-a", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            7,
+            "7b: the source's group excludes the patient",
+            clinician("dr-b").glass(7, "hosp-c", "internal"),
+            Forbid("disclosure.excluded-patient"),
+        ),
+        case(
+            7,
+            "7b: no department named where the source excludes departments",
+            clinician("dr-b")
+                .glass(9, "hosp-a", "internal")
+                .at_facility_only(),
+            Forbid("disclosure.department-unnamed"),
+        ),
+        case(
+            7,
+            "7b: no source facility named",
+            clinician("dr-b").glass(9, "hosp-a", "internal").no_source(),
+            Forbid("break-glass.source-unnamed"),
+        ),
+        case(
+            7,
+            "7b: only doctors",
+            clinician("im-b").glass(9, "hosp-a", "internal"),
             DenyBecause(BY_DEFAULT),
         ),
         case(
             7,
-            "emergency view by an organisation",
-            org("univ-a")
-                .view(9, "hosp-b", "internal")
-                .action(Action::EmergencyView),
-            DenyBecause("not available"),
+            "7b: only for the purpose `emergency`",
+            clinician("dr-b")
+                .glass(9, "hosp-a", "internal")
+                .purpose(Treatment),
+            Forbid("break-glass.emergency-purpose-only"),
         ),
         // Rule 8: patients and their own records.
         case(
@@ -981,6 +1267,15 @@ impl R {
     fn subject_none(mut self) -> Self {
         self.0.subject = None;
         self.0.cohort_size = None;
+        self
+    }
+    fn no_source(mut self) -> Self {
+        self.0.source_facility = None;
+        self.0.source_department = None;
+        self
+    }
+    fn at_facility_only(mut self) -> Self {
+        self.0.source_department = None;
         self
     }
 }
@@ -1072,10 +1367,7 @@ fn decisions_hold_across_the_stable_span() {
 #[test]
 fn rule_7_emergency_declared_then_ended() {
     let mut world = World::new();
-    let request = clinician("dr-a")
-        .view(9, "hosp-a", "internal")
-        .action(Action::EmergencyView)
-        .0;
+    let request = clinician("dr-a").glass(9, "hosp-a", "internal").0;
     let now = ts(NOW);
     assert_eq!(world.decide(&request, now).effect, Effect::Deny);
     let hosp_a = FacilityId::new("hosp-a").unwrap();
@@ -1086,12 +1378,14 @@ fn rule_7_emergency_declared_then_ended() {
     let d = world.decide(&request, now);
     assert_eq!(d.effect, Effect::Allow);
     assert!(d.review_required);
-    // A doctor of another facility still cannot break the glass on hosp-a's records.
-    let other = clinician("dr-b")
-        .view(9, "hosp-a", "internal")
-        .action(Action::EmergencyView)
-        .0;
-    assert_eq!(world.decide(&other, now).effect, Effect::Deny);
+    // A doctor of another facility is under rule 7b, whether or not hosp-a declared an
+    // emergency.
+    let other = clinician("dr-b").glass(9, "hosp-a", "internal").0;
+    let d = world.decide(&other, now);
+    assert_eq!(
+        d.determining_policies,
+        vec!["break-glass.other-facility-emergency"]
+    );
     world.apply(Event::SetEmergency {
         facility: hosp_a,
         active: false,
@@ -1099,6 +1393,228 @@ fn rule_7_emergency_declared_then_ended() {
     let d = world.decide(&request, now);
     assert_eq!(d.effect, Effect::Deny);
     assert_eq!(d.determining_policies, vec!["break-glass.no-emergency"]);
+    let d = world.decide(&other, now);
+    assert!(d.is_allow() && d.review_required, "{d:?}");
+}
+
+/// Rule 7b's refusal is the patient's to record and withdraw: an opt-out of `emergency` stops
+/// other facilities' emergency views, and withdrawing it lets them in again.
+#[test]
+fn rule_7b_refusal_of_emergency_access_recorded_then_withdrawn() {
+    let mut world = World::new();
+    let now = ts(NOW);
+    let request = clinician("dr-b").glass(9, "hosp-a", "internal").0;
+    assert!(world.decide(&request, now).is_allow());
+    world.apply(Event::RecordOptOut {
+        subject: p(9),
+        purposes: vec![Purpose::Emergency],
+    });
+    let d = world.decide(&request, now);
+    assert_eq!(
+        d.determining_policies,
+        vec!["break-glass.refused-by-patient"]
+    );
+    world.apply(Event::RecordOptOut {
+        subject: p(9),
+        purposes: vec![],
+    });
+    assert!(world.decide(&request, now).is_allow());
+}
+
+/// The patient's latest word wins (issue 22, item 5): an opt-out blocks use for its purpose
+/// under consents granted before it, a consent granted after it is in force, and an opt-out that
+/// a later opt-out event carries on keeps its place in time.
+#[test]
+fn a_later_opt_out_wins_over_an_earlier_consent() {
+    let mut world = World::new();
+    let now = ts(NOW);
+    // Patient 1 consented to research by univ-a (c1); now they opt out of research.
+    let research = org("univ-a")
+        .secondary(1, Purpose::Research, Level::Pseudonymized)
+        .0;
+    let trial = org("univ-a")
+        .secondary(1, Purpose::ClinicalTrial, Level::Pseudonymized)
+        .0;
+    assert!(world.decide(&research, now).is_allow());
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Research],
+    });
+    for request in [&research, &trial] {
+        let d = world.decide(request, now);
+        assert_eq!(d.effect, Effect::Deny, "{d:?}");
+        assert!(d.determining_policies.is_empty(), "{d:?}");
+    }
+    // Their treatment consent (c2) is not about research: still in force.
+    let view = clinician("dr-b").view(1, "hosp-a", "internal").0;
+    assert!(world.decide(&view, now).is_allow());
+    // A consent granted after the opt-out is in force for its own scope (clinical trials).
+    world.grant(consent(
+        "c1-trial",
+        p(1),
+        &[Purpose::ClinicalTrial],
+        &[DataCategory::Clinical],
+        &["univ-a"],
+        &[],
+        Level::Pseudonymized,
+        None,
+        None,
+    ));
+    assert!(world.decide(&trial, now).is_allow());
+    assert_eq!(world.decide(&research, now).effect, Effect::Deny);
+    // Adding another opt-out carries research's on from where it was recorded: the later
+    // consent stays in force.
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Research, Purpose::Marketing],
+    });
+    assert!(world.decide(&trial, now).is_allow());
+    // Withdrawing the research opt-out and recording it again is a new, later word.
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Marketing],
+    });
+    assert!(world.decide(&research, now).is_allow());
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Marketing, Purpose::Research],
+    });
+    assert_eq!(world.decide(&trial, now).effect, Effect::Deny);
+    assert_eq!(world.decide(&research, now).effect, Effect::Deny);
+
+    // An opt-out of `emergency` overrides an earlier treatment consent for emergencies only.
+    world.apply(Event::RecordOptOut {
+        subject: p(5),
+        purposes: vec![Purpose::Emergency],
+    });
+    let treatment = clinician("dr-b").view(5, "hosp-a", "internal").0;
+    assert!(world.decide(&treatment, now).is_allow());
+    let emergency = clinician("dr-b")
+        .view(5, "hosp-a", "internal")
+        .purpose(Purpose::Emergency)
+        .0;
+    assert_eq!(world.decide(&emergency, now).effect, Effect::Deny);
+
+    // Replay rebuilds the order from the log and re-decides alike.
+    let mut replayer = policy::replay::Replayer::new();
+    for (index, event) in &world.log {
+        replayer.step(*index, event).unwrap();
+    }
+    let mut served = world.kv.clone();
+    served.retain(|key, _| !policy::state::is_subject_listing_key(key));
+    assert_eq!(replayer.state(), &served);
+}
+
+/// `has_opt_in_consent` keeps its meaning for policy sets that use it: a consent covers the
+/// request whatever opt-outs came after it. Only `has_current_opt_in_consent` orders them.
+#[test]
+fn has_opt_in_consent_keeps_its_meaning() {
+    let mut world = World::new();
+    let now = ts(NOW);
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Research],
+    });
+    let research = org("univ-a")
+        .secondary(1, Purpose::Research, Level::Pseudonymized)
+        .0;
+    let directory = world.directory.current(&world.kv).unwrap();
+    let old_style = PolicyEngine::new(
+        r#"@id("old") @reason("consent")
+permit (principal, action == Action::"secondary_use", resource)
+when { context.has_opt_in_consent };"#,
+    )
+    .unwrap();
+    let d = old_style
+        .decide_kv(&research, &directory, &world.kv, now)
+        .unwrap();
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(world.decide(&research, now).effect, Effect::Deny);
+}
+
+/// A patient record stored before the order of grants and opt-outs was kept fails closed: its
+/// opt-outs count as later than every consent it holds, so the default set denies what they
+/// cover; a consent granted after the record was stored is known to be the later word.
+#[test]
+fn a_record_without_recording_order_fails_closed() {
+    let mut world = World::new();
+    let now = ts(NOW);
+    world.apply(Event::RecordOptOut {
+        subject: p(1),
+        purposes: vec![Purpose::Research],
+    });
+    world.grant(consent(
+        "c1-later",
+        p(1),
+        &[Purpose::Research],
+        &[DataCategory::Clinical],
+        &["univ-a"],
+        &[],
+        Level::Pseudonymized,
+        None,
+        None,
+    ));
+    let research = org("univ-a")
+        .secondary(1, Purpose::Research, Level::Pseudonymized)
+        .0;
+    assert!(world.decide(&research, now).is_allow());
+    // The record as the code before this change wrote it: no grant or opt-out indices.
+    let key = [b"subj/".as_slice(), p(1).as_str().as_bytes(), b"/s"].concat();
+    let mut stored: serde_json::Value = serde_json::from_slice(&world.kv[&key]).unwrap();
+    let object = stored.as_object_mut().unwrap();
+    assert!(object.remove("oi").is_some());
+    for consent in object["c"].as_array_mut().unwrap() {
+        assert!(consent.as_object_mut().unwrap().remove("n").is_some());
+    }
+    world.kv.insert(key, serde_json::to_vec(&stored).unwrap());
+    let d = world.decide(&research, now);
+    assert_eq!(d.effect, Effect::Deny, "{d:?}");
+    // Consents for purposes it did not opt out of are unaffected.
+    let view = clinician("dr-b").view(1, "hosp-a", "internal").0;
+    assert!(world.decide(&view, now).is_allow());
+    // A consent granted from now on is later than an opt-out stored without its index (which
+    // was recorded before the change): it is in force.
+    world.grant(consent(
+        "c1-now",
+        p(1),
+        &[Purpose::Research],
+        &[DataCategory::Clinical],
+        &["univ-a"],
+        &[],
+        Level::Pseudonymized,
+        None,
+        None,
+    ));
+    assert!(world.decide(&research, now).is_allow());
+}
+
+/// Operators mark a category sensitive by adding it to the list in
+/// `secondary-use.sensitive-needs-opt-in` (policy/README.md).
+#[test]
+fn operators_can_mark_more_categories_sensitive() {
+    let world = World::new();
+    let now = ts(NOW);
+    let lifelog = org("ai-co")
+        .secondary(9, Purpose::ProductDevelopment, Level::Anonymized)
+        .category("lifelog")
+        .0;
+    assert!(world.decide(&lifelog, now).is_allow());
+    let list = r#"[DataCategory::"genomic", DataCategory::"mental_health"]"#;
+    let text = world.engine.text();
+    assert_eq!(text.matches(list).count(), 1);
+    let edited = text.replace(
+        list,
+        r#"[DataCategory::"genomic", DataCategory::"mental_health", DataCategory::"lifelog"]"#,
+    );
+    let engine = PolicyEngine::new(&edited).unwrap();
+    let directory = world.directory.current(&world.kv).unwrap();
+    let d = engine
+        .decide_kv(&lifelog, &directory, &world.kv, now)
+        .unwrap();
+    assert_eq!(
+        d.determining_policies,
+        vec!["secondary-use.sensitive-needs-opt-in"]
+    );
 }
 
 #[test]
@@ -1282,4 +1798,471 @@ fn what_if_reports_each_changed_effect() {
         assert_eq!(change.old.effect, Effect::Deny);
         assert_eq!(change.new.effect, Effect::Allow);
     }
+}
+
+/// Registers facility `id` as the service now does: with a recipient class and the second leaf
+/// format, and no separate organisation.
+fn facility_v2(id: &str, class: RecipientClass) -> Event {
+    Event::UpsertFacility(Facility {
+        id: FacilityId::new(id).unwrap(),
+        name: Name::new(format!("Facility {id}")).unwrap(),
+        group: None,
+        excluded_departments: vec![],
+        excluded_patients: vec![],
+        recipient_class: Some(class),
+        header: Some(policy::domain::LeafHeader::V2),
+    })
+}
+
+fn doctor(id: &str, facility: &str) -> Event {
+    Event::UpsertClinician(Clinician {
+        id: ClinicianId::new(id).unwrap(),
+        facility: FacilityId::new(facility).unwrap(),
+        department: Department::new("internal").unwrap(),
+        role: ClinicianRole::Doctor,
+    })
+}
+
+fn deactivate(target: policy::domain::Deactivation) -> Event {
+    Event::Deactivate { target }
+}
+
+/// Every logged decision of `world` re-decides identically in a regulator's replay.
+fn replays_identically(world: &World) {
+    let mut replayer = policy::replay::Replayer::new();
+    for (index, event) in &world.log {
+        let outcome = replayer.step(*index, event).unwrap();
+        if matches!(event, Event::Decision { .. }) {
+            assert_eq!(
+                outcome,
+                policy::replay::Outcome::DecisionMatches,
+                "entry {index}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_registered_facility_is_an_organisation_of_its_class() {
+    let mut world = World::new();
+    world.apply(facility_v2("hosp-e", RecipientClass::Hospital));
+    world.apply(facility_v2("chk-e", RecipientClass::CheckupCenter));
+    world.apply(doctor("dr-e", "hosp-e"));
+    // A consent naming the facility is accepted without UpsertOrganization...
+    let named = consent(
+        "c-hosp-e",
+        p(9),
+        &[Purpose::Treatment],
+        &[DataCategory::General],
+        &["hosp-e", "chk-e"],
+        &[],
+        Level::Identified,
+        None,
+        None,
+    );
+    state::check_grant(&world.kv, &named).unwrap();
+    let org = state::organization(&world.kv, &OrgId::new("chk-e").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.recipient_class, RecipientClass::CheckupCenter);
+    assert_eq!(org.name.as_str(), "Facility chk-e");
+    // ...and patient 1's consent to class `hospital` covers the facility's doctors.
+    let view = clinician("dr-e").view(1, "hosp-a", "internal").0;
+    let d = world.decide_and_log(&view, ts(NOW));
+    assert!(d.is_allow(), "{d:?}");
+    assert_eq!(d.determining_policies, vec!["ehr.inter-facility-consent"]);
+    replays_identically(&world);
+}
+
+#[test]
+fn a_facility_event_logged_before_facilities_were_organisations_registers_none() {
+    let mut world = World::new();
+    let mut old = facility_v2("hosp-f", RecipientClass::Hospital);
+    if let Event::UpsertFacility(facility) = &mut old {
+        facility.recipient_class = None;
+        facility.header = None;
+    }
+    world.apply(old);
+    world.apply(doctor("dr-f", "hosp-f"));
+    assert!(
+        state::organization(&world.kv, &OrgId::new("hosp-f").unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let named = consent(
+        "c-hosp-f",
+        p(9),
+        &[Purpose::Treatment],
+        &[DataCategory::General],
+        &["hosp-f"],
+        &[],
+        Level::Identified,
+        None,
+        None,
+    );
+    assert!(matches!(
+        state::check_grant(&world.kv, &named),
+        Err(policy::ApplyError::UnknownOrganization { .. })
+    ));
+    let view = clinician("dr-f").view(1, "hosp-a", "internal").0;
+    assert_eq!(world.decide_and_log(&view, ts(NOW)).effect, Effect::Deny);
+    replays_identically(&world);
+}
+
+#[test]
+fn a_deactivated_clinician_is_denied_until_registered_again() {
+    use policy::domain::Deactivation;
+    let mut world = World::new();
+    let view = clinician("dr-b").view(1, "hosp-a", "internal").0;
+    assert!(world.decide_and_log(&view, ts(NOW)).is_allow());
+    let at = world.next;
+    let dr_b = ClinicianId::new("dr-b").unwrap();
+    world.apply(deactivate(Deactivation::Clinician(dr_b.clone())));
+    let d = world.decide_and_log(&view, ts(NOW));
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.determining_policies.is_empty());
+    assert_eq!(
+        d.reasons,
+        vec![format!("clinician `dr-b` was deactivated at entry {at}")]
+    );
+    // Deactivating twice, or someone unknown, is refused.
+    assert!(matches!(
+        state::check(
+            &world.kv,
+            &deactivate(Deactivation::Clinician(dr_b)),
+            world.next
+        ),
+        Err(policy::ApplyError::AlreadyDeactivated { at: a, .. }) if a == at
+    ));
+    assert!(matches!(
+        state::check(
+            &world.kv,
+            &deactivate(Deactivation::Clinician(ClinicianId::new("dr-zz").unwrap())),
+            world.next
+        ),
+        Err(policy::ApplyError::UnknownClinician { .. })
+    ));
+    // Registering the clinician again reactivates them.
+    world.apply(doctor("dr-b", "hosp-b"));
+    assert!(world.decide_and_log(&view, ts(NOW)).is_allow());
+    replays_identically(&world);
+}
+
+#[test]
+fn a_deactivated_facility_denies_its_clinicians_and_consents_naming_it() {
+    use policy::domain::Deactivation;
+    let mut world = World::new();
+    world.apply(facility_v2("hosp-e", RecipientClass::Hospital));
+    world.apply(doctor("dr-e", "hosp-e"));
+    world.grant(consent(
+        "c-hosp-e",
+        p(9),
+        &[Purpose::Treatment],
+        &[DataCategory::General],
+        &["hosp-e"],
+        &[],
+        Level::Identified,
+        None,
+        None,
+    ));
+    let view = clinician("dr-e").view(9, "hosp-a", "internal").0;
+    assert!(world.decide_and_log(&view, ts(NOW)).is_allow());
+    let at = world.next;
+    world.apply(deactivate(Deactivation::Facility(
+        FacilityId::new("hosp-e").unwrap(),
+    )));
+    let d = world.decide_and_log(&view, ts(NOW));
+    assert_eq!(d.effect, Effect::Deny);
+    assert_eq!(
+        d.reasons,
+        vec![format!(
+            "facility `hosp-e` of the clinician was deactivated at entry {at}"
+        )]
+    );
+    // Its organisation went with it.
+    let org = state::organization_record(&world.kv, &OrgId::new("hosp-e").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(org.deactivated, Some(at));
+    // Registering the facility again reactivates it and its organisation.
+    world.apply(facility_v2("hosp-e", RecipientClass::Hospital));
+    assert!(world.decide_and_log(&view, ts(NOW)).is_allow());
+    replays_identically(&world);
+}
+
+#[test]
+fn consents_naming_a_deactivated_organisation_stop_covering_it() {
+    use policy::domain::Deactivation;
+    let mut world = World::new();
+    let research = org("univ-a")
+        .secondary(1, Purpose::Research, Level::Pseudonymized)
+        .0;
+    assert!(world.decide_and_log(&research, ts(NOW)).is_allow());
+    let at = world.next;
+    world.apply(deactivate(Deactivation::Organization(
+        OrgId::new("univ-a").unwrap(),
+    )));
+    let d = world.decide_and_log(&research, ts(NOW));
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.matched_consents.is_empty());
+    assert_eq!(
+        d.reasons,
+        vec![format!(
+            "organisation `univ-a` was deactivated at entry {at}"
+        )]
+    );
+    // A facility's doctors are denied when its organisation is deactivated.
+    world.apply(deactivate(Deactivation::Organization(
+        OrgId::new("hosp-b").unwrap(),
+    )));
+    let view = clinician("dr-b").view(1, "hosp-a", "internal").0;
+    let d = world.decide_and_log(&view, ts(NOW));
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(d.reasons[0].starts_with("organisation `hosp-b` was deactivated"));
+    replays_identically(&world);
+}
+
+#[test]
+fn department_exclusions_stored_before_normalisation_still_bind_under_the_default_set() {
+    let mut world = World::new();
+    // Settings logged before identifiers were normalised at the edge keep their spelling: they
+    // decode as logged.
+    let group = Event::from_json(
+        br#"{"kind":"directory.facility_group","id":"grp-old","excluded_departments":["Oncology"],"excluded_patients":[]}"#,
+    )
+    .unwrap();
+    let facility = Event::from_json(
+        br#"{"kind":"directory.facility","id":"hosp-old","name":"Old","group":"grp-old","excluded_departments":["Psychiatry"],"excluded_patients":[]}"#,
+    )
+    .unwrap();
+    world.apply(group);
+    world.apply(facility);
+    let ask = |department: &str| {
+        org("univ-a")
+            .secondary(1, Purpose::Research, Level::Pseudonymized)
+            .from("hosp-old", department)
+            .0
+    };
+    // Requests arrive normalised (`psychiatry`); the stored `Psychiatry` still excludes it, for
+    // the facility's own list and its group's.
+    for department in ["Psychiatry", "oncology"] {
+        let d = world.decide_and_log(&ask(department), ts(NOW));
+        assert_eq!(d.effect, Effect::Deny, "{department}: {d:?}");
+        assert_eq!(
+            d.determining_policies,
+            vec!["disclosure.excluded-department"]
+        );
+    }
+    let d = world.decide_and_log(&ask("internal"), ts(NOW));
+    assert!(d.is_allow(), "{d:?}");
+    replays_identically(&world);
+    // A set written before the fact existed compares the raw strings, as its logged decisions
+    // did: it does not see the stored `Psychiatry` in `psychiatry`.
+    let old_text = include_str!("fixtures/log-2026-12-02.jsonl")
+        .lines()
+        .next()
+        .map(|line| match Event::from_json(line.as_bytes()).unwrap() {
+            Event::ActivatePolicySet { policies, .. } => policies,
+            other => panic!("the fixture starts with {other:?}"),
+        })
+        .unwrap();
+    let old = PolicyEngine::new(&old_text).unwrap();
+    let directory = world.directory.current(&world.kv).unwrap();
+    let d = old
+        .decide_kv(&ask("psychiatry"), &directory, &world.kv, ts(NOW))
+        .unwrap();
+    assert!(d.is_allow(), "{d:?}");
+}
+
+/// Item 13 of issue 22: a deny by default names the condition that failed, first among its
+/// reasons, in words a patient and an auditor can read; the generic reason follows, and no
+/// policy is named as determining (none was).
+#[test]
+fn denies_by_default_say_why() {
+    use Level::*;
+    use Purpose::*;
+    let world = World::new();
+    let now = ts(NOW);
+    let cases: Vec<(&str, R, Timestamp, &str)> = vec![
+        (
+            "nothing on record",
+            org("univ-a").secondary(9, Research, Identified),
+            now,
+            "no consent of the patient covers this request: none is on record",
+        ),
+        (
+            "purpose",
+            org("insurer-a").secondary(1, Insurance, Identified),
+            now,
+            "no consent of the patient covers the purpose `insurance`",
+        ),
+        (
+            "category",
+            org("univ-a")
+                .secondary(1, Research, Pseudonymized)
+                .category("claims"),
+            now,
+            "no consent of the patient for `research` covers the data category `claims`",
+        ),
+        (
+            "recipient",
+            org("univ-b").secondary(1, Research, Pseudonymized),
+            now,
+            "no consent of the patient for `research` covers the recipient `univ-b` or its class `university`",
+        ),
+        (
+            "level",
+            org("univ-a").secondary(1, Research, Identified),
+            now,
+            "the patient's consent allows at most `PSEUDONYMIZED`, and `IDENTIFIED` was asked for",
+        ),
+        (
+            "not yet in force",
+            org("univ-a").secondary(1, Research, Pseudonymized),
+            ms(ts(C1_FROM), -1),
+            "the patient's consent that covers this request is not yet in force",
+        ),
+        (
+            "expired",
+            org("univ-a").secondary(1, Research, Pseudonymized),
+            ts(C1_UNTIL),
+            "the patient's consent that covers this request has expired",
+        ),
+        (
+            "opt-out",
+            org("univ-a").secondary(3, Research, Anonymized),
+            now,
+            "the patient opted out of `research`",
+        ),
+        (
+            "opt-out of the parent purpose",
+            org("pharma-x").secondary(3, ClinicalTrial, Anonymized),
+            now,
+            "the patient opted out of `research`, which includes `clinical_trial`",
+        ),
+        (
+            "an information manager's own facility, for marketing",
+            clinician("im-a")
+                .view(1, "hosp-a", "internal")
+                .purpose(Marketing),
+            now,
+            "an information manager may view their own facility's records only for `treatment` or `facility_operations`, not for `marketing`",
+        ),
+        (
+            "emergency access by another facility's information manager",
+            clinician("im-b")
+                .view(1, "hosp-a", "internal")
+                .action(Action::EmergencyView)
+                .purpose(Emergency),
+            now,
+            "emergency access to another facility's records is for doctors, and this clinician is an `information_manager` of `hosp-b`",
+        ),
+        (
+            "cohort below k",
+            org("univ-a").stats(Research, 7),
+            now,
+            "the cohort has 7 people, fewer than the 10 a statistical release needs",
+        ),
+        (
+            "statistics at another level",
+            org("univ-a").stats(Research, 50).level(Anonymized),
+            now,
+            "statistics are released only at level `STATISTICAL`, not `ANONYMIZED`",
+        ),
+        (
+            "counting a patient who opted out",
+            org("univ-a")
+                .action(Action::ExportStatistics)
+                .subject(3)
+                .purpose(Research)
+                .level(Statistical),
+            now,
+            "the patient opted out of `research`",
+        ),
+        (
+            "doctor of another facility, no consent",
+            clinician("dr-b").view(9, "hosp-a", "internal"),
+            now,
+            "no consent of the patient covers this request: none is on record",
+        ),
+        (
+            "doctor of another facility, consent names another hospital",
+            clinician("dr-c").view(5, "hosp-a", "internal"),
+            now,
+            "no consent of the patient for `treatment` covers the recipient `hosp-c` or its class `hospital`",
+        ),
+        (
+            "doctor of another facility, not for treatment",
+            clinician("dr-b")
+                .view(1, "hosp-a", "internal")
+                .purpose(Research),
+            now,
+            "a doctor of another facility may view records only for `treatment`, not for `research`",
+        ),
+        (
+            "doctor of another facility, no source named",
+            clinician("dr-b")
+                .action(Action::ViewRecord)
+                .subject(1)
+                .purpose(Treatment),
+            now,
+            "the request names no source facility, which a clinician's view needs",
+        ),
+        (
+            "information manager of another facility",
+            clinician("im-b").view(1, "hosp-a", "internal"),
+            now,
+            "an information manager may view only their own facility's records, and these are held by `hosp-a`",
+        ),
+        (
+            "doctor of the own facility",
+            clinician("dr-a").view(1, "hosp-a", "internal"),
+            now,
+            "no rule decides a doctor's view of their own facility's records (the facility's own systems do)",
+        ),
+        (
+            "patient asking about another patient",
+            patient(1).action(Action::ViewRecord).subject(2),
+            now,
+            "a patient may view only their own records",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, request, at, want) in cases {
+        let d = world.decide(&request.0, at);
+        let ok = d.effect == Effect::Deny
+            && d.determining_policies.is_empty()
+            && d.reasons.first().map(String::as_str) == Some(want)
+            && d.reasons.last().map(String::as_str) == Some(policy::engine::DEFAULT_DENY_REASON);
+        if !ok {
+            failures.push(format!(
+                "`{name}`: want `{want}`, got {:?} {:?} {:?}",
+                d.effect, d.determining_policies, d.reasons
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A deny by a forbid keeps the policy's own reason, alone: the explanation is for denies by
+/// default only.
+#[test]
+fn forbids_keep_their_own_reason() {
+    let world = World::new();
+    let d = world.decide(
+        &org("univ-a")
+            .secondary(7, Purpose::Research, Level::Identified)
+            .from("hosp-c", "reproductive")
+            .0,
+        ts(NOW),
+    );
+    assert_eq!(d.effect, Effect::Deny);
+    assert!(!d.determining_policies.is_empty(), "{d:?}");
+    assert!(
+        d.reasons
+            .iter()
+            .all(|r| r.starts_with("the source facility or its facility group excludes")),
+        "{:?}",
+        d.reasons
+    );
 }

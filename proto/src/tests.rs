@@ -72,6 +72,7 @@ fn receipt_round_trips() {
         checkpoint: "akashi.dev/log\n8\nAAAA\n".to_owned(),
         inclusion_proof: vec![vec![2; 32], vec![3; 32]],
         tree_size: 8,
+        leaf: b"akashi/v1 test\n".to_vec(),
     };
     let decoded = pb::Receipt::decode(receipt.encode_to_vec().as_slice()).unwrap();
     assert_eq!(decoded, receipt);

@@ -9,7 +9,7 @@ use tonic::{Code, body::Body};
 use tower::{Layer as _, ServiceExt as _};
 
 use super::{
-    AuthError, AuthLayer, Caller, MAX_TOKEN_LEN, Role, TokenIssuer, TokenVerifier,
+    AuthError, AuthLayer, Caller, MAX_TOKEN_LEN, Method, Role, TokenIssuer, TokenVerifier,
     certificate_role, require, require_subject,
 };
 
@@ -33,7 +33,8 @@ fn every_role_round_trips() {
             verifier.verify(&token, now()).unwrap(),
             Caller {
                 role,
-                patient_id: None
+                patient_id: None,
+                method: Method::default(),
             }
         );
     }
@@ -44,7 +45,8 @@ fn every_role_round_trips() {
         verifier.verify(&token, now()).unwrap(),
         Caller {
             role: Role::Patient,
-            patient_id: Some("p-1".into())
+            patient_id: Some("p-1".into()),
+            method: Method::default(),
         }
     );
 }
@@ -237,18 +239,19 @@ fn require_checks_roles_and_subjects() {
     let platform = Caller {
         role: Role::Platform,
         patient_id: None,
+        method: Method::default(),
     };
     let patient = Caller {
         role: Role::Patient,
         patient_id: Some("p-1".into()),
+        method: Method::from_path("/akashi.v1.ConsentService/GrantConsent"),
     };
     assert!(require(&platform, &[Role::Platform]).is_ok());
     let denied = require(&patient, &[Role::Platform, Role::Regulator]).unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert!(
-        denied.message().contains("`patient`"),
-        "{}",
-        denied.message()
+    assert_eq!(
+        denied.message(),
+        "the patient role may not call `ConsentService/GrantConsent`"
     );
 
     assert!(require_subject(&patient, "p-1", &[Role::Platform]).is_ok());
@@ -256,11 +259,17 @@ fn require_checks_roles_and_subjects() {
     let other = require_subject(&patient, "p-2", &[Role::Platform]).unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
     assert!(!other.message().contains("p-1") && !other.message().contains("p-2"));
+    assert!(
+        other
+            .message()
+            .contains("only about the patient its token names")
+    );
+    // A role that may not call the method at all is told so, not "for this subject".
+    let whole = require_subject(&platform, "p-1", &[Role::Regulator]).unwrap_err();
+    assert_eq!(whole.code(), Code::PermissionDenied);
     assert_eq!(
-        require_subject(&platform, "p-1", &[Role::Regulator])
-            .unwrap_err()
-            .code(),
-        Code::PermissionDenied
+        whole.message(),
+        "the platform role may not call this method"
     );
 }
 
@@ -269,6 +278,7 @@ fn caller_debug_hides_the_patient_id() {
     let caller = Caller {
         role: Role::Patient,
         patient_id: Some("secret-patient".into()),
+        method: Method::default(),
     };
     let debug = format!("{caller:?}");
     assert!(!debug.contains("secret-patient"), "{debug}");

@@ -2,7 +2,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use super::{Error, FieldProblem};
-use crate::auth::{AuthError, Role};
+use crate::auth::{AuthError, Method, Role};
 
 #[test]
 fn invalid_argument_names_the_field_in_message_and_details() {
@@ -35,7 +35,7 @@ fn every_kind_maps_to_its_code() {
         ),
         (
             Error::NotFound {
-                kind: "organization",
+                kind: "organisation",
                 id: "org-1".into(),
             },
             Code::NotFound,
@@ -45,11 +45,20 @@ fn every_kind_maps_to_its_code() {
             Code::Unauthenticated,
         ),
         (
-            Error::PermissionDenied {
+            Error::MethodDenied {
                 role: Role::Patient,
+                method: Method::from_path("/akashi.v1.AccessService/Authorize"),
             },
             Code::PermissionDenied,
         ),
+        (
+            Error::SubjectDenied {
+                role: Role::Patient,
+                method: Method::default(),
+            },
+            Code::PermissionDenied,
+        ),
+        (Error::ForeignSubject, Code::PermissionDenied),
         (
             Error::OutOfRange {
                 field: "tree_size",
@@ -103,4 +112,33 @@ fn internals_do_not_leak() {
         source: std::io::Error::other("secret path"),
     });
     assert_eq!(io.message(), "internal error");
+}
+
+#[test]
+fn a_role_refused_a_whole_method_is_told_so() {
+    let method = Method::from_path("/akashi.v1.AccessService/Authorize");
+    assert_eq!(
+        Error::MethodDenied {
+            role: Role::Patient,
+            method: method.clone(),
+        }
+        .to_string(),
+        "the patient role may not call `AccessService/Authorize`"
+    );
+    assert_eq!(
+        Error::SubjectDenied {
+            role: Role::Patient,
+            method,
+        }
+        .to_string(),
+        "the patient role may call `AccessService/Authorize` only about the patient its token names"
+    );
+    assert_eq!(
+        Error::MethodDenied {
+            role: Role::Auditor,
+            method: Method::default(),
+        }
+        .to_string(),
+        "the auditor role may not call this method"
+    );
 }

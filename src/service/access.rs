@@ -3,6 +3,11 @@
 //! request in the private body) is logged before the caller hears it. If it cannot be logged,
 //! the caller gets `UNAVAILABLE`, never an allow.
 //!
+//! Identifiers are normalised as they are parsed (Unicode NFC, then ASCII lowercase: see
+//! `policy::domain::normalize_id`), like those of every write, so `Psychiatry` asks about the
+//! department registered as `psychiatry`. A `Patient` principal asking about another patient is
+//! refused with `PERMISSION_DENIED` and nothing is logged.
+//!
 //! The decision is prepared here, on the caller's task, and the sequencer's writer takes it only
 //! if nothing it depends on changed before its position (see `state_machine`): the expensive
 //! part runs in parallel, the serial part stays small, and the guarantee is the writer's.
@@ -45,6 +50,14 @@ impl Access {
         };
         let action: Action = required("action", &r.action, parse)?;
         let subject = self.0.optional_subject("patient_id", &r.patient_id)?;
+        // A patient asks only about themself. About another patient the request is refused here,
+        // before anything is logged: a logged decision would join that patient's history and
+        // name the asker there.
+        if let (Principal::Patient(asker), Some(subject)) = (&principal, &subject)
+            && asker != subject
+        {
+            return Err(Error::ForeignSubject);
+        }
         // Only statistics may leave the patient out (they then ask about a cohort, whose size
         // is required). A request missing what its action needs is malformed, refused here
         // rather than logged as a deny.
@@ -79,7 +92,7 @@ impl AccessService for Access {
         let access = self.parse(request.into_inner())?;
         let prepared = self.0.decisions().prepare(self.0.log(), &access);
         let (r, output) = self.0.submit(Command::Authorize(access, prepared)).await?;
-        let Output::Decided(decision) = output else {
+        let Output::Decided { decision, leaf } = output else {
             return Err(Error::Internal("authorize answered with another output").into());
         };
         let effect = match decision.effect {
@@ -91,7 +104,12 @@ impl AccessService for Access {
             determining_policies: decision.determining_policies,
             reasons: decision.reasons,
             review_required: decision.review_required,
-            receipt: Some(receipt(&r)),
+            // The leaf states the logged decision and review flag: with it, the answer verifies
+            // against the log (`akashi-audit verify-receipt`), not only the receipt.
+            receipt: Some(pb::Receipt {
+                leaf,
+                ..receipt(&r)
+            }),
             errors: decision.errors,
         }))
     }

@@ -274,7 +274,10 @@ struct Used {
 
 fn caller_key<B>(request: &http::Request<B>) -> CallerKey {
     let extensions = request.extensions();
-    if let Some(Caller { role, patient_id }) = extensions.get::<Caller>() {
+    if let Some(Caller {
+        role, patient_id, ..
+    }) = extensions.get::<Caller>()
+    {
         return CallerKey::Caller {
             role: *role,
             patient_id: patient_id.clone(),

@@ -8,7 +8,8 @@ use policy::state;
 use proto::pb::{self, history_service_server::HistoryService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, LogKv, budget, hashes};
+use super::{Core, budget, hashes};
+use crate::state_machine::LogKv;
 use crate::{
     Error,
     auth::{Role, caller, require_subject},
@@ -72,7 +73,9 @@ impl HistoryService for History {
             // RESOURCE_EXHAUSTED rather than more memory.
             reservation
                 .grow(leaf.len() + body.len() + proof.path.len() * 32 + budget::ITEM_OVERHEAD)?;
+            let review_required = review_required(&leaf);
             entries.push(pb::HistoryEntry {
+                review_required,
                 leaf_index: index.get(),
                 leaf,
                 body,
@@ -90,4 +93,13 @@ impl HistoryService for History {
             })),
         )
     }
+}
+
+/// Whether a leaf is an allowing decision flagged for review (its `review` attribute is `true`,
+/// which only an allow carries). A leaf that does not decode is not flagged: it is served as it is,
+/// and the caller's verification of it fails.
+fn review_required(leaf: &[u8]) -> bool {
+    ledger::entry::Leaf::decode(leaf).is_ok_and(|leaf| {
+        leaf.attribute("decision") == Some("ALLOW") && leaf.attribute("review") == Some("true")
+    })
 }

@@ -9,7 +9,8 @@ use policy::{PolicyEngine, engine::MAX_POLICY_TEXT, limits, state};
 use proto::pb::{self, policy_service_server::PolicyService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, LogKv, receipt};
+use super::{Core, receipt};
+use crate::state_machine::LogKv;
 use crate::{
     Error, FieldProblem,
     auth::{Role, caller, require},

@@ -3,7 +3,12 @@
 //! carry no personal data (policy activations and directory changes without patient
 //! exclusions). Nothing here names a patient.
 
-use ledger::{LeafIndex, TreeSize, chunk::Record, entry::Body, log::ReadError};
+use ledger::{
+    LeafIndex, TreeSize,
+    chunk::Record,
+    entry::Body,
+    log::{Position, ReadError},
+};
 use policy::Event;
 use proto::pb::{self, transparency_service_server::TransparencyService};
 use tonic::{Request, Response, Status};
@@ -26,10 +31,10 @@ pub(crate) fn read_error(err: ReadError) -> Error {
     match err {
         ReadError::OutOfRange { what, got, size } => Error::OutOfRange {
             field: match what {
-                "tree size" => "tree_size",
-                "leaf index" => "leaf_index",
-                "new size" => "new_size",
-                other => other,
+                Position::TreeSize => "tree_size",
+                Position::LeafIndex => "leaf_index",
+                Position::NewSize => "new_size",
+                Position::Start => "start",
             },
             value: got,
             limit: size,

@@ -16,13 +16,13 @@ fn subject(n: u8) -> SubjectId {
     SubjectId::from_bytes([n; 32])
 }
 
-fn start() -> Sequencer<Akashi> {
+fn start() -> Sequencer<DomainStateMachine> {
     start_shared().0
 }
 
-fn start_shared() -> (Sequencer<Akashi>, Arc<Decisions>) {
+fn start_shared() -> (Sequencer<DomainStateMachine>, Arc<Decisions>) {
     let log = Arc::new(Log::open(Arc::new(MemoryStore::new()), test_signer()).unwrap());
-    let machine = Akashi::new(log.clone()).unwrap();
+    let machine = DomainStateMachine::new(log.clone()).unwrap();
     let decisions = machine.decisions();
     let sequencer = Sequencer::start(log, machine, SequencerOptions::default()).unwrap();
     (sequencer, decisions)
@@ -66,7 +66,7 @@ fn grant(subject: SubjectId) -> Command {
     })
 }
 
-async fn decide(sequencer: &Sequencer<Akashi>, request: Request) -> Decision {
+async fn decide(sequencer: &Sequencer<DomainStateMachine>, request: Request) -> Decision {
     decide_prepared(sequencer, request, None).await.1
 }
 
@@ -192,7 +192,7 @@ fn frame_puts_public_attributes_in_the_leaf_and_the_event_in_the_body() {
 }
 
 async fn decide_prepared(
-    sequencer: &Sequencer<Akashi>,
+    sequencer: &Sequencer<DomainStateMachine>,
     request: Request,
     prepared: Option<Box<Prepared>>,
 ) -> (u64, Decision, Event) {
@@ -200,7 +200,7 @@ async fn decide_prepared(
         .submit(Command::Authorize(request, prepared))
         .await
     {
-        Ok((receipt, Output::Decided(decision))) => {
+        Ok((receipt, Output::Decided { decision, .. })) => {
             let index = receipt.leaf_index.get();
             let ledger::chunk::Record::Present(bytes) =
                 sequencer.log().body(receipt.leaf_index).unwrap()
@@ -217,7 +217,7 @@ async fn decide_prepared(
 }
 
 /// A world with the default policy set, one university and patient 7's research consent.
-async fn prepared_world() -> (Sequencer<Akashi>, Arc<Decisions>) {
+async fn prepared_world() -> (Sequencer<DomainStateMachine>, Arc<Decisions>) {
     let (sequencer, decisions) = start_shared();
     let engine = Arc::new(PolicyEngine::default_set().unwrap());
     sequencer.submit(Command::Activate(engine)).await.unwrap();
@@ -347,6 +347,8 @@ fn facility(excluded: &[&str]) -> Command {
         group: None,
         excluded_departments: excluded.iter().map(|d| d.parse().unwrap()).collect(),
         excluded_patients: Vec::new(),
+        recipient_class: None,
+        header: None,
     }))
 }
 

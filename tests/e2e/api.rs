@@ -76,6 +76,7 @@ impl Api {
         self.consent()
             .get_consent_state(self.req(pb::GetConsentStateRequest {
                 patient_id: patient.into(),
+                ..Default::default()
             }))
             .await
             .unwrap()
@@ -120,6 +121,7 @@ impl Api {
                 group: group.into(),
                 excluded_departments: departments.iter().map(|d| (*d).into()).collect(),
                 excluded_patients: patients.iter().map(|p| (*p).into()).collect(),
+                recipient_class: String::new(),
             }))
             .await
             .unwrap();

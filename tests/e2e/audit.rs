@@ -10,6 +10,7 @@ use auditor::cli::{
     HistoryConfig, LogSource, ReplayConfig, WatchConfig, WatchStep, history, replay,
     verify_receipt, watch_once,
 };
+use auditor::{AnswerCheck, AuditExitCode, ReceiptError};
 use base64::Engine as _;
 use ledger::note::NoteVerifier;
 use proto::pb;
@@ -142,6 +143,108 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
             .unwrap()
             .is_err()
     );
+    server.stop().await;
+}
+
+/// A whole `Authorize` response in proto3 JSON form, as grpcurl prints it (fields at their
+/// default value left out).
+fn response_json(response: &pb::AuthorizeResponse) -> serde_json::Value {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let receipt = response.receipt.as_ref().unwrap();
+    let mut receipt_value: serde_json::Value =
+        serde_json::from_str(&receipt_json(receipt)).unwrap();
+    receipt_value["leaf"] = serde_json::json!(b64(&receipt.leaf));
+    let mut value = serde_json::json!({
+        "decision": response.decision().as_str_name(),
+        "determiningPolicies": response.determining_policies,
+        "reasons": response.reasons,
+        "receipt": receipt_value,
+    });
+    if response.review_required {
+        value["reviewRequired"] = serde_json::json!(true);
+    }
+    value
+}
+
+#[tokio::test]
+async fn an_authorize_response_verifies_against_the_log_and_an_edited_one_does_not() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    api.grant(grant(
+        "alice",
+        &["research"],
+        &["clinical"],
+        &["uni"],
+        &[],
+        "IDENTIFIED",
+    ))
+    .await;
+    let response = api
+        .authorize(ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "alice",
+            "lab_result",
+            "research",
+            "IDENTIFIED",
+        ))
+        .await;
+    assert_eq!(response.decision(), pb::Decision::Allow);
+    assert!(!response.receipt.as_ref().unwrap().leaf.is_empty());
+    let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("response.json");
+    let genuine = response_json(&response);
+    let verify = |value: &serde_json::Value, body: Option<&Path>| {
+        std::fs::write(&file, value.to_string()).unwrap();
+        verify_receipt(&verifier, &file, None, body).unwrap()
+    };
+    let verified = verify(&genuine, None).unwrap();
+    let (answer, check) = verified.answer.unwrap();
+    assert_eq!(
+        (answer.decision.as_str(), check),
+        ("ALLOW", AnswerCheck::Leaf)
+    );
+
+    // The body, as a regulator reads it, lets the determining policies be checked too.
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    let index = response.receipt.as_ref().unwrap().leaf_index;
+    let entry = regulator
+        .audit()
+        .get_entries(regulator.req(pb::GetEntriesRequest {
+            start: index,
+            count: 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .remove(0);
+    let body = dir.path().join("body");
+    std::fs::write(&body, &entry.body).unwrap();
+    let verified = verify(&genuine, Some(&body)).unwrap();
+    assert_eq!(verified.answer.unwrap().1, AnswerCheck::LeafAndBody);
+
+    let mut denied = genuine.clone();
+    denied["decision"] = serde_json::json!("DENY");
+    let mut reviewed = genuine.clone();
+    reviewed["reviewRequired"] = serde_json::json!(true);
+    let mut policies = genuine.clone();
+    policies["determiningPolicies"] = serde_json::json!(["secondary-use.anonymized-opt-out"]);
+    for (edited, body) in [
+        (denied, None),
+        (reviewed, None),
+        (policies, Some(body.as_path())),
+    ] {
+        let error = verify(&edited, body).unwrap_err();
+        assert_eq!(error.exit_code(), AuditExitCode::Invalid, "{error}");
+        assert!(
+            matches!(error, ReceiptError::AnswerMismatch { .. }),
+            "{error}"
+        );
+    }
     server.stop().await;
 }
 

@@ -71,7 +71,7 @@ fn a_key_file_readable_by_others_is_refused() {
 #[test]
 fn token_minting_needs_an_initialised_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let err = akashi::auth::mint_token(
+    let err = akashi::keys::mint_token(
         dir.path(),
         Role::Platform,
         None,

@@ -42,6 +42,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
             group: "grp".into(),
             excluded_departments: vec![],
             excluded_patients: vec!["patient-9".into()],
+            recipient_class: String::new(),
         }))
         .await
         .unwrap()

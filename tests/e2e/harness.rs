@@ -2,7 +2,7 @@
 //!
 //! [`TestServer::start`] binds both listeners on 127.0.0.1:0 in a fresh temporary data dir, runs
 //! `akashi::Server` on them, and stops it through a shutdown channel ([`TestServer::stop`]).
-//! Tokens are minted with `akashi::auth::mint_token`, the function `akashi token` uses.
+//! Tokens are minted with `akashi::keys::mint_token`, the function `akashi token` uses.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -105,7 +105,7 @@ impl TestServer {
 
 /// A token for `role` from the issuer key in `data_dir` (as `akashi token` makes it).
 pub fn mint(data_dir: &Path, role: Role, patient: Option<&str>) -> String {
-    akashi::auth::mint_token(data_dir, role, patient, Duration::from_secs(600)).unwrap()
+    akashi::keys::mint_token(data_dir, role, patient, Duration::from_secs(600)).unwrap()
 }
 
 /// `message` with `authorization: Bearer <token>`.

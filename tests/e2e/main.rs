@@ -17,6 +17,8 @@ mod audit;
 mod bad_input;
 mod binary;
 mod data_dir;
+mod directory;
+mod edge;
 mod flows;
 mod harness;
 mod integrity;

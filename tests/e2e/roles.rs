@@ -34,6 +34,7 @@ async fn each_role_reaches_only_its_methods() {
         .consent()
         .get_consent_state(alice.req(pb::GetConsentStateRequest {
             patient_id: "alice".into(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -44,11 +45,17 @@ async fn each_role_reaches_only_its_methods() {
         .consent()
         .get_consent_state(alice.req(pb::GetConsentStateRequest {
             patient_id: "bob".into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
     assert!(!other.message().contains("bob"), "{}", other.message());
+    assert_eq!(
+        other.message(),
+        "the patient role may call `ConsentService/GetConsentState` only about the patient its \
+         token names"
+    );
     let other = alice.subject_history("bob").await.unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
     // A patient cannot write, decide or read the audit log.
@@ -65,6 +72,11 @@ async fn each_role_reaches_only_its_methods() {
         .await
         .unwrap_err();
     assert_eq!(write.code(), Code::PermissionDenied);
+    // A role refused a whole method is told so, not that it asked about the wrong patient.
+    assert_eq!(
+        write.message(),
+        "the patient role may not call `ConsentService/GrantConsent`"
+    );
     let audit = alice
         .audit()
         .get_entries(alice.req(pb::GetEntriesRequest { start: 0, count: 1 }))
@@ -93,10 +105,15 @@ async fn each_role_reaches_only_its_methods() {
         .consent()
         .get_consent_state(auditor.req(pb::GetConsentStateRequest {
             patient_id: "alice".into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
     assert_eq!(state.code(), Code::PermissionDenied);
+    assert_eq!(
+        state.message(),
+        "the auditor role may not call `ConsentService/GetConsentState`"
+    );
     // A platform service may not read the audit log.
     let audit = platform
         .audit()

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::WatchStep;
 use crate::history::{History, HistoryError};
-use crate::receipt::{ReceiptError, VerifiedReceipt};
+use crate::receipt::{AnswerCheck, ReceiptError, VerifiedReceipt};
 use crate::report::error_chain;
 use crate::trust::{Advance, TrustError};
 
@@ -27,6 +27,30 @@ pub(super) fn receipt(result: &Result<VerifiedReceipt, ReceiptError>) -> String 
             }
             if verified.body_checked {
                 let _ = writeln!(out, "  body       matches the leaf's commitment");
+            }
+            if let Some((answer, check)) = &verified.answer {
+                let review = if answer.review_required {
+                    "review required"
+                } else {
+                    "no review"
+                };
+                let _ = writeln!(out, "  answer     {}, {review}: as logged", answer.decision);
+                let policies = match answer.determining_policies.as_slice() {
+                    [] => "none".to_owned(),
+                    ids => ids.join(", "),
+                };
+                let _ = match check {
+                    AnswerCheck::LeafAndBody => {
+                        writeln!(
+                            out,
+                            "  policies   {policies}: as logged, and the reasons too"
+                        )
+                    }
+                    AnswerCheck::Leaf => writeln!(
+                        out,
+                        "  policies   {policies}: not checked (they are in the private body: give `--body`)"
+                    ),
+                };
             }
         }
         Err(error) if error.is_invalid() => {

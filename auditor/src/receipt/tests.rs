@@ -245,7 +245,16 @@ fn json_variants_that_proto3_allows() {
         })
         .collect();
     let wrapped = serde_json::json!({ "decision": "ALLOW", "receipt": snake });
-    assert_eq!(Receipt::parse(&wrapped.to_string()).unwrap(), good);
+    let whole = Receipt::parse(&wrapped.to_string()).unwrap();
+    // The response around the receipt is read as the answer it states.
+    assert_eq!(whole.answer.as_ref().unwrap().decision, "ALLOW");
+    assert_eq!(
+        Receipt {
+            answer: None,
+            ..whole
+        },
+        good
+    );
     // Defaults may be omitted: leaf 0 of a one-entry log has no index and no proof.
     let one = fixture(1, 0);
     let mut value: serde_json::Value =

@@ -199,3 +199,61 @@ fn merged_reports_add_counts_and_keep_log_order() {
     assert_eq!(positions, vec![2, 2, 5, 7, u64::MAX]);
     assert!(matches!(merged.findings[0], Finding::BadCommitment { .. }));
 }
+
+/// A facility body as the server logged it before leaf headers had versions, and the header it
+/// wrote then (with the count of excluded patients), and the same for the second format.
+const OLD_FACILITY: &str = r#"{"kind":"directory.facility","id":"hosp-a","name":"Hospital A","group":null,"excluded_departments":["psychiatry"],"excluded_patients":["5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"]}"#;
+const NEW_FACILITY: &str = r#"{"kind":"directory.facility","id":"hosp-a","name":"Hospital A","group":null,"excluded_departments":["psychiatry"],"excluded_patients":["5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"],"recipient_class":"hospital","header":"2"}"#;
+
+#[test]
+fn facility_leaves_of_both_formats_verify_against_their_bodies() {
+    let old = Event::from_json(OLD_FACILITY.as_bytes()).unwrap();
+    let old_leaf = leaf(
+        "directory.facility",
+        &[
+            ("facility", "hosp-a"),
+            ("group", "none"),
+            ("excluded_departments", "psychiatry"),
+            ("excluded_patients", "1"),
+        ],
+    );
+    assert_eq!(header_mismatch(3, &old_leaf, &old), None);
+    let new = Event::from_json(NEW_FACILITY.as_bytes()).unwrap();
+    let new_leaf = leaf(
+        "directory.facility",
+        &[
+            ("header", "2"),
+            ("facility", "hosp-a"),
+            ("group", "none"),
+            ("excluded_departments", "psychiatry"),
+            ("recipient_class", "hospital"),
+        ],
+    );
+    assert_eq!(header_mismatch(4, &new_leaf, &new), None);
+    // Each body binds its own format: an old leaf over a new body, or a count added to a new
+    // leaf, is a finding.
+    assert!(matches!(
+        header_mismatch(4, &old_leaf, &new),
+        Some(Finding::HeaderMismatch { .. })
+    ));
+    let counted = leaf(
+        "directory.facility",
+        &[
+            ("header", "2"),
+            ("facility", "hosp-a"),
+            ("group", "none"),
+            ("excluded_departments", "psychiatry"),
+            ("recipient_class", "hospital"),
+            ("excluded_patients", "1"),
+        ],
+    );
+    assert_eq!(
+        header_mismatch(4, &counted, &new),
+        Some(Finding::HeaderMismatch {
+            index: 4,
+            field: "excluded_patients".to_owned(),
+            leaf: Some("1".to_owned()),
+            body: None,
+        })
+    );
+}

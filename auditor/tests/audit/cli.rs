@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use base64::Engine as _;
+
 use ledger::LeafIndex;
 use ledger::chunk::Record;
 
@@ -199,6 +201,136 @@ fn verify_receipt_errors() {
     let (code, _, err) = run(dir.path(), &["verify-receipt"]);
     assert_eq!(code, 1);
     assert!(err.contains("--vkey"), "{err}");
+}
+
+/// A directory with `vkey`, a log of real decisions, and the whole `Authorize` response of an
+/// allowed one (`response.json`), with the entry's leaf and body; also the response of a
+/// consent grant's receipt dressed as an answer (`not-a-decision.json`).
+fn authorize_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vkey"), support::vkey()).unwrap();
+    let mut world = World::new();
+    let index = world.decisions()[0];
+    let response = support::authorize_response_json(&world.log, index);
+    assert_eq!(response["decision"], "ALLOW");
+    let write = |name: &str, value: &serde_json::Value| {
+        std::fs::write(dir.path().join(name), value.to_string()).unwrap();
+    };
+    write("response.json", &response);
+    let leaf = world.log.leaves(LeafIndex(index), 1).unwrap().remove(0);
+    std::fs::write(dir.path().join("leaf"), &leaf).unwrap();
+    let Record::Present(body) = world.log.body(LeafIndex(index)).unwrap() else {
+        unreachable!()
+    };
+    std::fs::write(dir.path().join("body"), body).unwrap();
+    let mut no_leaf = response.clone();
+    no_leaf["receipt"]
+        .as_object_mut()
+        .unwrap()
+        .remove("leaf")
+        .unwrap();
+    write("no-leaf.json", &no_leaf);
+    // Entry 5 is a directory change: a receipt of it does not prove a decision.
+    let mut other = support::authorize_response_json(&world.log, index);
+    let leaf5 = world.log.leaves(LeafIndex(5), 1).unwrap().remove(0);
+    let receipt5: serde_json::Value =
+        serde_json::from_str(&support::receipt_json(&world.log, 5)).unwrap();
+    other["receipt"] = receipt5;
+    other["receipt"]["leaf"] =
+        serde_json::json!(base64::engine::general_purpose::STANDARD.encode(leaf5));
+    write("not-a-decision.json", &other);
+    dir
+}
+
+#[test]
+fn verify_receipt_binds_the_authorize_answer() {
+    let dir = authorize_files();
+    let verify = |file: &str, extra: &[&str]| {
+        let mut args = vec!["verify-receipt", "--vkey", "@vkey", file];
+        args.extend_from_slice(extra);
+        run(dir.path(), &args)
+    };
+    let (code, out, err) = verify("response.json", &[]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    insta::assert_snapshot!("verify_receipt_answer_valid", out);
+    let (code, out, _) = verify("response.json", &["--body", "body"]);
+    assert_eq!(code, 0, "{out}");
+    insta::assert_snapshot!("verify_receipt_answer_valid_with_body", out);
+
+    let response: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("response.json")).unwrap())
+            .unwrap();
+    let edit = |name: &str, change: &dyn Fn(&mut serde_json::Value)| {
+        let mut edited = response.clone();
+        change(&mut edited);
+        std::fs::write(dir.path().join(name), edited.to_string()).unwrap();
+    };
+    edit("deny.json", &|r| r["decision"] = serde_json::json!("DENY"));
+    edit("deny-number.json", &|r| {
+        r["decision"] = serde_json::json!(2)
+    });
+    edit("review.json", &|r| {
+        r["reviewRequired"] = serde_json::json!(true)
+    });
+    edit("policies.json", &|r| {
+        r["determiningPolicies"] = serde_json::json!(["secondary-use.anonymized-opt-out"]);
+    });
+    edit("reasons.json", &|r| {
+        r["reasons"] = serde_json::json!(["the patient said yes"]);
+    });
+    edit("no-decision.json", &|r| {
+        r.as_object_mut().unwrap().remove("decision").unwrap();
+    });
+    for (file, extra, snapshot) in [
+        (
+            "deny.json",
+            &[][..],
+            "verify_receipt_answer_flipped_decision",
+        ),
+        (
+            "deny-number.json",
+            &[],
+            "verify_receipt_answer_flipped_decision",
+        ),
+        ("no-decision.json", &[], "verify_receipt_answer_no_decision"),
+        ("review.json", &[], "verify_receipt_answer_flipped_review"),
+        (
+            "policies.json",
+            &["--body", "body"],
+            "verify_receipt_answer_changed_policies",
+        ),
+        (
+            "reasons.json",
+            &["--body", "body"],
+            "verify_receipt_answer_changed_reasons",
+        ),
+        (
+            "not-a-decision.json",
+            &[],
+            "verify_receipt_answer_not_a_decision",
+        ),
+    ] {
+        let (code, out, _) = verify(file, extra);
+        assert_eq!(code, 2, "{file}: {out}");
+        insta::assert_snapshot!(snapshot, out);
+    }
+    // Without the body, changed policies cannot be seen, and the output says so.
+    let (code, out, _) = verify("policies.json", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not checked"), "{out}");
+
+    // A response whose receipt carries no leaf (an older server's) needs `--leaf`.
+    let (code, out, _) = verify("no-leaf.json", &[]);
+    assert_eq!(code, 1, "{out}");
+    insta::assert_snapshot!("verify_receipt_answer_needs_leaf", out);
+    let (code, out, _) = verify("no-leaf.json", &["--leaf", "leaf"]);
+    assert_eq!(code, 0, "{out}");
+    edit("deny-no-leaf.json", &|r| {
+        r["decision"] = serde_json::json!("DENY");
+        r["receipt"].as_object_mut().unwrap().remove("leaf");
+    });
+    let (code, _, _) = verify("deny-no-leaf.json", &["--leaf", "leaf"]);
+    assert_eq!(code, 2);
 }
 
 #[test]

@@ -117,6 +117,8 @@ impl World {
                 group: None,
                 excluded_departments: vec![Department::new("psychiatry").unwrap()],
                 excluded_patients: Vec::new(),
+                recipient_class: None,
+                header: None,
             }));
         }
         world.apply(Event::UpsertClinician(Clinician {
@@ -676,6 +678,7 @@ impl pb::history_service_server::HistoryService for Served {
                 inclusion_proof: proof.path.iter().map(|h| h.0.to_vec()).collect(),
                 redacted,
                 unacknowledged: false,
+                review_required: false,
             });
         }
         Ok(Response::new(pb::GetSubjectHistoryResponse {
@@ -782,4 +785,34 @@ pub fn receipt_json(log: &Log, index: u64) -> String {
         "treeSize": receipt.checkpoint.checkpoint.size.get().to_string(),
     });
     serde_json::to_string_pretty(&value).unwrap()
+}
+
+/// The `Authorize` response of decision entry `index` as grpcurl prints it: the answer the
+/// server gave (from the logged event) and its receipt, carrying the leaf as the server's does.
+/// Fields at their default value are left out, as proto3 JSON does.
+pub fn authorize_response_json(log: &Log, index: u64) -> serde_json::Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let Record::Present(body) = log.body(LeafIndex(index)).unwrap() else {
+        unreachable!()
+    };
+    let Event::Decision { decision, .. } = Event::from_json(&body[16..]).unwrap() else {
+        panic!("entry {index} is not a decision")
+    };
+    let mut receipt: serde_json::Value = serde_json::from_str(&receipt_json(log, index)).unwrap();
+    let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
+    receipt["leaf"] = serde_json::json!(b64.encode(leaf));
+    let mut response = serde_json::json!({
+        "decision": decision.effect.to_string(),
+        "receipt": receipt,
+    });
+    if !decision.determining_policies.is_empty() {
+        response["determiningPolicies"] = serde_json::json!(decision.determining_policies);
+    }
+    if !decision.reasons.is_empty() {
+        response["reasons"] = serde_json::json!(decision.reasons);
+    }
+    if decision.review_required {
+        response["reviewRequired"] = serde_json::json!(true);
+    }
+    response
 }

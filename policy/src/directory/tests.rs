@@ -14,6 +14,7 @@ fn group(id: &str, departments: &[&str]) -> Event {
             .map(|d| Department::new(*d).unwrap())
             .collect(),
         excluded_patients: vec![],
+        header: None,
     })
 }
 
@@ -24,6 +25,8 @@ fn facility(id: &str, group: Option<&str>) -> Event {
         group: group.map(|g| GroupId::new(g).unwrap()),
         excluded_departments: vec![],
         excluded_patients: vec![],
+        recipient_class: None,
+        header: None,
     })
 }
 
@@ -172,7 +175,8 @@ fn incremental_refresh_matches_a_full_load() {
         incremental.facility(&FacilityId::new("h1").unwrap()),
         Some(FacilityView {
             id: &FacilityId::new("h1").unwrap(),
-            group: Some(&GroupId::new("g2").unwrap())
+            group: Some(&GroupId::new("g2").unwrap()),
+            deactivated: None,
         })
     );
     assert!(
@@ -318,4 +322,86 @@ fn directory_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Directory>();
     assert_send_sync::<DirectoryCache>();
+}
+
+#[test]
+fn facility_organisations_and_deactivations_apply_as_they_load() {
+    use crate::domain::{Deactivation, LeafHeader};
+    let with_class = |id: &str| {
+        Event::UpsertFacility(Facility {
+            recipient_class: Some(RecipientClass::CheckupCenter),
+            header: Some(LeafHeader::V2),
+            ..match facility(id, None) {
+                Event::UpsertFacility(f) => f,
+                _ => unreachable!(),
+            }
+        })
+    };
+    let deactivate = |target| Event::Deactivate { target };
+    let h1 = FacilityId::new("h1").unwrap();
+    let events = [
+        with_class("h1"),
+        clinician("dr", "h1", "er"),
+        org("univ", RecipientClass::University),
+        deactivate(Deactivation::Clinician(ClinicianId::new("dr").unwrap())),
+        deactivate(Deactivation::Facility(h1.clone())),
+        deactivate(Deactivation::Organization(OrgId::new("univ").unwrap())),
+        // Upserts reactivate.
+        clinician("dr", "h1", "er"),
+        with_class("h1"),
+    ];
+    let mut world = World {
+        kv: Kv::new(),
+        next: 0,
+    };
+    let mut applied = Directory::empty();
+    let mut cached = Directory::empty();
+    for event in &events {
+        state::apply(&mut world.kv, event, world.next).unwrap();
+        applied.apply(event, world.next).unwrap();
+        applied.flush().unwrap();
+        cached.refresh(&world.kv).unwrap();
+        let loaded = Directory::load(&world.kv).unwrap();
+        assert!(same(&applied, &loaded), "applied, after {}", event.kind());
+        assert!(same(&cached, &loaded), "refreshed, after {}", event.kind());
+        match world.next {
+            0 => assert_eq!(
+                applied.organization_class(&OrgId::of_facility(&h1)),
+                Some(RecipientClass::CheckupCenter)
+            ),
+            3 => assert_eq!(
+                applied.clinician_deactivated(&ClinicianId::new("dr").unwrap()),
+                Some(3)
+            ),
+            4 => {
+                assert_eq!(applied.facility(&h1).unwrap().deactivated, Some(4));
+                assert_eq!(
+                    applied.organization_deactivated(&OrgId::of_facility(&h1)),
+                    Some(4)
+                );
+            }
+            5 => assert_eq!(
+                applied.organization_deactivated(&OrgId::new("univ").unwrap()),
+                Some(5)
+            ),
+            _ => {}
+        }
+        world.next += 1;
+    }
+    assert_eq!(
+        applied.clinician_deactivated(&ClinicianId::new("dr").unwrap()),
+        None
+    );
+    assert_eq!(applied.facility(&h1).unwrap().deactivated, None);
+    assert_eq!(
+        applied.organization_deactivated(&OrgId::of_facility(&h1)),
+        None
+    );
+    // The university stays deactivated: nothing upserted it.
+    assert_eq!(
+        applied.organization_deactivated(&OrgId::new("univ").unwrap()),
+        Some(5)
+    );
+    let unknown = deactivate(Deactivation::Clinician(ClinicianId::new("nobody").unwrap()));
+    assert!(applied.apply(&unknown, world.next).is_err());
 }

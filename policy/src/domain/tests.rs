@@ -79,7 +79,7 @@ fn vocabularies_round_trip_and_list_what_is_expected() {
     for l in Level::ALL {
         assert_eq!(l.as_str().parse::<Level>().unwrap(), *l);
     }
-    assert_eq!(Purpose::ALL.len(), 9);
+    assert_eq!(Purpose::ALL.len(), 10);
     assert_eq!(RecipientClass::ALL.len(), 8);
     assert_eq!(Action::ALL.len(), 4);
     assert_eq!(
@@ -364,4 +364,62 @@ fn principals_parse_and_serialise_as_type_and_id() {
         Principal::Clinician(ClinicianId::new("dr-a").unwrap())
     );
     assert!(serde_json::from_str::<Principal>(r#"{"type":"Clinician","id":"dr a"}"#).is_err());
+}
+
+#[test]
+fn identifiers_from_outside_are_normalised_nfc_then_ascii_lowercase() {
+    assert_eq!(
+        Department::new("Psychiatry").unwrap().as_str(),
+        "psychiatry"
+    );
+    assert_eq!(
+        Department::new("Psychiatry").unwrap(),
+        "psychiatry".parse::<Department>().unwrap()
+    );
+    assert_eq!(OrgId::new("Univ-A").unwrap().as_str(), "univ-a");
+    assert_eq!(ClinicianId::new("DR.Sato").unwrap().as_str(), "dr.sato");
+    assert_eq!(
+        ConsentId::try_from("C_AB".to_owned()).unwrap().as_str(),
+        "c_ab"
+    );
+    // NFC: `ガ` written as `カ` + combining voiced mark is the same department as `ガ`.
+    let decomposed = "\u{30ab}\u{3099}ン科";
+    assert_eq!(
+        Department::new(decomposed).unwrap().as_str(),
+        "\u{30ac}ン科"
+    );
+    // Only ASCII letters are folded: Latin letters outside ASCII keep their case.
+    assert_eq!(Department::new("Ärzte").unwrap().as_str(), "Ärzte");
+    assert_eq!(normalize_id("ÄB\u{301}"), "Äb\u{301}");
+}
+
+#[test]
+fn department_names_may_be_written_in_any_script_but_other_ids_stay_ascii() {
+    for name in [
+        "精神科",
+        "心療内科",
+        "内分泌・代謝内科",
+        "リハビリテーション科",
+        "psychiatry",
+    ] {
+        assert_eq!(Department::new(name).unwrap().as_str(), name);
+    }
+    for bad in ["精神 科", "精神\u{3000}科", "a/b", "a,b", "a%b", "科\n"] {
+        assert!(
+            matches!(Department::new(bad), Err(DomainError::BadDepartment { .. })),
+            "{bad:?}"
+        );
+    }
+    // Echoed readably, not as escapes.
+    let err = Department::new("精神/科").unwrap_err().to_string();
+    assert!(err.contains("`精神/科`"), "{err}");
+    assert!(matches!(
+        FacilityId::new("精神科"),
+        Err(DomainError::BadIdentifier { .. })
+    ));
+    // The byte cap counts UTF-8 bytes: 22 three-byte characters are 66 bytes.
+    assert!(matches!(
+        Department::new("科".repeat(22)),
+        Err(DomainError::TooLong { len: 66, .. })
+    ));
 }

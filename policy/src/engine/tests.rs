@@ -228,6 +228,7 @@ fn world() -> (Kv, Directory) {
             id: GroupId::new("grp").unwrap(),
             excluded_departments: vec![Department::new("genetics").unwrap()],
             excluded_patients: vec![],
+            header: None,
         }),
         Event::UpsertFacility(Facility {
             id: FacilityId::new("hosp-a").unwrap(),
@@ -235,6 +236,8 @@ fn world() -> (Kv, Directory) {
             group: Some(GroupId::new("grp").unwrap()),
             excluded_departments: vec![Department::new("psychiatry").unwrap()],
             excluded_patients: vec![],
+            recipient_class: None,
+            header: None,
         }),
         Event::UpsertFacility(Facility {
             id: FacilityId::new("hosp-b").unwrap(),
@@ -242,6 +245,8 @@ fn world() -> (Kv, Directory) {
             group: None,
             excluded_departments: vec![],
             excluded_patients: vec![],
+            recipient_class: None,
+            header: None,
         }),
         Event::SetEmergency {
             facility: FacilityId::new("hosp-b").unwrap(),

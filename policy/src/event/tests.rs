@@ -76,11 +76,14 @@ fn all_events() -> Vec<Event> {
                 Department::new("genetics").unwrap(),
             ],
             excluded_patients: vec![subject(), SubjectId::from_bytes([1; 32])],
+            recipient_class: None,
+            header: None,
         }),
         Event::UpsertFacilityGroup(FacilityGroup {
             id: GroupId::new("grp").unwrap(),
             excluded_departments: vec![],
             excluded_patients: vec![subject()],
+            header: None,
         }),
         Event::UpsertClinician(Clinician {
             id: ClinicianId::new("dr-a").unwrap(),
@@ -107,7 +110,130 @@ fn all_events() -> Vec<Event> {
             hash: PolicySetHash([0x22; 32]),
         },
         decision_event(),
+        Event::UpsertFacility(facility_v2()),
+        Event::UpsertFacilityGroup(FacilityGroup {
+            id: GroupId::new("grp").unwrap(),
+            excluded_departments: vec![],
+            excluded_patients: vec![subject()],
+            header: Some(LeafHeader::V2),
+        }),
+        Event::Deactivate {
+            target: Deactivation::Clinician(ClinicianId::new("dr-a").unwrap()),
+        },
+        Event::Deactivate {
+            target: Deactivation::Facility(FacilityId::new("hosp-a").unwrap()),
+        },
+        Event::Deactivate {
+            target: Deactivation::Organization(OrgId::new("univ-a").unwrap()),
+        },
     ]
+}
+
+/// A facility event as the service now builds it: a recipient class and the second leaf format.
+fn facility_v2() -> Facility {
+    Facility {
+        id: FacilityId::new("hosp-a").unwrap(),
+        name: Name::new("Hospital A").unwrap(),
+        group: Some(GroupId::new("grp").unwrap()),
+        excluded_departments: vec![Department::new("psychiatry").unwrap()],
+        excluded_patients: vec![subject(), SubjectId::from_bytes([1; 32])],
+        recipient_class: Some(RecipientClass::CheckupCenter),
+        header: Some(LeafHeader::V2),
+    }
+}
+
+#[test]
+fn facility_and_group_leaves_of_the_second_format_carry_no_patient_count() {
+    let facility = Event::UpsertFacility(facility_v2()).public_attributes();
+    assert_eq!(
+        facility,
+        vec![
+            ("header", "2".to_owned()),
+            ("facility", "hosp-a".to_owned()),
+            ("group", "grp".to_owned()),
+            ("excluded_departments", "psychiatry".to_owned()),
+            ("recipient_class", "checkup_center".to_owned()),
+        ]
+    );
+    let group = Event::UpsertFacilityGroup(FacilityGroup {
+        id: GroupId::new("grp").unwrap(),
+        excluded_departments: vec![],
+        excluded_patients: vec![subject()],
+        header: Some(LeafHeader::V2),
+    })
+    .public_attributes();
+    assert_eq!(
+        group,
+        vec![
+            ("header", "2".to_owned()),
+            ("group", "grp".to_owned()),
+            ("excluded_departments", "none".to_owned()),
+        ]
+    );
+    // Events of the first format, as logged before, keep their leaves: with the count.
+    let old = Event::UpsertFacility(Facility {
+        header: None,
+        recipient_class: None,
+        ..facility_v2()
+    })
+    .public_attributes();
+    assert_eq!(old.last(), Some(&("excluded_patients", "2".to_owned())));
+}
+
+/// Facility events logged before the recipient class and leaf format existed decode as before:
+/// no class (no organisation registered) and the first format.
+#[test]
+fn old_facility_and_group_bodies_decode_to_the_first_format() {
+    let old = r#"{"kind":"directory.facility","id":"hosp-a","name":"Hospital A","group":null,"excluded_departments":[],"excluded_patients":[]}"#;
+    match Event::from_json(old.as_bytes()).unwrap() {
+        Event::UpsertFacility(facility) => {
+            assert_eq!(facility.recipient_class, None);
+            assert_eq!(facility.header, None);
+            let json = Event::UpsertFacility(facility).to_json().unwrap();
+            assert_eq!(String::from_utf8(json).unwrap(), old);
+        }
+        other => panic!("decoded as {}", other.kind()),
+    }
+    let old = r#"{"kind":"directory.facility_group","id":"grp","excluded_departments":[],"excluded_patients":[]}"#;
+    match Event::from_json(old.as_bytes()).unwrap() {
+        Event::UpsertFacilityGroup(group) => assert_eq!(group.header, None),
+        other => panic!("decoded as {}", other.kind()),
+    }
+    let new = Event::UpsertFacility(facility_v2()).to_json().unwrap();
+    let new = String::from_utf8(new).unwrap();
+    assert!(
+        new.ends_with(r#""recipient_class":"checkup_center","header":"2"}"#),
+        "{new}"
+    );
+}
+
+#[test]
+fn a_deactivation_names_kind_and_id_only() {
+    let event = Event::Deactivate {
+        target: Deactivation::Clinician(ClinicianId::new("dr-x").unwrap()),
+    };
+    assert_eq!(
+        String::from_utf8(event.to_json().unwrap()).unwrap(),
+        r#"{"kind":"directory.deactivate","target":{"entity":"clinician","id":"dr-x"}}"#
+    );
+    assert_eq!(event.kind(), "directory.deactivate");
+    assert_eq!(
+        event.public_attributes(),
+        vec![("clinician", "dr-x".to_owned())]
+    );
+    assert_eq!(event.public_body(), Some(event.clone()));
+    assert_eq!(event.subject(), None);
+    let facility = Event::Deactivate {
+        target: Deactivation::Facility(FacilityId::new("hosp-a").unwrap()),
+    };
+    assert_eq!(
+        facility.public_attributes(),
+        vec![("facility", "hosp-a".to_owned())]
+    );
+    let org = Event::Deactivate {
+        target: Deactivation::Organization(OrgId::new("univ-a").unwrap()),
+    };
+    assert_eq!(org.public_attributes(), vec![("org", "univ-a".to_owned())]);
 }
 
 #[test]
@@ -240,6 +366,8 @@ fn caps_are_enforced() {
         group: None,
         excluded_departments: vec![Department::new("d").unwrap(); MAX_EXCLUDED_DEPARTMENTS + 1],
         excluded_patients: vec![],
+        recipient_class: None,
+        header: None,
     });
     assert!(facility.check().is_err());
     let policies = Event::ActivatePolicySet {
@@ -248,4 +376,68 @@ fn caps_are_enforced() {
     };
     assert!(policies.check().is_err());
     assert!(all_events().iter().all(|e| e.check().is_ok()));
+}
+
+#[test]
+fn department_names_outside_ascii_are_percent_encoded_in_leaves_and_ascii_ones_are_not() {
+    let facility = |departments: &[&str]| {
+        Event::UpsertFacility(Facility {
+            id: FacilityId::new("hosp-a").unwrap(),
+            name: Name::new("Hospital A").unwrap(),
+            group: None,
+            excluded_departments: departments
+                .iter()
+                .map(|d| Department::new(*d).unwrap())
+                .collect(),
+            excluded_patients: vec![],
+            recipient_class: None,
+            header: None,
+        })
+    };
+    let departments = |event: &Event| {
+        event
+            .public_attributes()
+            .into_iter()
+            .find(|(name, _)| *name == "excluded_departments")
+            .map(|(_, value)| value)
+            .unwrap()
+    };
+    // What a leaf held before department names could leave ASCII is unchanged.
+    assert_eq!(
+        departments(&facility(&["psychiatry", "gen.etics_2:@-"])),
+        "psychiatry,gen.etics_2:@-"
+    );
+    assert_eq!(departments(&facility(&[])), "none");
+    // UTF-8 bytes are percent-encoded: printable ASCII without spaces, and one comma per item.
+    let encoded = departments(&facility(&["精神科", "psychiatry"]));
+    assert_eq!(encoded, "%E7%B2%BE%E7%A5%9E%E7%A7%91,psychiatry");
+    assert!(encoded.bytes().all(|b| b.is_ascii_graphic()));
+    let clinician = Event::UpsertClinician(Clinician {
+        id: ClinicianId::new("dr-a").unwrap(),
+        facility: FacilityId::new("hosp-a").unwrap(),
+        department: Department::new("心療内科").unwrap(),
+        role: ClinicianRole::Doctor,
+    });
+    assert!(clinician.public_attributes().contains(&(
+        "department",
+        "%E5%BF%83%E7%99%82%E5%86%85%E7%A7%91".to_owned()
+    )));
+    assert_eq!(leaf_text("a%b,c d"), "a%25b%2Cc%20d");
+}
+
+#[test]
+fn decoding_a_logged_event_keeps_the_ids_as_logged() {
+    // Logged before ids were normalised: decoding must not fold the case (a replay re-decides
+    // with the bytes that were decided on).
+    let logged = r#"{"kind":"directory.facility","id":"Hosp-A","name":"A","group":null,"excluded_departments":["Psychiatry"],"excluded_patients":[]}"#;
+    let Event::UpsertFacility(facility) = Event::from_json(logged.as_bytes()).unwrap() else {
+        panic!("not a facility");
+    };
+    assert_eq!(facility.id.as_str(), "Hosp-A");
+    assert_eq!(facility.excluded_departments[0].as_str(), "Psychiatry");
+    // The same ids from a request are normalised.
+    assert_eq!(FacilityId::new("Hosp-A").unwrap().as_str(), "hosp-a");
+    // Characters a logged id could never hold are still refused.
+    let bad = logged.replace("Psychiatry", "a,b");
+    assert!(Event::from_json(bad.as_bytes()).is_err());
 }

@@ -30,6 +30,8 @@ fn facility(id: &str, group: Option<&str>, patients: &[SubjectId]) -> Event {
         group: group.map(|g| GroupId::new(g).unwrap()),
         excluded_departments: vec![Department::new("psychiatry").unwrap()],
         excluded_patients: patients.to_vec(),
+        recipient_class: None,
+        header: None,
     })
 }
 
@@ -38,6 +40,7 @@ fn group(id: &str, patients: &[SubjectId]) -> Event {
         id: GroupId::new(id).unwrap(),
         excluded_departments: vec![],
         excluded_patients: patients.to_vec(),
+        header: None,
     })
 }
 
@@ -586,4 +589,43 @@ fn only_directory_events_move_the_directory_version_and_log() {
     assert!(changed[0].starts_with("Group("), "{changed:?}");
     assert_eq!(directory_changes(&kv, None).unwrap().len(), 2);
     assert!(directory_changes(&kv, Some(2)).unwrap().is_empty());
+}
+
+#[test]
+fn directory_lists_page_in_id_order_after_a_given_id() {
+    let mut kv = Kv::new();
+    apply_all(
+        &mut kv,
+        &[
+            org("c"),
+            org("a"),
+            org("e"),
+            org("b"),
+            org("d"),
+            group("g", &[p(1)]),
+        ],
+    );
+    let ids = |page: &Page<OrganizationRecord>| -> Vec<String> {
+        page.items
+            .iter()
+            .map(|o| o.organization.id.to_string())
+            .collect()
+    };
+    let first = list_organizations(&kv, None, 2).unwrap();
+    assert_eq!(ids(&first), ["a", "b"]);
+    assert_eq!(first.next_after.as_deref(), Some("b"));
+    let second = list_organizations(&kv, Some("b"), 2).unwrap();
+    assert_eq!(ids(&second), ["c", "d"]);
+    let last = list_organizations(&kv, Some("d"), 2).unwrap();
+    assert_eq!(ids(&last), ["e"]);
+    assert_eq!(last.next_after, None);
+    // A page that ends exactly at the last record says there is no more.
+    assert_eq!(
+        list_organizations(&kv, Some("c"), 2).unwrap().next_after,
+        None
+    );
+    // Groups list without their patients, and the patient lists are not mistaken for groups.
+    let groups = list_facility_groups(&kv, None, 10).unwrap();
+    assert_eq!(groups.items.len(), 1);
+    assert_eq!(groups.items[0].id.as_str(), "g");
 }

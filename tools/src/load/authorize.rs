@@ -151,6 +151,7 @@ impl AuthorizeWorkload {
                     group: String::new(),
                     excluded_departments: vec!["psychiatry".into()],
                     excluded_patients: Vec::new(),
+                    recipient_class: String::new(),
                 }))
                 .await
                 .with_context(|| format!("while registering facility `{id}`"))?;

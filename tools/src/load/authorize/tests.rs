@@ -31,6 +31,7 @@ fn receipt() -> pb::Receipt {
         checkpoint: checkpoint.note,
         inclusion_proof: proof.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
         tree_size: size.0,
+        leaf: Vec::new(),
     }
 }
 
