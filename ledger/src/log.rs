@@ -92,6 +92,29 @@ pub struct Staged {
     tip: Published,
 }
 
+/// A batch whose store sync finished ([`Log::sync_batch`]): durable, but not acknowledged until
+/// [`Log::anchor_batch`] has advanced the checkpoint anchor past it.
+#[must_use = "a synced batch is not acknowledged until anchor_batch"]
+pub struct Synced {
+    staged: Staged,
+}
+
+impl Synced {
+    /// The tree size after this batch.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        self.staged.size()
+    }
+}
+
+impl std::fmt::Debug for Synced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Synced")
+            .field("staged", &self.staged)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Staged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Staged")
@@ -923,6 +946,18 @@ impl Log {
     /// [`CommitError::Poisoned`] when the sync fails (then the log refuses every later batch) or
     /// failed before; the batch is then not acknowledged.
     pub fn finish_batch(&self, staged: Staged) -> Result<Committed, CommitError> {
+        self.anchor_batch(self.sync_batch(staged)?)
+    }
+
+    /// The first half of [`Log::finish_batch`]: syncs the store, so the batch (and every batch
+    /// staged before it) is durable. It is not yet acknowledged: [`Log::anchor_batch`] must
+    /// follow, in the order the batches were staged. Splitting the two lets a caller sync the
+    /// next batch's store writes while this batch's anchor is being synced.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::finish_batch`]; a failed sync poisons the log.
+    pub fn sync_batch(&self, staged: Staged) -> Result<Synced, CommitError> {
         if self.is_poisoned() {
             return Err(CommitError::Poisoned);
         }
@@ -931,6 +966,23 @@ impl Log {
             // to be durable, so nothing more is acknowledged.
             self.poisoned.store(true, Ordering::SeqCst);
             tracing_error(&CommitError::from(err));
+            return Err(CommitError::Poisoned);
+        }
+        Ok(Synced { staged })
+    }
+
+    /// The second half of [`Log::finish_batch`]: advances the checkpoint anchor (when the log
+    /// has one) to the batch's checkpoint and publishes the batch to readers. Once this returns
+    /// `Ok`, the batch may be acknowledged. Batches must be anchored in the order they were
+    /// staged; anchoring a batch covers every batch before it.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitError::Poisoned`] when the log is poisoned (by this anchor's failed write, or by
+    /// the failure of any batch before it): the batch is durable but must not be acknowledged.
+    pub fn anchor_batch(&self, synced: Synced) -> Result<Committed, CommitError> {
+        let Synced { staged } = synced;
+        if self.is_poisoned() {
             return Err(CommitError::Poisoned);
         }
         if let Some(anchor) = &self.anchor {
@@ -944,11 +996,18 @@ impl Log {
             }
         }
         let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
-        // INVARIANT: batches are finished in the order staged, so the tree only grows.
+        // INVARIANT: batches are anchored in the order staged, so the tree only grows.
         if staged.size() > published.checkpoint.checkpoint.size.get() {
             *published = staged.tip;
         }
         Ok(staged.committed)
+    }
+
+    /// Whether finishing a batch syncs a checkpoint anchor after the store (see
+    /// [`Log::open_anchored`]); without one, [`Log::anchor_batch`] does no I/O.
+    #[must_use]
+    pub fn is_anchored(&self) -> bool {
+        self.anchor.is_some()
     }
 
     fn write_batch(

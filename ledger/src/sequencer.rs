@@ -4,11 +4,13 @@
 //! (up to `max_batch`, optionally waiting `max_wait` for more), runs each command through the
 //! [`StateMachine`] **in sequence order** against the state as of the entries before it, and
 //! writes the accepted entries with one [`Log::stage_batch`] (one commit record, one signature).
-//! A second thread, the syncer, then makes the batch durable with [`Log::finish_batch`] (one
-//! sync) and only then answers its submitters; meanwhile the writer already applies and stages
-//! the next batch, so the disk's sync latency and the writer's CPU work overlap instead of
-//! adding up. Batches are synced in the order written, and a failed sync poisons the log, so no
-//! later batch is ever acknowledged. Each submitter then builds its own inclusion proof against
+//! A second thread, the syncer, then makes the batch durable with [`Log::sync_batch`] (one
+//! store sync); on an anchored log a third thread, the anchorer, advances the checkpoint anchor
+//! past it with [`Log::anchor_batch`] (one more sync) while the syncer already syncs the next
+//! batch. Only then are the batch's submitters answered. Meanwhile the writer already applies
+//! and stages the next batch, so the disk's sync latency and the writer's CPU work overlap
+//! instead of adding up. Batches are synced and anchored in the order written, and a failed
+//! sync poisons the log, so no later batch is ever acknowledged. Each submitter then builds its own inclusion proof against
 //! the batch's checkpoint on its own task, so proof work runs in parallel, off both threads.
 //!
 //! Because commands are applied in order, a command sees every write sequenced before it, in
@@ -42,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     checkpoint::SignedCheckpoint,
     hash::{Hash, LeafIndex},
-    log::{Log, NewEntry, Receipt, Staged, StateWrite},
+    log::{CommitError, Log, NewEntry, Receipt, Staged, StateWrite, Synced},
     store::StoreError,
 };
 
@@ -168,8 +170,9 @@ pub struct BatchReport {
     pub tree_size: u64,
     /// Time from taking the batch to its durable commit.
     pub elapsed: Duration,
-    /// Of that, the time spent making it durable ([`Log::finish_batch`]: the store's flush and
-    /// device syncs). A slow disk shows here first.
+    /// Of that, the time spent making it durable and anchoring it ([`Log::sync_batch`] and
+    /// [`Log::anchor_batch`]: the store's flush and device syncs, then the anchor's). A slow
+    /// disk shows here first.
     pub sync: Duration,
 }
 
@@ -418,73 +421,134 @@ struct Pending<M: StateMachine> {
     started: Instant,
 }
 
-/// The syncer thread: makes written batches durable in order and answers their submitters.
-struct Syncer {
-    log: Arc<Log>,
-    stats: Arc<SequencerStats>,
-    on_commit: Option<CommitHook>,
+/// A synced batch on its way to the anchorer, which advances the checkpoint anchor and then
+/// answers its submitters.
+struct Durable<M: StateMachine> {
+    synced: Synced,
+    replies: Vec<(Reply<M>, M::Output)>,
+    started: Instant,
+    /// Time the store's sync took.
+    sync: Duration,
 }
 
-impl Syncer {
-    fn run<M: StateMachine>(self, pending: std::sync::mpsc::Receiver<Pending<M>>) {
+/// The syncer thread: makes written batches durable in order. On an anchored log it hands each
+/// synced batch to the anchorer thread (a rendezvous), so batch k's anchor sync runs while batch
+/// k+1's store sync does; otherwise it anchors and answers the batch itself.
+struct Syncer<M: StateMachine> {
+    log: Arc<Log>,
+    acknowledger: Acknowledger,
+    to_anchorer: Option<std::sync::mpsc::SyncSender<Durable<M>>>,
+}
+
+impl<M: StateMachine> Syncer<M> {
+    fn run(self, pending: std::sync::mpsc::Receiver<Pending<M>>) {
         for batch in pending {
-            self.finish(batch);
+            self.sync(batch);
         }
     }
 
-    fn finish<M: StateMachine>(&self, batch: Pending<M>) {
+    fn sync(&self, batch: Pending<M>) {
         let Pending {
             staged,
             replies,
             started,
         } = batch;
         let sync_started = Instant::now();
-        match self.log.finish_batch(staged) {
-            Ok(committed) => {
-                let sync = sync_started.elapsed();
-                let elapsed = started.elapsed();
-                let entries = replies.len() as u64;
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats.entries.fetch_add(entries, Ordering::Relaxed);
-                self.stats.commit_micros.fetch_add(
-                    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Relaxed,
-                );
-                if let Some(hook) = &self.on_commit {
-                    (hook.0)(&BatchReport {
-                        entries,
-                        tree_size: committed.checkpoint.checkpoint.size.get(),
-                        elapsed,
-                        sync,
-                    });
-                }
-                tracing::debug!(
-                    entries,
-                    size = committed.checkpoint.checkpoint.size.get(),
-                    micros = elapsed.as_micros() as u64,
-                    "batch committed"
-                );
-                for (offset, ((reply, output), leaf_hash)) in replies
-                    .into_iter()
-                    .zip(committed.leaf_hashes.iter())
-                    .enumerate()
-                {
-                    let _ = reply.send(Ok(Ack {
-                        index: LeafIndex(committed.first.get() + offset as u64),
-                        leaf_hash: *leaf_hash,
-                        checkpoint: committed.checkpoint.clone(),
-                        output,
-                    }));
+        let synced = match self.log.sync_batch(staged) {
+            Ok(synced) => synced,
+            Err(err) => return self.acknowledger.fail::<M>(&err, replies),
+        };
+        let durable = Durable {
+            synced,
+            replies,
+            started,
+            sync: sync_started.elapsed(),
+        };
+        match &self.to_anchorer {
+            Some(to_anchorer) => {
+                if let Err(std::sync::mpsc::SendError(durable)) = to_anchorer.send(durable) {
+                    // The anchorer is gone (it never exits while this sender lives, short of a
+                    // panic): the batch cannot be anchored, so it is not acknowledged.
+                    self.acknowledger
+                        .fail::<M>(&CommitError::Poisoned, durable.replies);
                 }
             }
-            Err(err) => {
-                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(cause = %err, entries = replies.len(), "batch failed to sync");
-                let message = err.to_string();
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
-                }
-            }
+            None => self.acknowledger.anchor(durable),
+        }
+    }
+}
+
+/// Advances the checkpoint anchor past durable batches, in order, and answers their submitters.
+/// Runs on its own thread on an anchored log, else inline on the syncer.
+#[derive(Clone)]
+struct Acknowledger {
+    log: Arc<Log>,
+    stats: Arc<SequencerStats>,
+    on_commit: Option<CommitHook>,
+}
+
+impl Acknowledger {
+    fn run<M: StateMachine>(self, durable: std::sync::mpsc::Receiver<Durable<M>>) {
+        for batch in durable {
+            self.anchor(batch);
+        }
+    }
+
+    fn anchor<M: StateMachine>(&self, batch: Durable<M>) {
+        let Durable {
+            synced,
+            replies,
+            started,
+            sync,
+        } = batch;
+        let anchor_started = Instant::now();
+        let committed = match self.log.anchor_batch(synced) {
+            Ok(committed) => committed,
+            Err(err) => return self.fail::<M>(&err, replies),
+        };
+        let sync = sync + anchor_started.elapsed();
+        let elapsed = started.elapsed();
+        let entries = replies.len() as u64;
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.entries.fetch_add(entries, Ordering::Relaxed);
+        self.stats.commit_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        if let Some(hook) = &self.on_commit {
+            (hook.0)(&BatchReport {
+                entries,
+                tree_size: committed.checkpoint.checkpoint.size.get(),
+                elapsed,
+                sync,
+            });
+        }
+        tracing::debug!(
+            entries,
+            size = committed.checkpoint.checkpoint.size.get(),
+            micros = elapsed.as_micros() as u64,
+            "batch committed"
+        );
+        for (offset, ((reply, output), leaf_hash)) in replies
+            .into_iter()
+            .zip(committed.leaf_hashes.iter())
+            .enumerate()
+        {
+            let _ = reply.send(Ok(Ack {
+                index: LeafIndex(committed.first.get() + offset as u64),
+                leaf_hash: *leaf_hash,
+                checkpoint: committed.checkpoint.clone(),
+                output,
+            }));
+        }
+    }
+
+    fn fail<M: StateMachine>(&self, err: &CommitError, replies: Vec<(Reply<M>, M::Output)>) {
+        self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(cause = %err, entries = replies.len(), "batch failed to sync");
+        let message = err.to_string();
+        for (reply, _) in replies {
+            let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
         }
     }
 }
@@ -524,10 +588,34 @@ impl<M: StateMachine> Writer<M> {
         // req/s open loop, and 8-11% fewer req/s at 1 x 8 in flight (BENCHMARKS.md, “A paged
         // patient listing”).
         let (to_syncer, pending) = std::sync::mpsc::sync_channel::<Pending<M>>(0);
-        let syncer = Syncer {
+        let acknowledger = Acknowledger {
             log: self.log.clone(),
             stats: self.stats.clone(),
             on_commit: self.options.on_commit.clone(),
+        };
+        // On an anchored log each batch needs two syncs in series (the store's, then the
+        // anchor's). A third thread anchors batch k while the syncer syncs batch k+1, so the
+        // pipeline moves at the pace of the slower sync rather than their sum.
+        let (to_anchorer, anchorer) = if self.log.is_anchored() {
+            let (to_anchorer, durable) = std::sync::mpsc::sync_channel::<Durable<M>>(0);
+            let anchoring = acknowledger.clone();
+            match std::thread::Builder::new()
+                .name("akashi-anchor".into())
+                .spawn(move || anchoring.run(durable))
+            {
+                Ok(thread) => (Some(to_anchorer), Some(thread)),
+                Err(err) => {
+                    tracing::error!(cause = %err, "sequencer could not start its anchor thread");
+                    return;
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let syncer = Syncer {
+            log: self.log.clone(),
+            acknowledger,
+            to_anchorer,
         };
         let syncer = match std::thread::Builder::new()
             .name("akashi-sync".into())
@@ -597,6 +685,11 @@ impl<M: StateMachine> Writer<M> {
         // Let the syncer finish every written batch and answer its submitters.
         drop(to_syncer);
         let _ = syncer.join();
+        // The syncer dropped its sender to the anchorer when it ended: the anchorer drains
+        // what it holds and ends too.
+        if let Some(anchorer) = anchorer {
+            let _ = anchorer.join();
+        }
         tracing::info!("sequencer stopped");
     }
 

@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     checkpoint::Checkpoint,
     hash::TreeSize,
-    log::{Log, NewEntry, OpenError},
+    log::{CommitError, Log, NewEntry, OpenError},
     note::NoteSigner,
     store::{
         MemoryStore,
@@ -281,4 +281,68 @@ fn a_store_ahead_of_the_anchor_advances_it_and_one_without_an_anchor_adopts_it()
         size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),
         Some(15)
     );
+}
+
+#[test]
+fn a_batch_synced_while_an_earlier_one_is_anchored_stays_unacknowledged_until_its_own_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.anchor");
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    let log = open_log(&store, &signer, &path).unwrap();
+    assert!(log.is_anchored());
+    // The sequencer's pipeline: batch 1's anchor is written while batch 2's store sync runs.
+    let first = log
+        .sync_batch(log.stage_batch(&entries(0..4), Vec::new()).unwrap())
+        .unwrap();
+    let second = log
+        .sync_batch(log.stage_batch(&entries(4..9), Vec::new()).unwrap())
+        .unwrap();
+    assert_eq!((first.size(), second.size()), (4, 9));
+    assert_eq!(
+        log.size().get(),
+        0,
+        "nothing is published before its anchor"
+    );
+    let committed = log.anchor_batch(first).unwrap();
+    assert_eq!(committed.checkpoint.checkpoint.size.get(), 4);
+    assert_eq!(log.size().get(), 4);
+    assert_eq!(
+        size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),
+        Some(4),
+        "anchoring batch 1 does not anchor batch 2"
+    );
+    // The process dies before batch 2's anchor: batch 2 is durable, and known as never
+    // acknowledged once the log is opened again.
+    drop(second);
+    drop(log);
+    let log = open_log(&store, &signer, &path).unwrap();
+    assert_eq!(log.size().get(), 9);
+    assert_eq!(log.unacknowledged().unwrap(), vec![4..9]);
+}
+
+#[test]
+fn a_failed_store_sync_poisons_the_log_before_any_later_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.anchor");
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    let log = open_log(&store, &signer, &path).unwrap();
+    let first = log
+        .sync_batch(log.stage_batch(&entries(0..3), Vec::new()).unwrap())
+        .unwrap();
+    let staged = log.stage_batch(&entries(3..5), Vec::new()).unwrap();
+    store.fail_syncs(true);
+    assert!(matches!(log.sync_batch(staged), Err(CommitError::Poisoned)));
+    // Batch 1 synced before the failure, but its anchor comes after it: the log no longer
+    // acknowledges anything, so batch 1 is refused too and the anchor stays where it was.
+    assert!(matches!(
+        log.anchor_batch(first),
+        Err(CommitError::Poisoned)
+    ));
+    assert_eq!(
+        size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),
+        Some(0)
+    );
+    assert_eq!(log.size().get(), 0);
 }

@@ -386,3 +386,55 @@ async fn a_started_sequencer_never_dates_an_entry_before_the_newest_entrys_day()
     assert!(later >= time);
     sequencer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.anchor");
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    let anchor = crate::anchor::Anchor::open(&path, &signer.verifier()).unwrap();
+    let log = Arc::new(Log::open_anchored(Arc::new(store.clone()), signer, anchor).unwrap());
+    let verifier = log.verifier().clone();
+    let machine = Counter {
+        rollbacks: Arc::new(AtomicUsize::new(0)),
+    };
+    let sequencer = Sequencer::start(log, machine, SequencerOptions::default()).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let sequencer = sequencer.clone();
+        let path = path.clone();
+        let verifier = verifier.clone();
+        tasks.push(tokio::spawn(async move {
+            let (receipt, _) = sequencer.submit(Cmd::Increment).await.unwrap();
+            // Read the anchor as a restarted server would, the moment the answer arrives.
+            let anchored = crate::anchor::Anchor::open(&path, &verifier)
+                .unwrap()
+                .checkpoint()
+                .map(|c| c.checkpoint.size.get());
+            (receipt, anchored)
+        }));
+    }
+    let mut indices = Vec::new();
+    for task in tasks {
+        let (receipt, anchored) = task.await.unwrap();
+        let size = SignedCheckpoint::verify(&receipt.checkpoint.note, &verifier)
+            .unwrap()
+            .checkpoint
+            .size
+            .get();
+        assert!(
+            anchored >= Some(size),
+            "answered with a checkpoint of size {size} while the anchor held {anchored:?}"
+        );
+        indices.push(receipt.leaf_index.get());
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (0..300).collect::<Vec<_>>());
+    let batches = sequencer.stats().batches.load(Ordering::Relaxed);
+    // The anchor thread adds no store syncs: one per batch, plus the log's creation.
+    assert_eq!(store.syncs(), batches + 1);
+    sequencer.shutdown().await;
+    let anchored = crate::anchor::Anchor::open(&path, &verifier).unwrap();
+    assert_eq!(anchored.checkpoint().unwrap().checkpoint.size.get(), 300);
+}
