@@ -1,15 +1,21 @@
 //! The crate's error type and its single mapping to gRPC status codes.
 //!
-//! Every request handler returns [`Error`] (or a `Status` made from one): the mapping below is
-//! the one place that picks codes, adds `BadRequest` field violations for `INVALID_ARGUMENT`
+//! Every request handler returns [`Error`] (or a `Status` made from one). The errors of the
+//! layers below — a log read ([`ReadError`]), an event the state refused ([`ApplyError`]), a
+//! submission the sequencer could not log ([`SubmitError`]) — become an [`Error`] here and
+//! nowhere else, and [`Error::code`] is the one place that picks codes. The `Status` mapping adds `BadRequest` field violations for `INVALID_ARGUMENT`
 //! (google.rpc error details, via `tonic_types`), and keeps store internals out of messages.
 //! This module does not log request contents; it logs only the cause of internal failures.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use ledger::{log::OpenError, store::StoreError};
-use policy::Timestamp;
+use ledger::{
+    log::{OpenError, Position, ReadError},
+    sequencer::SubmitError,
+    store::StoreError,
+};
+use policy::{ApplyError, Timestamp};
 
 use crate::{
     auth::{AuthError, Method, Role},
@@ -329,6 +335,87 @@ impl From<Error> for Status {
             | Error::MessageTooLarge { .. }
             | Error::TruncatedMessage { .. }
             | Error::AnswerBudget { .. } => Status::new(code, err.to_string()),
+        }
+    }
+}
+
+/// A log read: positions beyond the tree are `OUT_OF_RANGE` naming the request field, malformed
+/// proof requests `INVALID_ARGUMENT`, anything the store reports `UNAVAILABLE`.
+impl From<ReadError> for Error {
+    fn from(err: ReadError) -> Self {
+        match err {
+            ReadError::OutOfRange { what, got, size } => Error::OutOfRange {
+                field: match what {
+                    Position::TreeSize => "tree_size",
+                    Position::LeafIndex => "leaf_index",
+                    Position::NewSize => "new_size",
+                    Position::Start => "start",
+                },
+                value: got,
+                limit: size,
+            },
+            ReadError::InvalidRequest(reason) => Error::Rejected(reason.to_string()),
+            other => Error::Unavailable(Box::new(other)),
+        }
+    }
+}
+
+/// An event the state refused: unknown ids are `NOT_FOUND` (a consent of another patient is
+/// reported as unknown, so its existence is not revealed), state conflicts
+/// `FAILED_PRECONDITION`, invalid content `INVALID_ARGUMENT`, a state read failure
+/// `UNAVAILABLE`; anything else is a bug of the caller that built the event (`INTERNAL`).
+impl From<ApplyError> for Error {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::State(err) => Error::Unavailable(Box::new(err)),
+            ApplyError::UnknownOrganization { id } => Error::NotFound {
+                kind: "organisation",
+                id: id.to_string(),
+            },
+            ApplyError::UnknownFacility { id } => Error::NotFound {
+                kind: "facility",
+                id: id.to_string(),
+            },
+            ApplyError::UnknownGroup { id } => Error::NotFound {
+                kind: "facility group",
+                id: id.to_string(),
+            },
+            ApplyError::UnknownClinician { id } => Error::NotFound {
+                kind: "clinician",
+                id: id.to_string(),
+            },
+            ApplyError::AlreadyDeactivated { .. } => Error::FailedPrecondition(err.to_string()),
+            ApplyError::UnknownConsent { id } | ApplyError::ConsentOfOtherSubject { id } => {
+                Error::NotFound {
+                    kind: "consent",
+                    id: id.to_string(),
+                }
+            }
+            ApplyError::AlreadyRevoked { id } => {
+                Error::FailedPrecondition(format!("consent `{id}` is already revoked"))
+            }
+            ApplyError::TooManyConsents { max } => {
+                Error::FailedPrecondition(format!("the patient already holds {max} consents"))
+            }
+            ApplyError::Invalid(err) => Error::Rejected(err.to_string()),
+            ApplyError::InvalidPolicySet { .. } => Error::Rejected(err.to_string()),
+            _ => {
+                tracing::error!(cause = %err, "the state machine built an event the state refuses");
+                Error::Internal("event refused by the state")
+            }
+        }
+    }
+}
+
+/// A submission to the sequencer: the state machine's own rejection as it is; a batch that
+/// could not be made durable, or a sequencer shutting down, `UNAVAILABLE` (maybe logged, never
+/// an allow).
+impl From<SubmitError<Error>> for Error {
+    fn from(err: SubmitError<Error>) -> Self {
+        match err {
+            SubmitError::Rejected(err) => err,
+            SubmitError::Unavailable(cause) => Error::Unavailable(cause.into()),
+            SubmitError::Closed => Error::Unavailable("the server is shutting down".into()),
         }
     }
 }

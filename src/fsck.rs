@@ -94,7 +94,10 @@ fn check(data_dir: &Path) -> Result<String, Problem> {
     Ok(format!(
         "ok: {} entries and {} full tiles checked; root {} matches the last signed checkpoint \
          (size {}) and the anchored checkpoint (size {anchored})",
-        report.leaves, report.full_tiles, report.root, checkpoint.checkpoint.size,
+        report.leaves,
+        report.full_tiles,
+        report.root,
+        checkpoint.checkpoint().size,
     ))
 }
 

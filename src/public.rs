@@ -40,7 +40,7 @@ pub fn router(core: Core) -> Router {
 }
 
 async fn checkpoint(State(core): State<Core>) -> Response {
-    let note = core.log().checkpoint().note.clone();
+    let note = core.log().checkpoint().note().to_owned();
     text(note, NO_CACHE)
 }
 

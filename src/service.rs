@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ledger::{
     Hash,
     log::{Log, Receipt},
-    sequencer::{Sequencer, SubmitError},
+    sequencer::Sequencer,
 };
 use policy::{
     domain::{DomainError, SubjectId},
@@ -105,14 +105,7 @@ impl Core {
             // only ids, hashes and fixed words in their leaves.
             _ => {}
         }
-        self.sequencer
-            .submit(command)
-            .await
-            .map_err(|err| match err {
-                SubmitError::Rejected(err) => err,
-                SubmitError::Unavailable(cause) => Error::Unavailable(cause.into()),
-                SubmitError::Closed => Error::Unavailable("the server is shutting down".into()),
-            })
+        self.sequencer.submit(command).await.map_err(Error::from)
     }
 
     /// The pseudonym of the patient id in `field`.
@@ -262,9 +255,9 @@ pub fn receipt(receipt: &Receipt) -> pb::Receipt {
     pb::Receipt {
         leaf_index: receipt.leaf_index.get(),
         leaf_hash: receipt.leaf_hash.0.to_vec(),
-        checkpoint: receipt.checkpoint.note.clone(),
+        checkpoint: receipt.checkpoint.note().to_owned(),
         inclusion_proof: hashes(&receipt.inclusion_proof.path),
-        tree_size: receipt.checkpoint.checkpoint.size.get(),
+        tree_size: receipt.checkpoint.checkpoint().size.get(),
         leaf: Vec::new(),
     }
 }

@@ -45,7 +45,7 @@ use policy::{
     Recipient, Request,
     domain::{Consent, ConsentId, Purpose, SubjectId, Timestamp},
     facts::StableSpan,
-    state::{self, ApplyError, StateError},
+    state::{self, StateError},
 };
 
 use crate::Error;
@@ -417,7 +417,7 @@ impl StateMachine for DomainStateMachine {
         // in-memory directory took in, which the next committed batch would publish to
         // decisions without a log entry behind it.
         let entry = frame(&event, now)?;
-        state::apply(&mut kv, &event, index).map_err(rejection)?;
+        state::apply(&mut kv, &event, index).map_err(Error::from)?;
         // The state accepted it, so the directory does too (same checks); it takes effect at
         // the next decision's flush.
         self.directory.apply(&event, index).map_err(unavailable)?;
@@ -505,49 +505,6 @@ fn unavailable(err: StateError) -> Error {
     Error::Unavailable(Box::new(err))
 }
 
-/// Maps a refused event to the status its caller gets.
-fn rejection(err: ApplyError) -> Error {
-    match err {
-        ApplyError::State(err) => unavailable(err),
-        ApplyError::UnknownOrganization { id } => Error::NotFound {
-            kind: "organisation",
-            id: id.to_string(),
-        },
-        ApplyError::UnknownFacility { id } => Error::NotFound {
-            kind: "facility",
-            id: id.to_string(),
-        },
-        ApplyError::UnknownGroup { id } => Error::NotFound {
-            kind: "facility group",
-            id: id.to_string(),
-        },
-        ApplyError::UnknownClinician { id } => Error::NotFound {
-            kind: "clinician",
-            id: id.to_string(),
-        },
-        ApplyError::AlreadyDeactivated { .. } => Error::FailedPrecondition(err.to_string()),
-        // A consent of another patient is reported as unknown: its existence is not revealed.
-        ApplyError::UnknownConsent { id } | ApplyError::ConsentOfOtherSubject { id } => {
-            Error::NotFound {
-                kind: "consent",
-                id: id.to_string(),
-            }
-        }
-        ApplyError::AlreadyRevoked { id } => {
-            Error::FailedPrecondition(format!("consent `{id}` is already revoked"))
-        }
-        ApplyError::TooManyConsents { max } => {
-            Error::FailedPrecondition(format!("the patient already holds {max} consents"))
-        }
-        ApplyError::Invalid(err) => Error::Rejected(err.to_string()),
-        ApplyError::InvalidPolicySet { .. } => Error::Rejected(err.to_string()),
-        _ => {
-            tracing::error!(cause = %err, "the state machine built an event the state refuses");
-            Error::Internal("event refused by the state")
-        }
-    }
-}
-
 /// The derived state, read through the log (outside the sequencer). It includes batches the
 /// writer has staged and the syncer is still making durable (see `Log::stage_batch`), so a read
 /// can show a write a moment before its caller is answered, and — should that batch's sync fail
@@ -565,7 +522,7 @@ impl policy::KvScan for LogKv<'_> {
     fn scan_range(
         &self,
         start: &[u8],
-        end: &[u8],
+        end: Option<&[u8]>,
     ) -> Result<policy::state::KvPairs, policy::KvError> {
         self.0
             .state_range(start, end, usize::MAX)
@@ -575,7 +532,7 @@ impl policy::KvScan for LogKv<'_> {
     fn scan_range_limit(
         &self,
         start: &[u8],
-        end: &[u8],
+        end: Option<&[u8]>,
         limit: usize,
     ) -> Result<policy::state::KvPairs, policy::KvError> {
         self.0

@@ -121,7 +121,7 @@ pub fn verify_history(
     for page in pages {
         let signed = SignedCheckpoint::verify(&page.checkpoint, verifier)
             .map_err(HistoryError::Checkpoint)?;
-        check.checkpoint = signed.checkpoint;
+        check.checkpoint = signed.into_checkpoint();
         if newest
             .as_ref()
             .is_none_or(|n| n.size <= check.checkpoint.size)

@@ -81,21 +81,53 @@ pub enum AnswerCheck {
     LeafAndBody,
 }
 
-/// What a verified receipt proves.
+/// What a verified receipt proves. Only [`Receipt::verify`] builds one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedReceipt {
+    checkpoint: SignedCheckpoint,
+    leaf_index: LeafIndex,
+    leaf_hash: Hash,
+    leaf: Option<Leaf>,
+    body_checked: bool,
+    answer: Option<(Answer, AnswerCheck)>,
+}
+
+impl VerifiedReceipt {
     /// The checkpoint, signed by the log key, whose tree holds the entry.
-    pub checkpoint: SignedCheckpoint,
+    #[must_use]
+    pub fn checkpoint(&self) -> &SignedCheckpoint {
+        &self.checkpoint
+    }
+
     /// The entry's position.
-    pub leaf_index: LeafIndex,
+    #[must_use]
+    pub fn leaf_index(&self) -> LeafIndex {
+        self.leaf_index
+    }
+
     /// The entry's leaf hash.
-    pub leaf_hash: Hash,
+    #[must_use]
+    pub fn leaf_hash(&self) -> Hash {
+        self.leaf_hash
+    }
+
     /// The leaf, when it was given and matched the leaf hash.
-    pub leaf: Option<Leaf>,
+    #[must_use]
+    pub fn leaf(&self) -> Option<&Leaf> {
+        self.leaf.as_ref()
+    }
+
     /// Whether a body was given and matched the leaf's commitment.
-    pub body_checked: bool,
+    #[must_use]
+    pub fn body_checked(&self) -> bool {
+        self.body_checked
+    }
+
     /// The answer around the receipt and how far it was checked, for an `Authorize` response.
-    pub answer: Option<(Answer, AnswerCheck)>,
+    #[must_use]
+    pub fn answer(&self) -> Option<&(Answer, AnswerCheck)> {
+        self.answer.as_ref()
+    }
 }
 
 impl Receipt {
@@ -238,7 +270,7 @@ impl Receipt {
         };
         let checkpoint = SignedCheckpoint::verify(&self.checkpoint, verifier)
             .map_err(ReceiptError::Checkpoint)?;
-        let size = checkpoint.checkpoint.size;
+        let size = checkpoint.checkpoint().size;
         if let Some(claimed) = self.tree_size
             && claimed != size
         {
@@ -258,7 +290,7 @@ impl Receipt {
             path: self.inclusion_proof.clone(),
         };
         proof
-            .verify(&leaf_hash, &checkpoint.checkpoint.root)
+            .verify(&leaf_hash, &checkpoint.checkpoint().root)
             .map_err(ReceiptError::Proof)?;
         let decoded = leaf
             .map(|leaf| Leaf::decode(leaf).map_err(ReceiptError::MalformedLeaf))

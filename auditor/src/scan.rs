@@ -79,7 +79,7 @@ impl LogScan {
         let position = self.listed;
         self.listed = self.listed.saturating_add(1);
         let checkpoint = match SignedCheckpoint::verify(note, &self.verifier) {
-            Ok(signed) => signed.checkpoint,
+            Ok(signed) => signed.into_checkpoint(),
             Err(err) => {
                 self.report.add(Finding::BadCheckpoint {
                     position,

@@ -68,14 +68,14 @@ pub(crate) fn receipt_json(receipt: &LogReceipt) -> String {
     let value = serde_json::json!({
         "leafIndex": receipt.leaf_index.get().to_string(),
         "leafHash": STANDARD.encode(receipt.leaf_hash.0),
-        "checkpoint": receipt.checkpoint.note,
+        "checkpoint": receipt.checkpoint.note(),
         "inclusionProof": receipt
             .inclusion_proof
             .path
             .iter()
             .map(|h| STANDARD.encode(h.0))
             .collect::<Vec<_>>(),
-        "treeSize": receipt.checkpoint.checkpoint.size.get().to_string(),
+        "treeSize": receipt.checkpoint.checkpoint().size.get().to_string(),
     });
     serde_json::to_string_pretty(&value).unwrap()
 }

@@ -73,7 +73,7 @@ impl Witness {
 
     /// What to save in the state file: the trusted note, verbatim.
     pub fn state_text(&self) -> Option<&str> {
-        self.trusted.as_ref().map(|t| t.note.as_str())
+        self.trusted.as_ref().map(|t| t.note())
     }
 
     /// Verifies a checkpoint note fetched from the log.
@@ -89,7 +89,7 @@ impl Witness {
     /// `(trusted size, new size)`, or none when no proof is needed (nothing or the empty tree is
     /// trusted, or `new` is not larger).
     pub fn proof_needed(&self, new: &Checkpoint) -> Option<(TreeSize, TreeSize)> {
-        let trusted = &self.trusted.as_ref()?.checkpoint;
+        let trusted = &self.trusted.as_ref()?.checkpoint();
         (trusted.size.get() > 0 && new.size > trusted.size).then_some((trusted.size, new.size))
     }
 
@@ -106,7 +106,7 @@ impl Witness {
         new: SignedCheckpoint,
         proof: Option<&ConsistencyProof>,
     ) -> Result<Advance, TrustError> {
-        let next = &new.checkpoint;
+        let next = &new.checkpoint();
         if next.size.get() == 0 && next.root != empty_root() {
             return Err(TrustError::Fork(Disagreement::new(next, next, None)));
         }
@@ -115,7 +115,7 @@ impl Witness {
             self.trusted = Some(new);
             return Ok(Advance::First { size });
         };
-        let old = &trusted.checkpoint;
+        let old = &trusted.checkpoint();
         let advance = if next.size < old.size {
             return Err(TrustError::Rollback(Disagreement::new(old, next, None)));
         } else if next.size == old.size {

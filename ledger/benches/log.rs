@@ -105,7 +105,7 @@ fn sequencer(c: &mut Criterion) {
                             assert!(
                                 receipt
                                     .checkpoint
-                                    .checkpoint
+                                    .checkpoint()
                                     .size
                                     .contains(receipt.leaf_index)
                             );
@@ -205,7 +205,7 @@ fn large(c: &mut Criterion) {
     group.sample_size(20);
     let log = open(dir.path(), &skey);
     let size = log.size();
-    let root = log.checkpoint().checkpoint.root;
+    let root = log.checkpoint().checkpoint().root;
     let mut i = 0u64;
     group.bench_function("inclusion_proof", |b| {
         b.iter(|| {

@@ -152,7 +152,7 @@ impl Anchor {
             })?;
             let newer = best
                 .as_ref()
-                .is_none_or(|(_, held)| checkpoint.checkpoint.size > held.checkpoint.size);
+                .is_none_or(|(_, held)| checkpoint.checkpoint().size > held.checkpoint().size);
             if newer {
                 best = Some((slot, checkpoint));
             }
@@ -179,7 +179,7 @@ impl Anchor {
     pub fn size_and_root(&self) -> Option<(u64, Hash)> {
         self.checkpoint
             .as_ref()
-            .map(|c| (c.checkpoint.size.get(), c.checkpoint.root))
+            .map(|c| (c.checkpoint().size.get(), c.checkpoint().root))
     }
 
     /// The anchor file's path.
@@ -196,7 +196,7 @@ impl Anchor {
     /// [`AnchorError::TooLarge`] for a note longer than a slot, [`AnchorError::Io`]; then the
     /// anchor may hold either checkpoint, and the caller must not acknowledge the new one.
     pub fn advance(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), AnchorError> {
-        let slot = encode_slot(&checkpoint.note)?;
+        let slot = encode_slot(checkpoint.note())?;
         match &self.file {
             Some(file) => {
                 file.write_all_at(&slot, self.next_slot * SLOT_LEN as u64)

@@ -14,8 +14,8 @@
 //! let signer = NoteSigner::generate(KeyName::new("example.com/log")?, &mut rand::rngs::OsRng);
 //! let cp = Checkpoint::new("example.com/log", TreeSize(0), empty_root());
 //! let signed = SignedCheckpoint::sign(cp.clone(), &signer)?;
-//! let verified = SignedCheckpoint::verify(&signed.note, &signer.verifier())?;
-//! assert_eq!(verified.checkpoint, cp);
+//! let verified = SignedCheckpoint::verify(signed.note(), &signer.verifier())?;
+//! assert_eq!(verified.checkpoint(), &cp);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -135,16 +135,40 @@ impl fmt::Display for Checkpoint {
     }
 }
 
-/// A checkpoint together with its signed note.
+/// A checkpoint together with its signed note. Only [`SignedCheckpoint::sign`] and
+/// [`SignedCheckpoint::verify`] build one, so holding one means the note carries the log key's
+/// signature over exactly this checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedCheckpoint {
-    /// The parsed checkpoint.
-    pub checkpoint: Checkpoint,
-    /// The full signed note text: checkpoint text, blank line, signature lines.
-    pub note: String,
+    checkpoint: Checkpoint,
+    note: String,
 }
 
 impl SignedCheckpoint {
+    /// The parsed checkpoint.
+    #[must_use]
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The full signed note text: checkpoint text, blank line, signature lines.
+    #[must_use]
+    pub fn note(&self) -> &str {
+        &self.note
+    }
+
+    /// The signed note text, owned.
+    #[must_use]
+    pub fn into_note(self) -> String {
+        self.note
+    }
+
+    /// The parsed checkpoint, owned.
+    #[must_use]
+    pub fn into_checkpoint(self) -> Checkpoint {
+        self.checkpoint
+    }
+
     /// Signs a checkpoint with the log's key. The origin must equal the key's name, so that
     /// [`SignedCheckpoint::verify`] accepts the result.
     ///
@@ -185,7 +209,7 @@ impl SignedCheckpoint {
     /// any parse error of [`Checkpoint::parse`], and [`CheckpointError::OriginMismatch`].
     pub fn verify(note: &str, verifier: &NoteVerifier) -> Result<Self, CheckpointError> {
         let opened = open_note_with(note, &[verifier])?;
-        let checkpoint = Checkpoint::parse(&opened.text)?;
+        let checkpoint = Checkpoint::parse(opened.text())?;
         if checkpoint.origin != verifier.name().as_str() {
             return Err(CheckpointError::OriginMismatch {
                 origin: checkpoint.origin,

@@ -53,6 +53,11 @@ pub(crate) fn state(key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The smallest store key after every state key.
+pub(crate) fn state_end() -> Vec<u8> {
+    vec![STATE + 1]
+}
+
 /// Reads the u64 after a one-byte prefix.
 pub(crate) fn index_of(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(1..9)?.try_into().ok()?;

@@ -126,7 +126,7 @@ impl std::fmt::Debug for Staged {
 impl Staged {
     /// The tree size once this batch is in.
     pub fn size(&self) -> u64 {
-        self.committed.checkpoint.checkpoint.size.get()
+        self.committed.checkpoint.checkpoint().size.get()
     }
 }
 
@@ -307,9 +307,10 @@ pub enum ReadError {
         /// The current tree size.
         size: u64,
     },
-    /// The arguments do not form a valid request.
+    /// The arguments do not form a valid proof request (an old size larger than the new one,
+    /// a consistency proof from the empty tree, a range that is not a subtree).
     #[error("invalid proof request: {0}")]
-    InvalidRequest(String),
+    InvalidRequest(#[source] ProveError<std::convert::Infallible>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -399,7 +400,7 @@ impl Log {
         let anchored = anchor
             .as_ref()
             .and_then(Anchor::checkpoint)
-            .map(|c| (c.checkpoint.size.get(), c.checkpoint.root));
+            .map(|c| (c.checkpoint().size.get(), c.checkpoint().root));
         let Some(record) = store.get(keys::COMMIT)? else {
             if let Some((anchored_size, _)) = anchored {
                 return Err(OpenError::StoreEmpty { anchored_size });
@@ -409,7 +410,7 @@ impl Log {
         let record = CommitRecord::decode(&record).ok_or(OpenError::BadCommitRecord)?;
         let checkpoint = SignedCheckpoint::verify(&record.checkpoint, &verifier)
             .map_err(OpenError::CheckpointSignature)?;
-        if checkpoint.checkpoint.size.get() != record.size {
+        if checkpoint.checkpoint().size.get() != record.size {
             return Err(OpenError::BadCommitRecord);
         }
         let size = record.size;
@@ -425,7 +426,7 @@ impl Log {
         let frontier = rebuild_frontier(store.as_ref(), size)?;
         if let Some((anchored_size, anchored_root)) = anchored {
             let stored = if anchored_size == size {
-                checkpoint.checkpoint.root
+                checkpoint.checkpoint().root
             } else {
                 let reader = TreeReader::new(store.as_ref(), &frontier);
                 tree_root(&reader, TreeSize(anchored_size)).map_err(prove_to_tree)?
@@ -442,11 +443,11 @@ impl Log {
         remove_uncommitted(store.as_ref(), &frontier)?;
         let reader = TreeReader::new(store.as_ref(), &frontier);
         let computed = tree_root(&reader, TreeSize(size)).map_err(prove_to_tree)?;
-        if computed != checkpoint.checkpoint.root {
+        if computed != checkpoint.checkpoint().root {
             return Err(OpenError::CheckpointMismatch {
                 size,
                 computed,
-                signed: checkpoint.checkpoint.root,
+                signed: checkpoint.checkpoint().root,
             });
         }
         check_newest_tiles(store.as_ref(), &frontier)?;
@@ -520,11 +521,11 @@ impl Log {
         )?;
         store.put(
             &keys::indexed(keys::CHECKPOINTS, 0),
-            checkpoint.note.as_bytes(),
+            checkpoint.note().as_bytes(),
         )?;
         let record = CommitRecord {
             size: 0,
-            checkpoint: checkpoint.note.clone(),
+            checkpoint: checkpoint.note().to_owned(),
             writes: Vec::new(),
         };
         store.put(keys::COMMIT, &record.encode())?;
@@ -596,7 +597,7 @@ impl Log {
 
     /// The committed tree size.
     pub fn size(&self) -> TreeSize {
-        self.published().checkpoint.checkpoint.size
+        self.published().checkpoint.checkpoint().size
     }
 
     /// Whether an earlier storage failure poisoned the log.
@@ -654,7 +655,7 @@ impl Log {
         size: TreeSize,
     ) -> Result<InclusionProof, ReadError> {
         let published = self.published();
-        let current = published.checkpoint.checkpoint.size.get();
+        let current = published.checkpoint.checkpoint().size.get();
         if size.get() > current {
             return Err(out_of_range(Position::TreeSize, size.get(), current));
         }
@@ -677,14 +678,14 @@ impl Log {
         new: TreeSize,
     ) -> Result<ConsistencyProof, ReadError> {
         let published = self.published();
-        let current = published.checkpoint.checkpoint.size.get();
+        let current = published.checkpoint.checkpoint().size.get();
         if new.get() > current {
             return Err(out_of_range(Position::NewSize, new.get(), current));
         }
         if old > new {
-            return Err(ReadError::InvalidRequest(format!(
-                "old size {old} is larger than new size {new}"
-            )));
+            return Err(ReadError::InvalidRequest(
+                ProveError::OldSizeLargerThanNew { old, new },
+            ));
         }
         let reader = self.reader(&published.frontier);
         prove_consistency(&reader, old, new).map_err(prove_error)
@@ -697,7 +698,7 @@ impl Log {
     /// Returns [`ReadError::OutOfRange`] when `size` exceeds the committed size.
     pub fn root(&self, size: TreeSize) -> Result<Hash, ReadError> {
         let published = self.published();
-        let current = published.checkpoint.checkpoint.size.get();
+        let current = published.checkpoint.checkpoint().size.get();
         if size.get() > current {
             return Err(out_of_range(Position::TreeSize, size.get(), current));
         }
@@ -712,7 +713,7 @@ impl Log {
     /// Returns [`ReadError::OutOfRange`] for an index at or beyond the committed size.
     pub fn leaf_hash(&self, index: LeafIndex) -> Result<Hash, ReadError> {
         let published = self.published();
-        let current = published.checkpoint.checkpoint.size.get();
+        let current = published.checkpoint.checkpoint().size.get();
         if index.get() >= current {
             return Err(out_of_range(Position::LeafIndex, index.get(), current));
         }
@@ -728,7 +729,7 @@ impl Log {
     /// Returns [`ReadError::OutOfRange`] when `start` is at or beyond the committed size.
     pub fn leaves(&self, start: LeafIndex, count: u64) -> Result<Vec<Vec<u8>>, ReadError> {
         let published = self.published();
-        let size = published.checkpoint.checkpoint.size.get();
+        let size = published.checkpoint.checkpoint().size.get();
         if start.get() >= size {
             return Err(out_of_range(Position::Start, start.get(), size));
         }
@@ -816,7 +817,8 @@ impl Log {
         Ok(self.store.get(&keys::state(key))?.map(|v| v.to_vec()))
     }
 
-    /// Up to `limit` state entries with keys in `[start, end)`, in key order.
+    /// Up to `limit` state entries with keys in `[start, end)` (`end` `None`: to the last state
+    /// key), in key order.
     ///
     /// # Errors
     ///
@@ -824,12 +826,13 @@ impl Log {
     pub fn state_range(
         &self,
         start: &[u8],
-        end: &[u8],
+        end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateEntry>, StoreError> {
+        let end = end.map_or_else(keys::state_end, keys::state);
         Ok(self
             .store
-            .scan(&keys::state(start), &keys::state(end), limit)?
+            .scan(&keys::state(start), &end, limit)?
             .into_iter()
             .filter_map(|(k, v)| Some((k.get(1..)?.to_vec(), v.to_vec())))
             .collect())
@@ -843,7 +846,7 @@ impl Log {
     /// Returns [`ReadError`] when the store fails.
     pub fn tile(&self, level: u8, index: u64, width: usize) -> Result<Option<Vec<u8>>, ReadError> {
         let published = self.published();
-        let size = published.checkpoint.checkpoint.size.get();
+        let size = published.checkpoint.checkpoint().size.get();
         let shift = u32::from(level) * u32::from(TILE_HEIGHT);
         let available = size.checked_shr(shift).unwrap_or(0);
         let want = index
@@ -997,7 +1000,7 @@ impl Log {
         }
         let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
         // INVARIANT: batches are anchored in the order staged, so the tree only grows.
-        if staged.size() > published.checkpoint.checkpoint.size.get() {
+        if staged.size() > published.checkpoint.checkpoint().size.get() {
             *published = staged.tip;
         }
         Ok(staged.committed)
@@ -1062,12 +1065,12 @@ impl Log {
         self.store
             .put(
                 &keys::indexed(keys::CHECKPOINTS, size),
-                checkpoint.note.as_bytes(),
+                checkpoint.note().as_bytes(),
             )
             .map_err(|e| before(e.into()))?;
         let record = CommitRecord {
             size,
-            checkpoint: checkpoint.note.clone(),
+            checkpoint: checkpoint.note().to_owned(),
             writes,
         };
         self.store
@@ -1097,7 +1100,7 @@ impl Log {
         leaf_hash: Hash,
         checkpoint: Arc<SignedCheckpoint>,
     ) -> Result<Receipt, ReadError> {
-        let inclusion_proof = self.inclusion_proof(index, checkpoint.checkpoint.size)?;
+        let inclusion_proof = self.inclusion_proof(index, checkpoint.checkpoint().size)?;
         Ok(Receipt {
             leaf_index: index,
             leaf_hash,
@@ -1117,7 +1120,7 @@ impl Log {
     /// [`FsckError::Read`] when the store cannot be read.
     pub fn fsck(&self) -> Result<FsckReport, FsckError> {
         let published = self.published();
-        let size = published.checkpoint.checkpoint.size.get();
+        let size = published.checkpoint.checkpoint().size.get();
         let mut start = 0;
         while start < size {
             match self.leaves(LeafIndex(start), MAX_LEAVES_PER_READ) {
@@ -1151,18 +1154,18 @@ impl Log {
             level += 1;
         }
         let root = tree_root(&reader, TreeSize(size)).map_err(prove_error)?;
-        if root != published.checkpoint.checkpoint.root {
+        if root != published.checkpoint.checkpoint().root {
             return Err(FsckError::Root {
                 size,
                 computed: root,
-                signed: published.checkpoint.checkpoint.root,
+                signed: published.checkpoint.checkpoint().root,
             });
         }
         let anchored = self.anchor.as_ref().and_then(|anchor| {
             let anchor = anchor.lock().unwrap_or_else(|e| e.into_inner());
             anchor
                 .checkpoint()
-                .map(|c| (c.checkpoint.size.get(), c.checkpoint.root))
+                .map(|c| (c.checkpoint().size.get(), c.checkpoint().root))
         });
         if let Some((anchored_size, anchored_root)) = anchored {
             if anchored_size > size {
@@ -1458,7 +1461,16 @@ fn out_of_range(what: Position, got: u64, size: u64) -> ReadError {
 fn prove_error(err: ProveError<TreeError>) -> ReadError {
     match err {
         ProveError::Source(e) => ReadError::Tree(e),
-        other => ReadError::InvalidRequest(other.to_string()),
+        ProveError::IndexOutOfRange { index, size } => {
+            ReadError::InvalidRequest(ProveError::IndexOutOfRange { index, size })
+        }
+        ProveError::NotASubtree { start, end } => {
+            ReadError::InvalidRequest(ProveError::NotASubtree { start, end })
+        }
+        ProveError::OldSizeLargerThanNew { old, new } => {
+            ReadError::InvalidRequest(ProveError::OldSizeLargerThanNew { old, new })
+        }
+        ProveError::OldSizeZero => ReadError::InvalidRequest(ProveError::OldSizeZero),
     }
 }
 

@@ -20,7 +20,7 @@
 //! let vkey = signer.verifier().to_vkey(); // what verifiers are configured with
 //! let note = sign_note("hello\n", &[&signer])?;
 //! let opened = open_note(&note, &[NoteVerifier::from_vkey(&vkey)?])?;
-//! assert_eq!(opened.text, "hello\n");
+//! assert_eq!(opened.text(), "hello\n");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -309,16 +309,33 @@ pub struct Note {
     pub signatures: Vec<NoteSignature>,
 }
 
-/// A note with at least one valid signature by a known key.
+/// A note with at least one valid signature by a known key. Only [`open_note`] builds one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedNote {
+    text: String,
+    verified_by: Vec<KeyName>,
+    unverified: Vec<NoteSignature>,
+}
+
+impl VerifiedNote {
     /// The note text, including its final newline.
-    pub text: String,
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The known keys whose signatures verified, in the order of the note.
-    pub verified_by: Vec<KeyName>,
+    #[must_use]
+    pub fn verified_by(&self) -> &[KeyName] {
+        &self.verified_by
+    }
+
     /// Signatures by keys that were not given (ignored, as the spec requires), without exact
     /// duplicates.
-    pub unverified: Vec<NoteSignature>,
+    #[must_use]
+    pub fn unverified(&self) -> &[NoteSignature] {
+        &self.unverified
+    }
 }
 
 /// Signs `text` with every signer and returns the signed note: the text, a blank line, then one

@@ -518,14 +518,14 @@ impl Acknowledger {
         if let Some(hook) = &self.on_commit {
             (hook.0)(&BatchReport {
                 entries,
-                tree_size: committed.checkpoint.checkpoint.size.get(),
+                tree_size: committed.checkpoint.checkpoint().size.get(),
                 elapsed,
                 sync,
             });
         }
         tracing::debug!(
             entries,
-            size = committed.checkpoint.checkpoint.size.get(),
+            size = committed.checkpoint.checkpoint().size.get(),
             micros = elapsed.as_micros() as u64,
             "batch committed"
         );

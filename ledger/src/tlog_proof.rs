@@ -152,7 +152,7 @@ impl TlogProof {
         verifier: &NoteVerifier,
     ) -> Result<Checkpoint, TlogProofError> {
         let signed = SignedCheckpoint::verify(&self.checkpoint, verifier)?;
-        let checkpoint = signed.checkpoint;
+        let checkpoint = signed.into_checkpoint();
         let proof = InclusionProof {
             leaf_index: self.index,
             tree_size: checkpoint.size,

@@ -92,7 +92,7 @@ fn child(dir: &str, skey: &str) {
                     let Ok((receipt, _)) = sequencer.submit(()).await else {
                         return;
                     };
-                    let cp = &receipt.checkpoint.checkpoint;
+                    let cp = &receipt.checkpoint.checkpoint();
                     let line = format!(
                         "ack {} {} {} {}\n",
                         receipt.leaf_index.get(),
@@ -150,7 +150,7 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
         .unwrap()
         .checkpoint()
         .unwrap()
-        .checkpoint
+        .checkpoint()
         .size;
     let newest = checkpoints.keys().max().copied().unwrap_or(0);
     assert!(
@@ -160,7 +160,7 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
 
     let log = open_log(dir, skey);
     let size = log.size();
-    let root = log.checkpoint().checkpoint.root;
+    let root = log.checkpoint().checkpoint().root;
     for (&index, hash) in &acked {
         assert!(
             index < size.get(),

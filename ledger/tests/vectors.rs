@@ -160,9 +160,9 @@ fn the_c2sp_signed_note_example_verifies() {
     assert_eq!(verifier.to_vkey(), case["vkey"].as_str().unwrap());
     let note = case["note"].as_str().unwrap();
     let opened = open_note(note, std::slice::from_ref(&verifier)).unwrap();
-    assert_eq!(opened.text, "This is an example message.\n");
+    assert_eq!(opened.text(), "This is an example message.\n");
     assert_eq!(
-        opened.verified_by,
+        opened.verified_by(),
         vec![KeyName::new("example.com/foo").unwrap()]
     );
 
@@ -191,8 +191,8 @@ fn the_go_note_example_signs_to_the_same_bytes() {
 
     let verifier = NoteVerifier::from_vkey(vkey).unwrap();
     let opened = open_note(note, std::slice::from_ref(&verifier)).unwrap();
-    assert_eq!(opened.text, text);
-    assert_eq!(opened.verified_by, vec![signer.name().clone()]);
+    assert_eq!(opened.text(), text);
+    assert_eq!(opened.verified_by(), vec![signer.name().clone()]);
 
     // The other example's key is unknown here, so its note verifies with nothing.
     let other = signed_note(&v, "C2SP signed-note");

@@ -94,7 +94,7 @@ pub struct Recipient {
     pub class: Option<RecipientClass>,
 }
 
-/// SHA-256 of a policy set's canonical text (see [`crate::engine::canonicalize`]). Serialised as
+/// SHA-256 of a policy set's canonical text (see [`crate::policy_set::canonicalize`]). Serialised as
 /// 64 lowercase hex characters.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PolicySetHash(pub [u8; 32]);

@@ -17,16 +17,16 @@
 //! This module only reads the state; it does not decide.
 
 use std::collections::HashMap;
-use std::str::FromStr;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression};
 
 use crate::domain::{
-    Clinician, ClinicianId, ClinicianRole, DataCategory, Deactivation, Department, FacilityId,
-    GroupId, OrgId, Organization, Purpose, RecipientClass, normalize_id,
+    Clinician, ClinicianId, ClinicianRole, Deactivation, Department, FacilityId, GroupId, OrgId,
+    Organization, RecipientClass, normalize_id,
 };
 use crate::event::Event;
+use crate::policy_set::{Names, names, uid};
 use crate::state::{
     self, ClinicianRecord, DirectoryRecord, KvScan, OrganizationRecord, StateError, StoredFacility,
     StoredGroup,
@@ -448,71 +448,6 @@ impl DirectoryCache {
 // ---------------------------------------------------------------------------------------------
 // Entity construction
 // ---------------------------------------------------------------------------------------------
-
-/// Cedar type names and the static hierarchy entities, built once per process.
-pub(crate) struct Names {
-    pub(crate) clinician: EntityTypeName,
-    pub(crate) cohort: EntityTypeName,
-    pub(crate) data_category: EntityTypeName,
-    pub(crate) department: EntityTypeName,
-    pub(crate) facility: EntityTypeName,
-    pub(crate) facility_group: EntityTypeName,
-    pub(crate) level: EntityTypeName,
-    pub(crate) organization: EntityTypeName,
-    pub(crate) patient: EntityTypeName,
-    pub(crate) purpose: EntityTypeName,
-    pub(crate) recipient_class: EntityTypeName,
-    pub(crate) role: EntityTypeName,
-    pub(crate) action: EntityTypeName,
-    /// Every purpose and data category, each `in` its parent.
-    hierarchies: Vec<Entity>,
-}
-
-pub(crate) fn names() -> Result<&'static Names, &'static String> {
-    static NAMES: OnceLock<Result<Names, String>> = OnceLock::new();
-    NAMES.get_or_init(Names::build).as_ref()
-}
-
-impl Names {
-    fn build() -> Result<Self, String> {
-        let name = |n: &str| EntityTypeName::from_str(n).map_err(|e| e.to_string());
-        let mut names = Self {
-            clinician: name("Clinician")?,
-            cohort: name("Cohort")?,
-            data_category: name("DataCategory")?,
-            department: name("Department")?,
-            facility: name("Facility")?,
-            facility_group: name("FacilityGroup")?,
-            level: name("Level")?,
-            organization: name("Organization")?,
-            patient: name("Patient")?,
-            purpose: name("Purpose")?,
-            recipient_class: name("RecipientClass")?,
-            role: name("Role")?,
-            action: name("Action")?,
-            hierarchies: Vec::new(),
-        };
-        for p in Purpose::ALL {
-            let parent = p.parent().map(|a| uid(&names.purpose, a.as_str()));
-            names.hierarchies.push(Entity::new_no_attrs(
-                uid(&names.purpose, p.as_str()),
-                parent.into_iter().collect(),
-            ));
-        }
-        for c in DataCategory::ALL {
-            let parent = c.parent().map(|a| uid(&names.data_category, a.as_str()));
-            names.hierarchies.push(Entity::new_no_attrs(
-                uid(&names.data_category, c.as_str()),
-                parent.into_iter().collect(),
-            ));
-        }
-        Ok(names)
-    }
-}
-
-pub(crate) fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
-}
 
 pub(crate) fn class_uid(class: RecipientClass) -> Result<EntityUid, StateError> {
     let names = names().map_err(|message| StateError::Directory {

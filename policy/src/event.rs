@@ -17,7 +17,7 @@ use crate::domain::{
     LeafHeader, MAX_EXCLUDED_DEPARTMENTS, MAX_EXCLUDED_PATIENTS, MAX_PURPOSES, Organization,
     Purpose, SubjectId, Timestamp, check_list,
 };
-use crate::engine::MAX_POLICY_TEXT;
+use crate::policy_set::MAX_POLICY_TEXT;
 
 #[cfg(test)]
 mod tests;

@@ -13,7 +13,9 @@
 //!   `BTreeMap`), plus read and validation helpers.
 //! - [`directory`]: the directory as prebuilt Cedar entities, kept in step with the state.
 //! - [`facts`]: [`Facts`], what one decision reads from the state, and consent resolution.
-//! - [`engine`]: [`PolicyEngine`], schema-validated policy sets, their hash, and decisions.
+//! - [`policy_set`]: a policy set as an artefact: its canonical text and hash, the schema it is
+//!   validated against, the default set, and the limits on its text.
+//! - [`engine`]: [`PolicyEngine`], a compiled policy set, and its decisions.
 //! - [`limits`]: bounds on the nesting and size of policy text, checked before Cedar parses it.
 //! - [`decision`]: [`Request`] and [`Decision`].
 //! - `explain`: why a request was denied by default, in plain words (the first reason of such a
@@ -47,6 +49,7 @@ pub mod event;
 mod explain;
 pub mod facts;
 pub mod limits;
+pub mod policy_set;
 pub mod replay;
 pub mod state;
 pub mod whatif;
@@ -58,7 +61,8 @@ pub use domain::{
     Department, DomainError, Effect, Facility, FacilityGroup, FacilityId, GroupId, Level, Name,
     OrgId, Organization, Principal, PrincipalType, Purpose, RecipientClass, SubjectId, Timestamp,
 };
-pub use engine::{PolicyEngine, PolicyError, ValidationIssue, canonicalize, validate};
+pub use engine::PolicyEngine;
 pub use event::Event;
 pub use facts::Facts;
+pub use policy_set::{PolicyError, ValidationIssue, canonicalize, validate};
 pub use state::{ApplyError, KvError, KvRead, KvScan, KvWrite, StateError};

@@ -33,6 +33,8 @@ pub const MAX_NESTING: usize = 32;
 
 /// Most operators and keywords in one policy (see the module docs for the list).
 pub const MAX_EXPRESSION_TERMS: usize = 128;
+/// Longest `@id` of a policy, in bytes.
+pub const MAX_POLICY_ID_LEN: usize = 128;
 
 /// A policy breaks one of the limits of this module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,7 +221,7 @@ impl PolicyScan {
 /// message (the full rules are checked after parsing).
 fn plain_id(content: &[u8]) -> Option<String> {
     let plain = !content.is_empty()
-        && content.len() <= crate::engine::MAX_POLICY_ID_LEN
+        && content.len() <= MAX_POLICY_ID_LEN
         && content
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));

@@ -9,9 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::decision::{Decision, PolicySetHash, Recipient};
 use crate::directory::Directory;
-use crate::engine::{PolicyEngine, PolicyError};
+use crate::engine::PolicyEngine;
 use crate::event::Event;
 use crate::facts::Facts;
+use crate::policy_set::PolicyError;
 use crate::state::{self, ApplyError, KvError, KvRead, KvWrite};
 
 /// What replaying one entry found.

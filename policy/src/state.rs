@@ -51,8 +51,8 @@ use crate::domain::{
     DomainError, Facility, FacilityGroup, FacilityId, GroupId, Level, Name, OrgId, Organization,
     Purpose, RecipientClass, SubjectId, Timestamp,
 };
-use crate::engine::{self, ValidationIssue};
 use crate::event::Event;
+use crate::policy_set::{self, ValidationIssue};
 
 #[cfg(test)]
 mod tests;
@@ -116,19 +116,25 @@ pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Lists keys in a range, in key order.
 pub trait KvScan: KvRead {
-    /// Every `(key, value)` with `start <= key < end`, in key order.
+    /// Every `(key, value)` with `start <= key < end` (`end` `None`: no upper bound), in key
+    /// order.
     ///
     /// # Errors
     ///
     /// [`KvError`] when the store fails.
-    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError>;
+    fn scan_range(&self, start: &[u8], end: Option<&[u8]>) -> Result<KvPairs, KvError>;
 
     /// The first `limit` pairs of [`KvScan::scan_range`]. Stores that can stop early override it.
     ///
     /// # Errors
     ///
     /// [`KvError`] when the store fails.
-    fn scan_range_limit(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, KvError> {
+    fn scan_range_limit(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, KvError> {
         let mut pairs = self.scan_range(start, end)?;
         pairs.truncate(limit);
         Ok(pairs)
@@ -154,38 +160,47 @@ impl KvWrite for BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 impl KvScan for BTreeMap<Vec<u8>, Vec<u8>> {
-    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
+    fn scan_range(&self, start: &[u8], end: Option<&[u8]>) -> Result<KvPairs, KvError> {
+        use std::ops::Bound;
+        let upper = match end {
+            Some(end) if start >= end => return Ok(Vec::new()),
+            Some(end) => Bound::Excluded(end.to_vec()),
+            None => Bound::Unbounded,
+        };
         Ok(self
-            .range(start.to_vec()..end.to_vec())
+            .range((Bound::Included(start.to_vec()), upper))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
     }
 }
 
 impl<T: KvScan + ?Sized> KvScan for &T {
-    fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<KvPairs, KvError> {
+    fn scan_range(&self, start: &[u8], end: Option<&[u8]>) -> Result<KvPairs, KvError> {
         (**self).scan_range(start, end)
     }
 
-    fn scan_range_limit(&self, start: &[u8], end: &[u8], limit: usize) -> Result<KvPairs, KvError> {
+    fn scan_range_limit(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, KvError> {
         (**self).scan_range_limit(start, end, limit)
     }
 }
 
-/// The smallest key greater than every key that starts with `prefix` (for
-/// [`KvScan::scan_range`]); `prefix` must not be all `0xff` bytes (no prefix of this crate is).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+/// The smallest key greater than every key that starts with `prefix`, the end bound of
+/// [`KvScan::scan_range`] for a prefix scan; `None` when there is none (an empty prefix, or one
+/// of only `0xff` bytes: every key after `prefix` starts with it).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
             end.push(last.saturating_add(1));
-            return end;
+            return Some(end);
         }
     }
-    vec![u8::MAX; prefix.len().saturating_add(1)]
+    None
 }
 
 /// Every `(key, value)` whose key starts with `prefix`, in key order.
@@ -194,7 +209,7 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 ///
 /// [`KvError`] when the store fails.
 pub fn scan_prefix(kv: &impl KvScan, prefix: &[u8]) -> Result<KvPairs, KvError> {
-    kv.scan_range(prefix, &prefix_end(prefix))
+    kv.scan_range(prefix, prefix_end(prefix).as_deref())
 }
 
 impl<T: KvRead + ?Sized> KvRead for &T {
@@ -868,15 +883,16 @@ pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyErr
         } => check_revoke(kv, subject, consent_id)?,
         Event::RecordOptOut { .. } => {}
         Event::ActivatePolicySet { policies, hash } => {
-            let canonical = engine::canonicalize(policies);
-            let actual = engine::hash_text(&canonical);
+            let canonical = policy_set::canonicalize(policies);
+            let actual = policy_set::hash_text(&canonical);
             if canonical != *policies || actual != *hash {
                 return Err(ApplyError::PolicyHashMismatch {
                     claimed: *hash,
                     actual,
                 });
             }
-            engine::validate(policies).map_err(|issues| ApplyError::InvalidPolicySet { issues })?;
+            policy_set::validate(policies)
+                .map_err(|issues| ApplyError::InvalidPolicySet { issues })?;
         }
         Event::Decision {
             request,
@@ -1183,7 +1199,11 @@ fn list<T: DeserializeOwned>(
         start.extend_from_slice(after.as_bytes());
         start.push(0);
     }
-    let pairs = kv.scan_range_limit(&start, &prefix_end(prefix), limit.saturating_add(1))?;
+    let pairs = kv.scan_range_limit(
+        &start,
+        prefix_end(prefix).as_deref(),
+        limit.saturating_add(1),
+    )?;
     let more = pairs.len() > limit;
     let mut items = Vec::with_capacity(pairs.len().min(limit));
     for (_, value) in pairs.into_iter().take(limit) {
@@ -1442,7 +1462,7 @@ pub(crate) fn directory_changes(
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut changes = Vec::new();
-    for (_, changed) in kv.scan_range(&start, &prefix_end(DIRECTORY_LOG))? {
+    for (_, changed) in kv.scan_range(&start, prefix_end(DIRECTORY_LOG).as_deref())? {
         if seen.insert(changed.clone()) {
             changes.push(read_directory_record(kv, &changed)?);
         }

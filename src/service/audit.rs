@@ -6,10 +6,7 @@ use ledger::{LeafIndex, TreeSize, chunk::Record};
 use proto::pb::{self, audit_service_server::AuditService};
 use tonic::{Request, Response, Status};
 
-use super::{
-    Core, budget,
-    transparency::{READ_CHUNK, read_error},
-};
+use super::{Core, budget, transparency::READ_CHUNK};
 use crate::{
     Error, FieldProblem,
     auth::{Role, caller, require},
@@ -52,10 +49,10 @@ impl AuditService for Audit {
                     }
                     .into());
                 }
-                Err(other) => return Err(read_error(other).into()),
+                Err(other) => return Err(Error::from(other).into()),
             };
             let got = leaves.len() as u64;
-            let bodies = log.bodies(start, got).map_err(read_error)?;
+            let bodies = log.bodies(start, got).map_err(Error::from)?;
             let bytes = leaves
                 .iter()
                 .zip(&bodies)
@@ -104,7 +101,7 @@ impl AuditService for Audit {
             .0
             .log()
             .checkpoints(TreeSize(r.from_size), TreeSize(u64::MAX), limit)
-            .map_err(read_error)?;
+            .map_err(Error::from)?;
         reservation.grow(
             checkpoints
                 .iter()

@@ -251,7 +251,7 @@ impl Consents {
     ) -> Result<(), Error> {
         let log = self.0.log();
         let kv = LogKv(log);
-        let size = log.checkpoint().checkpoint.size.get();
+        let size = log.checkpoint().checkpoint().size.get();
         let mut indices = state::subject_entries_after(&kv, subject, after, MAX_CONSENT_WALK + 1)
             .map_err(unavailable)?;
         // Entries sequenced after the checkpoint are left for the next call.

@@ -43,7 +43,7 @@ impl HistoryService for History {
         let log = self.0.log();
         // One checkpoint for the whole answer: entries after it are left for the next call.
         let checkpoint = log.checkpoint();
-        let size = checkpoint.checkpoint.size;
+        let size = checkpoint.checkpoint().size;
         let mut indices =
             state::subject_entries_after(&LogKv(log), &subject, r.after_index, limit + 1)
                 .map_err(|e| Error::Unavailable(Box::new(e)))?;
@@ -86,7 +86,7 @@ impl HistoryService for History {
         }
         Ok(
             reservation.attach(Response::new(pb::GetSubjectHistoryResponse {
-                checkpoint: checkpoint.note.clone(),
+                checkpoint: checkpoint.note().to_owned(),
                 entries,
                 tree_size: size.get(),
                 more,

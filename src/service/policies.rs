@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use policy::{PolicyEngine, engine::MAX_POLICY_TEXT, limits, state};
+use policy::{PolicyEngine, limits, policy_set::MAX_POLICY_TEXT, state};
 use proto::pb::{self, policy_service_server::PolicyService};
 use tonic::{Request, Response, Status};
 

@@ -3,12 +3,7 @@
 //! carry no personal data (policy activations and directory changes without patient
 //! exclusions). Nothing here names a patient.
 
-use ledger::{
-    LeafIndex, TreeSize,
-    chunk::Record,
-    entry::Body,
-    log::{Position, ReadError},
-};
+use ledger::{LeafIndex, TreeSize, chunk::Record, entry::Body, log::ReadError};
 use policy::Event;
 use proto::pb::{self, transparency_service_server::TransparencyService};
 use tonic::{Request, Response, Status};
@@ -26,24 +21,6 @@ pub(crate) const READ_CHUNK: u64 = 64;
 #[derive(Clone)]
 pub struct Transparency(pub Core);
 
-/// Maps a log read error to the API's codes.
-pub(crate) fn read_error(err: ReadError) -> Error {
-    match err {
-        ReadError::OutOfRange { what, got, size } => Error::OutOfRange {
-            field: match what {
-                Position::TreeSize => "tree_size",
-                Position::LeafIndex => "leaf_index",
-                Position::NewSize => "new_size",
-                Position::Start => "start",
-            },
-            value: got,
-            limit: size,
-        },
-        ReadError::InvalidRequest(reason) => Error::Rejected(reason),
-        other => Error::Unavailable(Box::new(other)),
-    }
-}
-
 #[tonic::async_trait]
 impl TransparencyService for Transparency {
     async fn get_checkpoint(
@@ -51,7 +28,7 @@ impl TransparencyService for Transparency {
         _request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         Ok(Response::new(pb::GetCheckpointResponse {
-            checkpoint: self.0.log().checkpoint().note.clone(),
+            checkpoint: self.0.log().checkpoint().note().to_owned(),
             verifier_key: self.0.verifier_key().to_owned(),
         }))
     }
@@ -68,7 +45,7 @@ impl TransparencyService for Transparency {
             .0
             .log()
             .inclusion_proof(LeafIndex(r.leaf_index), TreeSize(r.tree_size))
-            .map_err(read_error)?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::GetInclusionProofResponse {
             leaf_index: r.leaf_index,
             tree_size: r.tree_size,
@@ -106,7 +83,7 @@ impl TransparencyService for Transparency {
             .0
             .log()
             .consistency_proof(TreeSize(r.old_size), TreeSize(r.new_size))
-            .map_err(read_error)?;
+            .map_err(Error::from)?;
         Ok(Response::new(pb::GetConsistencyProofResponse {
             old_size: r.old_size,
             new_size: r.new_size,
@@ -149,7 +126,7 @@ impl TransparencyService for Transparency {
                         }
                         .into());
                     }
-                    Err(other) => return Err(read_error(other).into()),
+                    Err(other) => return Err(Error::from(other).into()),
                 };
             let got = chunk.len() as u64;
             reservation.grow(
@@ -171,7 +148,7 @@ impl TransparencyService for Transparency {
         request: Request<pb::GetPublicBodyRequest>,
     ) -> Result<Response<pb::GetPublicBodyResponse>, Status> {
         let index = LeafIndex(request.into_inner().leaf_index);
-        let record = self.0.log().body(index).map_err(read_error)?;
+        let record = self.0.log().body(index).map_err(Error::from)?;
         // Public only when the whole event is: its public form is the event itself. An erased
         // body gets the same answer as a private one, so that nobody learns which private
         // entries (a patient's consents and decisions) were erased.

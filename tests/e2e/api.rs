@@ -210,7 +210,7 @@ pub fn verify_receipt(receipt: &pb::Receipt, vkey: &str) -> u64 {
     let verifier = NoteVerifier::from_vkey(vkey).unwrap();
     let checkpoint = SignedCheckpoint::verify(&receipt.checkpoint, &verifier)
         .unwrap()
-        .checkpoint;
+        .into_checkpoint();
     assert_eq!(checkpoint.size.get(), receipt.tree_size);
     let proof = InclusionProof {
         leaf_index: LeafIndex(receipt.leaf_index),
@@ -235,7 +235,7 @@ pub fn checkpoint_root(note: &str, vkey: &str) -> (TreeSize, Hash) {
     let verifier = NoteVerifier::from_vkey(vkey).unwrap();
     let cp = SignedCheckpoint::verify(note, &verifier)
         .unwrap()
-        .checkpoint;
+        .into_checkpoint();
     (cp.size, cp.root)
 }
 

@@ -202,9 +202,9 @@ async fn an_authorize_response_verifies_against_the_log_and_an_edited_one_does_n
         verify_receipt(&verifier, &file, None, body).unwrap()
     };
     let verified = verify(&genuine, None).unwrap();
-    let (answer, check) = verified.answer.unwrap();
+    let (answer, check) = verified.answer().unwrap();
     assert_eq!(
-        (answer.decision.as_str(), check),
+        (answer.decision.as_str(), *check),
         ("ALLOW", AnswerCheck::Leaf)
     );
 
@@ -225,7 +225,7 @@ async fn an_authorize_response_verifies_against_the_log_and_an_edited_one_does_n
     let body = dir.path().join("body");
     std::fs::write(&body, &entry.body).unwrap();
     let verified = verify(&genuine, Some(&body)).unwrap();
-    assert_eq!(verified.answer.unwrap().1, AnswerCheck::LeafAndBody);
+    assert_eq!(verified.answer().unwrap().1, AnswerCheck::LeafAndBody);
 
     let mut denied = genuine.clone();
     denied["decision"] = serde_json::json!("DENY");

@@ -72,7 +72,7 @@ fn anchored_size(data: &Path, verifier: &NoteVerifier) -> u64 {
         .unwrap()
         .checkpoint()
         .unwrap()
-        .checkpoint
+        .checkpoint()
         .size
         .get()
 }

@@ -72,7 +72,7 @@ pub fn generate() -> anyhow::Result<String> {
         let committed = log
             .append_batch(&batch, Vec::new())
             .context("while appending")?;
-        checkpoints.push(committed.checkpoint.note.clone());
+        checkpoints.push(committed.checkpoint.note().to_owned());
     }
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let size = TreeSize(*SIZES.last().unwrap_or(&0));

@@ -14,21 +14,23 @@ pub(super) fn receipt(result: &Result<VerifiedReceipt, ReceiptError>) -> String 
     let mut out = String::new();
     match result {
         Ok(verified) => {
-            let cp = &verified.checkpoint.checkpoint;
+            let cp = &verified.checkpoint().checkpoint();
             let _ = writeln!(
                 out,
                 "valid: entry {} is in the log `{}` at tree size {}",
-                verified.leaf_index, cp.origin, cp.size
+                verified.leaf_index(),
+                cp.origin,
+                cp.size
             );
             let _ = writeln!(out, "  root       {}", cp.root);
-            let _ = writeln!(out, "  leaf hash  {}", verified.leaf_hash);
-            if let Some(leaf) = &verified.leaf {
+            let _ = writeln!(out, "  leaf hash  {}", verified.leaf_hash());
+            if let Some(leaf) = &verified.leaf() {
                 let _ = writeln!(out, "  leaf       matches: {} on {}", leaf.kind, leaf.day);
             }
-            if verified.body_checked {
+            if verified.body_checked() {
                 let _ = writeln!(out, "  body       matches the leaf's commitment");
             }
-            if let Some((answer, check)) = &verified.answer {
+            if let Some((answer, check)) = &verified.answer() {
                 let review = if answer.review_required {
                     "review required"
                 } else {
@@ -70,7 +72,7 @@ pub(super) fn watch(step: &WatchStep) -> String {
             advance,
             checkpoint,
         } => {
-            let root = checkpoint.checkpoint.root;
+            let root = checkpoint.checkpoint().root;
             match advance {
                 Advance::First { size } => {
                     format!("valid: trusting the first checkpoint seen, size {size} root {root}\n")

@@ -72,7 +72,7 @@ pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Rep
         entries.add_checkpoint(&latest)?;
         return Ok(entries.finish());
     };
-    let size = target.checkpoint.size;
+    let size = target.checkpoint().size;
     entries.add_checkpoint(&latest)?;
     let bar = if progress {
         let bar = ProgressBar::new(size.get());

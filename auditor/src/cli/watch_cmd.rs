@@ -76,7 +76,7 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
         Ok(checkpoint) => checkpoint,
         Err(error) => return Ok(WatchStep::Inconsistent(error)),
     };
-    let proof = match witness.proof_needed(&checkpoint.checkpoint) {
+    let proof = match witness.proof_needed(checkpoint.checkpoint()) {
         None => None,
         Some((old, new)) => Some(proof(&config.source, old, new).await?),
     };

@@ -45,7 +45,7 @@ fn valid_json_receipt_verifies_with_leaf_and_body() {
     assert_eq!(receipt.leaf_index, LeafIndex(5));
     assert_eq!(receipt.tree_size, Some(TreeSize(6)));
     let bare = receipt.verify(&f.verifier, None, None).unwrap();
-    assert_eq!(bare.checkpoint.checkpoint.size, TreeSize(6));
+    assert_eq!(bare.checkpoint.checkpoint().size, TreeSize(6));
     assert!(bare.leaf.is_none() && !bare.body_checked);
     let full = receipt
         .verify(&f.verifier, Some(&f.leaf), Some(&f.body))
@@ -157,7 +157,7 @@ fn tlog_proof_form_verifies_with_the_leaf_only() {
     let f = fixture(9, 4);
     let text = TlogProof::new(
         f.log_receipt.inclusion_proof.clone(),
-        f.log_receipt.checkpoint.note.clone(),
+        f.log_receipt.checkpoint.note().to_owned(),
     )
     .to_text();
     let receipt = Receipt::parse(&text).unwrap();

@@ -53,7 +53,7 @@ fn an_honest_log_scans_clean_with_every_checkpoint_checked() {
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.entries, 700);
     assert_eq!(report.checkpoints_checked, checkpoints.len() as u64);
-    assert_eq!(report.root, log.checkpoint().checkpoint.root.to_hex());
+    assert_eq!(report.root, log.checkpoint().checkpoint().root.to_hex());
 }
 
 #[test]
@@ -148,7 +148,7 @@ fn missing_entries_bad_leaves_and_bad_checkpoints_are_findings() {
         &testing::other_signer(),
     )
     .unwrap();
-    checkpoints.push(forged.note);
+    checkpoints.push(forged.into_note());
     let report = scan_all(&entries, &checkpoints);
     let kinds: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
     assert!(

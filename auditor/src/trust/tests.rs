@@ -25,13 +25,13 @@ fn at(log: &Log, size: u64) -> SignedCheckpoint {
 }
 
 fn witness_at(log: &Log, size: u64) -> Witness {
-    Witness::with_state(testing::signer().verifier(), &at(log, size).note).unwrap()
+    Witness::with_state(testing::signer().verifier(), at(log, size).note()).unwrap()
 }
 
 fn step(w: &mut Witness, log: &Log, size: u64) -> Result<Advance, TrustError> {
-    let new = w.verify_note(&at(log, size).note)?;
+    let new = w.verify_note(at(log, size).note())?;
     let proof = w
-        .proof_needed(&new.checkpoint)
+        .proof_needed(new.checkpoint())
         .map(|(old, new)| log.consistency_proof(old, new).unwrap());
     w.advance(new, proof.as_ref())
 }
@@ -58,15 +58,15 @@ fn consistent_growth_is_accepted_and_becomes_the_state() {
         Advance::Unchanged { size: TreeSize(40) }
     );
     let reloaded = Witness::with_state(log.verifier().clone(), w.state_text().unwrap()).unwrap();
-    assert_eq!(reloaded.trusted().unwrap().checkpoint.size, TreeSize(40));
+    assert_eq!(reloaded.trusted().unwrap().checkpoint().size, TreeSize(40));
 }
 
 #[test]
 fn growth_from_the_empty_tree_needs_no_proof() {
     let log = testing::log(5, 5);
     let mut w = witness_at(&log, 0);
-    let new = w.verify_note(&at(&log, 5).note).unwrap();
-    assert_eq!(w.proof_needed(&new.checkpoint), None);
+    let new = w.verify_note(at(&log, 5).note()).unwrap();
+    assert_eq!(w.proof_needed(new.checkpoint()), None);
     assert_eq!(
         w.advance(new, None).unwrap(),
         Advance::Grown {
@@ -85,11 +85,11 @@ fn rollback_is_detected_with_both_sizes_and_roots() {
         panic!("{err}");
     };
     assert_eq!((d.trusted_size, d.new_size), (TreeSize(20), TreeSize(16)));
-    assert_eq!(d.trusted_root, at(&log, 20).checkpoint.root);
-    assert_eq!(d.new_root, at(&log, 16).checkpoint.root);
+    assert_eq!(d.trusted_root, at(&log, 20).checkpoint().root);
+    assert_eq!(d.new_root, at(&log, 16).checkpoint().root);
     assert!(err.is_inconsistency());
     // The trusted checkpoint did not move.
-    assert_eq!(w.trusted().unwrap().checkpoint.size, TreeSize(20));
+    assert_eq!(w.trusted().unwrap().checkpoint().size, TreeSize(20));
     let message = err.to_string();
     assert!(
         message.starts_with("rollback: trusted size 20 root "),
@@ -149,8 +149,9 @@ fn tampered_proofs_and_checkpoints_are_rejected() {
         w.clone().advance(new.clone(), Some(&other)),
         Err(TrustError::MissingProof { .. })
     ));
-    let forged = SignedCheckpoint::sign(new.checkpoint.clone(), &testing::other_signer()).unwrap();
-    let err = w.verify_note(&forged.note).unwrap_err();
+    let forged =
+        SignedCheckpoint::sign(new.checkpoint().clone(), &testing::other_signer()).unwrap();
+    let err = w.verify_note(forged.note()).unwrap_err();
     assert!(matches!(err, TrustError::BadCheckpoint(_)) && err.is_inconsistency());
     let err = Witness::with_state(log.verifier().clone(), "garbage\n").unwrap_err();
     assert!(matches!(err, TrustError::BadState(_)) && !err.is_inconsistency());

@@ -55,7 +55,7 @@ fn receipt_files() -> tempfile::TempDir {
     };
     std::fs::write(dir.path().join("body"), body).unwrap();
     let proof = log.inclusion_proof(LeafIndex(3), log.size()).unwrap();
-    let tlog = ledger::TlogProof::new(proof, log.checkpoint().note.clone());
+    let tlog = ledger::TlogProof::new(proof, log.checkpoint().note().to_owned());
     std::fs::write(dir.path().join("entry.tlog-proof"), tlog.to_text()).unwrap();
     dir
 }

@@ -147,7 +147,7 @@ fn pages_against_growing_checkpoints_chain_across_pages() {
     world.decisions();
     let first_size = world.size();
     let first = entries_of(&world.log, 1, first_size);
-    let first_note = world.log.checkpoint().note.clone();
+    let first_note = world.log.checkpoint().note().to_owned();
     world.decide(org_request(
         "univ-a",
         1,
@@ -161,7 +161,7 @@ fn pages_against_growing_checkpoints_chain_across_pages() {
             entries: first.clone(),
         },
         HistoryPage {
-            checkpoint: world.log.checkpoint().note.clone(),
+            checkpoint: world.log.checkpoint().note().to_owned(),
             entries: all[first.len()..].to_vec(),
         },
     ];
@@ -191,7 +191,7 @@ fn pages_against_growing_checkpoints_chain_across_pages() {
     let history = verify_history(
         &support::signer().verifier(),
         &[HistoryPage {
-            checkpoint: world.log.checkpoint().note.clone(),
+            checkpoint: world.log.checkpoint().note().to_owned(),
             entries: foreign,
         }],
     )
@@ -214,14 +214,14 @@ fn pages_against_growing_checkpoints_chain_across_pages() {
 fn a_checkpoint_by_another_key_is_invalid() {
     let world = World::new();
     let forged = ledger::SignedCheckpoint::sign(
-        world.log.checkpoint().checkpoint.clone(),
+        world.log.checkpoint().checkpoint().clone(),
         &ledger::NoteSigner::from_seed(ledger::KeyName::new(support::ORIGIN).unwrap(), &[9; 32]),
     )
     .unwrap();
     let err = verify_history(
         &support::signer().verifier(),
         &[HistoryPage {
-            checkpoint: forged.note,
+            checkpoint: forged.note().to_owned(),
             entries: Vec::new(),
         }],
     )

@@ -50,7 +50,10 @@ fn an_honest_log_replays_clean() {
     assert_eq!(report.decisions_matching, decisions.len() as u64);
     // One checkpoint per entry plus the empty tree's, every one compared.
     assert_eq!(report.checkpoints_checked, world.size() + 1);
-    assert_eq!(report.root, world.log.checkpoint().checkpoint.root.to_hex());
+    assert_eq!(
+        report.root,
+        world.log.checkpoint().checkpoint().root.to_hex()
+    );
 }
 
 #[test]

@@ -524,7 +524,7 @@ impl pb::transparency_service_server::TransparencyService for Served {
         _: GrpcRequest<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
         Ok(Response::new(pb::GetCheckpointResponse {
-            checkpoint: self.log().checkpoint().note.clone(),
+            checkpoint: self.log().checkpoint().note().to_owned(),
             verifier_key: vkey(),
         }))
     }
@@ -646,7 +646,7 @@ impl pb::history_service_server::HistoryService for Served {
             .ok_or_else(|| Status::not_found("patient"))?;
         let log = self.log();
         let checkpoint = log.checkpoint();
-        let size = checkpoint.checkpoint.size;
+        let size = checkpoint.checkpoint().size;
         // The patient's entries, from the leaves' bodies (the test server keeps no state).
         let mut indices = Vec::new();
         for i in 0..size.get() {
@@ -682,7 +682,7 @@ impl pb::history_service_server::HistoryService for Served {
             });
         }
         Ok(Response::new(pb::GetSubjectHistoryResponse {
-            checkpoint: checkpoint.note.clone(),
+            checkpoint: checkpoint.note().to_owned(),
             entries,
             tree_size: size.get(),
             more,
@@ -738,7 +738,7 @@ pub fn start_http(served: Served) -> String {
                 .trim_start_matches('/');
             let log = served.log();
             let found = if path == "checkpoint" {
-                Some(log.checkpoint().note.clone().into_bytes())
+                Some(log.checkpoint().note().to_owned().into_bytes())
             } else {
                 match parse_path(path) {
                     Ok(TilePath::Hash(tile)) => log
@@ -775,14 +775,14 @@ pub fn receipt_json(log: &Log, index: u64) -> String {
     let value = serde_json::json!({
         "leafIndex": index.to_string(),
         "leafHash": b64.encode(receipt.leaf_hash.0),
-        "checkpoint": receipt.checkpoint.note,
+        "checkpoint": receipt.checkpoint.note(),
         "inclusionProof": receipt
             .inclusion_proof
             .path
             .iter()
             .map(|h| b64.encode(h.0))
             .collect::<Vec<_>>(),
-        "treeSize": receipt.checkpoint.checkpoint.size.get().to_string(),
+        "treeSize": receipt.checkpoint.checkpoint().size.get().to_string(),
     });
     serde_json::to_string_pretty(&value).unwrap()
 }

@@ -48,7 +48,7 @@ async fn story(served: Served, source: LogSource) {
     );
     assert_eq!(
         std::fs::read_to_string(&state).unwrap(),
-        log.checkpoint().note
+        log.checkpoint().note()
     );
     // Growth across tile boundaries, to sizes on and off them.
     for (from, to) in [(300, 512), (512, 513), (513, 700), (700, 768)] {
@@ -81,7 +81,7 @@ async fn story(served: Served, source: LogSource) {
     // The trusted state did not move.
     assert_eq!(
         std::fs::read_to_string(&state).unwrap(),
-        log.checkpoint().note
+        log.checkpoint().note()
     );
 
     // The fork grows: its consistency proof from the trusted size does not connect.
@@ -107,11 +107,7 @@ async fn story(served: Served, source: LogSource) {
     // A watcher that trusted the shared prefix accepts the fork's growth: it extends what
     // that watcher saw, and a fork is always relative to what was seen.
     let other_state = dir.path().join("other");
-    std::fs::write(
-        &other_state,
-        plain_log(600, 7, "a").checkpoint().note.clone(),
-    )
-    .unwrap();
+    std::fs::write(&other_state, plain_log(600, 7, "a").checkpoint().note()).unwrap();
     served.switch(fork);
     let other = WatchConfig {
         state: Some(other_state),

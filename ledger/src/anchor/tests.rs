@@ -22,7 +22,7 @@ fn signed(signer: &NoteSigner, size: u64) -> SignedCheckpoint {
 }
 
 fn size_of(anchor: &Anchor) -> Option<u64> {
-    anchor.checkpoint().map(|c| c.checkpoint.size.get())
+    anchor.checkpoint().map(|c| c.checkpoint().size.get())
 }
 
 fn flip(path: &Path, offset: u64) {
@@ -156,8 +156,8 @@ fn every_finished_batch_is_anchored_before_it_is_acknowledged() {
         let committed = log.append_batch(&entries(start..end), Vec::new()).unwrap();
         let anchored = Anchor::open(&path, &signer.verifier()).unwrap();
         assert_eq!(
-            anchored.checkpoint().unwrap().note,
-            committed.checkpoint.note
+            anchored.checkpoint().unwrap().note(),
+            committed.checkpoint.note()
         );
     }
     let report = log.fsck().unwrap();
@@ -226,7 +226,7 @@ fn a_store_that_differs_from_the_anchor_at_its_size_is_refused() {
         .unwrap()
         .checkpoint()
         .unwrap()
-        .checkpoint
+        .checkpoint()
         .root;
     // Another log under the same key, at the same size and beyond, with other entries.
     for size in [10, 12] {
@@ -305,7 +305,7 @@ fn a_batch_synced_while_an_earlier_one_is_anchored_stays_unacknowledged_until_it
         "nothing is published before its anchor"
     );
     let committed = log.anchor_batch(first).unwrap();
-    assert_eq!(committed.checkpoint.checkpoint.size.get(), 4);
+    assert_eq!(committed.checkpoint.checkpoint().size.get(), 4);
     assert_eq!(log.size().get(), 4);
     assert_eq!(
         size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),

@@ -104,7 +104,7 @@ fn a_failure_before_the_commit_point_leaves_the_log_usable() {
         );
         store.fail_writes_after(u64::MAX);
         assert!(!log.is_poisoned());
-        assert_eq!(log.checkpoint().note, checkpoint.note);
+        assert_eq!(log.checkpoint().note(), checkpoint.note());
         assert_eq!(log.state_get(b"k").unwrap(), None);
         // Readers never see the failed batch's data.
         assert!(matches!(

@@ -73,12 +73,12 @@ async fn concurrent_submits_get_distinct_indices_and_valid_receipts() {
     let mut outputs = Vec::new();
     for task in tasks {
         let (receipt, output) = task.await.unwrap().unwrap();
-        let checkpoint = SignedCheckpoint::verify(&receipt.checkpoint.note, &verifier).unwrap();
+        let checkpoint = SignedCheckpoint::verify(receipt.checkpoint.note(), &verifier).unwrap();
         receipt
             .inclusion_proof
-            .verify(&receipt.leaf_hash, &checkpoint.checkpoint.root)
+            .verify(&receipt.leaf_hash, &checkpoint.checkpoint().root)
             .unwrap();
-        assert!(checkpoint.checkpoint.size.contains(receipt.leaf_index));
+        assert!(checkpoint.checkpoint().size.contains(receipt.leaf_index));
         // Commands are applied in sequence order: the value seen is the index plus one.
         assert_eq!(output, receipt.leaf_index.get() + 1);
         indices.push(receipt.leaf_index.get());
@@ -411,16 +411,16 @@ async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
             let anchored = crate::anchor::Anchor::open(&path, &verifier)
                 .unwrap()
                 .checkpoint()
-                .map(|c| c.checkpoint.size.get());
+                .map(|c| c.checkpoint().size.get());
             (receipt, anchored)
         }));
     }
     let mut indices = Vec::new();
     for task in tasks {
         let (receipt, anchored) = task.await.unwrap();
-        let size = SignedCheckpoint::verify(&receipt.checkpoint.note, &verifier)
+        let size = SignedCheckpoint::verify(receipt.checkpoint.note(), &verifier)
             .unwrap()
-            .checkpoint
+            .checkpoint()
             .size
             .get();
         assert!(
@@ -436,5 +436,5 @@ async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
     assert_eq!(store.syncs(), batches + 1);
     sequencer.shutdown().await;
     let anchored = crate::anchor::Anchor::open(&path, &verifier).unwrap();
-    assert_eq!(anchored.checkpoint().unwrap().checkpoint.size.get(), 300);
+    assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 300);
 }

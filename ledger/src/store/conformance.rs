@@ -85,24 +85,24 @@ pub fn appends_reopen_and_proofs(h: &impl Harness) {
             for entry in &entries {
                 reference.push_leaf(&entry.leaf.encode());
             }
-            let cp = SignedCheckpoint::verify(&committed.checkpoint.note, &verifier).unwrap();
-            assert_eq!(cp.checkpoint.size, reference.size());
-            assert_eq!(cp.checkpoint.root, reference.root());
-            checkpoints.push(cp.checkpoint);
+            let cp = SignedCheckpoint::verify(committed.checkpoint.note(), &verifier).unwrap();
+            assert_eq!(cp.checkpoint().size, reference.size());
+            assert_eq!(cp.checkpoint().root, reference.root());
+            checkpoints.push(cp.into_checkpoint());
         }
     }
     // A restarted process sees the same log and can extend it.
     let log = Log::open(h.open(), signer_clone(&signer)).unwrap();
     let size = reference.size();
     assert_eq!(log.size(), size);
-    assert_eq!(log.checkpoint().checkpoint.root, reference.root());
+    assert_eq!(log.checkpoint().checkpoint().root, reference.root());
     for old in &checkpoints {
         let stored = log.checkpoint_at(old.size).unwrap().unwrap();
         assert_eq!(
             SignedCheckpoint::verify(&stored, &verifier)
                 .unwrap()
-                .checkpoint,
-            *old
+                .checkpoint(),
+            old
         );
         let proof = log.consistency_proof(old.size, size).unwrap();
         proof.verify(&old.root, &reference.root()).unwrap();
@@ -141,7 +141,7 @@ pub fn appends_reopen_and_proofs(h: &impl Harness) {
     for entry in &more {
         reference.push_leaf(&entry.leaf.encode());
     }
-    assert_eq!(log.checkpoint().checkpoint.root, reference.root());
+    assert_eq!(log.checkpoint().checkpoint().root, reference.root());
     let report = log.fsck().unwrap();
     assert_eq!(report.leaves, reference.size().get());
 }
@@ -166,8 +166,18 @@ pub fn state_writes_commit_with_entries(h: &impl Harness) {
     let log = Log::open(h.open(), signer_clone(&signer)).unwrap();
     assert_eq!(log.state_get(b"consent/a").unwrap(), None);
     assert_eq!(log.state_get(b"consent/b").unwrap(), Some(b"2".to_vec()));
-    let scanned = log.state_range(b"consent/", b"consent0", 10).unwrap();
+    let scanned = log.state_range(b"consent/", Some(b"consent0"), 10).unwrap();
     assert_eq!(scanned, vec![(b"consent/b".to_vec(), b"2".to_vec())]);
+    // Without an end bound the scan runs to the last state key and never into the log's own
+    // keys (entries, tiles, checkpoints).
+    let scanned = log.state_range(b"consent/", None, 10).unwrap();
+    assert_eq!(
+        scanned,
+        vec![
+            (b"consent/b".to_vec(), b"2".to_vec()),
+            (b"other".to_vec(), b"3".to_vec())
+        ]
+    );
 }
 
 /// A redacted body is gone; the leaf, its commitment and every proof stay valid.
@@ -196,7 +206,7 @@ pub fn redaction_keeps_proofs(h: &impl Harness) {
     proof
         .verify(
             &hash_leaf(&entries[2].leaf.encode()),
-            &log.checkpoint().checkpoint.root,
+            &log.checkpoint().checkpoint().root,
         )
         .unwrap();
     log.fsck().unwrap();

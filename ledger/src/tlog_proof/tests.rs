@@ -47,14 +47,14 @@ fn fixture(size: usize, index: usize) -> Fixture {
     let cp = Checkpoint::new("example.com/log", tree.size(), tree.root());
     let signed = SignedCheckpoint::sign(cp, &log).unwrap();
     let inclusion = prove_inclusion(&tree, LeafIndex(index as u64), tree.size()).unwrap();
-    let proof = TlogProof::new(inclusion.clone(), signed.note.clone());
+    let proof = TlogProof::new(inclusion.clone(), signed.note().to_owned());
     assert_eq!(
         proof,
         TlogProof {
             index: inclusion.leaf_index,
             path: inclusion.path,
             extra: None,
-            checkpoint: signed.note,
+            checkpoint: signed.note().to_owned(),
         }
     );
     Fixture { log, leaves, proof }

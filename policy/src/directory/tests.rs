@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::domain::{Facility, FacilityGroup, Name, Organization};
+use crate::domain::{DataCategory, Facility, FacilityGroup, Name, Organization, Purpose};
 use crate::event::Event;
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::Purpose;
 use crate::domain::{
     CategoryName, Clinician, ClinicianId, ClinicianRole, Consent, ConsentId, Department, Facility,
     FacilityGroup, FacilityId, GroupId, Level, Name, OrgId, Organization, Principal,
@@ -6,6 +7,8 @@ use crate::domain::{
 };
 use crate::event::Event;
 use crate::facts::Missing;
+use crate::policy_set::{MAX_POLICY_TEXT, compile_unchecked, line_column, validate};
+use sha2::{Digest, Sha256};
 
 mod limits;
 

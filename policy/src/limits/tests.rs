@@ -8,8 +8,8 @@ fn policy(condition: &str) -> String {
 
 #[test]
 fn default_policies_fit_with_a_wide_margin() {
-    check(crate::engine::DEFAULT_POLICIES).unwrap();
-    let (depth, terms) = widest(crate::engine::DEFAULT_POLICIES);
+    check(crate::policy_set::DEFAULT_POLICIES).unwrap();
+    let (depth, terms) = widest(crate::policy_set::DEFAULT_POLICIES);
     assert!(depth * 4 <= MAX_NESTING, "{depth}");
     assert!(terms * 4 <= MAX_EXPRESSION_TERMS, "{terms}");
 }

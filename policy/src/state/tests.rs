@@ -443,7 +443,7 @@ fn activations_must_be_canonical_hashed_and_valid() {
     let text = "permit (principal, action, resource);\n";
     let invalid = Event::ActivatePolicySet {
         policies: text.to_owned(),
-        hash: engine::hash_text(text),
+        hash: crate::policy_set::hash_text(text),
     };
     let err = check(&kv, &invalid, 0).unwrap_err();
     assert!(
@@ -547,20 +547,36 @@ fn corrupt_records_are_reported_without_their_key() {
 
 #[test]
 fn prefix_end_bounds_a_prefix_scan() {
-    assert_eq!(prefix_end(b"subj/x/"), b"subj/x0".to_vec());
-    assert_eq!(prefix_end(&[b'a', 0xff]), b"b".to_vec());
-    assert_eq!(prefix_end(&[0xff, 0xff]), vec![0xff; 3]);
+    assert_eq!(prefix_end(b"subj/x/"), Some(b"subj/x0".to_vec()));
+    assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+    assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    assert_eq!(prefix_end(b""), None);
     let mut kv = Kv::new();
     for k in [&b"dir/fac/a"[..], b"dir/facx/a", b"dir/fac0", b"dir/fac/"] {
         kv.insert(k.to_vec(), vec![]);
     }
+    // A prefix of only 0xff bytes has no end bound: every longer key that starts with it is
+    // found (a bound of three 0xff bytes would have missed the four-byte key).
+    for k in [
+        &[0xffu8, 0xff][..],
+        &[0xff, 0xff, 0xff, 0xff],
+        &[0xff, 0xfe],
+    ] {
+        kv.insert(k.to_vec(), vec![]);
+    }
+    let high: Vec<Vec<u8>> = scan_prefix(&kv, &[0xff, 0xff])
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(high, vec![vec![0xff, 0xff], vec![0xff; 4]]);
     let keys: Vec<Vec<u8>> = scan_prefix(&kv, b"dir/fac/")
         .unwrap()
         .into_iter()
         .map(|(k, _)| k)
         .collect();
     assert_eq!(keys, vec![b"dir/fac/".to_vec(), b"dir/fac/a".to_vec()]);
-    assert!(kv.scan_range(b"z", b"a").unwrap().is_empty());
+    assert!(kv.scan_range(b"z", Some(b"a")).unwrap().is_empty());
 }
 
 #[test]

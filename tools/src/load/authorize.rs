@@ -374,7 +374,7 @@ impl Workload for AuthorizeWorkload {
 pub fn verify_receipt(receipt: &pb::Receipt, verifier: &NoteVerifier) -> Result<(), &'static str> {
     let checkpoint = SignedCheckpoint::verify(&receipt.checkpoint, verifier)
         .map_err(|_| "receipt_checkpoint_invalid")?
-        .checkpoint;
+        .into_checkpoint();
     if checkpoint.size != TreeSize(receipt.tree_size) || receipt.leaf_index >= receipt.tree_size {
         return Err("receipt_size_mismatch");
     }

@@ -28,7 +28,7 @@ fn receipt() -> pb::Receipt {
     pb::Receipt {
         leaf_index: 3,
         leaf_hash: tree.leaf_hashes()[3].as_bytes().to_vec(),
-        checkpoint: checkpoint.note,
+        checkpoint: checkpoint.note().to_owned(),
         inclusion_proof: proof.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
         tree_size: size.0,
         leaf: Vec::new(),
