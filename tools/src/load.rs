@@ -141,6 +141,63 @@ pub struct Report {
     pub checks: BTreeMap<String, u64>,
     /// Per-interval figures, in time order (empty unless an interval was asked for).
     pub intervals: Vec<IntervalReport>,
+    /// CPU the server process spent during the run (setup excluded), when its pid was given.
+    pub server_cpu: Option<ServerCpu>,
+}
+
+/// What the server process spent on the calls of a run: its user + system CPU time from
+/// `/proc/PID/stat`, read just before the first call and just after the last.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ServerCpu {
+    /// User + system CPU time over the run, seconds.
+    pub seconds: f64,
+    /// That, per call made, microseconds.
+    pub micros_per_call: f64,
+}
+
+impl ServerCpu {
+    /// The CPU spent between two readings of [`cpu_seconds`], spread over `calls`.
+    #[must_use]
+    pub fn between(before: f64, after: f64, calls: u64) -> Self {
+        let seconds = (after - before).max(0.0);
+        #[expect(clippy::cast_precision_loss, reason = "a call count far below 2^52")]
+        let micros_per_call = if calls == 0 {
+            0.0
+        } else {
+            seconds * 1e6 / calls as f64
+        };
+        Self {
+            seconds,
+            micros_per_call,
+        }
+    }
+}
+
+/// User + system CPU seconds of process `pid` (all its threads), from `/proc/PID/stat`.
+///
+/// # Errors
+///
+/// When the file cannot be read (no such process, not Linux) or does not parse.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    parse_cpu_seconds(&stat).with_context(|| format!("cannot parse /proc/{pid}/stat"))
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in seconds. The command name (field 2) is in
+/// parentheses and may hold spaces or parentheses itself, so fields are counted after its last
+/// `)`. The kernel reports both in `USER_HZ` ticks, which Linux fixes at 100 per second for
+/// everything it shows to user space.
+pub(crate) fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    const USER_HZ: f64 = 100.0;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    #[expect(clippy::cast_precision_loss, reason = "tick counts far below 2^52")]
+    let ticks = utime.saturating_add(stime) as f64;
+    Some(ticks / USER_HZ)
 }
 
 /// The calls due (open loop) or started (closed loop) in one interval of a run.
@@ -507,6 +564,7 @@ impl CallerStats {
             latency_us: Latency::of(h),
             checks,
             intervals: Vec::new(),
+            server_cpu: None,
         }
     }
 }
@@ -641,6 +699,13 @@ impl Report {
             ms(l.p99),
             ms(l.max)
         );
+        if let Some(cpu) = &self.server_cpu {
+            let _ = writeln!(
+                out,
+                "server cpu  {:.2} s, {:.1} µs per call",
+                cpu.seconds, cpu.micros_per_call
+            );
+        }
         for (kind, count) in &self.errors {
             let _ = writeln!(out, "error       {kind}: {count}");
         }

@@ -69,6 +69,10 @@ struct Cli {
     /// The log's verifier key (note vkey); fetched with GetCheckpoint when absent.
     #[arg(long)]
     vkey: Option<String>,
+    /// The server's process id: report the CPU time it spent on the run's calls (user +
+    /// system, all threads, setup excluded), read from /proc (Linux).
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,8 +107,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         interval: cli.interval.map(seconds).transpose()?,
     };
     options.validate()?;
-    let report = match cli.mode {
-        Mode::Health => load::run(&options, Arc::new(HealthWorkload)).await?,
+    let cpu = || cli.server_pid.map(load::cpu_seconds).transpose();
+    let (mut report, before) = match cli.mode {
+        Mode::Health => {
+            let before = cpu()?;
+            (load::run(&options, Arc::new(HealthWorkload)).await?, before)
+        }
         Mode::Authorize => {
             let token = cli
                 .token
@@ -123,9 +131,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             )
             .await
             .context("while setting up the authorize workload")?;
-            load::run(&options, Arc::new(workload)).await?
+            let before = cpu()?;
+            (load::run(&options, Arc::new(workload)).await?, before)
         }
     };
+    if let (Some(before), Some(after)) = (before, cpu()?) {
+        report.server_cpu = Some(load::ServerCpu::between(before, after, report.requests));
+    }
     print_report(&report, cli.json)?;
     let broken = report
         .errors

@@ -301,3 +301,19 @@ async fn a_closed_loop_run_splits_into_intervals_by_start_time() {
     );
     assert_eq!(report.intervals.iter().map(|i| i.requests).sum::<u64>(), 20);
 }
+
+#[test]
+fn cpu_seconds_are_read_after_the_last_parenthesis_of_the_name() {
+    // A name with a space and a parenthesis, as `prctl` allows; utime 1234, stime 56 ticks.
+    let stat = "4242 (akashi (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1234 56 0 0 20 0 9 0 \
+                 123 456 789";
+    assert_eq!(super::parse_cpu_seconds(stat), Some(12.9));
+    assert_eq!(super::parse_cpu_seconds("4242 (akashi) S 1 2"), None);
+    assert_eq!(super::parse_cpu_seconds("no name here"), None);
+    // The calling process itself: a real file that parses.
+    let own = super::cpu_seconds(std::process::id()).unwrap();
+    assert!(own >= 0.0);
+    let cpu = super::ServerCpu::between(1.0, 1.5, 1000);
+    assert!((cpu.micros_per_call - 500.0).abs() < 1e-9);
+    assert_eq!(super::ServerCpu::between(1.0, 1.5, 0).micros_per_call, 0.0);
+}
