@@ -60,7 +60,7 @@ use crate::{
         audit::Audit,
         budget::{AnswerBudget, BudgetLayer},
         consent::Consents,
-        directory::Directory,
+        directory::Registry,
         history::History,
         policies::Policies,
         transparency::Transparency,
@@ -154,7 +154,7 @@ impl Server {
         };
         server
             .add_service(
-                DirectoryServiceServer::new(Directory(core.clone()))
+                DirectoryServiceServer::new(Registry(core.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_LEN),
             )
             .add_service(

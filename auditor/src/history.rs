@@ -322,15 +322,19 @@ impl HistoryRow {
                     .chain(consent.recipient_classes.iter().map(ToString::to_string))
                     .collect();
                 self.recipient = Some(recipients.join(","));
-                self.purpose = Some(join(&consent.purposes));
+                self.purpose = Some(readable_list(&consent.purposes));
             }
-            Event::RecordOptOut { purposes, .. } => self.purpose = Some(join(purposes)),
+            Event::RecordOptOut { purposes, .. } => self.purpose = Some(readable_list(purposes)),
             _ => {}
         }
     }
 }
 
-fn join<T: ToString>(items: &[T]) -> String {
+/// A list from a private body, for a person to read: items as written, joined by commas, or
+/// `none`. Not the public leaf's form (items percent-encoded where they leave ASCII): that one is
+/// the log's own (`policy::event::Event::public_attributes`), which the replay compares
+/// against, so the two cannot drift apart.
+fn readable_list<T: ToString>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".to_owned();
     }

@@ -9,7 +9,7 @@
 //! (length 0). Only bodies are ever redacted.
 
 use crate::{
-    keys,
+    layout,
     store::{Store, StoreError},
 };
 
@@ -131,17 +131,17 @@ pub(crate) fn read(
     }
     let end = start.saturating_add(count);
     let first = store
-        .last_at_or_before(&[prefix], &keys::indexed(prefix, start))?
+        .last_at_or_before(&[prefix], &layout::indexed(prefix, start))?
         .ok_or(ChunkError::Missing { index: start })?;
     let mut chunks = vec![first];
     chunks.extend(store.scan(
-        &keys::indexed(prefix, start.saturating_add(1)),
-        &keys::indexed(prefix, end),
+        &layout::indexed(prefix, start.saturating_add(1)),
+        &layout::indexed(prefix, end),
         usize::MAX,
     )?);
     let mut next = start;
     for (key, value) in chunks {
-        let chunk_start = keys::index_of(&key).ok_or(ChunkError::Malformed { start: next })?;
+        let chunk_start = layout::index_of(&key).ok_or(ChunkError::Malformed { start: next })?;
         if chunk_start > next {
             return Err(ChunkError::Missing { index: next });
         }
@@ -167,9 +167,9 @@ pub(crate) fn read(
 /// present before.
 pub(crate) fn redact(store: &dyn Store, prefix: u8, index: u64) -> Result<bool, ChunkError> {
     let (key, value) = store
-        .last_at_or_before(&[prefix], &keys::indexed(prefix, index))?
+        .last_at_or_before(&[prefix], &layout::indexed(prefix, index))?
         .ok_or(ChunkError::Missing { index })?;
-    let chunk_start = keys::index_of(&key).ok_or(ChunkError::Malformed { start: index })?;
+    let chunk_start = layout::index_of(&key).ok_or(ChunkError::Malformed { start: index })?;
     let records = decode(chunk_start, &value)?;
     let offset = usize::try_from(index - chunk_start).map_err(|_| ChunkError::Missing { index })?;
     let was_present = match records.get(offset) {

@@ -60,7 +60,7 @@ mod codec;
 pub mod entry;
 pub mod hash;
 #[cfg(feature = "store")]
-mod keys;
+mod layout;
 #[cfg(feature = "store")]
 pub mod log;
 pub mod note;

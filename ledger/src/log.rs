@@ -36,7 +36,7 @@ use crate::{
     codec::{self, Reader},
     entry::{Body, Leaf},
     hash::{Hash, LeafIndex, TreeSize, hash_leaf},
-    keys,
+    layout,
     note::{NoteSigner, NoteVerifier},
     proof::{
         ConsistencyProof, InclusionProof, ProveError, prove_consistency, prove_inclusion, tree_root,
@@ -401,7 +401,7 @@ impl Log {
             .as_ref()
             .and_then(Anchor::checkpoint)
             .map(|c| (c.checkpoint().size.get(), c.checkpoint().root));
-        let Some(record) = store.get(keys::COMMIT)? else {
+        let Some(record) = store.get(layout::COMMIT)? else {
             if let Some((anchored_size, _)) = anchored {
                 return Err(OpenError::StoreEmpty { anchored_size });
             }
@@ -458,7 +458,7 @@ impl Log {
             // were made durable but their callers were never answered (they may have been told
             // UNAVAILABLE). Kept beside the log, durable before the anchor moves past them.
             store.put(
-                &keys::indexed(keys::UNACKNOWLEDGED, anchored_size),
+                &layout::indexed(layout::UNACKNOWLEDGED, anchored_size),
                 &size.to_be_bytes(),
             )?;
         }
@@ -499,11 +499,11 @@ impl Log {
     ) -> Result<Self, OpenError> {
         // The empty tree's checkpoint alone is what a creation interrupted before its commit
         // record leaves behind: it is written again below, not mistaken for log data.
-        let checkpoints_after_empty = keys::indexed(keys::CHECKPOINTS, 1);
+        let checkpoints_after_empty = layout::indexed(layout::CHECKPOINTS, 1);
         for (start, end) in [
-            (&[keys::ENTRIES][..], &[keys::ENTRIES + 1][..]),
-            (&[keys::TILES][..], &[keys::TILES + 1][..]),
-            (&checkpoints_after_empty[..], &[keys::CHECKPOINTS + 1][..]),
+            (&[layout::ENTRIES][..], &[layout::ENTRIES + 1][..]),
+            (&[layout::TILES][..], &[layout::TILES + 1][..]),
+            (&checkpoints_after_empty[..], &[layout::CHECKPOINTS + 1][..]),
         ] {
             if !store.scan(start, end, 1)?.is_empty() {
                 return Err(OpenError::DataWithoutCommit);
@@ -520,7 +520,7 @@ impl Log {
             &signer,
         )?;
         store.put(
-            &keys::indexed(keys::CHECKPOINTS, 0),
+            &layout::indexed(layout::CHECKPOINTS, 0),
             checkpoint.note().as_bytes(),
         )?;
         let record = CommitRecord {
@@ -528,7 +528,7 @@ impl Log {
             checkpoint: checkpoint.note().to_owned(),
             writes: Vec::new(),
         };
-        store.put(keys::COMMIT, &record.encode())?;
+        store.put(layout::COMMIT, &record.encode())?;
         store.sync()?;
         if let Some(anchor) = &mut anchor {
             anchor.advance(&checkpoint)?;
@@ -572,11 +572,11 @@ impl Log {
     ///
     /// [`StoreError`] when the store cannot be read.
     pub fn unacknowledged(&self) -> Result<Vec<std::ops::Range<u64>>, StoreError> {
-        let start = [keys::UNACKNOWLEDGED];
-        let end = [keys::UNACKNOWLEDGED + 1];
+        let start = [layout::UNACKNOWLEDGED];
+        let end = [layout::UNACKNOWLEDGED + 1];
         let mut runs = Vec::new();
         for (key, value) in self.store.scan(&start, &end, usize::MAX)? {
-            let first = keys::index_of(&key);
+            let first = layout::index_of(&key);
             let last = <[u8; 8]>::try_from(&value[..]).ok().map(u64::from_be_bytes);
             if let (Some(first), Some(last)) = (first, last) {
                 runs.push(first..last);
@@ -616,7 +616,7 @@ impl Log {
         }
         let note = self
             .store
-            .get(&keys::indexed(keys::CHECKPOINTS, size.get()))?;
+            .get(&layout::indexed(layout::CHECKPOINTS, size.get()))?;
         Ok(note.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
@@ -633,8 +633,8 @@ impl Log {
     ) -> Result<Vec<String>, ReadError> {
         let to = TreeSize(to.get().min(self.size().get().saturating_add(1)));
         let found = self.store.scan(
-            &keys::indexed(keys::CHECKPOINTS, from.get()),
-            &keys::indexed(keys::CHECKPOINTS, to.get()),
+            &layout::indexed(layout::CHECKPOINTS, from.get()),
+            &layout::indexed(layout::CHECKPOINTS, to.get()),
             limit,
         )?;
         Ok(found
@@ -734,7 +734,7 @@ impl Log {
             return Err(out_of_range(Position::Start, start.get(), size));
         }
         let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
-        let records = chunk::read(self.store.as_ref(), keys::ENTRIES, start.get(), count)?;
+        let records = chunk::read(self.store.as_ref(), layout::ENTRIES, start.get(), count)?;
         let reader = TreeReader::new(self.store.as_ref(), &published.frontier);
         let mut out = Vec::with_capacity(records.len());
         for (offset, record) in records.into_iter().enumerate() {
@@ -777,7 +777,7 @@ impl Log {
         let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
         Ok(chunk::read(
             self.store.as_ref(),
-            keys::BODIES,
+            layout::BODIES,
             start.get(),
             count,
         )?)
@@ -797,7 +797,7 @@ impl Log {
             return Err(out_of_range(Position::LeafIndex, index.get(), size));
         }
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let was_present = chunk::redact(self.store.as_ref(), keys::BODIES, index.get())?;
+        let was_present = chunk::redact(self.store.as_ref(), layout::BODIES, index.get())?;
         if let Err(err) = self.store.sync() {
             // The sync also covered every batch staged but not yet finished: after a failed
             // sync none of them can be trusted to be durable, so none may be acknowledged.
@@ -814,7 +814,7 @@ impl Log {
     ///
     /// Returns [`StoreError`] when the store fails.
     pub fn state_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.store.get(&keys::state(key))?.map(|v| v.to_vec()))
+        Ok(self.store.get(&layout::state(key))?.map(|v| v.to_vec()))
     }
 
     /// Up to `limit` state entries with keys in `[start, end)` (`end` `None`: to the last state
@@ -829,10 +829,10 @@ impl Log {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<StateEntry>, StoreError> {
-        let end = end.map_or_else(keys::state_end, keys::state);
+        let end = end.map_or_else(layout::state_end, layout::state);
         Ok(self
             .store
-            .scan(&keys::state(start), &end, limit)?
+            .scan(&layout::state(start), &end, limit)?
             .into_iter()
             .filter_map(|(k, v)| Some((k.get(1..)?.to_vec(), v.to_vec())))
             .collect())
@@ -1032,18 +1032,18 @@ impl Log {
         let leaves = entries.iter().map(|(leaf, _)| leaf.as_slice());
         for (start, bytes) in chunk::build_chunks(first, leaves) {
             self.store
-                .put(&keys::indexed(keys::ENTRIES, start), &bytes)
+                .put(&layout::indexed(layout::ENTRIES, start), &bytes)
                 .map_err(|e| before(e.into()))?;
         }
         let bodies = entries.iter().map(|(_, body)| body.as_slice());
         for (start, bytes) in chunk::build_chunks(first, bodies) {
             self.store
-                .put(&keys::indexed(keys::BODIES, start), &bytes)
+                .put(&layout::indexed(layout::BODIES, start), &bytes)
                 .map_err(|e| before(e.into()))?;
         }
         for tile in &full {
             self.store
-                .put(&keys::tile(tile.level, tile.index), &tile.bytes)
+                .put(&layout::tile(tile.level, tile.index), &tile.bytes)
                 .map_err(|e| before(e.into()))?;
         }
         let size = frontier.size();
@@ -1064,7 +1064,7 @@ impl Log {
         .map_err(|e| before(e.into()))?;
         self.store
             .put(
-                &keys::indexed(keys::CHECKPOINTS, size),
+                &layout::indexed(layout::CHECKPOINTS, size),
                 checkpoint.note().as_bytes(),
             )
             .map_err(|e| before(e.into()))?;
@@ -1074,7 +1074,7 @@ impl Log {
             writes,
         };
         self.store
-            .put(keys::COMMIT, &record.encode())
+            .put(layout::COMMIT, &record.encode())
             .map_err(|e| before(e.into()))?;
         // INVARIANT: from here on the batch is committed as far as recovery is concerned.
         apply_state_writes(self.store.as_ref(), &record.writes)
@@ -1358,8 +1358,8 @@ pub(crate) fn precheck_entry(entry: &NewEntry) -> Result<(), crate::entry::Entry
 fn apply_state_writes(store: &dyn Store, writes: &[StateWrite]) -> Result<(), StoreError> {
     for write in writes {
         match write {
-            StateWrite::Delete(key) => store.delete(&keys::state(key))?,
-            StateWrite::Put(key, value) => store.put(&keys::state(key), value)?,
+            StateWrite::Delete(key) => store.delete(&layout::state(key))?,
+            StateWrite::Put(key, value) => store.put(&layout::state(key), value)?,
         }
     }
     Ok(())
@@ -1368,7 +1368,7 @@ fn apply_state_writes(store: &dyn Store, writes: &[StateWrite]) -> Result<(), St
 /// Rebuilds the frontier for `size` from the stored leaves of the last bottom tile.
 fn rebuild_frontier(store: &dyn Store, size: u64) -> Result<Frontier, OpenError> {
     let partial_start = size - size % TILE_WIDTH as u64;
-    let records = chunk::read(store, keys::ENTRIES, partial_start, size - partial_start)?;
+    let records = chunk::read(store, layout::ENTRIES, partial_start, size - partial_start)?;
     let mut leaves = Vec::with_capacity(records.len());
     for (offset, record) in records.into_iter().enumerate() {
         match record {
@@ -1388,10 +1388,10 @@ fn rebuild_frontier(store: &dyn Store, size: u64) -> Result<Frontier, OpenError>
 fn remove_uncommitted(store: &dyn Store, frontier: &Frontier) -> Result<(), StoreError> {
     let size = frontier.size();
     let mut doomed = Vec::new();
-    for prefix in [keys::ENTRIES, keys::BODIES] {
+    for prefix in [layout::ENTRIES, layout::BODIES] {
         doomed.extend(
             store
-                .scan(&keys::indexed(prefix, size), &[prefix + 1], usize::MAX)?
+                .scan(&layout::indexed(prefix, size), &[prefix + 1], usize::MAX)?
                 .into_iter()
                 .map(|(k, _)| k),
         );
@@ -1399,8 +1399,8 @@ fn remove_uncommitted(store: &dyn Store, frontier: &Frontier) -> Result<(), Stor
     doomed.extend(
         store
             .scan(
-                &keys::indexed(keys::CHECKPOINTS, size.saturating_add(1)),
-                &[keys::CHECKPOINTS + 1],
+                &layout::indexed(layout::CHECKPOINTS, size.saturating_add(1)),
+                &[layout::CHECKPOINTS + 1],
                 usize::MAX,
             )?
             .into_iter()
@@ -1412,8 +1412,8 @@ fn remove_uncommitted(store: &dyn Store, frontier: &Frontier) -> Result<(), Stor
             .checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
             .unwrap_or(0)
             / TILE_WIDTH as u64;
-        let start = keys::tile(level, full);
-        let end = keys::tile(level.saturating_add(1), 0);
+        let start = layout::tile(level, full);
+        let end = layout::tile(level.saturating_add(1), 0);
         let found = store.scan(&start, &end, usize::MAX)?;
         if found.is_empty() && full == 0 {
             break;

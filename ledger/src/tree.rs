@@ -13,7 +13,7 @@
 
 use crate::{
     hash::{HASH_LEN, Hash, hash_children, hash_leaf},
-    keys,
+    layout,
     proof::NodeSource,
     store::{Store, StoreError},
 };
@@ -262,7 +262,7 @@ pub(crate) fn read_full_tile(
     index: u64,
 ) -> Result<crate::store::Bytes, TreeError> {
     let bytes = store
-        .get(&keys::tile(level, index))?
+        .get(&layout::tile(level, index))?
         .ok_or(TreeError::MissingNode {
             level: level * TILE_HEIGHT,
             index: index * TILE_WIDTH as u64,

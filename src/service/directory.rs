@@ -25,11 +25,12 @@ use crate::{
     state_machine::Command,
 };
 
-/// The directory service.
+/// `DirectoryService`: the registry of organisations, facilities, groups and clinicians (named
+/// apart from [`policy::Directory`], the entities decisions read).
 #[derive(Clone)]
-pub struct Directory(pub Core);
+pub struct Registry(pub Core);
 
-impl Directory {
+impl Registry {
     async fn log(&self, event: Event) -> Result<Option<pb::Receipt>, Status> {
         let (r, _) = self.0.submit(Command::Directory(event)).await?;
         Ok(Some(receipt(&r)))
@@ -59,7 +60,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Most records per page of a List method; a larger `page_size` is cut to this.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-impl Directory {
+impl Registry {
     async fn deactivate(&self, target: Deactivation) -> Result<Option<pb::Receipt>, Status> {
         self.log(Event::Deactivate { target }).await
     }
@@ -176,7 +177,7 @@ fn excluded_departments(values: &[String]) -> Result<Vec<policy::domain::Departm
 }
 
 #[tonic::async_trait]
-impl DirectoryService for Directory {
+impl DirectoryService for Registry {
     async fn upsert_organization(
         &self,
         request: Request<pb::UpsertOrganizationRequest>,

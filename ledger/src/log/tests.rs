@@ -127,8 +127,8 @@ fn a_failure_before_the_commit_point_leaves_the_log_usable() {
     log.append_batch(&(10..20).map(test_entry).collect::<Vec<_>>(), Vec::new())
         .unwrap();
     for (key, _) in store.dump() {
-        if key.first() == Some(&keys::ENTRIES) || key.first() == Some(&keys::BODIES) {
-            assert!(keys::index_of(&key).unwrap() < 20, "stray chunk {key:?}");
+        if key.first() == Some(&layout::ENTRIES) || key.first() == Some(&layout::BODIES) {
+            assert!(layout::index_of(&key).unwrap() < 20, "stray chunk {key:?}");
         }
     }
     assert_eq!(log.size(), TreeSize(20));
@@ -146,7 +146,7 @@ fn data_without_a_commit_record_refuses_open() {
         .unwrap()
         .append_batch(&[test_entry(0)], Vec::new())
         .unwrap();
-    store.delete(keys::COMMIT).unwrap();
+    store.delete(layout::COMMIT).unwrap();
     assert!(matches!(
         reopen(&store, &signer),
         Err(OpenError::DataWithoutCommit)
@@ -158,7 +158,7 @@ fn a_damaged_commit_record_refuses_open() {
     let store = MemoryStore::new();
     let signer = test_signer();
     reopen(&store, &signer).unwrap();
-    store.tamper(keys::COMMIT, b"akashi-commit/v1 garbage");
+    store.tamper(layout::COMMIT, b"akashi-commit/v1 garbage");
     assert!(matches!(
         reopen(&store, &signer),
         Err(OpenError::BadCommitRecord)
@@ -369,7 +369,7 @@ fn a_creation_interrupted_before_its_commit_record_is_created_again() {
         let log = reopen(&other, &signer).unwrap();
         log.append_batch(&[test_entry(0)], Vec::new()).unwrap();
     }
-    other.delete(keys::COMMIT).unwrap();
+    other.delete(layout::COMMIT).unwrap();
     other.sync().unwrap();
     assert!(matches!(
         reopen(&other, &signer),

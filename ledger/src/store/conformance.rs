@@ -23,7 +23,7 @@ use crate::{
     chunk::Record,
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     hash::{LeafIndex, TreeSize, hash_leaf},
-    keys,
+    layout,
     log::{FsckError, Log, NewEntry, OpenError, Position, ReadError, StateWrite},
     note::{KeyName, NoteSigner},
     proof::MemoryTree,
@@ -222,7 +222,7 @@ pub fn tampered_recent_entry_refuses_open(h: &impl Harness) {
     }
     let store = h.open();
     // The chunk holding entries 256..300 starts at 256.
-    let key = keys::indexed(keys::ENTRIES, 256);
+    let key = layout::indexed(layout::ENTRIES, 256);
     let mut chunk = store.get(&key).unwrap().unwrap().to_vec();
     let last = chunk.len() - 2;
     chunk[last] ^= 0x01;
@@ -245,7 +245,7 @@ pub fn tampered_old_entry_is_never_served(h: &impl Harness) {
         log.append_batch(&entries, Vec::new()).unwrap();
     }
     let store = h.open();
-    let key = keys::indexed(keys::ENTRIES, 0);
+    let key = layout::indexed(layout::ENTRIES, 0);
     let mut chunk = store.get(&key).unwrap().unwrap().to_vec();
     chunk[10] ^= 0x01;
     store.put(&key, &chunk).unwrap();
@@ -264,7 +264,7 @@ pub fn tampered_old_entry_is_never_served(h: &impl Harness) {
     let store = h.open();
     chunk[10] ^= 0x01;
     store.put(&key, &chunk).unwrap();
-    let key = keys::indexed(keys::ENTRIES, 256);
+    let key = layout::indexed(layout::ENTRIES, 256);
     let mut chunk = store.get(&key).unwrap().unwrap().to_vec();
     chunk[10] ^= 0x01;
     store.put(&key, &chunk).unwrap();
@@ -296,7 +296,7 @@ pub fn tampered_tile_refuses_open(h: &impl Harness) {
         log.append_batch(&entries, Vec::new()).unwrap();
     }
     let store = h.open();
-    let key = keys::tile(0, 1);
+    let key = layout::tile(0, 1);
     let mut tile = store.get(&key).unwrap().unwrap().to_vec();
     tile[40] ^= 0x80;
     store.put(&key, &tile).unwrap();

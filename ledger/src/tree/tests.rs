@@ -20,7 +20,7 @@ fn build(store: &MemoryStore, n: u64) -> (Frontier, MemoryTree) {
     }
     for tile in full {
         store
-            .put(&keys::tile(tile.level, tile.index), &tile.bytes)
+            .put(&layout::tile(tile.level, tile.index), &tile.bytes)
             .unwrap();
     }
     (frontier, reference)
@@ -79,7 +79,7 @@ fn rebuild_reproduces_the_appended_frontier() {
 fn rebuild_fails_when_a_full_tile_is_missing() {
     let store = MemoryStore::new();
     let (_, _) = build(&store, 600);
-    store.delete(&keys::tile(0, 1)).unwrap();
+    store.delete(&layout::tile(0, 1)).unwrap();
     let leaves: Vec<Vec<u8>> = (512..600).map(leaf).collect();
     // Level 1's partial tile needs the tops of tiles (0,0) and (0,1).
     assert!(matches!(
@@ -92,7 +92,7 @@ fn rebuild_fails_when_a_full_tile_is_missing() {
 fn stored_tiles_check_and_detect_a_flipped_bit() {
     let store = MemoryStore::new();
     let (_, reference) = build(&store, 256);
-    let tile = store.get(&keys::tile(0, 0)).unwrap().unwrap();
+    let tile = store.get(&layout::tile(0, 0)).unwrap().unwrap();
     assert_eq!(
         check_stored_tile(&tile),
         reference.root_at(crate::TreeSize(256)).ok()
