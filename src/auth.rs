@@ -32,7 +32,7 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, body::Body};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Longest accepted token, in bytes (a real one is about 250).
 pub const MAX_TOKEN_LEN: usize = 2048;

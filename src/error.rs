@@ -15,7 +15,7 @@ use ledger::{
     sequencer::SubmitError,
     store::StoreError,
 };
-use policy::{ApplyError, Timestamp};
+use policy::{domain::Timestamp, state::ApplyError};
 
 use crate::{
     auth::{AuthError, Method, Role},
@@ -98,10 +98,10 @@ pub enum Error {
     /// The state derived from the log cannot be read at start-up (another key layout, a damaged
     /// record, a directory that does not load).
     #[error("the state derived from the log cannot be read: {0}")]
-    State(#[source] policy::StateError),
+    State(#[source] policy::state::StateError),
     /// The built-in default policy set does not compile (a defect of this build).
     #[error("the built-in default policy set does not compile: {0}")]
-    DefaultPolicySet(#[source] policy::PolicyError),
+    DefaultPolicySet(#[source] policy::policy_set::PolicyError),
     /// The log refused to open: its store is damaged, behind or different from the newest
     /// checkpoint the log acknowledged, or its checkpoint anchor is unreadable.
     #[error("the ledger cannot be opened: {0}")]

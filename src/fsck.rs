@@ -16,7 +16,7 @@ use ledger::{
     store::StoreError,
 };
 
-use crate::{Error, keys, server};
+use crate::{error::Error, keys, server};
 
 /// Exit code for a damaged data dir.
 pub const EXIT_DAMAGED: u8 = 2;

@@ -29,8 +29,8 @@ use ledger::note::{KeyName, NoteError, NoteSigner};
 use rand::{RngCore as _, rngs::OsRng};
 use sha2::Sha256;
 
-use crate::Error;
 use crate::auth::{Role, TokenIssuer};
+use crate::error::Error;
 
 /// File name of the checkpoint signing key.
 pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.skey";

@@ -5,13 +5,15 @@
 //!
 //! # Layout
 //!
-//! - `config`: the serde [`Config`] with its layers (file < `AKASHI_*` env < flags).
+//! - `config`: the serde [`Config`](config::Config) with its layers (file < `AKASHI_*` env <
+//!   flags).
 //! - `cli`: the clap command line of the `akashi` binary.
 //! - `keys`: data-dir key material (checkpoint signing key, token issuer, subject pseudonyms).
 //! - `auth`: bearer tokens, roles, the authentication layer.
 //! - `metrics`: the Prometheus registry and the call-recording layer.
-//! - `error`: the crate [`Error`] and its single mapping to `tonic::Status`.
-//! - `server`: [`Server`], which hosts health, reflection, the services and the public HTTP port.
+//! - `error`: the crate [`Error`](error::Error) and its single mapping to `tonic::Status`.
+//! - `server`: [`Server`](server::Server), which hosts health, reflection, the services and the
+//!   public HTTP port.
 //! - `state_machine`: how each command becomes a log entry, in sequence order.
 //! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
 //! - `public`: the public HTTP read path (C2SP tlog-tiles and the verifier key).
@@ -29,7 +31,3 @@ pub mod server;
 pub mod service;
 pub mod state_machine;
 pub mod supervisor;
-
-pub use config::Config;
-pub use error::{Error, FieldProblem};
-pub use server::Server;

@@ -12,9 +12,10 @@ use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
 use akashi::{
-    Config,
     cli::{Cli, Command},
-    config, fsck, keys, supervisor,
+    config,
+    config::Config,
+    fsck, keys, supervisor,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -64,7 +65,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("while binding HTTP on {}", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let mut first = true;
-    let banner = |server: &akashi::Server| {
+    let banner = |server: &akashi::server::Server| {
         if std::mem::take(&mut first) {
             print_banner(&config, grpc_addr, http_addr, &server.keys().verifier_key());
         }

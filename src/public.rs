@@ -17,7 +17,7 @@ use axum::{
     routing::get,
 };
 use ledger::{
-    LeafIndex,
+    hash::LeafIndex,
     tile::{BundleId, TileId, TilePath, encode_entry_bundle, parse_path},
 };
 

@@ -39,7 +39,7 @@ use ledger::{
     sequencer::{BatchReport, CommitHook, Sequencer, SequencerOptions},
     store::{SledOptions, SledStore},
 };
-use policy::PolicyEngine;
+use policy::engine::PolicyEngine;
 use proto::pb::{
     access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
     consent_service_server::ConsentServiceServer, directory_service_server::DirectoryServiceServer,
@@ -49,9 +49,9 @@ use proto::pb::{
 
 use self::edge::{EdgeLayer, IdleTimeout};
 use crate::{
-    Error,
     auth::AuthLayer,
     config::{Config, Limits, TlsConfig},
+    error::Error,
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
     service::{

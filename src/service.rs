@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use ledger::{
-    Hash,
+    hash::Hash,
     log::{Log, Receipt},
     sequencer::Sequencer,
 };
@@ -25,7 +25,8 @@ use proto::pb;
 use tonic::Status;
 
 use crate::{
-    Error, FieldProblem,
+    error::Error,
+    error::FieldProblem,
     keys::SubjectKey,
     state_machine::{Command, Decisions, DomainStateMachine, Output},
 };

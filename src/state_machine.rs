@@ -1,29 +1,26 @@
 //! The server's state machine: how each command becomes a log entry, run by the ledger's
 //! sequencer on its writer thread, one command at a time, in log order.
 //!
-//! Every command is turned into a [`policy::Event`] against the state as of the entries before
-//! it (so an `Authorize` sees every write sequenced before it, including earlier ones of its own
-//! batch), applied to the derived state through [`policy::state::apply`] (the same code the
-//! regulator's replay runs), and framed as a ledger entry: a public leaf with the event's kind,
-//! its day and its public attributes, committing to a private body that holds the event's JSON
-//! behind a random nonce. A command that fails any check appends nothing.
-//!
-//! Compiled policy sets are cached by hash; the cache holds only sets that were activated in
-//! the log, and a set missing from it (after a restart) is compiled from the text the state
-//! holds. This module does not parse gRPC messages (see `service`) and does not decide anything
-//! itself (the `policy` crate does).
-//!
-//! **Prepared decisions.** Gathering facts and evaluating Cedar are most of a decision's cost,
-//! and the writer thread is the one serial resource. So the Authorize handler first *prepares*
-//! the decision on its own task ([`Decisions::prepare`]) against the committed state: it notes
-//! the tree size it read at, every state key it read, the policy set and directory version it
-//! used, and the span of time in which the decision cannot change ([`policy::facts::StableSpan`]).
-//! The writer takes a prepared decision only if, at the command's own position in the log, the
-//! same policy set is active, the directory is at the same version, none of those keys was
-//! written since, and the sequencing time lies in the span; then the decision is exactly the
-//! one the writer would have made (decisions are a pure function of those inputs), and the
-//! writer only frames and logs it. Otherwise the writer decides itself. Either way a decision
-//! sees every write sequenced before it, and the regulator's replay re-derives it the same way.
+//! Every command is turned into a [`policy::event::Event`] against the state as of the entries
+//! before it (so an `Authorize` sees every write sequenced before it, including earlier ones of its
+//! own batch), applied to the derived state through [`policy::state::apply`] (the same code the
+//! regulator's replay runs), and framed as a ledger entry: a public leaf with the event's kind, its
+//! day and its public attributes, committing to a private body that holds the event's JSON behind a
+//! random nonce. A command that fails any check appends nothing. Compiled policy sets are cached by
+//! hash; the cache holds only sets that were activated in the log, and a set missing from it (after
+//! a restart) is compiled from the text the state holds. This module does not parse gRPC messages
+//! (see `service`) and does not decide anything itself (the `policy` crate does). **Prepared
+//! decisions.** Gathering facts and evaluating Cedar are most of a decision's cost, and the writer
+//! thread is the one serial resource. So the Authorize handler first *prepares* the decision on its
+//! own task ([`Decisions::prepare`]) against the committed state: it notes the tree size it read
+//! at, every state key it read, the policy set and directory version it used, and the span of time
+//! in which the decision cannot change ([`policy::facts::StableSpan`]). The writer takes a prepared
+//! decision only if, at the command's own position in the log, the same policy set is active, the
+//! directory is at the same version, none of those keys was written since, and the sequencing time
+//! lies in the span; then the decision is exactly the one the writer would have made (decisions are
+//! a pure function of those inputs), and the writer only frames and logs it. Otherwise the writer
+//! decides itself. Either way a decision sees every write sequenced before it, and the regulator's
+//! replay re-derives it the same way.
 
 use std::{
     cell::RefCell,
@@ -41,14 +38,17 @@ use ledger::{
     sequencer::{Applied, StateMachine, Tx},
 };
 use policy::{
-    Decision, Directory, Event, Facts, KvError, KvRead, KvWrite, PolicyEngine, PolicySetHash,
-    Recipient, Request,
+    decision::{Decision, PolicySetHash, Recipient, Request},
+    directory::Directory,
     domain::{Consent, ConsentId, Purpose, SubjectId, Timestamp},
-    facts::StableSpan,
+    engine::PolicyEngine,
+    event::Event,
+    facts::{Facts, StableSpan},
     state::{self, StateError},
+    state::{KvError, KvRead, KvWrite},
 };
 
-use crate::Error;
+use crate::error::Error;
 
 /// What a service asks the sequencer to log.
 #[derive(Debug)]
@@ -512,21 +512,21 @@ fn unavailable(err: StateError) -> Error {
 /// entries (history, transparency) go by the published checkpoint instead.
 pub struct LogKv<'a>(pub &'a Log);
 
-impl policy::KvRead for LogKv<'_> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::KvError> {
-        self.0.state_get(key).map_err(policy::KvError::new)
+impl policy::state::KvRead for LogKv<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::state::KvError> {
+        self.0.state_get(key).map_err(policy::state::KvError::new)
     }
 }
 
-impl policy::KvScan for LogKv<'_> {
+impl policy::state::KvScan for LogKv<'_> {
     fn scan_range(
         &self,
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> Result<policy::state::KvPairs, policy::KvError> {
+    ) -> Result<policy::state::KvPairs, policy::state::KvError> {
         self.0
             .state_range(start, end, usize::MAX)
-            .map_err(policy::KvError::new)
+            .map_err(policy::state::KvError::new)
     }
 
     fn scan_range_limit(
@@ -534,10 +534,10 @@ impl policy::KvScan for LogKv<'_> {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<policy::state::KvPairs, policy::KvError> {
+    ) -> Result<policy::state::KvPairs, policy::state::KvError> {
         self.0
             .state_range(start, end, limit)
-            .map_err(policy::KvError::new)
+            .map_err(policy::state::KvError::new)
     }
 }
 

@@ -30,7 +30,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use ledger::log::Log;
 
-use crate::{Config, Error, Server};
+use crate::{config::Config, error::Error, server::Server};
 
 /// How often the log is checked for poison.
 const POISON_POLL: Duration = Duration::from_millis(200);

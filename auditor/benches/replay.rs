@@ -25,8 +25,8 @@ use auditor::cli::{ReplayConfig, replay};
 use auditor::replay::Replay;
 use auditor::scan::LogScan;
 use ledger::chunk::Record;
+use ledger::hash::{LeafIndex, TreeSize};
 use ledger::log::Log;
-use ledger::{LeafIndex, TreeSize};
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -58,9 +58,9 @@ fn feed(
             for note in &page {
                 checkpoint(note);
             }
-            listed = ledger::parse_note(page.last().unwrap())
+            listed = ledger::note::parse_note(page.last().unwrap())
                 .ok()
-                .and_then(|n| ledger::Checkpoint::parse(&n.text).ok())
+                .and_then(|n| ledger::checkpoint::Checkpoint::parse(&n.text).ok())
                 .map_or(end + 1, |c| c.size.get() + 1);
         }
         let leaves = log.leaves(LeafIndex(next), end - next).unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use ledger::NoteVerifier;
+use ledger::note::NoteVerifier;
 
 pub mod http;
 mod net;
@@ -24,11 +24,11 @@ mod watch_cmd;
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 
-use crate::AuditExitCode;
+use crate::exit::AuditExitCode;
 use crate::receipt::{MAX_RECEIPT_SIZE, Receipt, ReceiptError, VerifiedReceipt};
 
 /// The largest leaf or body file read, in bytes.
-pub const MAX_INPUT_FILE: usize = ledger::MAX_BODY_SIZE + 1024;
+pub const MAX_INPUT_FILE: usize = ledger::entry::MAX_BODY_SIZE + 1024;
 
 /// `akashi-audit`: verify akashi's transparency log without trusting its operator.
 #[derive(Debug, Parser)]

@@ -9,7 +9,7 @@
 //! This module does not prove anything (see `ledger::proof`) and cannot go back to an earlier
 //! size: check each size while passing it.
 
-use ledger::{Hash, TreeSize, empty_root, hash_children};
+use ledger::hash::{Hash, TreeSize, empty_root, hash_children};
 
 /// The roots of the perfect subtrees of the tree of [`CompactRange::size`] leaves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -16,10 +16,13 @@
 //! findings for the CLI to show.
 
 use ledger::{
-    Checkpoint, CheckpointError, Hash, InclusionProof, Leaf, LeafIndex, NoteVerifier,
-    SignedCheckpoint, hash_leaf, verify_commitment,
+    checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint},
+    entry::{Leaf, verify_commitment},
+    hash::{Hash, LeafIndex, hash_leaf},
+    note::NoteVerifier,
+    proof::InclusionProof,
 };
-use policy::{Event, SubjectId};
+use policy::{domain::SubjectId, event::Event};
 use serde::Serialize;
 
 use crate::replay::header_mismatch;
@@ -111,7 +114,7 @@ pub fn verify_history(
         });
     }
     let mut check = Check {
-        checkpoint: Checkpoint::new("", ledger::TreeSize(0), ledger::empty_root()),
+        checkpoint: Checkpoint::new("", ledger::hash::TreeSize(0), ledger::hash::empty_root()),
         findings: Vec::new(),
         previous: None,
         subject: None,
@@ -158,10 +161,10 @@ pub enum HistoryError {
 
 impl HistoryError {
     /// The exit code: a checkpoint that does not verify is invalid, too much input an error.
-    pub fn exit_code(&self) -> crate::AuditExitCode {
+    pub fn exit_code(&self) -> crate::exit::AuditExitCode {
         match self {
-            Self::Checkpoint(_) => crate::AuditExitCode::Invalid,
-            Self::TooManyEntries { .. } => crate::AuditExitCode::Error,
+            Self::Checkpoint(_) => crate::exit::AuditExitCode::Invalid,
+            Self::TooManyEntries { .. } => crate::exit::AuditExitCode::Error,
         }
     }
 }
@@ -224,7 +227,9 @@ impl Check {
             self.findings.push(Finding::BadCommitment { index });
             return None;
         }
-        let payload = body.get(ledger::BODY_NONCE_LEN..).unwrap_or_default();
+        let payload = body
+            .get(ledger::entry::BODY_NONCE_LEN..)
+            .unwrap_or_default();
         let event = match Event::from_json(payload) {
             Ok(event) => event,
             Err(_) => {

@@ -32,7 +32,7 @@
 //!
 //! ```
 //! use auditor::compact::CompactRange;
-//! use ledger::{MemoryTree, hash_leaf};
+//! use ledger::{proof::MemoryTree, hash::hash_leaf};
 //!
 //! let (mut range, mut tree) = (CompactRange::new(), MemoryTree::new());
 //! for i in 0..100u8 {
@@ -54,12 +54,6 @@ pub mod replay;
 pub mod report;
 pub mod scan;
 pub mod trust;
-
-pub use exit::AuditExitCode;
-pub use receipt::{Answer, AnswerCheck, Receipt, ReceiptError, VerifiedReceipt};
-pub use report::{Finding, Report};
-pub use scan::{LogScan, ScanError};
-pub use trust::{Advance, TrustError, Witness};
 
 #[cfg(test)]
 mod testing;

@@ -3,8 +3,8 @@
 //! Exit codes: 0 valid, 2 invalid (a check failed: bad proof, fork, wrong decision), 1 error.
 //! Everything is in the `auditor` library (`auditor::cli`); this file only parses arguments.
 
-use auditor::AuditExitCode;
 use auditor::cli::{Cli, run};
+use auditor::exit::AuditExitCode;
 use clap::Parser as _;
 
 fn main() -> AuditExitCode {

@@ -30,9 +30,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ledger::tlog_proof::{MAX_TLOG_PROOF_SIZE, TLOG_PROOF_HEADER};
 use ledger::{
-    CheckpointError, EntryError, Hash, InclusionProof, Leaf, LeafIndex, MAX_PROOF_LEN,
-    NoteVerifier, ProofError, SignedCheckpoint, TlogProof, TlogProofError, TreeSize, hash_leaf,
-    verify_commitment,
+    checkpoint::{CheckpointError, SignedCheckpoint},
+    entry::{EntryError, Leaf, verify_commitment},
+    hash::{Hash, LeafIndex, TreeSize, hash_leaf},
+    note::NoteVerifier,
+    proof::{InclusionProof, MAX_PROOF_LEN, ProofError},
+    tlog_proof::{TlogProof, TlogProofError},
 };
 use serde_json::Value;
 
@@ -410,7 +413,7 @@ struct LoggedDecision {
 impl LoggedDecision {
     fn from_body(body: &[u8]) -> Result<Self, ReceiptError> {
         let payload = body
-            .get(ledger::BODY_NONCE_LEN..)
+            .get(ledger::entry::BODY_NONCE_LEN..)
             .ok_or(ReceiptError::MalformedBody)?;
         let event: Value =
             serde_json::from_slice(payload).map_err(|_| ReceiptError::MalformedBody)?;
@@ -566,11 +569,11 @@ impl ReceiptError {
     }
 
     /// The exit code for this error.
-    pub fn exit_code(&self) -> crate::AuditExitCode {
+    pub fn exit_code(&self) -> crate::exit::AuditExitCode {
         if self.is_invalid() {
-            crate::AuditExitCode::Invalid
+            crate::exit::AuditExitCode::Invalid
         } else {
-            crate::AuditExitCode::Error
+            crate::exit::AuditExitCode::Error
         }
     }
 }

@@ -10,8 +10,12 @@
 //! This module does not fetch entries (the CLI does) and does not decide anything itself: every
 //! decision rule lives in `policy`, so replay and the server cannot drift apart.
 
-use ledger::{Leaf, LeafIndex, NoteVerifier, TreeSize};
-use policy::Event;
+use ledger::{
+    entry::Leaf,
+    hash::{LeafIndex, TreeSize},
+    note::NoteVerifier,
+};
+use policy::event::Event;
 use policy::event::EventCodecError;
 use policy::replay::{Outcome, Replayer};
 
@@ -230,7 +234,7 @@ pub fn merge(entries: Report, decisions: Report) -> Report {
 }
 
 /// The public leaf header akashi writes for `event`: its kind, and its public attributes in the
-/// event's order (`policy::Event::public_attributes`), names and values verbatim.
+/// event's order (`policy::event::Event::public_attributes`), names and values verbatim.
 pub fn leaf_header(event: &Event) -> (&'static str, Vec<(&'static str, String)>) {
     (event.kind(), event.public_attributes())
 }
@@ -273,7 +277,7 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
     // decisions, grants and revocations: a body claiming another time (a decision backdated
     // into a consent's validity, say) does not match its own leaf.
     if let Some(time) = event.sequenced_at() {
-        let day = ledger::Day::from_unix_seconds(time.unix_millis().div_euclid(1000)).ok();
+        let day = ledger::entry::Day::from_unix_seconds(time.unix_millis().div_euclid(1000)).ok();
         if day != Some(leaf.day) {
             let in_body = day.map(|d| d.to_string());
             return Some(mismatch(
@@ -287,14 +291,14 @@ pub fn header_mismatch(index: u64, leaf: &Leaf, event: &Event) -> Option<Finding
 }
 
 /// A recipient as the public leaf shows it: `org/class` (`org` alone when the class is unknown).
-fn recipient(recipient: &policy::Recipient) -> String {
+fn recipient(recipient: &policy::decision::Recipient) -> String {
     match recipient.class {
         Some(class) => format!("{}/{class}", recipient.id),
         None => recipient.id.to_string(),
     }
 }
 
-fn summary(decision: &policy::Decision) -> DecisionSummary {
+fn summary(decision: &policy::decision::Decision) -> DecisionSummary {
     DecisionSummary {
         effect: decision.effect.to_string(),
         determining_policies: decision.determining_policies.clone(),

@@ -46,11 +46,11 @@ impl Report {
     }
 
     /// The exit code for this report: valid when clean, invalid otherwise.
-    pub fn exit_code(&self) -> crate::AuditExitCode {
+    pub fn exit_code(&self) -> crate::exit::AuditExitCode {
         if self.is_clean() {
-            crate::AuditExitCode::Valid
+            crate::exit::AuditExitCode::Valid
         } else {
-            crate::AuditExitCode::Invalid
+            crate::exit::AuditExitCode::Invalid
         }
     }
 

@@ -13,8 +13,10 @@
 use std::collections::BTreeMap;
 
 use ledger::{
-    BODY_NONCE_LEN, Day, Hash, Leaf, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize,
-    hash_leaf, verify_commitment,
+    checkpoint::SignedCheckpoint,
+    entry::{BODY_NONCE_LEN, Day, Leaf, verify_commitment},
+    hash::{Hash, LeafIndex, TreeSize, hash_leaf},
+    note::NoteVerifier,
 };
 
 use crate::compact::CompactRange;

@@ -7,7 +7,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ledger::log::{Log, NewEntry, Receipt as LogReceipt};
 use ledger::store::MemoryStore;
-use ledger::{AttrName, AttrValue, Body, Day, EntryKind, KeyName, Leaf, LeafIndex, NoteSigner};
+use ledger::{
+    entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
+    hash::LeafIndex,
+    note::{KeyName, NoteSigner},
+};
 
 /// The test log's origin and key name.
 pub(crate) const ORIGIN: &str = "akashi.test/log";
@@ -59,8 +63,12 @@ pub(crate) fn append(log: &Log, range: std::ops::Range<u64>, batch: u64, tag: &s
 /// The receipt of entry `index` against the log's latest checkpoint.
 pub(crate) fn receipt(log: &Log, index: u64) -> LogReceipt {
     let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
-    log.receipt(LeafIndex(index), ledger::hash_leaf(&leaf), log.checkpoint())
-        .unwrap()
+    log.receipt(
+        LeafIndex(index),
+        ledger::hash::hash_leaf(&leaf),
+        log.checkpoint(),
+    )
+    .unwrap()
 }
 
 /// The receipt as grpcurl prints it (proto3 JSON, indented).

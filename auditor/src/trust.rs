@@ -11,8 +11,10 @@
 //! and saves [`Witness::state_text`] after every [`Witness::advance`] that returns `Ok`.
 
 use ledger::{
-    Checkpoint, CheckpointError, ConsistencyProof, Hash, NoteVerifier, ProofError,
-    SignedCheckpoint, TreeSize, empty_root,
+    checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint},
+    hash::{Hash, TreeSize, empty_root},
+    note::NoteVerifier,
+    proof::{ConsistencyProof, ProofError},
 };
 
 /// What accepting a new checkpoint did.
@@ -229,11 +231,11 @@ impl TrustError {
     }
 
     /// The exit code for this error.
-    pub fn exit_code(&self) -> crate::AuditExitCode {
+    pub fn exit_code(&self) -> crate::exit::AuditExitCode {
         if self.is_inconsistency() {
-            crate::AuditExitCode::Invalid
+            crate::exit::AuditExitCode::Invalid
         } else {
-            crate::AuditExitCode::Error
+            crate::exit::AuditExitCode::Error
         }
     }
 }

@@ -2,7 +2,7 @@
 //! parses prints back to the same text.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &str| {
-    if let Ok(cp) = ledger::Checkpoint::parse(data) {
+    if let Ok(cp) = ledger::checkpoint::Checkpoint::parse(data) {
         assert_eq!(cp.to_text(), data);
     }
 });

@@ -3,6 +3,9 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(entries) = ledger::tile::decode_entry_bundle(data) {
-        assert_eq!(ledger::tile::encode_entry_bundle(&entries).ok().as_deref(), Some(data));
+        assert_eq!(
+            ledger::tile::encode_entry_bundle(&entries).ok().as_deref(),
+            Some(data)
+        );
     }
 });

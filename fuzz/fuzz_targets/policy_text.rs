@@ -12,9 +12,9 @@ libfuzzer_sys::fuzz_target!(|data: &str| {
     let validated = std::thread::Builder::new()
         .stack_size(STACK)
         .spawn(move || {
-            let valid = policy::validate(&text).is_ok();
+            let valid = policy::policy_set::validate(&text).is_ok();
             // Whatever validates also compiles, to the same verdict.
-            assert_eq!(policy::PolicyEngine::new(&text).is_ok(), valid);
+            assert_eq!(policy::engine::PolicyEngine::new(&text).is_ok(), valid);
         })
         .expect("spawn a validation thread");
     if let Err(panic) = validated.join() {

@@ -20,8 +20,8 @@ use std::{
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ledger::{
-    LeafIndex, TreeSize,
     anchor::Anchor,
+    hash::{LeafIndex, TreeSize},
     log::{Log, NewEntry},
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
@@ -154,13 +154,13 @@ fn versus_rs_merkle(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(1));
     let leaves: Vec<[u8; 32]> = (0..BASE)
-        .map(|i| ledger::hash_leaf(&i.to_be_bytes()).0)
+        .map(|i| ledger::hash::hash_leaf(&i.to_be_bytes()).0)
         .collect();
     let mut tree = MerkleTree::<Rfc6962>::from_leaves(&leaves);
     let mut next = BASE;
     group.bench_function("rs_merkle_insert_commit", |b| {
         b.iter(|| {
-            tree.insert(ledger::hash_leaf(&next.to_be_bytes()).0);
+            tree.insert(ledger::hash::hash_leaf(&next.to_be_bytes()).0);
             tree.commit();
             next += 1;
             black_box(tree.root());

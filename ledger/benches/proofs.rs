@@ -21,8 +21,10 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ledger::{
-    Checkpoint, Hash, KeyName, LeafIndex, NodeSource, NoteSigner, SignedCheckpoint, TreeSize,
-    hash_children, hash_leaf, prove_consistency, prove_inclusion, tree_root,
+    checkpoint::{Checkpoint, SignedCheckpoint},
+    hash::{Hash, LeafIndex, TreeSize, hash_children, hash_leaf},
+    note::{KeyName, NoteSigner},
+    proof::{NodeSource, prove_consistency, prove_inclusion, tree_root},
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -9,7 +9,9 @@
 //! other than the log's are carried along unverified.
 //!
 //! ```
-//! use ledger::{Checkpoint, KeyName, NoteSigner, SignedCheckpoint, TreeSize, empty_root};
+//! use ledger::checkpoint::{Checkpoint, SignedCheckpoint};
+//! use ledger::note::{KeyName, NoteSigner};
+//! use ledger::hash::{TreeSize, empty_root};
 //!
 //! let signer = NoteSigner::generate(KeyName::new("example.com/log")?, &mut rand::rngs::OsRng);
 //! let cp = Checkpoint::new("example.com/log", TreeSize(0), empty_root());

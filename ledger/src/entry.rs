@@ -22,7 +22,7 @@
 //! Errors never echo attribute values or payloads back.
 //!
 //! ```
-//! use ledger::{AttrName, AttrValue, Body, Day, EntryKind, Leaf, verify_commitment};
+//! use ledger::entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf, verify_commitment};
 //!
 //! let body = Body::try_new(b"private details".to_vec(), &mut rand::rngs::OsRng)?;
 //! let leaf = Leaf::new(

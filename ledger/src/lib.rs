@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! Pure modules (no I/O; what the auditor links with `default-features = false`): [`hash`]
-//! (RFC 9162 hashing and the [`LeafIndex`], [`TreeSize`], [`struct@Hash`] newtypes), [`proof`],
+//! (RFC 9162 hashing and the [`LeafIndex`](hash::LeafIndex), [`TreeSize`](hash::TreeSize) and
+//! [`Hash`](struct@hash::Hash) newtypes), [`proof`],
 //! [`note`] (C2SP signed notes, compatible with Go's `sumdb/note`), [`checkpoint`]
 //! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
 //! and [`tile`] (C2SP tlog-proof and tlog-tiles).
@@ -73,20 +74,3 @@ pub mod tile;
 pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
-
-pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
-pub use entry::{
-    AttrName, AttrValue, BODY_NONCE_LEN, Body, Day, EntryError, EntryKind, Leaf, MAX_BODY_SIZE,
-    MAX_LEAF_SIZE, verify_commitment,
-};
-pub use hash::{Hash, LeafIndex, TreeSize, empty_root, hash_children, hash_leaf};
-pub use note::{
-    KeyName, MAX_NOTE_SIGNATURES, MAX_NOTE_SIZE, Note, NoteError, NoteSignature, NoteSigner,
-    NoteVerifier, VerifiedNote, open_note, parse_note, sign_note,
-};
-pub use proof::{
-    ConsistencyProof, InclusionProof, MAX_PROOF_LEN, MemoryTree, NodeSource, ProofError,
-    ProveError, prove_consistency, prove_inclusion, subtree_root, tree_root,
-};
-pub use tile::{BundleId, TILE_HEIGHT, TILE_WIDTH, TileError, TileId, TilePath};
-pub use tlog_proof::{TlogProof, TlogProofError};

@@ -14,7 +14,7 @@
 //! Ed25519's strict verification (no malleable or small-order encodings).
 //!
 //! ```
-//! use ledger::{KeyName, NoteSigner, NoteVerifier, open_note, sign_note};
+//! use ledger::note::{KeyName, NoteSigner, NoteVerifier, open_note, sign_note};
 //!
 //! let signer = NoteSigner::generate(KeyName::new("example.com/log")?, &mut rand::rngs::OsRng);
 //! let vkey = signer.verifier().to_vkey(); // what verifiers are configured with

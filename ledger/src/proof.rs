@@ -13,7 +13,8 @@
 //! checkpoint on its signature alone.
 //!
 //! ```
-//! use ledger::{LeafIndex, MemoryTree, TreeSize, hash_leaf, prove_consistency, prove_inclusion};
+//! use ledger::hash::{LeafIndex, TreeSize, hash_leaf};
+//! use ledger::proof::{MemoryTree, prove_consistency, prove_inclusion};
 //!
 //! let mut tree = MemoryTree::new();
 //! for i in 0..10u8 {

@@ -27,8 +27,8 @@ use std::{
 };
 
 use ledger::{
-    Hash, LeafIndex, TreeSize,
     anchor::Anchor,
+    hash::{Hash, LeafIndex, TreeSize},
     log::Log,
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},

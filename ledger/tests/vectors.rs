@@ -11,9 +11,13 @@
 )]
 
 use ledger::{
-    Checkpoint, ConsistencyProof, Hash, InclusionProof, KeyName, LeafIndex, MemoryTree, NodeSource,
-    NoteError, NoteSigner, NoteVerifier, TreeSize, hash_leaf, open_note, parse_note,
-    prove_consistency, prove_inclusion, sign_note, tree_root,
+    checkpoint::Checkpoint,
+    hash::{Hash, LeafIndex, TreeSize, hash_leaf},
+    note::{KeyName, NoteError, NoteSigner, NoteVerifier, open_note, parse_note, sign_note},
+    proof::{
+        ConsistencyProof, InclusionProof, MemoryTree, NodeSource, prove_consistency,
+        prove_inclusion, tree_root,
+    },
 };
 use serde_json::Value;
 

@@ -21,9 +21,17 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use policy::domain::{ClinicianId, ConsentId, GroupId, Name};
 use policy::{
-    Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Department, Directory,
-    Effect, Event, Facility, FacilityGroup, FacilityId, Facts, Level, OrgId, Organization,
-    PolicyEngine, Principal, Purpose, RecipientClass, Request, SubjectId, Timestamp, state,
+    decision::Request,
+    directory::Directory,
+    domain::{
+        Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Department, Effect,
+        Facility, FacilityGroup, FacilityId, Level, OrgId, Organization, Principal, Purpose,
+        RecipientClass, SubjectId, Timestamp,
+    },
+    engine::PolicyEngine,
+    event::Event,
+    facts::Facts,
+    state,
 };
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;

@@ -5,8 +5,9 @@
 //! Decisions evaluate against this prebuilt store with all per-request data in the Cedar context,
 //! so no entity is built and no transitive closure is computed on the decision path. A
 //! [`Directory`] carries the version of the state it reflects ([`state::directory_version`], the
-//! leaf index of the last directory event), and [`crate::PolicyEngine::decide_kv`] refuses a
-//! directory whose version is not the state's. It is kept in step in one of two ways:
+//! leaf index of the last directory event), and
+//! [`PolicyEngine::decide_kv`](crate::engine::PolicyEngine::decide_kv) refuses a directory whose
+//! version is not the state's. It is kept in step in one of two ways:
 //!
 //! - whoever applies events in log order (the server's sequencer, a replay) calls
 //!   [`Directory::apply`] after each successful [`state::apply`]; [`Directory::load`] builds it at

@@ -7,17 +7,18 @@
 //!
 //! - [`domain`]: identifiers, vocabularies (purposes, levels, categories, ...) with their
 //!   hierarchies, directory and consent records, timestamps.
-//! - [`event`]: [`Event`], the body of every state-changing or decision log entry, with its
-//!   public attributes.
+//! - [`event`]: [`Event`](event::Event), the body of every state-changing or decision log
+//!   entry, with its public attributes.
 //! - [`state`]: [`state::apply`] folds events into a key-value map (the server's store or a
 //!   `BTreeMap`), plus read and validation helpers.
 //! - [`directory`]: the directory as prebuilt Cedar entities, kept in step with the state.
-//! - [`facts`]: [`Facts`], what one decision reads from the state, and consent resolution.
+//! - [`facts`]: [`Facts`](facts::Facts), what one decision reads from the state, and consent
+//!   resolution.
 //! - [`policy_set`]: a policy set as an artefact: its canonical text and hash, the schema it is
 //!   validated against, the default set, and the limits on its text.
-//! - [`engine`]: [`PolicyEngine`], a compiled policy set, and its decisions.
+//! - [`engine`]: [`PolicyEngine`](engine::PolicyEngine), a compiled policy set, and its decisions.
 //! - [`limits`]: bounds on the nesting and size of policy text, checked before Cedar parses it.
-//! - [`decision`]: [`Request`] and [`Decision`].
+//! - [`decision`]: [`Request`](decision::Request) and [`Decision`](decision::Decision).
 //! - `explain`: why a request was denied by default, in plain words (the first reason of such a
 //!   deny).
 //! - [`whatif`]: which past decisions a candidate policy set would change.
@@ -28,7 +29,7 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use policy::{Event, PolicyEngine, state};
+//! use policy::{event::Event, engine::PolicyEngine, state};
 //!
 //! let engine = PolicyEngine::default_set()?;
 //! let mut kv = BTreeMap::new();
@@ -53,16 +54,3 @@ pub mod policy_set;
 pub mod replay;
 pub mod state;
 pub mod whatif;
-
-pub use decision::{Decision, PolicySetHash, Recipient, Request};
-pub use directory::{Directory, DirectoryCache};
-pub use domain::{
-    Action, CategoryName, Clinician, ClinicianId, ClinicianRole, Consent, ConsentId, DataCategory,
-    Department, DomainError, Effect, Facility, FacilityGroup, FacilityId, GroupId, Level, Name,
-    OrgId, Organization, Principal, PrincipalType, Purpose, RecipientClass, SubjectId, Timestamp,
-};
-pub use engine::PolicyEngine;
-pub use event::Event;
-pub use facts::Facts;
-pub use policy_set::{PolicyError, ValidationIssue, canonicalize, validate};
-pub use state::{ApplyError, KvError, KvRead, KvScan, KvWrite, StateError};

@@ -20,7 +20,7 @@
 )]
 
 use policy::replay::{Outcome, Replayer};
-use policy::{Effect, Event};
+use policy::{domain::Effect, event::Event};
 
 const LOG: &str = include_str!("fixtures/log-2026-12-02.jsonl");
 

@@ -15,9 +15,16 @@ use std::collections::BTreeMap;
 
 use policy::domain::{ClinicianId, ConsentId, GroupId, Name};
 use policy::{
-    Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Decision, Department,
-    Effect, Event, Facility, FacilityGroup, FacilityId, Level, OrgId, Organization, PolicyEngine,
-    Principal, Purpose, RecipientClass, Request, SubjectId, Timestamp, state,
+    decision::{Decision, Request},
+    directory::{Directory, DirectoryCache},
+    domain::{
+        Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Department, Effect,
+        Facility, FacilityGroup, FacilityId, Level, OrgId, Organization, Principal, Purpose,
+        RecipientClass, SubjectId, Timestamp,
+    },
+    engine::PolicyEngine,
+    event::Event,
+    state,
 };
 
 type Kv = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -45,7 +52,7 @@ fn p(n: u8) -> SubjectId {
 
 struct World {
     kv: Kv,
-    directory: policy::DirectoryCache,
+    directory: policy::directory::DirectoryCache,
     engine: PolicyEngine,
     next: u64,
     log: Vec<(u64, Event)>,
@@ -56,7 +63,7 @@ impl World {
         let engine = PolicyEngine::default_set().unwrap();
         let mut world = Self {
             kv: Kv::new(),
-            directory: policy::DirectoryCache::new(policy::Directory::empty()),
+            directory: DirectoryCache::new(Directory::empty()),
             engine,
             next: 0,
             log: Vec::new(),
@@ -243,7 +250,7 @@ impl World {
     /// Decides and logs the decision, as the server does.
     fn decide_and_log(&mut self, request: &Request, now: Timestamp) -> Decision {
         let directory = self.directory.current(&self.kv).unwrap();
-        let facts = policy::Facts::gather(&directory, &self.kv, request).unwrap();
+        let facts = policy::facts::Facts::gather(&directory, &self.kv, request).unwrap();
         let decision = self.engine.decide(request, &facts, &directory, now);
         let subject_prev = request
             .subject
@@ -1317,7 +1324,7 @@ fn decisions_hold_across_the_stable_span() {
     for case in cases() {
         let request = &case.request.0;
         let directory = world.directory.current(&world.kv).unwrap();
-        let facts = policy::Facts::gather(&directory, &world.kv, request).unwrap();
+        let facts = policy::facts::Facts::gather(&directory, &world.kv, request).unwrap();
         let span = facts.stable_span(case.at);
         assert!(span.contains(case.at), "`{}`: {span:?}", case.name);
         let at_now = world.engine.decide(request, &facts, &directory, case.at);
@@ -1346,7 +1353,7 @@ fn decisions_hold_across_the_stable_span() {
         .level(Level::Pseudonymized)
         .0;
     let directory = world.directory.current(&world.kv).unwrap();
-    let facts = policy::Facts::gather(&directory, &world.kv, &request).unwrap();
+    let facts = policy::facts::Facts::gather(&directory, &world.kv, &request).unwrap();
     let span = facts.stable_span(ts(NOW));
     assert_eq!(
         (span.from, span.until),
@@ -1644,7 +1651,7 @@ fn rule_9_revocation_then_new_grant() {
     };
     assert!(matches!(
         state::check(&world.kv, &again, world.next),
-        Err(policy::ApplyError::AlreadyRevoked { .. })
+        Err(policy::state::ApplyError::AlreadyRevoked { .. })
     ));
     let other = Event::RevokeConsent {
         subject: p(2),
@@ -1653,7 +1660,7 @@ fn rule_9_revocation_then_new_grant() {
     };
     assert!(matches!(
         state::check(&world.kv, &other, world.next),
-        Err(policy::ApplyError::ConsentOfOtherSubject { .. })
+        Err(policy::state::ApplyError::ConsentOfOtherSubject { .. })
     ));
     // A new grant restores access.
     world.grant(consent(
@@ -1773,7 +1780,7 @@ fn what_if_reports_each_changed_effect() {
     let cases: Vec<policy::whatif::WhatIfCase> = cases()
         .into_iter()
         .map(|c| {
-            let facts = policy::Facts::gather(&directory, &world.kv, &c.request.0).unwrap();
+            let facts = policy::facts::Facts::gather(&directory, &world.kv, &c.request.0).unwrap();
             let old = world.engine.decide(&c.request.0, &facts, &directory, c.at);
             policy::whatif::WhatIfCase {
                 request: c.request.0,
@@ -1902,7 +1909,7 @@ fn a_facility_event_logged_before_facilities_were_organisations_registers_none()
     );
     assert!(matches!(
         state::check_grant(&world.kv, &named),
-        Err(policy::ApplyError::UnknownOrganization { .. })
+        Err(policy::state::ApplyError::UnknownOrganization { .. })
     ));
     let view = clinician("dr-f").view(1, "hosp-a", "internal").0;
     assert_eq!(world.decide_and_log(&view, ts(NOW)).effect, Effect::Deny);
@@ -1932,7 +1939,7 @@ fn a_deactivated_clinician_is_denied_until_registered_again() {
             &deactivate(Deactivation::Clinician(dr_b)),
             world.next
         ),
-        Err(policy::ApplyError::AlreadyDeactivated { at: a, .. }) if a == at
+        Err(policy::state::ApplyError::AlreadyDeactivated { at: a, .. }) if a == at
     ));
     assert!(matches!(
         state::check(
@@ -1940,7 +1947,7 @@ fn a_deactivated_clinician_is_denied_until_registered_again() {
             &deactivate(Deactivation::Clinician(ClinicianId::new("dr-zz").unwrap())),
             world.next
         ),
-        Err(policy::ApplyError::UnknownClinician { .. })
+        Err(policy::state::ApplyError::UnknownClinician { .. })
     ));
     // Registering the clinician again reactivates them.
     world.apply(doctor("dr-b", "hosp-b"));

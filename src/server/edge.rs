@@ -29,7 +29,7 @@ use tonic::{
     transport::server::{Connected, TcpConnectInfo},
 };
 
-use crate::Error;
+use crate::error::Error;
 
 /// Bytes of a gRPC frame prefix: a compression flag and a 4-byte big-endian length.
 const FRAME_PREFIX_LEN: usize = 5;

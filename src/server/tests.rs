@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::{reflection_v1, reflection_v1alpha, tls_config};
-use crate::{Error, config::TlsConfig};
+use crate::{config::TlsConfig, error::Error};
 
 #[test]
 fn reflection_builds_over_both_descriptor_sets() {

@@ -13,7 +13,7 @@
 //! part runs in parallel, the serial part stays small, and the guarantee is the writer's.
 
 use policy::{
-    Request as AccessRequest,
+    decision::Request as AccessRequest,
     domain::{Action, Effect, Principal, PrincipalType},
 };
 use proto::pb::{self, access_service_server::AccessService};
@@ -21,8 +21,9 @@ use tonic::{Request, Response, Status};
 
 use super::{Core, optional, parse, receipt, required};
 use crate::{
-    Error, FieldProblem,
     auth::{Role, caller, require},
+    error::Error,
+    error::FieldProblem,
     state_machine::{Command, Output},
 };
 

@@ -2,14 +2,18 @@
 //! included, and of every checkpoint the log ever signed: what `akashi-audit replay` needs to
 //! recompute the tree and re-decide every logged decision.
 
-use ledger::{LeafIndex, TreeSize, chunk::Record};
+use ledger::{
+    chunk::Record,
+    hash::{LeafIndex, TreeSize},
+};
 use proto::pb::{self, audit_service_server::AuditService};
 use tonic::{Request, Response, Status};
 
 use super::{Core, budget, transparency::READ_CHUNK};
 use crate::{
-    Error, FieldProblem,
     auth::{Role, caller, require},
+    error::Error,
+    error::FieldProblem,
 };
 
 /// Most entries or checkpoints returned by one call.

@@ -30,9 +30,9 @@ use tonic::{
 };
 
 use crate::{
-    Error,
     auth::{Caller, Role},
     error::BudgetScope,
+    error::Error,
 };
 
 /// Bytes counted for one item of an answer beyond its own fields (tags, lengths, the item's

@@ -12,13 +12,18 @@
 //! for grants and revocations, their private bodies), so a read costs at most
 //! [`MAX_CONSENT_WALK`] entries however long the patient's history is.
 
-use ledger::{Body, Leaf, LeafIndex, chunk::Record, log::ReadError};
+use ledger::{
+    chunk::Record,
+    entry::{Body, Leaf},
+    hash::LeafIndex,
+    log::ReadError,
+};
 use policy::{
-    Event,
     domain::{
         Consent, ConsentId, MAX_CATEGORIES, MAX_PURPOSES, MAX_RECIPIENT_CLASSES, MAX_RECIPIENTS,
         Purpose, SubjectId, Timestamp,
     },
+    event::Event,
     state,
 };
 use proto::pb::{self, consent_service_server::ConsentService};
@@ -28,8 +33,9 @@ use tonic::{Request, Response, Status};
 use super::{Core, budget, list, optional, parse, receipt, required};
 use crate::state_machine::LogKv;
 use crate::{
-    Error, FieldProblem,
     auth::{Role, caller, require, require_subject},
+    error::Error,
+    error::FieldProblem,
     state_machine::{Command, Output},
 };
 

@@ -7,11 +7,11 @@
 //! the caller, who registered the patient ids.
 
 use policy::{
-    Event,
     domain::{
         Clinician, Deactivation, Facility, FacilityGroup, LeafHeader, MAX_EXCLUDED_DEPARTMENTS,
         MAX_EXCLUDED_PATIENTS, Name, Organization, RecipientClass,
     },
+    event::Event,
     state::{self, ClinicianRecord, FacilityRecord, GroupRecord, OrganizationRecord, Page},
 };
 use proto::pb::{self, directory_service_server::DirectoryService};
@@ -20,13 +20,14 @@ use tonic::{Request, Response, Status};
 use super::{Core, list, optional, parse, receipt, required};
 use crate::state_machine::LogKv;
 use crate::{
-    Error, FieldProblem,
     auth::{Role, caller, require},
+    error::Error,
+    error::FieldProblem,
     state_machine::Command,
 };
 
 /// `DirectoryService`: the registry of organisations, facilities, groups and clinicians (named
-/// apart from [`policy::Directory`], the entities decisions read).
+/// apart from [`policy::directory::Directory`], the entities decisions read).
 #[derive(Clone)]
 pub struct Registry(pub Core);
 

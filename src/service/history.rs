@@ -3,7 +3,7 @@
 //! signed checkpoint. The patient may read only their own; a regulator may read anyone's.
 //! Answers count against the answer budget (`budget`).
 
-use ledger::{LeafIndex, chunk::Record};
+use ledger::{chunk::Record, hash::LeafIndex};
 use policy::state;
 use proto::pb::{self, history_service_server::HistoryService};
 use tonic::{Request, Response, Status};
@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use super::{Core, budget, hashes};
 use crate::state_machine::LogKv;
 use crate::{
-    Error,
     auth::{Role, caller, require_subject},
+    error::Error,
 };
 
 /// Most entries returned by one call (page with `after_index`).

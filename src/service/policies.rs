@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
-use policy::{PolicyEngine, limits, policy_set::MAX_POLICY_TEXT, state};
+use policy::{engine::PolicyEngine, limits, policy_set::MAX_POLICY_TEXT, state};
 use proto::pb::{self, policy_service_server::PolicyService};
 use tonic::{Request, Response, Status};
 
 use super::{Core, receipt};
 use crate::state_machine::LogKv;
 use crate::{
-    Error, FieldProblem,
     auth::{Role, caller, require},
+    error::Error,
+    error::FieldProblem,
     state_machine::{Command, Output},
 };
 
@@ -69,7 +70,7 @@ impl PolicyService for Policies {
         require(caller(&request)?, &[Role::Platform, Role::Regulator])?;
         let text = request.into_inner().policies;
         check_text(&text)?;
-        let result = tokio::task::spawn_blocking(move || policy::validate(&text))
+        let result = tokio::task::spawn_blocking(move || policy::policy_set::validate(&text))
             .await
             .map_err(|_| Error::Internal("policy validation task failed"))?;
         let errors: Vec<String> = match result {

@@ -3,13 +3,18 @@
 //! carry no personal data (policy activations and directory changes without patient
 //! exclusions). Nothing here names a patient.
 
-use ledger::{LeafIndex, TreeSize, chunk::Record, entry::Body, log::ReadError};
-use policy::Event;
+use ledger::{
+    chunk::Record,
+    entry::Body,
+    hash::{LeafIndex, TreeSize},
+    log::ReadError,
+};
+use policy::event::Event;
 use proto::pb::{self, transparency_service_server::TransparencyService};
 use tonic::{Request, Response, Status};
 
 use super::{Core, budget, hashes};
-use crate::{Error, FieldProblem};
+use crate::{error::Error, error::FieldProblem};
 
 /// Most leaves one `GetLeaves` call returns.
 pub const MAX_LEAVES: u64 = 1024;

@@ -2,7 +2,9 @@
 //! verification with the ledger's own verifier, and a small directory fixture.
 
 use ledger::{
-    Hash, LeafIndex, TreeSize, checkpoint::SignedCheckpoint, note::NoteVerifier,
+    checkpoint::SignedCheckpoint,
+    hash::{Hash, LeafIndex, TreeSize},
+    note::NoteVerifier,
     proof::InclusionProof,
 };
 use proto::pb::{

@@ -10,7 +10,10 @@ use auditor::cli::{
     HistoryConfig, LogSource, ReplayConfig, WatchConfig, WatchStep, history, replay,
     verify_receipt, watch_once,
 };
-use auditor::{AnswerCheck, AuditExitCode, ReceiptError};
+use auditor::{
+    exit::AuditExitCode,
+    receipt::{AnswerCheck, ReceiptError},
+};
 use base64::Engine as _;
 use ledger::note::NoteVerifier;
 use proto::pb;

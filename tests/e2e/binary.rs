@@ -6,7 +6,7 @@ use std::{
     time::SystemTime,
 };
 
-use akashi::{Config, Server, auth::Role, keys::load_token_issuer};
+use akashi::{auth::Role, config::Config, keys::load_token_issuer, server::Server};
 
 const AKASHI: &str = env!("CARGO_BIN_EXE_akashi");
 

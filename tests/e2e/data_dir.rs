@@ -2,7 +2,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
-use akashi::{Config, Error, Server, auth::Role, keys::KeyError};
+use akashi::{auth::Role, config::Config, error::Error, keys::KeyError, server::Server};
 use proto::pb::{AuthorizeRequest, access_service_client::AccessServiceClient};
 use tonic::Code;
 

@@ -2,7 +2,10 @@
 //! verified by the ledger's verifier, and the revocation-then-Authorize flow.
 
 use akashi::auth::Role;
-use ledger::{Hash, LeafIndex, TreeSize, hash_leaf, proof::ConsistencyProof};
+use ledger::{
+    hash::{Hash, LeafIndex, TreeSize, hash_leaf},
+    proof::ConsistencyProof,
+};
 use proto::pb;
 
 use crate::{

@@ -1,12 +1,12 @@
 //! Starts the real server in-process and connects clients to it.
 //!
 //! [`TestServer::start`] binds both listeners on 127.0.0.1:0 in a fresh temporary data dir, runs
-//! `akashi::Server` on them, and stops it through a shutdown channel ([`TestServer::stop`]).
+//! `akashi::server::Server` on them and stops it through a shutdown channel ([`TestServer::stop`]).
 //! Tokens are minted with `akashi::keys::mint_token`, the function `akashi token` uses.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use akashi::{Config, Server, auth::Role};
+use akashi::{auth::Role, config::Config, server::Server};
 use tempfile::TempDir;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{
@@ -27,7 +27,7 @@ pub struct TestServer {
     pub vkey: String,
     dir: TempDir,
     shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), akashi::Error>>,
+    task: JoinHandle<Result<(), akashi::error::Error>>,
 }
 
 impl TestServer {

@@ -10,9 +10,11 @@ use std::{
 };
 
 use akashi::{
-    Config, Error, Server,
     auth::Role,
+    config::Config,
+    error::Error,
     keys::KeyError,
+    server::Server,
     server::{ANCHOR_FILE, LEDGER_DIR},
 };
 use ledger::{anchor::Anchor, log::OpenError, note::NoteVerifier};

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use akashi::auth::Role;
 use ledger::{
-    Hash, TreeSize, hash_leaf,
+    hash::{Hash, TreeSize, hash_leaf},
     proof::{MemoryTree, NodeSource},
     tile::decode_entry_bundle,
 };

@@ -2,9 +2,14 @@
 //! with checkpoints handed out before. A data dir whose derived state has another key layout is
 //! refused.
 
-use akashi::{Config, Server, auth::Role, keys::Keys, server::LEDGER_DIR};
+use akashi::{
+    auth::Role,
+    config::Config,
+    keys::Keys,
+    server::{LEDGER_DIR, Server},
+};
 use ledger::{
-    Hash, LeafIndex, TreeSize,
+    hash::{Hash, LeafIndex, TreeSize},
     log::Log,
     proof::ConsistencyProof,
     store::{SledOptions, SledStore, Store as _},

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use akashi::{Config, auth::Role};
+use akashi::{auth::Role, config::Config};
 use proto::pb::{self, directory_service_client::DirectoryServiceClient};
 use tokio::sync::oneshot;
 use tonic::{

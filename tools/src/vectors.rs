@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use base64::Engine as _;
 use ledger::{
-    LeafIndex, TreeSize,
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
+    hash::{LeafIndex, TreeSize},
     log::{Log, NewEntry},
     note::{KeyName, NoteSigner},
     store::MemoryStore,

@@ -16,10 +16,13 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use ledger::tile::decode_tile;
-use ledger::{Hash, TILE_HEIGHT, TILE_WIDTH, TileId, TreeSize, hash_children};
+use ledger::{
+    hash::{Hash, TreeSize, hash_children},
+    tile::{TILE_HEIGHT, TILE_WIDTH, TileId},
+};
 
 /// The largest response accepted, in bytes: a full-size checkpoint note plus headers.
-pub const MAX_RESPONSE_SIZE: usize = ledger::MAX_NOTE_SIZE + 64 * 1024;
+pub const MAX_RESPONSE_SIZE: usize = ledger::note::MAX_NOTE_SIZE + 64 * 1024;
 
 /// The most tiles kept while building one proof.
 const MAX_CACHED_TILES: usize = 1024;
@@ -185,7 +188,7 @@ impl<'a> TileNodes<'a> {
     }
 }
 
-impl ledger::NodeSource for TileNodes<'_> {
+impl ledger::proof::NodeSource for TileNodes<'_> {
     type Error = HttpError;
 
     fn node(&self, level: u8, index: u64) -> Result<Hash, HttpError> {
@@ -233,10 +236,10 @@ pub fn consistency_proof(
     log: &TileLog,
     old: TreeSize,
     new: TreeSize,
-) -> Result<ledger::ConsistencyProof, HttpError> {
+) -> Result<ledger::proof::ConsistencyProof, HttpError> {
     let nodes = TileNodes::new(log, new);
-    ledger::prove_consistency(&nodes, old, new).map_err(|err| match err {
-        ledger::ProveError::Source(err) => err,
+    ledger::proof::prove_consistency(&nodes, old, new).map_err(|err| match err {
+        ledger::proof::ProveError::Source(err) => err,
         _ => HttpError::BadSizes {
             old: old.get(),
             new: new.get(),

@@ -2,7 +2,10 @@
 //! byte strings into hashes. Plaintext `http://` only for now (see the crate README for mTLS).
 
 use anyhow::Context as _;
-use ledger::{ConsistencyProof, Hash, MAX_PROOF_LEN, TreeSize};
+use ledger::{
+    hash::{Hash, TreeSize},
+    proof::{ConsistencyProof, MAX_PROOF_LEN},
+};
 use proto::pb;
 use tonic::transport::{Channel, Endpoint};
 

@@ -115,7 +115,7 @@ fn inconsistency(error: &TrustError) -> String {
 pub(super) fn history(result: &Result<History, HistoryError>) -> String {
     let history = match result {
         Ok(history) => history,
-        Err(error) if error.exit_code() == crate::AuditExitCode::Invalid => {
+        Err(error) if error.exit_code() == crate::exit::AuditExitCode::Invalid => {
             return format!("invalid: {}\n", error_chain(error));
         }
         Err(error) => return format!("error: {}\n", error_chain(error)),

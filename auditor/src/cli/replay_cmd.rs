@@ -10,8 +10,12 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::{Checkpoint, LeafIndex, NoteVerifier, SignedCheckpoint, TreeSize};
-use policy::Event;
+use ledger::{
+    checkpoint::{Checkpoint, SignedCheckpoint},
+    hash::{LeafIndex, TreeSize},
+    note::NoteVerifier,
+};
+use policy::event::Event;
 use proto::pb;
 use tokio::sync::mpsc;
 
@@ -322,7 +326,7 @@ impl CheckpointPager {
 
 /// The tree size a checkpoint note claims, unverified.
 fn note_size(note: &str) -> Option<u64> {
-    let text = ledger::parse_note(note).ok()?.text;
+    let text = ledger::note::parse_note(note).ok()?.text;
     Checkpoint::parse(&text).ok().map(|c| c.size.get())
 }
 

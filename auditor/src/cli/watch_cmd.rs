@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ledger::{ConsistencyProof, NoteVerifier, SignedCheckpoint, TreeSize};
+use ledger::{
+    checkpoint::SignedCheckpoint, hash::TreeSize, note::NoteVerifier, proof::ConsistencyProof,
+};
 
 use super::{http, net};
-use crate::AuditExitCode;
+use crate::exit::AuditExitCode;
 use crate::trust::{Advance, TrustError, Witness};
 
 /// Where to read the log.
@@ -151,7 +153,7 @@ fn load(config: &WatchConfig) -> anyhow::Result<Witness> {
         }
     };
     anyhow::ensure!(
-        text.len() <= ledger::MAX_NOTE_SIZE,
+        text.len() <= ledger::note::MAX_NOTE_SIZE,
         "`{}` is too large to be a checkpoint",
         path.display()
     );

@@ -1,4 +1,7 @@
-use ledger::{MemoryTree, TreeSize, empty_root, hash_leaf};
+use ledger::{
+    hash::{TreeSize, empty_root, hash_leaf},
+    proof::MemoryTree,
+};
 
 use super::CompactRange;
 

@@ -1,5 +1,9 @@
 use ledger::log::Receipt as LogReceipt;
-use ledger::{Hash, LeafIndex, NoteVerifier, TlogProof, TreeSize};
+use ledger::{
+    hash::{Hash, LeafIndex, TreeSize},
+    note::NoteVerifier,
+    tlog_proof::TlogProof,
+};
 
 use super::{MAX_RECEIPT_SIZE, Receipt, ReceiptError};
 use crate::testing::{self, receipt_json};
@@ -31,7 +35,7 @@ fn parsed(f: &Fixture) -> Receipt {
     Receipt::parse(&receipt_json(&f.log_receipt)).unwrap()
 }
 
-fn assert_invalid(result: Result<crate::VerifiedReceipt, ReceiptError>, what: &str) {
+fn assert_invalid(result: Result<crate::receipt::VerifiedReceipt, ReceiptError>, what: &str) {
     match result {
         Ok(_) => panic!("{what}: accepted"),
         Err(err) => assert!(err.is_invalid(), "{what}: {err} is not a verdict"),
@@ -308,7 +312,7 @@ fn malformed_input_is_an_error_not_a_verdict() {
     for (what, text) in cases {
         let err = Receipt::parse(&text).unwrap_err();
         assert!(!err.is_invalid(), "{what}: {err}");
-        assert_eq!(err.exit_code(), crate::AuditExitCode::Error, "{what}");
+        assert_eq!(err.exit_code(), crate::exit::AuditExitCode::Error, "{what}");
     }
     let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_RECEIPT_SIZE));
     assert!(matches!(

@@ -1,6 +1,12 @@
-use ledger::{AttrName, AttrValue, Day, EntryKind, Hash, Leaf};
+use ledger::{
+    entry::{AttrName, AttrValue, Day, EntryKind, Leaf},
+    hash::Hash,
+};
 use policy::domain::Name;
-use policy::{Event, OrgId, Organization, RecipientClass};
+use policy::{
+    domain::{OrgId, Organization, RecipientClass},
+    event::Event,
+};
 
 use super::{header_mismatch, leaf_header};
 use crate::report::Finding;
@@ -38,7 +44,7 @@ fn header_is_the_events_kind_and_public_attributes_verbatim() {
         ]
     );
     let (kind, _) = leaf_header(&Event::RecordOptOut {
-        subject: policy::SubjectId::from_bytes([3; 32]),
+        subject: policy::domain::SubjectId::from_bytes([3; 32]),
         purposes: Vec::new(),
     });
     assert_eq!(kind, "consent.opt_out");
@@ -123,9 +129,9 @@ fn each_kind_of_header_difference_is_named() {
 #[test]
 fn a_body_timed_on_another_day_than_its_leaf_is_named() {
     let revoke = |at: &str| Event::RevokeConsent {
-        subject: policy::SubjectId::from_bytes([3; 32]),
-        consent_id: policy::ConsentId::new("c_1").unwrap(),
-        revoked_at: Some(policy::Timestamp::parse("revoked_at", at).unwrap()),
+        subject: policy::domain::SubjectId::from_bytes([3; 32]),
+        consent_id: policy::domain::ConsentId::new("c_1").unwrap(),
+        revoked_at: Some(policy::domain::Timestamp::parse("revoked_at", at).unwrap()),
     };
     let (kind, _) = leaf_header(&revoke("2026-06-01T12:00:00Z"));
     // The test leaf is dated 2026-06-01.

@@ -1,6 +1,9 @@
 use ledger::chunk::Record;
 use ledger::log::Log;
-use ledger::{Checkpoint, LeafIndex, SignedCheckpoint, TreeSize};
+use ledger::{
+    checkpoint::{Checkpoint, SignedCheckpoint},
+    hash::{LeafIndex, TreeSize},
+};
 
 use super::{LogScan, ScanError};
 use crate::report::Finding;
@@ -31,7 +34,7 @@ fn fetch(log: &Log) -> (Vec<Entry>, Vec<String>) {
     (entries, checkpoints)
 }
 
-fn scan_all(entries: &[Entry], checkpoints: &[String]) -> crate::Report {
+fn scan_all(entries: &[Entry], checkpoints: &[String]) -> crate::report::Report {
     let mut scan = LogScan::new(testing::signer().verifier());
     for note in checkpoints {
         scan.add_checkpoint(note).unwrap();
@@ -76,7 +79,7 @@ fn an_entry_dated_before_an_earlier_one_is_reported_once() {
     .unwrap();
     let dated = |i: u64, day: &str| {
         let mut entry = testing::entry(i, "a");
-        entry.leaf.day = ledger::Day::parse(day).unwrap();
+        entry.leaf.day = ledger::entry::Day::parse(day).unwrap();
         entry
     };
     log.append_batch(
@@ -144,7 +147,7 @@ fn missing_entries_bad_leaves_and_bad_checkpoints_are_findings() {
     entries[1].0 = b"not a leaf".to_vec();
     checkpoints.push("garbage".to_owned());
     let forged = SignedCheckpoint::sign(
-        Checkpoint::new(testing::ORIGIN, TreeSize(2), ledger::empty_root()),
+        Checkpoint::new(testing::ORIGIN, TreeSize(2), ledger::hash::empty_root()),
         &testing::other_signer(),
     )
     .unwrap();

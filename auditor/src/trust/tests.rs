@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use ledger::log::Log;
 use ledger::store::MemoryStore;
-use ledger::{SignedCheckpoint, TreeSize};
+use ledger::{checkpoint::SignedCheckpoint, hash::TreeSize};
 
 use super::{Advance, TrustError, Witness};
 use crate::testing;

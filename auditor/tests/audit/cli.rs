@@ -6,8 +6,8 @@ use std::process::Command;
 
 use base64::Engine as _;
 
-use ledger::LeafIndex;
 use ledger::chunk::Record;
+use ledger::hash::LeafIndex;
 
 use crate::support::{self, REGULATOR_TOKEN, Served, World, flipped, org_request, patient_token};
 
@@ -55,7 +55,7 @@ fn receipt_files() -> tempfile::TempDir {
     };
     std::fs::write(dir.path().join("body"), body).unwrap();
     let proof = log.inclusion_proof(LeafIndex(3), log.size()).unwrap();
-    let tlog = ledger::TlogProof::new(proof, log.checkpoint().note().to_owned());
+    let tlog = ledger::tlog_proof::TlogProof::new(proof, log.checkpoint().note().to_owned());
     std::fs::write(dir.path().join("entry.tlog-proof"), tlog.to_text()).unwrap();
     dir
 }
@@ -402,8 +402,8 @@ async fn replay_and_history_over_grpc() {
     world.apply(flipped(world.decision_event(org_request(
         "univ-a",
         3,
-        policy::Purpose::Research,
-        policy::Level::Anonymized,
+        policy::domain::Purpose::Research,
+        policy::domain::Level::Anonymized,
     ))));
     let (code, out, _) = run_async(dir.path(), &replay).await;
     assert_eq!(code, 2, "{out}");

@@ -1,13 +1,16 @@
 //! A patient's history: every entry proven, bodies checked, and the per-subject chain catches an
 //! entry left out between two shown ones.
 
-use auditor::Finding;
 use auditor::cli::{HistoryConfig, history};
 use auditor::history::{HistoryEntry, HistoryError, HistoryPage, HistoryRow, verify_history};
+use auditor::report::Finding;
 use ledger::chunk::Record;
+use ledger::hash::{LeafIndex, TreeSize};
 use ledger::log::Log;
-use ledger::{LeafIndex, TreeSize};
-use policy::{Event, Level, Purpose};
+use policy::{
+    domain::{Level, Purpose},
+    event::Event,
+};
 
 use crate::support::{self, Served, World, org_request, patient_token};
 
@@ -213,9 +216,12 @@ fn pages_against_growing_checkpoints_chain_across_pages() {
 #[test]
 fn a_checkpoint_by_another_key_is_invalid() {
     let world = World::new();
-    let forged = ledger::SignedCheckpoint::sign(
+    let forged = ledger::checkpoint::SignedCheckpoint::sign(
         world.log.checkpoint().checkpoint().clone(),
-        &ledger::NoteSigner::from_seed(ledger::KeyName::new(support::ORIGIN).unwrap(), &[9; 32]),
+        &ledger::note::NoteSigner::from_seed(
+            ledger::note::KeyName::new(support::ORIGIN).unwrap(),
+            &[9; 32],
+        ),
     )
     .unwrap();
     let err = verify_history(
@@ -227,5 +233,5 @@ fn a_checkpoint_by_another_key_is_invalid() {
     )
     .unwrap_err();
     assert!(matches!(err, HistoryError::Checkpoint(_)));
-    assert_eq!(err.exit_code(), auditor::AuditExitCode::Invalid);
+    assert_eq!(err.exit_code(), auditor::exit::AuditExitCode::Invalid);
 }

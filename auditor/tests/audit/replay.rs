@@ -4,11 +4,14 @@
 
 use auditor::cli::{ReplayConfig, replay};
 use auditor::replay::Replay;
-use auditor::{Finding, Report};
+use auditor::report::{Finding, Report};
 use ledger::chunk::Record;
+use ledger::hash::{LeafIndex, TreeSize};
 use ledger::log::{Log, NewEntry};
-use ledger::{LeafIndex, TreeSize};
-use policy::{Effect, Event, Level, Purpose};
+use policy::{
+    domain::{Effect, Level, Purpose},
+    event::Event,
+};
 
 use crate::support::{self, REGULATOR_TOKEN, Served, World, flipped, frame, org_request};
 
@@ -107,7 +110,7 @@ fn a_flipped_decision_is_exactly_the_one_finding() {
         assert_eq!(*found, index);
         assert_ne!(logged.effect, recomputed.effect);
         assert_eq!(report.decisions_checked, report.decisions_matching + 1);
-        assert_eq!(report.exit_code(), auditor::AuditExitCode::Invalid);
+        assert_eq!(report.exit_code(), auditor::exit::AuditExitCode::Invalid);
     }
 }
 
@@ -128,8 +131,8 @@ fn a_decision_naming_another_recipient_is_reported() {
     let class = honest.class.expect("with its class");
     // Body and leaf agree (the leaf is framed from the body), the decision itself is right:
     // only the organisation the log says received the data is not the one that asked.
-    *recipient = Some(policy::Recipient {
-        id: policy::OrgId::new("ai-vendor-x").unwrap(),
+    *recipient = Some(policy::decision::Recipient {
+        id: policy::domain::OrgId::new("ai-vendor-x").unwrap(),
         class: Some(class),
     });
     let index = world.apply(event);
@@ -143,7 +146,7 @@ fn a_decision_naming_another_recipient_is_reported() {
         }],
         "{report}"
     );
-    assert_eq!(report.exit_code(), auditor::AuditExitCode::Invalid);
+    assert_eq!(report.exit_code(), auditor::exit::AuditExitCode::Invalid);
 }
 
 #[test]
@@ -158,7 +161,7 @@ fn a_header_that_disagrees_with_its_body_is_reported() {
     // The public leaf says the opposite of the private body, which is the honest decision.
     let lying = frame(&flipped(honest.clone()), world.size());
     let body = frame(&honest, world.size()).body;
-    let leaf = ledger::Leaf {
+    let leaf = ledger::entry::Leaf {
         commitment: body.commitment(),
         ..lying.leaf
     };

@@ -15,13 +15,23 @@ use ledger::log::{Log, NewEntry};
 use ledger::store::MemoryStore;
 use ledger::tile::{TilePath, parse_path};
 use ledger::{
-    AttrName, AttrValue, Body, Day, EntryKind, KeyName, Leaf, LeafIndex, NoteSigner, TreeSize,
+    entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
+    hash::{LeafIndex, TreeSize},
+    note::{KeyName, NoteSigner},
 };
 use policy::domain::{ClinicianId, ConsentId, Name};
 use policy::{
-    Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Decision, Department,
-    Directory, Effect, Event, Facility, FacilityId, Facts, Level, OrgId, Organization,
-    PolicyEngine, Principal, Purpose, RecipientClass, Request, SubjectId, Timestamp, state,
+    decision::{Decision, Request},
+    directory::Directory,
+    domain::{
+        Action, CategoryName, Clinician, ClinicianRole, Consent, DataCategory, Department, Effect,
+        Facility, FacilityId, Level, OrgId, Organization, Principal, Purpose, RecipientClass,
+        SubjectId, Timestamp,
+    },
+    engine::PolicyEngine,
+    event::Event,
+    facts::Facts,
+    state,
 };
 use proto::pb;
 use tonic::{Request as GrpcRequest, Response, Status};
@@ -770,7 +780,11 @@ pub fn receipt_json(log: &Log, index: u64) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
     let receipt = log
-        .receipt(LeafIndex(index), ledger::hash_leaf(&leaf), log.checkpoint())
+        .receipt(
+            LeafIndex(index),
+            ledger::hash::hash_leaf(&leaf),
+            log.checkpoint(),
+        )
         .unwrap();
     let value = serde_json::json!({
         "leafIndex": index.to_string(),

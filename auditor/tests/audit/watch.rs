@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use auditor::cli::{LogSource, WatchConfig, WatchStep, watch_once};
-use auditor::{Advance, TrustError};
-use ledger::TreeSize;
+use auditor::trust::{Advance, TrustError};
+use ledger::hash::TreeSize;
 
 use crate::support::{self, Served, append_plain, plain_log};
 
@@ -143,8 +143,8 @@ async fn a_bad_state_file_is_an_error_and_a_forged_checkpoint_is_invalid() {
     assert!(format!("{err:#}").contains("trusted checkpoint"), "{err:#}");
 
     let other_key = WatchConfig {
-        verifier: ledger::NoteSigner::from_seed(
-            ledger::KeyName::new(support::ORIGIN).unwrap(),
+        verifier: ledger::note::NoteSigner::from_seed(
+            ledger::note::KeyName::new(support::ORIGIN).unwrap(),
             &[9; 32],
         )
         .verifier(),

@@ -56,8 +56,11 @@ fn nodes_match_reference_across_tile_boundaries() {
             assert_all_nodes(&store, &frontier, &reference, n.min(70_000));
         }
         assert_eq!(
-            crate::proof::tree_root(&TreeReader::new(&store, &frontier), crate::TreeSize(n))
-                .unwrap(),
+            crate::proof::tree_root(
+                &TreeReader::new(&store, &frontier),
+                crate::hash::TreeSize(n)
+            )
+            .unwrap(),
             reference.root()
         );
     }
@@ -95,7 +98,7 @@ fn stored_tiles_check_and_detect_a_flipped_bit() {
     let tile = store.get(&layout::tile(0, 0)).unwrap().unwrap();
     assert_eq!(
         check_stored_tile(&tile),
-        reference.root_at(crate::TreeSize(256)).ok()
+        reference.root_at(crate::hash::TreeSize(256)).ok()
     );
     for byte in [0usize, 31, 8192, 16319] {
         let mut bad = tile.to_vec();

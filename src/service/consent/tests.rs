@@ -11,7 +11,7 @@ fn consent(valid_from: Option<&str>, valid_until: Option<&str>) -> Consent {
         id: ConsentId::new("c_1").unwrap(),
         subject: SubjectId::from_bytes([7; 32]),
         purposes: vec![Purpose::Research],
-        data_categories: vec![policy::DataCategory::Clinical],
+        data_categories: vec![policy::domain::DataCategory::Clinical],
         recipients: vec![OrgId::new("uni").unwrap()],
         recipient_classes: vec![],
         max_level: Level::Identified,

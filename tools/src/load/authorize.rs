@@ -21,7 +21,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ledger::{
-    Hash, LeafIndex, TreeSize, checkpoint::SignedCheckpoint, note::NoteVerifier,
+    checkpoint::SignedCheckpoint,
+    hash::{Hash, LeafIndex, TreeSize},
+    note::NoteVerifier,
     proof::InclusionProof,
 };
 use proto::pb::{

@@ -1,4 +1,7 @@
-use ledger::{MemoryTree, TreeSize, hash_leaf};
+use ledger::{
+    hash::{TreeSize, hash_leaf},
+    proof::MemoryTree,
+};
 
 use super::{HttpError, TileLog, parse_response, subtree};
 

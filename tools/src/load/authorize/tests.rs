@@ -1,8 +1,8 @@
 use ledger::{
-    LeafIndex, MemoryTree, TreeSize,
     checkpoint::{Checkpoint, SignedCheckpoint},
+    hash::{LeafIndex, TreeSize},
     note::{KeyName, NoteSigner},
-    prove_inclusion,
+    proof::{MemoryTree, prove_inclusion},
 };
 use proto::pb;
 
