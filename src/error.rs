@@ -92,6 +92,50 @@ pub enum Error {
     /// sent to the caller.
     #[error("the ledger is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request's metadata (HTTP/2 header list) is over the limit (`RESOURCE_EXHAUSTED`).
+    #[error("request metadata takes {len} bytes, more than the limit of {max}")]
+    MetadataTooLarge {
+        /// Its size as HTTP/2 counts it (names, values and 32 bytes per entry).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A request message is over the limit (`RESOURCE_EXHAUSTED`).
+    #[error("request message is {len} bytes, more than the limit of {max}")]
+    MessageTooLarge {
+        /// The length its gRPC frame announces.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The request body ends inside a gRPC frame (`INVALID_ARGUMENT`).
+    #[error("request ends inside a message: {missing} more bytes were announced")]
+    TruncatedMessage {
+        /// Bytes of the frame (prefix or message) that never came.
+        missing: usize,
+    },
+    /// Too many bytes of large answers are in flight (`RESOURCE_EXHAUSTED`): the caller should
+    /// read the answers it has, or retry later.
+    #[error(
+        "too many answer bytes in flight {scope} (limit {max}); retry after reading earlier answers"
+    )]
+    AnswerBudget {
+        /// Whose budget is spent.
+        scope: BudgetScope,
+        /// That budget, in bytes.
+        max: usize,
+    },
+    /// A bug or broken invariant (`INTERNAL`). The cause is logged, never sent to the caller.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Why the server could not start, or why its listeners stopped: configuration, key material,
+/// the log's store, the built-in policy set, TLS files and the transport. Never sent to a
+/// caller; [`Error`] is what calls get.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
     /// Configuration refused at start.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -136,42 +180,10 @@ pub enum Error {
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The request's metadata (HTTP/2 header list) is over the limit (`RESOURCE_EXHAUSTED`).
-    #[error("request metadata takes {len} bytes, more than the limit of {max}")]
-    MetadataTooLarge {
-        /// Its size as HTTP/2 counts it (names, values and 32 bytes per entry).
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A request message is over the limit (`RESOURCE_EXHAUSTED`).
-    #[error("request message is {len} bytes, more than the limit of {max}")]
-    MessageTooLarge {
-        /// The length its gRPC frame announces.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The request body ends inside a gRPC frame (`INVALID_ARGUMENT`).
-    #[error("request ends inside a message: {missing} more bytes were announced")]
-    TruncatedMessage {
-        /// Bytes of the frame (prefix or message) that never came.
-        missing: usize,
-    },
-    /// Too many bytes of large answers are in flight (`RESOURCE_EXHAUSTED`): the caller should
-    /// read the answers it has, or retry later.
-    #[error(
-        "too many answer bytes in flight {scope} (limit {max}); retry after reading earlier answers"
-    )]
-    AnswerBudget {
-        /// Whose budget is spent.
-        scope: BudgetScope,
-        /// That budget, in bytes.
-        max: usize,
-    },
-    /// A bug or broken invariant (`INTERNAL`). The cause is logged, never sent to the caller.
-    #[error("internal error: {0}")]
-    Internal(&'static str),
+    /// A start-up step that runs through the request path (logging the default policy set's
+    /// activation) was refused.
+    #[error("a start-up request failed: {0}")]
+    Request(#[from] Error),
 }
 
 /// Whose answer budget is spent ([`Error::AnswerBudget`]).
@@ -281,17 +293,7 @@ impl Error {
             }
             Self::OutOfRange { .. } => Code::OutOfRange,
             Self::Unavailable(_) => Code::Unavailable,
-            Self::Config(_)
-            | Self::State(_)
-            | Self::DefaultPolicySet(_)
-            | Self::LedgerOpen(_)
-            | Self::LedgerStore(_)
-            | Self::Keys(_)
-            | Self::Io { .. }
-            | Self::TlsFile { .. }
-            | Self::Reflection(_)
-            | Self::Transport(_)
-            | Self::Internal(_) => Code::Internal,
+            Self::Internal(_) => Code::Internal,
         }
     }
 }
@@ -309,17 +311,7 @@ impl From<Error> for Status {
                 tracing::error!(cause = %cause, "store failure answered with UNAVAILABLE");
                 Status::new(code, err.to_string())
             }
-            Error::Config(_)
-            | Error::State(_)
-            | Error::DefaultPolicySet(_)
-            | Error::LedgerOpen(_)
-            | Error::LedgerStore(_)
-            | Error::Keys(_)
-            | Error::Io { .. }
-            | Error::TlsFile { .. }
-            | Error::Reflection(_)
-            | Error::Transport(_)
-            | Error::Internal(_) => {
+            Error::Internal(_) => {
                 tracing::error!(cause = %err, "internal error");
                 Status::new(code, "internal error")
             }

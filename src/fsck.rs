@@ -16,7 +16,7 @@ use ledger::{
     store::StoreError,
 };
 
-use crate::{error::Error, keys, server};
+use crate::{error::StartError, keys, server};
 
 /// Exit code for a damaged data dir.
 pub const EXIT_DAMAGED: u8 = 2;
@@ -77,9 +77,9 @@ fn check(data_dir: &Path) -> Result<String, Problem> {
         )));
     }
     let log = server::open_log(data_dir, signer).map_err(|err| match &err {
-        Error::LedgerStore(store) if !store_damaged(store) => Problem::error(&err),
-        Error::LedgerOpen(open) if !open_damaged(open) => Problem::error(&err),
-        Error::LedgerOpen(open) => Problem::damage(&err, open.first_bad_entry()),
+        StartError::LedgerStore(store) if !store_damaged(store) => Problem::error(&err),
+        StartError::LedgerOpen(open) if !open_damaged(open) => Problem::error(&err),
+        StartError::LedgerOpen(open) => Problem::damage(&err, open.first_bad_entry()),
         _ => Problem::damage(&err, None),
     })?;
     let report = log.fsck().map_err(|err| match &err {

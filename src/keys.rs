@@ -29,8 +29,7 @@ use ledger::note::{KeyName, NoteError, NoteSigner};
 use rand::{RngCore as _, rngs::OsRng};
 use sha2::Sha256;
 
-use crate::auth::{Role, TokenIssuer};
-use crate::error::Error;
+use crate::auth::{AuthError, Role, TokenIssuer};
 
 /// File name of the checkpoint signing key.
 pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.skey";
@@ -473,16 +472,28 @@ fn malformed(path: &Path, problem: &'static str) -> KeyError {
 ///
 /// # Errors
 ///
-/// [`Error::Keys`] when the data dir has no (usable) issuer key, [`Error::Unauthenticated`] for
+/// [`MintError::Keys`] when the data dir has no (usable) issuer key, [`MintError::Claims`] for
 /// a role/patient/lifetime combination that cannot be issued.
 pub fn mint_token(
     data_dir: &Path,
     role: Role,
     patient: Option<&str>,
     ttl: Duration,
-) -> Result<String, Error> {
+) -> Result<String, MintError> {
     let issuer = load_token_issuer(data_dir)?;
     Ok(issuer.issue(role, patient, ttl, SystemTime::now())?)
+}
+
+/// Why [`mint_token`] could not mint a token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintError {
+    /// The data dir's issuer key is missing or unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The role, patient and lifetime do not make a token akashi issues.
+    #[error(transparent)]
+    Claims(#[from] AuthError),
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use self::edge::{EdgeLayer, IdleTimeout};
 use crate::{
     auth::AuthLayer,
     config::{Config, Limits, TlsConfig},
-    error::Error,
+    error::{Error, StartError},
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
     service::{
@@ -109,10 +109,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration, [`Error::Keys`] for unusable or missing
-    /// key material, [`Error::LedgerStore`] and [`Error::LedgerOpen`] for a store that cannot be
+    /// [`StartError::Config`] for an invalid configuration, [`StartError::Keys`] for unusable or missing
+    /// key material, [`StartError::LedgerStore`] and [`StartError::LedgerOpen`] for a store that cannot be
     /// opened or that differs from the newest checkpoint the log acknowledged.
-    pub fn open(config: Config) -> Result<Self, Error> {
+    pub fn open(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let keys = if holds_log(&config.data_dir)? {
             Keys::load(&config.data_dir, &config.origin)?
@@ -136,10 +136,11 @@ impl Server {
         let machine = DomainStateMachine::new(log.clone())?;
         let decisions = machine.decisions();
         metrics.watch_decisions(decisions.clone());
-        let sequencer = Sequencer::start(log, machine, options).map_err(|source| Error::Io {
-            context: "starting the sequencer thread",
-            source,
-        })?;
+        let sequencer =
+            Sequencer::start(log, machine, options).map_err(|source| StartError::Io {
+                context: "starting the sequencer thread",
+                source,
+            })?;
         let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone());
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {
@@ -239,8 +240,8 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// [`Error::TlsFile`] or [`Error::Keys`] for unusable TLS files, [`Error::Transport`] for a
-    /// gRPC transport failure, [`Error::Reflection`] for a broken descriptor set, and
+    /// [`StartError::TlsFile`] or [`StartError::Keys`] for unusable TLS files, [`StartError::Transport`] for a
+    /// gRPC transport failure, [`StartError::Reflection`] for a broken descriptor set, and
     /// [`Error::Internal`] for a built-in descriptor set that does not decode. (A failed accept
     /// on the HTTP port is logged and retried, not an error.)
     pub async fn run(
@@ -248,7 +249,7 @@ impl Server {
         grpc: TcpListener,
         http: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StartError> {
         let Self {
             config,
             keys,
@@ -360,9 +361,9 @@ impl std::fmt::Debug for Server {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] when the data dir cannot be examined.
-pub fn holds_log(data_dir: &Path) -> Result<bool, Error> {
-    let io = |source| Error::Io {
+/// [`StartError::Io`] when the data dir cannot be examined.
+pub fn holds_log(data_dir: &Path) -> Result<bool, StartError> {
+    let io = |source| StartError::Io {
         context: "examining the data dir for a log",
         source,
     };
@@ -381,9 +382,9 @@ pub fn holds_log(data_dir: &Path) -> Result<bool, Error> {
 ///
 /// # Errors
 ///
-/// [`Error::LedgerStore`] when the store cannot be opened, [`Error::LedgerOpen`] when the log
+/// [`StartError::LedgerStore`] when the store cannot be opened, [`StartError::LedgerOpen`] when the log
 /// refuses it (see `ledger::log::Log::open_anchored`).
-pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, Error> {
+pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, StartError> {
     let store = SledStore::open(&data_dir.join(LEDGER_DIR), &SledOptions::default())?;
     let anchor =
         Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
@@ -392,13 +393,13 @@ pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, Error> {
 
 /// Activates the default policy set on a log that has none (its first start), so that every
 /// decision is made under a policy set that is itself in the log.
-async fn ensure_policy_set(core: &Core) -> Result<(), Error> {
+async fn ensure_policy_set(core: &Core) -> Result<(), StartError> {
     let active = policy::state::active_policy_set(&crate::state_machine::LogKv(core.log()))
-        .map_err(Error::State)?;
+        .map_err(StartError::State)?;
     if active.is_some() {
         return Ok(());
     }
-    let engine = PolicyEngine::default_set().map_err(Error::DefaultPolicySet)?;
+    let engine = PolicyEngine::default_set().map_err(StartError::DefaultPolicySet)?;
     let (receipt, _) = core.submit(Command::Activate(Arc::new(engine))).await?;
     tracing::info!(
         index = receipt.leaf_index.get(),
@@ -474,7 +475,7 @@ fn reflection_v1(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
-    Error,
+    StartError,
 > {
     let mut builder = reflection_builder(served);
     builder = builder.with_service_name("grpc.reflection.v1.ServerReflection");
@@ -487,7 +488,7 @@ fn reflection_v1alpha(
     tonic_reflection::server::v1alpha::ServerReflectionServer<
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
-    Error,
+    StartError,
 > {
     let mut builder = reflection_builder(served);
     builder = builder.with_service_name("grpc.reflection.v1alpha.ServerReflection");
@@ -496,7 +497,7 @@ fn reflection_v1alpha(
 
 /// The methods (`package.Service/Method`) of `services`, from the descriptor sets of akashi.v1,
 /// health and reflection.
-fn served_methods(services: &[&str]) -> Result<Vec<String>, Error> {
+fn served_methods(services: &[&str]) -> Result<Vec<String>, StartError> {
     use prost::Message as _;
     let mut methods = Vec::new();
     for set in [
@@ -537,9 +538,9 @@ fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Buil
 
 /// The rustls configuration of `tls`: mTLS (client certificate required) when `client_ca` is
 /// set.
-fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
+fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| Error::TlsFile {
+        std::fs::read(path).map_err(|source| StartError::TlsFile {
             path: path.to_owned(),
             source,
         })

@@ -48,7 +48,7 @@ use policy::{
     state::{KvError, KvRead, KvWrite},
 };
 
-use crate::error::Error;
+use crate::error::{Error, StartError};
 
 /// What a service asks the sequencer to log.
 #[derive(Debug)]
@@ -228,11 +228,11 @@ impl DomainStateMachine {
     ///
     /// # Errors
     ///
-    /// [`Error::State`] when the state was written with another key layout or the directory
+    /// [`StartError::State`] when the state was written with another key layout or the directory
     /// cannot be loaded from it.
-    pub fn new(log: Arc<Log>) -> Result<Self, Error> {
-        state::check_layout(&LogKv(&log)).map_err(Error::State)?;
-        let directory = Directory::load(&LogKv(&log)).map_err(Error::State)?;
+    pub fn new(log: Arc<Log>) -> Result<Self, StartError> {
+        state::check_layout(&LogKv(&log)).map_err(StartError::State)?;
+        let directory = Directory::load(&LogKv(&log)).map_err(StartError::State)?;
         let shared = Arc::new(Decisions::new(&directory));
         Ok(Self {
             log,

@@ -30,7 +30,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use ledger::log::Log;
 
-use crate::{config::Config, error::Error, server::Server};
+use crate::{config::Config, error::StartError, server::Server};
 
 /// How often the log is checked for poison.
 const POISON_POLL: Duration = Duration::from_millis(200);
@@ -67,7 +67,7 @@ pub async fn serve(
     http: StdListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_open: impl FnMut(&Server) + Send,
-) -> Result<(), Error> {
+) -> Result<(), StartError> {
     let shutdown = shutdown.boxed().shared();
     let mut server = Server::open(config.clone())?;
     loop {
@@ -158,8 +158,8 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
 
 /// A tokio listener on a duplicate of `listener`'s socket, so that the socket stays bound
 /// (and connections queue) while one server stops and the next starts.
-fn listener(listener: &StdListener) -> Result<TcpListener, Error> {
-    let io = |source| Error::Io {
+fn listener(listener: &StdListener) -> Result<TcpListener, StartError> {
+    let io = |source| StartError::Io {
         context: "duplicating a listening socket",
         source,
     };

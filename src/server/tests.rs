@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use super::{reflection_v1, reflection_v1alpha, tls_config};
-use crate::{config::TlsConfig, error::Error};
+use crate::{config::TlsConfig, error::StartError};
 
 #[test]
 fn reflection_builds_over_both_descriptor_sets() {
@@ -23,7 +23,7 @@ fn missing_tls_files_are_named() {
     };
     let err = tls_config(&tls).unwrap_err();
     assert!(
-        matches!(&err, Error::TlsFile { path, .. } if path == &tls.cert),
+        matches!(&err, StartError::TlsFile { path, .. } if path == &tls.cert),
         "{err}"
     );
     assert!(err.to_string().contains("`missing-cert.pem`"), "{err}");
@@ -40,5 +40,5 @@ fn a_tls_key_readable_by_others_is_refused() {
         key,
         client_ca: None,
     };
-    assert!(matches!(tls_config(&tls), Err(Error::Keys(_))));
+    assert!(matches!(tls_config(&tls), Err(StartError::Keys(_))));
 }

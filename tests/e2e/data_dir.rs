@@ -2,7 +2,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _};
 
-use akashi::{auth::Role, config::Config, error::Error, keys::KeyError, server::Server};
+use akashi::{auth::Role, config::Config, error::StartError, keys::KeyError, server::Server};
 use proto::pb::{AuthorizeRequest, access_service_client::AccessServiceClient};
 use tonic::Code;
 
@@ -61,7 +61,7 @@ fn a_key_file_readable_by_others_is_refused() {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         let err = Server::open(config).unwrap_err();
         assert!(
-            matches!(&err, Error::Keys(KeyError::Exposed { path: p, mode: 0o644 }) if *p == path),
+            matches!(&err, StartError::Keys(KeyError::Exposed { path: p, mode: 0o644 }) if *p == path),
             "{err}"
         );
         assert!(err.to_string().contains(file), "{err}");

@@ -27,7 +27,7 @@ pub struct TestServer {
     pub vkey: String,
     dir: TempDir,
     shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), akashi::error::Error>>,
+    task: JoinHandle<Result<(), akashi::error::StartError>>,
 }
 
 impl TestServer {

@@ -12,7 +12,7 @@ use std::{
 use akashi::{
     auth::Role,
     config::Config,
-    error::Error,
+    error::StartError,
     keys::KeyError,
     server::Server,
     server::{ANCHOR_FILE, LEDGER_DIR},
@@ -51,7 +51,7 @@ fn config(data: &Path) -> Config {
     }
 }
 
-fn open_error(data: &Path) -> Error {
+fn open_error(data: &Path) -> StartError {
     match Server::open(config(data)) {
         Ok(_) => panic!("a damaged data dir must be refused"),
         Err(err) => err,
@@ -91,7 +91,7 @@ async fn a_truncated_store_is_refused_naming_both_sizes() {
     assert_eq!(anchored_size(&data, &verifier(&data)), size);
     truncate_to_half(&sled_log_file(&data));
     let err = open_error(&data);
-    let Error::LedgerOpen(OpenError::StoreBehindAnchor {
+    let StartError::LedgerOpen(OpenError::StoreBehindAnchor {
         store_size,
         anchored_size,
     }) = err
@@ -125,7 +125,7 @@ async fn a_store_with_a_flipped_byte_is_refused() {
     assert!(
         matches!(
             err,
-            Error::LedgerOpen(OpenError::StoreBehindAnchor { store_size, anchored_size })
+            StartError::LedgerOpen(OpenError::StoreBehindAnchor { store_size, anchored_size })
                 if store_size < size && anchored_size == size
         ),
         "{err}"
@@ -140,7 +140,7 @@ async fn a_deleted_store_is_refused_not_started_afresh() {
     assert!(
         matches!(
             err,
-            Error::LedgerOpen(OpenError::StoreEmpty { anchored_size }) if anchored_size == size
+            StartError::LedgerOpen(OpenError::StoreEmpty { anchored_size }) if anchored_size == size
         ),
         "{err}"
     );
@@ -150,7 +150,7 @@ async fn a_deleted_store_is_refused_not_started_afresh() {
     assert!(
         matches!(
             err,
-            Error::LedgerOpen(OpenError::StoreEmpty { anchored_size }) if anchored_size == size
+            StartError::LedgerOpen(OpenError::StoreEmpty { anchored_size }) if anchored_size == size
         ),
         "{err}"
     );
@@ -169,7 +169,7 @@ async fn a_missing_key_file_is_refused_naming_it_and_never_regenerated() {
         fs::remove_file(&path).unwrap();
         let err = open_error(&data);
         assert!(
-            matches!(&err, Error::Keys(KeyError::MissingForLog { path: p }) if *p == path),
+            matches!(&err, StartError::Keys(KeyError::MissingForLog { path: p }) if *p == path),
             "{err}"
         );
         assert_eq!(
@@ -221,7 +221,7 @@ async fn a_patient_opt_out_still_denies_after_restart_because_the_key_is_kept() 
     // Before, a new pseudonym key was made here and the opt-out no longer applied.
     assert!(matches!(
         open_error(&data),
-        Error::Keys(KeyError::MissingForLog { .. })
+        StartError::Keys(KeyError::MissingForLog { .. })
     ));
     drop(dir);
 }
@@ -257,7 +257,7 @@ async fn an_older_data_dir_without_an_anchor_adopts_its_store_then_is_held_to_it
     fs::remove_dir_all(data.join(LEDGER_DIR)).unwrap();
     let err = open_error(&data);
     assert!(
-        matches!(err, Error::LedgerOpen(OpenError::StoreEmpty { .. })),
+        matches!(err, StartError::LedgerOpen(OpenError::StoreEmpty { .. })),
         "{err}"
     );
     drop(dir);
