@@ -32,8 +32,6 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, body::Body};
 
-use crate::error::Error;
-
 /// Longest accepted token, in bytes (a real one is about 250).
 pub const MAX_TOKEN_LEN: usize = 2048;
 /// Longest accepted patient id in a token's `sub`, in bytes.
@@ -101,6 +99,34 @@ impl fmt::Display for Method {
             None => f.write_str("this method"),
         }
     }
+}
+
+/// Why a call is refused before its handler runs: no valid token, a role the method does not
+/// take, or a patient asking about another patient. `crate::error` turns it into a status
+/// (`UNAUTHENTICATED` or `PERMISSION_DENIED`); this module decides only that it is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No or bad token (`UNAUTHENTICATED`).
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    /// The caller's role may not call this method at all (`PERMISSION_DENIED`).
+    #[error("the {role} role may not call {method}")]
+    MethodDenied {
+        /// The caller's role.
+        role: Role,
+        /// The method called.
+        method: Method,
+    },
+    /// The caller's role may call this method only about the patient its token names, and
+    /// asked about another (`PERMISSION_DENIED`). Neither id is repeated.
+    #[error("the {role} role may call {method} only about the patient its token names")]
+    SubjectDenied {
+        /// The caller's role.
+        role: Role,
+        /// The method called.
+        method: Method,
+    },
 }
 
 /// Why a token was refused (every case is `UNAUTHENTICATED`), or could not be issued.
@@ -218,7 +244,7 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
     request
         .extensions()
         .get::<Caller>()
-        .ok_or_else(|| Status::from(Error::Unauthenticated(AuthError::Missing)))
+        .ok_or_else(|| Status::from(Refusal::Unauthenticated(AuthError::Missing)))
 }
 
 /// Checks that `caller` has one of `allowed` roles.
@@ -226,15 +252,14 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&Caller, Status> {
 /// # Errors
 ///
 /// `PERMISSION_DENIED` naming the caller's role.
-pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Status> {
+pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Refusal> {
     if allowed.contains(&caller.role) {
         return Ok(());
     }
-    Err(Error::MethodDenied {
+    Err(Refusal::MethodDenied {
         role: caller.role,
         method: caller.method.clone(),
-    }
-    .into())
+    })
 }
 
 /// Checks that `caller` is the patient `patient_id` themself, or has one of `others` roles (for
@@ -244,26 +269,24 @@ pub fn require(caller: &Caller, allowed: &[Role]) -> Result<(), Status> {
 ///
 /// `PERMISSION_DENIED`: a role that may not call the method at all is told so; for a patient
 /// asking about someone else the message does not repeat either id.
-pub fn require_subject(caller: &Caller, patient_id: &str, others: &[Role]) -> Result<(), Status> {
+pub fn require_subject(caller: &Caller, patient_id: &str, others: &[Role]) -> Result<(), Refusal> {
     if others.contains(&caller.role) {
         return Ok(());
     }
     let method = caller.method.clone();
     if caller.role != Role::Patient {
-        return Err(Error::MethodDenied {
+        return Err(Refusal::MethodDenied {
             role: caller.role,
             method,
-        }
-        .into());
+        });
     }
     if caller.patient_id.as_deref() == Some(patient_id) {
         return Ok(());
     }
-    Err(Error::SubjectDenied {
+    Err(Refusal::SubjectDenied {
         role: caller.role,
         method,
-    }
-    .into())
+    })
 }
 
 impl Role {
@@ -643,7 +666,7 @@ where
             }
             Err(err) => {
                 tracing::debug!(cause = %err, path = request.uri().path(), "unauthenticated call");
-                let status = Status::from(Error::Unauthenticated(err));
+                let status = Status::from(Refusal::Unauthenticated(err));
                 Either::Right(ready(Ok(status.into_http())))
             }
         }

@@ -17,11 +17,7 @@ use ledger::{
 };
 use policy::{domain::Timestamp, state::ApplyError};
 
-use crate::{
-    auth::{AuthError, Method, Role},
-    config::ConfigError,
-    keys::KeyError,
-};
+use crate::{auth::Refusal, config::ConfigError, keys::KeyError};
 
 /// Everything that can go wrong in the server.
 #[derive(Debug, thiserror::Error)]
@@ -53,26 +49,10 @@ pub enum Error {
     /// consent twice.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// No or bad token (`UNAUTHENTICATED`).
-    #[error("{0}")]
-    Unauthenticated(#[from] AuthError),
-    /// The caller's role may not call this method at all (`PERMISSION_DENIED`).
-    #[error("the {role} role may not call {method}")]
-    MethodDenied {
-        /// The caller's role.
-        role: Role,
-        /// The method called.
-        method: Method,
-    },
-    /// The caller's role may call this method only about the patient its token names, and asked
-    /// about another (`PERMISSION_DENIED`). Neither id is repeated.
-    #[error("the {role} role may call {method} only about the patient its token names")]
-    SubjectDenied {
-        /// The caller's role.
-        role: Role,
-        /// The method called.
-        method: Method,
-    },
+    /// The call is refused before its handler runs (`UNAUTHENTICATED` for a missing or bad
+    /// token, `PERMISSION_DENIED` for a role or patient the method does not take).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// An `Authorize` request by a `Patient` principal about another patient
     /// (`PERMISSION_DENIED`): refused before anything is logged, so the other patient's history
     /// never names the asker. Neither id is repeated.
@@ -287,10 +267,8 @@ impl Error {
             | Self::AnswerBudget { .. } => Code::ResourceExhausted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound { .. } => Code::NotFound,
-            Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::MethodDenied { .. } | Self::SubjectDenied { .. } | Self::ForeignSubject => {
-                Code::PermissionDenied
-            }
+            Self::Refused(Refusal::Unauthenticated(_)) => Code::Unauthenticated,
+            Self::Refused(_) | Self::ForeignSubject => Code::PermissionDenied,
             Self::OutOfRange { .. } => Code::OutOfRange,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
@@ -318,9 +296,7 @@ impl From<Error> for Status {
             Error::NotFound { .. }
             | Error::Rejected(_)
             | Error::FailedPrecondition(_)
-            | Error::Unauthenticated(_)
-            | Error::MethodDenied { .. }
-            | Error::SubjectDenied { .. }
+            | Error::Refused(_)
             | Error::ForeignSubject
             | Error::OutOfRange { .. }
             | Error::MetadataTooLarge { .. }
@@ -409,6 +385,13 @@ impl From<SubmitError<Error>> for Error {
             SubmitError::Unavailable(cause) => Error::Unavailable(cause.into()),
             SubmitError::Closed => Error::Unavailable("the server is shutting down".into()),
         }
+    }
+}
+
+/// A refusal as the caller sees it (through [`Error`], the one place codes are chosen).
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        Error::Refused(refusal).into()
     }
 }
 

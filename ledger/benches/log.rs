@@ -21,11 +21,12 @@ use std::{
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ledger::{
     anchor::Anchor,
+    conformance,
     hash::{LeafIndex, TreeSize},
     log::{Log, NewEntry},
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
-    store::{SledOptions, SledStore, conformance},
+    store::{SledOptions, SledStore},
 };
 use rs_merkle::{Hasher, MerkleTree};
 use sha2::{Digest, Sha256};

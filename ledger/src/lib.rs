@@ -58,6 +58,8 @@ pub mod checkpoint;
 pub mod chunk;
 #[cfg(feature = "store")]
 mod codec;
+#[cfg(all(feature = "store", any(test, feature = "test-util")))]
+pub mod conformance;
 pub mod entry;
 pub mod hash;
 #[cfg(feature = "store")]

@@ -11,8 +11,6 @@
 
 use std::{ops::Deref, sync::Arc};
 
-#[cfg(any(test, feature = "test-util"))]
-pub mod conformance;
 mod memory;
 #[cfg(feature = "sled")]
 mod sled_store;

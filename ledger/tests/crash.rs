@@ -28,11 +28,12 @@ use std::{
 
 use ledger::{
     anchor::Anchor,
+    conformance,
     hash::{Hash, LeafIndex, TreeSize},
     log::Log,
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
-    store::{SledOptions, SledStore, conformance},
+    store::{SledOptions, SledStore},
 };
 
 const CHILD_ENV: &str = "AKASHI_CRASH_CHILD";

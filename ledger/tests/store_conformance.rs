@@ -1,12 +1,12 @@
-//! Runs the storage conformance suite (`ledger::store::conformance`) against both stores.
+//! Runs the storage conformance suite (`ledger::conformance`) against both stores.
 
 #![allow(clippy::unwrap_used, missing_docs, reason = "test code")]
 
 use std::sync::Arc;
 
-use ledger::store::{
-    MemoryStore, SledOptions, SledStore, Store,
+use ledger::{
     conformance::{self, Harness},
+    store::{MemoryStore, SledOptions, SledStore, Store},
 };
 
 struct Memory(MemoryStore);

@@ -5,7 +5,7 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
-use tonic::{Code, body::Body};
+use tonic::{Code, Status, body::Body};
 use tower::{Layer as _, ServiceExt as _};
 
 use super::{
@@ -247,7 +247,7 @@ fn require_checks_roles_and_subjects() {
         method: Method::from_path("/akashi.v1.ConsentService/GrantConsent"),
     };
     assert!(require(&platform, &[Role::Platform]).is_ok());
-    let denied = require(&patient, &[Role::Platform, Role::Regulator]).unwrap_err();
+    let denied = Status::from(require(&patient, &[Role::Platform, Role::Regulator]).unwrap_err());
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert_eq!(
         denied.message(),
@@ -256,7 +256,7 @@ fn require_checks_roles_and_subjects() {
 
     assert!(require_subject(&patient, "p-1", &[Role::Platform]).is_ok());
     assert!(require_subject(&platform, "p-1", &[Role::Platform]).is_ok());
-    let other = require_subject(&patient, "p-2", &[Role::Platform]).unwrap_err();
+    let other = Status::from(require_subject(&patient, "p-2", &[Role::Platform]).unwrap_err());
     assert_eq!(other.code(), Code::PermissionDenied);
     assert!(!other.message().contains("p-1") && !other.message().contains("p-2"));
     assert!(
@@ -265,7 +265,7 @@ fn require_checks_roles_and_subjects() {
             .contains("only about the patient its token names")
     );
     // A role that may not call the method at all is told so, not "for this subject".
-    let whole = require_subject(&platform, "p-1", &[Role::Regulator]).unwrap_err();
+    let whole = Status::from(require_subject(&platform, "p-1", &[Role::Regulator]).unwrap_err());
     assert_eq!(whole.code(), Code::PermissionDenied);
     assert_eq!(
         whole.message(),

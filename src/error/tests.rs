@@ -2,7 +2,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use super::{Error, FieldProblem};
-use crate::auth::{AuthError, Method, Role};
+use crate::auth::{AuthError, Method, Refusal, Role};
 
 #[test]
 fn invalid_argument_names_the_field_in_message_and_details() {
@@ -41,21 +41,21 @@ fn every_kind_maps_to_its_code() {
             Code::NotFound,
         ),
         (
-            Error::Unauthenticated(AuthError::Expired),
+            Error::Refused(Refusal::Unauthenticated(AuthError::Expired)),
             Code::Unauthenticated,
         ),
         (
-            Error::MethodDenied {
+            Error::Refused(Refusal::MethodDenied {
                 role: Role::Patient,
                 method: Method::from_path("/akashi.v1.AccessService/Authorize"),
-            },
+            }),
             Code::PermissionDenied,
         ),
         (
-            Error::SubjectDenied {
+            Error::Refused(Refusal::SubjectDenied {
                 role: Role::Patient,
                 method: Method::default(),
-            },
+            }),
             Code::PermissionDenied,
         ),
         (Error::ForeignSubject, Code::PermissionDenied),
@@ -113,26 +113,26 @@ fn internals_do_not_leak() {
 fn a_role_refused_a_whole_method_is_told_so() {
     let method = Method::from_path("/akashi.v1.AccessService/Authorize");
     assert_eq!(
-        Error::MethodDenied {
+        Error::Refused(Refusal::MethodDenied {
             role: Role::Patient,
             method: method.clone(),
-        }
+        })
         .to_string(),
         "the patient role may not call `AccessService/Authorize`"
     );
     assert_eq!(
-        Error::SubjectDenied {
+        Error::Refused(Refusal::SubjectDenied {
             role: Role::Patient,
             method,
-        }
+        })
         .to_string(),
         "the patient role may call `AccessService/Authorize` only about the patient its token names"
     );
     assert_eq!(
-        Error::MethodDenied {
+        Error::Refused(Refusal::MethodDenied {
             role: Role::Auditor,
             method: Method::default(),
-        }
+        })
         .to_string(),
         "the auditor role may not call this method"
     );

@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
 use ledger::{
+    conformance::test_signer,
     entry::Body,
     log::Log,
     sequencer::{Sequencer, SequencerOptions, SubmitError},
-    store::{MemoryStore, conformance::test_signer},
+    store::MemoryStore,
 };
 use policy::domain::{
     Action, CategoryName, Level, Name, OrgId, Organization, Principal, Purpose, RecipientClass,

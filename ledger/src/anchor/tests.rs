@@ -3,13 +3,11 @@ use std::{os::unix::fs::PermissionsExt as _, sync::Arc};
 use super::*;
 use crate::{
     checkpoint::Checkpoint,
+    conformance::{test_entry, test_signer},
     hash::TreeSize,
     log::{CommitError, Log, NewEntry, OpenError},
     note::NoteSigner,
-    store::{
-        MemoryStore,
-        conformance::{test_entry, test_signer},
-    },
+    store::MemoryStore,
 };
 
 fn signed(signer: &NoteSigner, size: u64) -> SignedCheckpoint {

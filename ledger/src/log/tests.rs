@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::store::{
-    MemoryStore,
+use crate::{
     conformance::{test_entry, test_signer},
+    store::MemoryStore,
 };
 
 fn reopen(store: &MemoryStore, signer: &NoteSigner) -> Result<Log, OpenError> {

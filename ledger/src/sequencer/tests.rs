@@ -3,10 +3,8 @@ use std::sync::{Arc, atomic::AtomicUsize};
 use super::*;
 use crate::{
     checkpoint::SignedCheckpoint,
-    store::{
-        MemoryStore,
-        conformance::{test_entry, test_signer},
-    },
+    conformance::{test_entry, test_signer},
+    store::MemoryStore,
 };
 
 /// Counts: every command increments the counter in state and returns the value it saw.
