@@ -67,6 +67,9 @@ pub struct ServeArgs {
     /// PEM CA that client certificates must chain to (turns on mTLS).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Counts below this are hidden on the public disclosure page [default: 10].
+    #[arg(long, value_name = "N")]
+    pub disclosure_threshold: Option<u64>,
 }
 
 /// Flags of `akashi token`.
@@ -119,6 +122,7 @@ impl ServeArgs {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
+            disclosure_threshold: self.disclosure_threshold,
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Connection timeouts and answer budgets (TOML table `[limits]`).
     pub limits: Limits,
+    /// Counts below this are hidden on the public disclosure page and in its JSON and CSV
+    /// (`policy::disclosure`), from 1 (hide nothing) to 1,000,000.
+    /// Default [`policy::disclosure::DEFAULT_THRESHOLD`] (10, as the statistics rule).
+    pub disclosure_threshold: u64,
 }
 
 /// Default time a connection (either port) may go without the client sending a byte.
@@ -145,6 +149,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// Overrides [`TlsConfig::client_ca`] (turns on mTLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// Overrides [`Config::disclosure_threshold`].
+    pub disclosure_threshold: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -212,6 +218,7 @@ impl Default for Config {
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
             tls: None,
             limits: Limits::default(),
+            disclosure_threshold: policy::disclosure::DEFAULT_THRESHOLD,
         }
     }
 }
@@ -295,6 +302,9 @@ impl Config {
         if let Some(v) = o.batch_max_wait {
             self.batch_max_wait = v;
         }
+        if let Some(v) = o.disclosure_threshold {
+            self.disclosure_threshold = v;
+        }
         if o.tls_cert.is_none() && o.tls_key.is_none() && o.tls_client_ca.is_none() {
             return;
         }
@@ -338,6 +348,9 @@ impl Config {
         if self.batch_max_wait > MAX_BATCH_MAX_WAIT {
             return invalid("batch_max_wait", "must be at most 1s");
         }
+        if !(1..=policy::disclosure::MAX_THRESHOLD).contains(&self.disclosure_threshold) {
+            return invalid("disclosure_threshold", "must be between 1 and 1000000");
+        }
         if self.limits.idle_timeout.is_zero() {
             return invalid("limits.idle_timeout", "must be more than 0");
         }
@@ -367,7 +380,8 @@ impl Config {
 impl Overrides {
     /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
-    /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`. `AKASHI_CONFIG` and
+    /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
+    /// `AKASHI_DISCLOSURE_THRESHOLD`. `AKASHI_CONFIG` and
     /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
     /// skipped (see [`unknown_env`] to warn about them); an empty value counts as unset.
     ///
@@ -396,6 +410,9 @@ impl Overrides {
                 "TLS_CERT" => out.tls_cert = Some(PathBuf::from(value)),
                 "TLS_KEY" => out.tls_key = Some(PathBuf::from(value)),
                 "TLS_CLIENT_CA" => out.tls_client_ca = Some(PathBuf::from(value)),
+                "DISCLOSURE_THRESHOLD" => {
+                    out.disclosure_threshold = Some(parse_env(&name, &value)?);
+                }
                 _ => {}
             }
         }
@@ -452,6 +469,7 @@ const KNOWN_ENV: &[&str] = &[
     "BATCH_MAX_WAIT",
     "CONFIG",
     "DATA_DIR",
+    "DISCLOSURE_THRESHOLD",
     "GRPC_ADDR",
     "HTTP_ADDR",
     "LOG",

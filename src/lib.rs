@@ -16,12 +16,16 @@
 //!   public HTTP port.
 //! - `state_machine`: how each command becomes a log entry, in sequence order.
 //! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
-//! - `public`: the public HTTP read path (C2SP tlog-tiles and the verifier key).
+//! - `public`: the public HTTP read path (C2SP tlog-tiles, the verifier key, the disclosure
+//!   page and its data).
+//! - `disclosure`: the public disclosure statistics kept up to date with the log, and the page
+//!   that shows them.
 //! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod disclosure;
 pub mod error;
 pub mod fsck;
 pub mod keys;

@@ -51,6 +51,7 @@ use self::edge::{EdgeLayer, IdleTimeout};
 use crate::{
     auth::AuthLayer,
     config::{Config, Limits, TlsConfig},
+    disclosure::Disclosure,
     error::{Error, StartError},
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
@@ -100,6 +101,7 @@ pub struct Server {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     http: Router,
+    disclosure: Arc<Disclosure>,
 }
 
 impl Server {
@@ -142,6 +144,10 @@ impl Server {
                 source,
             })?;
         let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone());
+        let disclosure = Arc::new(Disclosure::new(
+            core.log().clone(),
+            config.disclosure_threshold,
+        ));
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {
             config,
@@ -152,6 +158,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             http: Router::new(),
+            disclosure: disclosure.clone(),
         };
         server
             .add_service(
@@ -182,7 +189,7 @@ impl Server {
                 AuditServiceServer::new(Audit(core.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_LEN),
             );
-        server.merge_http(crate::public::router(core));
+        server.merge_http(crate::public::router(core, disclosure));
         Ok(server)
     }
 
@@ -259,6 +266,7 @@ impl Server {
             mut routes,
             service_names,
             http: extra_http,
+            disclosure,
         } = self;
 
         ensure_policy_set(&core).await?;
@@ -337,7 +345,8 @@ impl Server {
             serve_http(http, http_router, &limits, stopped(stop_rx.clone())).await;
             let _ = stop_tx.send(true);
         };
-        let ((), grpc_result, ()) = tokio::join!(coordinator, grpc_task, http_task);
+        let refresher = refresh_disclosure(disclosure, stop_rx.clone());
+        let ((), grpc_result, (), ()) = tokio::join!(coordinator, grpc_task, http_task, refresher);
         // Every in-flight call has been answered; finish what the sequencer still holds and
         // leave the store synced.
         core.sequencer().shutdown().await;
@@ -389,6 +398,24 @@ pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, StartError> 
     let anchor =
         Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
     Ok(Log::open_anchored(Arc::new(store), signer, anchor)?)
+}
+
+/// Keeps the disclosure statistics up to date in the background until `stop`, so that a page
+/// load never folds a long backlog of entries itself.
+async fn refresh_disclosure(disclosure: Arc<Disclosure>, stop: watch::Receiver<bool>) {
+    let mut stop = std::pin::pin!(stopped(stop));
+    loop {
+        let job = disclosure.clone();
+        match tokio::task::spawn_blocking(move || job.refresh()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!(cause = %err, "disclosure statistics not refreshed"),
+            Err(err) => tracing::warn!(cause = %err, "disclosure refresh task failed"),
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(crate::disclosure::BACKGROUND_INTERVAL) => {}
+        }
+    }
 }
 
 /// Activates the default policy set on a log that has none (its first start), so that every

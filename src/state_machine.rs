@@ -40,7 +40,7 @@ use ledger::{
 use policy::{
     decision::{Decision, PolicySetHash, Recipient, Request},
     directory::Directory,
-    domain::{Consent, ConsentId, Purpose, SubjectId, Timestamp},
+    domain::{Consent, ConsentId, LeafHeader, Purpose, SubjectId, Timestamp},
     engine::PolicyEngine,
     event::Event,
     facts::{Facts, StableSpan},
@@ -343,6 +343,7 @@ impl DomainStateMachine {
                     time: now,
                     decision,
                     policy_set_hash,
+                    header: Some(LeafHeader::V2),
                 });
             }
             self.shared.redone.fetch_add(1, Ordering::Relaxed);
@@ -387,6 +388,7 @@ impl DomainStateMachine {
             time: now,
             decision,
             policy_set_hash: hash,
+            header: Some(LeafHeader::V2),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The `akashi-audit` commands, as library functions that tests (and other programs) can call
-//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`]. Each
+//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`],
+//! [`disclosure`]. Each
 //! returns what it found; [`run`] parses nothing, prints the result and maps it to an exit code
 //! (0 valid, 2 invalid, 1 error).
 //!
@@ -15,12 +16,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ledger::note::NoteVerifier;
 
+mod disclosure_cmd;
 pub mod http;
 mod net;
 mod render;
 mod replay_cmd;
 mod watch_cmd;
 
+pub use disclosure_cmd::{DisclosureConfig, DisclosureReport, MAX_DOCUMENT_SIZE, disclosure};
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 
@@ -51,6 +54,23 @@ pub enum Command {
     VerifyReceipt(VerifyReceiptArgs),
     /// Follow the log as a witness: demand a consistency proof to every new checkpoint.
     Watch(WatchArgs),
+    /// Recompute the public disclosure statistics from the public leaves and compare every
+    /// number with what the server publishes (exit 0 all match, 2 a difference, 1 error).
+    Disclosure(DisclosureArgs),
+}
+
+/// `disclosure`.
+#[derive(Debug, Args)]
+pub struct DisclosureArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE`.
+    #[arg(long)]
+    pub vkey: String,
+    /// The server's public HTTP URL (`http://host:port[/prefix]`).
+    #[arg(long)]
+    pub http: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `verify-receipt`.
@@ -204,6 +224,21 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
             };
             let progress = !args.json && std::io::stderr().is_terminal();
             let report = runtime()?.block_on(replay(&config, progress))?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{report}")?;
+            }
+            Ok(report.exit_code())
+        }
+        Command::Disclosure(args) => {
+            let config = DisclosureConfig {
+                verifier: read_vkey(&args.vkey)?,
+                http: args.http,
+            };
+            let progress = !args.json && std::io::stderr().is_terminal();
+            let report = disclosure(&config, progress)?;
             if args.json {
                 serde_json::to_writer_pretty(&mut *out, &report)?;
                 writeln!(out)?;

@@ -726,13 +726,13 @@ vocabulary!(
 );
 
 vocabulary!(
-    /// The format of a facility or facility-group event's public leaf (docs/design.md §3). An
-    /// event without one has the first format, whose leaf also gives the number of excluded
-    /// patients; [`LeafHeader::V2`] leaves say nothing about excluded patients and begin with
-    /// `header 2`.
+    /// The format of a facility, facility-group or decision event's public leaf (docs/design.md
+    /// §3). An event without one has the first format. [`LeafHeader::V2`] leaves begin with
+    /// `header 2`; a facility or group one says nothing about excluded patients (the first format
+    /// gave their number), a decision one also gives the data category asked for.
     LeafHeader, "leaf header",
     {
-        /// The second format: no patient count.
+        /// The second format: no patient count; decisions give their data category.
         V2 => "2",
     }
 );

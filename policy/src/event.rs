@@ -102,6 +102,10 @@ pub enum Event {
         /// Who receives the data (from the directory at decision time); public.
         #[serde(default)]
         recipient: Option<Recipient>,
+        /// The format of the event's public leaf; none is the first format, which does not
+        /// give the data category (see [`LeafHeader`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<LeafHeader>,
     },
 }
 
@@ -150,10 +154,12 @@ impl Event {
     /// What may go into the public leaf header (docs/design.md §3), as `(name, value)` pairs. Values
     /// are printable ASCII without spaces (department names outside it are percent-encoded, see
     /// [`leaf_text`]); lists are comma separated, an empty list is `none`.
-    /// Never the subject, never patient exclusions, never data categories or the requesting
-    /// clinician. Facility and group events of the first leaf format (no [`LeafHeader`], as
-    /// logged before it existed) give the number of excluded patients, which let the public see
-    /// one patient being excluded; [`LeafHeader::V2`] ones say nothing about excluded patients.
+    /// Never the subject, never patient exclusions, never the requesting clinician or anything
+    /// the caller wrote freely. Facility and group events of the first leaf format (no
+    /// [`LeafHeader`], as logged before it existed) give the number of excluded patients, which
+    /// let the public see one patient being excluded; [`LeafHeader::V2`] ones say nothing about
+    /// excluded patients. [`LeafHeader::V2`] decisions add the data category asked for, as a
+    /// word of akashi's vocabulary (the public disclosure statistics count by it).
     pub fn public_attributes(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::UpsertOrganization(org) => vec![
@@ -225,24 +231,15 @@ impl Event {
                 decision,
                 policy_set_hash,
                 recipient,
+                header,
                 ..
-            } => vec![
-                ("action", request.action.to_string()),
-                (
-                    "principal_type",
-                    request.principal.principal_type().to_string(),
-                ),
-                ("recipient", opt(recipient.as_ref().map(|r| &r.id))),
-                (
-                    "recipient_class",
-                    opt(recipient.as_ref().and_then(|r| r.class.as_ref())),
-                ),
-                ("purpose", request.purpose.to_string()),
-                ("level", request.level.to_string()),
-                ("decision", decision.effect.to_string()),
-                ("policy_set", policy_set_hash.to_hex()),
-                ("review", decision.review_required.to_string()),
-            ],
+            } => decision_attributes(
+                request,
+                decision,
+                *policy_set_hash,
+                recipient.as_ref(),
+                *header,
+            ),
         }
     }
 
@@ -391,6 +388,53 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// The public attributes of a decision. A [`LeafHeader::V2`] leaf begins with `header 2` and also
+/// gives the data category asked for — a known category's name, or `other` for a name akashi does
+/// not know (which the decision denied), so that no caller-chosen text reaches the public leaf.
+fn decision_attributes(
+    request: &Request,
+    decision: &Decision,
+    policy_set_hash: PolicySetHash,
+    recipient: Option<&Recipient>,
+    header: Option<LeafHeader>,
+) -> Vec<(&'static str, String)> {
+    let mut attributes = Vec::with_capacity(11);
+    if let Some(header) = header {
+        attributes.push(("header", header.to_string()));
+    }
+    attributes.extend([
+        ("action", request.action.to_string()),
+        (
+            "principal_type",
+            request.principal.principal_type().to_string(),
+        ),
+        ("recipient", opt(recipient.map(|r| &r.id))),
+        (
+            "recipient_class",
+            opt(recipient.and_then(|r| r.class.as_ref())),
+        ),
+        ("purpose", request.purpose.to_string()),
+        ("level", request.level.to_string()),
+    ]);
+    if header.is_some() {
+        let category = request
+            .data_category
+            .category()
+            .map_or(OTHER_CATEGORY, |category| category.as_str());
+        attributes.push(("category", category.to_owned()));
+    }
+    attributes.extend([
+        ("decision", decision.effect.to_string()),
+        ("policy_set", policy_set_hash.to_hex()),
+        ("review", decision.review_required.to_string()),
+    ]);
+    attributes
+}
+
+/// The `category` of a [`LeafHeader::V2`] decision leaf whose request named a category akashi
+/// does not know.
+pub const OTHER_CATEGORY: &str = "other";
 
 fn opt<T: std::fmt::Display>(value: Option<&T>) -> String {
     value.map_or_else(|| "none".to_owned(), ToString::to_string)

@@ -23,6 +23,7 @@
 //!   deny).
 //! - [`whatif`]: which past decisions a candidate policy set would change.
 //! - [`replay`]: re-running a log's events and decisions, as a regulator does.
+//! - [`disclosure`]: the public disclosure statistics, counted from public leaf headers alone.
 //!
 //! The crate does no I/O and knows nothing of gRPC or the ledger's encoding; it deliberately does
 //! not depend on `ledger` or `proto`.
@@ -44,6 +45,7 @@
 
 pub mod decision;
 pub mod directory;
+pub mod disclosure;
 pub mod domain;
 pub mod engine;
 pub mod event;

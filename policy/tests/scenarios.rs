@@ -264,6 +264,7 @@ impl World {
             policy_set_hash: self.engine.hash(),
             subject_prev,
             recipient: facts.recipient(),
+            header: None,
         });
         decision
     }

@@ -114,6 +114,7 @@ fn env_reads_every_setting() {
         ("AKASHI_TLS_CERT", "c.pem"),
         ("AKASHI_TLS_KEY", "k.pem"),
         ("AKASHI_TLS_CLIENT_CA", "ca.pem"),
+        ("AKASHI_DISCLOSURE_THRESHOLD", "20"),
         ("AKASHI_CONFIG", "ignored.toml"),
         ("AKASHI_LOG", "debug"),
         ("AKASHI_HTTP_ADDR_TYPO", "x"),
@@ -131,6 +132,7 @@ fn env_reads_every_setting() {
             tls_cert: Some("c.pem".into()),
             tls_key: Some("k.pem".into()),
             tls_client_ca: Some("ca.pem".into()),
+            disclosure_threshold: Some(20),
         }
     );
     let mut config = Config::default();
@@ -233,5 +235,20 @@ fn duration_text_parses_and_prints() {
         "99999999999999999999s",
     ] {
         assert!(bad.parse::<DurationText>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn the_disclosure_threshold_is_ten_by_default_and_bounded() {
+    assert_eq!(Config::default().disclosure_threshold, 10);
+    let config = Config::from_toml("disclosure_threshold = 5").unwrap();
+    assert_eq!(config.disclosure_threshold, 5);
+    for bad in [0, 1_000_001] {
+        let config = Config {
+            disclosure_threshold: bad,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("`disclosure_threshold`"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ mod bad_input;
 mod binary;
 mod data_dir;
 mod directory;
+mod disclosure;
 mod edge;
 mod flows;
 mod harness;

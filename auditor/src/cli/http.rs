@@ -89,12 +89,22 @@ impl TileLog {
         String::from_utf8(body).map_err(|_| HttpError::NotText)
     }
 
-    /// `GET <prefix>/<path>`: the status and body.
+    /// `GET <prefix>/<path>`: the status and body, of at most [`MAX_RESPONSE_SIZE`] bytes.
     ///
     /// # Errors
     ///
     /// [`HttpError`] when the exchange fails or the response is malformed or too large.
     pub fn get(&self, path: &str) -> Result<(u16, Vec<u8>), HttpError> {
+        self.get_limited(path, MAX_RESPONSE_SIZE)
+    }
+
+    /// `GET <prefix>/<path>`: the status and body, refusing a response (headers included) of
+    /// more than `max` bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError`] when the exchange fails or the response is malformed or too large.
+    pub fn get_limited(&self, path: &str, max: usize) -> Result<(u16, Vec<u8>), HttpError> {
         let mut stream = TcpStream::connect(&self.host).map_err(HttpError::Io)?;
         stream
             .set_read_timeout(Some(TIMEOUT))
@@ -111,13 +121,11 @@ impl TileLog {
             .map_err(HttpError::Io)?;
         let mut response = Vec::new();
         stream
-            .take(MAX_RESPONSE_SIZE as u64 + 1)
+            .take(max as u64 + 1)
             .read_to_end(&mut response)
             .map_err(HttpError::Io)?;
-        if response.len() > MAX_RESPONSE_SIZE {
-            return Err(HttpError::TooLarge {
-                max: MAX_RESPONSE_SIZE,
-            });
+        if response.len() > max {
+            return Err(HttpError::TooLarge { max });
         }
         parse_response(&response)
     }

@@ -19,7 +19,7 @@ use ledger::{
     hash::{LeafIndex, TreeSize},
     note::{KeyName, NoteSigner},
 };
-use policy::domain::{ClinicianId, ConsentId, Name};
+use policy::domain::{ClinicianId, ConsentId, LeafHeader, Name};
 use policy::{
     decision::{Decision, Request},
     directory::Directory,
@@ -256,6 +256,7 @@ impl World {
             policy_set_hash: self.engine.hash(),
             subject_prev,
             recipient,
+            header: Some(LeafHeader::V2),
         }
     }
 
@@ -392,6 +393,7 @@ pub fn flipped(event: Event) -> Event {
             policy_set_hash,
             subject_prev,
             recipient,
+            header,
         } => {
             decision = Decision {
                 effect: match decision.effect {
@@ -407,6 +409,7 @@ pub fn flipped(event: Event) -> Event {
                 policy_set_hash,
                 subject_prev,
                 recipient,
+                header,
             }
         }
         other => other,

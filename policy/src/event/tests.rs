@@ -57,6 +57,7 @@ fn decision_event() -> Event {
             id: OrgId::new("univ-a").unwrap(),
             class: Some(RecipientClass::University),
         }),
+        header: None,
     }
 }
 
@@ -314,7 +315,60 @@ fn public_attributes_never_carry_patients_and_are_header_safe() {
         );
     }
     assert!(decision.contains(&("policy_set", "11".repeat(32))));
-    assert!(decision.iter().all(|(n, _)| *n != "data_category"));
+    assert!(
+        decision
+            .iter()
+            .all(|(n, _)| *n != "data_category" && *n != "category")
+    );
+}
+
+#[test]
+fn a_second_format_decision_gives_its_category_as_a_vocabulary_word() {
+    let with_header = |category: &str| {
+        let mut event = decision_event();
+        let Event::Decision {
+            header, request, ..
+        } = &mut event
+        else {
+            unreachable!()
+        };
+        *header = Some(LeafHeader::V2);
+        request.data_category = CategoryName::new(category).unwrap();
+        event
+    };
+    let known = with_header("diagnosis").public_attributes();
+    let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "header",
+            "action",
+            "principal_type",
+            "recipient",
+            "recipient_class",
+            "purpose",
+            "level",
+            "category",
+            "decision",
+            "policy_set",
+            "review"
+        ]
+    );
+    assert_eq!(known[0], ("header", "2".to_owned()));
+    assert!(known.contains(&("category", "diagnosis".to_owned())));
+    // A name akashi does not know is caller text: it never reaches the public leaf.
+    let unknown = with_header("alice-hiv-test").public_attributes();
+    assert!(unknown.contains(&("category", "other".to_owned())));
+    assert!(unknown.iter().all(|(_, v)| !v.contains("alice")));
+    // The header survives the body's JSON, so replay recomputes the same leaf.
+    let event = with_header("genomic");
+    let json = event.to_json().unwrap();
+    assert!(
+        String::from_utf8(json.clone())
+            .unwrap()
+            .ends_with(r#""header":"2"}"#)
+    );
+    assert_eq!(Event::from_json(&json).unwrap(), event);
 }
 
 #[test]

@@ -374,6 +374,7 @@ fn decision_event(
         policy_set_hash: engine.hash(),
         subject_prev,
         recipient: None,
+        header: None,
     }
 }
 
