@@ -243,14 +243,10 @@ impl Disclosure {
     ///
     /// [`RefreshError`] when there is no snapshot yet and none can be made.
     pub fn current(&self) -> Result<Arc<Snapshot>, RefreshError> {
-        let existing = self.last();
-        if let Some(snapshot) = &existing {
-            let fresh = snapshot.made.elapsed() < REFRESH_INTERVAL
-                || snapshot.size() == self.log.checkpoint().checkpoint().size.get();
-            if fresh {
-                return Ok(snapshot.clone());
-            }
+        if let Some(snapshot) = self.fresh() {
+            return Ok(snapshot);
         }
+        let existing = self.last();
         match self.refresh() {
             Ok(snapshot) => Ok(snapshot),
             Err(err) => match existing {
@@ -262,6 +258,15 @@ impl Disclosure {
                 None => Err(err),
             },
         }
+    }
+
+    /// The newest snapshot if it needs no refresh (made less than [`REFRESH_INTERVAL`] ago, or
+    /// the log has not grown since). Never blocks on the store: the serving fast path.
+    pub fn fresh(&self) -> Option<Arc<Snapshot>> {
+        let snapshot = self.last()?;
+        let fresh = snapshot.made.elapsed() < REFRESH_INTERVAL
+            || snapshot.size() == self.log.checkpoint().checkpoint().size.get();
+        fresh.then_some(snapshot)
     }
 
     fn last(&self) -> Option<Arc<Snapshot>> {

@@ -272,6 +272,9 @@ async fn policy_text(
 
 /// The newest statistics, refreshed off the async workers when due.
 async fn current(disclosure: Arc<Disclosure>) -> Result<Arc<Snapshot>, Response> {
+    if let Some(snapshot) = disclosure.fresh() {
+        return Ok(snapshot);
+    }
     match tokio::task::spawn_blocking(move || disclosure.current()).await {
         Ok(Ok(snapshot)) => Ok(snapshot),
         Ok(Err(err)) => {
