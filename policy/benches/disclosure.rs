@@ -35,7 +35,10 @@ fn header_parts(i: u64) -> (String, Vec<(&'static str, String)>) {
             "recipient_class",
             RecipientClass::ALL[pick(RecipientClass::ALL.len())].to_string(),
         ),
-        ("purpose", Purpose::ALL[pick(Purpose::ALL.len())].to_string()),
+        (
+            "purpose",
+            Purpose::ALL[pick(Purpose::ALL.len())].to_string(),
+        ),
         ("level", Level::ALL[pick(Level::ALL.len())].to_string()),
         (
             "category",
@@ -43,10 +46,10 @@ fn header_parts(i: u64) -> (String, Vec<(&'static str, String)>) {
         ),
         (
             "decision",
-            if i % 3 == 0 { "DENY" } else { "ALLOW" }.to_owned(),
+            if i.is_multiple_of(3) { "DENY" } else { "ALLOW" }.to_owned(),
         ),
         ("policy_set", "ab".repeat(32)),
-        ("review", (i % 17 == 0).to_string()),
+        ("review", i.is_multiple_of(17).to_string()),
     ];
     (day, attributes)
 }

@@ -198,8 +198,24 @@ pub enum DisclosureError {
     },
 }
 
+/// The decision tables and their key columns, in the order they are published.
+const DECISION_TABLES: [(&str, &[&str]); 6] = [
+    (DECISIONS_BY_MONTH, &["month", "outcome"]),
+    (
+        DECISIONS_BY_RECIPIENT_CLASS,
+        &["month", "recipient_class", "outcome"],
+    ),
+    (
+        DECISIONS_BY_RECIPIENT,
+        &["month", "recipient", "recipient_class", "outcome"],
+    ),
+    (DECISIONS_BY_PURPOSE, &["month", "purpose", "outcome"]),
+    (DECISIONS_BY_LEVEL, &["month", "level", "outcome"]),
+    (DECISIONS_BY_CATEGORY, &["month", "category", "outcome"]),
+];
+
 /// A decision's public fields, as counted.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct DecisionCell {
     month: String,
     recipient: String,
@@ -208,6 +224,27 @@ struct DecisionCell {
     level: String,
     category: String,
     outcome: Outcome,
+}
+
+impl DecisionCell {
+    /// Its key in each decision table, in the order of [`DECISION_TABLES`].
+    fn keys(self) -> [Vec<String>; DECISION_TABLES.len()] {
+        let outcome = self.outcome.as_str().to_owned();
+        let month = self.month;
+        [
+            vec![month.clone(), outcome.clone()],
+            vec![month.clone(), self.recipient_class.clone(), outcome.clone()],
+            vec![
+                month.clone(),
+                self.recipient,
+                self.recipient_class,
+                outcome.clone(),
+            ],
+            vec![month.clone(), self.purpose, outcome.clone()],
+            vec![month.clone(), self.level, outcome.clone()],
+            vec![month, self.category, outcome],
+        ]
+    }
 }
 
 /// A policy set in force from one log entry on.
@@ -228,7 +265,10 @@ pub struct PolicySetInForce {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tally {
     size: u64,
-    decisions: BTreeMap<DecisionCell, u64>,
+    /// One map per decision table (in the order of [`DECISION_TABLES`]): the published
+    /// marginals themselves, so memory grows with the cells published, not with every
+    /// combination of fields.
+    decisions: [BTreeMap<Vec<String>, u64>; DECISION_TABLES.len()],
     consent: BTreeMap<(String, Activity), u64>,
     consent_purposes: BTreeMap<(String, Activity, String), u64>,
     policy_sets: Vec<PolicySetInForce>,
@@ -273,7 +313,9 @@ impl Tally {
                     category: field("category"),
                     outcome: Outcome::of(header.get("decision"), header.get("review")),
                 };
-                *self.decisions.entry(cell).or_default() += 1;
+                for (table, key) in self.decisions.iter_mut().zip(cell.keys()) {
+                    *table.entry(key).or_default() += 1;
+                }
                 self.months.insert(month);
             }
             "consent.grant" | "consent.opt_out" | "consent.revoke" => {
@@ -325,58 +367,11 @@ impl Tally {
         if !(1..=MAX_THRESHOLD).contains(&threshold) {
             return Err(DisclosureError::BadThreshold { threshold });
         }
-        let decisions = |columns: &[&'static str], key: fn(&DecisionCell) -> Vec<String>| {
-            let mut counts: BTreeMap<Vec<String>, u64> = BTreeMap::new();
-            for (cell, count) in &self.decisions {
-                *counts.entry(key(cell)).or_default() += count;
-            }
-            (columns.to_vec(), counts)
-        };
-        fn outcome(cell: &DecisionCell) -> String {
-            cell.outcome.as_str().to_owned()
-        }
-        let raw = [
-            (
-                DECISIONS_BY_MONTH,
-                decisions(&["month", "outcome"], |c| {
-                    vec![c.month.clone(), c.outcome.as_str().to_owned()]
-                }),
-            ),
-            (
-                DECISIONS_BY_RECIPIENT_CLASS,
-                decisions(&["month", "recipient_class", "outcome"], |c| {
-                    vec![c.month.clone(), c.recipient_class.clone(), outcome(c)]
-                }),
-            ),
-            (
-                DECISIONS_BY_RECIPIENT,
-                decisions(&["month", "recipient", "recipient_class", "outcome"], |c| {
-                    vec![
-                        c.month.clone(),
-                        c.recipient.clone(),
-                        c.recipient_class.clone(),
-                        outcome(c),
-                    ]
-                }),
-            ),
-            (
-                DECISIONS_BY_PURPOSE,
-                decisions(&["month", "purpose", "outcome"], |c| {
-                    vec![c.month.clone(), c.purpose.clone(), outcome(c)]
-                }),
-            ),
-            (
-                DECISIONS_BY_LEVEL,
-                decisions(&["month", "level", "outcome"], |c| {
-                    vec![c.month.clone(), c.level.clone(), outcome(c)]
-                }),
-            ),
-            (
-                DECISIONS_BY_CATEGORY,
-                decisions(&["month", "category", "outcome"], |c| {
-                    vec![c.month.clone(), c.category.clone(), outcome(c)]
-                }),
-            ),
+        let decisions = DECISION_TABLES
+            .iter()
+            .zip(&self.decisions)
+            .map(|((name, columns), counts)| (*name, (columns.to_vec(), counts.clone())));
+        let consent = [
             (
                 CONSENT_BY_MONTH,
                 (
@@ -405,8 +400,8 @@ impl Tally {
                 ),
             ),
         ];
-        let tables = raw
-            .into_iter()
+        let tables = decisions
+            .chain(consent)
             .map(|(name, (columns, counts))| Table::suppressed(name, &columns, counts, threshold))
             .collect();
         Ok(Statistics {
