@@ -1,5 +1,6 @@
 //! `ConsentService`: opt-in grants, revocations, opt-outs (each a log entry about the patient)
-//! and reading a patient's consent state (the platform, or the patient themself).
+//! and reading a patient's consent state — by the platform on a patient's behalf, or by the
+//! patient themself for their own patient id only (the consent capture of a PHR app).
 //!
 //! Requests are checked here against the server's clock and the vocabulary's meaning, before
 //! anything is logged: a grant that has already ended (or whose period is empty) would be logged
@@ -33,7 +34,7 @@ use tonic::{Request, Response, Status};
 use super::{Core, budget, list, optional, parse, receipt, required};
 use crate::state_machine::LogKv;
 use crate::{
-    auth::{Role, caller, require, require_subject},
+    auth::{Role, caller, require_subject},
     error::Error,
     error::FieldProblem,
     state_machine::{Command, Output},
@@ -94,8 +95,10 @@ impl ConsentService for Consents {
         &self,
         request: Request<pb::GrantConsentRequest>,
     ) -> Result<Response<pb::GrantConsentResponse>, Status> {
-        require(caller(&request)?, &[Role::Platform])?;
+        let caller = caller(&request)?.clone();
         let r = request.into_inner();
+        // A patient grants for itself (the PHR app's consent capture); the platform for anyone.
+        require_subject(&caller, &r.patient_id, &[Role::Platform])?;
         let now = Timestamp::now();
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
@@ -141,8 +144,10 @@ impl ConsentService for Consents {
         &self,
         request: Request<pb::RevokeConsentRequest>,
     ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
-        require(caller(&request)?, &[Role::Platform])?;
+        let caller = caller(&request)?.clone();
         let r = request.into_inner();
+        // Another patient's consent id under one's own patient id is NOT_FOUND (state machine).
+        require_subject(&caller, &r.patient_id, &[Role::Platform])?;
         let command = Command::Revoke {
             subject: self.0.subject("patient_id", &r.patient_id)?,
             consent_id: required("consent_id", &r.consent_id, parse)?,
@@ -157,8 +162,9 @@ impl ConsentService for Consents {
         &self,
         request: Request<pb::RecordOptOutRequest>,
     ) -> Result<Response<pb::RecordOptOutResponse>, Status> {
-        require(caller(&request)?, &[Role::Platform])?;
+        let caller = caller(&request)?.clone();
         let r = request.into_inner();
+        require_subject(&caller, &r.patient_id, &[Role::Platform])?;
         let purposes: Vec<Purpose> = list("purposes", &r.purposes, MAX_PURPOSES, parse)?;
         // Care of the patient, and the running of the facility that gives it, are not secondary
         // uses: there is nothing to opt out of, and such an opt-out would change no decision.

@@ -58,11 +58,11 @@ async fn each_role_reaches_only_its_methods() {
     );
     let other = alice.subject_history("bob").await.unwrap_err();
     assert_eq!(other.code(), Code::PermissionDenied);
-    // A patient cannot write, decide or read the audit log.
+    // A patient writes consent only for itself, and cannot decide or read the audit log.
     let write = alice
         .consent()
         .grant_consent(alice.req(grant(
-            "alice",
+            "bob",
             &["research"],
             &["clinical"],
             &["uni"],
@@ -72,10 +72,29 @@ async fn each_role_reaches_only_its_methods() {
         .await
         .unwrap_err();
     assert_eq!(write.code(), Code::PermissionDenied);
-    // A role refused a whole method is told so, not that it asked about the wrong patient.
     assert_eq!(
         write.message(),
-        "the patient role may not call `ConsentService/GrantConsent`"
+        "the patient role may call `ConsentService/GrantConsent` only about the patient its \
+         token names"
+    );
+    let decide = alice
+        .access()
+        .authorize(alice.req(crate::api::ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "alice",
+            "clinical",
+            "research",
+            "ANONYMIZED",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(decide.code(), Code::PermissionDenied);
+    // A role refused a whole method is told so, not that it asked about the wrong patient.
+    assert_eq!(
+        decide.message(),
+        "the patient role may not call `AccessService/Authorize`"
     );
     let audit = alice
         .audit()
@@ -122,5 +141,142 @@ async fn each_role_reaches_only_its_methods() {
         .unwrap_err();
     assert_eq!(audit.code(), Code::PermissionDenied);
     assert_eq!(platform.size().await, size);
+    server.stop().await;
+}
+
+/// The consent-capture interface of a PHR app: a patient's own token grants, revokes and opts
+/// out for that patient, and reads the result; acting for anyone else is refused before anything
+/// is logged, and another patient's consent id is not found (its existence is not revealed).
+#[tokio::test]
+async fn patients_write_their_own_consent_and_no_one_else_s() {
+    let server = TestServer::start().await;
+    let platform = Api::new(&server, Role::Platform, None).await;
+    platform.org("uni", "university").await;
+    let bobs = platform
+        .grant(grant(
+            "bob",
+            &["research"],
+            &["clinical"],
+            &["uni"],
+            &[],
+            "ANONYMIZED",
+        ))
+        .await;
+    let alice = Api::new(&server, Role::Patient, Some("alice")).await;
+
+    let granted = alice
+        .consent()
+        .grant_consent(alice.req(grant(
+            "alice",
+            &["research"],
+            &["lab_result"],
+            &["uni"],
+            &[],
+            "PSEUDONYMIZED",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = granted.receipt.unwrap();
+    crate::api::verify_receipt(&receipt, &server.vkey);
+    alice
+        .consent()
+        .record_opt_out(alice.req(pb::RecordOptOutRequest {
+            patient_id: "alice".into(),
+            purposes: vec!["marketing".into()],
+            replace: false,
+        }))
+        .await
+        .unwrap();
+    // The platform sees what the patient recorded, and so does the patient.
+    let state = platform.consent_state("alice").await;
+    assert_eq!(state.consents.len(), 1);
+    assert_eq!(state.consents[0].consent_id, granted.consent_id);
+    assert_eq!(state.opt_outs.len(), 1);
+    // The decision a recipient gets follows the patient's own grant.
+    let allowed = platform
+        .authorize(crate::api::ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "alice",
+            "lab_result",
+            "research",
+            "PSEUDONYMIZED",
+        ))
+        .await;
+    assert!(crate::api::allowed(&allowed));
+
+    let size = platform.size().await;
+    // Acting for another patient: refused, nothing logged, the other id not repeated.
+    for refused in [
+        alice
+            .consent()
+            .grant_consent(alice.req(grant(
+                "bob",
+                &["research"],
+                &["clinical"],
+                &["uni"],
+                &[],
+                "ANONYMIZED",
+            )))
+            .await
+            .map(|_| ()),
+        alice
+            .consent()
+            .revoke_consent(alice.req(pb::RevokeConsentRequest {
+                patient_id: "bob".into(),
+                consent_id: bobs.clone(),
+            }))
+            .await
+            .map(|_| ()),
+        alice
+            .consent()
+            .record_opt_out(alice.req(pb::RecordOptOutRequest {
+                patient_id: "bob".into(),
+                purposes: vec!["research".into()],
+                replace: false,
+            }))
+            .await
+            .map(|_| ()),
+    ] {
+        let err = refused.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(!err.message().contains("bob"), "{}", err.message());
+    }
+    // Bob's consent id under alice's own id: not found, as for any unknown consent.
+    let hidden = alice
+        .consent()
+        .revoke_consent(alice.req(pb::RevokeConsentRequest {
+            patient_id: "alice".into(),
+            consent_id: bobs,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(platform.size().await, size);
+    assert_eq!(platform.consent_state("bob").await.consents.len(), 1);
+
+    // The patient withdraws its own consent, and the next decision follows.
+    alice
+        .consent()
+        .revoke_consent(alice.req(pb::RevokeConsentRequest {
+            patient_id: "alice".into(),
+            consent_id: granted.consent_id,
+        }))
+        .await
+        .unwrap();
+    let denied = platform
+        .authorize(crate::api::ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "alice",
+            "lab_result",
+            "research",
+            "PSEUDONYMIZED",
+        ))
+        .await;
+    assert!(!crate::api::allowed(&denied));
     server.stop().await;
 }
