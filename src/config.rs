@@ -398,7 +398,7 @@ impl Overrides {
                 continue;
             }
             match key {
-                "CONFIG" | "LOG" => {}
+                "CONFIG" | "LOG" | "LOG_FORMAT" => {}
                 "GRPC_ADDR" => out.grpc_addr = Some(parse_env(&name, &value)?),
                 "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
@@ -473,6 +473,7 @@ const KNOWN_ENV: &[&str] = &[
     "GRPC_ADDR",
     "HTTP_ADDR",
     "LOG",
+    "LOG_FORMAT",
     "ORIGIN",
     "TLS_CERT",
     "TLS_CLIENT_CA",

@@ -3,6 +3,7 @@
 //! token, `akashi fsck` checks a stopped server's data dir.
 
 use std::{
+    io::IsTerminal as _,
     net::{SocketAddr, TcpListener},
     process::ExitCode,
 };
@@ -47,10 +48,18 @@ async fn main() -> anyhow::Result<ExitCode> {
     let filter = EnvFilter::try_from_env("AKASHI_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // Colour only for a person at a terminal; one JSON object per line for a log collector.
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match std::env::var("AKASHI_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text" | "") | Err(std::env::VarError::NotPresent) => logs.init(),
+        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("`AKASHI_LOG_FORMAT` must be `text` or `json`")
+        }
+    }
 
     let args = cli.serve_args().cloned().unwrap_or_default();
     for name in config::unknown_env(std::env::vars()) {

@@ -142,6 +142,62 @@ fn serve_prints_the_vkey_and_stops_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// `AKASHI_LOG_FORMAT=json`: one JSON object per line on stderr, no colour codes when stderr is
+/// not a terminal; any other format is refused.
+#[test]
+fn serve_logs_json_lines_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(AKASHI)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env("AKASHI_LOG", "info")
+        .env("AKASHI_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    // The first start logs the default policy set's activation.
+    let mut activation = None;
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
+        let object: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line: {e}: {line}"));
+        if object["fields"]["message"] == "activated the default policy set" {
+            activation = Some(object);
+            break;
+        }
+    }
+    let activation = activation.expect("no activation line");
+    assert_eq!(activation["level"], "INFO");
+    assert_eq!(activation["fields"]["index"], 0);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+
+    let refused = Command::new(AKASHI)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .env("AKASHI_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        stderr.contains("`AKASHI_LOG_FORMAT` must be `text` or `json`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn serve_refuses_an_exposed_key_file_naming_it() {
     let dir = initialised_data_dir();
