@@ -8,7 +8,8 @@
 //! [`Hash`](struct@hash::Hash) newtypes), [`proof`],
 //! [`note`] (C2SP signed notes, compatible with Go's `sumdb/note`), [`checkpoint`]
 //! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
-//! and [`tile`] (C2SP tlog-proof and tlog-tiles).
+//! and [`tile`] (C2SP tlog-proof and tlog-tiles), and [`vrf`] (RFC 9381 ECVRF, for map keys
+//! that a patient can check are derived from their own id).
 //!
 //! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
 //! (the file that remembers the newest acknowledged checkpoint), `tree`
@@ -76,3 +77,4 @@ pub mod tile;
 pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
+pub mod vrf;
