@@ -251,6 +251,20 @@ impl Metrics {
                     "akashi_authorize_prepared_total{{outcome=\"{outcome}\"}} {count}"
                 );
             }
+            header(
+                &mut out,
+                "akashi_decisions_total",
+                "counter",
+                "Decisions answered, by action, purpose, de-identification level, decision and \
+                 review flag (the fields of the public leaf; nothing about the patient).",
+            );
+            for ((action, purpose, level, effect, review), count) in decisions.answered().nonzero()
+            {
+                let _ = writeln!(
+                    out,
+                    "akashi_decisions_total{{action=\"{action}\",purpose=\"{purpose}\",level=\"{level}\",decision=\"{effect}\",review=\"{review}\"}} {count}"
+                );
+            }
         }
         out
     }

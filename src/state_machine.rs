@@ -40,7 +40,9 @@ use ledger::{
 use policy::{
     decision::{Decision, PolicySetHash, Recipient, Request},
     directory::Directory,
-    domain::{Consent, ConsentId, LeafHeader, Purpose, SubjectId, Timestamp},
+    domain::{
+        Action, Consent, ConsentId, Effect, LeafHeader, Level, Purpose, SubjectId, Timestamp,
+    },
     engine::PolicyEngine,
     event::Event,
     facts::{Facts, StableSpan},
@@ -105,6 +107,7 @@ pub struct Decisions {
     directory: RwLock<Arc<Directory>>,
     accepted: AtomicU64,
     redone: AtomicU64,
+    answered: DecisionCounts,
 }
 
 impl Decisions {
@@ -114,7 +117,13 @@ impl Decisions {
             directory: RwLock::new(Arc::new(directory.clone())),
             accepted: AtomicU64::new(0),
             redone: AtomicU64::new(0),
+            answered: DecisionCounts::new(),
         }
+    }
+
+    /// Decisions answered (logged and durable), by their public fields.
+    pub fn answered(&self) -> &DecisionCounts {
+        &self.answered
     }
 
     /// Prepares the decision for `request` against `log`'s committed state, or returns `None`
@@ -450,6 +459,64 @@ impl StateMachine for DomainStateMachine {
         if self.shared.directory_version() != Some(self.directory.version()) {
             self.shared.publish(&self.directory);
         }
+    }
+}
+
+/// Counts of answered decisions by action, purpose, level, effect and review flag: the fields a
+/// decision's public leaf carries, never anything about the patient. One counter per
+/// combination (640), so counting is one atomic add.
+#[derive(Debug)]
+pub struct DecisionCounts {
+    counts: Vec<AtomicU64>,
+}
+
+/// The public fields a decision is counted by.
+pub type DecisionLabels = (Action, Purpose, Level, Effect, bool);
+
+impl DecisionCounts {
+    fn new() -> Self {
+        let len = Action::ALL.len() * Purpose::ALL.len() * Level::ALL.len() * 4;
+        Self {
+            counts: (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn index((action, purpose, level, effect, review): DecisionLabels) -> Option<usize> {
+        let action = Action::ALL.iter().position(|v| *v == action)?;
+        let purpose = Purpose::ALL.iter().position(|v| *v == purpose)?;
+        let level = Level::ALL.iter().position(|v| *v == level)?;
+        let outcome = usize::from(effect == Effect::Allow) * 2 + usize::from(review);
+        Some(((action * Purpose::ALL.len() + purpose) * Level::ALL.len() + level) * 4 + outcome)
+    }
+
+    /// Counts one answered decision.
+    pub fn record(&self, labels: DecisionLabels) {
+        if let Some(count) = Self::index(labels).and_then(|i| self.counts.get(i)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every combination counted at least once, with its count.
+    pub fn nonzero(&self) -> Vec<(DecisionLabels, u64)> {
+        let mut out = Vec::new();
+        for &action in Action::ALL {
+            for &purpose in Purpose::ALL {
+                for &level in Level::ALL {
+                    for effect in [Effect::Allow, Effect::Deny] {
+                        for review in [false, true] {
+                            let labels = (action, purpose, level, effect, review);
+                            let count = Self::index(labels)
+                                .and_then(|i| self.counts.get(i))
+                                .map_or(0, |c| c.load(Ordering::Relaxed));
+                            if count > 0 {
+                                out.push((labels, count));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

@@ -91,11 +91,19 @@ impl AccessService for Access {
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
         let access = self.parse(request.into_inner())?;
+        let labels = (access.action, access.purpose, access.level);
         let prepared = self.0.decisions().prepare(self.0.log(), &access);
         let (r, output) = self.0.submit(Command::Authorize(access, prepared)).await?;
         let Output::Decided { decision, leaf } = output else {
             return Err(Error::Internal("authorize answered with another output").into());
         };
+        self.0.decisions().answered().record((
+            labels.0,
+            labels.1,
+            labels.2,
+            decision.effect,
+            decision.review_required,
+        ));
         let effect = match decision.effect {
             Effect::Allow => pb::Decision::Allow,
             Effect::Deny => pb::Decision::Deny,

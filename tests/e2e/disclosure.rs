@@ -331,6 +331,27 @@ async fn the_page_the_json_and_the_csv_show_what_was_decided() {
     );
     assert_eq!(get(server.http_addr, "/policy/xyz", "").await.status, 400);
 
+    // The operators' counters agree (the same public fields, counted as the answers went out).
+    let metrics = get(server.http_addr, "/metrics", "").await.text();
+    for (labels, count) in [
+        (
+            "action=\"secondary_use\",purpose=\"research\",level=\"PSEUDONYMIZED\",decision=\"ALLOW\",review=\"false\"",
+            12,
+        ),
+        (
+            "action=\"secondary_use\",purpose=\"insurance\",level=\"PSEUDONYMIZED\",decision=\"DENY\",review=\"false\"",
+            15,
+        ),
+        (
+            "action=\"secondary_use\",purpose=\"product_development\",level=\"PSEUDONYMIZED\",decision=\"DENY\",review=\"false\"",
+            3,
+        ),
+    ] {
+        let line = format!("akashi_decisions_total{{{labels}}} {count}\n");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    assert_eq!(metrics.matches("akashi_decisions_total{").count(), 3);
+
     // The independent verifier recomputes every cell from the tiles.
     let config = DisclosureConfig {
         verifier,
