@@ -7,7 +7,8 @@
 //! (RFC 9162 hashing and the [`LeafIndex`](hash::LeafIndex), [`TreeSize`](hash::TreeSize) and
 //! [`Hash`](struct@hash::Hash) newtypes), [`proof`],
 //! [`note`] (C2SP signed notes, compatible with Go's `sumdb/note`), [`checkpoint`]
-//! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
+//! (C2SP tlog-checkpoint), [`cosignature`] (witness cosignatures, C2SP tlog-cosignature
+//! `cosignature/v1`), [`entry`] (the public leaf and the private body), [`tlog_proof`]
 //! and [`tile`] (C2SP tlog-proof and tlog-tiles).
 //!
 //! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
@@ -60,6 +61,7 @@ pub mod chunk;
 mod codec;
 #[cfg(all(feature = "store", any(test, feature = "test-util")))]
 pub mod conformance;
+pub mod cosignature;
 pub mod entry;
 pub mod hash;
 #[cfg(feature = "store")]
