@@ -9,7 +9,8 @@
 //! [`note`] (C2SP signed notes, compatible with Go's `sumdb/note`), [`checkpoint`]
 //! (C2SP tlog-checkpoint), [`cosignature`] (witness cosignatures, C2SP tlog-cosignature
 //! `cosignature/v1`), [`entry`] (the public leaf and the private body), [`tlog_proof`]
-//! and [`tile`] (C2SP tlog-proof and tlog-tiles).
+//! and [`tile`] (C2SP tlog-proof and tlog-tiles), [`witness`] (the C2SP tlog-witness
+//! `add-checkpoint` bodies).
 //!
 //! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
 //! (the file that remembers the newest acknowledged checkpoint), `tree`
@@ -78,3 +79,4 @@ pub mod tile;
 pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
+pub mod witness;
