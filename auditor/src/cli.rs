@@ -20,9 +20,14 @@ mod net;
 mod render;
 mod replay_cmd;
 mod watch_cmd;
+mod witness_cmd;
 
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
+pub use witness_cmd::{
+    EVIDENCE_DIR, MAX_EVIDENCE, STATE_FILE, WitnessArgs, WitnessKeygenArgs, WitnessServer,
+    witness_keygen,
+};
 
 use crate::exit::AuditExitCode;
 use crate::receipt::{MAX_RECEIPT_SIZE, Receipt, ReceiptError, VerifiedReceipt};
@@ -51,6 +56,10 @@ pub enum Command {
     VerifyReceipt(VerifyReceiptArgs),
     /// Follow the log as a witness: demand a consistency proof to every new checkpoint.
     Watch(WatchArgs),
+    /// Run a c2sp.org/tlog-witness witness of one log: cosign its checkpoints over HTTP.
+    Witness(WitnessArgs),
+    /// Write a new witness key and print its verifier key.
+    WitnessKeygen(WitnessKeygenArgs),
 }
 
 /// `verify-receipt`.
@@ -211,6 +220,27 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
                 write!(out, "{report}")?;
             }
             Ok(report.exit_code())
+        }
+        Command::WitnessKeygen(args) => {
+            writeln!(out, "{}", witness_keygen(&args.name, &args.key)?)?;
+            Ok(AuditExitCode::Valid)
+        }
+        Command::Witness(args) => {
+            let server = WitnessServer::open(&args.key, read_vkey(&args.log_vkey)?, &args.state)?;
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.addr)
+                    .await
+                    .with_context(|| format!("while binding {}", args.addr))?;
+                writeln!(out, "witness  {}", server.vkey())?;
+                writeln!(out, "submit   http://{}", listener.local_addr()?)?;
+                out.flush()?;
+                server
+                    .serve(listener, async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+            })?;
+            Ok(AuditExitCode::Valid)
         }
         Command::History(args) => {
             let config = HistoryConfig {
