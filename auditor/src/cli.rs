@@ -25,11 +25,12 @@ mod witness_cmd;
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 pub use witness_cmd::{
-    EVIDENCE_DIR, MAX_EVIDENCE, STATE_FILE, WitnessArgs, WitnessKeygenArgs, WitnessServer,
-    witness_keygen,
+    EVIDENCE_DIR, MAX_EVIDENCE, STATE_FILE, WitnessArgs, WitnessKeygenArgs, WitnessPolicyArgs,
+    WitnessServer, witness_keygen,
 };
 
 use crate::exit::AuditExitCode;
+use crate::quorum::WitnessPolicy;
 use crate::receipt::{MAX_RECEIPT_SIZE, Receipt, ReceiptError, VerifiedReceipt};
 
 /// The largest leaf or body file read, in bytes.
@@ -78,6 +79,9 @@ pub struct VerifyReceiptArgs {
     /// for an `Authorize` response, also its determining policies and reasons.
     #[arg(long)]
     pub body: Option<PathBuf>,
+    /// Witnesses whose cosignatures the checkpoint must carry.
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
 }
 
 /// `watch`.
@@ -98,6 +102,10 @@ pub struct WatchArgs {
     /// Check once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Witnesses whose cosignatures a checkpoint must carry before it is trusted (the watcher
+    /// then follows the log's witnessed checkpoint).
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
 }
 
 /// Where a watcher reads the log: one of gRPC or HTTP tiles.
@@ -165,8 +173,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
     match cli.command {
         Command::VerifyReceipt(args) => {
             let verifier = read_vkey(&args.vkey)?;
-            let result = verify_receipt(
+            let result = verify_receipt_witnessed(
                 &verifier,
+                &args.witness_policy.policy()?,
                 &args.receipt,
                 args.leaf.as_deref(),
                 args.body.as_deref(),
@@ -186,6 +195,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
                     (None, None) => anyhow::bail!("give `--grpc` or `--http`"),
                 },
                 state: args.state,
+                witnesses: args.witness_policy.policy()?,
             };
             let runtime = runtime()?;
             let step = if args.once {
@@ -278,13 +288,38 @@ pub fn verify_receipt(
     leaf: Option<&Path>,
     body: Option<&Path>,
 ) -> anyhow::Result<Result<VerifiedReceipt, ReceiptError>> {
+    verify_receipt_witnessed(verifier, &WitnessPolicy::default(), receipt, leaf, body)
+}
+
+/// [`verify_receipt`], and also that the receipt's checkpoint carries the cosignatures that
+/// `policy` asks for ([`ReceiptError::Witnesses`] otherwise).
+///
+/// # Errors
+///
+/// As for [`verify_receipt`].
+pub fn verify_receipt_witnessed(
+    verifier: &NoteVerifier,
+    policy: &WitnessPolicy,
+    receipt: &Path,
+    leaf: Option<&Path>,
+    body: Option<&Path>,
+) -> anyhow::Result<Result<VerifiedReceipt, ReceiptError>> {
     let text = read_capped(receipt, MAX_RECEIPT_SIZE)?;
     let Ok(text) = String::from_utf8(text) else {
         return Ok(Err(ReceiptError::Json));
     };
     let leaf = leaf.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
     let body = body.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
-    Ok(Receipt::parse(&text).and_then(|r| r.verify(verifier, leaf.as_deref(), body.as_deref())))
+    let verified =
+        Receipt::parse(&text).and_then(|r| r.verify(verifier, leaf.as_deref(), body.as_deref()));
+    Ok(verified.and_then(|v| {
+        if policy.is_required() {
+            policy
+                .check(verifier, v.checkpoint().note())
+                .map_err(ReceiptError::Witnesses)?;
+        }
+        Ok(v)
+    }))
 }
 
 /// Parses a verifier key given as note `vkey` text or `@FILE`.

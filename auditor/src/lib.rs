@@ -15,6 +15,7 @@
 //! - [`scan`]: stream a whole log (leaves, bodies, signed checkpoints) in order; recompute the
 //!   tree, compare every checkpoint with it, check every leaf and body commitment; collect
 //!   [`report::Finding`]s in a [`report::Report`].
+//! - [`quorum`]: a verifier's witness policy: K valid cosignatures from given witnesses.
 //! - [`witness`]: a c2sp.org/tlog-witness witness's rules: when to cosign a checkpoint, and the
 //!   answer to each refusal (fork evidence included); `akashi-audit witness` serves them.
 //! - [`exit`]: the exit codes every verdict maps to (0 valid, 2 invalid, 1 error).
@@ -50,6 +51,7 @@ pub mod compact;
 pub mod exit;
 #[cfg(feature = "replay")]
 pub mod history;
+pub mod quorum;
 pub mod receipt;
 #[cfg(feature = "replay")]
 pub mod replay;

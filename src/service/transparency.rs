@@ -35,6 +35,7 @@ impl TransparencyService for Transparency {
         Ok(Response::new(pb::GetCheckpointResponse {
             checkpoint: self.0.log().checkpoint().note().to_owned(),
             verifier_key: self.0.verifier_key().to_owned(),
+            ..Default::default()
         }))
     }
 

@@ -28,12 +28,13 @@ use axum::{
 };
 use clap::Args;
 use ledger::{
-    cosignature::WitnessSigner,
+    cosignature::{WitnessSigner, WitnessVerifier},
     hash::Hash,
     note::{KeyName, NoteVerifier},
     witness::{ADD_CHECKPOINT_PATH, MAX_REQUEST_SIZE, TLOG_SIZE_CONTENT_TYPE, size_body},
 };
 
+use crate::quorum::WitnessPolicy;
 use crate::witness::{AddError, Cosigner, Evidence, Refusal};
 
 /// The state file (latest cosigned checkpoint) in the state directory.
@@ -72,6 +73,45 @@ pub struct WitnessArgs {
     /// The state directory (created when missing).
     #[arg(long)]
     pub state: PathBuf,
+}
+
+/// The witness policy flags of the commands that trust a checkpoint.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WitnessPolicyArgs {
+    /// A trusted witness's verifier key (note `vkey`, type 0x04), or `@FILE` (repeatable).
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the `--witness` keys must have cosigned the checkpoint [default: all given].
+    #[arg(long, value_name = "K")]
+    pub witness_quorum: Option<usize>,
+}
+
+impl WitnessPolicyArgs {
+    /// The policy these flags ask for (none without `--witness`).
+    ///
+    /// # Errors
+    ///
+    /// When a key is unreadable or not a witness key, or the quorum is more than the keys
+    /// given.
+    pub fn policy(&self) -> anyhow::Result<WitnessPolicy> {
+        let witnesses = self
+            .witnesses
+            .iter()
+            .map(|arg| {
+                let text = super::read_secret(arg)?;
+                WitnessVerifier::from_vkey(&text)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+                    .context("while reading a witness key (`--witness`)")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let quorum = self.witness_quorum.unwrap_or(witnesses.len());
+        anyhow::ensure!(
+            quorum <= witnesses.len(),
+            "`--witness-quorum {quorum}` is more than the {} witnesses given",
+            witnesses.len()
+        );
+        Ok(WitnessPolicy { witnesses, quorum })
+    }
 }
 
 /// A witness ready to serve: its key, the log's key, and its state directory.
