@@ -18,6 +18,8 @@
 //! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
 //! - `public`: the public HTTP read path (C2SP tlog-tiles and the verifier key).
 //! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
+//! - `witness`: asks the configured witnesses to cosign checkpoints (c2sp.org/tlog-witness) in
+//!   the background, and keeps the newest witnessed checkpoint.
 
 pub mod auth;
 pub mod cli;
@@ -31,3 +33,4 @@ pub mod server;
 pub mod service;
 pub mod state_machine;
 pub mod supervisor;
+pub mod witness;

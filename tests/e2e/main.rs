@@ -34,3 +34,4 @@ mod scaffold;
 mod store_failure;
 mod tokens;
 mod unacknowledged;
+mod witness;
