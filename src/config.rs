@@ -493,29 +493,44 @@ impl fmt::Display for DurationText {
 }
 
 impl FromStr for WitnessSpec {
-    type Err = String;
+    type Err = WitnessSpecError;
 
     /// Parses `VKEY@URL`. The key's name may hold `@`, its key data (base64) cannot: the
     /// split is at the first `@` after the key id.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        const EXPECTED: &str = "expected `VKEY@URL` (a witness vkey, `@`, an http:// URL)";
         let text = text.trim();
         let mut parts = text.splitn(3, '+');
         let (Some(name), Some(id), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(EXPECTED.to_owned());
+            return Err(WitnessSpecError::Format);
         };
-        let (data, url) = rest.split_once('@').ok_or(EXPECTED)?;
+        let (data, url) = rest.split_once('@').ok_or(WitnessSpecError::Format)?;
         let verifier = WitnessVerifier::from_vkey(&format!("{name}+{id}+{data}"))
-            .map_err(|err| format!("witness key: {err}"))?;
-        let uri: http::Uri = url.parse().map_err(|_| EXPECTED.to_owned())?;
+            .map_err(WitnessSpecError::Key)?;
+        let uri: http::Uri = url.parse().map_err(|_| WitnessSpecError::Url)?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
-            return Err("witness URL must be `http://host[:port][/path]`".to_owned());
+            return Err(WitnessSpecError::Url);
         }
         Ok(Self {
             verifier,
             url: url.trim_end_matches('/').to_owned(),
         })
     }
+}
+
+/// Why a `VKEY@URL` witness setting was refused. The message carries its cause, since
+/// command-line and environment errors print one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessSpecError {
+    /// Not `VKEY@URL`.
+    #[error("expected `VKEY@URL` (a witness vkey, `@`, an http:// URL)")]
+    Format,
+    /// The key is not a witness verifier key.
+    #[error("witness key: {0}")]
+    Key(#[source] ledger::note::NoteError),
+    /// The URL is not `http://host[:port][/path]`.
+    #[error("witness URL must be `http://host[:port][/path]`")]
+    Url,
 }
 
 impl fmt::Display for WitnessSpec {

@@ -138,15 +138,15 @@ pub enum SubmitError {
     /// The answer is not what the protocol says.
     #[error("unreadable answer")]
     Answer(#[source] WitnessProtocolError),
+    /// The answer body could not be read.
+    #[error("answer body could not be read")]
+    Body,
     /// A `409 Conflict` without a size: the witness saw another checkpoint at this size.
     #[error("witness refuses the checkpoint as conflicting with one it cosigned")]
     Conflict,
     /// The witness could not be reached or the exchange failed.
     #[error("request failed")]
     Http(#[source] hyper_util::client::legacy::Error),
-    /// The answer body could not be read.
-    #[error("answer body could not be read")]
-    Body,
     /// None of the answer's lines is a valid cosignature by this witness.
     #[error("answer holds no valid cosignature by this witness")]
     NoCosignature,

@@ -217,6 +217,12 @@ pub enum Refusal {
     /// The note is not a checkpoint (400).
     #[error("malformed checkpoint")]
     MalformedCheckpoint(#[source] CheckpointError),
+    /// The old size is not the latest cosigned size (409, with that size).
+    #[error("old size does not match the latest cosigned size {latest}")]
+    OldSizeMismatch {
+        /// The latest cosigned size.
+        latest: TreeSize,
+    },
     /// The old size is larger than the checkpoint's (400).
     #[error("old size {old} is larger than the checkpoint size {size}")]
     OldSizeTooLarge {
@@ -224,12 +230,6 @@ pub enum Refusal {
         old: TreeSize,
         /// The checkpoint's size.
         size: TreeSize,
-    },
-    /// The old size is not the latest cosigned size (409, with that size).
-    #[error("old size does not match the latest cosigned size {latest}")]
-    OldSizeMismatch {
-        /// The latest cosigned size.
-        latest: TreeSize,
     },
     /// A consistency proof from size 0 must be empty (422).
     #[error("a consistency proof from size 0 must be empty")]

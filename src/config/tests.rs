@@ -249,20 +249,24 @@ fn witness_vkey(name: &str, seed: u8) -> String {
 
 #[test]
 fn witnesses_come_from_toml_env_and_flags() {
-    use super::WitnessSpec;
+    use super::{WitnessSpec, WitnessSpecError};
     // A key name may hold `@`: the split is after the key id.
     let (w1, w2) = (witness_vkey("w@example/1", 1), witness_vkey("w2", 2));
     let spec: WitnessSpec = format!("{w1}@http://127.0.0.1:7380/").parse().unwrap();
     assert_eq!(spec.verifier.name().as_str(), "w@example/1");
     assert_eq!(spec.url, "http://127.0.0.1:7380");
     assert_eq!(spec.to_string(), format!("{w1}@http://127.0.0.1:7380"));
-    for bad in [
-        w1.clone(),
-        format!("{w1}@https://w.example"),
-        format!("{w1}@w.example:80"),
-        "nokey@http://w.example".to_owned(),
+    for (bad, want) in [
+        (w1.clone(), WitnessSpecError::Format),
+        (format!("{w1}@https://w.example"), WitnessSpecError::Url),
+        (format!("{w1}@w.example:80"), WitnessSpecError::Url),
+        (format!("{w1}@http://w.example/?q"), WitnessSpecError::Url),
+        (
+            "nokey@http://w.example".to_owned(),
+            WitnessSpecError::Format,
+        ),
     ] {
-        assert!(bad.parse::<WitnessSpec>().is_err(), "{bad}");
+        assert_eq!(bad.parse::<WitnessSpec>(), Err(want), "{bad}");
     }
     // A log key (type 0x01) is not a witness key.
     let log_vkey =
@@ -272,7 +276,13 @@ fn witnesses_come_from_toml_env_and_flags() {
     let err = format!("{log_vkey}@http://w.example")
         .parse::<WitnessSpec>()
         .unwrap_err();
-    assert!(err.contains("0x01"), "{err}");
+    assert_eq!(
+        err,
+        WitnessSpecError::Key(ledger::note::NoteError::InvalidVerifierKey {
+            problem: ledger::note::KeyProblem::UnknownAlgorithm { alg: 0x01 }
+        })
+    );
+    assert!(err.to_string().contains("0x01"), "{err}");
 
     let config = Config::from_toml(&format!(
         "witnesses = [\"{w1}@http://a.example\", \"{w2}@http://b.example/w\"]\nwitness_quorum = 1\n"
