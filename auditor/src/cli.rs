@@ -25,8 +25,8 @@ mod witness_cmd;
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 pub use witness_cmd::{
-    EVIDENCE_DIR, MAX_EVIDENCE, STATE_FILE, WitnessArgs, WitnessKeygenArgs, WitnessPolicyArgs,
-    WitnessServer, witness_keygen,
+    BODY_READ_TIMEOUT, EVIDENCE_DIR, HEADER_READ_TIMEOUT, MAX_EVIDENCE, STATE_FILE, WitnessArgs,
+    WitnessKeygenArgs, WitnessPolicyArgs, WitnessServer, witness_keygen,
 };
 
 use crate::exit::AuditExitCode;

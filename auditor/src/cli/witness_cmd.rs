@@ -27,6 +27,11 @@ use axum::{
     routing::post,
 };
 use clap::Args;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder as HttpBuilder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use ledger::{
     cosignature::{WitnessSigner, WitnessVerifier},
     hash::Hash,
@@ -44,6 +49,10 @@ pub const EVIDENCE_DIR: &str = "evidence";
 /// The most evidence folders kept; past it a refused fork is only logged (the log must have
 /// signed every one, but one misbehaving log must not fill the disk).
 pub const MAX_EVIDENCE: usize = 1024;
+/// How long a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client has to send a request's body.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The lock file in the state directory.
 const LOCK_FILE: &str = "lock";
 
@@ -222,27 +231,68 @@ impl WitnessServer {
             .with_state(self.shared.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes.
+    /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then lets open requests
+    /// finish. A client has [`HEADER_READ_TIMEOUT`] to send its request's headers and
+    /// [`BODY_READ_TIMEOUT`] for its body.
     ///
     /// # Errors
     ///
-    /// When serving fails.
+    /// Never, in practice: a failed accept is logged and retried.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("while serving the witness")
+        let router = self.router();
+        let mut builder = HttpBuilder::new(TokioExecutor::new()).http1_only();
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, typically: give connections time to close.
+                    tracing::warn!(cause = %error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let service = TowerToHyperService::new(router.clone());
+            let connection = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(cause = %error, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 
 async fn add_checkpoint(State(shared): State<Arc<Shared>>, body: Body) -> Response {
-    // Bounded before anything reads it: a longer body is refused unread.
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_SIZE).await else {
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    // Bounded before anything reads it: a longer body is refused unread, a slow one cut off.
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_REQUEST_SIZE),
+    );
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+        Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "request body too slow\n"),
     };
     let handled = tokio::task::spawn_blocking(move || shared.handle(&bytes)).await;
     handled.unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))

@@ -344,3 +344,27 @@ fn keygen_writes_a_private_key_once() {
     );
     assert!(witness_keygen("bad name", &dir.path().join("x.key")).is_err());
 }
+
+#[tokio::test]
+async fn a_slow_client_does_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = new_key(dir.path(), "witness.test/w1");
+    let witness = Running::start(&key, &dir.path().join("state")).await;
+    // A client that sends its headers and half a body, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(witness.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /add-checkpoint HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\nold 0\n",
+            witness.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // Another client is answered meanwhile: the state lock is taken only once a body is in.
+    let log = plain_log(3, 3, "a");
+    let answer = post(witness.addr, &request(0, &log)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    drop(slow);
+    witness.stop().await;
+}
