@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     auth::{DEFAULT_TOKEN_TTL, Role},
-    config::{DEFAULT_DATA_DIR, DurationText, Overrides},
+    config::{DEFAULT_DATA_DIR, DurationText, Overrides, WitnessSpec},
 };
 
 /// akashi: consent ledger and data-access governance for personal health records.
@@ -24,6 +24,10 @@ pub struct Cli {
 
 /// A subcommand.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing the serve flags would buy nothing"
+)]
 pub enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
@@ -70,6 +74,12 @@ pub struct ServeArgs {
     /// Counts below this are hidden on the public disclosure page [default: 10].
     #[arg(long, value_name = "N")]
     pub disclosure_threshold: Option<u64>,
+    /// A witness to ask for cosignatures: its vkey, `@`, its submission prefix (repeatable).
+    #[arg(long = "witness", value_name = "VKEY@URL")]
+    pub witnesses: Vec<WitnessSpec>,
+    /// Cosignatures a checkpoint needs before `/checkpoint` serves it [default: all witnesses].
+    #[arg(long, value_name = "K")]
+    pub witness_quorum: Option<usize>,
 }
 
 /// Flags of `akashi token`.
@@ -123,6 +133,8 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
             disclosure_threshold: self.disclosure_threshold,
+            witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
+            witness_quorum: self.witness_quorum,
         }
     }
 }

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use ledger::cosignature::WitnessVerifier;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Default gRPC listen address (loopback only: exposing the server is an explicit choice).
@@ -69,6 +70,23 @@ pub struct Config {
     /// (`policy::disclosure`), from 1 (hide nothing) to 1,000,000.
     /// Default [`policy::disclosure::DEFAULT_THRESHOLD`] (10, as the statistics rule).
     pub disclosure_threshold: u64,
+    /// Witnesses asked to cosign every new checkpoint (c2sp.org/tlog-witness), each written
+    /// `VKEY@URL`: the witness's verifier key (note `vkey`, type 0x04) and its submission prefix
+    /// (`http://` only). Default none.
+    pub witnesses: Vec<WitnessSpec>,
+    /// How many of `witnesses` must cosign a checkpoint before `GET /checkpoint` serves it.
+    /// Default: all of them. 0 collects cosignatures without holding `/checkpoint` to them.
+    pub witness_quorum: Option<usize>,
+}
+
+/// One witness of the log: its verifier key and submission prefix, written `VKEY@URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessSpec {
+    /// The witness's verifier key.
+    pub verifier: WitnessVerifier,
+    /// The submission prefix (`http://host:port[/path]`, no final `/`): requests go to
+    /// `<url>/add-checkpoint`.
+    pub url: String,
 }
 
 /// Default time a connection (either port) may go without the client sending a byte.
@@ -151,6 +169,10 @@ pub struct Overrides {
     pub tls_client_ca: Option<PathBuf>,
     /// Overrides [`Config::disclosure_threshold`].
     pub disclosure_threshold: Option<u64>,
+    /// Overrides [`Config::witnesses`] (the whole list).
+    pub witnesses: Option<Vec<WitnessSpec>>,
+    /// Overrides [`Config::witness_quorum`].
+    pub witness_quorum: Option<usize>,
 }
 
 /// Why a configuration was refused.
@@ -219,6 +241,8 @@ impl Default for Config {
             tls: None,
             limits: Limits::default(),
             disclosure_threshold: policy::disclosure::DEFAULT_THRESHOLD,
+            witnesses: Vec::new(),
+            witness_quorum: None,
         }
     }
 }
@@ -305,6 +329,12 @@ impl Config {
         if let Some(v) = o.disclosure_threshold {
             self.disclosure_threshold = v;
         }
+        if let Some(v) = o.witnesses {
+            self.witnesses = v;
+        }
+        if let Some(v) = o.witness_quorum {
+            self.witness_quorum = Some(v);
+        }
         if o.tls_cert.is_none() && o.tls_key.is_none() && o.tls_client_ca.is_none() {
             return;
         }
@@ -323,6 +353,11 @@ impl Config {
             tls.client_ca = Some(v);
         }
         self.tls = Some(tls);
+    }
+
+    /// The witness quorum in force: [`Config::witness_quorum`], or all the witnesses.
+    pub fn quorum(&self) -> usize {
+        self.witness_quorum.unwrap_or(self.witnesses.len())
     }
 
     /// Checks ranges and that TLS, when on, names both a certificate and a key. (The origin's
@@ -365,6 +400,17 @@ impl Config {
                 "must be more than 0 and at most `answer_budget_total`",
             );
         }
+        if self.witness_quorum.unwrap_or(0) > self.witnesses.len() {
+            return invalid("witness_quorum", "must be at most the number of witnesses");
+        }
+        for (i, a) in self.witnesses.iter().enumerate() {
+            let twice = self.witnesses.iter().skip(i + 1).any(|b| {
+                a.verifier.name() == b.verifier.name() && a.verifier.key_id() == b.verifier.key_id()
+            });
+            if twice {
+                return invalid("witnesses", "names one witness key twice");
+            }
+        }
         if let Some(tls) = &self.tls {
             if tls.cert.as_os_str().is_empty() {
                 return invalid("tls.cert", "must be set when TLS is on");
@@ -381,7 +427,8 @@ impl Overrides {
     /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
-    /// `AKASHI_DISCLOSURE_THRESHOLD`. `AKASHI_CONFIG` and
+    /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
+    /// `AKASHI_WITNESS_QUORUM`. `AKASHI_CONFIG` and
     /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
     /// skipped (see [`unknown_env`] to warn about them); an empty value counts as unset.
     ///
@@ -413,6 +460,16 @@ impl Overrides {
                 "DISCLOSURE_THRESHOLD" => {
                     out.disclosure_threshold = Some(parse_env(&name, &value)?);
                 }
+                "WITNESSES" => {
+                    let list = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|item| !item.is_empty())
+                        .map(|item| parse_env(&name, item))
+                        .collect::<Result<_, _>>()?;
+                    out.witnesses = Some(list);
+                }
+                "WITNESS_QUORUM" => out.witness_quorum = Some(parse_env(&name, &value)?),
                 _ => {}
             }
         }
@@ -452,6 +509,67 @@ impl fmt::Display for DurationText {
     }
 }
 
+impl FromStr for WitnessSpec {
+    type Err = WitnessSpecError;
+
+    /// Parses `VKEY@URL`. The key's name may hold `@`, its key data (base64) cannot: the
+    /// split is at the first `@` after the key id.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(id), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(WitnessSpecError::Format);
+        };
+        let (data, url) = rest.split_once('@').ok_or(WitnessSpecError::Format)?;
+        let verifier = WitnessVerifier::from_vkey(&format!("{name}+{id}+{data}"))
+            .map_err(WitnessSpecError::Key)?;
+        let uri: http::Uri = url.parse().map_err(|_| WitnessSpecError::Url)?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
+            return Err(WitnessSpecError::Url);
+        }
+        Ok(Self {
+            verifier,
+            url: url.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// Why a `VKEY@URL` witness setting was refused. The message carries its cause, since
+/// command-line and environment errors print one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WitnessSpecError {
+    /// Not `VKEY@URL`.
+    #[error("expected `VKEY@URL` (a witness vkey, `@`, an http:// URL)")]
+    Format,
+    /// The key is not a witness verifier key.
+    #[error("witness key: {0}")]
+    Key(#[source] ledger::note::NoteError),
+    /// The URL is not `http://host[:port][/path]`.
+    #[error("witness URL must be `http://host[:port][/path]`")]
+    Url,
+}
+
+impl fmt::Display for WitnessSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.verifier.to_vkey(), self.url)
+    }
+}
+
+impl Serialize for WitnessSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WitnessSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The `AKASHI_*` names in `env` that no setting reads (probably typos), for a warning.
 pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
     env.into_iter()
@@ -478,6 +596,8 @@ const KNOWN_ENV: &[&str] = &[
     "TLS_CERT",
     "TLS_CLIENT_CA",
     "TLS_KEY",
+    "WITNESSES",
+    "WITNESS_QUORUM",
 ];
 
 /// Parses one environment value, naming the variable on failure.

@@ -3,7 +3,8 @@
 //! in Japanese and English ([`page`]).
 //!
 //! A [`Disclosure`] keeps one [`Tally`] and folds into it only the leaves appended since its last
-//! fold (O(new entries)), up to the size of the newest published checkpoint, so every number is a
+//! fold (O(new entries)), up to the size of the newest published checkpoint — the newest one
+//! with the quorum of witness cosignatures when witnesses are required — so every number is a
 //! statement about that checkpoint's tree. A refresh happens at most once per
 //! [`REFRESH_INTERVAL`] (a request in between gets the last snapshot, still pinned to its own
 //! checkpoint) and in the background every [`BACKGROUND_INTERVAL`], so a page load never folds a
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use ledger::checkpoint::Checkpoint;
 use ledger::{
     chunk::Record,
     entry::{Body, Leaf},
@@ -25,6 +27,8 @@ use ledger::{
 use policy::disclosure::{Document, FORMAT, Header, PinnedCheckpoint, Tally};
 use policy::event::Event;
 use policy::policy_set::hash_text;
+
+use crate::witness::Witnessed;
 
 pub mod page;
 
@@ -204,6 +208,9 @@ pub enum RefreshError {
         /// The entry.
         index: u64,
     },
+    /// Witnesses are required and no checkpoint has their quorum yet.
+    #[error("no checkpoint has a quorum of witness cosignatures yet")]
+    NotWitnessed,
     /// The statistics do not serialise (a bug).
     #[error("the statistics do not serialise")]
     Encode,
@@ -212,6 +219,7 @@ pub enum RefreshError {
 /// The statistics of one log, kept up to date.
 pub struct Disclosure {
     log: Arc<Log>,
+    witnessed: Witnessed,
     threshold: u64,
     tally: Mutex<Tally>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
@@ -226,10 +234,13 @@ impl std::fmt::Debug for Disclosure {
 }
 
 impl Disclosure {
-    /// Statistics of `log` with cells below `threshold` hidden (the config has checked it).
-    pub fn new(log: Arc<Log>, threshold: u64) -> Self {
+    /// Statistics of `log` with cells below `threshold` hidden (the config has checked it),
+    /// pinned to the newest witnessed checkpoint when `witnessed` asks for a quorum, else to the
+    /// log's newest checkpoint.
+    pub fn new(log: Arc<Log>, witnessed: Witnessed, threshold: u64) -> Self {
         Self {
             log,
+            witnessed,
             threshold,
             tally: Mutex::new(Tally::new()),
             snapshot: RwLock::new(None),
@@ -265,8 +276,25 @@ impl Disclosure {
     pub fn fresh(&self) -> Option<Arc<Snapshot>> {
         let snapshot = self.last()?;
         let fresh = snapshot.made.elapsed() < REFRESH_INTERVAL
-            || snapshot.size() == self.log.checkpoint().checkpoint().size.get();
+            || self
+                .pin()
+                .is_none_or(|(_, checkpoint)| snapshot.size() == checkpoint.size.get());
         fresh.then_some(snapshot)
+    }
+
+    /// The signed note and checkpoint to pin the statistics to: the newest one with the quorum
+    /// of witness cosignatures when witnesses are required (none until one exists), else the
+    /// log's newest.
+    fn pin(&self) -> Option<(String, Checkpoint)> {
+        if self.witnessed.quorum() > 0 {
+            let witnessed = self.witnessed.newest()?;
+            return Some((
+                witnessed.note().to_owned(),
+                witnessed.signed().checkpoint().clone(),
+            ));
+        }
+        let signed = self.log.checkpoint();
+        Some((signed.note().to_owned(), signed.checkpoint().clone()))
     }
 
     fn last(&self) -> Option<Arc<Snapshot>> {
@@ -284,8 +312,7 @@ impl Disclosure {
     /// [`RefreshError`]; the tally keeps what it had folded, so the next refresh resumes there.
     pub fn refresh(&self) -> Result<Arc<Snapshot>, RefreshError> {
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
-        let signed = self.log.checkpoint();
-        let checkpoint = signed.checkpoint();
+        let (note, checkpoint) = self.pin().ok_or(RefreshError::NotWitnessed)?;
         let size = checkpoint.size.get();
         if let Some(snapshot) = self.last()
             && snapshot.size() == size
@@ -329,7 +356,7 @@ impl Disclosure {
                 size,
                 root_hash: base64::engine::general_purpose::STANDARD
                     .encode(checkpoint.root.as_bytes()),
-                note: signed.note().to_owned(),
+                note,
             },
             statistics,
         };

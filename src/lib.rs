@@ -21,6 +21,8 @@
 //! - `disclosure`: the public disclosure statistics kept up to date with the log, and the page
 //!   that shows them.
 //! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
+//! - `witness`: asks the configured witnesses to cosign checkpoints (c2sp.org/tlog-witness) in
+//!   the background, and keeps the newest witnessed checkpoint.
 
 pub mod auth;
 pub mod cli;
@@ -35,3 +37,4 @@ pub mod server;
 pub mod service;
 pub mod state_machine;
 pub mod supervisor;
+pub mod witness;

@@ -8,7 +8,8 @@
 //! Tiles are read from the ledger's stored hashes (full tiles are stored as such, the rightmost
 //! partial ones live in the log's frontier), never by rebuilding the tree. Full tiles and full
 //! entry bundles never change and are served with a year-long, immutable cache lifetime; partial
-//! ones and the checkpoint are short-lived. A malformed path is a 400, a tile or bundle beyond
+//! ones and the checkpoint are short-lived. With witnesses configured (a quorum of at least one),
+//! `/checkpoint` is the newest witnessed checkpoint (see `witness`), not the log's newest. A malformed path is a 400, a tile or bundle beyond
 //! the current tree a 404, and neither has any other effect.
 
 use std::sync::Arc;
@@ -57,9 +58,26 @@ pub fn router(core: Core, disclosure: Arc<Disclosure>) -> Router {
     tiles.merge(pages)
 }
 
+/// The log's newest checkpoint; with a witness quorum configured, the newest one that carries
+/// the quorum's cosignatures as extra signature lines, or `503` until there is one.
 async fn checkpoint(State(core): State<Core>) -> Response {
-    let note = core.log().checkpoint().note().to_owned();
-    text_response(note, NO_CACHE)
+    let witnessed = core.witnessed();
+    if witnessed.quorum() == 0 {
+        return text_response(core.log().checkpoint().note().to_owned(), NO_CACHE);
+    }
+    match witnessed.newest() {
+        Some(newest) => text_response(newest.note().to_owned(), NO_CACHE),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, NO_CACHE),
+                (header::RETRY_AFTER, "1"),
+            ],
+            "no checkpoint has a quorum of witness cosignatures yet\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn vkey(State(core): State<Core>) -> Response {

@@ -67,6 +67,7 @@ use crate::{
         transparency::Transparency,
     },
     state_machine::{Command, DomainStateMachine},
+    witness::{Witnessed, Witnessing},
 };
 
 /// Largest gRPC request message: a frame announcing more is `RESOURCE_EXHAUSTED` at the edge
@@ -102,6 +103,7 @@ pub struct Server {
     service_names: Vec<&'static str>,
     http: Router,
     disclosure: Arc<Disclosure>,
+    witnessing: Option<Witnessing>,
 }
 
 impl Server {
@@ -125,16 +127,23 @@ impl Server {
         let log = open_log(&config.data_dir, keys.checkpoint_signer.clone())?;
         metrics.set_tree_size(log.size().get());
         let hook_metrics = metrics.clone();
+        // The witness task learns of commits here; the writer thread only stores a number.
+        let (commits, commits_seen) = watch::channel(log.size().get());
         let options = SequencerOptions {
             max_batch: config.batch_max_entries,
             max_wait: config.batch_max_wait,
             on_commit: Some(CommitHook(Arc::new(move |report: &BatchReport| {
                 hook_metrics.record_batch(report.entries, report.elapsed, report.sync);
                 hook_metrics.set_tree_size(report.tree_size);
+                commits.send_replace(report.tree_size);
             }))),
             ..SequencerOptions::default()
         };
         let log = Arc::new(log);
+        let (witnessing, witnessed) = match Witnessing::new(&config, log.clone(), commits_seen) {
+            Some((task, reader)) => (Some(task), reader),
+            None => (None, Witnessed::none()),
+        };
         let machine = DomainStateMachine::new(log.clone())?;
         let decisions = machine.decisions();
         metrics.watch_decisions(decisions.clone());
@@ -143,9 +152,11 @@ impl Server {
                 context: "starting the sequencer thread",
                 source,
             })?;
-        let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone());
+        let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone())
+            .with_witnessed(witnessed);
         let disclosure = Arc::new(Disclosure::new(
             core.log().clone(),
+            core.witnessed().clone(),
             config.disclosure_threshold,
         ));
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
@@ -159,6 +170,7 @@ impl Server {
             service_names: Vec::new(),
             http: Router::new(),
             disclosure: disclosure.clone(),
+            witnessing,
         };
         server
             .add_service(
@@ -267,6 +279,7 @@ impl Server {
             service_names,
             http: extra_http,
             disclosure,
+            witnessing,
         } = self;
 
         ensure_policy_set(&core).await?;
@@ -346,7 +359,14 @@ impl Server {
             let _ = stop_tx.send(true);
         };
         let refresher = refresh_disclosure(disclosure, stop_rx.clone());
-        let ((), grpc_result, (), ()) = tokio::join!(coordinator, grpc_task, http_task, refresher);
+        // Witnesses are asked off every request's path, until the servers stop.
+        let witness_task = async {
+            if let Some(witnessing) = witnessing {
+                witnessing.run(stopped(stop_rx.clone())).await;
+            }
+        };
+        let ((), grpc_result, (), (), ()) =
+            tokio::join!(coordinator, grpc_task, http_task, refresher, witness_task);
         // Every in-flight call has been answered; finish what the sequencer still holds and
         // leave the store synced.
         core.sequencer().shutdown().await;

@@ -29,6 +29,7 @@ use crate::{
     error::FieldProblem,
     keys::SubjectKey,
     state_machine::{Command, Decisions, DomainStateMachine, Output},
+    witness::Witnessed,
 };
 
 pub mod access;
@@ -53,6 +54,7 @@ pub struct Core {
     decisions: Arc<Decisions>,
     subject_key: Arc<SubjectKey>,
     verifier_key: Arc<str>,
+    witnessed: Witnessed,
 }
 
 impl Core {
@@ -68,7 +70,20 @@ impl Core {
             decisions,
             subject_key: Arc::new(subject_key),
             verifier_key,
+            witnessed: Witnessed::none(),
         }
+    }
+
+    /// The same core, reading witnessed checkpoints from `witnessed`.
+    #[must_use]
+    pub fn with_witnessed(mut self, witnessed: Witnessed) -> Self {
+        self.witnessed = witnessed;
+        self
+    }
+
+    /// The newest witnessed checkpoint and the quorum in force (see `crate::witness`).
+    pub fn witnessed(&self) -> &Witnessed {
+        &self.witnessed
     }
 
     /// The log.

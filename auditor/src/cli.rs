@@ -22,12 +22,18 @@ mod net;
 mod render;
 mod replay_cmd;
 mod watch_cmd;
+mod witness_cmd;
 
 pub use disclosure_cmd::{DisclosureConfig, DisclosureReport, MAX_DOCUMENT_SIZE, disclosure};
 pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
+pub use witness_cmd::{
+    BODY_READ_TIMEOUT, EVIDENCE_DIR, HEADER_READ_TIMEOUT, MAX_EVIDENCE, STATE_FILE, WitnessArgs,
+    WitnessKeygenArgs, WitnessPolicyArgs, WitnessServer, witness_keygen,
+};
 
 use crate::exit::AuditExitCode;
+use crate::quorum::WitnessPolicy;
 use crate::receipt::{MAX_RECEIPT_SIZE, Receipt, ReceiptError, VerifiedReceipt};
 
 /// The largest leaf or body file read, in bytes.
@@ -54,6 +60,10 @@ pub enum Command {
     VerifyReceipt(VerifyReceiptArgs),
     /// Follow the log as a witness: demand a consistency proof to every new checkpoint.
     Watch(WatchArgs),
+    /// Run a c2sp.org/tlog-witness witness of one log: cosign its checkpoints over HTTP.
+    Witness(WitnessArgs),
+    /// Write a new witness key and print its verifier key.
+    WitnessKeygen(WitnessKeygenArgs),
     /// Recompute the public disclosure statistics from the public leaves and compare every
     /// number with what the server publishes (exit 0 all match, 2 a difference, 1 error).
     Disclosure(DisclosureArgs),
@@ -68,6 +78,9 @@ pub struct DisclosureArgs {
     /// The server's public HTTP URL (`http://host:port[/prefix]`).
     #[arg(long)]
     pub http: String,
+    /// Witnesses whose cosignatures the pinned checkpoint must carry.
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -89,6 +102,9 @@ pub struct VerifyReceiptArgs {
     /// for an `Authorize` response, also its determining policies and reasons.
     #[arg(long)]
     pub body: Option<PathBuf>,
+    /// Witnesses whose cosignatures the checkpoint must carry.
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
 }
 
 /// `watch`.
@@ -109,6 +125,10 @@ pub struct WatchArgs {
     /// Check once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Witnesses whose cosignatures a checkpoint must carry before it is trusted (the watcher
+    /// then follows the log's witnessed checkpoint).
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
 }
 
 /// Where a watcher reads the log: one of gRPC or HTTP tiles.
@@ -176,8 +196,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
     match cli.command {
         Command::VerifyReceipt(args) => {
             let verifier = read_vkey(&args.vkey)?;
-            let result = verify_receipt(
+            let result = verify_receipt_witnessed(
                 &verifier,
+                &args.witness_policy.policy()?,
                 &args.receipt,
                 args.leaf.as_deref(),
                 args.body.as_deref(),
@@ -197,6 +218,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
                     (None, None) => anyhow::bail!("give `--grpc` or `--http`"),
                 },
                 state: args.state,
+                witnesses: args.witness_policy.policy()?,
             };
             let runtime = runtime()?;
             let step = if args.once {
@@ -232,10 +254,32 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
             }
             Ok(report.exit_code())
         }
+        Command::WitnessKeygen(args) => {
+            writeln!(out, "{}", witness_keygen(&args.name, &args.key)?)?;
+            Ok(AuditExitCode::Valid)
+        }
+        Command::Witness(args) => {
+            let server = WitnessServer::open(&args.key, read_vkey(&args.log_vkey)?, &args.state)?;
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.addr)
+                    .await
+                    .with_context(|| format!("while binding {}", args.addr))?;
+                writeln!(out, "witness  {}", server.vkey())?;
+                writeln!(out, "submit   http://{}", listener.local_addr()?)?;
+                out.flush()?;
+                server
+                    .serve(listener, async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+            })?;
+            Ok(AuditExitCode::Valid)
+        }
         Command::Disclosure(args) => {
             let config = DisclosureConfig {
                 verifier: read_vkey(&args.vkey)?,
                 http: args.http,
+                witnesses: args.witness_policy.policy()?,
             };
             let progress = !args.json && std::io::stderr().is_terminal();
             let report = disclosure(&config, progress)?;
@@ -283,13 +327,38 @@ pub fn verify_receipt(
     leaf: Option<&Path>,
     body: Option<&Path>,
 ) -> anyhow::Result<Result<VerifiedReceipt, ReceiptError>> {
+    verify_receipt_witnessed(verifier, &WitnessPolicy::default(), receipt, leaf, body)
+}
+
+/// [`verify_receipt`], and also that the receipt's checkpoint carries the cosignatures that
+/// `policy` asks for ([`ReceiptError::Witnesses`] otherwise).
+///
+/// # Errors
+///
+/// As for [`verify_receipt`].
+pub fn verify_receipt_witnessed(
+    verifier: &NoteVerifier,
+    policy: &WitnessPolicy,
+    receipt: &Path,
+    leaf: Option<&Path>,
+    body: Option<&Path>,
+) -> anyhow::Result<Result<VerifiedReceipt, ReceiptError>> {
     let text = read_capped(receipt, MAX_RECEIPT_SIZE)?;
     let Ok(text) = String::from_utf8(text) else {
         return Ok(Err(ReceiptError::Json));
     };
     let leaf = leaf.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
     let body = body.map(|p| read_capped(p, MAX_INPUT_FILE)).transpose()?;
-    Ok(Receipt::parse(&text).and_then(|r| r.verify(verifier, leaf.as_deref(), body.as_deref())))
+    let verified =
+        Receipt::parse(&text).and_then(|r| r.verify(verifier, leaf.as_deref(), body.as_deref()));
+    Ok(verified.and_then(|v| {
+        if policy.is_required() {
+            policy
+                .check(verifier, v.checkpoint().note())
+                .map_err(ReceiptError::Witnesses)?;
+        }
+        Ok(v)
+    }))
 }
 
 /// Parses a verifier key given as note `vkey` text or `@FILE`.

@@ -15,6 +15,9 @@
 //! - [`scan`]: stream a whole log (leaves, bodies, signed checkpoints) in order; recompute the
 //!   tree, compare every checkpoint with it, check every leaf and body commitment; collect
 //!   [`report::Finding`]s in a [`report::Report`].
+//! - [`quorum`]: a verifier's witness policy: K valid cosignatures from given witnesses.
+//! - [`witness`]: a c2sp.org/tlog-witness witness's rules: when to cosign a checkpoint, and the
+//!   answer to each refusal (fork evidence included); `akashi-audit witness` serves them.
 //! - [`exit`]: the exit codes every verdict maps to (0 valid, 2 invalid, 1 error).
 //!
 //! With the `replay` feature (adds `policy`):
@@ -48,12 +51,14 @@ pub mod compact;
 pub mod exit;
 #[cfg(feature = "replay")]
 pub mod history;
+pub mod quorum;
 pub mod receipt;
 #[cfg(feature = "replay")]
 pub mod replay;
 pub mod report;
 pub mod scan;
 pub mod trust;
+pub mod witness;
 
 #[cfg(test)]
 mod testing;

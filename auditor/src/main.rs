@@ -20,5 +20,13 @@ fn main() -> AuditExitCode {
             };
         }
     };
+    // Logs (the witness server's) go to stderr; `AKASHI_LOG` filters them (default `info`).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AKASHI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     run(cli, &mut std::io::stdout(), &mut std::io::stderr())
 }

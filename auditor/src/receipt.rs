@@ -536,6 +536,10 @@ pub enum ReceiptError {
         /// The limit.
         max: usize,
     },
+    /// The checkpoint lacks the cosignatures the witness policy asks for, or one of them is
+    /// invalid.
+    #[error("checkpoint is not witnessed as required")]
+    Witnesses(#[source] ledger::cosignature::CosignatureError),
     /// The receipt's tree size is not the checkpoint's.
     #[error("receipt claims tree size {receipt} but its checkpoint has size {checkpoint}")]
     TreeSizeMismatch {
@@ -559,7 +563,8 @@ impl ReceiptError {
             | Self::LeafHashMismatch
             | Self::MalformedLeaf(_)
             | Self::Proof(_)
-            | Self::TreeSizeMismatch { .. } => true,
+            | Self::TreeSizeMismatch { .. }
+            | Self::Witnesses(_) => true,
             Self::InvalidField { .. }
             | Self::Json
             | Self::NeedsLeaf

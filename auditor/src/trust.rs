@@ -68,6 +68,11 @@ impl Witness {
         })
     }
 
+    /// The log's key.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
+    }
+
     /// The trusted checkpoint, if any.
     pub fn trusted(&self) -> Option<&SignedCheckpoint> {
         self.trusted.as_ref()

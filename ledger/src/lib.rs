@@ -7,9 +7,11 @@
 //! (RFC 9162 hashing and the [`LeafIndex`](hash::LeafIndex), [`TreeSize`](hash::TreeSize) and
 //! [`Hash`](struct@hash::Hash) newtypes), [`proof`],
 //! [`note`] (C2SP signed notes, compatible with Go's `sumdb/note`), [`checkpoint`]
-//! (C2SP tlog-checkpoint), [`entry`] (the public leaf and the private body), [`tlog_proof`]
-//! and [`tile`] (C2SP tlog-proof and tlog-tiles), and [`vrf`] (RFC 9381 ECVRF, for map keys
-//! that a patient can check are derived from their own id).
+//! (C2SP tlog-checkpoint), [`cosignature`] (witness cosignatures, C2SP tlog-cosignature
+//! `cosignature/v1`), [`entry`] (the public leaf and the private body), [`tlog_proof`]
+//! and [`tile`] (C2SP tlog-proof and tlog-tiles), [`witness`] (the C2SP tlog-witness
+//! `add-checkpoint` bodies), and [`vrf`] (RFC 9381 ECVRF, for map keys that a patient can check
+//! are derived from their own id).
 //!
 //! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
 //! (the file that remembers the newest acknowledged checkpoint), `tree`
@@ -61,6 +63,7 @@ pub mod chunk;
 mod codec;
 #[cfg(all(feature = "store", any(test, feature = "test-util")))]
 pub mod conformance;
+pub mod cosignature;
 pub mod entry;
 pub mod hash;
 #[cfg(feature = "store")]
@@ -78,3 +81,4 @@ pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
 pub mod vrf;
+pub mod witness;

@@ -5,8 +5,9 @@
 //! Signing is deterministic (Ed25519), so the same text and key always give the same note.
 //!
 //! This module only signs and verifies text. It does not know what the text means (see
-//! `checkpoint`), keeps no key files (the caller stores the `skey` text), and supports only the
-//! Ed25519 signature type (0x01): signatures of other types are carried as unverified.
+//! `checkpoint`), keeps no key files (the caller stores the `skey` text), and verifies only the
+//! Ed25519 signature type (0x01): signatures of other types are carried as unverified (witness
+//! cosignatures, type 0x04, are checked by `cosignature`).
 //!
 //! Where it is stricter than Go: a note with two signatures by the same known key is rejected
 //! (Go keeps the first and ignores the second without checking it), key names are capped at
@@ -43,13 +44,13 @@ pub const MAX_NOTE_SIGNATURES: usize = 100;
 pub const MAX_KEY_NAME_LEN: usize = 256;
 
 /// The signature type byte of Ed25519 note signatures.
-const ALG_ED25519: u8 = 0x01;
+pub(crate) const ALG_ED25519: u8 = 0x01;
 
 /// What starts every signature line: an em dash and a space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 
 /// The prefix of a signer key (`skey`) text.
-const SKEY_PREFIX: &str = "PRIVATE+KEY+";
+pub(crate) const SKEY_PREFIX: &str = "PRIVATE+KEY+";
 
 /// A key name: non-empty, at most [`MAX_KEY_NAME_LEN`] bytes, with no `+`, no Unicode whitespace
 /// and no control characters (c2sp.org/signed-note). For a log's key it is the checkpoint origin.
@@ -136,7 +137,7 @@ impl NoteSigner {
             .ok_or(bad(KeyProblem::Format))?;
         let (name, key_id, key) = split_key_text(rest).ok_or(bad(KeyProblem::Format))?;
         let name = KeyName::new(name)?;
-        let seed: [u8; 32] = decode_key_data(key).map_err(bad)?;
+        let seed: [u8; 32] = decode_key_data(key, ALG_ED25519).map_err(bad)?;
         let signer = Self::from_seed(name, &seed);
         if signer.key_id != key_id {
             return Err(bad(KeyProblem::KeyIdMismatch {
@@ -150,7 +151,7 @@ impl NoteSigner {
     /// The key in Go's `skey` format (see [`NoteSigner::from_skey`]). The text holds the secret
     /// key: store it only where its owner alone can read it.
     pub fn to_skey(&self) -> String {
-        let mut data = key_data(self.key.as_bytes());
+        let mut data = key_data(ALG_ED25519, self.key.as_bytes());
         let text = format!(
             "{SKEY_PREFIX}{}+{:08x}+{}",
             self.name,
@@ -187,7 +188,7 @@ impl NoteSigner {
     }
 
     fn from_signing_key(name: KeyName, key: SigningKey) -> Self {
-        let key_id = key_id(&name, key.verifying_key().as_bytes());
+        let key_id = key_id(&name, ALG_ED25519, key.verifying_key().as_bytes());
         Self { name, key_id, key }
     }
 }
@@ -222,7 +223,7 @@ impl NoteVerifier {
         let bad = |problem| NoteError::InvalidVerifierKey { problem };
         let (name, key_id, key) = split_key_text(text).ok_or(bad(KeyProblem::Format))?;
         let name = KeyName::new(name)?;
-        let key: [u8; 32] = decode_key_data(key).map_err(bad)?;
+        let key: [u8; 32] = decode_key_data(key, ALG_ED25519).map_err(bad)?;
         let verifier = Self::from_public_key(name, &key)?;
         if verifier.key_id != key_id {
             return Err(bad(KeyProblem::KeyIdMismatch {
@@ -243,13 +244,13 @@ impl NoteVerifier {
             VerifyingKey::from_bytes(public_key).map_err(|_| NoteError::InvalidVerifierKey {
                 problem: KeyProblem::InvalidPublicKey,
             })?;
-        let key_id = key_id(&name, key.as_bytes());
+        let key_id = key_id(&name, ALG_ED25519, key.as_bytes());
         Ok(Self { name, key_id, key })
     }
 
     /// The key in the note `vkey` format (see [`NoteVerifier::from_vkey`]).
     pub fn to_vkey(&self) -> String {
-        let data = key_data(self.key.as_bytes());
+        let data = key_data(ALG_ED25519, self.key.as_bytes());
         format!("{}+{:08x}+{}", self.name, self.key_id, BASE64.encode(data))
     }
 
@@ -290,6 +291,23 @@ pub struct NoteSignature {
 }
 
 impl NoteSignature {
+    /// Parses one signature line, without its final newline:
+    /// `— <name> <base64(key id || signature)>`.
+    ///
+    /// # Errors
+    ///
+    /// [`NoteError::MalformedSignatureLine`] (line 1) when the line is not in that form, its name
+    /// is not a valid key name, or the signature is empty.
+    pub fn parse_line(line: &str) -> Result<Self, NoteError> {
+        if line.len() > MAX_NOTE_SIZE {
+            return Err(NoteError::NoteTooLarge {
+                size: line.len(),
+                max: MAX_NOTE_SIZE,
+            });
+        }
+        parse_signature_line(line).ok_or(NoteError::MalformedSignatureLine { line: 1 })
+    }
+
     /// The signature line, without its final newline: `— <name> <base64(key id || sig)>`.
     pub fn to_line(&self) -> String {
         let mut data = Vec::with_capacity(4 + self.sig.len());
@@ -638,7 +656,7 @@ pub enum KeyProblem {
         /// Bytes after the algorithm byte.
         got: usize,
     },
-    /// The algorithm byte is not Ed25519 (0x01).
+    /// The algorithm byte is not the one expected (0x01 for note keys, 0x04 for cosigner keys).
     UnknownAlgorithm {
         /// The algorithm byte.
         alg: u8,
@@ -660,11 +678,12 @@ impl fmt::Display for KeyProblem {
     }
 }
 
-/// The key id of an Ed25519 key: `SHA-256(name || 0x0A || 0x01 || public key)[..4]`, big-endian.
-fn key_id(name: &KeyName, public_key: &[u8; 32]) -> u32 {
+/// The key id of a key of signature type `alg`: `SHA-256(name || 0x0A || alg || public key)[..4]`,
+/// big-endian (0x01 for note signatures, 0x04 for c2sp.org/tlog-cosignature).
+pub(crate) fn key_id(name: &KeyName, alg: u8, public_key: &[u8; 32]) -> u32 {
     let digest = Sha256::new()
         .chain_update(name.as_str())
-        .chain_update([b'\n', ALG_ED25519])
+        .chain_update([b'\n', alg])
         .chain_update(public_key)
         .finalize();
     // INVARIANT: a SHA-256 digest has 32 bytes, so the first four always exist.
@@ -674,17 +693,17 @@ fn key_id(name: &KeyName, public_key: &[u8; 32]) -> u32 {
         .map_or(0, |id| u32::from_be_bytes(*id))
 }
 
-/// `0x01 || key`: the key data of `vkey` and `skey` texts.
-fn key_data(key: &[u8; 32]) -> [u8; 33] {
+/// `alg || key`: the key data of `vkey` and `skey` texts.
+pub(crate) fn key_data(alg: u8, key: &[u8; 32]) -> [u8; 33] {
     let mut data = [0u8; 33];
-    let (alg, rest) = data.split_at_mut(1);
-    alg.fill(ALG_ED25519);
+    let (alg_byte, rest) = data.split_at_mut(1);
+    alg_byte.fill(alg);
     rest.copy_from_slice(key);
     data
 }
 
 /// Splits `name+keyid+keydata` (the key data may itself hold `+`, a base64 character).
-fn split_key_text(text: &str) -> Option<(&str, u32, &str)> {
+pub(crate) fn split_key_text(text: &str) -> Option<(&str, u32, &str)> {
     let mut parts = text.splitn(3, '+');
     let (name, id, data) = (parts.next()?, parts.next()?, parts.next()?);
     if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -694,13 +713,13 @@ fn split_key_text(text: &str) -> Option<(&str, u32, &str)> {
     Some((name, id, data))
 }
 
-/// Decodes `base64(0x01 || 32 bytes)`.
-fn decode_key_data(data: &str) -> Result<[u8; 32], KeyProblem> {
+/// Decodes `base64(alg || 32 bytes)`, requiring the signature type `want`.
+pub(crate) fn decode_key_data(data: &str, want: u8) -> Result<[u8; 32], KeyProblem> {
     let bytes = BASE64.decode(data).map_err(|_| KeyProblem::Base64)?;
     let Some((&alg, key)) = bytes.split_first() else {
         return Err(KeyProblem::KeyLength { got: 0 });
     };
-    if alg != ALG_ED25519 {
+    if alg != want {
         return Err(KeyProblem::UnknownAlgorithm { alg });
     }
     key.try_into()
@@ -708,7 +727,7 @@ fn decode_key_data(data: &str) -> Result<[u8; 32], KeyProblem> {
 }
 
 /// Parses `— <name> <base64(key id || signature)>`.
-fn parse_signature_line(line: &str) -> Option<NoteSignature> {
+pub(crate) fn parse_signature_line(line: &str) -> Option<NoteSignature> {
     let (name, b64) = line.strip_prefix(SIG_PREFIX)?.split_once(' ')?;
     KeyName::new(name).ok()?;
     let data = BASE64.decode(b64).ok()?;

@@ -222,3 +222,40 @@ fn the_c2sp_checkpoint_example_body_parses() {
     assert_eq!(note.signatures[0].name, cp.origin);
     assert_eq!(cp.to_text(), note.text);
 }
+
+/// The cosigned checkpoints of `vectors/akashi_vectors.json`, which `tools/interop/verify.go`
+/// checks with Go's `sumdb/note` and `crypto/ed25519`, verify here too, and a flipped byte in
+/// any cosignature is caught.
+#[test]
+fn go_checked_cosignatures_verify() {
+    use ledger::cosignature::{CosignatureError, WitnessVerifier, WitnessedCheckpoint};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/vectors/akashi_vectors.json"
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let log = NoteVerifier::from_vkey(v["vkey"].as_str().unwrap()).unwrap();
+    let witnesses: Vec<WitnessVerifier> = v["witness_vkeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| WitnessVerifier::from_vkey(k.as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(witnesses.len(), 2);
+    let notes = v["cosigned_checkpoints"].as_array().unwrap();
+    assert!(!notes.is_empty());
+    for note in notes {
+        let note = note.as_str().unwrap();
+        let witnessed = WitnessedCheckpoint::verify(note, &log, &witnesses).unwrap();
+        assert_eq!(witnessed.require_quorum(2), Ok(()));
+        // Flip one bit inside the last cosignature's base64 (before its final `=` padding).
+        let mut bad = note.as_bytes().to_vec();
+        let at = bad.len() - 6;
+        bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert!(matches!(
+            WitnessedCheckpoint::verify(&bad, &log, &witnesses),
+            Err(CosignatureError::InvalidCosignature { .. })
+        ));
+    }
+}

@@ -133,6 +133,8 @@ fn env_reads_every_setting() {
             tls_key: Some("k.pem".into()),
             tls_client_ca: Some("ca.pem".into()),
             disclosure_threshold: Some(20),
+            witnesses: None,
+            witness_quorum: None,
         }
     );
     let mut config = Config::default();
@@ -251,4 +253,104 @@ fn the_disclosure_threshold_is_ten_by_default_and_bounded() {
         let err = config.validate().unwrap_err().to_string();
         assert!(err.starts_with("`disclosure_threshold`"), "{err}");
     }
+}
+
+fn witness_vkey(name: &str, seed: u8) -> String {
+    ledger::cosignature::WitnessSigner::from_seed(
+        ledger::note::KeyName::new(name).unwrap(),
+        &[seed; 32],
+    )
+    .verifier()
+    .to_vkey()
+}
+
+#[test]
+fn witnesses_come_from_toml_env_and_flags() {
+    use super::{WitnessSpec, WitnessSpecError};
+    // A key name may hold `@`: the split is after the key id.
+    let (w1, w2) = (witness_vkey("w@example/1", 1), witness_vkey("w2", 2));
+    let spec: WitnessSpec = format!("{w1}@http://127.0.0.1:7380/").parse().unwrap();
+    assert_eq!(spec.verifier.name().as_str(), "w@example/1");
+    assert_eq!(spec.url, "http://127.0.0.1:7380");
+    assert_eq!(spec.to_string(), format!("{w1}@http://127.0.0.1:7380"));
+    for (bad, want) in [
+        (w1.clone(), WitnessSpecError::Format),
+        (format!("{w1}@https://w.example"), WitnessSpecError::Url),
+        (format!("{w1}@w.example:80"), WitnessSpecError::Url),
+        (format!("{w1}@http://w.example/?q"), WitnessSpecError::Url),
+        (
+            "nokey@http://w.example".to_owned(),
+            WitnessSpecError::Format,
+        ),
+    ] {
+        assert_eq!(bad.parse::<WitnessSpec>(), Err(want), "{bad}");
+    }
+    // A log key (type 0x01) is not a witness key.
+    let log_vkey =
+        ledger::note::NoteSigner::from_seed(ledger::note::KeyName::new("log").unwrap(), &[1; 32])
+            .verifier()
+            .to_vkey();
+    let err = format!("{log_vkey}@http://w.example")
+        .parse::<WitnessSpec>()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        WitnessSpecError::Key(ledger::note::NoteError::InvalidVerifierKey {
+            problem: ledger::note::KeyProblem::UnknownAlgorithm { alg: 0x01 }
+        })
+    );
+    assert!(err.to_string().contains("0x01"), "{err}");
+
+    let config = Config::from_toml(&format!(
+        "witnesses = [\"{w1}@http://a.example\", \"{w2}@http://b.example/w\"]\nwitness_quorum = 1\n"
+    ))
+    .unwrap();
+    assert_eq!(config.witnesses.len(), 2);
+    assert_eq!(config.witnesses[1].url, "http://b.example/w");
+    assert_eq!(config.quorum(), 1);
+    config.validate().unwrap();
+
+    let overrides = Overrides::from_env(env(&[
+        (
+            "AKASHI_WITNESSES",
+            &format!("{w1}@http://a.example, {w2}@http://b.example"),
+        ),
+        ("AKASHI_WITNESS_QUORUM", "2"),
+    ]))
+    .unwrap();
+    assert_eq!(overrides.witnesses.as_ref().map(Vec::len), Some(2));
+    assert_eq!(overrides.witness_quorum, Some(2));
+    assert!(
+        unknown_env(env(&[
+            ("AKASHI_WITNESSES", "x"),
+            ("AKASHI_WITNESS_QUORUM", "1")
+        ]))
+        .is_empty()
+    );
+    let err = Overrides::from_env(env(&[("AKASHI_WITNESSES", "junk")])).unwrap_err();
+    assert!(err.to_string().contains("AKASHI_WITNESSES"), "{err}");
+
+    // Without a quorum, every witness must cosign; more than there are is refused.
+    let mut config = Config::default();
+    config.apply(&overrides);
+    assert_eq!(config.quorum(), 2);
+    config.witness_quorum = None;
+    assert_eq!(config.quorum(), 2);
+    config.witness_quorum = Some(3);
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::Invalid {
+            field: "witness_quorum",
+            ..
+        })
+    ));
+    config.witness_quorum = Some(1);
+    config.witnesses[1] = config.witnesses[0].clone();
+    assert!(matches!(
+        config.validate(),
+        Err(ConfigError::Invalid {
+            field: "witnesses",
+            ..
+        })
+    ));
 }

@@ -32,9 +32,16 @@ impl TransparencyService for Transparency {
         &self,
         _request: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        let witnessed = self.0.witnessed();
         Ok(Response::new(pb::GetCheckpointResponse {
             checkpoint: self.0.log().checkpoint().note().to_owned(),
             verifier_key: self.0.verifier_key().to_owned(),
+            witnessed_checkpoint: witnessed
+                .newest()
+                .map(|w| w.note().to_owned())
+                .unwrap_or_default(),
+            witness_keys: witnessed.keys().to_vec(),
+            witness_quorum: u32::try_from(witnessed.quorum()).unwrap_or(u32::MAX),
         }))
     }
 

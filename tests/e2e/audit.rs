@@ -256,6 +256,7 @@ async fn watch(verifier: &NoteVerifier, source: LogSource, state: &Path) -> Watc
         verifier: verifier.clone(),
         source,
         state: Some(state.to_path_buf()),
+        witnesses: Default::default(),
     })
     .await
     .unwrap()

@@ -356,6 +356,7 @@ async fn the_page_the_json_and_the_csv_show_what_was_decided() {
     let config = DisclosureConfig {
         verifier,
         http: format!("http://{}", server.http_addr),
+        witnesses: auditor::quorum::WitnessPolicy::default(),
     };
     let report = tokio::task::spawn_blocking(move || disclosure(&config, false))
         .await

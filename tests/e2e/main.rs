@@ -35,3 +35,4 @@ mod scaffold;
 mod store_failure;
 mod tokens;
 mod unacknowledged;
+mod witness;

@@ -1,14 +1,18 @@
 //! Deterministic interoperability vectors from a real akashi log (in-memory store): a note
-//! verifier key, signed checkpoints at several sizes, leaves, and inclusion and consistency
-//! proofs, so that other people's verifiers can check akashi's formats unchanged
-//! (`tools/interop/verify.go` does so with Go's `golang.org/x/mod/sumdb/note` and
-//! `sumdb/tlog`). The key seed and body nonces are fixed: every run gives the same bytes.
+//! verifier key, signed checkpoints at several sizes, leaves, inclusion and consistency proofs,
+//! and the checkpoints again with two witnesses' `cosignature/v1` lines, so that other people's
+//! verifiers can check akashi's formats unchanged (`tools/interop/verify.go` does so with Go's
+//! `golang.org/x/mod/sumdb/note` and `sumdb/tlog`, and with Go's `crypto/ed25519` for the
+//! cosignatures). The key seeds, body nonces and cosignature times are fixed: every run gives
+//! the same bytes.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use base64::Engine as _;
 use ledger::{
+    checkpoint::SignedCheckpoint,
+    cosignature::{WitnessSigner, append_signatures},
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     hash::{LeafIndex, TreeSize},
     log::{Log, NewEntry},
@@ -28,6 +32,8 @@ struct Vectors {
     leaves_base64: Vec<String>,
     inclusion_proofs: Vec<Proof>,
     consistency_proofs: Vec<Proof>,
+    witness_vkeys: Vec<String>,
+    cosigned_checkpoints: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -72,7 +78,7 @@ pub fn generate() -> anyhow::Result<String> {
         let committed = log
             .append_batch(&batch, Vec::new())
             .context("while appending")?;
-        checkpoints.push(committed.checkpoint.note().to_owned());
+        checkpoints.push(SignedCheckpoint::clone(&committed.checkpoint));
     }
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let size = TreeSize(*SIZES.last().unwrap_or(&0));
@@ -98,13 +104,32 @@ pub fn generate() -> anyhow::Result<String> {
             path: proof.path.iter().map(|h| b64(&h.0)).collect(),
         });
     }
+    let witnesses = [
+        WitnessSigner::from_seed(KeyName::new("witness.example/w1")?, &[8u8; 32]),
+        WitnessSigner::from_seed(KeyName::new("witness.example/w2")?, &[9u8; 32]),
+    ];
+    let mut cosigned = Vec::new();
+    for (i, checkpoint) in checkpoints.iter().enumerate() {
+        let time = 1_764_547_200 + 60 * i as u64;
+        let lines = witnesses
+            .iter()
+            .map(|w| w.cosign(checkpoint, time))
+            .collect::<Result<Vec<_>, _>>()?;
+        cosigned.push(append_signatures(checkpoint.note(), &lines));
+    }
     let out = Vectors {
         generated: GENERATED,
         vkey: signer.verifier().to_vkey(),
-        checkpoints,
+        checkpoints: checkpoints
+            .iter()
+            .map(SignedCheckpoint::note)
+            .map(str::to_owned)
+            .collect(),
         leaves_base64: leaves.iter().map(|l| b64(l)).collect(),
         inclusion_proofs: inclusion,
         consistency_proofs: consistency,
+        witness_vkeys: witnesses.iter().map(|w| w.verifier().to_vkey()).collect(),
+        cosigned_checkpoints: cosigned,
     };
     Ok(format!("{}\n", serde_json::to_string_pretty(&out)?))
 }

@@ -7,7 +7,8 @@
 //! recomputed from their hashes), and counts them with the same public rules
 //! (`policy::disclosure`). It also checks that the log's newest checkpoint extends the pinned
 //! one (a consistency proof from the hash tiles), so the statistics are not about a tree shown
-//! to nobody else, and that each policy text served under a hash has that hash.
+//! to nobody else, and that each policy text served under a hash has that hash. Given witnesses
+//! (`--witness`, `--witness-quorum`), the pinned checkpoint must also carry their cosignatures.
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -24,6 +25,7 @@ use serde::Serialize;
 use super::http::{TileLog, consistency_proof};
 use crate::compact::CompactRange;
 use crate::exit::AuditExitCode;
+use crate::quorum::WitnessPolicy;
 
 /// The largest `disclosure.json` read, in bytes.
 pub const MAX_DOCUMENT_SIZE: usize = 64 * 1024 * 1024;
@@ -38,6 +40,8 @@ pub struct DisclosureConfig {
     pub verifier: NoteVerifier,
     /// The server's public HTTP URL (`http://host:port[/prefix]`).
     pub http: String,
+    /// The witnesses whose cosignatures the pinned checkpoint must carry, and how many.
+    pub witnesses: WitnessPolicy,
 }
 
 /// What `disclosure` found.
@@ -109,13 +113,28 @@ pub fn disclosure(config: &DisclosureConfig, progress: bool) -> anyhow::Result<D
         document.format
     );
     let mut differences = Vec::new();
-    let pinned = match SignedCheckpoint::verify(&document.checkpoint.note, &config.verifier) {
-        Ok(pinned) => pinned,
-        Err(err) => {
-            differences.push(format!(
-                "the checkpoint the statistics are pinned to does not verify with the log's key: {err}"
-            ));
-            return Ok(report(&document, differences, 0));
+    let pinned = if config.witnesses.is_required() {
+        match config
+            .witnesses
+            .check(&config.verifier, &document.checkpoint.note)
+        {
+            Ok(witnessed) => witnessed.signed().clone(),
+            Err(err) => {
+                differences.push(format!(
+                    "the checkpoint the statistics are pinned to is not signed by the log and cosigned by the witnesses asked for: {err}"
+                ));
+                return Ok(report(&document, differences, 0));
+            }
+        }
+    } else {
+        match SignedCheckpoint::verify(&document.checkpoint.note, &config.verifier) {
+            Ok(pinned) => pinned,
+            Err(err) => {
+                differences.push(format!(
+                    "the checkpoint the statistics are pinned to does not verify with the log's key: {err}"
+                ));
+                return Ok(report(&document, differences, 0));
+            }
         }
     };
     let checkpoint = pinned.checkpoint();

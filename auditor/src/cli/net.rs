@@ -85,3 +85,21 @@ pub(crate) async fn checkpoint(channel: Channel) -> anyhow::Result<String> {
         .into_inner()
         .checkpoint)
 }
+
+/// The newest witnessed checkpoint note (`witnessed_checkpoint`), or an error when the log has
+/// none.
+pub(crate) async fn witnessed_checkpoint(channel: Channel) -> anyhow::Result<String> {
+    let mut client = pb::transparency_service_client::TransparencyServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let note = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .context("while fetching the latest checkpoint")?
+        .into_inner()
+        .witnessed_checkpoint;
+    anyhow::ensure!(
+        !note.is_empty(),
+        "the log has no witnessed checkpoint (yet)"
+    );
+    Ok(note)
+}

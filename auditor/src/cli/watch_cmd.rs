@@ -11,6 +11,7 @@ use ledger::{
 
 use super::{http, net};
 use crate::exit::AuditExitCode;
+use crate::quorum::WitnessPolicy;
 use crate::trust::{Advance, TrustError, Witness};
 
 /// Where to read the log.
@@ -31,6 +32,10 @@ pub struct WatchConfig {
     pub source: LogSource,
     /// The trusted-checkpoint file; without one, every run starts from nothing.
     pub state: Option<PathBuf>,
+    /// The cosignatures a checkpoint must carry to be trusted. When it asks for any, the
+    /// watcher follows the log's witnessed checkpoint (`/checkpoint` over HTTP,
+    /// `witnessed_checkpoint` over gRPC) rather than its newest.
+    pub witnesses: WitnessPolicy,
 }
 
 /// What one check found.
@@ -67,7 +72,11 @@ impl WatchStep {
 /// reached. An inconsistency is not an error: it is [`WatchStep::Inconsistent`].
 pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     let mut witness = load(config)?;
+    let witnessed = config.witnesses.is_required();
     let note = match &config.source {
+        LogSource::Grpc(addr) if witnessed => {
+            net::witnessed_checkpoint(net::connect(addr).await?).await?
+        }
         LogSource::Grpc(addr) => net::checkpoint(net::connect(addr).await?).await?,
         LogSource::Http(url) => {
             let log = http::TileLog::new(url)?;
@@ -78,6 +87,13 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
         Ok(checkpoint) => checkpoint,
         Err(error) => return Ok(WatchStep::Inconsistent(error)),
     };
+    if witnessed {
+        // Not evidence against the log (it may not have reached a quorum yet): no step.
+        config
+            .witnesses
+            .check(&config.verifier, &note)
+            .context("the checkpoint is not witnessed as required")?;
+    }
     let proof = match witness.proof_needed(checkpoint.checkpoint()) {
         None => None,
         Some((old, new)) => Some(proof(&config.source, old, new).await?),

@@ -17,3 +17,4 @@ mod history;
 mod replay;
 mod support;
 mod watch;
+mod witness;

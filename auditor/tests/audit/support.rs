@@ -539,6 +539,7 @@ impl pb::transparency_service_server::TransparencyService for Served {
         Ok(Response::new(pb::GetCheckpointResponse {
             checkpoint: self.log().checkpoint().note().to_owned(),
             verifier_key: vkey(),
+            ..Default::default()
         }))
     }
 

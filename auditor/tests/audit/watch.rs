@@ -15,6 +15,7 @@ fn config(source: LogSource, state: &Path) -> WatchConfig {
         verifier: support::signer().verifier(),
         source,
         state: Some(state.to_owned()),
+        witnesses: Default::default(),
     }
 }
 
@@ -150,6 +151,7 @@ async fn a_bad_state_file_is_an_error_and_a_forged_checkpoint_is_invalid() {
         .verifier(),
         source: LogSource::Http(url),
         state: None,
+        witnesses: Default::default(),
     };
     let err = inconsistent(&other_key).await;
     assert!(matches!(err, TrustError::BadCheckpoint(_)), "{err}");
