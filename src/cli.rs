@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// Public HTTP listen address [default: 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Admin HTTP listen address: metrics, liveness, readiness [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// Checkpoint origin line, also the signing key's name [default: akashi.dev/log].
     #[arg(long, value_name = "NAME")]
     pub origin: Option<String>,
@@ -125,6 +128,7 @@ impl ServeArgs {
         Overrides {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
+            admin_addr: self.admin_addr,
             data_dir: self.data_dir.clone(),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,

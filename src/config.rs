@@ -19,8 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Default gRPC listen address (loopback only: exposing the server is an explicit choice).
 pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
-/// Default public HTTP listen address (tiles, verifier key, metrics).
+/// Default public HTTP listen address (tiles, verifier key, the disclosure page).
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Default admin listen address (metrics, liveness and readiness; for operators only).
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
 /// Default data directory (key material and the ledger).
 pub const DEFAULT_DATA_DIR: &str = "./akashi-data";
 /// Default checkpoint origin line, also the note key name of the checkpoint signing key.
@@ -51,6 +53,9 @@ pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Public HTTP listen address. Default [`DEFAULT_HTTP_ADDR`].
     pub http_addr: SocketAddr,
+    /// Admin HTTP listen address: `/metrics`, `/healthz`, `/readyz`, kept off the public port.
+    /// Default [`DEFAULT_ADMIN_ADDR`].
+    pub admin_addr: SocketAddr,
     /// Data directory: keys and the ledger. Default [`DEFAULT_DATA_DIR`].
     pub data_dir: PathBuf,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
@@ -153,6 +158,8 @@ pub struct Overrides {
     pub grpc_addr: Option<SocketAddr>,
     /// Overrides [`Config::http_addr`].
     pub http_addr: Option<SocketAddr>,
+    /// Overrides [`Config::admin_addr`].
+    pub admin_addr: Option<SocketAddr>,
     /// Overrides [`Config::data_dir`].
     pub data_dir: Option<PathBuf>,
     /// Overrides [`Config::origin`].
@@ -234,6 +241,7 @@ impl Default for Config {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
@@ -313,6 +321,9 @@ impl Config {
         }
         if let Some(v) = o.http_addr {
             self.http_addr = v;
+        }
+        if let Some(v) = o.admin_addr {
+            self.admin_addr = v;
         }
         if let Some(v) = o.data_dir {
             self.data_dir = v;
@@ -425,6 +436,7 @@ impl Config {
 
 impl Overrides {
     /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
+    /// `AKASHI_ADMIN_ADDR`,
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
@@ -448,6 +460,7 @@ impl Overrides {
                 "CONFIG" | "LOG" | "LOG_FORMAT" => {}
                 "GRPC_ADDR" => out.grpc_addr = Some(parse_env(&name, &value)?),
                 "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
+                "ADMIN_ADDR" => out.admin_addr = Some(parse_env(&name, &value)?),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
@@ -583,6 +596,7 @@ pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<Strin
 
 /// The `AKASHI_*` suffixes something reads.
 const KNOWN_ENV: &[&str] = &[
+    "ADMIN_ADDR",
     "BATCH_MAX_ENTRIES",
     "BATCH_MAX_WAIT",
     "CONFIG",

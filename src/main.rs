@@ -72,24 +72,41 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("while binding gRPC on {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr)
         .with_context(|| format!("while binding HTTP on {}", config.http_addr))?;
-    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let admin = TcpListener::bind(config.admin_addr)
+        .with_context(|| format!("while binding the admin address {}", config.admin_addr))?;
+    let addrs = Addrs {
+        grpc: grpc.local_addr()?,
+        http: http.local_addr()?,
+        admin: admin.local_addr()?,
+    };
     let mut first = true;
     let banner = |server: &akashi::server::Server| {
         if std::mem::take(&mut first) {
-            print_banner(&config, grpc_addr, http_addr, &server.keys().verifier_key());
+            print_banner(&config, &addrs, &server.keys().verifier_key());
         }
     };
-    supervisor::serve(config.clone(), grpc, http, shutdown, banner)
+    supervisor::serve(config.clone(), grpc, http, admin, shutdown, banner)
         .await
         .context("while serving")?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The addresses actually bound.
+struct Addrs {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
 /// What the operator needs on start: where everything is and the checkpoint verifier key.
-fn print_banner(config: &Config, grpc: SocketAddr, http: SocketAddr, vkey: &str) {
+fn print_banner(config: &Config, addrs: &Addrs, vkey: &str) {
     println!("akashi {}", env!("CARGO_PKG_VERSION"));
-    println!("  gRPC         {grpc}");
-    println!("  public HTTP  http://{http}");
+    println!("  gRPC         {}", addrs.grpc);
+    println!("  public HTTP  http://{}", addrs.http);
+    println!(
+        "  admin        http://{} (metrics, healthz, readyz)",
+        addrs.admin
+    );
     println!("  data dir     {}", config.data_dir.display());
     println!("  origin       {}", config.origin);
     println!("  vkey         {vkey}");

@@ -102,6 +102,7 @@ pub struct Server {
     routes: RoutesBuilder,
     service_names: Vec<&'static str>,
     http: Router,
+    admin: Option<TcpListener>,
     disclosure: Arc<Disclosure>,
     witnessing: Option<Witnessing>,
 }
@@ -169,6 +170,7 @@ impl Server {
             routes: RoutesBuilder::default(),
             service_names: Vec::new(),
             http: Router::new(),
+            admin: None,
             disclosure: disclosure.clone(),
             witnessing,
         };
@@ -248,9 +250,17 @@ impl Server {
         self
     }
 
-    /// Adds public HTTP routes (they must not overlap `/metrics`).
+    /// Adds public HTTP routes.
     pub fn merge_http(&mut self, router: Router) -> &mut Self {
         self.http = std::mem::take(&mut self.http).merge(router);
+        self
+    }
+
+    /// Serves the admin routes on `listener` as well: `/metrics` (Prometheus), `/healthz` (the
+    /// process serves) and `/readyz` (the write path is open: `503` while the log is poisoned).
+    /// They are for operators and are not on the public port.
+    pub fn serve_admin(&mut self, listener: TcpListener) -> &mut Self {
+        self.admin = Some(listener);
         self
     }
 
@@ -278,6 +288,7 @@ impl Server {
             mut routes,
             service_names,
             http: extra_http,
+            admin,
             disclosure,
             witnessing,
         } = self;
@@ -328,10 +339,16 @@ impl Server {
             .with_nodelay(Some(true))
             .map_ok(move |stream| IdleTimeout::new(stream, idle_timeout));
 
-        let http_router = Router::new()
+        let http_router = extra_http;
+        let admin_router = Router::new()
             .route("/metrics", get(render_metrics))
             .with_state(metrics)
-            .merge(extra_http);
+            .merge(
+                Router::new()
+                    .route("/healthz", get(healthz))
+                    .route("/readyz", get(readyz))
+                    .with_state(core.clone()),
+            );
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut stop_on_signal = stop_rx.clone();
@@ -358,6 +375,11 @@ impl Server {
             serve_http(http, http_router, &limits, stopped(stop_rx.clone())).await;
             let _ = stop_tx.send(true);
         };
+        let admin_task = async {
+            if let Some(admin) = admin {
+                serve_http(admin, admin_router, &limits, stopped(stop_rx.clone())).await;
+            }
+        };
         let refresher = refresh_disclosure(disclosure, stop_rx.clone());
         // Witnesses are asked off every request's path, until the servers stop.
         let witness_task = async {
@@ -365,8 +387,14 @@ impl Server {
                 witnessing.run(stopped(stop_rx.clone())).await;
             }
         };
-        let ((), grpc_result, (), (), ()) =
-            tokio::join!(coordinator, grpc_task, http_task, refresher, witness_task);
+        let ((), grpc_result, (), (), (), ()) = tokio::join!(
+            coordinator,
+            grpc_task,
+            http_task,
+            admin_task,
+            refresher,
+            witness_task
+        );
         // Every in-flight call has been answered; finish what the sequencer still holds and
         // leave the store synced.
         core.sequencer().shutdown().await;
@@ -453,6 +481,24 @@ async fn ensure_policy_set(core: &Core) -> Result<(), StartError> {
         "activated the default policy set"
     );
     Ok(())
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: writes and decisions can be logged (not while the log is poisoned by a store
+/// failure; reads go on meanwhile, see `crate::supervisor`).
+async fn readyz(State(core): State<Core>) -> axum::response::Response {
+    if core.log().is_poisoned() {
+        return (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the store failed, writes and decisions are refused until it recovers\n",
+        )
+            .into_response();
+    }
+    "ready\n".into_response()
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

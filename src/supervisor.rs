@@ -52,7 +52,7 @@ const WRITE_SERVICES: [&str; 5] = [
     proto::pb::policy_service_server::SERVICE_NAME,
 ];
 
-/// Serves `config` on `grpc` and `http` until `shutdown` completes, reopening the server after
+/// Serves `config` on `grpc`, `http` and `admin` until `shutdown` completes, reopening the server after
 /// a store failure once the data dir accepts writes again. `on_open` is called with each
 /// server opened (the first, and every one after a recovery) before it serves.
 ///
@@ -65,6 +65,7 @@ pub async fn serve(
     config: Config,
     grpc: StdListener,
     http: StdListener,
+    admin: StdListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_open: impl FnMut(&Server) + Send,
 ) -> Result<(), StartError> {
@@ -86,6 +87,7 @@ pub async fn serve(
                 }
             }
         };
+        server.serve_admin(listener(&admin)?);
         server.run(listener(&grpc)?, listener(&http)?, stop).await?;
         if !restart.load(Ordering::SeqCst) {
             return Ok(());

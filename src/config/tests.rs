@@ -18,6 +18,7 @@ fn defaults_are_the_documented_ones() {
     let config = Config::default();
     assert_eq!(config.grpc_addr, addr(super::DEFAULT_GRPC_ADDR));
     assert_eq!(config.http_addr, addr(super::DEFAULT_HTTP_ADDR));
+    assert_eq!(config.admin_addr, addr(super::DEFAULT_ADMIN_ADDR));
     assert_eq!(config.data_dir, PathBuf::from("./akashi-data"));
     assert_eq!(config.origin, "akashi.dev/log");
     assert_eq!(config.batch_max_entries, 1024);
@@ -107,6 +108,7 @@ fn env_reads_every_setting() {
     let overrides = Overrides::from_env(env(&[
         ("AKASHI_GRPC_ADDR", "127.0.0.1:1"),
         ("AKASHI_HTTP_ADDR", "127.0.0.1:2"),
+        ("AKASHI_ADMIN_ADDR", "127.0.0.1:3"),
         ("AKASHI_DATA_DIR", "/var/lib/akashi"),
         ("AKASHI_ORIGIN", "o.example/log"),
         ("AKASHI_BATCH_MAX_ENTRIES", "5"),
@@ -125,6 +127,7 @@ fn env_reads_every_setting() {
         Overrides {
             grpc_addr: Some(addr("127.0.0.1:1")),
             http_addr: Some(addr("127.0.0.1:2")),
+            admin_addr: Some(addr("127.0.0.1:3")),
             data_dir: Some("/var/lib/akashi".into()),
             origin: Some("o.example/log".into()),
             batch_max_entries: Some(5),

@@ -432,7 +432,7 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
     assert_eq!(report.decisions_checked, decisions);
     assert_eq!(report.decisions_matching, decisions);
 
-    let (status, metrics) = http_get(server.http_addr, "/metrics").await;
+    let (status, metrics) = http_get(server.admin_addr, "/metrics").await;
     assert_eq!(status, 200);
     let accepted = counter(
         &metrics,

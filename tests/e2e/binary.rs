@@ -112,6 +112,7 @@ fn serve_prints_the_vkey_and_stops_on_sigterm() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .env("AKASHI_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -153,6 +154,7 @@ fn serve_logs_json_lines_when_asked() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .env("AKASHI_LOG", "info")
         .env("AKASHI_LOG_FORMAT", "json")
         .stdout(Stdio::null())
@@ -207,6 +209,7 @@ fn serve_refuses_an_exposed_key_file_naming_it() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!output.status.success());

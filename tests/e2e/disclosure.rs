@@ -332,7 +332,7 @@ async fn the_page_the_json_and_the_csv_show_what_was_decided() {
     assert_eq!(get(server.http_addr, "/policy/xyz", "").await.status, 400);
 
     // The operators' counters agree (the same public fields, counted as the answers went out).
-    let metrics = get(server.http_addr, "/metrics", "").await.text();
+    let metrics = get(server.admin_addr, "/metrics", "").await.text();
     for (labels, count) in [
         (
             "action=\"secondary_use\",purpose=\"research\",level=\"PSEUDONYMIZED\",decision=\"ALLOW\",review=\"false\"",

@@ -23,6 +23,8 @@ pub struct TestServer {
     pub grpc_addr: SocketAddr,
     /// Public HTTP address.
     pub http_addr: SocketAddr,
+    /// Admin HTTP address (metrics, liveness, readiness).
+    pub admin_addr: SocketAddr,
     /// The checkpoint verifier key the server loaded.
     pub vkey: String,
     dir: TempDir,
@@ -45,14 +47,18 @@ impl TestServer {
     pub async fn start_with(dir: TempDir, edit: impl FnOnce(&mut Config)) -> Self {
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin.local_addr().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("data"),
             grpc_addr: grpc.local_addr().unwrap(),
             http_addr: http.local_addr().unwrap(),
+            admin_addr,
             ..Config::default()
         };
         edit(&mut config);
-        let server = Server::open(config).unwrap();
+        let mut server = Server::open(config).unwrap();
+        server.serve_admin(admin);
         let vkey = server.keys().verifier_key();
         let (shutdown, stop) = oneshot::channel::<()>();
         let grpc_addr = grpc.local_addr().unwrap();
@@ -63,6 +69,7 @@ impl TestServer {
         Self {
             grpc_addr,
             http_addr,
+            admin_addr,
             vkey,
             dir,
             shutdown,

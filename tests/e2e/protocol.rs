@@ -378,7 +378,7 @@ async fn invented_methods_get_no_metric_labels() {
     )
     .await
     .unwrap();
-    let (code, text) = crate::harness::http_get(server.http_addr, "/metrics").await;
+    let (code, text) = crate::harness::http_get(server.admin_addr, "/metrics").await;
     assert_eq!(code, 200);
     assert!(!text.contains("Invented"), "{text}");
     assert!(

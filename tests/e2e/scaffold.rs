@@ -142,7 +142,7 @@ async fn metrics_count_calls_by_method_and_code() {
     for _ in 0..3 {
         health.check(HealthCheckRequest::default()).await.unwrap();
     }
-    let (status, body) = http_get(server.http_addr, "/metrics").await;
+    let (status, body) = http_get(server.admin_addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
         body.contains(
@@ -156,7 +156,7 @@ async fn metrics_count_calls_by_method_and_code() {
     let api = crate::api::Api::new(&server, akashi::auth::Role::Platform, None).await;
     api.org("metrics-org-1", "university").await;
     api.org("metrics-org-2", "university").await;
-    let (_, body) = http_get(server.http_addr, "/metrics").await;
+    let (_, body) = http_get(server.admin_addr, "/metrics").await;
     let count = |name: &str| -> u64 {
         body.lines()
             .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
@@ -247,4 +247,25 @@ async fn shutdown_stops_both_listeners() {
     let _dir = server.stop().await;
     assert!(tokio::net::TcpStream::connect(grpc).await.is_err());
     assert!(tokio::net::TcpStream::connect(http).await.is_err());
+}
+
+/// Metrics and health are for operators: on the admin address, not on the public port.
+#[tokio::test]
+async fn metrics_and_health_are_on_the_admin_address_only() {
+    let server = TestServer::start().await;
+    let (status, body) = http_get(server.admin_addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_get(server.admin_addr, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (status, body) = http_get(server.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("akashi_ledger_tree_size"), "{body}");
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, _) = http_get(server.http_addr, path).await;
+        assert_eq!(status, 404, "{path} on the public port");
+    }
+    // The public routes are not on the admin address either.
+    let (status, _) = http_get(server.admin_addr, "/checkpoint").await;
+    assert_eq!(status, 404);
+    server.stop().await;
 }

@@ -130,11 +130,14 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
     };
     let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let addr = grpc.local_addr().unwrap();
     let config = Config {
         data_dir: disk.path().join("data"),
         grpc_addr: addr,
         http_addr: http.local_addr().unwrap(),
+        admin_addr,
         ..Config::default()
     };
     let data_dir = config.data_dir.clone();
@@ -143,6 +146,7 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
         config,
         grpc,
         http,
+        admin,
         async {
             let _ = stopped.await;
         },
@@ -188,6 +192,11 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
     // Poisoned: the write path says so, reads go on.
     wait_health(addr, access, ServingStatus::NotServing).await;
     wait_health(addr, "", ServingStatus::NotServing).await;
+    // The admin port says so to an orchestrator: alive, not ready.
+    let (status, _) = crate::harness::http_get(admin_addr, "/readyz").await;
+    assert_eq!(status, 503);
+    let (status, _) = crate::harness::http_get(admin_addr, "/healthz").await;
+    assert_eq!(status, 200);
     assert_eq!(
         health(addr, pb::transparency_service_server::SERVICE_NAME).await,
         Some(ServingStatus::Serving)
@@ -196,6 +205,8 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
     // Space comes back: the server reopens its store by itself and takes writes again.
     fs::remove_file(filler).unwrap();
     wait_health(addr, access, ServingStatus::Serving).await;
+    let (status, _) = crate::harness::http_get(admin_addr, "/readyz").await;
+    assert_eq!(status, 200);
     let channel = connect(addr).await;
     let receipt = DirectoryServiceClient::new(channel.clone())
         .upsert_organization(with_token(organization(9_999), &token))
