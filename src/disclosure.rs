@@ -327,11 +327,7 @@ impl Disclosure {
                 let index = start + offset as u64;
                 let leaf = Leaf::decode(bytes).map_err(|_| RefreshError::Leaf { index })?;
                 let day = leaf.day.to_string();
-                let attributes: Vec<(&str, &str)> = leaf
-                    .attributes
-                    .iter()
-                    .map(|(name, value)| (name.as_str(), value.as_str()))
-                    .collect();
+                let attributes = leaf.attribute_texts();
                 let header = Header {
                     kind: leaf.kind.as_str(),
                     day: &day,

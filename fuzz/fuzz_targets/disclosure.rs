@@ -28,11 +28,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             continue;
         };
         let day = leaf.day.to_string();
-        let attributes: Vec<(&str, &str)> = leaf
-            .attributes
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
+        let attributes = leaf.attribute_texts();
         let header = Header {
             kind: leaf.kind.as_str(),
             day: &day,

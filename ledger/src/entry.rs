@@ -424,6 +424,14 @@ impl Leaf {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The attributes as `(name, value)` text, in order.
+    pub fn attribute_texts(&self) -> Vec<(&str, &str)> {
+        self.attributes
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
     /// The RFC 9162 leaf hash of the encoded leaf.
     pub fn leaf_hash(&self) -> Hash {
         hash_leaf(&self.encode())

@@ -174,11 +174,7 @@ pub fn disclosure(config: &DisclosureConfig, progress: bool) -> anyhow::Result<D
                 continue;
             };
             let day = leaf.day.to_string();
-            let attributes: Vec<(&str, &str)> = leaf
-                .attributes
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_str()))
-                .collect();
+            let attributes = leaf.attribute_texts();
             let header = Header {
                 kind: leaf.kind.as_str(),
                 day: &day,
