@@ -121,9 +121,29 @@ impl Metrics {
         self.tree_size.store(size, Ordering::Relaxed);
     }
 
-    /// Records one finished gRPC call of `path` (`/package.Service/Method`).
+    /// Records one finished gRPC call of `path` (`/package.Service/Method`), and logs it at
+    /// debug level: the method's label (never the raw path a client sent), the code and the
+    /// latency — nothing from the request, so never a patient id.
     pub fn record_call(&self, path: &str, code: Code, elapsed: Duration) {
         self.method(path).record(code, elapsed);
+        tracing::debug!(
+            method = self.label(path),
+            code = ?code,
+            micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "call"
+        );
+    }
+
+    /// The label `path` is counted under: its method when served (or before the served methods
+    /// are known), else `other`.
+    fn label<'a>(&self, path: &'a str) -> &'a str {
+        method_label(path)
+            .filter(|label| {
+                self.methods_served
+                    .get()
+                    .is_none_or(|served| served.contains(*label))
+            })
+            .unwrap_or(OTHER_METHOD)
     }
 
     /// Total calls recorded for `path` with `code` (for tests and the load tool).

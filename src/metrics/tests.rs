@@ -188,3 +188,52 @@ fn invented_methods_of_a_served_service_count_as_other() {
         "{text}"
     );
 }
+
+/// A shared buffer the test's log subscriber writes to.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn each_call_is_one_debug_line_with_method_code_and_latency_only() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let metrics = Metrics::new();
+    metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
+    tracing::subscriber::with_default(subscriber, || {
+        metrics.record_call(
+            "/akashi.v1.AccessService/Authorize",
+            Code::Ok,
+            Duration::from_micros(420),
+        );
+        // A path nobody serves, carrying what a client might put there: logged as `other`.
+        metrics.record_call("/alice.Records/Get", Code::Unimplemented, Duration::ZERO);
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].ends_with("call method=\"akashi.v1.AccessService/Authorize\" code=Ok micros=420"),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("call method=\"other\" code=Unimplemented micros=0"),
+        "{text}"
+    );
+    assert!(!text.contains("alice"), "{text}");
+}
