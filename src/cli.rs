@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Admin HTTP listen address: metrics, liveness, readiness [default: 127.0.0.1:9090].
     #[arg(long, value_name = "ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Serve the OpenID AuthZEN 1.0 API on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub authzen_addr: Option<SocketAddr>,
     /// Checkpoint origin line, also the signing key's name [default: akashi.dev/log].
     #[arg(long, value_name = "NAME")]
     pub origin: Option<String>,
@@ -129,6 +132,7 @@ impl ServeArgs {
             grpc_addr: self.grpc_addr,
             http_addr: self.http_addr,
             admin_addr: self.admin_addr,
+            authzen_addr: self.authzen_addr,
             data_dir: self.data_dir.clone(),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,

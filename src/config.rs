@@ -56,6 +56,8 @@ pub struct Config {
     /// Admin HTTP listen address: `/metrics`, `/healthz`, `/readyz`, kept off the public port.
     /// Default [`DEFAULT_ADMIN_ADDR`].
     pub admin_addr: SocketAddr,
+    /// The OpenID AuthZEN 1.0 API's listen address (`crate::authzen`); off unless set.
+    pub authzen_addr: Option<SocketAddr>,
     /// Data directory: keys and the ledger. Default [`DEFAULT_DATA_DIR`].
     pub data_dir: PathBuf,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
@@ -160,6 +162,8 @@ pub struct Overrides {
     pub http_addr: Option<SocketAddr>,
     /// Overrides [`Config::admin_addr`].
     pub admin_addr: Option<SocketAddr>,
+    /// Overrides [`Config::authzen_addr`] (turns the AuthZEN API on).
+    pub authzen_addr: Option<SocketAddr>,
     /// Overrides [`Config::data_dir`].
     pub data_dir: Option<PathBuf>,
     /// Overrides [`Config::origin`].
@@ -242,6 +246,7 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            authzen_addr: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
@@ -324,6 +329,9 @@ impl Config {
         }
         if let Some(v) = o.admin_addr {
             self.admin_addr = v;
+        }
+        if let Some(v) = o.authzen_addr {
+            self.authzen_addr = Some(v);
         }
         if let Some(v) = o.data_dir {
             self.data_dir = v;
@@ -436,7 +444,7 @@ impl Config {
 
 impl Overrides {
     /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
-    /// `AKASHI_ADMIN_ADDR`,
+    /// `AKASHI_ADMIN_ADDR`, `AKASHI_AUTHZEN_ADDR`,
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
@@ -461,6 +469,7 @@ impl Overrides {
                 "GRPC_ADDR" => out.grpc_addr = Some(parse_env(&name, &value)?),
                 "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
                 "ADMIN_ADDR" => out.admin_addr = Some(parse_env(&name, &value)?),
+                "AUTHZEN_ADDR" => out.authzen_addr = Some(parse_env(&name, &value)?),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
@@ -597,6 +606,7 @@ pub fn unknown_env(env: impl IntoIterator<Item = (String, String)>) -> Vec<Strin
 /// The `AKASHI_*` suffixes something reads.
 const KNOWN_ENV: &[&str] = &[
     "ADMIN_ADDR",
+    "AUTHZEN_ADDR",
     "BATCH_MAX_ENTRIES",
     "BATCH_MAX_WAIT",
     "CONFIG",

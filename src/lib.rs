@@ -10,6 +10,7 @@
 //! - `cli`: the clap command line of the `akashi` binary.
 //! - `keys`: data-dir key material (checkpoint signing key, token issuer, subject pseudonyms).
 //! - `auth`: bearer tokens, roles, the authentication layer.
+//! - `authzen`: the OpenID AuthZEN 1.0 API (JSON over HTTP), answered through `Authorize`.
 //! - `metrics`: the Prometheus registry and the call-recording layer.
 //! - `error`: the crate [`Error`](error::Error) and its single mapping to `tonic::Status`.
 //! - `server`: [`Server`](server::Server), which hosts health, reflection, the services and the
@@ -25,6 +26,7 @@
 //!   the background, and keeps the newest witnessed checkpoint.
 
 pub mod auth;
+pub mod authzen;
 pub mod cli;
 pub mod config;
 pub mod disclosure;

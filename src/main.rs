@@ -74,10 +74,18 @@ async fn main() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("while binding HTTP on {}", config.http_addr))?;
     let admin = TcpListener::bind(config.admin_addr)
         .with_context(|| format!("while binding the admin address {}", config.admin_addr))?;
+    let authzen = config
+        .authzen_addr
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .with_context(|| format!("while binding the AuthZEN address {addr}"))
+        })
+        .transpose()?;
     let addrs = Addrs {
         grpc: grpc.local_addr()?,
         http: http.local_addr()?,
         admin: admin.local_addr()?,
+        authzen: authzen.as_ref().map(TcpListener::local_addr).transpose()?,
     };
     let mut first = true;
     let banner = |server: &akashi::server::Server| {
@@ -85,7 +93,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             print_banner(&config, &addrs, &server.keys().verifier_key());
         }
     };
-    supervisor::serve(config.clone(), grpc, http, admin, shutdown, banner)
+    supervisor::serve(config.clone(), grpc, http, admin, authzen, shutdown, banner)
         .await
         .context("while serving")?;
     Ok(ExitCode::SUCCESS)
@@ -96,6 +104,7 @@ struct Addrs {
     grpc: SocketAddr,
     http: SocketAddr,
     admin: SocketAddr,
+    authzen: Option<SocketAddr>,
 }
 
 /// What the operator needs on start: where everything is and the checkpoint verifier key.
@@ -107,6 +116,9 @@ fn print_banner(config: &Config, addrs: &Addrs, vkey: &str) {
         "  admin        http://{} (metrics, healthz, readyz)",
         addrs.admin
     );
+    if let Some(authzen) = addrs.authzen {
+        println!("  AuthZEN      http://{authzen}/access/v1/evaluation");
+    }
     println!("  data dir     {}", config.data_dir.display());
     println!("  origin       {}", config.origin);
     println!("  vkey         {vkey}");

@@ -103,6 +103,7 @@ pub struct Server {
     service_names: Vec<&'static str>,
     http: Router,
     admin: Option<TcpListener>,
+    authzen: Option<TcpListener>,
     disclosure: Arc<Disclosure>,
     witnessing: Option<Witnessing>,
 }
@@ -171,6 +172,7 @@ impl Server {
             service_names: Vec::new(),
             http: Router::new(),
             admin: None,
+            authzen: None,
             disclosure: disclosure.clone(),
             witnessing,
         };
@@ -264,6 +266,12 @@ impl Server {
         self
     }
 
+    /// Serves the OpenID AuthZEN 1.0 API (`crate::authzen`) on `listener` as well.
+    pub fn serve_authzen(&mut self, listener: TcpListener) -> &mut Self {
+        self.authzen = Some(listener);
+        self
+    }
+
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` completes or either server
     /// fails; then reports NOT_SERVING, stops accepting, and waits for in-flight calls.
     ///
@@ -289,6 +297,7 @@ impl Server {
             service_names,
             http: extra_http,
             admin,
+            authzen,
             disclosure,
             witnessing,
         } = self;
@@ -380,6 +389,12 @@ impl Server {
                 serve_http(admin, admin_router, &limits, stopped(stop_rx.clone())).await;
             }
         };
+        let authzen_router = crate::authzen::router(core.clone(), keys.token_issuer.verifier());
+        let authzen_task = async {
+            if let Some(authzen) = authzen {
+                serve_http(authzen, authzen_router, &limits, stopped(stop_rx.clone())).await;
+            }
+        };
         let refresher = refresh_disclosure(disclosure, stop_rx.clone());
         // Witnesses are asked off every request's path, until the servers stop.
         let witness_task = async {
@@ -387,11 +402,12 @@ impl Server {
                 witnessing.run(stopped(stop_rx.clone())).await;
             }
         };
-        let ((), grpc_result, (), (), (), ()) = tokio::join!(
+        let ((), grpc_result, (), (), (), (), ()) = tokio::join!(
             coordinator,
             grpc_task,
             http_task,
             admin_task,
+            authzen_task,
             refresher,
             witness_task
         );

@@ -66,6 +66,7 @@ pub async fn serve(
     grpc: StdListener,
     http: StdListener,
     admin: StdListener,
+    authzen: Option<StdListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_open: impl FnMut(&Server) + Send,
 ) -> Result<(), StartError> {
@@ -88,6 +89,9 @@ pub async fn serve(
             }
         };
         server.serve_admin(listener(&admin)?);
+        if let Some(authzen) = &authzen {
+            server.serve_authzen(listener(authzen)?);
+        }
         server.run(listener(&grpc)?, listener(&http)?, stop).await?;
         if !restart.load(Ordering::SeqCst) {
             return Ok(());

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub http_addr: SocketAddr,
     /// Admin HTTP address (metrics, liveness, readiness).
     pub admin_addr: SocketAddr,
+    /// The AuthZEN API's address (on in every test server).
+    pub authzen_addr: SocketAddr,
     /// The checkpoint verifier key the server loaded.
     pub vkey: String,
     dir: TempDir,
@@ -49,16 +51,19 @@ impl TestServer {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_addr = admin.local_addr().unwrap();
+        let authzen = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authzen_addr = authzen.local_addr().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("data"),
             grpc_addr: grpc.local_addr().unwrap(),
             http_addr: http.local_addr().unwrap(),
             admin_addr,
+            authzen_addr: Some(authzen_addr),
             ..Config::default()
         };
         edit(&mut config);
         let mut server = Server::open(config).unwrap();
-        server.serve_admin(admin);
+        server.serve_admin(admin).serve_authzen(authzen);
         let vkey = server.keys().verifier_key();
         let (shutdown, stop) = oneshot::channel::<()>();
         let grpc_addr = grpc.local_addr().unwrap();
@@ -70,6 +75,7 @@ impl TestServer {
             grpc_addr,
             http_addr,
             admin_addr,
+            authzen_addr,
             vkey,
             dir,
             shutdown,

@@ -14,6 +14,7 @@
 
 mod api;
 mod audit;
+mod authzen;
 mod bad_input;
 mod binary;
 mod data_dir;
