@@ -61,6 +61,7 @@ pub mod checkpoint;
 pub mod chunk;
 #[cfg(feature = "store")]
 mod codec;
+pub mod completeness;
 #[cfg(all(feature = "store", any(test, feature = "test-util")))]
 pub mod conformance;
 pub mod cosignature;
@@ -70,6 +71,7 @@ pub mod hash;
 mod layout;
 #[cfg(feature = "store")]
 pub mod log;
+pub mod map;
 pub mod note;
 pub mod proof;
 #[cfg(feature = "store")]

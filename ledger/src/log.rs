@@ -892,6 +892,23 @@ impl Log {
         entries: &[NewEntry],
         writes: Vec<StateWrite>,
     ) -> Result<Staged, CommitError> {
+        self.stage_batch_with(entries, writes, Vec::new())
+    }
+
+    /// [`Log::stage_batch`], with extension lines for the batch's checkpoint (C2SP
+    /// tlog-checkpoint): what the state machine commits to beside the tree, such as the root of
+    /// a map derived from the entries.
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::stage_batch`]; an extension line the checkpoint format refuses fails the batch
+    /// before anything is committed.
+    pub fn stage_batch_with(
+        &self,
+        entries: &[NewEntry],
+        writes: Vec<StateWrite>,
+        extensions: Vec<String>,
+    ) -> Result<Staged, CommitError> {
         let mut tip = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_poisoned() {
             return Err(CommitError::Poisoned);
@@ -915,7 +932,7 @@ impl Log {
             remove_uncommitted(self.store.as_ref(), &tip.frontier)?;
             self.dirty.store(false, Ordering::SeqCst);
         }
-        match self.write_batch(&tip, &encoded, writes) {
+        match self.write_batch(&tip, &encoded, writes, extensions) {
             Ok((committed, frontier)) => {
                 *tip = Published {
                     frontier: Arc::new(frontier),
@@ -1018,6 +1035,7 @@ impl Log {
         old: &Published,
         entries: &[(Vec<u8>, Vec<u8>)],
         writes: Vec<StateWrite>,
+        extensions: Vec<String>,
     ) -> Result<(Committed, Frontier), BatchFailure> {
         let first = old.frontier.size();
         let mut frontier = Frontier::clone(&old.frontier);
@@ -1057,7 +1075,7 @@ impl Log {
                 origin: self.signer.name().to_string(),
                 size: TreeSize(size),
                 root,
-                extensions: Vec::new(),
+                extensions,
             },
             &self.signer,
         )

@@ -70,6 +70,19 @@ pub trait StateMachine: Send + 'static {
         tx: &mut Tx<'_>,
     ) -> Result<Applied<Self::Output>, Self::Rejection>;
 
+    /// Called once per batch, after its last command and before it is written: writes the
+    /// batch's derived state that depends on the whole batch (`tx.index()` is the tree size after
+    /// it) and returns extension lines for its checkpoint. The default writes and returns nothing.
+    ///
+    /// # Errors
+    ///
+    /// Why the batch cannot be sealed: then the whole batch fails, every submitter of it gets
+    /// `Unavailable` with this message, and [`StateMachine::rollback`] is called.
+    fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
+        let _ = tx;
+        Ok(Vec::new())
+    }
+
     /// Called after a batch failed to commit: drop any in-memory state derived from it.
     fn rollback(&mut self) {}
 
@@ -102,7 +115,28 @@ pub struct Tx<'a> {
     time_millis: i64,
 }
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    /// The view a command (or the batch's seal) at `index` is applied through: nothing of its
+    /// own written yet.
+    fn new(
+        log: &'a Log,
+        batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+        recent: &'a RecentWrites,
+        index: LeafIndex,
+        time_millis: i64,
+    ) -> Self {
+        Self {
+            log,
+            batch,
+            reads,
+            local: BTreeMap::new(),
+            recent,
+            index,
+            time_millis,
+        }
+    }
+
     /// The index the command's entry will get.
     pub fn index(&self) -> LeafIndex {
         self.index
@@ -329,8 +363,9 @@ impl<M: StateMachine> Sequencer<M> {
     /// Returns [`SubmitError`]; in every error case nothing was appended for this command.
     pub async fn submit(
         &self,
-        command: M::Command,
+        command: impl Into<M::Command>,
     ) -> Result<(Receipt, M::Output), SubmitError<M::Rejection>> {
+        let command = command.into();
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Msg::Job(Job { command, reply }))
@@ -711,15 +746,14 @@ impl<M: StateMachine> Writer<M> {
         let mut entries = Vec::with_capacity(jobs.len());
         let mut accepted = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let mut tx = Tx {
-                log: &self.log,
-                batch: &overlay,
-                reads: &reads,
-                local: BTreeMap::new(),
-                recent: &self.recent,
-                index: LeafIndex(base + entries.len() as u64),
-                time_millis: time,
-            };
+            let mut tx = Tx::new(
+                &self.log,
+                &overlay,
+                &reads,
+                &self.recent,
+                LeafIndex(base + entries.len() as u64),
+                time,
+            );
             match self.machine.apply(job.command, &mut tx) {
                 Ok(applied) if crate::log::precheck_entry(&applied.entry).is_err() => {
                     // A state machine bug: refuse this command alone, keep none of its writes.
@@ -747,6 +781,25 @@ impl<M: StateMachine> Writer<M> {
         if entries.is_empty() {
             return;
         }
+        let mut tx = Tx::new(
+            &self.log,
+            &overlay,
+            &reads,
+            &self.recent,
+            LeafIndex(base + entries.len() as u64),
+            time,
+        );
+        let extensions = match self.machine.seal(&mut tx) {
+            Ok(extensions) => {
+                let local = tx.local;
+                overlay.extend(local);
+                extensions
+            }
+            Err(message) => {
+                self.fail_batch("batch could not be sealed", &message, accepted);
+                return;
+            }
+        };
         let written: Vec<Vec<u8>> = overlay.keys().cloned().collect();
         let writes = overlay
             .into_iter()
@@ -755,7 +808,7 @@ impl<M: StateMachine> Writer<M> {
                 None => StateWrite::Delete(key),
             })
             .collect();
-        match self.log.stage_batch(&entries, writes) {
+        match self.log.stage_batch_with(&entries, writes, extensions) {
             Ok(staged) => {
                 self.next_size = staged.size();
                 self.recent.record(staged.size(), written);
@@ -776,15 +829,23 @@ impl<M: StateMachine> Writer<M> {
                     }
                 }
             }
-            Err(err) => {
-                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(cause = %err, entries = entries.len(), "batch failed to commit");
-                self.machine.rollback();
-                let message = err.to_string();
-                for (reply, _) in accepted {
-                    let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
-                }
-            }
+            Err(err) => self.fail_batch("batch failed to commit", &err.to_string(), accepted),
+        }
+    }
+
+    /// A batch that was applied but never written: the state machine forgets it and every
+    /// accepted caller gets `UNAVAILABLE` with `message`.
+    fn fail_batch(
+        &mut self,
+        what: &'static str,
+        message: &str,
+        accepted: Vec<(Reply<M>, M::Output)>,
+    ) {
+        self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(cause = %message, entries = accepted.len(), "{what}");
+        self.machine.rollback();
+        for (reply, _) in accepted {
+            let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
         }
     }
 }

@@ -307,17 +307,29 @@ async fn prepared_commands_are_checked_against_writes_committed_since() {
     let store = MemoryStore::new();
     let log = Arc::new(Log::open(Arc::new(store), test_signer()).unwrap());
     let sequencer = Sequencer::start(log.clone(), Checker, SequencerOptions::default()).unwrap();
-    sequencer.submit((None, b"k")).await.unwrap();
+    sequencer.submit((None, &b"k"[..])).await.unwrap();
     let read_at = log.size().get();
     // Nothing wrote `k` since: unchanged; a write to another key does not matter.
-    sequencer.submit((None, b"other")).await.unwrap();
-    assert!(sequencer.submit((Some(read_at), b"k")).await.unwrap().1);
-    // `k` written after the read: changed.
-    sequencer.submit((None, b"k")).await.unwrap();
-    assert!(!sequencer.submit((Some(read_at), b"k")).await.unwrap().1);
+    sequencer.submit((None, &b"other"[..])).await.unwrap();
     assert!(
         sequencer
-            .submit((Some(log.size().get()), b"k"))
+            .submit((Some(read_at), &b"k"[..]))
+            .await
+            .unwrap()
+            .1
+    );
+    // `k` written after the read: changed.
+    sequencer.submit((None, &b"k"[..])).await.unwrap();
+    assert!(
+        !sequencer
+            .submit((Some(read_at), &b"k"[..]))
+            .await
+            .unwrap()
+            .1
+    );
+    assert!(
+        sequencer
+            .submit((Some(log.size().get()), &b"k"[..]))
             .await
             .unwrap()
             .1

@@ -1,0 +1,204 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const P: &[u8] = b"m/";
+
+fn value(n: u8) -> Hash {
+    Hash([n; 32])
+}
+
+fn insert_all(entries: &[(MapKey, Hash)]) -> (MemoryNodes, Hash) {
+    let mut nodes = MemoryNodes::default();
+    let mut root = EMPTY;
+    for (key, value) in entries {
+        root = update(&mut nodes, P, key, value).unwrap();
+    }
+    (nodes, root)
+}
+
+fn key_with_bits(bits: &[bool]) -> MapKey {
+    let mut key = [0u8; 32];
+    for (i, &b) in bits.iter().enumerate() {
+        if b {
+            key[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    key
+}
+
+#[test]
+fn the_empty_map_proves_every_key_absent() {
+    let nodes = MemoryNodes::default();
+    let (proof, root) = prove(&nodes, P, &[9; 32]).unwrap();
+    assert_eq!(root, EMPTY);
+    assert_eq!(proof.siblings.len(), 0);
+    assert_eq!(proof.verify(&EMPTY, &[9; 32]), Ok(None));
+}
+
+#[test]
+fn a_single_key_is_the_root_leaf() {
+    let (nodes, root) = insert_all(&[([1; 32], value(1))]);
+    assert_eq!(root, leaf_hash(&[1; 32], &value(1)));
+    let (proof, _) = prove(&nodes, P, &[1; 32]).unwrap();
+    assert_eq!(proof.verify(&root, &[1; 32]), Ok(Some(value(1))));
+    // Another key ends at the same leaf: absent.
+    let (proof, _) = prove(&nodes, P, &[2; 32]).unwrap();
+    assert_eq!(proof.verify(&root, &[2; 32]), Ok(None));
+}
+
+#[test]
+fn keys_sharing_a_long_prefix_split_where_they_part() {
+    // Equal on the first 20 bits, then apart.
+    let mut a = key_with_bits(&[true; 20]);
+    let mut b = a;
+    a[2] |= 0x08; // bit 20 set
+    b[31] = 1;
+    let (nodes, root) = insert_all(&[(a, value(1)), (b, value(2))]);
+    assert_eq!(root, root_of(&[(a, value(1)), (b, value(2))]));
+    let (proof, _) = prove(&nodes, P, &a).unwrap();
+    assert_eq!(proof.siblings.len(), 21);
+    assert_eq!(proof.verify(&root, &a), Ok(Some(value(1))));
+    assert_eq!(
+        prove(&nodes, P, &b).unwrap().0.verify(&root, &b),
+        Ok(Some(value(2)))
+    );
+}
+
+#[test]
+fn a_value_change_moves_the_root_and_the_old_proof_fails() {
+    let entries: Vec<(MapKey, Hash)> = (0..50u8)
+        .map(|i| ([i.wrapping_mul(37); 32], value(i)))
+        .collect();
+    let (mut nodes, root) = insert_all(&entries);
+    let key = entries[10].0;
+    let (old, _) = prove(&nodes, P, &key).unwrap();
+    let new_root = update(&mut nodes, P, &key, &value(200)).unwrap();
+    assert_ne!(root, new_root);
+    assert_eq!(old.verify(&new_root, &key), Err(MapError::RootMismatch));
+    let (new, proven) = prove(&nodes, P, &key).unwrap();
+    assert_eq!(proven, new_root);
+    assert_eq!(new.verify(&new_root, &key), Ok(Some(value(200))));
+}
+
+#[test]
+fn a_proof_with_a_forged_value_or_for_another_key_fails() {
+    let entries: Vec<(MapKey, Hash)> = (1..=20u8).map(|i| ([i; 32], value(i))).collect();
+    let (nodes, root) = insert_all(&entries);
+    let (mut proof, _) = prove(&nodes, P, &[5; 32]).unwrap();
+    if let Terminal::Leaf { value, .. } = &mut proof.terminal {
+        *value = Hash([0xee; 32]);
+    }
+    assert_eq!(proof.verify(&root, &[5; 32]), Err(MapError::RootMismatch));
+    // Claiming absence by cutting the path short.
+    let (mut proof, _) = prove(&nodes, P, &[5; 32]).unwrap();
+    proof.terminal = Terminal::Empty;
+    assert!(proof.verify(&root, &[5; 32]).is_err());
+}
+
+#[test]
+fn shapes_no_compact_tree_has_are_refused() {
+    let proof = MapProof {
+        siblings: vec![Hash([3; 32]), EMPTY],
+        terminal: Terminal::Empty,
+    };
+    assert!(matches!(
+        proof.root_for(&[0; 32]),
+        Err(MapError::Malformed(_))
+    ));
+    // A terminal leaf whose key leaves the path after the first bit.
+    let proof = MapProof {
+        siblings: vec![Hash([3; 32])],
+        terminal: Terminal::Leaf {
+            key: [0xff; 32],
+            value: value(1),
+        },
+    };
+    assert!(matches!(
+        proof.root_for(&[0; 32]),
+        Err(MapError::Malformed(_))
+    ));
+    let proof = MapProof {
+        siblings: vec![Hash([3; 32]); KEY_BITS + 1],
+        terminal: Terminal::Empty,
+    };
+    assert!(matches!(
+        proof.root_for(&[0; 32]),
+        Err(MapError::TooDeep { .. })
+    ));
+}
+
+#[test]
+fn a_corrupt_node_record_is_an_error_not_a_panic() {
+    let (mut nodes, _) = insert_all(&[([1; 32], value(1)), ([0x81; 32], value(2))]);
+    for v in nodes.0.values_mut() {
+        v.truncate(10);
+    }
+    assert!(matches!(
+        prove(&nodes, P, &[1; 32]),
+        Err(MapError::Corrupt(_))
+    ));
+    assert!(matches!(
+        update(&mut nodes, P, &[1; 32], &value(3)),
+        Err(MapError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn maps_under_different_prefixes_do_not_mix() {
+    let mut nodes = MemoryNodes::default();
+    update(&mut nodes, b"a/", &[1; 32], &value(1)).unwrap();
+    let root_b = update(&mut nodes, b"b/", &[2; 32], &value(2)).unwrap();
+    let (proof, root) = prove(&nodes, b"b/", &[1; 32]).unwrap();
+    assert_eq!(root, root_b);
+    assert_eq!(proof.verify(&root_b, &[1; 32]), Ok(None));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any insertion order gives the root of the set, and every key proves its last value while
+    /// keys never inserted prove absent.
+    #[test]
+    fn the_stored_map_matches_the_set(
+        entries in proptest::collection::vec((any::<[u8; 32]>(), any::<u8>()), 0..120),
+        absent in proptest::collection::vec(any::<[u8; 32]>(), 1..10),
+        shuffle in any::<u64>(),
+    ) {
+        let mut order: Vec<(MapKey, Hash)> = entries.iter().map(|(k, v)| (*k, value(*v))).collect();
+        // A deterministic shuffle, keeping each key's last value last.
+        let mut s = shuffle;
+        for i in (1..order.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (s >> 33) as usize % (i + 1);
+            if order[i].0 != order[j].0 {
+                order.swap(i, j);
+            }
+        }
+        let mut nodes = MemoryNodes::default();
+        let mut root = EMPTY;
+        for (key, v) in &order {
+            root = update(&mut nodes, P, key, v).unwrap();
+        }
+        // The last value written per key is what the store holds when keys repeat in order.
+        let mut last_written = std::collections::BTreeMap::new();
+        for (key, v) in &order {
+            last_written.insert(*key, *v);
+        }
+        let expected_written: Vec<(MapKey, Hash)> = last_written.iter().map(|(k, v)| (*k, *v)).collect();
+        prop_assert_eq!(root, root_of(&expected_written));
+        for (key, v) in &expected_written {
+            let (proof, proven) = prove(&nodes, P, key).unwrap();
+            prop_assert_eq!(proven, root);
+            prop_assert_eq!(proof.verify(&root, key), Ok(Some(*v)));
+            // Depth stays near log2(n) for random keys.
+            prop_assert!(proof.siblings.len() <= 40);
+        }
+        for key in &absent {
+            if !last_written.contains_key(key) {
+                let (proof, _) = prove(&nodes, P, key).unwrap();
+                prop_assert_eq!(proof.verify(&root, key), Ok(None));
+            }
+        }
+    }
+}
