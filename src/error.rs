@@ -123,6 +123,10 @@ pub enum StartError {
     /// record, a directory that does not load).
     #[error("the state derived from the log cannot be read: {0}")]
     State(#[source] policy::state::StateError),
+    /// The subject map's VRF key does not fit the log: missing, or another key than the one the
+    /// map was built with.
+    #[error("subject map: {0}")]
+    SubjectMap(String),
     /// The built-in default policy set does not compile (a defect of this build).
     #[error("the built-in default policy set does not compile: {0}")]
     DefaultPolicySet(#[source] policy::policy_set::PolicyError),

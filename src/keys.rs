@@ -6,6 +6,7 @@
 //! | `checkpoint.vkey` | its verifier key, note `vkey` text (public, rewritten on each start) |
 //! | `token-issuer.key` | the Ed25519 seed that signs bearer tokens, hex |
 //! | `subject-pseudonym.key` | the HMAC-SHA256 key of subject pseudonyms, hex |
+//! | `subject-map-vrf.key` | the ECVRF seed that derives patients' subject-map keys, hex |
 //!
 //! Secret files are created with mode 0600 (data dir 0700), and a secret file that group or
 //! others may read is refused with an error naming the file. Keys are created only for a data
@@ -39,6 +40,9 @@ pub const CHECKPOINT_VKEY_FILE: &str = "checkpoint.vkey";
 pub const TOKEN_ISSUER_KEY_FILE: &str = "token-issuer.key";
 /// File name of the subject-pseudonym key.
 pub const SUBJECT_KEY_FILE: &str = "subject-pseudonym.key";
+/// File name of the subject-map VRF key. A log created before the subject map existed has none,
+/// and keeps no map (see `crate::subject_map`).
+pub const SUBJECT_MAP_KEY_FILE: &str = "subject-map-vrf.key";
 /// Largest key file read.
 pub const MAX_KEY_FILE_LEN: u64 = 4096;
 
@@ -50,6 +54,8 @@ pub struct Keys {
     pub token_issuer: TokenIssuer,
     /// Keys subject pseudonyms.
     pub subject_key: SubjectKey,
+    /// Derives patients' subject-map keys; `None` only for a log created without one.
+    pub subject_map_key: Option<ledger::vrf::VrfSecretKey>,
 }
 
 /// The HMAC-SHA256 key that turns patient ids into subject pseudonyms (docs/design.md §3).
@@ -190,10 +196,23 @@ impl Keys {
         let issuer_path = data_dir.join(TOKEN_ISSUER_KEY_FILE);
         let issuer_seed = load_or_generate_secret(&issuer_path, create)?;
         let subject_seed = load_or_generate_secret(&data_dir.join(SUBJECT_KEY_FILE), create)?;
+        // A log older than the subject map has no VRF key; whether the log needs one is the
+        // state's to say (`crate::subject_map::SubjectMap::open`), so a missing file is no error
+        // here.
+        let map_path = data_dir.join(SUBJECT_MAP_KEY_FILE);
+        let subject_map_key = match create {
+            Create::Missing => Some(load_or_generate_secret(&map_path, create)?),
+            Create::Nothing => match read_secret(&map_path)? {
+                Some(text) => Some(parse_hex32(&map_path, &text)?),
+                None => None,
+            },
+        }
+        .map(ledger::vrf::VrfSecretKey::from_seed);
         Ok(Self {
             checkpoint_signer,
             token_issuer: TokenIssuer::new(SigningKey::from_bytes(&issuer_seed)),
             subject_key: SubjectKey(subject_seed),
+            subject_map_key,
         })
     }
 

@@ -38,5 +38,6 @@ pub mod public;
 pub mod server;
 pub mod service;
 pub mod state_machine;
+pub mod subject_map;
 pub mod supervisor;
 pub mod witness;

@@ -48,6 +48,7 @@ use proto::pb::{
 };
 
 use self::edge::{EdgeLayer, IdleTimeout};
+use crate::subject_map::SubjectMapKey;
 use crate::{
     auth::AuthLayer,
     config::{Config, Limits, TlsConfig},
@@ -146,7 +147,9 @@ impl Server {
             Some((task, reader)) => (Some(task), reader),
             None => (None, Witnessed::none()),
         };
-        let machine = DomainStateMachine::new(log.clone())?;
+        let map_key = keys.subject_map_key.clone().map(SubjectMapKey::new);
+        let machine = DomainStateMachine::new(log.clone())?.with_subject_map(map_key.as_ref())?;
+        let map_key = map_key.filter(|_| machine.keeps_subject_map());
         let decisions = machine.decisions();
         metrics.watch_decisions(decisions.clone());
         let sequencer =
@@ -154,8 +157,11 @@ impl Server {
                 context: "starting the sequencer thread",
                 source,
             })?;
-        let core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone())
+        let mut core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone())
             .with_witnessed(witnessed);
+        if let Some(key) = map_key {
+            core = core.with_subject_map(key);
+        }
         let disclosure = Arc::new(Disclosure::new(
             core.log().clone(),
             core.witnessed().clone(),

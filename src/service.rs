@@ -28,7 +28,8 @@ use crate::{
     error::Error,
     error::FieldProblem,
     keys::SubjectKey,
-    state_machine::{Command, Decisions, DomainStateMachine, Output},
+    state_machine::{Command, Decisions, DomainStateMachine, Output, Submission},
+    subject_map::SubjectMapKey,
     witness::Witnessed,
 };
 
@@ -55,6 +56,8 @@ pub struct Core {
     subject_key: Arc<SubjectKey>,
     verifier_key: Arc<str>,
     witnessed: Witnessed,
+    /// The VRF key, when the log keeps a subject map.
+    subject_map: Option<SubjectMapKey>,
 }
 
 impl Core {
@@ -71,7 +74,20 @@ impl Core {
             subject_key: Arc::new(subject_key),
             verifier_key,
             witnessed: Witnessed::none(),
+            subject_map: None,
         }
+    }
+
+    /// The same core, for a log that keeps a subject map with `key`.
+    #[must_use]
+    pub fn with_subject_map(mut self, key: SubjectMapKey) -> Self {
+        self.subject_map = Some(key);
+        self
+    }
+
+    /// The VRF key of the subject map, when the log keeps one.
+    pub fn subject_map(&self) -> Option<&SubjectMapKey> {
+        self.subject_map.as_ref()
     }
 
     /// The same core, reading witnessed checkpoints from `witnessed`.
@@ -122,6 +138,36 @@ impl Core {
             _ => {}
         }
         self.sequencer.submit(command).await.map_err(Error::from)
+    }
+
+    /// [`Core::submit`] for a command about the patient `patient_id` (pseudonym `subject`): when
+    /// the log keeps a subject map and the patient is new to it, their VRF output goes along.
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::submit`].
+    pub async fn submit_about(
+        &self,
+        command: Command,
+        subject: &SubjectId,
+        patient_id: &str,
+    ) -> Result<(Receipt, Output), Error> {
+        let subject_vrf = match &self.subject_map {
+            Some(key) => key.output_for(self.log(), subject, patient_id)?,
+            None => None,
+        };
+        match &command {
+            Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
+            Command::Directory(event) => fits_public_leaf(event)?,
+            _ => {}
+        }
+        self.sequencer
+            .submit(Submission {
+                command,
+                subject_vrf,
+            })
+            .await
+            .map_err(Error::from)
     }
 
     /// The pseudonym of the patient id in `field`.

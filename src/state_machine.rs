@@ -32,6 +32,7 @@ use std::{
 };
 
 use ledger::log::Log;
+use ledger::vrf::VrfOutput;
 use ledger::{
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     log::NewEntry,
@@ -51,6 +52,7 @@ use policy::{
 };
 
 use crate::error::{Error, StartError};
+use crate::subject_map::{MapWriter, SubjectMapKey};
 
 /// What a service asks the sequencer to log.
 #[derive(Debug)]
@@ -81,6 +83,26 @@ pub enum Command {
     Activate(Arc<PolicyEngine>),
     /// An access decision to make and log, perhaps prepared off the writer thread.
     Authorize(Request, Option<Box<Prepared>>),
+}
+
+/// A command as the sequencer carries it: the command, and the VRF output of the patient it is
+/// about when the edge computed one (only for a patient the state has no subject-map record of;
+/// see `crate::subject_map`).
+#[derive(Debug)]
+pub struct Submission {
+    /// The command.
+    pub command: Command,
+    /// The patient's VRF output, if computed.
+    pub subject_vrf: Option<VrfOutput>,
+}
+
+impl From<Command> for Submission {
+    fn from(command: Command) -> Self {
+        Self {
+            command,
+            subject_vrf: None,
+        }
+    }
 }
 
 /// A decision prepared off the writer thread by [`Decisions::prepare`], with everything the
@@ -230,6 +252,8 @@ pub struct DomainStateMachine {
     shared: Arc<Decisions>,
     /// The directory as prebuilt Cedar entities, kept in step with the state entry by entry.
     directory: Directory,
+    /// The subject map, when the log keeps one.
+    map: Option<MapWriter>,
 }
 
 impl DomainStateMachine {
@@ -247,7 +271,25 @@ impl DomainStateMachine {
             log,
             shared,
             directory,
+            map: None,
         })
+    }
+
+    /// The same state machine, keeping the subject map with `key` when the log keeps one (see
+    /// [`MapWriter::open`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::SubjectMap`] when the log's map was built with another key or the key is
+    /// missing.
+    pub fn with_subject_map(mut self, key: Option<&SubjectMapKey>) -> Result<Self, StartError> {
+        self.map = MapWriter::open(&self.log, key)?;
+        Ok(self)
+    }
+
+    /// Whether entries update a subject map.
+    pub fn keeps_subject_map(&self) -> bool {
+        self.map.is_some()
     }
 
     /// What services need to prepare decisions off the writer thread.
@@ -413,25 +455,36 @@ fn subject_prev(kv: &TxKv<'_, '_>, request: &Request) -> Result<Option<u64>, Err
 }
 
 impl StateMachine for DomainStateMachine {
-    type Command = Command;
+    type Command = Submission;
     type Output = Output;
     type Rejection = Error;
 
-    fn apply(&mut self, command: Command, tx: &mut Tx<'_>) -> Result<Applied<Output>, Error> {
+    fn apply(&mut self, submission: Submission, tx: &mut Tx<'_>) -> Result<Applied<Output>, Error> {
+        let Submission {
+            command,
+            subject_vrf,
+        } = submission;
         let index = tx.index().get();
         let now = Timestamp::from_unix_millis(tx.time_millis())
             .ok_or(Error::Internal("the clock is outside 1970-9999"))?;
         let mut kv = TxKv(tx);
         let event = self.event(command, &kv, now)?;
+        let beta = match (&self.map, event.subject()) {
+            (Some(map), Some(subject)) => Some(map.output(kv.0, subject, subject_vrf.as_ref())?),
+            _ => None,
+        };
         // Framed first: an event that cannot become an entry is rejected before it changes
         // anything. The sequencer drops a rejected command's state writes, but not what the
         // in-memory directory took in, which the next committed batch would publish to
         // decisions without a log entry behind it.
-        let entry = frame(&event, now)?;
+        let entry = frame_with(&event, now, beta.as_ref())?;
         state::apply(&mut kv, &event, index).map_err(Error::from)?;
         // The state accepted it, so the directory does too (same checks); it takes effect at
         // the next decision's flush.
         self.directory.apply(&event, index).map_err(unavailable)?;
+        if let (Some(map), Some(beta), Some(subject)) = (&mut self.map, &beta, event.subject()) {
+            map.append(kv.0, subject, beta, index, &entry.leaf.encode())?;
+        }
         let output = match &event {
             Event::GrantConsent(consent) => Output::Granted(consent.id.clone()),
             Event::ActivatePolicySet { hash, .. } => Output::Activated(*hash),
@@ -444,7 +497,17 @@ impl StateMachine for DomainStateMachine {
         Ok(Applied { entry, output })
     }
 
+    fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
+        match &mut self.map {
+            Some(map) => map.seal(tx),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn rollback(&mut self) {
+        if let Some(map) = &mut self.map {
+            map.rollback();
+        }
         // Activations and directory changes of a failed batch never happened: forget every
         // compiled set (the committed one is recompiled on first use) and reload the directory.
         self.shared.clear_engines();
@@ -527,9 +590,26 @@ impl DecisionCounts {
 ///
 /// [`Error::Internal`] when the event does not fit the entry format (a bug).
 pub fn frame(event: &Event, now: Timestamp) -> Result<NewEntry, Error> {
-    let payload = event
+    frame_with(event, now, None)
+}
+
+/// [`frame`], with the patient's VRF output in the body (`subject_vrf_output`) when the log
+/// keeps a subject map.
+///
+/// # Errors
+///
+/// As [`frame`].
+pub fn frame_with(
+    event: &Event,
+    now: Timestamp,
+    subject_vrf: Option<&VrfOutput>,
+) -> Result<NewEntry, Error> {
+    let mut payload = event
         .to_json()
         .map_err(|_| Error::Internal("event does not serialise"))?;
+    if let Some(beta) = subject_vrf {
+        payload = crate::subject_map::with_vrf_output(payload, beta);
+    }
     // The thread's ChaCha12 generator (seeded and periodically reseeded from the OS) is a
     // cryptographic generator, so the nonce still hides the body; drawing from the OS directly
     // cost a `getrandom` system call per entry on the writer thread (≈ 2% of its time).

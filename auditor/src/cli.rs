@@ -1,5 +1,6 @@
 //! The `akashi-audit` commands, as library functions that tests (and other programs) can call
-//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`],
+//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`] and
+//! [`history_file`],
 //! [`disclosure`]. Each
 //! returns what it found; [`run`] parses nothing, prints the result and maps it to an exit code
 //! (0 valid, 2 invalid, 1 error).
@@ -21,11 +22,15 @@ pub mod http;
 mod net;
 mod render;
 mod replay_cmd;
+pub mod saved;
 mod watch_cmd;
 mod witness_cmd;
 
 pub use disclosure_cmd::{DisclosureConfig, DisclosureReport, MAX_DOCUMENT_SIZE, disclosure};
-pub use replay_cmd::{HistoryConfig, ReplayConfig, history, replay};
+pub use replay_cmd::{
+    HistoryConfig, ReplayConfig, fetch_history, history, history_file, history_file_witnessed,
+    replay, verify_responses, witness_history,
+};
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 pub use witness_cmd::{
     BODY_READ_TIMEOUT, EVIDENCE_DIR, HEADER_READ_TIMEOUT, MAX_EVIDENCE, STATE_FILE, WitnessArgs,
@@ -51,7 +56,9 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Verify a patient's own history: every entry's proof, body and the per-subject chain.
+    /// Verify a patient's own history: every entry's proof, body and the per-subject chain, and
+    /// that the entries shown are all the log holds about them (exit 0 complete and valid, 2
+    /// anything missing, invalid or not provable, 1 error).
     History(HistoryArgs),
     /// Re-check the whole log as a regulator: tree, checkpoints, bodies, and every decision.
     Replay(ReplayArgs),
@@ -160,21 +167,36 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
-/// `history`.
+/// `history`: online (`--grpc`, `--token`) or from a saved response (`--input`, `--patient`).
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
     /// The server's gRPC address.
-    #[arg(long)]
-    pub grpc: String,
-    /// The patient's bearer token (or a regulator's), or `@FILE`.
+    #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+    pub grpc: Option<String>,
+    /// The patient's bearer token (or a regulator's), or `@FILE` (with `--grpc`).
     #[arg(long, env = "AKASHI_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// A saved `GetSubjectHistory` response in proto3 JSON as grpcurl prints it, or a JSON
+    /// array of them (the pages, oldest first): check it offline (needs `--patient`).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
     /// The patient id; by default the one the token names.
     #[arg(long)]
     pub patient: Option<String>,
+    /// Also save what the server sent (with `--grpc`) to this file, in the form `--input`
+    /// reads, to verify it again later with no server.
+    #[arg(long, conflicts_with = "input")]
+    pub save: Option<PathBuf>,
+    /// Witnesses who must vouch for the checkpoint the history is proven complete at.
+    #[command(flatten)]
+    pub witness_policy: WitnessPolicyArgs,
+    /// With `--grpc` and `--witness`: how long to wait, in seconds, for the witnesses to cosign
+    /// a checkpoint that contains the history's, when its own is not cosigned yet.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "grpc")]
+    pub witness_wait: u64,
     /// Print the history as JSON.
     #[arg(long)]
     pub json: bool,
@@ -292,13 +314,48 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
             Ok(report.exit_code())
         }
         Command::History(args) => {
-            let config = HistoryConfig {
-                verifier: read_vkey(&args.vkey)?,
-                grpc: args.grpc,
-                token: read_secret(&args.token)?,
-                patient: args.patient,
+            let verifier = read_vkey(&args.vkey)?;
+            let policy = args.witness_policy.policy()?;
+            let result = match (args.input, args.grpc) {
+                (Some(input), _) => {
+                    let patient = args
+                        .patient
+                        .context("`--input` needs the patient id: pass `--patient`")?;
+                    history_file_witnessed(&verifier, &policy, &patient, &input)?
+                }
+                (None, Some(grpc)) => {
+                    let token = args.token.context("give `--token` (or AKASHI_TOKEN)")?;
+                    let config = HistoryConfig {
+                        verifier,
+                        grpc,
+                        token: read_secret(&token)?,
+                        patient: args.patient,
+                    };
+                    let runtime = runtime()?;
+                    let (patient, responses) = runtime.block_on(fetch_history(&config))?;
+                    if let Some(path) = &args.save {
+                        let json = serde_json::to_vec_pretty(&saved::history_json(&responses))?;
+                        saved::write_atomically(path, &json, "the history")?;
+                    }
+                    let note = responses
+                        .last()
+                        .map(|r| r.checkpoint.clone())
+                        .unwrap_or_default();
+                    let mut result = verify_responses(&config.verifier, &patient, responses)?;
+                    if let Ok(history) = &mut result {
+                        let wait = std::time::Duration::from_secs(args.witness_wait);
+                        runtime.block_on(witness_history(
+                            history,
+                            &config.verifier,
+                            &policy,
+                            &note,
+                            Some((&config.grpc, wait)),
+                        ))?;
+                    }
+                    result
+                }
+                (None, None) => anyhow::bail!("give `--grpc` or `--input`"),
             };
-            let result = runtime()?.block_on(history(&config))?;
             match (&result, args.json) {
                 (Ok(history), true) => {
                     serde_json::to_writer_pretty(&mut *out, history)?;
@@ -307,8 +364,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
                 _ => write!(out, "{}", render::history(&result))?,
             }
             Ok(match &result {
-                Ok(history) if history.is_valid() => AuditExitCode::Valid,
-                Ok(_) => AuditExitCode::Invalid,
+                Ok(history) => history.exit_code(),
                 Err(error) => error.exit_code(),
             })
         }
@@ -383,7 +439,7 @@ fn read_secret(arg: &str) -> anyhow::Result<String> {
     Ok(text.trim().to_owned())
 }
 
-fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path, max: usize) -> anyhow::Result<Vec<u8>> {
     let read = || -> std::io::Result<Vec<u8>> {
         use std::io::Read as _;
         let mut bytes = Vec::new();

@@ -23,9 +23,11 @@
 //! With the `replay` feature (adds `policy`):
 //!
 //! - [`replay`]: on top of [`scan`], decode each body's event, check the public leaf header says
-//!   what the event says, and re-decide every logged decision with `policy`'s replayer (two
-//!   stages, `EntryCheck` and `DecisionCheck`, that the CLI runs on two threads).
-//! - [`history`]: verify a patient's own history (inclusion, commitments, per-subject chain).
+//!   what the event says, recompute the per-patient subject map and compare it with every
+//!   checkpoint that commits to one, and re-decide every logged decision with `policy`'s
+//!   replayer (two stages, `EntryCheck` and `DecisionCheck`, that the CLI runs on two threads).
+//! - [`history`]: verify a patient's own history (inclusion, commitments, per-subject chain,
+//!   and completeness against the checkpoint's subject map), fetched or read from saved JSON.
 //!
 //! With the `cli` feature (the default; adds gRPC, HTTP and the terminal): `cli`, the
 //! `akashi-audit` commands as library functions, so that tests can run them in-process.
@@ -51,6 +53,7 @@ pub mod compact;
 pub mod exit;
 #[cfg(feature = "replay")]
 pub mod history;
+mod proto_json;
 pub mod quorum;
 pub mod receipt;
 #[cfg(feature = "replay")]

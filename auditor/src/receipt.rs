@@ -26,8 +26,6 @@
 //! This module does not fetch anything and does not say whether the checkpoint is consistent
 //! with others (see `trust`).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use ledger::tlog_proof::{MAX_TLOG_PROOF_SIZE, TLOG_PROOF_HEADER};
 use ledger::{
     checkpoint::{CheckpointError, SignedCheckpoint},
@@ -38,6 +36,8 @@ use ledger::{
     tlog_proof::{TlogProof, TlogProofError},
 };
 use serde_json::Value;
+
+use crate::proto_json;
 
 /// The largest receipt file accepted, in bytes (a `tlog-proof` may carry a full-size note).
 pub const MAX_RECEIPT_SIZE: usize = MAX_TLOG_PROOF_SIZE;
@@ -166,9 +166,7 @@ impl Receipt {
             answer = Answer::from_json(&object)?;
             object = inner;
         }
-        let field = |camel: &'static str, snake: &'static str| {
-            object.get(camel).or_else(|| object.get(snake))
-        };
+        let field = |camel, snake| proto_json::field(&object, camel, snake);
         let leaf_hash = match field("leafHash", "leaf_hash") {
             None => Hash::default(),
             Some(v) => json_hash(v).ok_or(ReceiptError::InvalidField { field: "leafHash" })?,
@@ -596,21 +594,7 @@ fn check_size(text: &str) -> Result<(), ReceiptError> {
 /// A proto3 JSON `uint64`: a decimal string or a non-negative integer number; missing or null is
 /// the default, 0.
 fn json_u64(value: Option<&Value>, field: &'static str) -> Result<u64, ReceiptError> {
-    let invalid = ReceiptError::InvalidField { field };
-    match value {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n.as_u64().ok_or(invalid),
-        Some(Value::String(s)) => {
-            let canonical = !s.is_empty()
-                && s.bytes().all(|b| b.is_ascii_digit())
-                && (s == "0" || !s.starts_with('0'));
-            if !canonical {
-                return Err(invalid);
-            }
-            s.parse().map_err(|_| invalid)
-        }
-        Some(_) => Err(invalid),
-    }
+    proto_json::uint64(value).ok_or(ReceiptError::InvalidField { field })
 }
 
 /// A proto3 JSON `bytes` field holding a 32-byte hash: standard or URL-safe base64, padded or not.
@@ -620,10 +604,7 @@ fn json_hash(value: &Value) -> Option<Hash> {
 
 /// A proto3 JSON `bytes` field: standard or URL-safe base64, padded or not.
 fn json_bytes(value: &Value) -> Option<Vec<u8>> {
-    let text = value.as_str()?;
-    [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD]
-        .iter()
-        .find_map(|engine| engine.decode(text).ok())
+    proto_json::bytes(value)
 }
 
 /// A proto3 JSON `repeated string` field; missing or null is empty.

@@ -7,6 +7,11 @@
 //! erasure is counted. A later decision that depended on an erased consent may then be reported
 //! as a mismatch; the report's `redacted` count says when that can happen.
 //!
+//! [`EntryCheck`] also recomputes the per-patient subject map (`ledger::completeness`) from
+//! each body's `subject_vrf_output` and compares it with every checkpoint that commits to one
+//! (see the `subject_map` submodule). An erased body stops that recomputation: the next
+//! checkpoint with a map is reported, once, as unverifiable (not as a mismatch).
+//!
 //! This module does not fetch entries (the CLI does) and does not decide anything itself: every
 //! decision rule lives in `policy`, so replay and the server cannot drift apart.
 
@@ -19,8 +24,12 @@ use policy::event::Event;
 use policy::event::EventCodecError;
 use policy::replay::{Outcome, Replayer};
 
-use crate::report::{DecisionSummary, Finding, Report, error_chain};
+use crate::report::{DecisionSummary, Finding, Report, Unattributable, error_chain};
 use crate::scan::{LogScan, ScanError};
+
+mod subject_map;
+
+use subject_map::{About, SubjectMapCheck};
 
 /// A log being replayed: [`EntryCheck`] then [`DecisionCheck`] on each entry, in one thread.
 #[derive(Debug)]
@@ -76,12 +85,13 @@ impl Replay {
     }
 }
 
-/// The first half of replay, which needs no state: [`LogScan`], then each body decoded as an
-/// event and its leaf header compared with it. It can run on its own thread ahead of
-/// [`DecisionCheck`].
+/// The first half of replay, which needs no decision state: [`LogScan`], then each body decoded
+/// as an event and its leaf header compared with it, and the subject map recomputed. It can run
+/// on its own thread ahead of [`DecisionCheck`].
 #[derive(Debug)]
 pub struct EntryCheck {
     scan: LogScan,
+    map: SubjectMapCheck,
 }
 
 impl EntryCheck {
@@ -89,6 +99,7 @@ impl EntryCheck {
     pub fn new(verifier: NoteVerifier) -> Self {
         Self {
             scan: LogScan::new(verifier),
+            map: SubjectMapCheck::default(),
         }
     }
 
@@ -97,13 +108,19 @@ impl EntryCheck {
         self.scan.size()
     }
 
-    /// Hands in a signed checkpoint note, as [`LogScan::add_checkpoint`].
+    /// Hands in a signed checkpoint note, as [`LogScan::add_checkpoint`]; its subject-map line,
+    /// if any, is compared when the entries reach its size.
     ///
     /// # Errors
     ///
     /// As [`LogScan::add_checkpoint`].
     pub fn add_checkpoint(&mut self, note: &str) -> Result<(), ScanError> {
-        self.scan.add_checkpoint(note)
+        let current = self.scan.size().get();
+        if let Some(checkpoint) = self.scan.add_signed_checkpoint(note)? {
+            self.map
+                .add_checkpoint(&checkpoint, current, self.scan.report_mut());
+        }
+        Ok(())
     }
 
     /// Checks the next entry; returns its event when the entry passed the scan and its body is
@@ -119,10 +136,34 @@ impl EntryCheck {
         leaf: &[u8],
         body: Option<&[u8]>,
     ) -> Result<Option<Event>, ScanError> {
-        let Some(entry) = self.scan.push(index, leaf, body)? else {
-            return Ok(None);
+        let (event, about) = match self.scan.push(index, leaf, body)? {
+            Some(entry) => {
+                let event = self.event(&entry);
+                (event, entry.payload)
+            }
+            None => (None, &[][..]),
+        };
+        let about = match (&event, body) {
+            (_, None) => About::Unattributable(Unattributable::Erased),
+            (None, Some(_)) => About::Unattributable(Unattributable::Unreadable),
+            (Some(event), Some(_)) => match event.subject() {
+                Some(subject) => About::Patient {
+                    subject,
+                    payload: about,
+                },
+                None => About::NoPatient,
+            },
         };
         let index = index.get();
+        self.map.entry(index, leaf, about, self.scan.report_mut());
+        self.map
+            .reached(self.scan.size().get(), self.scan.report_mut());
+        Ok(event)
+    }
+
+    /// The event of an entry that passed the scan, when its body is one; its header is compared.
+    fn event(&mut self, entry: &crate::scan::CheckedEntry<'_>) -> Option<Event> {
+        let index = entry.index.get();
         let event = match Event::from_json(entry.payload) {
             Ok(event) => event,
             Err(err) => {
@@ -130,13 +171,13 @@ impl EntryCheck {
                     index,
                     error: event_error(&err),
                 });
-                return Ok(None);
+                return None;
             }
         };
         if let Some(finding) = header_mismatch(index, &entry.leaf, &event) {
             self.scan.add_finding(finding);
         }
-        Ok(Some(event))
+        Some(event)
     }
 
     /// Ends the check, as [`LogScan::finish`].

@@ -27,6 +27,9 @@ pub struct Report {
     pub redacted: u64,
     /// Signed checkpoints compared with the recomputed tree.
     pub checkpoints_checked: u64,
+    /// Of those, the ones whose subject-map root was compared with the recomputed map (with the
+    /// `replay` feature).
+    pub subject_maps_checked: u64,
     /// Events applied to the replayed state (with the `replay` feature).
     pub events_applied: u64,
     /// Logged decisions re-decided.
@@ -192,6 +195,125 @@ pub enum Finding {
         /// Its value derived from the body, if any.
         body: Option<String>,
     },
+    /// A signed checkpoint's `akashi-subject-map` line is malformed or repeated.
+    BadSubjectMapLine {
+        /// The checkpoint's size.
+        size: u64,
+        /// Why.
+        error: String,
+    },
+    /// A body about a patient has no `subject_vrf_output` (64 bytes, lowercase hex), while the
+    /// log commits to a subject map.
+    BadSubjectVrfOutput {
+        /// The entry.
+        index: u64,
+    },
+    /// A patient's completeness proof (VRF proof, record and map proof) does not verify
+    /// against the checkpoint's subject map.
+    BadCompletenessProof {
+        /// The size of the checkpoint it is against.
+        tree_size: u64,
+        /// Why.
+        error: String,
+    },
+    /// The checkpoint commits to a subject map but the history came without a completeness
+    /// proof.
+    CompletenessProofMissing {
+        /// The checkpoint's size.
+        tree_size: u64,
+    },
+    /// The log records more entries about the patient than the history shows, and the gap
+    /// cannot be placed.
+    EntriesMissing {
+        /// Entries the log records about the patient.
+        recorded: u64,
+        /// Entries shown.
+        shown: u64,
+    },
+    /// The log records an entry about the patient after the last one shown.
+    EntriesMissingAfter {
+        /// The last entry shown.
+        last_shown: u64,
+    },
+    /// The log records an entry about the patient before the first one shown.
+    EntriesMissingBefore {
+        /// The first entry shown.
+        first_shown: u64,
+    },
+    /// An entry about the patient was left out between two shown ones (located by the
+    /// decision that names its previous entry).
+    EntriesMissingBetween {
+        /// The entry shown before the gap.
+        after: u64,
+        /// The entry shown after it.
+        before: u64,
+    },
+    /// The entries shown are not those the log records about the patient: ones it does not
+    /// count, or other entries in their place.
+    EntriesNotRecorded {
+        /// Entries the log records about the patient.
+        recorded: u64,
+        /// Entries shown.
+        shown: u64,
+    },
+    /// The log records entries about the patient but the history shows none.
+    NoEntriesShown {
+        /// Entries the log records about the patient.
+        recorded: u64,
+    },
+    /// A checkpoint carries no `akashi-subject-map` line although an earlier one did.
+    SubjectMapDropped {
+        /// The checkpoint's size.
+        size: u64,
+    },
+    /// A checkpoint's subject map names another VRF key than the earlier checkpoints.
+    SubjectMapKeyChanged {
+        /// The checkpoint's size.
+        size: u64,
+    },
+    /// A checkpoint's subject-map root is not the root recomputed from the entries.
+    SubjectMapMismatch {
+        /// The checkpoint's size.
+        size: u64,
+        /// The map root it signed, hex.
+        signed_root: String,
+        /// The map root of the entries, hex.
+        recomputed_root: String,
+    },
+    /// The subject map cannot be recomputed up to a checkpoint that commits to one: an entry
+    /// before it cannot be attributed to a patient. Not a mismatch: nothing was found wrong
+    /// with the map, but it is not checked from there on.
+    SubjectMapUnverifiable {
+        /// The first checkpoint whose map is not checked.
+        size: u64,
+        /// The entry the recomputation stopped at.
+        index: u64,
+        /// Why that entry cannot be attributed.
+        reason: Unattributable,
+    },
+    /// A body's `subject_vrf_output` differs from the one of an earlier entry about the same
+    /// patient.
+    SubjectVrfOutputChanged {
+        /// The entry.
+        index: u64,
+        /// The patient's first entry.
+        first: u64,
+    },
+    /// A body's `subject_vrf_output` is the one of another patient's entries.
+    SubjectVrfOutputShared {
+        /// The entry.
+        index: u64,
+        /// The other patient's first entry.
+        other: u64,
+    },
+    /// A history's checkpoint is not vouched for by the witnesses the verifier trusts: not
+    /// cosigned by enough of them, and (online) no witnessed checkpoint containing it was found.
+    Unwitnessed {
+        /// The history checkpoint's size.
+        size: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Finding {
@@ -214,8 +336,53 @@ impl Finding {
             | Self::HeaderMismatch { index, .. }
             | Self::HistoryNotAscending { index, .. }
             | Self::NotAboutSubject { index }
-            | Self::SubjectChainBroken { index, .. } => *index,
+            | Self::SubjectChainBroken { index, .. }
+            | Self::BadSubjectVrfOutput { index }
+            | Self::SubjectVrfOutputChanged { index, .. }
+            | Self::SubjectVrfOutputShared { index, .. } => *index,
+            Self::BadSubjectMapLine { size, .. }
+            | Self::SubjectMapDropped { size }
+            | Self::SubjectMapKeyChanged { size }
+            | Self::SubjectMapMismatch { size, .. }
+            | Self::SubjectMapUnverifiable { size, .. } => size.saturating_sub(1),
+            // Completeness is judged after every entry shown.
+            Self::BadCompletenessProof { .. }
+            | Self::CompletenessProofMissing { .. }
+            | Self::EntriesMissing { .. }
+            | Self::EntriesMissingAfter { .. }
+            | Self::EntriesMissingBefore { .. }
+            | Self::EntriesMissingBetween { .. }
+            | Self::EntriesNotRecorded { .. }
+            | Self::NoEntriesShown { .. }
+            | Self::Unwitnessed { .. } => u64::MAX,
         }
+    }
+}
+
+/// Why replay cannot tell which patient, if any, an entry is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Unattributable {
+    /// Its body was erased.
+    Erased,
+    /// Its body carries no `subject_vrf_output` (and the log's checkpoints so far committed to
+    /// no subject map).
+    NoVrfOutput,
+    /// Its body was not read: it does not match its commitment or is not an event.
+    Unreadable,
+    /// Its `subject_vrf_output` is missing or malformed, or is another patient's.
+    WrongVrfOutput,
+}
+
+impl fmt::Display for Unattributable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Erased => "its body was erased",
+            Self::NoVrfOutput => "its body carries no `subject_vrf_output`",
+            Self::Unreadable => "its body could not be read",
+            Self::WrongVrfOutput => "its `subject_vrf_output` is wrong",
+        })
     }
 }
 
@@ -334,6 +501,80 @@ impl fmt::Display for Finding {
                 shown(leaf.as_deref()),
                 shown(body.as_deref())
             ),
+            Self::BadSubjectMapLine { size, error } => {
+                write!(f, "checkpoint at size {size}: {error}")
+            }
+            Self::BadSubjectVrfOutput { index } => write!(
+                f,
+                "entry {index}: the body carries no valid `subject_vrf_output`"
+            ),
+            Self::BadCompletenessProof { tree_size, error } => write!(
+                f,
+                "the proof that these are all the entries about you does not verify at tree size {tree_size}: {error}"
+            ),
+            Self::CompletenessProofMissing { tree_size } => write!(
+                f,
+                "the log commits to every patient's entries at tree size {tree_size} but sent no proof for yours"
+            ),
+            Self::EntriesMissing { recorded, shown } => write!(
+                f,
+                "an entry about you is missing: {recorded} recorded, {shown} shown"
+            ),
+            Self::EntriesMissingAfter { last_shown } => {
+                write!(f, "an entry about you is missing after entry {last_shown}")
+            }
+            Self::EntriesMissingBefore { first_shown } => write!(
+                f,
+                "an entry about you is missing before entry {first_shown}"
+            ),
+            Self::EntriesMissingBetween { after, before } => write!(
+                f,
+                "an entry about you is missing between entries {after} and {before}"
+            ),
+            Self::EntriesNotRecorded { recorded, shown } => write!(
+                f,
+                "the entries shown are not the ones the log records about you ({recorded} recorded, {shown} shown)"
+            ),
+            Self::NoEntriesShown { recorded } => write!(
+                f,
+                "no entries were shown but the log records {recorded} about you"
+            ),
+            Self::SubjectMapDropped { size } => write!(
+                f,
+                "checkpoint at size {size} carries no subject-map line, but an earlier one did"
+            ),
+            Self::SubjectMapKeyChanged { size } => write!(
+                f,
+                "checkpoint at size {size}: the subject map's VRF key is not the one earlier checkpoints name"
+            ),
+            Self::SubjectMapMismatch {
+                size,
+                signed_root,
+                recomputed_root,
+            } => write!(
+                f,
+                "checkpoint at size {size} signs subject-map root {signed_root} but the entries give {recomputed_root}"
+            ),
+            Self::Unwitnessed { size, reason } => write!(
+                f,
+                "the checkpoint at tree size {size} is not vouched for by the witnesses you trust: {reason}"
+            ),
+            Self::SubjectMapUnverifiable {
+                size,
+                index,
+                reason,
+            } => write!(
+                f,
+                "checkpoint at size {size}: the subject map cannot be recomputed past entry {index} ({reason}); it is not checked from there on"
+            ),
+            Self::SubjectVrfOutputChanged { index, first } => write!(
+                f,
+                "entry {index}: its `subject_vrf_output` differs from the one of the same patient's entry {first}"
+            ),
+            Self::SubjectVrfOutputShared { index, other } => write!(
+                f,
+                "entry {index}: its `subject_vrf_output` is the one of another patient's entry {other}"
+            ),
         }
     }
 }
@@ -351,6 +592,9 @@ impl fmt::Display for Report {
             "decisions re-decided {}, matching {}",
             self.decisions_checked, self.decisions_matching
         )?;
+        if self.subject_maps_checked > 0 {
+            writeln!(f, "subject maps checked {}", self.subject_maps_checked)?;
+        }
         for finding in &self.findings {
             writeln!(f, "finding: {finding}")?;
         }

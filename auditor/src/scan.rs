@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use ledger::{
-    checkpoint::SignedCheckpoint,
+    checkpoint::{Checkpoint, SignedCheckpoint},
     entry::{BODY_NONCE_LEN, Day, Leaf, verify_commitment},
     hash::{Hash, LeafIndex, TreeSize, hash_leaf},
     note::NoteVerifier,
@@ -78,6 +78,16 @@ impl LogScan {
     /// [`ScanError::LateCheckpoint`] for a size the scan has passed (hand checkpoints in before
     /// the entries that reach them), [`ScanError::TooManyPending`].
     pub fn add_checkpoint(&mut self, note: &str) -> Result<(), ScanError> {
+        self.add_signed_checkpoint(note).map(|_| ())
+    }
+
+    /// As [`LogScan::add_checkpoint`], and returns the checkpoint when its signature verified
+    /// (none when it did not: that is a finding), for checks of its extension lines.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogScan::add_checkpoint`].
+    pub fn add_signed_checkpoint(&mut self, note: &str) -> Result<Option<Checkpoint>, ScanError> {
         let position = self.listed;
         self.listed = self.listed.saturating_add(1);
         let checkpoint = match SignedCheckpoint::verify(note, &self.verifier) {
@@ -87,7 +97,7 @@ impl LogScan {
                     position,
                     error: error_chain(&err),
                 });
-                return Ok(());
+                return Ok(None);
             }
         };
         let (size, current) = (checkpoint.size, self.size());
@@ -96,7 +106,7 @@ impl LogScan {
         }
         if size == current {
             self.compare(size, &checkpoint.root);
-            return Ok(());
+            return Ok(Some(checkpoint));
         }
         if self.pending_count >= MAX_PENDING_CHECKPOINTS {
             return Err(ScanError::TooManyPending {
@@ -108,7 +118,7 @@ impl LogScan {
             .or_default()
             .push(checkpoint.root);
         self.pending_count += 1;
-        Ok(())
+        Ok(Some(checkpoint))
     }
 
     /// Pushes the entry at `index` (the next one): its leaf bytes and its body, or none when the

@@ -6,8 +6,8 @@ use std::{
 };
 
 use super::{
-    CHECKPOINT_KEY_FILE, CHECKPOINT_VKEY_FILE, KeyError, Keys, SUBJECT_KEY_FILE, SubjectKey,
-    TOKEN_ISSUER_KEY_FILE, load_token_issuer,
+    CHECKPOINT_KEY_FILE, CHECKPOINT_VKEY_FILE, KeyError, Keys, SUBJECT_KEY_FILE,
+    SUBJECT_MAP_KEY_FILE, SubjectKey, TOKEN_ISSUER_KEY_FILE, load_token_issuer,
 };
 use crate::auth::Role;
 
@@ -23,7 +23,12 @@ fn first_start_creates_private_key_files() {
     let data = dir.path().join("data");
     let keys = Keys::load_or_generate(&data, ORIGIN).unwrap();
     assert_eq!(mode(&data), 0o700);
-    for file in [CHECKPOINT_KEY_FILE, TOKEN_ISSUER_KEY_FILE, SUBJECT_KEY_FILE] {
+    for file in [
+        CHECKPOINT_KEY_FILE,
+        TOKEN_ISSUER_KEY_FILE,
+        SUBJECT_KEY_FILE,
+        SUBJECT_MAP_KEY_FILE,
+    ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     let vkey = fs::read_to_string(data.join(CHECKPOINT_VKEY_FILE)).unwrap();
@@ -42,6 +47,7 @@ fn first_start_creates_private_key_files() {
         [
             CHECKPOINT_KEY_FILE,
             CHECKPOINT_VKEY_FILE,
+            SUBJECT_MAP_KEY_FILE,
             SUBJECT_KEY_FILE,
             TOKEN_ISSUER_KEY_FILE
         ]
@@ -91,7 +97,12 @@ fn different_data_dirs_get_different_keys() {
 
 #[test]
 fn key_files_readable_by_others_are_refused() {
-    for file in [CHECKPOINT_KEY_FILE, TOKEN_ISSUER_KEY_FILE, SUBJECT_KEY_FILE] {
+    for file in [
+        CHECKPOINT_KEY_FILE,
+        TOKEN_ISSUER_KEY_FILE,
+        SUBJECT_KEY_FILE,
+        SUBJECT_MAP_KEY_FILE,
+    ] {
         for bad_mode in [0o644, 0o640, 0o604, 0o660] {
             let dir = tempfile::tempdir().unwrap();
             Keys::load_or_generate(dir.path(), ORIGIN).unwrap();
@@ -202,5 +213,21 @@ fn loading_the_keys_of_a_log_creates_none_and_names_a_missing_one() {
         fs::write(&path, saved).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
     }
-    Keys::load(dir.path(), ORIGIN).unwrap();
+    assert!(
+        Keys::load(dir.path(), ORIGIN)
+            .unwrap()
+            .subject_map_key
+            .is_some()
+    );
+    // A log older than the subject map has no VRF key: loading says so and creates none (the
+    // store decides whether the log needs one).
+    let path = dir.path().join(SUBJECT_MAP_KEY_FILE);
+    fs::remove_file(&path).unwrap();
+    assert!(
+        Keys::load(dir.path(), ORIGIN)
+            .unwrap()
+            .subject_map_key
+            .is_none()
+    );
+    assert!(!path.exists());
 }

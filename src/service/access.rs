@@ -90,10 +90,19 @@ impl AccessService for Access {
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
-        let access = self.parse(request.into_inner())?;
+        let request = request.into_inner();
+        let patient_id = request.patient_id.clone();
+        let access = self.parse(request)?;
         let labels = (access.action, access.purpose, access.level);
         let prepared = self.0.decisions().prepare(self.0.log(), &access);
-        let (r, output) = self.0.submit(Command::Authorize(access, prepared)).await?;
+        let (r, output) = match access.subject.clone() {
+            Some(subject) => {
+                self.0
+                    .submit_about(Command::Authorize(access, prepared), &subject, &patient_id)
+                    .await?
+            }
+            None => self.0.submit(Command::Authorize(access, prepared)).await?,
+        };
         let Output::Decided { decision, leaf } = output else {
             return Err(Error::Internal("authorize answered with another output").into());
         };

@@ -130,7 +130,11 @@ impl ConsentService for Consents {
         consent
             .check()
             .map_err(|e| Error::Rejected(e.to_string()))?;
-        let (r, output) = self.0.submit(Command::Grant(consent)).await?;
+        let subject = consent.subject.clone();
+        let (r, output) = self
+            .0
+            .submit_about(Command::Grant(consent), &subject, &r.patient_id)
+            .await?;
         let Output::Granted(consent_id) = output else {
             return Err(Error::Internal("grant answered with another output").into());
         };
@@ -148,11 +152,15 @@ impl ConsentService for Consents {
         let r = request.into_inner();
         // Another patient's consent id under one's own patient id is NOT_FOUND (state machine).
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
+        let subject = self.0.subject("patient_id", &r.patient_id)?;
         let command = Command::Revoke {
-            subject: self.0.subject("patient_id", &r.patient_id)?,
+            subject: subject.clone(),
             consent_id: required("consent_id", &r.consent_id, parse)?,
         };
-        let (r, _) = self.0.submit(command).await?;
+        let (r, _) = self
+            .0
+            .submit_about(command, &subject, &r.patient_id)
+            .await?;
         Ok(Response::new(pb::RevokeConsentResponse {
             receipt: Some(receipt(&r)),
         }))
@@ -190,12 +198,16 @@ impl ConsentService for Consents {
             // explicit `replace` with no purposes.
             return Err(Error::invalid("purposes", FieldProblem::Missing).into());
         }
+        let subject = self.0.subject("patient_id", &r.patient_id)?;
         let command = Command::OptOut {
-            subject: self.0.subject("patient_id", &r.patient_id)?,
+            subject: subject.clone(),
             purposes,
             replace: r.replace,
         };
-        let (r, _) = self.0.submit(command).await?;
+        let (r, _) = self
+            .0
+            .submit_about(command, &subject, &r.patient_id)
+            .await?;
         Ok(Response::new(pb::RecordOptOutResponse {
             receipt: Some(receipt(&r)),
         }))

@@ -3,13 +3,17 @@
 //! signed checkpoint. The patient may read only their own; a regulator may read anyone's.
 //! Answers count against the answer budget (`budget`).
 
-use ledger::{chunk::Record, hash::LeafIndex};
+use ledger::{
+    chunk::Record,
+    hash::{LeafIndex, TreeSize},
+};
 use policy::state;
 use proto::pb::{self, history_service_server::HistoryService};
 use tonic::{Request, Response, Status};
 
 use super::{Core, budget, hashes};
 use crate::state_machine::LogKv;
+use crate::subject_map;
 use crate::{
     auth::{Role, caller, require_subject},
     error::Error,
@@ -42,8 +46,29 @@ impl HistoryService for History {
         };
         let log = self.0.log();
         // One checkpoint for the whole answer: entries after it are left for the next call.
-        let checkpoint = log.checkpoint();
-        let size = checkpoint.checkpoint().size;
+        // With a subject map it is the published checkpoint that commits to the map the
+        // completeness proof was read from.
+        let (note, size, completeness) = match self.0.subject_map() {
+            Some(key) => {
+                let witnessed = self.0.witnessed().newest();
+                let proven =
+                    subject_map::prove(log, key, &subject, &r.patient_id, witnessed.as_deref())
+                        .await?;
+                (
+                    proven.checkpoint,
+                    TreeSize(proven.size),
+                    Some(proven.completeness),
+                )
+            }
+            None => {
+                let checkpoint = log.checkpoint();
+                (
+                    checkpoint.note().to_owned(),
+                    checkpoint.checkpoint().size,
+                    None,
+                )
+            }
+        };
         let mut indices =
             state::subject_entries_after(&LogKv(log), &subject, r.after_index, limit + 1)
                 .map_err(|e| Error::Unavailable(Box::new(e)))?;
@@ -86,10 +111,11 @@ impl HistoryService for History {
         }
         Ok(
             reservation.attach(Response::new(pb::GetSubjectHistoryResponse {
-                checkpoint: checkpoint.note().to_owned(),
+                checkpoint: note,
                 entries,
                 tree_size: size.get(),
                 more,
+                completeness,
             })),
         )
     }

@@ -21,6 +21,7 @@ use proto::pb;
 use crate::{
     api::{Api, ask, grant},
     harness::{TestServer, http_get},
+    witness::{audit, audit_online},
 };
 
 async fn activity(api: &Api) -> pb::Receipt {
@@ -116,6 +117,9 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     assert_eq!(report.decisions_matching, 4);
     assert_eq!(report.entries, api.size().await);
     assert!(report.checkpoints_checked >= report.entries);
+    // Every checkpoint but the empty tree's commits to the subject map, and replay recomputed
+    // each of them.
+    assert_eq!(report.subject_maps_checked + 1, report.checkpoints_checked);
 
     let alice = history(&HistoryConfig {
         verifier: verifier.clone(),
@@ -128,6 +132,15 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     .unwrap();
     assert!(alice.findings.is_empty(), "{:?}", alice.findings);
     assert_eq!(alice.rows.len(), 4, "grant, decision, revocation, decision");
+    assert!(
+        matches!(
+            alice.completeness,
+            auditor::history::Completeness::Complete { entries: 4, tree_size } if tree_size == alice.tree_size
+        ),
+        "{:?}",
+        alice.completeness
+    );
+    assert!(alice.is_valid());
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("receipt.json");
@@ -448,4 +461,72 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
         accepted >= decisions / 2,
         "accepted {accepted}, redone {redone}"
     );
+}
+
+/// A patient checks their history online, saves what the server sent, and checks the saved
+/// file again with no server; the same file does not pass for another patient, and a copy
+/// with one entry cut out says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_history_verifies_offline_and_a_cut_one_does_not() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    activity(&api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("alice.json");
+    let grpc = format!("http://{}", server.grpc_addr);
+    let token = server.token(Role::Patient, Some("alice"));
+    let vkey = server.vkey.clone();
+    let online = {
+        let (grpc, saved, vkey) = (grpc.clone(), saved.clone(), vkey.clone());
+        audit_online(
+            [
+                "history",
+                "--vkey",
+                &vkey,
+                "--grpc",
+                &grpc,
+                "--token",
+                &token,
+                "--save",
+                saved.to_str().unwrap(),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        )
+        .await
+    };
+    assert_eq!(online.0, AuditExitCode::Valid, "{}", online.1);
+    assert!(online.1.contains("complete"), "{}", online.1);
+    server.stop().await;
+
+    // The server is gone; the saved pages still prove the history whole.
+    let offline = |patient: &str, file: &Path| {
+        audit(&[
+            "history",
+            "--vkey",
+            &vkey,
+            "--patient",
+            patient,
+            "--input",
+            file.to_str().unwrap(),
+        ])
+    };
+    let (code, text) = offline("alice", &saved);
+    assert_eq!(code, AuditExitCode::Valid, "{text}");
+    assert_eq!(text, online.1, "offline and online say the same");
+    // Under another patient id the VRF proof is not theirs.
+    let (code, text) = offline("bob", &saved);
+    assert_eq!(code, AuditExitCode::Invalid, "{text}");
+
+    // The first entry (the consent grant) cut out of the saved response.
+    let mut pages: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let entries = pages[0]["entries"].as_array_mut().unwrap();
+    assert_eq!(entries.len(), 4);
+    entries.remove(0);
+    let cut = dir.path().join("cut.json");
+    std::fs::write(&cut, pages.to_string()).unwrap();
+    let (code, text) = offline("alice", &cut);
+    assert_eq!(code, AuditExitCode::Invalid, "{text}");
+    assert!(text.contains("missing"), "{text}");
 }

@@ -17,6 +17,7 @@ mod audit;
 mod authzen;
 mod bad_input;
 mod binary;
+mod completeness;
 mod data_dir;
 mod directory;
 mod disclosure;

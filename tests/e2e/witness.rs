@@ -2,7 +2,8 @@
 //! two `akashi-audit witness` servers on loopback, `GET /checkpoint` carrying both
 //! cosignatures, `akashi-audit verify-receipt --witness ... --witness-quorum 2` and `watch`
 //! accepting it (and refusing an unknown witness), the witnessed checkpoint surviving a
-//! restart, and writes going on when every witness is down.
+//! restart, writes going on when every witness is down, and a patient's history proven complete
+//! at a checkpoint both witnesses cosigned (directly, or through a later witnessed checkpoint).
 
 use std::{
     net::SocketAddr,
@@ -12,7 +13,10 @@ use std::{
 
 use akashi::{auth::Role, config::WitnessSpec};
 use auditor::{
-    cli::{Cli, LogSource, WatchConfig, WatchStep, WitnessServer, run, watch_once, witness_keygen},
+    cli::{
+        Cli, HistoryConfig, LogSource, WatchConfig, WatchStep, WitnessServer, fetch_history, run,
+        verify_responses, watch_once, witness_history, witness_keygen,
+    },
     exit::AuditExitCode,
     quorum::WitnessPolicy,
 };
@@ -161,8 +165,9 @@ async fn tlog_proof(
     (proof_file, leaf_file)
 }
 
-/// `akashi-audit ARGS...` in-process: the exit code and what it printed.
-fn audit(args: &[&str]) -> (AuditExitCode, String) {
+/// `akashi-audit ARGS...` in-process: the exit code and what it printed. A command that talks
+/// to a server starts its own runtime: call it from `spawn_blocking` ([`audit_online`]).
+pub(crate) fn audit(args: &[&str]) -> (AuditExitCode, String) {
     let cli =
         Cli::try_parse_from(std::iter::once("akashi-audit").chain(args.iter().copied())).unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -172,29 +177,71 @@ fn audit(args: &[&str]) -> (AuditExitCode, String) {
     (code, text)
 }
 
-#[tokio::test]
-async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
+/// [`audit`] off the async runtime, for commands that connect to a server.
+pub(crate) async fn audit_online(args: Vec<String>) -> (AuditExitCode, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        audit(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// A log server whose checkpoints two witnesses must cosign (quorum 2), both serving.
+struct TwoWitnesses {
+    dir: tempfile::TempDir,
+    server: TestServer,
+    /// The witnesses' verifier keys, addresses and secret key files, in configuration order.
+    verifiers: [WitnessVerifier; 2],
+    addrs: [SocketAddr; 2],
+    keys: [PathBuf; 2],
+    /// The server's `--witness` flags, for a restart.
+    specs: Vec<WitnessSpec>,
+    running: [RunningWitness; 2],
+}
+
+async fn two_witnesses() -> TwoWitnesses {
     let dir = tempfile::tempdir().unwrap();
-    let (w1, w2) = (
+    let planned = [
         plan(dir.path(), "witness.test/w1").await,
         plan(dir.path(), "witness.test/w2").await,
-    );
-    let (v1, v2) = (w1.verifier.clone(), w2.verifier.clone());
-    let (a1, a2) = (
-        w1.listener.local_addr().unwrap(),
-        w2.listener.local_addr().unwrap(),
-    );
-    let specs = vec![spec(&v1, a1), spec(&v2, a2)];
+    ];
+    let verifiers = planned.each_ref().map(|w| w.verifier.clone());
+    let addrs = planned.each_ref().map(|w| w.listener.local_addr().unwrap());
+    let keys = planned.each_ref().map(|w| w.key.clone());
+    let specs = vec![spec(&verifiers[0], addrs[0]), spec(&verifiers[1], addrs[1])];
     let config_specs = specs.clone();
     let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
         c.witnesses = config_specs;
         c.witness_quorum = Some(2);
     })
     .await;
+    let [w1, w2] = planned;
     let running = [
         serve(w1, &server.vkey, &dir.path().join("w1")),
         serve(w2, &server.vkey, &dir.path().join("w2")),
     ];
+    TwoWitnesses {
+        dir,
+        server,
+        verifiers,
+        addrs,
+        keys,
+        specs,
+        running,
+    }
+}
+
+#[tokio::test]
+async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
+    let TwoWitnesses {
+        dir,
+        server,
+        verifiers: [v1, v2],
+        specs,
+        running,
+        ..
+    } = two_witnesses().await;
     let both = [v1.clone(), v2.clone()];
 
     // A write, then the checkpoint served is one that covers it, cosigned by both witnesses.
@@ -487,4 +534,172 @@ fn an_unknown_witness_cannot_make_a_quorum() {
         policy.check(&log.verifier(), cp.note()).unwrap_err(),
         CosignatureError::NoQuorum { got: 0, want: 1 }
     );
+}
+
+/// A patient asks for their history with both witnesses required: when nothing was logged since
+/// the witnesses cosigned, the proof's own checkpoint carries their cosignatures (online, and
+/// again offline from the saved file); while a witness is down a newer history cannot be
+/// vouched for and says so; once it is back, a later witnessed checkpoint proven to extend the
+/// history's tree vouches for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
+    let TwoWitnesses {
+        dir,
+        server,
+        verifiers: [v1, v2],
+        addrs: [_, a2],
+        keys: [_, w2_key],
+        running: [first, second],
+        ..
+    } = two_witnesses().await;
+    let both = [v1.clone(), v2.clone()];
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    api.grant(grant(
+        "patient-1",
+        &["research"],
+        &["clinical"],
+        &["uni"],
+        &[],
+        "PSEUDONYMIZED",
+    ))
+    .await;
+    let decision = api
+        .authorize(ask(
+            "Organization",
+            "uni",
+            "secondary_use",
+            "patient-1",
+            "lab_result",
+            "research",
+            "PSEUDONYMIZED",
+        ))
+        .await;
+    let size = decision.receipt.unwrap().leaf_index + 1;
+    witnessed_at_least(&server, &both, size).await;
+
+    let grpc = format!("http://{}", server.grpc_addr);
+    let token = server.token(Role::Patient, Some("patient-1"));
+    let (vkey1, vkey2) = (v1.to_vkey(), v2.to_vkey());
+    let saved = dir.path().join("history.json");
+    let online = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "history",
+            "--vkey",
+            &server.vkey,
+            "--grpc",
+            &grpc,
+            "--token",
+            &token,
+            "--witness",
+            &vkey1,
+            "--witness",
+            &vkey2,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        audit_online(args)
+    };
+    // Nothing was logged since the witnesses cosigned: the proof is bound to their checkpoint.
+    let (code, text) = online(&["--save", saved.to_str().unwrap()]).await;
+    assert_eq!(code, AuditExitCode::Valid, "{text}");
+    assert!(
+        text.contains("complete: the log holds exactly 2 entries"),
+        "{text}"
+    );
+    assert!(
+        text.contains("witnessed: 2 of the witnesses you trust cosigned the checkpoint"),
+        "{text}"
+    );
+    let offline = |file: &Path, witnesses: &[&str]| {
+        let mut args = vec![
+            "history",
+            "--vkey",
+            &server.vkey,
+            "--patient",
+            "patient-1",
+            "--input",
+            file.to_str().unwrap(),
+        ];
+        for w in witnesses {
+            args.extend(["--witness", w]);
+        }
+        audit(&args)
+    };
+    let (code, text) = offline(&saved, &[&vkey1, &vkey2]);
+    assert_eq!(code, AuditExitCode::Valid, "{text}");
+    // A witness the checkpoint does not carry cannot vouch for it.
+    let stranger = witness_keygen("witness.test/w3", &dir.path().join("w3.key")).unwrap();
+    let (code, text) = offline(&saved, &[&vkey1, &stranger]);
+    assert_eq!(code, AuditExitCode::Invalid, "{text}");
+    assert!(
+        text.contains("not vouched for by the witnesses you trust"),
+        "{text}"
+    );
+
+    // One witness down, and something new about another patient: the newest map is
+    // cosigned by one witness at most, so the history cannot be vouched for.
+    second.stop().await;
+    api.grant(grant(
+        "patient-2",
+        &["research"],
+        &["clinical"],
+        &["uni"],
+        &[],
+        "PSEUDONYMIZED",
+    ))
+    .await;
+    let (code, text) = online(&["--witness-wait", "1"]).await;
+    assert_eq!(code, AuditExitCode::Invalid, "{text}");
+    assert!(
+        text.contains("no witnessed checkpoint reached its size"),
+        "{text}"
+    );
+    // The same history, fetched now and checked once the witness is back and the log has
+    // moved on: a later checkpoint cosigned by both is proven to extend its tree.
+    let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
+    let config = HistoryConfig {
+        verifier: verifier.clone(),
+        grpc: grpc.clone(),
+        token: token.clone(),
+        patient: None,
+    };
+    let (patient, responses) = fetch_history(&config).await.unwrap();
+    let note = responses.last().unwrap().checkpoint.clone();
+    let history_size = responses.last().unwrap().tree_size;
+    let _second = serve(
+        Planned {
+            key: w2_key,
+            verifier: v2.clone(),
+            listener: TcpListener::bind(a2).await.unwrap(),
+        },
+        &server.vkey,
+        &dir.path().join("w2"),
+    );
+    api.org("uni-2", "university").await;
+    let mut history = verify_responses(&verifier, &patient, responses)
+        .unwrap()
+        .unwrap();
+    let policy = WitnessPolicy {
+        witnesses: both.to_vec(),
+        quorum: 2,
+    };
+    witness_history(
+        &mut history,
+        &verifier,
+        &policy,
+        &note,
+        Some((&grpc, TIMEOUT)),
+    )
+    .await
+    .unwrap();
+    assert!(history.is_valid(), "{:?}", history.findings);
+    let witnessed = history.witnessed.unwrap();
+    assert!(!witnessed.direct);
+    assert_eq!(witnessed.cosignatures, 2);
+    assert!(witnessed.tree_size > history_size);
+    first.stop().await;
+    server.stop().await;
 }

@@ -74,6 +74,18 @@ pub(crate) async fn consistency_proof(
     })
 }
 
+/// The log's newest witnessed checkpoint note, with its cosignatures (none yet: `None`).
+pub(crate) async fn newest_witnessed(channel: Channel) -> anyhow::Result<Option<String>> {
+    let mut client = pb::transparency_service_client::TransparencyServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE);
+    let response = client
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .context("while asking for the witnessed checkpoint")?
+        .into_inner();
+    Ok(Some(response.witnessed_checkpoint).filter(|note| !note.is_empty()))
+}
+
 /// The latest signed checkpoint note.
 pub(crate) async fn checkpoint(channel: Channel) -> anyhow::Result<String> {
     let mut client = pb::transparency_service_client::TransparencyServiceClient::new(channel)
@@ -89,17 +101,7 @@ pub(crate) async fn checkpoint(channel: Channel) -> anyhow::Result<String> {
 /// The newest witnessed checkpoint note (`witnessed_checkpoint`), or an error when the log has
 /// none.
 pub(crate) async fn witnessed_checkpoint(channel: Channel) -> anyhow::Result<String> {
-    let mut client = pb::transparency_service_client::TransparencyServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_SIZE);
-    let note = client
-        .get_checkpoint(pb::GetCheckpointRequest {})
-        .await
-        .context("while fetching the latest checkpoint")?
-        .into_inner()
-        .witnessed_checkpoint;
-    anyhow::ensure!(
-        !note.is_empty(),
-        "the log has no witnessed checkpoint (yet)"
-    );
-    Ok(note)
+    newest_witnessed(channel)
+        .await?
+        .context("the log has no witnessed checkpoint (yet)")
 }

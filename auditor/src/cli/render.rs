@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::WatchStep;
-use crate::history::{History, HistoryError};
+use crate::history::{Completeness, History, HistoryError};
 use crate::receipt::{AnswerCheck, ReceiptError, VerifiedReceipt};
 use crate::report::error_chain;
 use crate::trust::{Advance, TrustError};
@@ -173,16 +173,68 @@ pub(super) fn history(result: &Result<History, HistoryError>) -> String {
     for finding in &history.findings {
         let _ = writeln!(out, "finding: {finding}");
     }
+    let _ = writeln!(out, "{}", completeness(&history.completeness));
+    if let Some(witnessed) = &history.witnessed {
+        let _ = if witnessed.direct {
+            writeln!(
+                out,
+                "witnessed: {} of the witnesses you trust cosigned the checkpoint at tree size {}, the one your history is proven complete at",
+                witnessed.cosignatures, witnessed.tree_size
+            )
+        } else {
+            writeln!(
+                out,
+                "witnessed: {} of the witnesses you trust cosigned the log at tree size {}, which contains the tree your history is proven at (its completeness record is signed by the log alone)",
+                witnessed.cosignatures, witnessed.tree_size
+            )
+        };
+    }
+    let shown = history.rows.len() as u64;
     let _ = if history.is_valid() {
         writeln!(
             out,
-            "valid: {} entries, each in the log at tree size {} (root {})",
-            history.rows.len(),
+            "valid: {}, each in the log at tree size {} (root {})",
+            entries(shown),
             history.tree_size,
             history.root
+        )
+    } else if history.findings.is_empty() {
+        writeln!(
+            out,
+            "not verified: the {} shown are each in the log at tree size {}, but not proven to be all",
+            entries(shown),
+            history.tree_size
         )
     } else {
         writeln!(out, "invalid: {} findings", history.findings.len())
     };
     out
+}
+
+/// The completeness verdict, in a patient's words.
+fn completeness(verdict: &Completeness) -> String {
+    match verdict {
+        Completeness::Complete {
+            entries: 0,
+            tree_size,
+        } => format!(
+            "complete: the log says it holds nothing about you up to tree size {tree_size}"
+        ),
+        Completeness::Complete { entries: n, tree_size } => format!(
+            "complete: the log holds exactly {} about you up to tree size {tree_size}",
+            entries(*n)
+        ),
+        Completeness::Failed { tree_size } => format!(
+            "incomplete: the entries shown are not all the log holds about you up to tree size {tree_size}, or the proof of it fails (see the findings)"
+        ),
+        Completeness::Uncommitted { .. } => "completeness cannot be checked: this log does not commit to per-patient completeness (no subject map in its checkpoint)".to_owned(),
+    }
+}
+
+fn entries(n: u64) -> String {
+    if n == 1 {
+        "1 entry".to_owned()
+    } else {
+        format!("{n} entries")
+    }
 }

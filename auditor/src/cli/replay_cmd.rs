@@ -1,10 +1,12 @@
 //! `akashi-audit replay` (regulator: the whole log over `AuditService`) and `akashi-audit
-//! history` (a patient: their own entries over `HistoryService`).
+//! history` (a patient: their own entries over `HistoryService`, or from a saved response).
 //!
 //! Replay runs as a pipeline of three stages, so that they overlap: a task pages entries and
 //! checkpoints from the server (checkpoints always ahead of the entries that reach their size);
 //! a thread runs [`EntryCheck`] (tree, checkpoints, commitments, event decoding, headers); a
 //! second thread runs [`DecisionCheck`] (state and decisions, in log order).
+
+use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -21,10 +23,12 @@ use tokio::sync::mpsc;
 
 use super::net::{self, MAX_MESSAGE_SIZE};
 use crate::history::{
-    History, HistoryEntry, HistoryError, HistoryPage, MAX_HISTORY_ENTRIES, verify_history,
+    CompletenessProof, History, HistoryEntry, HistoryError, HistoryPage, MAX_HISTORY_ENTRIES,
+    MAX_HISTORY_JSON, Witnessed, pages_from_json, verify_history,
 };
+use crate::quorum::WitnessPolicy;
 use crate::replay::{DecisionCheck, EntryCheck, merge};
-use crate::report::Report;
+use crate::report::{Finding, Report};
 
 /// Entries asked for per `GetEntries` call (the server's cap).
 const PAGE: u32 = 1024;
@@ -156,6 +160,20 @@ pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Rep
 /// fails verification is `Ok(Ok(history))` with findings, or `Ok(Err(..))` when its checkpoint
 /// does not verify.
 pub async fn history(config: &HistoryConfig) -> anyhow::Result<Result<History, HistoryError>> {
+    let (patient, responses) = fetch_history(config).await?;
+    verify_responses(&config.verifier, &patient, responses)
+}
+
+/// Fetches every page of a patient's history as the server sends them, unverified, with the
+/// patient id asked for (`config.patient`, else the token's).
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses, no patient id is known, the pages do not move
+/// forward, or there are more than [`MAX_HISTORY_ENTRIES`] entries.
+pub async fn fetch_history(
+    config: &HistoryConfig,
+) -> anyhow::Result<(String, Vec<pb::GetSubjectHistoryResponse>)> {
     let patient = match &config.patient {
         Some(patient) => patient.clone(),
         None => token_subject(&config.token)?,
@@ -163,7 +181,7 @@ pub async fn history(config: &HistoryConfig) -> anyhow::Result<Result<History, H
     let channel = net::connect(&config.grpc).await?;
     let mut client = pb::history_service_client::HistoryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE);
-    let mut pages = Vec::new();
+    let mut responses = Vec::new();
     let mut after_index = None;
     let mut total = 0usize;
     loop {
@@ -179,39 +197,243 @@ pub async fn history(config: &HistoryConfig) -> anyhow::Result<Result<History, H
             .await
             .context("while fetching the history")?
             .into_inner();
-        let entries = response
-            .entries
-            .into_iter()
-            .map(|e| {
-                Ok(HistoryEntry {
-                    leaf_index: LeafIndex(e.leaf_index),
-                    inclusion_proof: net::hashes(&e.inclusion_proof, "inclusion proof")?,
-                    // An empty body the server does not call erased is checked (and fails its
-                    // commitment) rather than taken as an erasure.
-                    body: (!e.redacted).then_some(e.body),
-                    leaf: e.leaf,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        total = total.saturating_add(entries.len());
+        total = total.saturating_add(response.entries.len());
         anyhow::ensure!(
             total <= MAX_HISTORY_ENTRIES,
             "the history has more than {MAX_HISTORY_ENTRIES} entries"
         );
-        let last = entries.last().map(|e| e.leaf_index.get());
-        pages.push(HistoryPage {
-            checkpoint: response.checkpoint,
-            entries,
-        });
+        let last = response.entries.last().map(|e| e.leaf_index);
+        let more = response.more;
+        responses.push(response);
         match last {
             // A page must move forward, or the listing would never end.
-            Some(last) if response.more && after_index.is_none_or(|a| last > a) => {
+            Some(last) if more && after_index.is_none_or(|a| last > a) => {
                 after_index = Some(last);
             }
             _ => break,
         }
     }
-    Ok(verify_history(&config.verifier, &pages))
+    Ok((patient, responses))
+}
+
+/// Verifies fetched pages for `patient`.
+///
+/// # Errors
+///
+/// When an inclusion proof is not a list of 32-byte hashes.
+pub fn verify_responses(
+    verifier: &NoteVerifier,
+    patient: &str,
+    responses: Vec<pb::GetSubjectHistoryResponse>,
+) -> anyhow::Result<Result<History, HistoryError>> {
+    let pages = responses
+        .into_iter()
+        .map(|response| {
+            let entries = response
+                .entries
+                .into_iter()
+                .map(|e| {
+                    Ok(HistoryEntry {
+                        leaf_index: LeafIndex(e.leaf_index),
+                        inclusion_proof: net::hashes(&e.inclusion_proof, "inclusion proof")?,
+                        // An empty body the server does not call erased is checked (and fails
+                        // its commitment) rather than taken as an erasure.
+                        body: (!e.redacted).then_some(e.body),
+                        leaf: e.leaf,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(HistoryPage {
+                checkpoint: response.checkpoint,
+                entries,
+                completeness: response.completeness.map(completeness_proof),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(verify_history(verifier, patient, &pages))
+}
+
+/// Checks that the witnesses `policy` trusts vouch for `note`, the checkpoint a history's
+/// completeness was judged at (its last page's), and records the outcome in `history`: a
+/// `witnessed` verdict, or an [`Finding::Unwitnessed`] finding (which makes it invalid).
+///
+/// The checkpoint is vouched for **directly** when it carries the quorum of cosignatures itself
+/// (then its subject-map line is witnessed as well). Otherwise, with `online` (the server's
+/// address and how long to wait), the log's newest witnessed checkpoint is fetched until one of
+/// at least the history's size exists and a consistency proof shows that it extends the
+/// history's tree; offline, the history is unwitnessed.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses while waiting.
+pub async fn witness_history(
+    history: &mut History,
+    verifier: &NoteVerifier,
+    policy: &WitnessPolicy,
+    note: &str,
+    online: Option<(&str, Duration)>,
+) -> anyhow::Result<()> {
+    let Some((own, direct)) = witness_directly(history, verifier, policy, note) else {
+        return Ok(());
+    };
+    let size = own.size.get();
+    let Some((grpc, wait)) = online else {
+        history.findings.push(Finding::Unwitnessed {
+            size,
+            reason: direct,
+        });
+        return Ok(());
+    };
+    let channel = net::connect(grpc).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let reason = loop {
+        let newest = net::newest_witnessed(channel.clone()).await?;
+        let last = match newest.as_deref().map(|n| policy.check(verifier, n)) {
+            None => "the log has no witnessed checkpoint yet".to_owned(),
+            Some(Err(e)) => e.to_string(),
+            Some(Ok(witnessed)) => {
+                let theirs = witnessed.signed().checkpoint();
+                if theirs.size.get() >= size {
+                    let outcome = if theirs.size == own.size {
+                        (theirs.root == own.root).then_some(()).ok_or_else(|| {
+                            "the witnesses cosigned another root at this size".to_owned()
+                        })
+                    } else {
+                        net::consistency_proof(channel.clone(), own.size, theirs.size)
+                            .await?
+                            .verify(&own.root, &theirs.root).map_err(|e| {
+                            format!(
+                                "the witnessed checkpoint at tree size {} does not extend it: {e}",
+                                theirs.size
+                            )
+                        })
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            history.witnessed = Some(Witnessed {
+                                tree_size: theirs.size.get(),
+                                cosignatures: witnessed.cosignatures().len(),
+                                direct: false,
+                            });
+                            return Ok(());
+                        }
+                        Err(reason) => break reason,
+                    }
+                }
+                format!(
+                    "the newest witnessed checkpoint is at tree size {}",
+                    theirs.size
+                )
+            }
+        };
+        if tokio::time::Instant::now() >= deadline {
+            break format!(
+                "{direct}, and no witnessed checkpoint reached its size within {} s ({last})",
+                wait.as_secs()
+            );
+        }
+        tokio::time::sleep(WITNESS_POLL).await;
+    };
+    history.findings.push(Finding::Unwitnessed { size, reason });
+    Ok(())
+}
+
+/// The direct half of [`witness_history`]: records the verdict and returns `None` when the
+/// policy asks nothing, the checkpoint carries the quorum, or it does not verify; otherwise the
+/// checkpoint and why its own signatures do not suffice.
+fn witness_directly(
+    history: &mut History,
+    verifier: &NoteVerifier,
+    policy: &WitnessPolicy,
+    note: &str,
+) -> Option<(Checkpoint, String)> {
+    if !policy.is_required() {
+        return None;
+    }
+    let own = match SignedCheckpoint::verify(note, verifier) {
+        Ok(own) => own.checkpoint().clone(),
+        Err(e) => {
+            history.findings.push(Finding::Unwitnessed {
+                size: history.tree_size,
+                reason: format!("its checkpoint does not verify: {e}"),
+            });
+            return None;
+        }
+    };
+    match policy.check(verifier, note) {
+        Ok(witnessed) => {
+            history.witnessed = Some(Witnessed {
+                tree_size: own.size.get(),
+                cosignatures: witnessed.cosignatures().len(),
+                direct: true,
+            });
+            None
+        }
+        Err(e) => Some((own, e.to_string())),
+    }
+}
+
+/// How often the log's witnessed checkpoint is asked for while waiting.
+const WITNESS_POLL: Duration = Duration::from_millis(250);
+
+/// Reads a saved history (`GetSubjectHistory` responses in proto3 JSON, see
+/// [`pages_from_json`]) and verifies it for `patient`, offline.
+///
+/// # Errors
+///
+/// When the file cannot be read, is larger than [`MAX_HISTORY_JSON`], or is not such JSON.
+/// A history that fails verification is `Ok(Ok(history))` with findings, or `Ok(Err(..))` when
+/// its checkpoint does not verify.
+pub fn history_file(
+    verifier: &NoteVerifier,
+    patient: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<Result<History, HistoryError>> {
+    history_file_witnessed(verifier, &WitnessPolicy::default(), patient, path)
+}
+
+/// [`history_file`], and also that the checkpoint its completeness is judged at (the last
+/// page's) carries the cosignatures `policy` asks for ([`Finding::Unwitnessed`] otherwise: a
+/// saved history cannot wait for the witnesses to catch up).
+///
+/// # Errors
+///
+/// As for [`history_file`].
+pub fn history_file_witnessed(
+    verifier: &NoteVerifier,
+    policy: &WitnessPolicy,
+    patient: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<Result<History, HistoryError>> {
+    let bytes = super::read_capped(path, MAX_HISTORY_JSON)?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("`{}` is not UTF-8 text", path.display()))?;
+    let pages = pages_from_json(&text)
+        .with_context(|| format!("while reading the history in `{}`", path.display()))?;
+    let mut result = verify_history(verifier, patient, &pages);
+    if let (Ok(history), Some(last)) = (&mut result, pages.last())
+        && let Some((own, reason)) = witness_directly(history, verifier, policy, &last.checkpoint)
+    {
+        history.findings.push(Finding::Unwitnessed {
+            size: own.size.get(),
+            reason,
+        });
+    }
+    Ok(result)
+}
+
+/// The wire's `SubjectCompleteness`, field by field.
+fn completeness_proof(c: pb::SubjectCompleteness) -> CompletenessProof {
+    CompletenessProof {
+        vrf_proof: c.vrf_proof,
+        count: c.count,
+        first_index: c.first_index,
+        last_index: c.last_index,
+        chain_head: c.chain_head,
+        map_siblings: c.map_siblings,
+        leaf_key: c.leaf_key,
+        leaf_value: c.leaf_value,
+    }
 }
 
 enum Page {

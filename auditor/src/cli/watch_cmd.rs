@@ -183,27 +183,12 @@ fn load(config: &WatchConfig) -> anyhow::Result<Witness> {
     })
 }
 
-/// Writes the state file atomically: a temporary file beside it, then a rename.
+/// Writes the state file atomically.
 fn save(config: &WatchConfig, witness: &Witness) -> anyhow::Result<()> {
     let (Some(path), Some(text)) = (&config.state, witness.state_text()) else {
         return Ok(());
     };
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| {
-        format!(
-            "while saving the trusted checkpoint to `{}`",
-            path.display()
-        )
-    })
+    super::saved::write_atomically(path, text.as_bytes(), "the trusted checkpoint")
 }
 
 async fn blocking<T: Send + 'static>(

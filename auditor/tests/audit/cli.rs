@@ -366,9 +366,9 @@ fn watch_once_over_http_then_a_fork() {
 async fn replay_and_history_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vkey"), support::vkey()).unwrap();
-    let mut world = World::new();
+    let mut world = World::with_subject_map();
     world.decisions();
-    let served = Served::new(world.log.clone());
+    let served = Served::new(world.log.clone()).with_subject_map();
     let addr = support::start_grpc(served.clone()).await.to_string();
 
     let replay = [
@@ -398,6 +398,27 @@ async fn replay_and_history_over_grpc() {
     let (code, out, err) = run_async(dir.path(), &history).await;
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     insta::assert_snapshot!("history_p1", out);
+    // An entry hidden from the patient.
+    served.withhold(9);
+    let (code, out, _) = run_async(dir.path(), &history).await;
+    assert_eq!(code, 2, "{out}");
+    insta::assert_snapshot!("history_p1_hidden_consent", out);
+    // A log without a subject map: nothing found wrong, but nothing proven complete either.
+    let plain = World::new();
+    served.switch(plain.log.clone());
+    served.map_serving(|m| m.enabled = false);
+    let (code, out, _) = run_async(dir.path(), &history).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("completeness cannot be checked: this log does not commit to per-patient completeness (no subject map in its checkpoint)\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("valid:") && !out.contains("complete:"),
+        "{out}"
+    );
+    served.switch(world.log.clone());
+    served.map_serving(|m| m.enabled = true);
 
     world.apply(flipped(world.decision_event(org_request(
         "univ-a",
@@ -421,4 +442,163 @@ async fn replay_and_history_over_grpc() {
     .await;
     assert_eq!(code, 1);
     assert!(err.starts_with("error: while listing checkpoints"), "{err}");
+}
+
+#[test]
+fn history_from_a_saved_response() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vkey"), support::vkey()).unwrap();
+    let mut world = World::with_subject_map();
+    world.decisions();
+    let served = Served::new(world.log.clone()).with_subject_map();
+    let request = |after_index, limit| proto::pb::GetSubjectHistoryRequest {
+        patient_id: "p1".to_owned(),
+        after_index,
+        limit,
+    };
+    let whole = served.history_response(&request(None, 0)).unwrap();
+    std::fs::write(
+        dir.path().join("p1.json"),
+        serde_json::to_string_pretty(&support::history_json(&whole)).unwrap(),
+    )
+    .unwrap();
+    let args = |file: &str, patient: &str| {
+        [
+            "history",
+            "--vkey",
+            "@vkey",
+            "--patient",
+            patient,
+            "--input",
+            file,
+        ]
+        .map(str::to_owned)
+    };
+    let run_file = |file: &str, patient: &str| {
+        let args = args(file, patient);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(dir.path(), &args)
+    };
+    let (code, out, err) = run_file("p1.json", "p1");
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    insta::assert_snapshot!("history_input_p1", out);
+    // Someone else's saved history is not p1's: the VRF proof is for another id.
+    let (code, out, _) = run_file("p1.json", "p2");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("finding: the proof that these are all the entries about you does not verify"),
+        "{out}"
+    );
+
+    // Pages, as an array: 3 entries each, the last with `more` false.
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = served.history_response(&request(after, 3)).unwrap();
+        after = page.entries.last().map(|e| e.leaf_index);
+        let more = page.more;
+        pages.push(support::history_json(&page));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(pages.len(), 3);
+    std::fs::write(
+        dir.path().join("pages.json"),
+        serde_json::to_string(&pages).unwrap(),
+    )
+    .unwrap();
+    let (code, out, err) = run_file("pages.json", "p1");
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.contains("complete: the log holds exactly 8 entries about you up to tree size 20\n"),
+        "{out}"
+    );
+    // The first page left out.
+    std::fs::write(
+        dir.path().join("tail.json"),
+        serde_json::to_string(&pages[1..]).unwrap(),
+    )
+    .unwrap();
+    let (code, out, _) = run_file("tail.json", "p1");
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("finding: an entry about you is missing before entry 15\n"),
+        "{out}"
+    );
+
+    // A patient with no entries: proven absent.
+    let absent = served
+        .history_response(&proto::pb::GetSubjectHistoryRequest {
+            patient_id: "p5".to_owned(),
+            after_index: None,
+            limit: 0,
+        })
+        .unwrap();
+    std::fs::write(
+        dir.path().join("p5.json"),
+        support::history_json(&absent).to_string(),
+    )
+    .unwrap();
+    let (code, out, _) = run_file("p5.json", "p5");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("complete: the log says it holds nothing about you up to tree size 20\n"),
+        "{out}"
+    );
+
+    // Numbers where grpcurl prints strings are read too.
+    let mut numbers = support::history_json(&whole);
+    numbers["treeSize"] = serde_json::json!(20);
+    numbers["completeness"]["count"] = serde_json::json!(8);
+    std::fs::write(dir.path().join("numbers.json"), numbers.to_string()).unwrap();
+    let (code, out, _) = run_file("numbers.json", "p1");
+    assert_eq!(code, 0, "{out}");
+
+    // Unusable input: exit 1, nothing verified.
+    for (name, text) in [
+        ("garbage.json", "not json at all"),
+        ("shape.json", "{\"entries\": 3}"),
+        ("empty.json", "[]"),
+        ("number.json", "42"),
+        (
+            "field.json",
+            "{\"checkpoint\": \"x\", \"entries\": [{\"leafIndex\": \"-1\"}]}",
+        ),
+        (
+            "proof.json",
+            "{\"checkpoint\": \"x\", \"completeness\": {\"mapSiblings\": \"abc\"}}",
+        ),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let (code, out, err) = run_file(name, "p1");
+        assert_eq!((code, out.as_str()), (1, ""), "{name}: {err}");
+        assert!(
+            err.starts_with("error: while reading the history in"),
+            "{name}: {err}"
+        );
+    }
+    let (code, _, err) = run_file("missing.json", "p1");
+    assert_eq!(code, 1);
+    assert!(err.contains("while reading"), "{err}");
+    // `--input` needs `--patient`; `--grpc` and `--input` exclude each other.
+    let (code, _, err) = run(
+        dir.path(),
+        &["history", "--vkey", "@vkey", "--input", "p1.json"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("`--patient`"), "{err}");
+    let (code, _, _) = run(
+        dir.path(),
+        &[
+            "history",
+            "--vkey",
+            "@vkey",
+            "--input",
+            "p1.json",
+            "--grpc",
+            "127.0.0.1:1",
+        ],
+    );
+    assert_eq!(code, 1, "a usage error");
 }

@@ -1,6 +1,8 @@
 //! Regulator replay: honest logs replay clean; a decision the rules would not have made, a header
 //! that disagrees with its body, a body that does not match its commitment, and erased bodies
-//! are each reported, and nothing else is.
+//! are each reported, and nothing else is. With a subject map: a signed map root that is not the
+//! entries', a changed VRF key, bodies without `subject_vrf_output`, and an erasure that stops
+//! the map's recomputation.
 
 use auditor::cli::{ReplayConfig, replay};
 use auditor::replay::Replay;
@@ -13,17 +15,25 @@ use policy::{
     event::Event,
 };
 
-use crate::support::{self, REGULATOR_TOKEN, Served, World, flipped, frame, org_request};
+use crate::support::{
+    self, REGULATOR_TOKEN, Served, SubjectMap, World, flipped, frame, note_size, org_request,
+    with_map_line,
+};
 
 /// Replays a log in-process, as the CLI does over gRPC: every checkpoint, every entry.
 fn replay_log(log: &Log) -> Report {
+    replay_signed(log, str::to_owned)
+}
+
+/// [`replay_log`] with every checkpoint note as `sign` re-signs it.
+fn replay_signed(log: &Log, sign: impl Fn(&str) -> String) -> Report {
     let mut replay = Replay::new(support::signer().verifier());
     let size = log.size().get();
     for note in log
         .checkpoints(TreeSize(0), TreeSize(size + 1), usize::MAX)
         .unwrap()
     {
-        replay.add_checkpoint(&note).unwrap();
+        replay.add_checkpoint(&sign(&note)).unwrap();
     }
     let mut next = 0;
     while next < size {
@@ -294,4 +304,153 @@ async fn a_larger_batched_log_replays_clean_over_grpc() {
     // One consent grant in ten entries, decisions otherwise.
     assert!(report.decisions_checked > 1300, "{report}");
     assert_eq!(report.decisions_checked, report.decisions_matching);
+}
+
+/// A world with a subject map, its decisions, and a server that signs its map.
+fn mapped_world() -> (World, Served) {
+    let mut world = World::with_subject_map();
+    world.decisions();
+    let served = Served::new(world.log.clone()).with_subject_map();
+    (world, served)
+}
+
+#[test]
+fn a_log_with_a_subject_map_replays_clean() {
+    let (world, served) = mapped_world();
+    let report = replay_signed(&world.log, |note| served.sign(&world.log, note));
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.subject_maps_checked, world.size() + 1);
+    assert!(
+        report.to_string().contains("subject maps checked 21\n"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_wrong_subject_map_root_is_caught() {
+    let (world, served) = mapped_world();
+    // The checkpoint of size 20 signs the map as it stood at 19 (p1's last decision missing).
+    served.map_serving(|m| m.stale_map = Some(19));
+    let report = replay_signed(&world.log, |note| served.sign(&world.log, note));
+    assert_eq!(
+        report.findings,
+        [Finding::SubjectMapMismatch {
+            size: 20,
+            signed_root: SubjectMap::of(&world.log, 19).root.to_hex(),
+            recomputed_root: SubjectMap::of(&world.log, 20).root.to_hex(),
+        }],
+        "{report}"
+    );
+    assert_eq!(report.exit_code(), auditor::exit::AuditExitCode::Invalid);
+}
+
+#[test]
+fn a_changed_vrf_key_or_a_dropped_map_is_caught() {
+    let (world, served) = mapped_world();
+    let report = replay_signed(&world.log, |note| match note_size(note) {
+        15 => {
+            let mut commitment = SubjectMap::of(&world.log, 15).commitment();
+            commitment.vrf_key = ledger::vrf::VrfSecretKey::from_seed([6; 32])
+                .public()
+                .to_bytes();
+            with_map_line(note, Some(&commitment))
+        }
+        17 => note.to_owned(),
+        _ => served.sign(&world.log, note),
+    });
+    assert_eq!(
+        report.findings,
+        [
+            Finding::SubjectMapKeyChanged { size: 15 },
+            Finding::SubjectMapDropped { size: 17 },
+        ],
+        "{report}"
+    );
+}
+
+#[test]
+fn bodies_without_vrf_outputs_are_caught() {
+    // A log written without outputs, whose checkpoints commit to a map all the same.
+    let mut world = World::new();
+    world.decisions();
+    let served = Served::new(world.log.clone()).with_subject_map();
+    let report = replay_signed(&world.log, |note| served.sign(&world.log, note));
+    // p1's first grant is the first entry about a patient.
+    assert_eq!(
+        report.findings[0],
+        Finding::BadSubjectVrfOutput { index: 8 }
+    );
+    assert!(
+        report.findings.contains(&Finding::SubjectMapUnverifiable {
+            size: 9,
+            index: 8,
+            reason: auditor::report::Unattributable::WrongVrfOutput,
+        }),
+        "{report}"
+    );
+    assert!(
+        report.findings.iter().all(|f| matches!(
+            f,
+            Finding::BadSubjectVrfOutput { .. } | Finding::SubjectMapUnverifiable { .. }
+        )),
+        "{report}"
+    );
+}
+
+#[test]
+fn an_erased_body_stops_the_map_once_without_a_mismatch() {
+    let (world, served) = mapped_world();
+    world.log.redact_body(LeafIndex(9)).unwrap();
+    let report = replay_signed(&world.log, |note| served.sign(&world.log, note));
+    let map_findings: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f,
+                Finding::SubjectMapUnverifiable { .. } | Finding::SubjectMapMismatch { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        map_findings,
+        [&Finding::SubjectMapUnverifiable {
+            size: 10,
+            index: 9,
+            reason: auditor::report::Unattributable::Erased,
+        }],
+        "{report}"
+    );
+    assert_eq!(report.subject_maps_checked, 10);
+    assert!(
+        map_findings[0]
+            .to_string()
+            .contains("the subject map cannot be recomputed past entry 9 (its body was erased)")
+    );
+}
+
+#[tokio::test]
+async fn a_batched_log_with_a_subject_map_replays_clean_over_grpc() {
+    let mut world = World::with_subject_map();
+    world.grow_realistic(300, 32);
+    let served = Served::new(world.log.clone()).with_subject_map();
+    let addr = support::start_grpc(served.clone()).await;
+    let config = ReplayConfig {
+        verifier: support::signer().verifier(),
+        grpc: addr.to_string(),
+        token: REGULATOR_TOKEN.to_owned(),
+    };
+    let report = replay(&config, false).await.unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.subject_maps_checked, report.checkpoints_checked);
+    // The last checkpoint (the batches end at 299, then 311) signs a stale map.
+    served.map_serving(|m| m.stale_map = Some(world.size() - 5));
+    let report = replay(&config, false).await.unwrap();
+    assert!(
+        matches!(
+            report.findings.as_slice(),
+            [Finding::SubjectMapMismatch { size, .. }] if *size == world.size()
+        ),
+        "{report}"
+    );
 }

@@ -10,10 +10,15 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
+use ledger::checkpoint::{Checkpoint, SignedCheckpoint};
 use ledger::chunk::Record;
+use ledger::completeness::{MapCommitment, SubjectRecord, map_key};
+use ledger::hash::{Hash, hash_leaf};
 use ledger::log::{Log, NewEntry};
+use ledger::map::{self, MapKey, MemoryNodes, Terminal};
 use ledger::store::MemoryStore;
 use ledger::tile::{TilePath, parse_path};
+use ledger::vrf::VrfSecretKey;
 use ledger::{
     entry::{AttrName, AttrValue, Body, Day, EntryKind, Leaf},
     hash::{LeafIndex, TreeSize},
@@ -52,6 +57,24 @@ pub fn vkey() -> String {
     signer().verifier().to_vkey()
 }
 
+/// The log's VRF key, from a fixed seed: map keys are the same on every run.
+pub fn vrf_key() -> VrfSecretKey {
+    VrfSecretKey::from_seed([5; 32])
+}
+
+/// The patient id behind a test pseudonym: `p{n}` for [`subject`]`(n)`, `m{n}` for
+/// [`many_subject`]`(n)`.
+pub fn patient_of(pseudonym: &SubjectId) -> String {
+    let text = pseudonym.as_str();
+    let n = u8::from_str_radix(&text[..2], 16).unwrap();
+    if subject(n) == *pseudonym {
+        return format!("p{n}");
+    }
+    let n = u32::from_str_radix(&text[..8], 16).unwrap();
+    assert_eq!(many_subject(n), *pseudonym, "not a test pseudonym");
+    format!("m{n}")
+}
+
 /// A patient's pseudonym in the test world (`p1`, `p2`, ...).
 pub fn subject(n: u8) -> SubjectId {
     SubjectId::from_bytes([n; 32])
@@ -87,6 +110,8 @@ pub struct World {
     pub log: Arc<Log>,
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     engine: PolicyEngine,
+    /// Bodies about a patient carry `subject_vrf_output`, as a log with a subject map writes.
+    vrf_outputs: bool,
 }
 
 impl World {
@@ -96,6 +121,7 @@ impl World {
             log: Arc::new(Log::open(Arc::new(MemoryStore::new()), signer()).unwrap()),
             kv: BTreeMap::new(),
             engine: PolicyEngine::default_set().unwrap(),
+            vrf_outputs: false,
         }
     }
 
@@ -103,7 +129,19 @@ impl World {
     /// by `univ-a` (pseudonymised) and to treatment by hospitals, `p2` opted out of research,
     /// `p3` has nothing on record.
     pub fn new() -> Self {
-        let mut world = Self::empty();
+        Self::build(Self::empty())
+    }
+
+    /// [`World::new`] as a log with a subject map writes it: every body about a patient carries
+    /// the patient's VRF output (serve it with [`Served::with_subject_map`]).
+    pub fn with_subject_map() -> Self {
+        Self::build(Self {
+            vrf_outputs: true,
+            ..Self::empty()
+        })
+    }
+
+    fn build(mut world: Self) -> Self {
         world.apply(Event::ActivatePolicySet {
             policies: world.engine.text().to_owned(),
             hash: world.engine.hash(),
@@ -170,9 +208,18 @@ impl World {
         let index = self.size();
         state::apply(&mut self.kv, &event, index).unwrap();
         self.log
-            .append_batch(&[frame(&event, index)], Vec::new())
+            .append_batch(&[self.frame(&event, index)], Vec::new())
             .unwrap();
         index
+    }
+
+    /// Frames an event as this world's server does.
+    pub fn frame(&self, event: &Event, index: u64) -> NewEntry {
+        if self.vrf_outputs {
+            frame_with_vrf_output(event, index)
+        } else {
+            frame(event, index)
+        }
     }
 
     /// Applies and appends events in batches of `batch` (one checkpoint per batch, as the
@@ -188,7 +235,7 @@ impl World {
             let index = self.size() + entries.len() as u64;
             let event = make(self, index);
             state::apply(&mut self.kv, &event, index).unwrap();
-            entries.push(frame(&event, index));
+            entries.push(self.frame(&event, index));
             if entries.len() == batch {
                 self.log.append_batch(&entries, Vec::new()).unwrap();
                 entries.clear();
@@ -354,12 +401,30 @@ fn consent(
 /// Frames an event as the server does (kind, day, public attributes; the event's JSON behind a
 /// nonce), with a nonce derived from the index so that runs are reproducible.
 pub fn frame(event: &Event, index: u64) -> NewEntry {
+    frame_payload(event, index, event.to_json().unwrap())
+}
+
+/// [`frame`], with the patient's VRF output in the body of an event about a patient, as the
+/// server of a log with a subject map writes it.
+pub fn frame_with_vrf_output(event: &Event, index: u64) -> NewEntry {
+    let Some(pseudonym) = event.subject() else {
+        return frame(event, index);
+    };
+    let beta = vrf_key().output(patient_of(pseudonym).as_bytes());
+    let mut json: serde_json::Value = serde_json::from_slice(&event.to_json().unwrap()).unwrap();
+    json["subject_vrf_output"] = serde_json::json!(hex(&beta.0));
+    frame_payload(event, index, serde_json::to_vec(&json).unwrap())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn frame_payload(event: &Event, index: u64, payload: Vec<u8>) -> NewEntry {
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&index.to_be_bytes());
-    let body = Body {
-        nonce,
-        payload: event.to_json().unwrap(),
-    };
+    let body = Body { nonce, payload };
     let attributes = event
         .public_attributes()
         .into_iter()
@@ -449,6 +514,119 @@ pub fn append_plain(log: &Log, range: std::ops::Range<u64>, batch: u64, tag: &st
     }
 }
 
+/// The subject map of a log's first `size` entries, as its server keeps it: each patient's
+/// record under their VRF-derived key (patients from the bodies' events; erased bodies are
+/// skipped, as the test server keeps no state).
+pub struct SubjectMap {
+    /// The map's nodes.
+    pub nodes: MemoryNodes,
+    /// Its root.
+    pub root: Hash,
+    /// Each key's record.
+    pub records: BTreeMap<MapKey, SubjectRecord>,
+}
+
+/// The store prefix of the test map.
+const MAP_PREFIX: &[u8] = b"m/";
+
+impl SubjectMap {
+    /// The map of `log`'s first `size` entries.
+    pub fn of(log: &Log, size: u64) -> Self {
+        let mut map = Self {
+            nodes: MemoryNodes::default(),
+            root: map::EMPTY,
+            records: BTreeMap::new(),
+        };
+        for i in 0..size {
+            let Record::Present(body) = log.body(LeafIndex(i)).unwrap() else {
+                continue;
+            };
+            let Ok(event) = Event::from_json(&body[16..]) else {
+                continue;
+            };
+            let Some(pseudonym) = event.subject() else {
+                continue;
+            };
+            let beta = vrf_key().output(patient_of(pseudonym).as_bytes());
+            let key = map_key(&beta);
+            let leaf_hash = hash_leaf(&log.leaves(LeafIndex(i), 1).unwrap()[0]);
+            let record = match map.records.get(&key) {
+                Some(record) => record.then(i, &leaf_hash),
+                None => SubjectRecord::first(&beta, i, &leaf_hash),
+            };
+            map.records.insert(key, record);
+            map.root = map::update(&mut map.nodes, MAP_PREFIX, &key, &record.value_hash()).unwrap();
+        }
+        map
+    }
+
+    /// The commitment a checkpoint carries.
+    pub fn commitment(&self) -> MapCommitment {
+        MapCommitment {
+            vrf_key: vrf_key().public().to_bytes(),
+            root: self.root,
+        }
+    }
+
+    /// `patient`'s completeness proof in this map.
+    pub fn completeness(&self, patient: &str) -> pb::SubjectCompleteness {
+        let (vrf_proof, beta) = vrf_key().prove(patient.as_bytes());
+        let key = map_key(&beta);
+        let (proof, root) = map::prove(&self.nodes, MAP_PREFIX, &key).unwrap();
+        assert_eq!(root, self.root);
+        let mut out = pb::SubjectCompleteness {
+            vrf_proof: vrf_proof.to_bytes().to_vec(),
+            map_siblings: proof.siblings.iter().map(|h| h.0.to_vec()).collect(),
+            ..Default::default()
+        };
+        if let Some(record) = self.records.get(&key) {
+            out.count = record.count;
+            out.first_index = record.first;
+            out.last_index = record.last;
+            out.chain_head = record.head.0.to_vec();
+        }
+        // The leaf the path ends at, as the server sends it: the patient's own for a record.
+        if let Terminal::Leaf { key, value } = proof.terminal {
+            out.leaf_key = key.to_vec();
+            out.leaf_value = value.0.to_vec();
+        }
+        out
+    }
+}
+
+/// `note` signed again with `commitment`'s subject-map line added (none: `note` as it is).
+pub fn with_map_line(note: &str, commitment: Option<&MapCommitment>) -> String {
+    let Some(commitment) = commitment else {
+        return note.to_owned();
+    };
+    let text = ledger::note::parse_note(note).unwrap().text;
+    let mut checkpoint = Checkpoint::parse(&text).unwrap();
+    checkpoint.extensions.push(commitment.to_line());
+    SignedCheckpoint::sign(checkpoint, &signer())
+        .unwrap()
+        .into_note()
+}
+
+/// The tree size of a checkpoint note.
+pub fn note_size(note: &str) -> u64 {
+    let text = ledger::note::parse_note(note).unwrap().text;
+    Checkpoint::parse(&text).unwrap().size.get()
+}
+
+/// How a server with a subject map serves it, and how it cheats.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapServing {
+    /// Checkpoints carry the map's line and histories its proof.
+    pub enabled: bool,
+    /// Checkpoints sign the map root as of this size (the log signs a stale map), and histories
+    /// carry proofs from that map.
+    pub stale_map: Option<u64>,
+    /// Histories carry the record and proof as of this size against the current root.
+    pub stale_proof: Option<u64>,
+    /// Histories carry no completeness proof.
+    pub omit_proof: bool,
+}
+
 /// What the in-process servers serve, shared so that a test can switch logs.
 #[derive(Clone)]
 pub struct Served {
@@ -457,18 +635,106 @@ pub struct Served {
     tampered_bodies: Arc<Mutex<HashSet<u64>>>,
     blank_bodies: Arc<Mutex<HashSet<u64>>>,
     withheld: Arc<Mutex<HashSet<u64>>>,
+    map: Arc<Mutex<MapServing>>,
 }
 
 impl Served {
-    /// Serves `log`; patients `p1`..`p9` are `subject(1)`..`subject(9)`.
+    /// Serves `log`; patients `p1`..`p19` are `subject(1)`..`subject(19)`.
     pub fn new(log: Arc<Log>) -> Self {
         Self {
             log: Arc::new(RwLock::new(log)),
-            subjects: (1..10u8).map(|n| (format!("p{n}"), subject(n))).collect(),
+            subjects: (1..20u8).map(|n| (format!("p{n}"), subject(n))).collect(),
             tampered_bodies: Arc::default(),
             blank_bodies: Arc::default(),
             withheld: Arc::default(),
+            map: Arc::default(),
         }
+    }
+
+    /// Serves a subject map: every checkpoint with its line, every history with its proof.
+    pub fn with_subject_map(self) -> Self {
+        self.map.lock().unwrap().enabled = true;
+        self
+    }
+
+    /// Changes how the subject map is served.
+    pub fn map_serving(&self, change: impl FnOnce(&mut MapServing)) {
+        change(&mut self.map.lock().unwrap());
+    }
+
+    /// `note` as this server signs it: with the subject map's line of its size when it serves a
+    /// map.
+    pub fn sign(&self, log: &Log, note: &str) -> String {
+        let serving = *self.map.lock().unwrap();
+        if !serving.enabled {
+            return note.to_owned();
+        }
+        let size = note_size(note);
+        let map = SubjectMap::of(log, serving.stale_map.unwrap_or(size).min(size));
+        with_map_line(note, Some(&map.commitment()))
+    }
+
+    /// The history response this server gives (as the gRPC method does, without the token).
+    pub fn history_response(
+        &self,
+        r: &pb::GetSubjectHistoryRequest,
+    ) -> Result<pb::GetSubjectHistoryResponse, Status> {
+        let subject = self
+            .subjects
+            .get(&r.patient_id)
+            .ok_or_else(|| Status::not_found("patient"))?;
+        let log = self.log();
+        let checkpoint = log.checkpoint();
+        let size = checkpoint.checkpoint().size;
+        // The patient's entries, from the leaves' bodies (the test server keeps no state).
+        let mut indices = Vec::new();
+        for i in 0..size.get() {
+            let Record::Present(body) = log.body(LeafIndex(i)).unwrap() else {
+                continue;
+            };
+            let Ok(event) = Event::from_json(&body[16..]) else {
+                continue;
+            };
+            if event.subject() == Some(subject) && !self.withheld.lock().unwrap().contains(&i) {
+                indices.push(i);
+            }
+        }
+        let indices: Vec<u64> = indices
+            .into_iter()
+            .filter(|i| r.after_index.is_none_or(|a| *i > a))
+            .collect();
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        let more = indices.len() > limit;
+        let mut entries = Vec::new();
+        for index in indices.into_iter().take(limit) {
+            let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
+            let (body, redacted) = self.body(index, log.body(LeafIndex(index)).unwrap());
+            let proof = log.inclusion_proof(LeafIndex(index), size).unwrap();
+            entries.push(pb::HistoryEntry {
+                leaf_index: index,
+                leaf,
+                body,
+                inclusion_proof: proof.path.iter().map(|h| h.0.to_vec()).collect(),
+                redacted,
+                unacknowledged: false,
+                review_required: false,
+            });
+        }
+        let serving = *self.map.lock().unwrap();
+        let completeness = (serving.enabled && !serving.omit_proof).then(|| {
+            let at = serving
+                .stale_proof
+                .or(serving.stale_map)
+                .unwrap_or(size.get());
+            SubjectMap::of(&log, at).completeness(&r.patient_id)
+        });
+        Ok(pb::GetSubjectHistoryResponse {
+            checkpoint: self.sign(&log, checkpoint.note()),
+            entries,
+            tree_size: size.get(),
+            more,
+            completeness,
+        })
     }
 
     /// Serves another log from now on.
@@ -536,8 +802,9 @@ impl pb::transparency_service_server::TransparencyService for Served {
         &self,
         _: GrpcRequest<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        let log = self.log();
         Ok(Response::new(pb::GetCheckpointResponse {
-            checkpoint: self.log().checkpoint().note().to_owned(),
+            checkpoint: self.sign(&log, log.checkpoint().note()),
             verifier_key: vkey(),
             ..Default::default()
         }))
@@ -633,14 +900,17 @@ impl pb::audit_service_server::AuditService for Served {
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         check_token(&request, &[REGULATOR_TOKEN])?;
         let r = request.into_inner();
-        let checkpoints = self
-            .log()
+        let log = self.log();
+        let checkpoints = log
             .checkpoints(
                 TreeSize(r.from_size),
                 TreeSize(u64::MAX),
                 r.limit.min(1024) as usize,
             )
-            .map_err(status)?;
+            .map_err(status)?
+            .iter()
+            .map(|note| self.sign(&log, note))
+            .collect();
         Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
     }
 }
@@ -653,54 +923,8 @@ impl pb::history_service_server::HistoryService for Served {
     ) -> Result<Response<pb::GetSubjectHistoryResponse>, Status> {
         let patient = request.get_ref().patient_id.clone();
         check_token(&request, &[REGULATOR_TOKEN, &patient_token(&patient)])?;
-        let r = request.into_inner();
-        let subject = self
-            .subjects
-            .get(&r.patient_id)
-            .ok_or_else(|| Status::not_found("patient"))?;
-        let log = self.log();
-        let checkpoint = log.checkpoint();
-        let size = checkpoint.checkpoint().size;
-        // The patient's entries, from the leaves' bodies (the test server keeps no state).
-        let mut indices = Vec::new();
-        for i in 0..size.get() {
-            let Record::Present(body) = log.body(LeafIndex(i)).unwrap() else {
-                continue;
-            };
-            let Ok(event) = Event::from_json(&body[16..]) else {
-                continue;
-            };
-            if event.subject() == Some(subject) && !self.withheld.lock().unwrap().contains(&i) {
-                indices.push(i);
-            }
-        }
-        let indices: Vec<u64> = indices
-            .into_iter()
-            .filter(|i| r.after_index.is_none_or(|a| *i > a))
-            .collect();
-        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
-        let more = indices.len() > limit;
-        let mut entries = Vec::new();
-        for index in indices.into_iter().take(limit) {
-            let leaf = log.leaves(LeafIndex(index), 1).unwrap().remove(0);
-            let (body, redacted) = self.body(index, log.body(LeafIndex(index)).unwrap());
-            let proof = log.inclusion_proof(LeafIndex(index), size).unwrap();
-            entries.push(pb::HistoryEntry {
-                leaf_index: index,
-                leaf,
-                body,
-                inclusion_proof: proof.path.iter().map(|h| h.0.to_vec()).collect(),
-                redacted,
-                unacknowledged: false,
-                review_required: false,
-            });
-        }
-        Ok(Response::new(pb::GetSubjectHistoryResponse {
-            checkpoint: checkpoint.note().to_owned(),
-            entries,
-            tree_size: size.get(),
-            more,
-        }))
+        self.history_response(&request.into_inner())
+            .map(Response::new)
     }
 }
 
@@ -833,4 +1057,9 @@ pub fn authorize_response_json(log: &Log, index: u64) -> serde_json::Value {
         response["reviewRequired"] = serde_json::json!(true);
     }
     response
+}
+
+/// A `GetSubjectHistory` response as grpcurl prints it (and as `history --save` writes it).
+pub fn history_json(response: &pb::GetSubjectHistoryResponse) -> serde_json::Value {
+    auditor::cli::saved::history_response_json(response)
 }

@@ -1,0 +1,493 @@
+//! The server's subject map: for every patient the log has entries about, their record (count,
+//! first and last leaf index, chain head; [`ledger::completeness`]) under a key derived from their
+//! patient id by the log's VRF, in a sparse Merkle map ([`ledger::map`]) whose root every
+//! checkpoint commits to. It is what lets `GetSubjectHistory` prove that a history is complete.
+//!
+//! **Writing** (the writer thread, [`MapWriter`]): each entry about a patient advances their
+//! record in the state (`map/s/<pseudonym>`: their VRF output, then the record) as the entry is
+//! applied, and its body carries the VRF output (`subject_vrf_output`) so that a regulator's replay
+//! can recompute the map; once per batch, [`MapWriter::seal`] writes the records of the patients
+//! the batch touched into the map (O(log n) node reads and writes each, in the batch's own state
+//! transaction, so the map and the log commit together) and returns the checkpoint line. The map
+//! root and the tree size it was written at are kept under `map/root`; the VRF public key under
+//! `map/vrf`, written with the log's first batch: a log whose state has no `map/vrf` predates the
+//! map and keeps none (its checkpoints carry no line, and histories carry no proof).
+//!
+//! **VRF outputs** are computed at the gRPC edge ([`SubjectMapKey::output_for`]), where the
+//! patient id is known and only for a patient the state has no record of yet; the writer thread
+//! never sees patient ids.
+//!
+//! **Proving** ([`prove`]): the state can be ahead of the newest published checkpoint (batches
+//! staged and not yet durable), so a proof is read from the state as it is, checked against the
+//! root stored beside it, and then paired with the published checkpoint that commits to that root
+//! (waiting for its batch to become durable if need be) — the newest *witnessed* checkpoint when
+//! it commits to the same map root, so that the proof carries the witnesses' cosignatures whenever
+//! nothing about any patient was logged since they cosigned. A proof that a concurrent batch moved
+//! is read again.
+
+use std::{sync::Arc, time::Duration};
+
+use ledger::{
+    checkpoint::{Checkpoint, SignedCheckpoint},
+    completeness::{MapCommitment, SubjectRecord, map_key},
+    cosignature::WitnessedCheckpoint,
+    hash::{Hash, hash_leaf},
+    log::Log,
+    map::{self, MapError, MapProof, NodeRead, NodeWrite, Terminal},
+    sequencer::Tx,
+    store::StoreError,
+    vrf::{OUTPUT_LEN, VrfOutput, VrfSecretKey},
+};
+use policy::domain::SubjectId;
+use proto::pb;
+
+use crate::error::{Error, StartError};
+
+/// Prefix of the map's nodes in the state.
+const NODES: &[u8] = b"map/n/";
+/// The root and the tree size it was written at: 8-byte big-endian size, then the root.
+const ROOT: &[u8] = b"map/root";
+/// The VRF public key the map's keys are derived with.
+const VRF_KEY: &[u8] = b"map/vrf";
+/// Prefix of patients' records: `map/s/<pseudonym>` → VRF output, then the record.
+const RECORDS: &[u8] = b"map/s/";
+
+/// Attempts at pairing a proof with a checkpoint before giving up.
+const PROVE_ATTEMPTS: usize = 50;
+/// Longest wait for the batch that wrote the map's root to be published.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
+fn record_key(subject: &SubjectId) -> Vec<u8> {
+    let mut key = RECORDS.to_vec();
+    key.extend_from_slice(subject.as_str().as_bytes());
+    key
+}
+
+/// A patient's VRF output and record as the state holds them.
+fn decode_stored(bytes: &[u8]) -> Option<(VrfOutput, SubjectRecord)> {
+    let (beta, record) = bytes.split_at_checked(OUTPUT_LEN)?;
+    Some((
+        VrfOutput(beta.try_into().ok()?),
+        SubjectRecord::decode(record)?,
+    ))
+}
+
+fn encode_stored(beta: &VrfOutput, record: &SubjectRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(OUTPUT_LEN + ledger::completeness::RECORD_LEN);
+    out.extend_from_slice(&beta.0);
+    out.extend_from_slice(&record.encode());
+    out
+}
+
+fn decode_root(bytes: &[u8]) -> Option<(u64, Hash)> {
+    let (size, root) = bytes.split_at_checked(8)?;
+    Some((
+        u64::from_be_bytes(size.try_into().ok()?),
+        Hash::from_slice(root).ok()?,
+    ))
+}
+
+/// The log's VRF key, shared by the services that compute VRF outputs and proofs.
+#[derive(Clone)]
+pub struct SubjectMapKey(Arc<VrfSecretKey>);
+
+impl SubjectMapKey {
+    /// Wraps a key.
+    pub fn new(key: VrfSecretKey) -> Self {
+        Self(Arc::new(key))
+    }
+
+    /// The patient's VRF output if the writer will need it: `None` when the state already
+    /// holds their record (the writer reads it from there), so the cost (about 50 µs) is paid
+    /// once per patient rather than per entry.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the state cannot be read.
+    pub fn output_for(
+        &self,
+        log: &Log,
+        subject: &SubjectId,
+        patient_id: &str,
+    ) -> Result<Option<VrfOutput>, Error> {
+        let known = log
+            .state_get(&record_key(subject))
+            .map_err(|e| Error::Unavailable(Box::new(e)))?
+            .is_some();
+        Ok((!known).then(|| self.0.output(patient_id.as_bytes())))
+    }
+}
+
+/// Map nodes in the sequencer's transaction.
+struct TxNodes<'a, 'b>(&'a mut Tx<'b>);
+
+impl NodeRead for TxNodes<'_, '_> {
+    type Error = StoreError;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.get(key)
+    }
+}
+
+impl NodeWrite for TxNodes<'_, '_> {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.0.put(key, value);
+        Ok(())
+    }
+}
+
+/// Map nodes in the log's committed (or staged) state.
+struct LogNodes<'a>(&'a Log);
+
+impl NodeRead for LogNodes<'_> {
+    type Error = StoreError;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.state_get(key)
+    }
+}
+
+/// The writer thread's side of the map: records advanced entry by entry, the map sealed per batch.
+#[derive(Debug)]
+pub struct MapWriter {
+    vrf_key: [u8; 32],
+    /// Patients whose records this batch changed, in order (repeats possible).
+    touched: Vec<SubjectId>,
+}
+
+impl MapWriter {
+    /// The writer for `log`, or `None` when the log keeps no map: its state has no VRF key and
+    /// it already holds entries (a log created before the map).
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::SubjectMap`] when the state names a VRF key and the server has none or
+    /// another one (serving it would change every patient's map key), or when the log is new
+    /// and there is no key.
+    pub fn open(log: &Log, key: Option<&SubjectMapKey>) -> Result<Option<Self>, StartError> {
+        let stored = log
+            .state_get(VRF_KEY)
+            .map_err(|e| StartError::SubjectMap(format!("cannot read the state: {e}")))?;
+        let ours = key.map(|k| k.0.public().to_bytes());
+        match (stored, ours) {
+            (Some(stored), Some(ours)) if stored.as_slice() == ours.as_slice() => {
+                Ok(Some(Self::new(ours)))
+            }
+            (Some(_), Some(_)) => Err(StartError::SubjectMap(format!(
+                "`{}` is not the key this log's subject map was built with",
+                crate::keys::SUBJECT_MAP_KEY_FILE
+            ))),
+            (Some(_), None) => Err(StartError::SubjectMap(format!(
+                "the log keeps a subject map but `{}` is missing",
+                crate::keys::SUBJECT_MAP_KEY_FILE
+            ))),
+            (None, Some(ours)) if log.size().get() == 0 => Ok(Some(Self::new(ours))),
+            // A new log must start its map with its first entry: once it holds entries without
+            // one it never gets one.
+            (None, None) if log.size().get() == 0 => Err(StartError::SubjectMap(format!(
+                "the new log needs `{}` to start its subject map",
+                crate::keys::SUBJECT_MAP_KEY_FILE
+            ))),
+            (None, _) => Ok(None),
+        }
+    }
+
+    fn new(vrf_key: [u8; 32]) -> Self {
+        Self {
+            vrf_key,
+            touched: Vec::new(),
+        }
+    }
+
+    /// The patient's VRF output: from their stored record, else `supplied` (computed at the
+    /// edge for a patient new to the log).
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the state cannot be read or is corrupt, or when neither has it (the
+    /// edge saw a record that a failed batch then took back: the caller may retry).
+    pub fn output(
+        &self,
+        tx: &Tx<'_>,
+        subject: &SubjectId,
+        supplied: Option<&VrfOutput>,
+    ) -> Result<VrfOutput, Error> {
+        match stored_record(tx, subject)? {
+            Some((beta, _)) => Ok(beta),
+            None => supplied.copied().ok_or_else(|| {
+                Error::Unavailable("the patient's subject-map key is not known yet; retry".into())
+            }),
+        }
+    }
+
+    /// Advances the patient's record by the entry at `index` with public leaf bytes `leaf`.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the state cannot be read or is corrupt.
+    pub fn append(
+        &mut self,
+        tx: &mut Tx<'_>,
+        subject: &SubjectId,
+        beta: &VrfOutput,
+        index: u64,
+        leaf: &[u8],
+    ) -> Result<(), Error> {
+        let leaf_hash = hash_leaf(leaf);
+        let record = match stored_record(tx, subject)? {
+            Some((_, record)) => record.then(index, &leaf_hash),
+            None => SubjectRecord::first(beta, index, &leaf_hash),
+        };
+        tx.put(&record_key(subject), &encode_stored(beta, &record));
+        self.touched.push(subject.clone());
+        Ok(())
+    }
+
+    /// Writes the batch's records into the map and returns the checkpoint's subject-map line.
+    ///
+    /// # Errors
+    ///
+    /// The reason, when the state cannot be read or the stored map is corrupt.
+    pub fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
+        let touched = std::mem::take(&mut self.touched);
+        let mut root = match tx.get(ROOT).map_err(|e| e.to_string())? {
+            Some(bytes) => {
+                decode_root(&bytes)
+                    .ok_or("the subject map's root record is corrupt")?
+                    .1
+            }
+            None => {
+                tx.put(VRF_KEY, &self.vrf_key);
+                map::EMPTY
+            }
+        };
+        let mut seen = std::collections::HashSet::with_capacity(touched.len());
+        let mut changed = false;
+        for subject in &touched {
+            if !seen.insert(subject) {
+                continue;
+            }
+            // Read back through the transaction: a command the sequencer refused after it was
+            // applied left no record write, and must leave no map change either.
+            let Some((beta, record)) = stored_record(tx, subject).map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            root = map::update(
+                &mut TxNodes(tx),
+                NODES,
+                &map_key(&beta),
+                &record.value_hash(),
+            )
+            .map_err(|e| map_error(&e))?;
+            changed = true;
+        }
+        if changed || tx.get(ROOT).map_err(|e| e.to_string())?.is_none() {
+            let mut value = tx.index().get().to_be_bytes().to_vec();
+            value.extend_from_slice(&root.0);
+            tx.put(ROOT, &value);
+        }
+        Ok(vec![
+            MapCommitment {
+                vrf_key: self.vrf_key,
+                root,
+            }
+            .to_line(),
+        ])
+    }
+
+    /// Forgets the batch's touched patients (the batch failed).
+    pub fn rollback(&mut self) {
+        self.touched.clear();
+    }
+}
+
+fn map_error(err: &MapError<StoreError>) -> String {
+    match err {
+        MapError::Store(e) => format!("the subject map's store failed: {e}"),
+        other => other.to_string(),
+    }
+}
+
+fn stored_record(
+    tx: &Tx<'_>,
+    subject: &SubjectId,
+) -> Result<Option<(VrfOutput, SubjectRecord)>, Error> {
+    match tx
+        .get(&record_key(subject))
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+    {
+        Some(bytes) => decode_stored(&bytes)
+            .map(Some)
+            .ok_or(Error::Internal("a patient's subject-map record is corrupt")),
+        None => Ok(None),
+    }
+}
+
+/// Whether `log` keeps a subject map (its state names the VRF key).
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read.
+pub fn is_kept(log: &Log) -> Result<bool, Error> {
+    Ok(log
+        .state_get(VRF_KEY)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+        .is_some())
+}
+
+/// A completeness proof and the published checkpoint it is against.
+pub struct Proven {
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+    /// Its tree size.
+    pub size: u64,
+    /// The proof, as the API carries it.
+    pub completeness: pb::SubjectCompleteness,
+}
+
+/// The completeness proof of `patient_id` (pseudonym `subject`) against a published checkpoint
+/// that commits to the map it was read from.
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read, or no published checkpoint matched the map
+/// after several attempts (a log that keeps failing its syncs).
+pub async fn prove(
+    log: &Log,
+    key: &SubjectMapKey,
+    subject: &SubjectId,
+    patient_id: &str,
+    witnessed: Option<&WitnessedCheckpoint>,
+) -> Result<Proven, Error> {
+    let (vrf_proof, beta) = key.0.prove(patient_id.as_bytes());
+    let map_key = map_key(&beta);
+    let unavailable = |e: StoreError| Error::Unavailable(Box::new(e));
+    for _ in 0..PROVE_ATTEMPTS {
+        let Some(bytes) = log.state_get(ROOT).map_err(unavailable)? else {
+            return Err(Error::Internal("the log keeps no subject-map root"));
+        };
+        let (version, root) = decode_root(&bytes)
+            .ok_or(Error::Internal("the subject map's root record is corrupt"))?;
+        let (proof, proven) = map::prove(&LogNodes(log), NODES, &map_key).map_err(|e| match e {
+            MapError::Store(e) => unavailable(e),
+            _ => Error::Internal("the stored subject map is corrupt"),
+        })?;
+        if proven != root {
+            // A batch is rewriting the path: read again.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let record = match log.state_get(&record_key(subject)).map_err(unavailable)? {
+            Some(bytes) => Some(
+                decode_stored(&bytes)
+                    .ok_or(Error::Internal("a patient's subject-map record is corrupt"))?
+                    .1,
+            ),
+            None => None,
+        };
+        let held = match &proof.terminal {
+            Terminal::Leaf { key, value } if *key == map_key => Some(*value),
+            _ => None,
+        };
+        if held != record.map(|r| r.value_hash()) {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // The witnessed checkpoint when it commits to this very map (nothing about any patient
+        // was logged since the witnesses cosigned it): the patient can then check the
+        // cosignatures on the checkpoint the proof is bound to.
+        if let Some(witnessed) = witnessed.filter(|w| commits_to(w.signed().checkpoint(), &root)) {
+            return Ok(Proven {
+                size: witnessed.signed().checkpoint().size.get(),
+                checkpoint: witnessed.note().to_owned(),
+                completeness: to_pb(&vrf_proof.to_bytes(), record, &proof),
+            });
+        }
+        let Some(checkpoint) = published_with(log, version, &root).await? else {
+            continue;
+        };
+        return Ok(Proven {
+            size: checkpoint.1,
+            checkpoint: checkpoint.0,
+            completeness: to_pb(&vrf_proof.to_bytes(), record, &proof),
+        });
+    }
+    Err(Error::Unavailable(
+        "the subject map kept moving; try again".into(),
+    ))
+}
+
+/// A published checkpoint (note and size) whose subject-map line has `root`, at `version` or
+/// later; waits for `version` to be published.
+async fn published_with(
+    log: &Log,
+    version: u64,
+    root: &Hash,
+) -> Result<Option<(String, u64)>, Error> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    while log.size().get() < version {
+        if log.is_poisoned() || tokio::time::Instant::now() >= deadline {
+            return Err(Error::Unavailable(
+                "the log is not publishing new checkpoints".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let latest = log.checkpoint();
+    if commits_to(latest.checkpoint(), root) {
+        return Ok(Some((
+            latest.note().to_owned(),
+            latest.checkpoint().size.get(),
+        )));
+    }
+    let Some(note) = log
+        .checkpoint_at(ledger::hash::TreeSize(version))
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+    else {
+        return Ok(None);
+    };
+    Ok(SignedCheckpoint::verify(&note, log.verifier())
+        .ok()
+        .filter(|c| commits_to(c.checkpoint(), root))
+        .map(|c| (note.clone(), c.checkpoint().size.get())))
+}
+
+fn commits_to(checkpoint: &Checkpoint, root: &Hash) -> bool {
+    matches!(MapCommitment::of(checkpoint), Ok(Some(c)) if c.root == *root)
+}
+
+fn to_pb(
+    vrf_proof: &[u8],
+    record: Option<SubjectRecord>,
+    proof: &MapProof,
+) -> pb::SubjectCompleteness {
+    let (leaf_key, leaf_value) = match &proof.terminal {
+        Terminal::Leaf { key, value } => (key.to_vec(), value.0.to_vec()),
+        Terminal::Empty => (Vec::new(), Vec::new()),
+    };
+    pb::SubjectCompleteness {
+        vrf_proof: vrf_proof.to_vec(),
+        count: record.map_or(0, |r| r.count),
+        first_index: record.map_or(0, |r| r.first),
+        last_index: record.map_or(0, |r| r.last),
+        chain_head: record.map(|r| r.head.0.to_vec()).unwrap_or_default(),
+        map_siblings: proof.siblings.iter().map(|h| h.0.to_vec()).collect(),
+        leaf_key,
+        leaf_value,
+    }
+}
+
+/// The body text of an event about a patient: the event's JSON with the patient's VRF output
+/// added as `subject_vrf_output` (lowercase hex), for a regulator's replay to recompute the map.
+#[must_use]
+pub fn with_vrf_output(mut json: Vec<u8>, beta: &VrfOutput) -> Vec<u8> {
+    // The event is a JSON object: its last byte is the closing brace.
+    if json.last() == Some(&b'}') {
+        json.pop();
+        let separator: &[u8] = if json.len() > 1 { b"," } else { b"" };
+        json.extend_from_slice(separator);
+        json.extend_from_slice(b"\"subject_vrf_output\":\"");
+        json.extend_from_slice(hex::encode(beta.0).as_bytes());
+        json.extend_from_slice(b"\"}");
+    }
+    json
+}
