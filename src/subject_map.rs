@@ -261,25 +261,25 @@ impl MapWriter {
         };
         let mut seen = std::collections::HashSet::with_capacity(touched.len());
         let mut changed = false;
+        let mut nodes = TxNodes(tx);
+        let mut batch = map::Batch::new(&mut nodes, NODES);
         for subject in &touched {
             if !seen.insert(subject) {
                 continue;
             }
             // Read back through the transaction: a command the sequencer refused after it was
             // applied left no record write, and must leave no map change either.
-            let Some((beta, record)) = stored_record(tx, subject).map_err(|e| e.to_string())?
+            let Some((beta, record)) =
+                stored_record(batch.store().0, subject).map_err(|e| e.to_string())?
             else {
                 continue;
             };
-            root = map::update(
-                &mut TxNodes(tx),
-                NODES,
-                &map_key(&beta),
-                &record.value_hash(),
-            )
-            .map_err(|e| map_error(&e))?;
+            root = batch
+                .update(&map_key(&beta), &record.value_hash())
+                .map_err(|e| map_error(&e))?;
             changed = true;
         }
+        batch.finish().map_err(|e| map_error(&e))?;
         if changed || tx.get(ROOT).map_err(|e| e.to_string())?.is_none() {
             let mut value = tx.index().get().to_be_bytes().to_vec();
             value.extend_from_slice(&root.0);

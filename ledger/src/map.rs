@@ -17,12 +17,15 @@
 //! key's leaf whose key shares the path so far (absent). A verifier folds the siblings back up
 //! and compares with a root it trusts.
 //!
-//! **Storage** ([`update`], [`prove`]): one stored record per node, keyed by its depth and path
-//! under a caller-chosen prefix. An update reads and writes the nodes on one path (O(log n)
-//! store operations and hashes), a proof reads them; nothing is ever held or rebuilt in memory,
-//! so memory does not grow with the number of keys. The store is any [`NodeRead`] /
-//! [`NodeWrite`]: the server passes its state transaction. [`root_of`] computes a root from a
-//! whole set in memory, for tests and for a regulator's replay, which holds the set anyway.
+//! **Storage** ([`Batch`], [`update`], [`prove`]): the tree is cut into *tiles* of
+//! [`TILE_LEVELS`] levels, one stored record per tile, keyed by its top depth and path under a
+//! caller-chosen prefix. An update reads and writes the tiles on one path (O(log n) hashes, and
+//! `log2(n) / TILE_LEVELS` store records rather than one per level), a proof reads them; a
+//! [`Batch`] of updates reads and writes each tile it touches once. Nothing beyond a batch's
+//! paths is ever held or rebuilt in memory, so memory does not grow with the number of keys. The
+//! store is any [`NodeRead`] / [`NodeWrite`]: the server passes its state transaction.
+//! [`root_of`] computes a root from a whole set in memory, for tests and for a regulator's
+//! replay, which holds the set anyway.
 //!
 //! ```
 //! use ledger::map::{self, MemoryNodes};
@@ -40,7 +43,7 @@
 //! # Ok::<(), ledger::map::MapError<std::convert::Infallible>>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 use std::convert::Infallible;
 
 use sha2::{Digest as _, Sha256};
@@ -249,11 +252,15 @@ pub trait NodeWrite: NodeRead {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// A stored node.
+/// A node of the compact tree.
+#[derive(Clone, Copy)]
 enum Node {
     Inner { left: Hash, right: Hash },
     Leaf { key: MapKey, value: Hash },
 }
+
+/// Bytes of an encoded node: a tag, then two 32-byte fields.
+const NODE_LEN: usize = 1 + 2 * HASH_LEN;
 
 impl Node {
     fn hash(&self) -> Hash {
@@ -263,8 +270,7 @@ impl Node {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 2 * HASH_LEN);
+    fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             Self::Inner { left, right } => {
                 out.push(INNER_TAG);
@@ -277,7 +283,6 @@ impl Node {
                 out.extend_from_slice(&value.0);
             }
         }
-        out
     }
 
     fn decode<E>(bytes: &[u8]) -> Result<Self, MapError<E>> {
@@ -303,15 +308,92 @@ impl Node {
     }
 }
 
-/// The store key of the node at `depth` on `key`'s path: `prefix`, depth (2 bytes, big-endian),
-/// then the path's first `depth` bits packed (unused trailing bits zero).
-fn node_key(prefix: &[u8], key: &MapKey, depth: usize) -> Vec<u8> {
-    let bytes = depth.div_ceil(8);
+/// Levels of the tree one stored record (a *tile*) holds.
+pub const TILE_LEVELS: usize = 4;
+
+/// Node slots in a tile: `2^TILE_LEVELS - 1`, the nodes of a subtree `TILE_LEVELS` levels high.
+const TILE_SLOTS: usize = (1 << TILE_LEVELS) - 1;
+
+/// The nodes of the tree at depths `top .. top + TILE_LEVELS` under one path of `top` bits
+/// (`top` a multiple of [`TILE_LEVELS`]), in heap order: slot 0 is the node at `top`, slots 1
+/// and 2 its children, and so on. Stored as a 2-byte big-endian bitmap of the present slots
+/// (bit `i` for slot `i`) followed by the present nodes in slot order.
+#[derive(Clone)]
+struct Tile {
+    slots: [Option<Node>; TILE_SLOTS],
+}
+
+impl Tile {
+    const EMPTY: Self = Self {
+        slots: [None; TILE_SLOTS],
+    };
+
+    /// The node in `slot` ([`tile_slot`] gives slots below [`TILE_SLOTS`]).
+    fn node(&self, slot: usize) -> Option<Node> {
+        self.slots.get(slot).copied().flatten()
+    }
+
+    fn set(&mut self, slot: usize, node: Node) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = Some(node);
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let present = self.slots.iter().filter(|s| s.is_some()).count();
+        let mut out = Vec::with_capacity(2 + present * NODE_LEN);
+        let bitmap = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .fold(0u16, |bits, (i, _)| bits | (1 << i));
+        out.extend_from_slice(&bitmap.to_be_bytes());
+        for node in self.slots.iter().flatten() {
+            node.encode_into(&mut out);
+        }
+        out
+    }
+
+    fn decode<E>(bytes: &[u8]) -> Result<Self, MapError<E>> {
+        let corrupt = || MapError::Corrupt("a tile record does not decode");
+        let (bitmap, mut rest) = bytes.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let bitmap = u16::from_be_bytes(*bitmap);
+        if bitmap >> TILE_SLOTS != 0 || rest.len() != bitmap.count_ones() as usize * NODE_LEN {
+            return Err(corrupt());
+        }
+        let mut tile = Self::EMPTY;
+        for (i, slot) in tile.slots.iter_mut().enumerate() {
+            if bitmap & (1 << i) != 0 {
+                let (node, tail) = rest.split_at_checked(NODE_LEN).ok_or_else(corrupt)?;
+                *slot = Some(Node::decode(node)?);
+                rest = tail;
+            }
+        }
+        Ok(tile)
+    }
+}
+
+/// The top depth of the tile holding depth `depth`.
+fn tile_top(depth: usize) -> usize {
+    depth - depth % TILE_LEVELS
+}
+
+/// The slot of the node at `depth` on `key`'s path in its tile.
+fn tile_slot(key: &MapKey, depth: usize) -> usize {
+    let top = tile_top(depth);
+    (top..depth).fold(1, |slot, d| slot * 2 + usize::from(bit(key, d))) - 1
+}
+
+/// The store key of the tile at `top` on `key`'s path: `prefix`, `top` (2 bytes, big-endian),
+/// then the path's first `top` bits packed (unused trailing bits zero).
+fn tile_key(prefix: &[u8], key: &MapKey, top: usize) -> Vec<u8> {
+    let bytes = top.div_ceil(8);
     let mut out = Vec::with_capacity(prefix.len() + 2 + bytes);
     out.extend_from_slice(prefix);
-    out.extend_from_slice(&u16::try_from(depth).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(&u16::try_from(top).unwrap_or(u16::MAX).to_be_bytes());
     for (i, byte) in key.iter().take(bytes).enumerate() {
-        let used = depth - i * 8;
+        let used = top - i * 8;
         out.push(if used >= 8 {
             *byte
         } else {
@@ -321,137 +403,202 @@ fn node_key(prefix: &[u8], key: &MapKey, depth: usize) -> Vec<u8> {
     out
 }
 
-fn read_node<S: NodeRead>(
+fn read_tile<S: NodeRead>(
     store: &S,
     prefix: &[u8],
     key: &MapKey,
-    depth: usize,
-) -> Result<Option<Node>, MapError<S::Error>> {
+    top: usize,
+) -> Result<Tile, MapError<S::Error>> {
     match store
-        .get(&node_key(prefix, key, depth))
+        .get(&tile_key(prefix, key, top))
         .map_err(MapError::Store)?
     {
-        Some(bytes) => Node::decode(&bytes).map(Some),
-        None => Ok(None),
+        Some(bytes) => Tile::decode(&bytes),
+        None => Ok(Tile::EMPTY),
     }
 }
 
-fn write_node<S: NodeWrite>(
-    store: &mut S,
-    prefix: &[u8],
-    key: &MapKey,
-    depth: usize,
-    node: &Node,
-) -> Result<(), MapError<S::Error>> {
-    store
-        .put(&node_key(prefix, key, depth), &node.encode())
-        .map_err(MapError::Store)
+/// A tile read for a [`Batch`], and whether the batch changed it.
+struct CachedTile {
+    tile: Tile,
+    dirty: bool,
 }
 
-/// Sets `key` to `value` in the map stored under `prefix` and returns the new root. Reads and
-/// writes the nodes on `key`'s path only.
+/// Updates to the map stored under one prefix, gathered in memory and written when the batch
+/// [`finish`](Batch::finish)es: each tile the batch touches is read once and written once,
+/// however many of the batch's keys pass through it (the upper tiles are shared by every key).
+/// Memory is bounded by the tiles on the batch's paths, never the map.
+pub struct Batch<'s, S: NodeWrite> {
+    store: &'s mut S,
+    prefix: Vec<u8>,
+    tiles: HashMap<Vec<u8>, CachedTile>,
+}
+
+impl<'s, S: NodeWrite> Batch<'s, S> {
+    /// A batch of updates to the map under `prefix` in `store`.
+    pub fn new(store: &'s mut S, prefix: &[u8]) -> Self {
+        Self {
+            store,
+            prefix: prefix.to_vec(),
+            tiles: HashMap::new(),
+        }
+    }
+
+    /// The store the batch reads from (and will write to when it finishes).
+    pub fn store(&self) -> &S {
+        self.store
+    }
+
+    fn tile(&mut self, key: &MapKey, depth: usize) -> Result<&mut CachedTile, MapError<S::Error>> {
+        let top = tile_top(depth);
+        let id = tile_key(&self.prefix, key, top);
+        Ok(match self.tiles.entry(id) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let tile = read_tile(&*self.store, &self.prefix, key, top)?;
+                entry.insert(CachedTile { tile, dirty: false })
+            }
+        })
+    }
+
+    fn read(&mut self, key: &MapKey, depth: usize) -> Result<Option<Node>, MapError<S::Error>> {
+        let slot = tile_slot(key, depth);
+        Ok(self.tile(key, depth)?.tile.node(slot))
+    }
+
+    fn write(&mut self, key: &MapKey, depth: usize, node: Node) -> Result<(), MapError<S::Error>> {
+        let slot = tile_slot(key, depth);
+        let cached = self.tile(key, depth)?;
+        cached.tile.set(slot, node);
+        cached.dirty = true;
+        Ok(())
+    }
+
+    /// Sets `key` to `value` and returns the map's new root (as of this batch so far). Touches
+    /// the tiles on `key`'s path only: O(log n) hashes.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::Store`] when the store fails; [`MapError::Corrupt`] when the stored tiles are
+    /// not a compact tree.
+    pub fn update(&mut self, key: &MapKey, value: &Hash) -> Result<Hash, MapError<S::Error>> {
+        let mine = Node::Leaf {
+            key: *key,
+            value: *value,
+        };
+        // Down: the inner nodes on the path, until an empty spot or a leaf.
+        let mut path: Vec<(Hash, Hash)> = Vec::new();
+        let mut hash = loop {
+            let depth = path.len();
+            match self.read(key, depth)? {
+                Some(Node::Inner { left, right }) => {
+                    if depth >= KEY_BITS {
+                        return Err(MapError::Corrupt("an inner node below the last key bit"));
+                    }
+                    path.push((left, right));
+                }
+                // An empty spot (the empty map's root, or an empty child), or the key's own
+                // leaf: the key goes here.
+                None => {
+                    self.write(key, depth, mine)?;
+                    break mine.hash();
+                }
+                Some(Node::Leaf { key: other, .. }) if other == *key => {
+                    self.write(key, depth, mine)?;
+                    break mine.hash();
+                }
+                Some(theirs @ Node::Leaf { key: other, .. }) => {
+                    // Another key sits here: push both down to where their paths part.
+                    if !shares_prefix(&other, key, depth) {
+                        return Err(MapError::Corrupt("a leaf is off its key's path"));
+                    }
+                    let split = (depth..KEY_BITS)
+                        .find(|&d| bit(&other, d) != bit(key, d))
+                        .ok_or(MapError::Corrupt("two leaves with one key"))?;
+                    self.write(key, split + 1, mine)?;
+                    self.write(&other, split + 1, theirs)?;
+                    let (left, right) = if bit(key, split) {
+                        (theirs.hash(), mine.hash())
+                    } else {
+                        (mine.hash(), theirs.hash())
+                    };
+                    let mut node = Node::Inner { left, right };
+                    self.write(key, split, node)?;
+                    for d in (depth..split).rev() {
+                        let below = node.hash();
+                        node = if bit(key, d) {
+                            Node::Inner {
+                                left: EMPTY,
+                                right: below,
+                            }
+                        } else {
+                            Node::Inner {
+                                left: below,
+                                right: EMPTY,
+                            }
+                        };
+                        self.write(key, d, node)?;
+                    }
+                    break node.hash();
+                }
+            }
+        };
+        // Up: each inner node on the path takes the new hash of the side the key went down.
+        for (depth, (left, right)) in path.into_iter().enumerate().rev() {
+            let node = if bit(key, depth) {
+                Node::Inner { left, right: hash }
+            } else {
+                Node::Inner { left: hash, right }
+            };
+            self.write(key, depth, node)?;
+            hash = node.hash();
+        }
+        Ok(hash)
+    }
+
+    /// Writes the tiles the batch changed, in key order, and returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::Store`] when the store fails.
+    pub fn finish(self) -> Result<usize, MapError<S::Error>> {
+        let mut dirty: Vec<(Vec<u8>, Tile)> = self
+            .tiles
+            .into_iter()
+            .filter(|(_, cached)| cached.dirty)
+            .map(|(id, cached)| (id, cached.tile))
+            .collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (id, tile) in &dirty {
+            self.store
+                .put(id, &tile.encode())
+                .map_err(MapError::Store)?;
+        }
+        Ok(dirty.len())
+    }
+}
+
+/// Sets `key` to `value` in the map stored under `prefix` and returns the new root: a
+/// [`Batch`] of one. Reads and writes the tiles on `key`'s path only.
 ///
 /// # Errors
 ///
-/// [`MapError::Store`] when the store fails; [`MapError::Corrupt`] when the stored nodes are
-/// not a compact tree.
+/// As [`Batch::update`].
 pub fn update<S: NodeWrite>(
     store: &mut S,
     prefix: &[u8],
     key: &MapKey,
     value: &Hash,
 ) -> Result<Hash, MapError<S::Error>> {
-    // Down: the inner nodes on the path, until an empty spot or a leaf.
-    let mut path: Vec<(Hash, Hash)> = Vec::new();
-    let mut hash = loop {
-        let depth = path.len();
-        match read_node(store, prefix, key, depth)? {
-            Some(Node::Inner { left, right }) => {
-                if depth >= KEY_BITS {
-                    return Err(MapError::Corrupt("an inner node below the last key bit"));
-                }
-                path.push((left, right));
-            }
-            None => {
-                // An empty spot (the empty map's root, or an empty child): the key goes here.
-                let leaf = Node::Leaf {
-                    key: *key,
-                    value: *value,
-                };
-                write_node(store, prefix, key, depth, &leaf)?;
-                break leaf.hash();
-            }
-            Some(Node::Leaf { key: other, .. }) if other == *key => {
-                let leaf = Node::Leaf {
-                    key: *key,
-                    value: *value,
-                };
-                write_node(store, prefix, key, depth, &leaf)?;
-                break leaf.hash();
-            }
-            Some(Node::Leaf {
-                key: other,
-                value: other_value,
-            }) => {
-                // Another key sits here: push both down to where their paths part.
-                if !shares_prefix(&other, key, depth) {
-                    return Err(MapError::Corrupt("a leaf is off its key's path"));
-                }
-                let split = (depth..KEY_BITS)
-                    .find(|&d| bit(&other, d) != bit(key, d))
-                    .ok_or(MapError::Corrupt("two leaves with one key"))?;
-                let mine = Node::Leaf {
-                    key: *key,
-                    value: *value,
-                };
-                let theirs = Node::Leaf {
-                    key: other,
-                    value: other_value,
-                };
-                write_node(store, prefix, key, split + 1, &mine)?;
-                write_node(store, prefix, &other, split + 1, &theirs)?;
-                let (left, right) = if bit(key, split) {
-                    (theirs.hash(), mine.hash())
-                } else {
-                    (mine.hash(), theirs.hash())
-                };
-                let mut node = Node::Inner { left, right };
-                write_node(store, prefix, key, split, &node)?;
-                for d in (depth..split).rev() {
-                    let below = node.hash();
-                    node = if bit(key, d) {
-                        Node::Inner {
-                            left: EMPTY,
-                            right: below,
-                        }
-                    } else {
-                        Node::Inner {
-                            left: below,
-                            right: EMPTY,
-                        }
-                    };
-                    write_node(store, prefix, key, d, &node)?;
-                }
-                break node.hash();
-            }
-        }
-    };
-    // Up: each inner node on the path takes the new hash of the side the key went down.
-    for (depth, (left, right)) in path.into_iter().enumerate().rev() {
-        let node = if bit(key, depth) {
-            Node::Inner { left, right: hash }
-        } else {
-            Node::Inner { left: hash, right }
-        };
-        write_node(store, prefix, key, depth, &node)?;
-        hash = node.hash();
-    }
-    Ok(hash)
+    let mut batch = Batch::new(store, prefix);
+    let root = batch.update(key, value)?;
+    batch.finish()?;
+    Ok(root)
 }
 
 /// The proof for `key` in the map stored under `prefix`, and the root it leads to (the stored
 /// root as read along the way; compare it with the root you expect, since a concurrent writer
-/// may have moved it).
+/// may have moved it). Reads one tile per [`TILE_LEVELS`] levels of the path.
 ///
 /// # Errors
 ///
@@ -462,9 +609,13 @@ pub fn prove<S: NodeRead>(
     key: &MapKey,
 ) -> Result<(MapProof, Hash), MapError<S::Error>> {
     let mut siblings = Vec::new();
+    let mut tile = Tile::EMPTY;
     let terminal = loop {
         let depth = siblings.len();
-        match read_node(store, prefix, key, depth)? {
+        if depth % TILE_LEVELS == 0 {
+            tile = read_tile(store, prefix, key, depth)?;
+        }
+        match tile.node(tile_slot(key, depth)) {
             Some(Node::Inner { left, right }) => {
                 if depth >= KEY_BITS {
                     return Err(MapError::Corrupt("an inner node below the last key bit"));

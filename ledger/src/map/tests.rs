@@ -154,6 +154,93 @@ fn maps_under_different_prefixes_do_not_mix() {
     assert_eq!(proof.verify(&root_b, &[1; 32]), Ok(None));
 }
 
+#[test]
+fn keys_apart_only_in_their_last_bit_sit_at_the_bottom() {
+    let a = [0x5a; 32];
+    let mut b = a;
+    b[31] ^= 1;
+    let (nodes, root) = insert_all(&[(a, value(1)), (b, value(2))]);
+    assert_eq!(root, root_of(&[(a, value(1)), (b, value(2))]));
+    let (proof, _) = prove(&nodes, P, &b).unwrap();
+    assert_eq!(proof.siblings.len(), KEY_BITS);
+    assert_eq!(proof.verify(&root, &b), Ok(Some(value(2))));
+    // One tile per TILE_LEVELS levels of their shared path, then a tile of its own for each
+    // leaf at depth 256 (their paths part at the last bit).
+    assert_eq!(nodes.0.len(), KEY_BITS / TILE_LEVELS + 2);
+}
+
+#[test]
+fn a_batch_writes_each_tile_it_touches_once() {
+    let entries: Vec<(MapKey, Hash)> = (0..200u8)
+        .map(|i| (Sha256::digest([i]).into(), value(i)))
+        .collect();
+    let mut batched = MemoryNodes::default();
+    let mut one_by_one = MemoryNodes::default();
+    let mut counted = CountingNodes::default();
+    let mut batch = Batch::new(&mut batched, P);
+    let mut batch_root = EMPTY;
+    for (key, v) in &entries {
+        batch_root = batch.update(key, v).unwrap();
+        update(&mut one_by_one, P, key, v).unwrap();
+    }
+    let written = batch.finish().unwrap();
+    let mut counting_batch = Batch::new(&mut counted, P);
+    for (key, v) in &entries {
+        counting_batch.update(key, v).unwrap();
+    }
+    counting_batch.finish().unwrap();
+    assert_eq!(batch_root, root_of(&entries));
+    // The same records as updating one key at a time, each tile written once.
+    assert_eq!(batched.0, one_by_one.0);
+    assert_eq!(written, batched.0.len());
+    assert_eq!(counted.puts, written);
+    assert_eq!(counted.gets.get(), written);
+    // 200 random keys reach about 8 levels: the root tile, its 16 children and some below.
+    assert!(written > 17 && written < 200, "{written} tiles");
+}
+
+#[test]
+fn a_tile_with_slots_it_cannot_have_is_corrupt() {
+    let (mut nodes, _) = insert_all(&[([1; 32], value(1)), ([0x81; 32], value(2))]);
+    let root_tile = tile_key(P, &[0; 32], 0);
+    let bytes = nodes.0.get_mut(&root_tile).unwrap();
+    bytes[0] |= 0x80; // slot 15 does not exist
+    assert!(matches!(
+        prove(&nodes, P, &[1; 32]),
+        Err(MapError::Corrupt(_))
+    ));
+    let bytes = nodes.0.get_mut(&root_tile).unwrap();
+    bytes[0] &= 0x7f;
+    bytes[2] = 9; // not a node tag
+    assert!(matches!(
+        update(&mut nodes, P, &[1; 32], &value(3)),
+        Err(MapError::Corrupt(_))
+    ));
+}
+
+/// A store that counts what a batch asks of it.
+#[derive(Default)]
+struct CountingNodes {
+    inner: MemoryNodes,
+    gets: std::cell::Cell<usize>,
+    puts: usize,
+}
+
+impl NodeRead for CountingNodes {
+    type Error = Infallible;
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Infallible> {
+        self.gets.set(self.gets.get() + 1);
+        self.inner.get(key)
+    }
+}
+
+impl NodeWrite for CountingNodes {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Infallible> {
+        self.puts += 1;
+        self.inner.put(key, value)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
