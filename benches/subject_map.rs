@@ -6,8 +6,8 @@
 //! when the map is kept and the patient is new to it (`SubjectMapKey::output_for`, a state read
 //! for a known patient), the decision prepared on the caller's task (`Decisions::prepare`), then
 //! `Sequencer::submit`, waiting for the entry to be durable. With the map, each batch's `seal`
-//! writes the touched patients' records into the map (O(log n) node reads and writes each) and
-//! the checkpoint carries the map's root.
+//! writes the touched patients' records into the map (one `map::Batch`: each tile on their paths
+//! read and written once) and the checkpoint carries the map's root.
 //!
 //! Setup (not measured, its time printed): the default policy set, one university, and a research
 //! consent for each of P patients (1,000 as `akashi-load` uses, and 100,000), each granted
