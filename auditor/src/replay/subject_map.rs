@@ -33,6 +33,9 @@ use crate::report::{Finding, Report, Unattributable, error_chain};
 /// The store prefix of the in-memory map (any will do: the store holds nothing else).
 const PREFIX: &[u8] = b"m/";
 
+/// Changed records gathered before they are written into the map (bounds the batch's tiles).
+const FLUSH_AT: usize = 4096;
+
 /// What one checkpoint says about the subject map: nothing (no line), or its line, parsed.
 type MapLine = Option<Result<MapCommitment, CompletenessError>>;
 
@@ -40,7 +43,13 @@ type MapLine = Option<Result<MapCommitment, CompletenessError>>;
 #[derive(Debug, Default)]
 pub(super) struct SubjectMapCheck {
     nodes: MemoryNodes,
+    /// The root of `nodes`, `None` while empty.
     root: Option<Hash>,
+    /// Records changed since `nodes` was last brought up to date, with the last entry that
+    /// changed one: written into the map in one [`map::Batch`] when a checkpoint is compared
+    /// or [`FLUSH_AT`] have gathered, so that each tile is decoded and encoded once per batch.
+    changed: HashMap<MapKey, Hash>,
+    last_changed: u64,
     /// Each pseudonym's map key (from the first output its entries carried).
     keys: HashMap<SubjectId, MapKey>,
     /// Each map key's record.
@@ -139,11 +148,38 @@ impl SubjectMapCheck {
             // Not compared any more: the records are kept only for the output checks.
             return;
         }
-        match map::update(&mut self.nodes, PREFIX, &key, &record.value_hash()) {
-            Ok(root) => self.root = Some(root),
-            // INVARIANT: the store is ours and only `update` writes it, so it is always a
-            // compact tree and `update` cannot fail; were it to, the map is not compared.
-            Err(_) => self.go_blind(index, Unattributable::Unreadable),
+        self.changed.insert(key, record.value_hash());
+        self.last_changed = index;
+        if self.changed.len() >= FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    /// Writes the gathered records into the map and updates its root.
+    fn flush(&mut self) {
+        if self.changed.is_empty() || self.blind.is_some() {
+            return;
+        }
+        let mut batch = map::Batch::new(&mut self.nodes, PREFIX);
+        let mut root = self.root;
+        let mut written = Ok(0);
+        for (key, value) in self.changed.drain() {
+            match batch.update(&key, &value) {
+                Ok(new_root) => root = Some(new_root),
+                Err(e) => {
+                    written = Err(e);
+                    break;
+                }
+            }
+        }
+        if written.is_ok() {
+            written = batch.finish();
+        }
+        match written {
+            Ok(_) => self.root = root,
+            // INVARIANT: the store is ours and only `Batch` writes it, so it is always a
+            // compact tree and an update cannot fail; were it to, the map is not compared.
+            Err(_) => self.go_blind(self.last_changed, Unattributable::Unreadable),
         }
     }
 
@@ -182,6 +218,7 @@ impl SubjectMapCheck {
             }
             Some(_) => {}
         }
+        self.flush();
         if let Some((index, reason)) = self.blind {
             if !self.blind_reported {
                 self.blind_reported = true;
@@ -209,6 +246,7 @@ impl SubjectMapCheck {
             self.blind = Some((index, reason));
             // Nothing will be compared again: the map's nodes are not needed.
             self.nodes = MemoryNodes::default();
+            self.changed = HashMap::new();
         }
     }
 }
