@@ -7,11 +7,12 @@
 //! record in the state (`map/s/<pseudonym>`: their VRF output, then the record) as the entry is
 //! applied, and its body carries the VRF output (`subject_vrf_output`) so that a regulator's replay
 //! can recompute the map; once per batch, [`MapWriter::seal`] writes the records of the patients
-//! the batch touched into the map (O(log n) node reads and writes each, in the batch's own state
-//! transaction, so the map and the log commit together) and returns the checkpoint line. The map
-//! root and the tree size it was written at are kept under `map/root`; the VRF public key under
-//! `map/vrf`, written with the log's first batch: a log whose state has no `map/vrf` predates the
-//! map and keeps none (its checkpoints carry no line, and histories carry no proof).
+//! the batch touched into the map (one [`map::Batch`]: O(log n) hashes each, every tile on their
+//! paths read and written once, in the batch's own state transaction, so the map and the log
+//! commit together) and returns the checkpoint line. The map root and the tree size it was
+//! written at are kept under `map/root`; the VRF public key under `map/vrf`, written with the
+//! log's first batch: a log whose state has no `map/vrf` predates the map and keeps none (its
+//! checkpoints carry no line, and histories carry no proof).
 //!
 //! **VRF outputs** are computed at the gRPC edge ([`SubjectMapKey::output_for`]), where the
 //! patient id is known and only for a patient the state has no record of yet; the writer thread

@@ -1,4 +1,4 @@
-//! A sparse Merkle map from 32-byte keys to 32-byte value hashes, kept node by node in a
+//! A sparse Merkle map from 32-byte keys to 32-byte value hashes, kept tile by tile in a
 //! key-value store and proven key by key: what per-patient completeness stands on.
 //!
 //! **Shape.** Keys are paths of 256 bits, most significant bit first, `0` to the left. The tree
@@ -24,8 +24,8 @@
 //! [`Batch`] of updates reads and writes each tile it touches once. Nothing beyond a batch's
 //! paths is ever held or rebuilt in memory, so memory does not grow with the number of keys. The
 //! store is any [`NodeRead`] / [`NodeWrite`]: the server passes its state transaction.
-//! [`root_of`] computes a root from a whole set in memory, for tests and for a regulator's
-//! replay, which holds the set anyway.
+//! [`root_of`] computes a root from a whole set in memory, for tests and for checking a stored
+//! map against the set it should hold.
 //!
 //! ```
 //! use ledger::map::{self, MemoryNodes};
@@ -148,6 +148,10 @@ pub enum MapError<E> {
     /// The store failed.
     #[error("the map's store failed")]
     Store(#[source] E),
+    /// An earlier update of this [`Batch`] failed, so its tiles may be half-changed: the batch
+    /// writes nothing.
+    #[error("an earlier update of this map batch failed; the batch is void")]
+    BatchFailed,
 }
 
 impl MapProof {
@@ -363,12 +367,21 @@ impl Tile {
             return Err(corrupt());
         }
         let mut tile = Self::EMPTY;
-        for (i, slot) in tile.slots.iter_mut().enumerate() {
+        for i in 0..TILE_SLOTS {
             if bitmap & (1 << i) != 0 {
                 let (node, tail) = rest.split_at_checked(NODE_LEN).ok_or_else(corrupt)?;
-                *slot = Some(Node::decode(node)?);
+                // A compact tree has a node below only an inner node: slot 0 is the tile's top
+                // (its parent is in the tile above), every other slot's parent is in this tile.
+                if i > 0 && !matches!(tile.node((i - 1) / 2), Some(Node::Inner { .. })) {
+                    return Err(MapError::Corrupt("a tile has a node below a leaf or a gap"));
+                }
+                tile.set(i, Node::decode(node)?);
                 rest = tail;
             }
+        }
+        if bitmap & 1 == 0 {
+            // Nothing is stored for an empty subtree.
+            return Err(MapError::Corrupt("a stored tile is empty"));
         }
         Ok(tile)
     }
@@ -428,10 +441,14 @@ struct CachedTile {
 /// [`finish`](Batch::finish)es: each tile the batch touches is read once and written once,
 /// however many of the batch's keys pass through it (the upper tiles are shared by every key).
 /// Memory is bounded by the tiles on the batch's paths, never the map.
+///
+/// An update that fails (the store, or a corrupt tile) may leave the batch's tiles half-changed:
+/// the batch is then void, and [`finish`](Batch::finish) writes nothing and says so.
 pub struct Batch<'s, S: NodeWrite> {
     store: &'s mut S,
     prefix: Vec<u8>,
     tiles: HashMap<Vec<u8>, CachedTile>,
+    failed: bool,
 }
 
 impl<'s, S: NodeWrite> Batch<'s, S> {
@@ -441,10 +458,12 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
             store,
             prefix: prefix.to_vec(),
             tiles: HashMap::new(),
+            failed: false,
         }
     }
 
-    /// The store the batch reads from (and will write to when it finishes).
+    /// The store the batch reads from (and will write to when it finishes). Its map tiles are
+    /// as they were before the batch until it finishes; other keys are the caller's.
     pub fn store(&self) -> &S {
         self.store
     }
@@ -481,7 +500,17 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
     ///
     /// [`MapError::Store`] when the store fails; [`MapError::Corrupt`] when the stored tiles are
     /// not a compact tree.
+    /// A failed update voids the batch ([`MapError::BatchFailed`] from then on).
     pub fn update(&mut self, key: &MapKey, value: &Hash) -> Result<Hash, MapError<S::Error>> {
+        if self.failed {
+            return Err(MapError::BatchFailed);
+        }
+        let result = self.update_path(key, value);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn update_path(&mut self, key: &MapKey, value: &Hash) -> Result<Hash, MapError<S::Error>> {
         let mine = Node::Leaf {
             key: *key,
             value: *value,
@@ -560,8 +589,12 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
     ///
     /// # Errors
     ///
-    /// [`MapError::Store`] when the store fails.
+    /// [`MapError::Store`] when the store fails; [`MapError::BatchFailed`] (nothing written) when
+    /// an update of the batch failed.
     pub fn finish(self) -> Result<usize, MapError<S::Error>> {
+        if self.failed {
+            return Err(MapError::BatchFailed);
+        }
         let mut dirty: Vec<(Vec<u8>, Tile)> = self
             .tiles
             .into_iter()

@@ -14,7 +14,9 @@
 //! unverifiable, and maps are not compared from there on (the VRF outputs still are).
 //!
 //! Memory grows with the number of patients (one record and one map leaf each, about half a
-//! kilobyte), not with the number of entries; an update touches one path of the map.
+//! kilobyte), not with the number of entries. Changed records are gathered (at most 4,096) and
+//! written into the map in one batch when a checkpoint is compared or the bound is reached, so
+//! each tile on their paths is decoded and encoded once per batch.
 
 use std::collections::{BTreeMap, HashMap};
 

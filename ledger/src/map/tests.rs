@@ -289,3 +289,99 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn keys_parting_at_a_tile_boundary_in_one_batch() {
+    // Pairs of keys equal on their first `split` bits, for splits on either side of the tile
+    // boundaries at 4 and 8 bits, all in one batch.
+    let mut entries = Vec::new();
+    for split in [2usize, 3, 4, 5, 7, 8, 9] {
+        let mut bits = vec![true; split];
+        bits[0] = split % 2 == 0; // keep the pairs apart from each other near the root
+        let mut a_bits = bits.clone();
+        a_bits.push(false);
+        let mut b_bits = bits;
+        b_bits.push(true);
+        let (mut a, mut b) = (key_with_bits(&a_bits), key_with_bits(&b_bits));
+        a[31] = u8::try_from(split).unwrap();
+        b[31] = u8::try_from(split).unwrap();
+        entries.push((a, value(2 * u8::try_from(split).unwrap())));
+        entries.push((b, value(2 * u8::try_from(split).unwrap() + 1)));
+    }
+    let mut nodes = MemoryNodes::default();
+    let mut batch = Batch::new(&mut nodes, P);
+    let mut root = EMPTY;
+    for (key, v) in &entries {
+        root = batch.update(key, v).unwrap();
+    }
+    batch.finish().unwrap();
+    assert_eq!(root, root_of(&entries));
+    for (key, v) in &entries {
+        let (proof, proven) = prove(&nodes, P, key).unwrap();
+        assert_eq!(proven, root);
+        assert_eq!(proof.verify(&root, key), Ok(Some(*v)));
+    }
+}
+
+#[test]
+fn tiles_no_compact_tree_has_are_corrupt() {
+    let leaf = Node::Leaf {
+        key: [1; 32],
+        value: value(1),
+    };
+    let inner = Node::Inner {
+        left: value(2),
+        right: value(3),
+    };
+    let encoded = |slots: &[(usize, Node)]| {
+        let mut tile = Tile::EMPTY;
+        for (slot, node) in slots {
+            tile.slots[*slot] = Some(*node);
+        }
+        tile.encode()
+    };
+    let good = encoded(&[(0, inner), (1, leaf), (2, leaf)]);
+    assert!(Tile::decode::<Infallible>(&good).is_ok());
+    for bad in [
+        encoded(&[]),                      // an empty subtree is never stored
+        encoded(&[(0, leaf), (1, leaf)]),  // below a leaf
+        encoded(&[(0, inner), (3, leaf)]), // below a gap
+        encoded(&[(1, inner)]),            // no top node
+    ] {
+        assert!(matches!(
+            Tile::decode::<Infallible>(&bad),
+            Err(MapError::Corrupt(_))
+        ));
+    }
+}
+
+#[test]
+fn a_failed_update_voids_the_batch() {
+    let entries: Vec<(MapKey, Hash)> = (0..200u8)
+        .map(|i| (Sha256::digest([i]).into(), value(i)))
+        .collect();
+    let (mut nodes, _) = insert_all(&entries);
+    // Corrupt the tile at depth 4 on one key's path: an update elsewhere still works, the one
+    // through that tile fails, and then the batch writes nothing at all.
+    let (broken_key, _) = entries[0];
+    let other = entries
+        .iter()
+        .map(|(k, _)| *k)
+        .find(|k| k[0] >> 4 != broken_key[0] >> 4)
+        .unwrap();
+    let broken = tile_key(P, &broken_key, 4);
+    nodes.0.get_mut(&broken).unwrap().truncate(5);
+    let before = nodes.0.clone();
+    let mut batch = Batch::new(&mut nodes, P);
+    batch.update(&other, &value(1)).unwrap();
+    assert!(matches!(
+        batch.update(&broken_key, &value(2)),
+        Err(MapError::Corrupt(_))
+    ));
+    assert!(matches!(
+        batch.update(&other, &value(3)),
+        Err(MapError::BatchFailed)
+    ));
+    assert!(matches!(batch.finish(), Err(MapError::BatchFailed)));
+    assert_eq!(nodes.0, before);
+}
