@@ -249,7 +249,9 @@ impl MapWriter {
     /// The reason, when the state cannot be read or the stored map is corrupt.
     pub fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
         let touched = std::mem::take(&mut self.touched);
-        let mut root = match tx.get(ROOT).map_err(|e| e.to_string())? {
+        let stored = tx.get(ROOT).map_err(|e| e.to_string())?;
+        let first = stored.is_none();
+        let mut root = match stored {
             Some(bytes) => {
                 decode_root(&bytes)
                     .ok_or("the subject map's root record is corrupt")?
@@ -281,7 +283,7 @@ impl MapWriter {
             changed = true;
         }
         batch.finish().map_err(|e| map_error(&e))?;
-        if changed || tx.get(ROOT).map_err(|e| e.to_string())?.is_none() {
+        if changed || first {
             let mut value = tx.index().get().to_be_bytes().to_vec();
             value.extend_from_slice(&root.0);
             tx.put(ROOT, &value);
