@@ -388,10 +388,17 @@ impl Disclosure {
         };
         let body = Body::decode(&bytes).map_err(|_| RefreshError::Body { index })?;
         match Event::from_json(&body.payload) {
-            Ok(Event::ActivatePolicySet {
-                policies,
-                hash: logged,
-            }) if logged.to_hex() == hash && hash_text(&policies) == logged => Ok(Some(policies)),
+            Ok(
+                Event::ActivatePolicySet {
+                    policies,
+                    hash: logged,
+                }
+                | Event::ApprovePolicySet {
+                    policies,
+                    hash: logged,
+                    ..
+                },
+            ) if logged.to_hex() == hash && hash_text(&policies) == logged => Ok(Some(policies)),
             _ => Err(RefreshError::Body { index }),
         }
     }

@@ -341,7 +341,9 @@ impl Tally {
                 }
                 self.months.insert(month);
             }
-            "policy.activate" => {
+            // An approved proposal (two-person rule) activates its set as a direct activation
+            // does; a proposal changes nothing in force.
+            "policy.activate" | "policy.approve" => {
                 if let Some(previous) = self.policy_sets.last_mut() {
                     previous.until_index = Some(index);
                 }

@@ -18,6 +18,7 @@ use crate::domain::{
     Purpose, SubjectId, Timestamp, check_list,
 };
 use crate::policy_set::MAX_POLICY_TEXT;
+use crate::whatif::AnalysisId;
 
 #[cfg(test)]
 mod tests;
@@ -86,6 +87,32 @@ pub enum Event {
         /// SHA-256 of `policies`.
         hash: PolicySetHash,
     },
+    /// A policy set was proposed under the two-person rule: it waits, pending, until a
+    /// regulator approves it ([`Event::ApprovePolicySet`]); the active set does not change.
+    #[serde(rename = "policy.propose")]
+    ProposePolicySet {
+        /// Its canonical text.
+        policies: String,
+        /// SHA-256 of `policies`.
+        hash: PolicySetHash,
+    },
+    /// A regulator approved a pending policy set, which became the active one. The approval
+    /// names the analysis of its effect on past decisions that the regulator saw
+    /// ([`crate::whatif::Analysis`]), and the entries it covered, so that anyone holding the log
+    /// can compute the same analysis again and compare.
+    #[serde(rename = "policy.approve")]
+    ApprovePolicySet {
+        /// Its canonical text (the same as the proposal's).
+        policies: String,
+        /// SHA-256 of `policies`.
+        hash: PolicySetHash,
+        /// The id of the analysis the regulator saw.
+        analysis: AnalysisId,
+        /// The first leaf index of the analysis's window.
+        analysis_from: u64,
+        /// The end (exclusive) of the analysis's window: the tree size it was made at.
+        analysis_to: u64,
+    },
     /// An access decision.
     #[serde(rename = "access.decision")]
     Decision {
@@ -123,6 +150,8 @@ impl Event {
             Self::RevokeConsent { .. } => "consent.revoke",
             Self::RecordOptOut { .. } => "consent.opt_out",
             Self::ActivatePolicySet { .. } => "policy.activate",
+            Self::ProposePolicySet { .. } => "policy.propose",
+            Self::ApprovePolicySet { .. } => "policy.approve",
             Self::Decision { .. } => "access.decision",
         }
     }
@@ -225,7 +254,13 @@ impl Event {
             ],
             Self::RevokeConsent { .. } => Vec::new(),
             Self::RecordOptOut { purposes, .. } => vec![("purposes", join(purposes))],
-            Self::ActivatePolicySet { hash, .. } => vec![("policy_set", hash.to_hex())],
+            Self::ActivatePolicySet { hash, .. } | Self::ProposePolicySet { hash, .. } => {
+                vec![("policy_set", hash.to_hex())]
+            }
+            Self::ApprovePolicySet { hash, analysis, .. } => vec![
+                ("policy_set", hash.to_hex()),
+                ("analysis", analysis.to_hex()),
+            ],
             Self::Decision {
                 request,
                 decision,
@@ -260,7 +295,9 @@ impl Event {
             | Self::UpsertClinician(_)
             | Self::SetEmergency { .. }
             | Self::Deactivate { .. }
-            | Self::ActivatePolicySet { .. } => Some(self.clone()),
+            | Self::ActivatePolicySet { .. }
+            | Self::ProposePolicySet { .. }
+            | Self::ApprovePolicySet { .. } => Some(self.clone()),
             Self::GrantConsent(_)
             | Self::RevokeConsent { .. }
             | Self::RecordOptOut { .. }
@@ -307,7 +344,11 @@ impl Event {
             Self::RecordOptOut { purposes, .. } => {
                 check_list("purposes", purposes.len(), MAX_PURPOSES, false)
             }
-            Self::ActivatePolicySet { policies, .. } if policies.len() > MAX_POLICY_TEXT => {
+            Self::ActivatePolicySet { policies, .. }
+            | Self::ProposePolicySet { policies, .. }
+            | Self::ApprovePolicySet { policies, .. }
+                if policies.len() > MAX_POLICY_TEXT =>
+            {
                 Err(DomainError::TooLong {
                     field: "policies",
                     len: policies.len(),

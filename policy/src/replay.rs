@@ -14,6 +14,7 @@ use crate::event::Event;
 use crate::facts::Facts;
 use crate::policy_set::PolicyError;
 use crate::state::{self, ApplyError, KvError, KvRead, KvWrite};
+use crate::whatif::{Analysis, Analyzer};
 
 /// What replaying one entry found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct Replayer {
     directory: Directory,
     engines: HashMap<PolicySetHash, PolicyEngine>,
     active: Option<PolicySetHash>,
+    /// A candidate policy set's analysis, fed every logged decision of its window.
+    analyzer: Option<Analyzer>,
 }
 
 impl Default for Replayer {
@@ -110,7 +113,22 @@ impl Replayer {
             directory: Directory::empty(),
             engines: HashMap::new(),
             active: None,
+            analyzer: None,
         }
+    }
+
+    /// A replayer that also analyses what `analyzer`'s candidate set would have decided
+    /// instead of each logged decision of its window ([`Replayer::into_analysis`]).
+    #[must_use]
+    pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
+        self.analyzer = Some(analyzer);
+        self
+    }
+
+    /// The analysis, when the replayer was made [`Replayer::with_analyzer`], of a log replayed
+    /// up to tree size `size`.
+    pub fn into_analysis(self, size: u64) -> Option<Analysis> {
+        self.analyzer.map(|analyzer| analyzer.finish(size))
     }
 
     /// Replays the entry at leaf `index`.
@@ -123,7 +141,8 @@ impl Replayer {
         let apply_error = |source| ReplayError::Apply { index, source };
         let mut outcome = Outcome::Applied;
         match event {
-            Event::ActivatePolicySet { policies, hash } => {
+            Event::ActivatePolicySet { policies, hash }
+            | Event::ApprovePolicySet { policies, hash, .. } => {
                 state::check(&self.kv, event, index).map_err(apply_error)?;
                 if !self.engines.contains_key(hash) {
                     let engine = PolicyEngine::new(policies)
@@ -150,6 +169,15 @@ impl Replayer {
                 let facts = Facts::gather(&self.directory, &self.kv, request)
                     .map_err(|e| apply_error(ApplyError::from(e)))?;
                 let recomputed = engine.decide(request, &facts, &self.directory, *time);
+                if let Some(analyzer) = &mut self.analyzer
+                    && analyzer.wants(index, *time)
+                {
+                    let candidate =
+                        analyzer
+                            .candidate()
+                            .decide(request, &facts, &self.directory, *time);
+                    analyzer.record(index, request, decision, &candidate);
+                }
                 let derived = facts.recipient();
                 outcome = if !recomputed.same_outcome(decision) {
                     Outcome::DecisionMismatch {

@@ -37,6 +37,8 @@
 //! | `dir/cli/<clinician id>` | [`ClinicianRecord`]: the [`Clinician`](crate::domain::Clinician), and when they were deactivated |
 //! | `con/<consent id>` | which patient it belongs to, and the leaf indices of grant and revoke |
 //! | `pol/active` | the active policy set: hash, canonical text, leaf index |
+//! | `pol/hash` | 32 bytes: the active policy set's hash |
+//! | `pol/pending` | the policy sets proposed and not yet approved (two-person rule), at most [`MAX_PENDING_POLICY_SETS`] |
 //! | `subj/<pseudonym>/s` | [`SubjectState`]: unrevoked consents, opt-outs, exclusions, and the leaf indices of grants and opt-outs |
 //! | `subj/<pseudonym>/h` | 16 bytes: last leaf index and entry count, both big-endian |
 //! | `subj/<pseudonym>/e/<8-byte BE page>` | leaf indices (8 bytes BE each) of the patient's entries `page × 32 ..`, at most [`SUBJECT_PAGE_ENTRIES`] |
@@ -59,7 +61,8 @@ mod subject;
 mod tests;
 
 pub use apply::{
-    ApplyError, MAX_CONSENTS_PER_SUBJECT, apply, check, check_grant, check_revoke, describe,
+    ApplyError, MAX_CONSENTS_PER_SUBJECT, MAX_PENDING_POLICY_SETS, apply, check, check_grant,
+    check_revoke, describe,
 };
 pub use kv::{KvError, KvPairs, KvRead, KvScan, KvWrite, scan_prefix};
 pub use layout::{
@@ -70,10 +73,11 @@ pub use read::{
     clinician_record, consent_record, directory_version, facility, facility_group,
     facility_summary, group_summary, last_applied, list_clinicians, list_facilities,
     list_facility_groups, list_organizations, organization, organization_record,
+    pending_policy_sets,
 };
 pub use records::{
     ActivePolicySet, ClinicianRecord, ConsentRecord, FacilityRecord, FacilityState, GroupRecord,
-    OrganizationRecord, Page,
+    OrganizationRecord, Page, PendingPolicySet,
 };
 pub use subject::{
     SubjectHead, SubjectState, consent_state, subject_entries, subject_entries_after, subject_head,

@@ -2274,3 +2274,191 @@ fn forbids_keep_their_own_reason() {
         d.reasons
     );
 }
+
+/// The default set plus a rule that permits everything: what a careless activation would do.
+fn open_everything() -> PolicyEngine {
+    let base = PolicyEngine::default_set().unwrap();
+    PolicyEngine::new(&format!(
+        "{}\n@id(\"open-everything\")\n@reason(\"everything is allowed\")\npermit (principal, action, resource);\n",
+        base.text()
+    ))
+    .unwrap()
+}
+
+/// Replays the world's log with an analysis of `candidate` over `start..end`.
+fn analyse(
+    world: &World,
+    candidate: PolicyEngine,
+    start: policy::whatif::WindowStart,
+    end: Option<u64>,
+) -> policy::whatif::Analysis {
+    let analyzer = policy::whatif::Analyzer::new(candidate, start, end);
+    let mut replayer = policy::replay::Replayer::new().with_analyzer(analyzer);
+    for (index, event) in &world.log {
+        replayer.step(*index, event).unwrap();
+    }
+    replayer.into_analysis(world.next).unwrap()
+}
+
+/// Issue 20: the preview of a policy change counts, among the logged decisions of a window,
+/// those the candidate would decide the other way, by direction, rule and purpose, with example
+/// leaf indices; the same log, window and candidate always give the same analysis id.
+#[test]
+fn a_candidate_is_analysed_against_the_logged_decisions_of_its_window() {
+    use policy::whatif::{Direction, WindowStart};
+    let mut world = World::new();
+    let now = ts(NOW);
+    let first = world.next;
+    // Allowed (consent), denied (nothing on record), denied (opted out), allowed again.
+    assert!(
+        world
+            .decide_and_log(
+                &org("univ-a")
+                    .secondary(1, Purpose::Research, Level::Pseudonymized)
+                    .0,
+                now
+            )
+            .is_allow()
+    );
+    let unconsented = world.next;
+    let ask_9 = org("univ-a")
+        .secondary(9, Purpose::Research, Level::Pseudonymized)
+        .0;
+    assert!(!world.decide_and_log(&ask_9, now).is_allow());
+    let opted_out = world.next;
+    let ask_3 = org("univ-a")
+        .secondary(3, Purpose::Research, Level::Pseudonymized)
+        .0;
+    assert!(!world.decide_and_log(&ask_3, ms(now, 1000)).is_allow());
+    let insurer = world.next;
+    let ask_insurer = org("insurer-a")
+        .secondary(1, Purpose::Insurance, Level::Identified)
+        .0;
+    assert!(!world.decide_and_log(&ask_insurer, ms(now, 2000)).is_allow());
+
+    let all = analyse(&world, open_everything(), WindowStart::Index(0), None);
+    assert_eq!((all.from_index, all.to_index), (0, world.next));
+    assert_eq!(all.decisions, 4);
+    assert_eq!(all.allow_to_deny, 0);
+    // Every deny that no forbid rule made turns into an allow under the permit-all rule.
+    let opened: Vec<_> = all
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.direction,
+                g.rule.as_str(),
+                g.purpose.as_str(),
+                g.count,
+                g.examples.clone(),
+            )
+        })
+        .collect();
+    assert!(
+        opened
+            .iter()
+            .all(|g| g.0 == Direction::DenyToAllow && g.1 == "open-everything"),
+        "{opened:?}"
+    );
+    let research = opened.iter().find(|g| g.2 == "research").unwrap();
+    let insurance = opened.iter().find(|g| g.2 == "insurance").unwrap();
+    assert_eq!(insurance.4, vec![insurer]);
+    assert!(research.4.contains(&unconsented), "{opened:?}");
+    assert_eq!(all.deny_to_allow, research.3 + insurance.3);
+    assert!(!research.4.contains(&first));
+    // Deterministic: the same analysis again has the same id; another window another one.
+    let again = analyse(&world, open_everything(), WindowStart::Index(0), None);
+    assert_eq!(again.id(), all.id());
+    let later = analyse(
+        &world,
+        open_everything(),
+        WindowStart::Index(opted_out),
+        None,
+    );
+    assert_eq!(later.decisions, 2);
+    assert_ne!(later.id(), all.id());
+    // A window given by time starts at the first decision at or after it, and the window so
+    // found, given by index, is the same analysis.
+    let since = analyse(
+        &world,
+        open_everything(),
+        WindowStart::Since(ms(now, 500)),
+        None,
+    );
+    assert_eq!(since.from_index, opted_out);
+    assert_eq!(since, later);
+    // An end bounds it too.
+    let bounded = analyse(
+        &world,
+        open_everything(),
+        WindowStart::Index(0),
+        Some(opted_out),
+    );
+    assert_eq!((bounded.decisions, bounded.to_index), (2, opted_out));
+    // The set in force changes nothing.
+    let same = analyse(
+        &world,
+        PolicyEngine::default_set().unwrap(),
+        WindowStart::Index(0),
+        None,
+    );
+    assert_eq!((same.decisions, same.groups.len()), (4, 0));
+    // A set without the consent rule for research denies what it allowed: the rule named is
+    // the one that allowed it.
+    let base = PolicyEngine::default_set().unwrap();
+    let forbid = PolicyEngine::new(&format!(
+        "{}\n@id(\"no-research\")\n@reason(\"research is closed\")\nforbid (principal, action, resource) when {{ context.purpose in Purpose::\"research\" }};\n",
+        base.text()
+    ))
+    .unwrap();
+    let closed = analyse(&world, forbid, WindowStart::Index(0), None);
+    assert_eq!(closed.allow_to_deny, 1);
+    assert_eq!(closed.groups[0].rule, "no-research");
+    assert_eq!(closed.groups[0].examples, vec![first]);
+}
+
+/// Issue 20: under the two-person rule a proposed set waits, the set in force keeps deciding,
+/// and only an approval makes it active; replay follows the same path.
+#[test]
+fn a_proposed_set_takes_effect_only_when_approved() {
+    let mut world = World::new();
+    let open = open_everything();
+    let active_before = state::active_policy_set_hash(&world.kv).unwrap();
+    world.apply(Event::ProposePolicySet {
+        policies: open.text().to_owned(),
+        hash: open.hash(),
+    });
+    let pending = state::pending_policy_sets(&world.kv).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].hash, open.hash());
+    assert_eq!(
+        state::active_policy_set_hash(&world.kv).unwrap(),
+        active_before
+    );
+    // Still decided by the set in force.
+    let ask_9 = org("univ-a")
+        .secondary(9, Purpose::Research, Level::Pseudonymized)
+        .0;
+    assert!(!world.decide_and_log(&ask_9, ts(NOW)).is_allow());
+    let analysis = analyse(
+        &world,
+        open_everything(),
+        policy::whatif::WindowStart::Index(0),
+        None,
+    );
+    world.apply(Event::ApprovePolicySet {
+        policies: open.text().to_owned(),
+        hash: open.hash(),
+        analysis: analysis.id(),
+        analysis_from: analysis.from_index,
+        analysis_to: analysis.to_index,
+    });
+    assert_eq!(
+        state::active_policy_set_hash(&world.kv).unwrap(),
+        Some(open.hash())
+    );
+    assert!(state::pending_policy_sets(&world.kv).unwrap().is_empty());
+    world.engine = open;
+    assert!(world.decide_and_log(&ask_9, ts(NOW)).is_allow());
+    replays_identically(&world);
+}

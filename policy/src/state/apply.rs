@@ -13,20 +13,23 @@ use super::kv::{KvRead, KvWrite};
 use super::layout::{
     CLINICIAN, CONSENT, DIRECTORY_LOG, FACILITY, FACILITY_PATIENTS, GROUP, GROUP_PATIENTS,
     LAYOUT_VERSION, META_DIRECTORY, META_LAST, META_LAYOUT, ORG, POLICY_ACTIVE, POLICY_ACTIVE_HASH,
-    get_json, key, put_json,
+    POLICY_PENDING, get_json, key, put_json,
 };
 use super::read::{
     StateError, active_policy_set_hash, clinician_record, consent_record, last_applied,
-    organization, organization_record,
+    organization, organization_record, pending_policy_sets,
 };
 use super::records::{
-    ActivePolicySet, ClinicianRecord, ConsentRecord, OrganizationRecord, StoredFacility,
-    StoredGroup, sorted,
+    ActivePolicySet, ClinicianRecord, ConsentRecord, OrganizationRecord, PendingPolicySet,
+    StoredFacility, StoredGroup, sorted,
 };
 use super::subject::{
     SubjectState, append_subject_entry, consent_state, put_subject_state, subject_head,
 };
 use super::{facility_group_record, facility_record};
+
+/// Most policy sets that may wait for approval at once (two-person rule).
+pub const MAX_PENDING_POLICY_SETS: usize = 4;
 
 /// Most unrevoked consents a patient may hold (consents that expired before a new grant are
 /// dropped at that grant and do not count).
@@ -126,6 +129,39 @@ pub enum ApplyError {
         /// What is wrong.
         issues: Vec<ValidationIssue>,
     },
+    /// A proposal names the set already active.
+    #[error("policy set `{hash}` is already the active one")]
+    AlreadyActive {
+        /// Its hash.
+        hash: PolicySetHash,
+    },
+    /// A proposal names a set already waiting for approval.
+    #[error("policy set `{hash}` is already waiting for approval")]
+    AlreadyPending {
+        /// Its hash.
+        hash: PolicySetHash,
+    },
+    /// A proposal would make more sets wait for approval than allowed.
+    #[error("{max} policy sets are already waiting for approval")]
+    TooManyPending {
+        /// [`MAX_PENDING_POLICY_SETS`].
+        max: usize,
+    },
+    /// An approval names a set that is not waiting for approval (or its text differs).
+    #[error("no policy set `{hash}` is waiting for approval")]
+    NotPending {
+        /// The hash the approval names.
+        hash: PolicySetHash,
+    },
+    /// An approval names an analysis window whose start lies after its end, or that reaches
+    /// past the approval itself.
+    #[error("an approval's analysis covers entries {from}..{to}, not all logged before it")]
+    BadAnalysisWindow {
+        /// First leaf index of the window.
+        from: u64,
+        /// End of the window (exclusive).
+        to: u64,
+    },
     /// A decision was logged before any policy set was activated.
     #[error("decision logged with no active policy set")]
     NoActivePolicySet,
@@ -154,6 +190,29 @@ pub fn describe(target: &Deactivation) -> String {
         Deactivation::Facility(id) => format!("facility `{id}`"),
         Deactivation::Organization(id) => format!("organisation `{id}`"),
     }
+}
+
+/// Stores the pending policy sets (none: the key is removed).
+fn put_pending(kv: &mut impl KvWrite, pending: &[PendingPolicySet]) -> Result<(), StateError> {
+    if pending.is_empty() {
+        kv.delete(POLICY_PENDING)?;
+        Ok(())
+    } else {
+        put_json(kv, POLICY_PENDING, &pending)
+    }
+}
+
+/// An activation's or proposal's text is canonical, hashes to `hash` and validates.
+fn check_policy_text(policies: &str, hash: PolicySetHash) -> Result<(), ApplyError> {
+    let canonical = policy_set::canonicalize(policies);
+    let actual = policy_set::hash_text(&canonical);
+    if canonical != policies || actual != hash {
+        return Err(ApplyError::PolicyHashMismatch {
+            claimed: hash,
+            actual,
+        });
+    }
+    policy_set::validate(policies).map_err(|issues| ApplyError::InvalidPolicySet { issues })
 }
 
 fn first_issue(issues: &[ValidationIssue]) -> String {
@@ -245,7 +304,8 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
             state.opt_outs = purposes;
             put_subject_state(kv, subject, &state)?;
         }
-        Event::ActivatePolicySet { policies, hash } => {
+        Event::ActivatePolicySet { policies, hash }
+        | Event::ApprovePolicySet { policies, hash, .. } => {
             let active = ActivePolicySet {
                 hash: *hash,
                 policies: policies.clone(),
@@ -256,6 +316,22 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
             // tens of kilobytes.
             kv.put(POLICY_ACTIVE_HASH, &hash.0)
                 .map_err(StateError::from)?;
+            // A set that becomes active, approved or not, no longer waits.
+            let mut pending = pending_policy_sets(&*kv)?;
+            let before = pending.len();
+            pending.retain(|p| p.hash != *hash);
+            if pending.len() != before {
+                put_pending(kv, &pending)?;
+            }
+        }
+        Event::ProposePolicySet { policies, hash } => {
+            let mut pending = pending_policy_sets(&*kv)?;
+            pending.push(PendingPolicySet {
+                hash: *hash,
+                policies: policies.clone(),
+                index,
+            });
+            put_pending(kv, &pending)?;
         }
         Event::Decision { .. } => {}
     }
@@ -437,17 +513,43 @@ pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyErr
             ..
         } => check_revoke(kv, subject, consent_id)?,
         Event::RecordOptOut { .. } => {}
-        Event::ActivatePolicySet { policies, hash } => {
-            let canonical = policy_set::canonicalize(policies);
-            let actual = policy_set::hash_text(&canonical);
-            if canonical != *policies || actual != *hash {
-                return Err(ApplyError::PolicyHashMismatch {
-                    claimed: *hash,
-                    actual,
+        Event::ActivatePolicySet { policies, hash } => check_policy_text(policies, *hash)?,
+        Event::ProposePolicySet { policies, hash } => {
+            check_policy_text(policies, *hash)?;
+            if active_policy_set_hash(kv)? == Some(*hash) {
+                return Err(ApplyError::AlreadyActive { hash: *hash });
+            }
+            let pending = pending_policy_sets(kv)?;
+            if pending.iter().any(|p| p.hash == *hash) {
+                return Err(ApplyError::AlreadyPending { hash: *hash });
+            }
+            if pending.len() >= MAX_PENDING_POLICY_SETS {
+                return Err(ApplyError::TooManyPending {
+                    max: MAX_PENDING_POLICY_SETS,
                 });
             }
-            policy_set::validate(policies)
-                .map_err(|issues| ApplyError::InvalidPolicySet { issues })?;
+        }
+        Event::ApprovePolicySet {
+            policies,
+            hash,
+            analysis_from,
+            analysis_to,
+            ..
+        } => {
+            // The proposal's text was checked when it was proposed; the approval must carry
+            // the very same text.
+            if !pending_policy_sets(kv)?
+                .iter()
+                .any(|p| p.hash == *hash && p.policies == *policies)
+            {
+                return Err(ApplyError::NotPending { hash: *hash });
+            }
+            if analysis_from > analysis_to || *analysis_to > index {
+                return Err(ApplyError::BadAnalysisWindow {
+                    from: *analysis_from,
+                    to: *analysis_to,
+                });
+            }
         }
         Event::Decision {
             request,

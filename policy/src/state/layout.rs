@@ -48,6 +48,7 @@ pub(super) const CLINICIAN: &[u8] = b"dir/cli/";
 pub(super) const CONSENT: &[u8] = b"con/";
 pub(super) const POLICY_ACTIVE: &[u8] = b"pol/active";
 pub(super) const POLICY_ACTIVE_HASH: &[u8] = b"pol/hash";
+pub(super) const POLICY_PENDING: &[u8] = b"pol/pending";
 pub(super) const SUBJECT: &[u8] = b"subj/";
 
 pub(super) fn key(prefix: &[u8], id: &str) -> Vec<u8> {

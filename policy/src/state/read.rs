@@ -14,12 +14,12 @@ use super::kv::{KvError, KvRead, KvScan, scan_prefix};
 use super::layout::{
     CLINICIAN, CONSENT, DIRECTORY_LOG, FACILITY, FACILITY_PATIENTS, GROUP, GROUP_PATIENTS,
     LAYOUT_VERSION, META_DIRECTORY, META_LAST, META_LAYOUT, ORG, POLICY_ACTIVE, POLICY_ACTIVE_HASH,
-    get_json, key,
+    POLICY_PENDING, get_json, key,
 };
 use super::prefix_end;
 use super::records::{
     ActivePolicySet, ClinicianRecord, ConsentRecord, FacilityRecord, FacilityState, GroupRecord,
-    OrganizationRecord, Page, StoredFacility, StoredGroup,
+    OrganizationRecord, Page, PendingPolicySet, StoredFacility, StoredGroup,
 };
 
 /// A read of the derived state failed.
@@ -311,6 +311,15 @@ pub fn consent_record(
 /// [`StateError`] when the store fails or the record is corrupt.
 pub fn active_policy_set(kv: &impl KvRead) -> Result<Option<ActivePolicySet>, StateError> {
     get_json(kv, POLICY_ACTIVE, "policy set")
+}
+
+/// The policy sets proposed and not yet approved, oldest proposal first.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the record is corrupt.
+pub fn pending_policy_sets(kv: &impl KvRead) -> Result<Vec<PendingPolicySet>, StateError> {
+    Ok(get_json(kv, POLICY_PENDING, "pending policy sets")?.unwrap_or_default())
 }
 
 /// The hash of the active policy set, if one was activated.

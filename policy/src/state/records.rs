@@ -101,6 +101,17 @@ pub struct ActivePolicySet {
     pub index: u64,
 }
 
+/// A policy set proposed under the two-person rule and not yet approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPolicySet {
+    /// SHA-256 of its canonical text.
+    pub hash: PolicySetHash,
+    /// Its canonical text.
+    pub policies: String,
+    /// Leaf index of its proposal.
+    pub index: u64,
+}
+
 /// A facility as stored on the decision path: no patient list, plus the emergency flag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredFacility {

@@ -646,3 +646,99 @@ fn directory_lists_page_in_id_order_after_a_given_id() {
     assert_eq!(groups.items.len(), 1);
     assert_eq!(groups.items[0].id.as_str(), "g");
 }
+
+#[test]
+fn proposals_wait_until_approved_and_approvals_need_a_waiting_set() {
+    use crate::whatif::AnalysisId;
+    let mut kv = Kv::new();
+    let engine = PolicyEngine::default_set().unwrap();
+    apply_all(
+        &mut kv,
+        &[Event::ActivatePolicySet {
+            policies: engine.text().to_owned(),
+            hash: engine.hash(),
+        }],
+    );
+    let propose = |text: &str| {
+        let candidate = PolicyEngine::new(text).unwrap();
+        Event::ProposePolicySet {
+            policies: candidate.text().to_owned(),
+            hash: candidate.hash(),
+        }
+    };
+    let approve = |event: &Event, from: u64, to: u64| match event {
+        Event::ProposePolicySet { policies, hash } => Event::ApprovePolicySet {
+            policies: policies.clone(),
+            hash: *hash,
+            analysis: AnalysisId([7; 32]),
+            analysis_from: from,
+            analysis_to: to,
+        },
+        _ => unreachable!(),
+    };
+    // The set in force cannot be proposed.
+    assert!(matches!(
+        check(&kv, &propose(engine.text()), 1),
+        Err(ApplyError::AlreadyActive { .. })
+    ));
+    let candidates: Vec<Event> = (0..=MAX_PENDING_POLICY_SETS)
+        .map(|n| propose(&format!("{}\n// variant {n}\n", engine.text())))
+        .collect();
+    // Nothing is waiting: an approval is refused.
+    assert!(matches!(
+        check(&kv, &approve(&candidates[0], 0, 1), 1),
+        Err(ApplyError::NotPending { .. })
+    ));
+    apply_all(&mut kv, &candidates[..MAX_PENDING_POLICY_SETS]);
+    let last = last_applied(&kv).unwrap().unwrap();
+    assert_eq!(
+        pending_policy_sets(&kv).unwrap().len(),
+        MAX_PENDING_POLICY_SETS
+    );
+    assert!(matches!(
+        check(&kv, &candidates[0], last + 1),
+        Err(ApplyError::AlreadyPending { .. })
+    ));
+    assert!(matches!(
+        check(&kv, &candidates[MAX_PENDING_POLICY_SETS], last + 1),
+        Err(ApplyError::TooManyPending { .. })
+    ));
+    // The set in force is unchanged by proposals.
+    assert_eq!(active_policy_set_hash(&kv).unwrap(), Some(engine.hash()));
+    // An approval must carry the proposal's very text, and an analysis of earlier entries.
+    let mut altered = approve(&candidates[1], 0, last);
+    if let Event::ApprovePolicySet { policies, .. } = &mut altered {
+        policies.push_str("// another text\n");
+    }
+    assert!(matches!(
+        check(&kv, &altered, last + 1),
+        Err(ApplyError::NotPending { .. })
+    ));
+    assert!(matches!(
+        check(&kv, &approve(&candidates[1], 0, last + 2), last + 1),
+        Err(ApplyError::BadAnalysisWindow { .. })
+    ));
+    assert!(matches!(
+        check(&kv, &approve(&candidates[1], 3, 2), last + 1),
+        Err(ApplyError::BadAnalysisWindow { .. })
+    ));
+    let approval = approve(&candidates[1], 0, last + 1);
+    apply_all(&mut kv, std::slice::from_ref(&approval));
+    let Event::ApprovePolicySet { hash, .. } = approval else {
+        unreachable!()
+    };
+    let active = active_policy_set(&kv).unwrap().unwrap();
+    assert_eq!((active.hash, active.index), (hash, last + 1));
+    let waiting = pending_policy_sets(&kv).unwrap();
+    assert_eq!(waiting.len(), MAX_PENDING_POLICY_SETS - 1);
+    assert!(waiting.iter().all(|p| p.hash != hash));
+    // A direct activation of a waiting set also takes it off the list.
+    let Event::ProposePolicySet { policies, hash } = candidates[0].clone() else {
+        unreachable!()
+    };
+    apply_all(&mut kv, &[Event::ActivatePolicySet { policies, hash }]);
+    assert_eq!(
+        pending_policy_sets(&kv).unwrap().len(),
+        MAX_PENDING_POLICY_SETS - 2
+    );
+}
