@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     auth::{DEFAULT_TOKEN_TTL, Role},
-    config::{DEFAULT_DATA_DIR, DurationText, Overrides, WitnessSpec},
+    config::{DEFAULT_DATA_DIR, DurationText, Overrides, PolicyApproval, WitnessSpec},
 };
 
 /// akashi: consent ledger and data-access governance for personal health records.
@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Cosignatures a checkpoint needs before `/checkpoint` serves it [default: all witnesses].
     #[arg(long, value_name = "K")]
     pub witness_quorum: Option<usize>,
+    /// Two-person rule for policy changes: `none` or `regulator` (the platform proposes, a
+    /// regulator approves) [default: none].
+    #[arg(long, value_name = "WHO")]
+    pub policy_approval: Option<PolicyApproval>,
 }
 
 /// Flags of `akashi token`.
@@ -143,6 +147,7 @@ impl ServeArgs {
             disclosure_threshold: self.disclosure_threshold,
             witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
             witness_quorum: self.witness_quorum,
+            policy_approval: self.policy_approval,
         }
     }
 }

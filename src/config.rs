@@ -84,6 +84,42 @@ pub struct Config {
     /// How many of `witnesses` must cosign a checkpoint before `GET /checkpoint` serves it.
     /// Default: all of them. 0 collects cosignatures without holding `/checkpoint` to them.
     pub witness_quorum: Option<usize>,
+    /// Who must agree before a policy set takes effect: `none` (the platform's activation does;
+    /// the embedded default) or `regulator` (the platform proposes, a regulator approves after
+    /// seeing an analysis: the production profile).
+    pub policy_approval: PolicyApproval,
+}
+
+/// The two-person rule for policy changes (`policy_approval`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyApproval {
+    /// The platform's `ActivatePolicySet` activates the set.
+    #[default]
+    None,
+    /// The platform's `ActivatePolicySet` proposes the set; a regulator's `ApprovePolicySet`
+    /// activates it.
+    Regulator,
+}
+
+impl FromStr for PolicyApproval {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "regulator" => Ok(Self::Regulator),
+            _ => Err("expected `none` or `regulator`"),
+        }
+    }
+}
+
+impl fmt::Display for PolicyApproval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Regulator => "regulator",
+        })
+    }
 }
 
 /// One witness of the log: its verifier key and submission prefix, written `VKEY@URL`.
@@ -184,6 +220,8 @@ pub struct Overrides {
     pub witnesses: Option<Vec<WitnessSpec>>,
     /// Overrides [`Config::witness_quorum`].
     pub witness_quorum: Option<usize>,
+    /// Overrides [`Config::policy_approval`].
+    pub policy_approval: Option<PolicyApproval>,
 }
 
 /// Why a configuration was refused.
@@ -256,6 +294,7 @@ impl Default for Config {
             disclosure_threshold: policy::disclosure::DEFAULT_THRESHOLD,
             witnesses: Vec::new(),
             witness_quorum: None,
+            policy_approval: PolicyApproval::None,
         }
     }
 }
@@ -332,6 +371,9 @@ impl Config {
         }
         if let Some(v) = o.authzen_addr {
             self.authzen_addr = Some(v);
+        }
+        if let Some(v) = o.policy_approval {
+            self.policy_approval = v;
         }
         if let Some(v) = o.data_dir {
             self.data_dir = v;
@@ -448,7 +490,7 @@ impl Overrides {
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
-    /// `AKASHI_WITNESS_QUORUM`. `AKASHI_CONFIG` and
+    /// `AKASHI_WITNESS_QUORUM`, `AKASHI_POLICY_APPROVAL`. `AKASHI_CONFIG` and
     /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
     /// skipped (see [`unknown_env`] to warn about them); an empty value counts as unset.
     ///
@@ -470,6 +512,7 @@ impl Overrides {
                 "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
                 "ADMIN_ADDR" => out.admin_addr = Some(parse_env(&name, &value)?),
                 "AUTHZEN_ADDR" => out.authzen_addr = Some(parse_env(&name, &value)?),
+                "POLICY_APPROVAL" => out.policy_approval = Some(parse_env(&name, &value)?),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
@@ -617,6 +660,7 @@ const KNOWN_ENV: &[&str] = &[
     "LOG",
     "LOG_FORMAT",
     "ORIGIN",
+    "POLICY_APPROVAL",
     "TLS_CERT",
     "TLS_CLIENT_CA",
     "TLS_KEY",

@@ -105,6 +105,10 @@ pub enum Error {
         /// That budget, in bytes.
         max: usize,
     },
+    /// The server is already doing one of these, and does one at a time
+    /// (`RESOURCE_EXHAUSTED`).
+    #[error("{0}; retry later")]
+    Busy(&'static str),
     /// A bug or broken invariant (`INTERNAL`). The cause is logged, never sent to the caller.
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -268,7 +272,8 @@ impl Error {
             }
             Self::MetadataTooLarge { .. }
             | Self::MessageTooLarge { .. }
-            | Self::AnswerBudget { .. } => Code::ResourceExhausted,
+            | Self::AnswerBudget { .. }
+            | Self::Busy(_) => Code::ResourceExhausted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::NotFound { .. } => Code::NotFound,
             Self::Refused(Refusal::Unauthenticated(_)) => Code::Unauthenticated,
@@ -306,7 +311,8 @@ impl From<Error> for Status {
             | Error::MetadataTooLarge { .. }
             | Error::MessageTooLarge { .. }
             | Error::TruncatedMessage { .. }
-            | Error::AnswerBudget { .. } => Status::new(code, err.to_string()),
+            | Error::AnswerBudget { .. }
+            | Error::Busy(_) => Status::new(code, err.to_string()),
         }
     }
 }
@@ -371,6 +377,13 @@ impl From<ApplyError> for Error {
             }
             ApplyError::Invalid(err) => Error::Rejected(err.to_string()),
             ApplyError::InvalidPolicySet { .. } => Error::Rejected(err.to_string()),
+            ApplyError::AlreadyActive { .. }
+            | ApplyError::AlreadyPending { .. }
+            | ApplyError::TooManyPending { .. } => Error::FailedPrecondition(err.to_string()),
+            ApplyError::NotPending { hash } => Error::NotFound {
+                kind: "pending policy set",
+                id: hash.to_hex(),
+            },
             _ => {
                 tracing::error!(cause = %err, "the state machine built an event the state refuses");
                 Error::Internal("event refused by the state")

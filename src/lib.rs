@@ -16,6 +16,8 @@
 //! - `server`: [`Server`](server::Server), which hosts health, reflection, the services and the
 //!   public HTTP port.
 //! - `state_machine`: how each command becomes a log entry, in sequence order.
+//! - `policy_review`: analyses of candidate policy sets over the logged decisions, and the
+//!   two-person rule's memory of them.
 //! - `service`: the `akashi.v1` gRPC services (edge parsing, roles, submit or read).
 //! - `public`: the public HTTP read path (C2SP tlog-tiles, the verifier key, the disclosure
 //!   page and its data).
@@ -34,6 +36,7 @@ pub mod error;
 pub mod fsck;
 pub mod keys;
 pub mod metrics;
+pub mod policy_review;
 pub mod public;
 pub mod server;
 pub mod service;

@@ -167,6 +167,7 @@ impl Server {
             core.witnessed().clone(),
             config.disclosure_threshold,
         ));
+        let policy_approval = config.policy_approval;
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {
             config,
@@ -196,7 +197,7 @@ impl Server {
                     .max_decoding_message_size(MAX_MESSAGE_LEN),
             )
             .add_service(
-                PolicyServiceServer::new(Policies(core.clone()))
+                PolicyServiceServer::new(Policies::new(core.clone(), policy_approval))
                     .max_decoding_message_size(MAX_MESSAGE_LEN),
             )
             .add_service(

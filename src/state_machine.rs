@@ -49,6 +49,7 @@ use policy::{
     facts::{Facts, StableSpan},
     state::{self, StateError},
     state::{KvError, KvRead, KvWrite},
+    whatif::AnalysisId,
 };
 
 use crate::error::{Error, StartError};
@@ -81,6 +82,21 @@ pub enum Command {
     },
     /// A policy set, compiled and validated off the writer thread, becomes active.
     Activate(Arc<PolicyEngine>),
+    /// A policy set, compiled and validated off the writer thread, waits for a regulator's
+    /// approval (two-person rule).
+    Propose(Arc<PolicyEngine>),
+    /// A regulator approves a waiting policy set (compiled off the writer thread from the
+    /// pending text), which becomes active.
+    Approve {
+        /// The set.
+        engine: Arc<PolicyEngine>,
+        /// The analysis the regulator saw.
+        analysis: AnalysisId,
+        /// Its window's first leaf index.
+        from: u64,
+        /// Its window's end (exclusive).
+        to: u64,
+    },
     /// An access decision to make and log, perhaps prepared off the writer thread.
     Authorize(Request, Option<Box<Prepared>>),
 }
@@ -234,6 +250,8 @@ pub enum Output {
     Granted(ConsentId),
     /// A policy set was activated.
     Activated(PolicySetHash),
+    /// A policy set was proposed and waits for approval.
+    Proposed(PolicySetHash),
     /// A decision was made and logged.
     Decided {
         /// The decision.
@@ -348,6 +366,26 @@ impl DomainStateMachine {
                 let event = Event::ActivatePolicySet {
                     policies: engine.text().to_owned(),
                     hash: engine.hash(),
+                };
+                self.shared.insert_engine(engine);
+                event
+            }
+            Command::Propose(engine) => Event::ProposePolicySet {
+                policies: engine.text().to_owned(),
+                hash: engine.hash(),
+            },
+            Command::Approve {
+                engine,
+                analysis,
+                from,
+                to,
+            } => {
+                let event = Event::ApprovePolicySet {
+                    policies: engine.text().to_owned(),
+                    hash: engine.hash(),
+                    analysis,
+                    analysis_from: from,
+                    analysis_to: to,
                 };
                 self.shared.insert_engine(engine);
                 event
@@ -487,7 +525,10 @@ impl StateMachine for DomainStateMachine {
         }
         let output = match &event {
             Event::GrantConsent(consent) => Output::Granted(consent.id.clone()),
-            Event::ActivatePolicySet { hash, .. } => Output::Activated(*hash),
+            Event::ActivatePolicySet { hash, .. } | Event::ApprovePolicySet { hash, .. } => {
+                Output::Activated(*hash)
+            }
+            Event::ProposePolicySet { hash, .. } => Output::Proposed(*hash),
             Event::Decision { decision, .. } => Output::Decided {
                 decision: Box::new(decision.clone()),
                 leaf: entry.leaf.encode(),

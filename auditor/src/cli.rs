@@ -1,7 +1,6 @@
 //! The `akashi-audit` commands, as library functions that tests (and other programs) can call
-//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`history`] and
-//! [`history_file`],
-//! [`disclosure`]. Each
+//! in-process: [`verify_receipt`], [`watch_once`] and [`watch`], [`replay`], [`policy_diff`],
+//! [`history`] and [`history_file`], [`disclosure`]. Each
 //! returns what it found; [`run`] parses nothing, prints the result and maps it to an exit code
 //! (0 valid, 2 invalid, 1 error).
 //!
@@ -20,6 +19,7 @@ use ledger::note::NoteVerifier;
 mod disclosure_cmd;
 pub mod http;
 mod net;
+mod policy_diff_cmd;
 mod render;
 mod replay_cmd;
 pub mod saved;
@@ -27,9 +27,10 @@ mod watch_cmd;
 mod witness_cmd;
 
 pub use disclosure_cmd::{DisclosureConfig, DisclosureReport, MAX_DOCUMENT_SIZE, disclosure};
+pub use policy_diff_cmd::{PolicyDiffReport, policy_diff};
 pub use replay_cmd::{
-    HistoryConfig, ReplayConfig, fetch_history, history, history_file, history_file_witnessed,
-    replay, verify_responses, witness_history,
+    DiffStart, HistoryConfig, PolicyDiff, ReplayConfig, fetch_history, history, history_file,
+    history_file_witnessed, replay, replay_analysing, verify_responses, witness_history,
 };
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 pub use witness_cmd::{
@@ -62,6 +63,11 @@ pub enum Command {
     History(HistoryArgs),
     /// Re-check the whole log as a regulator: tree, checkpoints, bodies, and every decision.
     Replay(ReplayArgs),
+    /// Replay the log as `replay` does and count the logged decisions of a window that a
+    /// candidate policy set would decide the other way, by direction, rule and purpose: the
+    /// analysis (and id) the server's AnalyzePolicySet gives (exit 0 the log replays cleanly
+    /// and the id is the one expected, 2 otherwise, 1 error).
+    PolicyDiff(PolicyDiffArgs),
     /// Verify a receipt offline (proto3 JSON as grpcurl prints it, alone or in a whole response,
     /// or a C2SP tlog-proof); for an `Authorize` response, also that its answer is the logged one.
     VerifyReceipt(VerifyReceiptArgs),
@@ -162,6 +168,43 @@ pub struct ReplayArgs {
     /// A regulator or auditor bearer token, or `@FILE`.
     #[arg(long, env = "AKASHI_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `policy-diff`.
+#[derive(Debug, Args)]
+pub struct PolicyDiffArgs {
+    /// The log's verifier key (note `vkey` text), or `@FILE`.
+    #[arg(long)]
+    pub vkey: String,
+    /// The server's gRPC address.
+    #[arg(long)]
+    pub grpc: String,
+    /// A regulator or auditor bearer token, or `@FILE`.
+    #[arg(long, env = "AKASHI_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The candidate policy set (Cedar text).
+    #[arg(long, value_name = "FILE")]
+    pub policies: PathBuf,
+    /// The window starts among the last N entries of the newest checkpoint.
+    #[arg(long, value_name = "N", conflicts_with_all = ["days", "from_index"])]
+    pub last: Option<u64>,
+    /// The window starts at the first decision logged in the last D days.
+    #[arg(long, value_name = "D", conflicts_with = "from_index")]
+    pub days: Option<u32>,
+    /// The window starts at this leaf index (an analysis's `from_index`).
+    #[arg(long, value_name = "INDEX")]
+    pub from_index: Option<u64>,
+    /// The window ends before this leaf index (an analysis's `to_index`); default: the newest
+    /// checkpoint's size.
+    #[arg(long, value_name = "INDEX")]
+    pub to_index: Option<u64>,
+    /// The analysis id expected (from `AnalyzePolicySet`, or an approval entry): exit 2 when
+    /// the analysis computed here has another.
+    #[arg(long, value_name = "HEX")]
+    pub expect_id: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -268,6 +311,47 @@ fn dispatch(cli: Cli, out: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
             };
             let progress = !args.json && std::io::stderr().is_terminal();
             let report = runtime()?.block_on(replay(&config, progress))?;
+            if args.json {
+                serde_json::to_writer_pretty(&mut *out, &report)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{report}")?;
+            }
+            Ok(report.exit_code())
+        }
+        Command::PolicyDiff(args) => {
+            let config = ReplayConfig {
+                verifier: read_vkey(&args.vkey)?,
+                grpc: args.grpc,
+                token: read_secret(&args.token)?,
+            };
+            let text = read_capped(&args.policies, policy::policy_set::MAX_POLICY_TEXT)?;
+            let text = String::from_utf8(text)
+                .with_context(|| format!("`{}` is not text", args.policies.display()))?;
+            policy::limits::check(&text)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("the candidate policy set (`--policies`)")?;
+            let candidate = policy::engine::PolicyEngine::new(&text)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("the candidate policy set (`--policies`) does not compile")?;
+            let start = match (args.last, args.days, args.from_index) {
+                (Some(n), _, _) => DiffStart::Last(n),
+                (_, Some(d), _) => DiffStart::Days(d),
+                (_, _, Some(i)) => DiffStart::From(i),
+                _ => DiffStart::All,
+            };
+            let diff = PolicyDiff {
+                candidate,
+                start,
+                end: args.to_index,
+            };
+            let progress = !args.json && std::io::stderr().is_terminal();
+            let report = runtime()?.block_on(policy_diff(
+                &config,
+                diff,
+                args.expect_id.as_deref(),
+                progress,
+            ))?;
             if args.json {
                 serde_json::to_writer_pretty(&mut *out, &report)?;
                 writeln!(out)?;

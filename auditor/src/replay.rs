@@ -23,6 +23,7 @@ use ledger::{
 use policy::event::Event;
 use policy::event::EventCodecError;
 use policy::replay::{Outcome, Replayer};
+use policy::whatif::{Analysis, Analyzer};
 
 use crate::report::{DecisionSummary, Finding, Report, Unattributable, error_chain};
 use crate::scan::{LogScan, ScanError};
@@ -239,9 +240,23 @@ impl DecisionCheck {
         }
     }
 
+    /// The same check, also analysing what `analyzer`'s candidate policy set would decide
+    /// instead of each logged decision of its window (see [`DecisionCheck::finish_analysis`]).
+    #[must_use]
+    pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
+        self.replayer = self.replayer.with_analyzer(analyzer);
+        self
+    }
+
     /// Ends the check: its counts and findings (to [`merge`] with the entry check's report).
     pub fn finish(self) -> Report {
         self.report
+    }
+
+    /// Ends the check of a log replayed up to tree size `size`: the report, and the analysis
+    /// when the check was made [`DecisionCheck::with_analyzer`].
+    pub fn finish_analysis(self, size: u64) -> (Report, Option<Analysis>) {
+        (self.report, self.replayer.into_analysis(size))
     }
 }
 

@@ -1,6 +1,6 @@
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
-use super::{Config, ConfigError, DurationText, Overrides, TlsConfig, unknown_env};
+use super::{Config, ConfigError, DurationText, Overrides, PolicyApproval, TlsConfig, unknown_env};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -118,6 +118,7 @@ fn env_reads_every_setting() {
         ("AKASHI_TLS_KEY", "k.pem"),
         ("AKASHI_TLS_CLIENT_CA", "ca.pem"),
         ("AKASHI_DISCLOSURE_THRESHOLD", "20"),
+        ("AKASHI_POLICY_APPROVAL", "regulator"),
         ("AKASHI_CONFIG", "ignored.toml"),
         ("AKASHI_LOG", "debug"),
         ("AKASHI_HTTP_ADDR_TYPO", "x"),
@@ -140,10 +141,12 @@ fn env_reads_every_setting() {
             disclosure_threshold: Some(20),
             witnesses: None,
             witness_quorum: None,
+            policy_approval: Some(PolicyApproval::Regulator),
         }
     );
     let mut config = Config::default();
     config.apply(&overrides);
+    assert_eq!(config.policy_approval, PolicyApproval::Regulator);
     assert_eq!(
         config.tls,
         Some(TlsConfig {
@@ -358,4 +361,15 @@ fn witnesses_come_from_toml_env_and_flags() {
             ..
         })
     ));
+}
+
+#[test]
+fn policy_approval_is_none_by_default_and_reads_from_toml_and_env() {
+    assert_eq!(Config::default().policy_approval, PolicyApproval::None);
+    let config = Config::from_toml("policy_approval = \"regulator\"\n").unwrap();
+    assert_eq!(config.policy_approval, PolicyApproval::Regulator);
+    let err = Config::from_toml("policy_approval = \"everyone\"\n").unwrap_err();
+    assert!(err.to_string().contains("policy_approval"), "{err}");
+    let err = Overrides::from_env(env(&[("AKASHI_POLICY_APPROVAL", "maybe")])).unwrap_err();
+    assert!(err.to_string().contains("AKASHI_POLICY_APPROVAL"), "{err}");
 }

@@ -28,6 +28,7 @@ mod integrity;
 mod load;
 mod mtls;
 mod policy_limits;
+mod policy_review;
 mod protocol;
 mod public_http;
 mod restart;

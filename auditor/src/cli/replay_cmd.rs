@@ -17,7 +17,9 @@ use ledger::{
     hash::{LeafIndex, TreeSize},
     note::NoteVerifier,
 };
+use policy::engine::PolicyEngine;
 use policy::event::Event;
+use policy::whatif::{Analysis, Analyzer, WindowStart};
 use proto::pb;
 use tokio::sync::mpsc;
 
@@ -72,15 +74,73 @@ pub struct HistoryConfig {
 /// When the server cannot be reached or refuses (a bad token), or serves entries out of order.
 /// What is wrong with the log itself is in the report.
 pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Report> {
+    Ok(replay_analysing(config, progress, None).await?.0)
+}
+
+/// A candidate policy set to analyse during a replay (`akashi-audit policy-diff`), and its
+/// window.
+#[derive(Debug)]
+pub struct PolicyDiff {
+    /// The candidate.
+    pub candidate: PolicyEngine,
+    /// Where the window starts.
+    pub start: DiffStart,
+    /// Where it ends (exclusive); none: at the replayed checkpoint's size.
+    pub end: Option<u64>,
+}
+
+/// Where a [`PolicyDiff`] window starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffStart {
+    /// At the first entry.
+    All,
+    /// Among the last this many entries of the replayed checkpoint.
+    Last(u64),
+    /// At the first decision logged in the last this many days.
+    Days(u32),
+    /// At this leaf index.
+    From(u64),
+}
+
+/// [`replay`], also analysing `diff`'s candidate set over its window: the report, and the
+/// analysis (with `diff`).
+///
+/// # Errors
+///
+/// As [`replay`].
+pub async fn replay_analysing(
+    config: &ReplayConfig,
+    progress: bool,
+    diff: Option<PolicyDiff>,
+) -> anyhow::Result<(Report, Option<Analysis>)> {
     let channel = net::connect(&config.grpc).await?;
     let latest = net::checkpoint(channel.clone()).await?;
     let mut entries = EntryCheck::new(config.verifier.clone());
     let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
         // Recorded as a finding; nothing else can be checked against a log that signs badly.
         entries.add_checkpoint(&latest)?;
-        return Ok(entries.finish());
+        return Ok((entries.finish(), None));
     };
     let size = target.checkpoint().size;
+    let analyzer = diff
+        .map(|diff| -> anyhow::Result<Analyzer> {
+            let start = match diff.start {
+                DiffStart::All => WindowStart::Index(0),
+                DiffStart::Last(n) => WindowStart::Index(size.get().saturating_sub(n)),
+                DiffStart::From(index) => WindowStart::Index(index),
+                DiffStart::Days(days) => {
+                    let since = policy::domain::Timestamp::now()
+                        .unix_millis()
+                        .saturating_sub(i64::from(days).saturating_mul(86_400_000));
+                    WindowStart::Since(
+                        policy::domain::Timestamp::from_unix_millis(since.max(0))
+                            .context("the clock is outside 1970-9999")?,
+                    )
+                }
+            };
+            Ok(Analyzer::new(diff.candidate, start, diff.end))
+        })
+        .transpose()?;
     entries.add_checkpoint(&latest)?;
     let bar = if progress {
         let bar = ProgressBar::new(size.get());
@@ -131,16 +191,19 @@ pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Rep
     });
     let decide = tokio::task::spawn_blocking(move || {
         let mut decisions = DecisionCheck::new();
+        if let Some(analyzer) = analyzer {
+            decisions = decisions.with_analyzer(analyzer);
+        }
         for batch in events {
             for (index, event) in batch {
                 decisions.replay(index, &event);
             }
         }
-        decisions.finish()
+        decisions.finish_analysis(size.get())
     });
     let fetched = fetch.await.context("the fetching task failed")?;
     let checked = check.await.context("the checking task failed")??;
-    let decided = decide.await.context("the replaying task failed")?;
+    let (decided, analysis) = decide.await.context("the replaying task failed")?;
     fetched?;
     bar.finish_and_clear();
     let report = merge(checked, decided);
@@ -149,7 +212,7 @@ pub async fn replay(config: &ReplayConfig, progress: bool) -> anyhow::Result<Rep
         "the server served {} entries, the checkpoint says {size}",
         report.tree_size
     );
-    Ok(report)
+    Ok((report, analysis))
 }
 
 /// Fetches and verifies a patient's history.
