@@ -2,9 +2,10 @@
 //! decisions (`PolicyService/AnalyzePolicySet`) and the two-person rule (`ApprovePolicySet`).
 //!
 //! An analysis replays the log from its first entry into a fresh in-memory state with
-//! [`policy::replay::Replayer`] — the regulator's replay, so the server and `akashi-audit
-//! policy-diff` cannot disagree — and re-decides every logged decision of the window with the
-//! candidate ([`policy::whatif::Analyzer`]). Decisions read the state as it was when they were
+//! [`policy::whatif::LogAnalysis`] and re-decides every logged decision of the window with the
+//! candidate ([`policy::whatif::Analyzer`]: the same counting `akashi-audit policy-diff` runs on
+//! the regulator's replay, so the two compute the same analysis id). The server does not
+//! re-decide the logged decisions with the sets that made them; that check is the auditor's. Decisions read the state as it was when they were
 //! made, so nothing shorter than a replay from the start gives the right facts; its cost grows
 //! with the log (time with the entries, memory with the patients and directory records), which is
 //! why one analysis runs at a time, off the async threads. [`Review`] remembers the analyses this
@@ -27,8 +28,7 @@ use policy::{
     domain::Timestamp,
     engine::PolicyEngine,
     event::Event,
-    replay::Replayer,
-    whatif::{Analysis, AnalysisId, Analyzer, WindowStart},
+    whatif::{Analysis, AnalysisId, Analyzer, LogAnalysis, WindowStart},
 };
 use tokio::sync::Semaphore;
 
@@ -37,6 +37,9 @@ use crate::error::Error;
 
 /// How many analyses a server remembers for approvals (the oldest is forgotten first).
 pub const REMEMBERED_ANALYSES: usize = 64;
+
+/// Pages of decoded events read ahead of the replay.
+const PAGES_AHEAD: usize = 4;
 
 /// Milliseconds in a day.
 const DAY_MILLIS: i64 = 86_400_000;
@@ -159,13 +162,43 @@ pub fn analyze(log: &Log, candidate: PolicyEngine, window: Window) -> Result<Ana
             )
         }
     };
-    let mut replayer = Replayer::new().with_analyzer(Analyzer::new(candidate, start, Some(size)));
+    let mut replay = LogAnalysis::new(Analyzer::new(candidate, start, Some(size)));
+    // Two stages, so that they overlap: this thread replays while a scoped one reads and decodes
+    // the next pages of bodies.
+    std::thread::scope(|scope| {
+        let (pages_tx, pages) = std::sync::mpsc::sync_channel::<Vec<(u64, Event)>>(PAGES_AHEAD);
+        let reader = scope.spawn(move || read_events(log, size, &pages_tx));
+        for page in pages {
+            for (index, event) in page {
+                replay.step(index, &event).map_err(|err| {
+                    tracing::error!(cause = %err, "the log does not replay");
+                    Error::FailedPrecondition(format!(
+                        "the log does not replay at entry {index}: {err}"
+                    ))
+                })?;
+            }
+        }
+        reader
+            .join()
+            .map_err(|_| Error::Internal("the log reader of an analysis failed"))?
+    })?;
+    Ok(replay.finish(size))
+}
+
+/// Reads and decodes the events of entries `0..size` of `log`, a page at a time, into `pages`
+/// (until the receiver hangs up).
+fn read_events(
+    log: &Log,
+    size: u64,
+    pages: &std::sync::mpsc::SyncSender<Vec<(u64, Event)>>,
+) -> Result<(), Error> {
     let mut next = 0u64;
     while next < size {
         let bodies = log.bodies(LeafIndex(next), MAX_LEAVES_PER_READ)?;
         if bodies.is_empty() {
             return Err(Error::Internal("the log served no bodies below its size"));
         }
+        let mut page = Vec::with_capacity(bodies.len());
         for body in bodies {
             let index = next;
             next += 1;
@@ -179,13 +212,11 @@ pub fn analyze(log: &Log, candidate: PolicyEngine, window: Window) -> Result<Ana
                 .ok()
                 .and_then(|body| Event::from_json(&body.payload).ok())
                 .ok_or(Error::Internal("a logged body does not decode"))?;
-            replayer.step(index, &event).map_err(|err| {
-                tracing::error!(cause = %err, "the log does not replay");
-                Error::FailedPrecondition(format!("the log does not replay: {err}"))
-            })?;
+            page.push((index, event));
+        }
+        if pages.send(page).is_err() {
+            break;
         }
     }
-    replayer
-        .into_analysis(size)
-        .ok_or(Error::Internal("the replay lost its analysis"))
+    Ok(())
 }

@@ -67,7 +67,7 @@ pub enum ReplayError {
 /// make a replay's memory grow with every entry, while everything a
 /// decision reads stays bounded by the number of patients and directory records.
 #[derive(Debug, Default)]
-struct ReplayState(BTreeMap<Vec<u8>, Vec<u8>>);
+pub(crate) struct ReplayState(pub(crate) BTreeMap<Vec<u8>, Vec<u8>>);
 
 impl KvRead for ReplayState {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {

@@ -23,6 +23,7 @@ use crate::domain::Timestamp;
 use crate::engine::PolicyEngine;
 use crate::event::Event;
 use crate::facts::Facts;
+use crate::replay::ReplayState;
 use crate::state::{self, ApplyError};
 
 /// A past decision to re-evaluate (against the directory given to [`what_if`]).
@@ -247,7 +248,67 @@ pub enum WindowStart {
     Since(Timestamp),
 }
 
-/// Collects an [`Analysis`] while a [`crate::replay::Replayer`] replays a log.
+/// Replays a log into a fresh state, feeding `analyzer` every logged decision of its window
+/// with what its candidate decides instead — without re-deciding the logged decisions with the
+/// sets that made them (that check is [`crate::replay::Replayer`]'s, which can carry an
+/// [`Analyzer`] too and computes the same [`Analysis`]). Decisions outside the window cost only
+/// their state writes. Memory holds the state a replay holds: bounded by the patients and the
+/// directory, not the entries.
+#[derive(Debug)]
+pub struct LogAnalysis {
+    kv: ReplayState,
+    directory: Directory,
+    analyzer: Analyzer,
+}
+
+impl LogAnalysis {
+    /// An analysis at the start of a log.
+    pub fn new(analyzer: Analyzer) -> Self {
+        Self {
+            kv: ReplayState::default(),
+            directory: Directory::empty(),
+            analyzer,
+        }
+    }
+
+    /// Replays the entry at leaf `index` (entries in log order, each once).
+    ///
+    /// # Errors
+    ///
+    /// [`ApplyError`] when the event does not apply to the state built so far.
+    pub fn step(&mut self, index: u64, event: &Event) -> Result<(), ApplyError> {
+        if matches!(event, Event::Decision { .. }) {
+            // Directory changes take effect at the next decision, as in the server.
+            self.directory.flush()?;
+        }
+        if let Event::Decision {
+            request,
+            time,
+            decision,
+            ..
+        } = event
+            && self.analyzer.wants(index, *time)
+        {
+            let facts = Facts::gather(&self.directory, &self.kv, request)?;
+            let candidate = self
+                .analyzer
+                .candidate
+                .decide(request, &facts, &self.directory, *time);
+            self.analyzer.record(index, request, decision, &candidate);
+        }
+        state::apply(&mut self.kv, event, index)?;
+        self.directory.apply(event, index)?;
+        Ok(())
+    }
+
+    /// The analysis of a log replayed up to tree size `size`.
+    pub fn finish(self, size: u64) -> Analysis {
+        self.analyzer.finish(size)
+    }
+}
+
+/// Collects an [`Analysis`] while a [`crate::replay::Replayer`] or a [`LogAnalysis`] replays a
+/// log.
 #[derive(Debug)]
 pub struct Analyzer {
     candidate: PolicyEngine,

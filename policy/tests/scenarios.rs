@@ -2292,12 +2292,20 @@ fn analyse(
     start: policy::whatif::WindowStart,
     end: Option<u64>,
 ) -> policy::whatif::Analysis {
+    // Two ways, which must agree: the regulator's replay carrying the analysis, and the
+    // server's analysis alone.
+    let again = PolicyEngine::new(candidate.text()).unwrap();
     let analyzer = policy::whatif::Analyzer::new(candidate, start, end);
     let mut replayer = policy::replay::Replayer::new().with_analyzer(analyzer);
+    let mut alone =
+        policy::whatif::LogAnalysis::new(policy::whatif::Analyzer::new(again, start, end));
     for (index, event) in &world.log {
         replayer.step(*index, event).unwrap();
+        alone.step(*index, event).unwrap();
     }
-    replayer.into_analysis(world.next).unwrap()
+    let analysis = replayer.into_analysis(world.next).unwrap();
+    assert_eq!(alone.finish(world.next), analysis);
+    analysis
 }
 
 /// Issue 20: the preview of a policy change counts, among the logged decisions of a window,
