@@ -27,10 +27,12 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use futures::future::{Either, Ready, ready};
+use futures::future::{BoxFuture, Either, Ready, ready};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, body::Body};
+
+use crate::oidc::{Header, Oidc};
 
 /// Longest accepted token, in bytes (a real one is about 250).
 pub const MAX_TOKEN_LEN: usize = 2048;
@@ -159,8 +161,10 @@ pub enum AuthError {
         /// Which part is wrong.
         part: &'static str,
     },
-    /// The header's `alg` is not `EdDSA`.
-    #[error("token algorithm `{alg}` is not accepted (only `EdDSA`)")]
+    /// The header's `alg` is not `EdDSA` (nor, with OpenID Connect on, `ES256` or `RS256`).
+    #[error(
+        "token algorithm `{alg}` is not accepted (`EdDSA`; with OpenID Connect also `ES256`, `RS256`)"
+    )]
     Algorithm {
         /// The algorithm named.
         alg: String,
@@ -195,6 +199,21 @@ pub enum AuthError {
         /// The cap.
         max: usize,
     },
+    /// No key of the OpenID Connect provider's key set has the token's key id (or fits its
+    /// algorithm); the set is fetched again, at most every few seconds.
+    #[error("no key `{kid}` of the OpenID Connect provider fits this token")]
+    UnknownKey {
+        /// The header's `kid` (empty when it has none).
+        kid: String,
+    },
+    /// A claim of an OpenID Connect token is wrong.
+    #[error("token claim `{claim}` {problem}")]
+    Claim {
+        /// The claim (`role` stands for the configured role claim).
+        claim: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// The client certificate names a role it cannot carry (unknown, `patient`, or several).
     #[error("client certificate role: {problem}")]
     CertificateRole {
@@ -213,11 +232,13 @@ pub struct TokenIssuer {
     key: SigningKey,
 }
 
-/// Verifies tokens against the token-issuer public key, remembering recent good ones.
+/// Verifies tokens against the token-issuer public key — and, when configured, the OpenID
+/// Connect provider's keys (`crate::oidc`) — remembering recent good ones.
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: VerifyingKey,
     cache: Arc<Mutex<HashMap<Box<str>, Verified>>>,
+    oidc: Option<Arc<Oidc>>,
 }
 
 /// Tower layer that authenticates every call outside [`PUBLIC_SERVICES`] and inserts its
@@ -482,6 +503,39 @@ impl TokenVerifier {
         Self {
             key,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            oidc: None,
+        }
+    }
+
+    /// The same verifier, also accepting the tokens of the OpenID Connect provider `oidc`.
+    #[must_use]
+    pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> Self {
+        self.oidc = Some(oidc);
+        self
+    }
+
+    /// [`TokenVerifier::authenticate`], and once more after fetching the OpenID Connect key set
+    /// again when the token names a key the set does not hold (a provider's rotated key).
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError`] saying what is wrong.
+    pub async fn authenticate_refreshing(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        now: SystemTime,
+    ) -> Result<Caller, AuthError> {
+        match self.authenticate(authorization, now) {
+            Err(AuthError::UnknownKey { kid }) => match &self.oidc {
+                Some(oidc) => {
+                    // Whether this call loaded the set or another load was recent, the set in
+                    // use now decides.
+                    oidc.refresh_prompted().await;
+                    self.authenticate(authorization, SystemTime::now())
+                }
+                None => Err(AuthError::UnknownKey { kid }),
+            },
+            other => other,
         }
     }
 
@@ -521,7 +575,14 @@ impl TokenVerifier {
             if now_secs >= hit.exp {
                 return Err(AuthError::Expired);
             }
-            return Ok(hit.caller);
+            // An OpenID Connect token holds only while the key set that verified it does.
+            let current = match (&self.oidc, hit.generation) {
+                (Some(oidc), Some(generation)) => oidc.generation() == generation,
+                _ => true,
+            };
+            if current {
+                return Ok(hit.caller);
+            }
         }
         let verified = self.verify_uncached(token, now_secs)?;
         let caller = verified.caller.clone();
@@ -540,11 +601,29 @@ impl TokenVerifier {
             });
         };
         let header: Header = decode_json(header, "header")?;
-        if header.alg != "EdDSA" {
-            return Err(AuthError::Algorithm { alg: header.alg });
-        }
         if header.crit.is_some() {
             return Err(AuthError::Critical);
+        }
+        if let Some(oidc) = &self.oidc {
+            // akashi's own tokens are EdDSA with no key id; anything else is the provider's.
+            if header.kid.is_some() || header.alg != "EdDSA" {
+                if header
+                    .typ
+                    .as_deref()
+                    .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT") && typ != "at+jwt")
+                {
+                    return Err(AuthError::Malformed { part: "header typ" });
+                }
+                let proven = oidc.verify(token, &header, now)?;
+                return Ok(Verified {
+                    caller: proven.caller,
+                    exp: proven.exp,
+                    generation: Some(proven.generation),
+                });
+            }
+        }
+        if header.alg != "EdDSA" {
+            return Err(AuthError::Algorithm { alg: header.alg });
         }
         if header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
             return Err(AuthError::Malformed { part: "header typ" });
@@ -558,12 +637,28 @@ impl TokenVerifier {
         let signing_input = token
             .get(..signing_input_len)
             .ok_or(AuthError::Malformed { part: "token" })?;
-        self.key
+        if self
+            .key
             .verify_strict(
                 signing_input.as_bytes(),
                 &Signature::from_bytes(&signature_bytes),
             )
-            .map_err(|_| AuthError::Signature)?;
+            .is_err()
+        {
+            // A provider with an Ed25519 key may sign without a key id.
+            return match &self.oidc {
+                Some(oidc) => match oidc.verify(token, &header, now) {
+                    Ok(proven) => Ok(Verified {
+                        caller: proven.caller,
+                        exp: proven.exp,
+                        generation: Some(proven.generation),
+                    }),
+                    Err(AuthError::UnknownKey { .. }) => Err(AuthError::Signature),
+                    Err(other) => Err(other),
+                },
+                None => Err(AuthError::Signature),
+            };
+        }
         // Claims are parsed only once the signature holds: only our issuer's JSON is parsed.
         let claims: Claims = decode_json(claims, "claims")?;
         check_subject(claims.role, claims.sub.as_deref())?;
@@ -584,6 +679,7 @@ impl TokenVerifier {
                 method: Method::default(),
             },
             exp: claims.exp,
+            generation: None,
         })
     }
 
@@ -633,11 +729,21 @@ impl<S> tower::Layer<S> for AuthLayer {
 
 impl<S> tower::Service<http::Request<Body>> for AuthService<S>
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<http::Response<Body>, S::Error>>>;
+    type Future = Either<
+        S::Future,
+        Either<
+            Ready<Result<http::Response<Body>, S::Error>>,
+            BoxFuture<'static, Result<http::Response<Body>, S::Error>>,
+        >,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -664,25 +770,37 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(err) => {
-                tracing::debug!(cause = %err, path = request.uri().path(), "unauthenticated call");
-                let status = Status::from(Refusal::Unauthenticated(err));
-                Either::Right(ready(Ok(status.into_http())))
+            Err(AuthError::UnknownKey { .. }) if self.verifier.oidc.is_some() => {
+                // The provider may have rotated its keys: fetch them again (at most every few
+                // seconds) and verify once more before answering.
+                let verifier = self.verifier.clone();
+                // The clone is the one that was polled ready (tower's usual swap).
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Either::Right(Either::Right(Box::pin(async move {
+                    let authenticated = verifier
+                        .authenticate_refreshing(
+                            request.headers().get(http::header::AUTHORIZATION),
+                            SystemTime::now(),
+                        )
+                        .await;
+                    match authenticated {
+                        Ok(mut caller) => {
+                            caller.method = Method::from_path(request.uri().path());
+                            request.extensions_mut().insert(caller);
+                            inner.call(request).await
+                        }
+                        Err(err) => Ok(refused(&request, err)),
+                    }
+                })))
             }
+            Err(err) => Either::Right(Either::Left(ready(Ok(refused(&request, err))))),
         }
     }
 }
 
 /// The compact JWT header of every token.
 const HEADER_JSON: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
-
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    typ: Option<String>,
-    /// Present at all means refused: no extension is understood.
-    crit: Option<serde_json::Value>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Claims {
@@ -701,6 +819,14 @@ struct Claims {
 struct Verified {
     caller: Caller,
     exp: u64,
+    /// For an OpenID Connect token, the provider's key-set generation that verified it.
+    generation: Option<u64>,
+}
+
+/// The `UNAUTHENTICATED` answer to `request`.
+fn refused(request: &http::Request<Body>, err: AuthError) -> http::Response<Body> {
+    tracing::debug!(cause = %err, path = request.uri().path(), "unauthenticated call");
+    Status::from(Refusal::Unauthenticated(err)).into_http()
 }
 
 /// Whether `path` (`/package.Service/Method`) belongs to a [`PUBLIC_SERVICES`] service.
@@ -728,7 +854,9 @@ fn decode_json<T: for<'de> Deserialize<'de>>(
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed { part: name })
 }
 
-fn check_subject(role: Role, patient: Option<&str>) -> Result<(), AuthError> {
+/// A patient's token names exactly one patient id (of at most [`MAX_SUBJECT_LEN`] bytes); no
+/// other role's names any.
+pub(crate) fn check_subject(role: Role, patient: Option<&str>) -> Result<(), AuthError> {
     match (role, patient) {
         (Role::Patient, None) => Err(AuthError::MissingPatient),
         (Role::Patient, Some("")) => Err(AuthError::MissingPatient),

@@ -187,10 +187,11 @@ fn http_status(code: Code) -> StatusCode {
 
 impl AuthZen {
     /// The caller of a request, or why it is `401`.
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, String> {
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, String> {
         let mut caller = self
             .verifier
-            .authenticate(headers.get(header::AUTHORIZATION), SystemTime::now())
+            .authenticate_refreshing(headers.get(header::AUTHORIZATION), SystemTime::now())
+            .await
             .map_err(|err| err.to_string())?;
         caller.method = Method::from_path("/akashi.v1.AccessService/Authorize");
         Ok(caller)
@@ -273,7 +274,7 @@ async fn evaluation(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let caller = match authzen.caller(&headers) {
+    let caller = match authzen.caller(&headers).await {
         Ok(caller) => caller,
         Err(message) => return error(StatusCode::UNAUTHORIZED, message),
     };
@@ -295,7 +296,7 @@ async fn evaluations(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let caller = match authzen.caller(&headers) {
+    let caller = match authzen.caller(&headers).await {
         Ok(caller) => caller,
         Err(message) => return error(StatusCode::UNAUTHORIZED, message),
     };

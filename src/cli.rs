@@ -90,6 +90,24 @@ pub struct ServeArgs {
     /// regulator approves) [default: none].
     #[arg(long, value_name = "WHO")]
     pub policy_approval: Option<PolicyApproval>,
+    /// Accept JWTs from this OpenID Connect issuer (its `iss`) [default: off].
+    #[arg(long, value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The audience (`aud`) OpenID Connect tokens must name: akashi's client id.
+    #[arg(long, value_name = "ID")]
+    pub oidc_audience: Option<String>,
+    /// Where the issuer publishes its JSON Web Key Set (http:// or https://).
+    #[arg(long, value_name = "URL", conflicts_with = "oidc_jwks_file")]
+    pub oidc_jwks_url: Option<String>,
+    /// A file holding the issuer's JSON Web Key Set (re-read when it changes).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_jwks_file: Option<PathBuf>,
+    /// The claim naming the caller's role [default: akashi_role].
+    #[arg(long, value_name = "CLAIM")]
+    pub oidc_role_claim: Option<String>,
+    /// The claim naming a patient's id [default: akashi_patient].
+    #[arg(long, value_name = "CLAIM")]
+    pub oidc_patient_claim: Option<String>,
 }
 
 /// Flags of `akashi token`.
@@ -148,6 +166,12 @@ impl ServeArgs {
             witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
             witness_quorum: self.witness_quorum,
             policy_approval: self.policy_approval,
+            oidc_issuer: self.oidc_issuer.clone(),
+            oidc_audience: self.oidc_audience.clone(),
+            oidc_jwks_url: self.oidc_jwks_url.clone(),
+            oidc_jwks_file: self.oidc_jwks_file.clone(),
+            oidc_role_claim: self.oidc_role_claim.clone(),
+            oidc_patient_claim: self.oidc_patient_claim.clone(),
         }
     }
 }

@@ -88,6 +88,48 @@ pub struct Config {
     /// the embedded default) or `regulator` (the platform proposes, a regulator approves after
     /// seeing an analysis: the production profile).
     pub policy_approval: PolicyApproval,
+    /// Tokens from an OpenID Connect provider, besides akashi's own (TOML table `[oidc]`); off
+    /// unless set.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Default claim naming the caller's akashi role in an OpenID Connect token.
+pub const DEFAULT_OIDC_ROLE_CLAIM: &str = "akashi_role";
+/// Default claim naming the patient id of a patient's OpenID Connect token.
+pub const DEFAULT_OIDC_PATIENT_CLAIM: &str = "akashi_patient";
+
+/// An OpenID Connect provider whose JWTs authenticate callers (see `crate::oidc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer identifier: a token's `iss` must equal it.
+    pub issuer: String,
+    /// akashi's client id at the provider: a token's `aud` must name it.
+    pub audience: String,
+    /// Where the provider publishes its JSON Web Key Set (`http://` or `https://`). One of this
+    /// and `jwks_file`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// A file holding the JSON Web Key Set (re-read when it changes). One of this and
+    /// `jwks_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The claim holding the caller's role (`platform`, `patient`, `regulator`, `auditor`).
+    /// Default [`DEFAULT_OIDC_ROLE_CLAIM`].
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// The claim holding a patient's id (role `patient` only). Default
+    /// [`DEFAULT_OIDC_PATIENT_CLAIM`].
+    #[serde(default = "default_patient_claim")]
+    pub patient_claim: String,
+}
+
+fn default_role_claim() -> String {
+    DEFAULT_OIDC_ROLE_CLAIM.to_owned()
+}
+
+fn default_patient_claim() -> String {
+    DEFAULT_OIDC_PATIENT_CLAIM.to_owned()
 }
 
 /// The two-person rule for policy changes (`policy_approval`).
@@ -222,6 +264,18 @@ pub struct Overrides {
     pub witness_quorum: Option<usize>,
     /// Overrides [`Config::policy_approval`].
     pub policy_approval: Option<PolicyApproval>,
+    /// Overrides [`OidcConfig::issuer`] (turns OpenID Connect on).
+    pub oidc_issuer: Option<String>,
+    /// Overrides [`OidcConfig::audience`].
+    pub oidc_audience: Option<String>,
+    /// Overrides [`OidcConfig::jwks_url`].
+    pub oidc_jwks_url: Option<String>,
+    /// Overrides [`OidcConfig::jwks_file`].
+    pub oidc_jwks_file: Option<PathBuf>,
+    /// Overrides [`OidcConfig::role_claim`].
+    pub oidc_role_claim: Option<String>,
+    /// Overrides [`OidcConfig::patient_claim`].
+    pub oidc_patient_claim: Option<String>,
 }
 
 /// Why a configuration was refused.
@@ -295,6 +349,7 @@ impl Default for Config {
             witnesses: Vec::new(),
             witness_quorum: None,
             policy_approval: PolicyApproval::None,
+            oidc: None,
         }
     }
 }
@@ -396,6 +451,7 @@ impl Config {
         if let Some(v) = o.witness_quorum {
             self.witness_quorum = Some(v);
         }
+        self.apply_oidc(overrides);
         if o.tls_cert.is_none() && o.tls_key.is_none() && o.tls_client_ca.is_none() {
             return;
         }
@@ -414,6 +470,48 @@ impl Config {
             tls.client_ca = Some(v);
         }
         self.tls = Some(tls);
+    }
+
+    /// The OpenID Connect settings of `o`, over those of the file.
+    fn apply_oidc(&mut self, o: &Overrides) {
+        let given = o.oidc_issuer.is_some()
+            || o.oidc_audience.is_some()
+            || o.oidc_jwks_url.is_some()
+            || o.oidc_jwks_file.is_some()
+            || o.oidc_role_claim.is_some()
+            || o.oidc_patient_claim.is_some();
+        if !given {
+            return;
+        }
+        let mut oidc = self.oidc.take().unwrap_or_else(|| OidcConfig {
+            issuer: String::new(),
+            audience: String::new(),
+            jwks_url: None,
+            jwks_file: None,
+            role_claim: default_role_claim(),
+            patient_claim: default_patient_claim(),
+        });
+        if let Some(v) = &o.oidc_issuer {
+            oidc.issuer.clone_from(v);
+        }
+        if let Some(v) = &o.oidc_audience {
+            oidc.audience.clone_from(v);
+        }
+        if let Some(v) = &o.oidc_jwks_url {
+            oidc.jwks_url = Some(v.clone());
+            oidc.jwks_file = None;
+        }
+        if let Some(v) = &o.oidc_jwks_file {
+            oidc.jwks_file = Some(v.clone());
+            oidc.jwks_url = None;
+        }
+        if let Some(v) = &o.oidc_role_claim {
+            oidc.role_claim.clone_from(v);
+        }
+        if let Some(v) = &o.oidc_patient_claim {
+            oidc.patient_claim.clone_from(v);
+        }
+        self.oidc = Some(oidc);
     }
 
     /// The witness quorum in force: [`Config::witness_quorum`], or all the witnesses.
@@ -480,6 +578,34 @@ impl Config {
                 return invalid("tls.key", "must be set when TLS is on");
             }
         }
+        if let Some(oidc) = &self.oidc {
+            if oidc.issuer.is_empty() {
+                return invalid("oidc.issuer", "must be set when OpenID Connect is on");
+            }
+            if oidc.audience.is_empty() {
+                return invalid("oidc.audience", "must be set when OpenID Connect is on");
+            }
+            match (&oidc.jwks_url, &oidc.jwks_file) {
+                (Some(_), Some(_)) => {
+                    return invalid("oidc.jwks_url", "and `oidc.jwks_file`: give only one");
+                }
+                (None, None) => {
+                    return invalid("oidc.jwks_url", "or `oidc.jwks_file` must be set");
+                }
+                (Some(url), None)
+                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
+                {
+                    return invalid("oidc.jwks_url", "must be an http:// or https:// URL");
+                }
+                _ => {}
+            }
+            if oidc.role_claim.is_empty() || oidc.patient_claim.is_empty() {
+                return invalid(
+                    "oidc.role_claim",
+                    "and `oidc.patient_claim` must not be empty",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -490,7 +616,9 @@ impl Overrides {
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
-    /// `AKASHI_WITNESS_QUORUM`, `AKASHI_POLICY_APPROVAL`. `AKASHI_CONFIG` and
+    /// `AKASHI_WITNESS_QUORUM`, `AKASHI_POLICY_APPROVAL`, `AKASHI_OIDC_ISSUER`,
+    /// `AKASHI_OIDC_AUDIENCE`, `AKASHI_OIDC_JWKS_URL`, `AKASHI_OIDC_JWKS_FILE`,
+    /// `AKASHI_OIDC_ROLE_CLAIM`, `AKASHI_OIDC_PATIENT_CLAIM`. `AKASHI_CONFIG` and
     /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
     /// skipped (see [`unknown_env`] to warn about them); an empty value counts as unset.
     ///
@@ -513,6 +641,12 @@ impl Overrides {
                 "ADMIN_ADDR" => out.admin_addr = Some(parse_env(&name, &value)?),
                 "AUTHZEN_ADDR" => out.authzen_addr = Some(parse_env(&name, &value)?),
                 "POLICY_APPROVAL" => out.policy_approval = Some(parse_env(&name, &value)?),
+                "OIDC_ISSUER" => out.oidc_issuer = Some(value),
+                "OIDC_AUDIENCE" => out.oidc_audience = Some(value),
+                "OIDC_JWKS_URL" => out.oidc_jwks_url = Some(value),
+                "OIDC_JWKS_FILE" => out.oidc_jwks_file = Some(PathBuf::from(value)),
+                "OIDC_ROLE_CLAIM" => out.oidc_role_claim = Some(value),
+                "OIDC_PATIENT_CLAIM" => out.oidc_patient_claim = Some(value),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
@@ -659,6 +793,12 @@ const KNOWN_ENV: &[&str] = &[
     "HTTP_ADDR",
     "LOG",
     "LOG_FORMAT",
+    "OIDC_AUDIENCE",
+    "OIDC_ISSUER",
+    "OIDC_JWKS_FILE",
+    "OIDC_JWKS_URL",
+    "OIDC_PATIENT_CLAIM",
+    "OIDC_ROLE_CLAIM",
     "ORIGIN",
     "POLICY_APPROVAL",
     "TLS_CERT",

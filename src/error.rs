@@ -123,6 +123,9 @@ pub enum StartError {
     /// Configuration refused at start.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The OpenID Connect key set file cannot be read or is not a key set.
+    #[error("OpenID Connect: {0}")]
+    Oidc(#[source] crate::oidc::JwksError),
     /// The state derived from the log cannot be read at start-up (another key layout, a damaged
     /// record, a directory that does not load).
     #[error("the state derived from the log cannot be read: {0}")]

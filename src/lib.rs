@@ -10,6 +10,7 @@
 //! - `cli`: the clap command line of the `akashi` binary.
 //! - `keys`: data-dir key material (checkpoint signing key, token issuer, subject pseudonyms).
 //! - `auth`: bearer tokens, roles, the authentication layer.
+//! - `oidc`: tokens from an OpenID Connect provider, verified with its published keys.
 //! - `authzen`: the OpenID AuthZEN 1.0 API (JSON over HTTP), answered through `Authorize`.
 //! - `metrics`: the Prometheus registry and the call-recording layer.
 //! - `error`: the crate [`Error`](error::Error) and its single mapping to `tonic::Status`.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod fsck;
 pub mod keys;
 pub mod metrics;
+pub mod oidc;
 pub mod policy_review;
 pub mod public;
 pub mod server;

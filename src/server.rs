@@ -56,6 +56,7 @@ use crate::{
     error::{Error, StartError},
     keys::{self, Keys},
     metrics::{Metrics, MetricsLayer},
+    oidc::Oidc,
     service::{
         Core,
         access::Access,
@@ -107,6 +108,8 @@ pub struct Server {
     authzen: Option<TcpListener>,
     disclosure: Arc<Disclosure>,
     witnessing: Option<Witnessing>,
+    /// The OpenID Connect provider whose tokens are accepted too, when configured.
+    oidc: Option<Arc<Oidc>>,
 }
 
 impl Server {
@@ -147,6 +150,10 @@ impl Server {
             Some((task, reader)) => (Some(task), reader),
             None => (None, Witnessed::none()),
         };
+        let oidc = match &config.oidc {
+            Some(settings) => Some(Oidc::new(settings.clone()).map_err(StartError::Oidc)?),
+            None => None,
+        };
         let map_key = keys.subject_map_key.clone().map(SubjectMapKey::new);
         let machine = DomainStateMachine::new(log.clone())?.with_subject_map(map_key.as_ref())?;
         let map_key = map_key.filter(|_| machine.keeps_subject_map());
@@ -182,6 +189,7 @@ impl Server {
             authzen: None,
             disclosure: disclosure.clone(),
             witnessing,
+            oidc,
         };
         server
             .add_service(
@@ -307,7 +315,12 @@ impl Server {
             authzen,
             disclosure,
             witnessing,
+            oidc,
         } = self;
+        let verifier = match &oidc {
+            Some(oidc) => keys.token_issuer.verifier().with_oidc(oidc.clone()),
+            None => keys.token_issuer.verifier(),
+        };
 
         ensure_policy_set(&core).await?;
         let mut served: Vec<&'static str> = vec![tonic_health::pb::health_server::SERVICE_NAME];
@@ -344,7 +357,7 @@ impl Server {
         let grpc_server = builder
             .layer(MetricsLayer::new(metrics.clone()))
             .layer(EdgeLayer::new(MAX_METADATA_LEN, MAX_MESSAGE_LEN))
-            .layer(AuthLayer::new(keys.token_issuer.verifier()))
+            .layer(AuthLayer::new(verifier.clone()))
             .layer(BudgetLayer::new(Arc::new(AnswerBudget::new(
                 limits.answer_budget_per_caller,
                 limits.answer_budget_total,
@@ -396,7 +409,7 @@ impl Server {
                 serve_http(admin, admin_router, &limits, stopped(stop_rx.clone())).await;
             }
         };
-        let authzen_router = crate::authzen::router(core.clone(), keys.token_issuer.verifier());
+        let authzen_router = crate::authzen::router(core.clone(), verifier);
         let authzen_task = async {
             if let Some(authzen) = authzen {
                 serve_http(authzen, authzen_router, &limits, stopped(stop_rx.clone())).await;
@@ -409,14 +422,21 @@ impl Server {
                 witnessing.run(stopped(stop_rx.clone())).await;
             }
         };
-        let ((), grpc_result, (), (), (), (), ()) = tokio::join!(
+        // The provider's keys are fetched at once, then now and then, until the servers stop.
+        let oidc_task = async {
+            if let Some(oidc) = oidc {
+                oidc.run(stopped(stop_rx.clone())).await;
+            }
+        };
+        let ((), grpc_result, (), (), (), (), (), ()) = tokio::join!(
             coordinator,
             grpc_task,
             http_task,
             admin_task,
             authzen_task,
             refresher,
-            witness_task
+            witness_task,
+            oidc_task
         );
         // Every in-flight call has been answered; finish what the sequencer still holds and
         // leave the store synced.

@@ -142,6 +142,7 @@ fn env_reads_every_setting() {
             witnesses: None,
             witness_quorum: None,
             policy_approval: Some(PolicyApproval::Regulator),
+            ..Overrides::default()
         }
     );
     let mut config = Config::default();
@@ -372,4 +373,49 @@ fn policy_approval_is_none_by_default_and_reads_from_toml_and_env() {
     assert!(err.to_string().contains("policy_approval"), "{err}");
     let err = Overrides::from_env(env(&[("AKASHI_POLICY_APPROVAL", "maybe")])).unwrap_err();
     assert!(err.to_string().contains("AKASHI_POLICY_APPROVAL"), "{err}");
+}
+
+#[test]
+fn oidc_is_off_by_default_and_needs_an_issuer_an_audience_and_one_key_source() {
+    assert_eq!(Config::default().oidc, None);
+    let config = Config::from_toml(
+        "[oidc]\nissuer = \"https://idp.example\"\naudience = \"akashi\"\njwks_url = \"https://idp.example/jwks\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let oidc = config.oidc.clone().unwrap();
+    assert_eq!(
+        (oidc.role_claim.as_str(), oidc.patient_claim.as_str()),
+        ("akashi_role", "akashi_patient")
+    );
+    // The environment turns it on, and a key file given there replaces the file's URL.
+    let overrides = Overrides::from_env(env(&[
+        ("AKASHI_OIDC_JWKS_FILE", "/etc/akashi/jwks.json"),
+        ("AKASHI_OIDC_ROLE_CLAIM", "roles"),
+    ]))
+    .unwrap();
+    let mut merged = config.clone();
+    merged.apply(&overrides);
+    let oidc = merged.oidc.clone().unwrap();
+    assert_eq!(oidc.jwks_url, None);
+    assert_eq!(oidc.jwks_file, Some(PathBuf::from("/etc/akashi/jwks.json")));
+    assert_eq!(oidc.role_claim, "roles");
+    merged.validate().unwrap();
+    let mut no_audience = Config::default();
+    no_audience.apply(&Overrides {
+        oidc_issuer: Some("https://idp.example".into()),
+        oidc_jwks_url: Some("https://idp.example/jwks".into()),
+        ..Overrides::default()
+    });
+    let err = no_audience.validate().unwrap_err();
+    assert!(err.to_string().contains("oidc.audience"), "{err}");
+    let mut no_keys = config;
+    if let Some(oidc) = &mut no_keys.oidc {
+        oidc.jwks_url = None;
+    }
+    let err = no_keys.validate().unwrap_err();
+    assert!(err.to_string().contains("oidc.jwks_url"), "{err}");
+    let err = Config::from_toml("[oidc]\nissuer = \"x\"\naudience = \"y\"\nsecret = \"z\"\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("secret"), "{err}");
 }

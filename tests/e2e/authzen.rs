@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// One HTTP/1.1 exchange: status and body as JSON (or `Null` when the body is not JSON).
-async fn call(
+pub async fn call(
     addr: SocketAddr,
     method: &str,
     path: &str,

@@ -27,6 +27,7 @@ mod harness;
 mod integrity;
 mod load;
 mod mtls;
+mod oidc;
 mod policy_limits;
 mod policy_review;
 mod protocol;
