@@ -24,6 +24,7 @@
 //!   page and its data).
 //! - `disclosure`: the public disclosure statistics kept up to date with the log, and the page
 //!   that shows them.
+//! - `telemetry`: OpenTelemetry traces over OTLP/HTTP (a span per request and per batch).
 //! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
 //! - `witness`: asks the configured witnesses to cosign checkpoints (c2sp.org/tlog-witness) in
 //!   the background, and keeps the newest witnessed checkpoint.
@@ -45,4 +46,5 @@ pub mod service;
 pub mod state_machine;
 pub mod subject_map;
 pub mod supervisor;
+pub mod telemetry;
 pub mod witness;

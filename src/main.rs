@@ -10,13 +10,16 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use akashi::{
     cli::{Cli, Command},
     config,
     config::Config,
     fsck, keys, supervisor,
+    telemetry::Traces,
 };
 
 /// jemalloc rather than glibc's malloc: the writer thread frees what the tokio workers
@@ -49,18 +52,32 @@ async fn main() -> anyhow::Result<ExitCode> {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only for a person at a terminal; one JSON object per line for a log collector.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match std::env::var("AKASHI_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().init(),
-        Ok("text" | "") | Err(std::env::VarError::NotPresent) => logs.init(),
-        Ok(_) | Err(std::env::VarError::NotUnicode(_)) => {
-            anyhow::bail!("`AKASHI_LOG_FORMAT` must be `text` or `json`")
-        }
+    let logs: Box<dyn Layer<Registry> + Send + Sync> =
+        match std::env::var("AKASHI_LOG_FORMAT").as_deref() {
+            Ok("json") => logs.json().boxed(),
+            Ok("text" | "") | Err(std::env::VarError::NotPresent) => logs.boxed(),
+            Ok(_) | Err(std::env::VarError::NotUnicode(_)) => {
+                anyhow::bail!("`AKASHI_LOG_FORMAT` must be `text` or `json`")
+            }
+        };
+    // Traces only when an OTLP endpoint is set (the OTEL_* variables).
+    let traces = Traces::from_env()?;
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces.as_ref().map(Traces::layer))
+        .init();
+    let served = serve(cli).await;
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     }
+    served
+}
 
+/// `akashi [serve]`, once logging is set up.
+async fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
     let args = cli.serve_args().cloned().unwrap_or_default();
     for name in config::unknown_env(std::env::vars()) {
         tracing::warn!(%name, "ignoring unknown environment variable");

@@ -31,6 +31,8 @@ use http_body::Frame;
 use tonic::{Code, Status, body::Body};
 
 use crate::state_machine::Decisions;
+use crate::telemetry::TRACE_TARGET;
+use tracing::{Instrument as _, Level};
 
 /// Most distinct method labels; further methods are counted as `other`.
 pub const MAX_METHOD_LABELS: usize = 64;
@@ -375,22 +377,45 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let stats = self.metrics.method(request.uri().path());
         let start = Instant::now();
+        // A span per request for OpenTelemetry (`crate::telemetry`), named by the method's
+        // label, never the raw path; a disabled callsite when traces are off.
+        let span = if tracing::enabled!(target: TRACE_TARGET, Level::TRACE) {
+            let method = self.metrics.label(request.uri().path()).to_owned();
+            tracing::trace_span!(
+                target: TRACE_TARGET,
+                "grpc.request",
+                otel.name = %method,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.method = %method,
+                rpc.grpc.status_code = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = future.await?;
-            // A trailers-only response (every error) carries the status in its headers;
-            // otherwise it comes in the trailers at the end of the body.
-            if let Some(code) = grpc_status(response.headers()) {
-                stats.record(code, start.elapsed());
-                return Ok(response);
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let response = future.await?;
+                // A trailers-only response (every error) carries the status in its headers;
+                // otherwise it comes in the trailers at the end of the body.
+                if let Some(code) = grpc_status(response.headers()) {
+                    recorded.record("rpc.grpc.status_code", code as i32);
+                    stats.record(code, start.elapsed());
+                    return Ok(response);
+                }
+                // The handler answered: a unary call's OK comes in the trailers.
+                recorded.record("rpc.grpc.status_code", Code::Ok as i32);
+                Ok(response.map(|inner| {
+                    Body::new(RecordingBody {
+                        inner,
+                        recorder: Some(Recorder { stats, start }),
+                    })
+                }))
             }
-            Ok(response.map(|inner| {
-                Body::new(RecordingBody {
-                    inner,
-                    recorder: Some(Recorder { stats, start }),
-                })
-            }))
-        })
+            .instrument(span),
+        )
     }
 }
 

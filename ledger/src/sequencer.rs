@@ -736,7 +736,7 @@ impl<M: StateMachine> Writer<M> {
         self.last_time
     }
 
-    #[tracing::instrument(skip_all, fields(commands = jobs.len()))]
+    #[tracing::instrument(name = "sequencer.batch", skip_all, fields(commands = jobs.len()))]
     fn process(&mut self, jobs: Vec<Job<M>>, to_syncer: &std::sync::mpsc::SyncSender<Pending<M>>) {
         let started = Instant::now();
         let time = self.now_millis();

@@ -37,6 +37,7 @@ mod roles;
 mod rules;
 mod scaffold;
 mod store_failure;
+mod telemetry;
 mod tokens;
 mod unacknowledged;
 mod witness;
