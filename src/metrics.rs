@@ -30,9 +30,12 @@ use bytes::Bytes;
 use http_body::Frame;
 use tonic::{Code, Status, body::Body};
 
+use ledger::log::Log;
+use tracing::{Instrument as _, Level};
+
 use crate::state_machine::Decisions;
 use crate::telemetry::TRACE_TARGET;
-use tracing::{Instrument as _, Level};
+use crate::witness::{WitnessStats, Witnessed};
 
 /// Most distinct method labels; further methods are counted as `other`.
 pub const MAX_METHOD_LABELS: usize = 64;
@@ -66,6 +69,95 @@ pub struct Metrics {
     batch_sync: Histogram,
     tree_size: AtomicU64,
     decisions: OnceLock<Arc<Decisions>>,
+    health: OnceLock<Health>,
+}
+
+/// What `/metrics` reads about the store's and the witnesses' health.
+struct Health {
+    log: Arc<Log>,
+    witnessed: Witnessed,
+    witnesses: Option<Arc<WitnessStats>>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health").finish_non_exhaustive()
+    }
+}
+
+impl Health {
+    fn render(&self, out: &mut String) {
+        header(
+            out,
+            "akashi_ledger_poisoned",
+            "gauge",
+            "1 while a storage failure keeps writes and decisions refused (until the store is \
+             reopened), else 0.",
+        );
+        let _ = writeln!(
+            out,
+            "akashi_ledger_poisoned {}",
+            u8::from(self.log.is_poisoned())
+        );
+        let Some(witnesses) = &self.witnesses else {
+            return;
+        };
+        header(
+            out,
+            "akashi_witness_quorum",
+            "gauge",
+            "Cosignatures a checkpoint needs before `/checkpoint` serves it.",
+        );
+        let _ = writeln!(out, "akashi_witness_quorum {}", self.witnessed.quorum());
+        header(
+            out,
+            "akashi_witnessed_tree_size",
+            "gauge",
+            "Size of the newest checkpoint with the quorum's cosignatures (0: none yet); the \
+             lag behind akashi_ledger_tree_size is how far witnessing trails the log.",
+        );
+        let _ = writeln!(
+            out,
+            "akashi_witnessed_tree_size {}",
+            self.witnessed
+                .newest()
+                .map_or(0, |w| w.signed().checkpoint().size.get())
+        );
+        header(
+            out,
+            "akashi_witness_cosigned_tree_size",
+            "gauge",
+            "Size of the newest checkpoint each witness cosigned (0: none yet).",
+        );
+        for (name, size, _) in witnesses.each() {
+            let _ = writeln!(
+                out,
+                "akashi_witness_cosigned_tree_size{{witness=\"{}\"}} {size}",
+                label_value(name)
+            );
+        }
+        header(
+            out,
+            "akashi_witness_failures_total",
+            "counter",
+            "Submissions to each witness that gave no cosignature (down, slow, refusing).",
+        );
+        for (name, _, failures) in witnesses.each() {
+            let _ = writeln!(
+                out,
+                "akashi_witness_failures_total{{witness=\"{}\"}} {failures}",
+                label_value(name)
+            );
+        }
+    }
+}
+
+/// `value` as a Prometheus label value (backslash, quote and newline escaped).
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Tower layer recording every gRPC call (method, final `grpc-status`, latency until the last
@@ -96,7 +188,23 @@ impl Metrics {
             batch_sync: Histogram::new(LATENCY_BUCKETS),
             tree_size: AtomicU64::new(0),
             decisions: OnceLock::new(),
+            health: OnceLock::new(),
         }
+    }
+
+    /// Reports the health of `log`'s store, the newest checkpoint `witnessed`, and what each
+    /// witness did (`witnesses`, when any is configured). Set once.
+    pub fn set_health(
+        &self,
+        log: Arc<Log>,
+        witnessed: Witnessed,
+        witnesses: Option<Arc<WitnessStats>>,
+    ) {
+        let _ = self.health.set(Health {
+            log,
+            witnessed,
+            witnesses,
+        });
     }
 
     /// Reports how prepared decisions fared (set once, by the server).
@@ -287,6 +395,9 @@ impl Metrics {
                     "akashi_decisions_total{{action=\"{action}\",purpose=\"{purpose}\",level=\"{level}\",decision=\"{effect}\",review=\"{review}\"}} {count}"
                 );
             }
+        }
+        if let Some(health) = self.health.get() {
+            health.render(&mut out);
         }
         out
     }

@@ -150,6 +150,11 @@ impl Server {
             Some((task, reader)) => (Some(task), reader),
             None => (None, Witnessed::none()),
         };
+        metrics.set_health(
+            log.clone(),
+            witnessed.clone(),
+            witnessing.as_ref().map(Witnessing::stats),
+        );
         let oidc = match &config.oidc {
             Some(settings) => Some(Oidc::new(settings.clone()).map_err(StartError::Oidc)?),
             None => None,

@@ -25,7 +25,10 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -112,6 +115,35 @@ pub struct Witnessing {
     /// The checkpoint being cosigned, and each witness's cosignature of it so far.
     target: Option<Arc<SignedCheckpoint>>,
     collected: Vec<Option<NoteSignature>>,
+    stats: Arc<WitnessStats>,
+}
+
+/// What each witness has done, for `/metrics`: the tree size it last cosigned and how many
+/// submissions to it failed.
+#[derive(Debug, Default)]
+pub struct WitnessStats {
+    witnesses: Vec<WitnessStat>,
+}
+
+#[derive(Debug)]
+struct WitnessStat {
+    name: String,
+    cosigned: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl WitnessStats {
+    /// Each witness's name (its key name), the size it last cosigned (0 for none yet) and its
+    /// failed submissions, in configuration order.
+    pub fn each(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.witnesses.iter().map(|w| {
+            (
+                w.name.as_str(),
+                w.cosigned.load(Ordering::Relaxed),
+                w.failures.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 /// One witness as the task knows it.
@@ -205,6 +237,17 @@ impl Witnessing {
             })
             .collect::<Vec<_>>();
         let collected = vec![None; witnesses.len()];
+        let stats = Arc::new(WitnessStats {
+            witnesses: config
+                .witnesses
+                .iter()
+                .map(|spec| WitnessStat {
+                    name: spec.verifier.name().to_string(),
+                    cosigned: AtomicU64::new(0),
+                    failures: AtomicU64::new(0),
+                })
+                .collect(),
+        });
         Some((
             Self {
                 log,
@@ -216,6 +259,7 @@ impl Witnessing {
                 client,
                 target: None,
                 collected,
+                stats,
             },
             Witnessed {
                 quorum,
@@ -223,6 +267,11 @@ impl Witnessing {
                 newest: reader,
             },
         ))
+    }
+
+    /// What each witness has done, for `/metrics`.
+    pub fn stats(&self) -> Arc<WitnessStats> {
+        self.stats.clone()
     }
 
     /// Runs rounds until `stop` completes.
@@ -300,12 +349,18 @@ impl Witnessing {
                     w.failures = 0;
                     w.retry_at = None;
                     *slot = Some(sig);
+                    if let Some(stat) = self.stats.witnesses.get(i) {
+                        stat.cosigned.store(size.get(), Ordering::Relaxed);
+                    }
                 }
                 Err((error, known)) => {
                     if let Some(known) = known {
                         w.known = Some(known);
                     }
                     w.failures = w.failures.saturating_add(1);
+                    if let Some(stat) = self.stats.witnesses.get(i) {
+                        stat.failures.fetch_add(1, Ordering::Relaxed);
+                    }
                     let delay = ROUND_INTERVAL
                         .saturating_mul(1 << w.failures.min(8))
                         .min(MAX_RETRY_DELAY);

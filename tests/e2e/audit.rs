@@ -352,7 +352,7 @@ async fn watch_trusts_growth_and_catches_a_fork_over_grpc_and_http() {
 }
 
 /// The value of a counter line in Prometheus text.
-fn counter(metrics: &str, series: &str) -> u64 {
+pub fn counter(metrics: &str, series: &str) -> u64 {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())

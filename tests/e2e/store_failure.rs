@@ -198,6 +198,12 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
     assert_eq!(status, 503);
     let (status, _) = crate::harness::http_get(admin_addr, "/healthz").await;
     assert_eq!(status, 200);
+    let (_, metrics) = crate::harness::http_get(admin_addr, "/metrics").await;
+    assert_eq!(
+        crate::audit::counter(&metrics, "akashi_ledger_poisoned"),
+        1,
+        "{metrics}"
+    );
     assert_eq!(
         health(addr, pb::transparency_service_server::SERVICE_NAME).await,
         Some(ServingStatus::Serving)
@@ -208,6 +214,12 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
     wait_health(addr, access, ServingStatus::Serving).await;
     let (status, _) = crate::harness::http_get(admin_addr, "/readyz").await;
     assert_eq!(status, 200);
+    let (_, metrics) = crate::harness::http_get(admin_addr, "/metrics").await;
+    assert_eq!(
+        crate::audit::counter(&metrics, "akashi_ledger_poisoned"),
+        0,
+        "{metrics}"
+    );
     let channel = connect(addr).await;
     let receipt = DirectoryServiceClient::new(channel.clone())
         .upsert_organization(with_token(organization(9_999), &token))

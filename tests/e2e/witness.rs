@@ -33,6 +33,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::{
     api::{Api, ask, grant},
+    audit::counter,
     harness::{TIMEOUT, TestServer, http_get},
 };
 
@@ -269,6 +270,22 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
         .collect();
     assert_eq!(names, ["witness.test/w1", "witness.test/w2"]);
 
+    // The admin address tells an operator how far each witness has got, and that the store is
+    // healthy.
+    let (status, metrics) = http_get(server.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let size = witnessed.signed().checkpoint().size.get();
+    assert!(
+        counter(&metrics, "akashi_witnessed_tree_size") >= size,
+        "{metrics}"
+    );
+    for name in ["witness.test/w1", "witness.test/w2"] {
+        let series = format!("akashi_witness_cosigned_tree_size{{witness=\"{name}\"}}");
+        assert!(counter(&metrics, &series) >= size, "{metrics}");
+    }
+    assert_eq!(counter(&metrics, "akashi_witness_quorum"), 2);
+    assert_eq!(counter(&metrics, "akashi_ledger_poisoned"), 0);
+
     // gRPC offers the same, with the keys and quorum in force.
     let answer = api
         .transparency()
@@ -504,6 +521,22 @@ async fn writes_go_on_when_every_witness_is_down() {
         .into_inner();
     assert!(answer.witnessed_checkpoint.is_empty());
     assert!(!answer.checkpoint.is_empty());
+    // The admin address counts the failed submissions of the witness that refuses them; no
+    // checkpoint is witnessed yet.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, metrics) = http_get(server.admin_addr, "/metrics").await;
+        assert_eq!(counter(&metrics, "akashi_witnessed_tree_size"), 0);
+        if counter(
+            &metrics,
+            "akashi_witness_failures_total{witness=\"witness.test/w1\"}",
+        ) > 0
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     // Stopping does not wait for the silent witness either.
     let started = Instant::now();
     server.stop().await;
