@@ -419,3 +419,15 @@ fn oidc_is_off_by_default_and_needs_an_issuer_an_audience_and_one_key_source() {
         .unwrap_err();
     assert!(err.to_string().contains("secret"), "{err}");
 }
+
+/// The production profile the README shows is a configuration this build accepts.
+#[test]
+fn the_documented_production_profile_loads_and_validates() {
+    let config = Config::from_toml(include_str!("../../docs/production.toml")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.policy_approval, PolicyApproval::Regulator);
+    assert_eq!(config.quorum(), 2);
+    assert!(config.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()));
+    assert!(config.oidc.as_ref().is_some_and(|oidc| oidc.jwks_url.is_some()));
+    assert!(config.admin_addr.ip().is_loopback());
+}
