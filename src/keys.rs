@@ -274,6 +274,32 @@ impl SubjectKey {
         Self(bytes)
     }
 
+    /// How `recipient` knows the patient whose pseudonym is `subject` in `WatchConsentChanges`:
+    /// `HMAC-SHA256(HMAC-SHA256(key, "akashi/recipient-reference/v1"), recipient ‖ 0x00 ‖
+    /// subject)`, in hex. Stable for one recipient, unrelated across recipients, and neither
+    /// the patient id nor the log's pseudonym.
+    pub fn recipient_reference(&self, recipient: &str, subject: &str) -> String {
+        let derived = <Hmac<Sha256>>::new_from_slice(&self.0)
+            .map(|mac| {
+                mac.chain_update(b"akashi/recipient-reference/v1")
+                    .finalize()
+                    .into_bytes()
+            })
+            .ok();
+        let reference = derived.and_then(|key| {
+            <Hmac<Sha256>>::new_from_slice(&key)
+                .map(|mac| {
+                    mac.chain_update(recipient.as_bytes())
+                        .chain_update([0u8])
+                        .chain_update(subject.as_bytes())
+                        .finalize()
+                        .into_bytes()
+                })
+                .ok()
+        });
+        reference.map(hex::encode).unwrap_or_default()
+    }
+
     /// The pseudonym of `patient_id`: `HMAC-SHA256(key, patient_id)`.
     pub fn pseudonym(&self, patient_id: &str) -> SubjectPseudonym {
         // HMAC takes keys of any length, so `new_from_slice` cannot fail for 32 bytes.

@@ -110,6 +110,8 @@ pub struct Server {
     witnessing: Option<Witnessing>,
     /// The OpenID Connect provider whose tokens are accepted too, when configured.
     oidc: Option<Arc<Oidc>>,
+    /// Ends the services' streams when the server begins to stop.
+    stopping: watch::Sender<bool>,
 }
 
 impl Server {
@@ -135,6 +137,8 @@ impl Server {
         let hook_metrics = metrics.clone();
         // The witness task learns of commits here; the writer thread only stores a number.
         let (commits, commits_seen) = watch::channel(log.size().get());
+        let streams_commits = commits_seen.clone();
+        let (stopping, streams_stopping) = watch::channel(false);
         let options = SequencerOptions {
             max_batch: config.batch_max_entries,
             max_wait: config.batch_max_wait,
@@ -170,7 +174,8 @@ impl Server {
                 source,
             })?;
         let mut core = Core::new(sequencer, decisions.clone(), keys.subject_key.clone())
-            .with_witnessed(witnessed);
+            .with_witnessed(witnessed)
+            .with_streams(streams_commits, streams_stopping);
         if let Some(key) = map_key {
             core = core.with_subject_map(key);
         }
@@ -195,6 +200,7 @@ impl Server {
             disclosure: disclosure.clone(),
             witnessing,
             oidc,
+            stopping,
         };
         server
             .add_service(
@@ -321,6 +327,7 @@ impl Server {
             disclosure,
             witnessing,
             oidc,
+            stopping,
         } = self;
         let verifier = match &oidc {
             Some(oidc) => keys.token_issuer.verifier().with_oidc(oidc.clone()),
@@ -396,6 +403,8 @@ impl Server {
                     .set_service_status(name, ServingStatus::NotServing)
                     .await;
             }
+            // Streams end first, so that the gRPC server's graceful stop does not wait on them.
+            let _ = stopping.send(true);
             let _ = stop_tx.send(true);
         };
         let grpc_task = async {

@@ -22,6 +22,7 @@ use policy::{
     event::Event,
 };
 use proto::pb;
+use tokio::sync::watch;
 use tonic::Status;
 
 use crate::{
@@ -37,6 +38,7 @@ pub mod access;
 pub mod audit;
 pub mod budget;
 pub mod consent;
+pub mod consent_changes;
 pub mod directory;
 pub mod history;
 pub mod policies;
@@ -58,6 +60,10 @@ pub struct Core {
     witnessed: Witnessed,
     /// The VRF key, when the log keeps a subject map.
     subject_map: Option<SubjectMapKey>,
+    /// The tree size after each commit (streams wait on it).
+    commits: watch::Receiver<u64>,
+    /// Turns true when the server begins to stop (streams end then).
+    stopping: watch::Receiver<bool>,
 }
 
 impl Core {
@@ -75,7 +81,37 @@ impl Core {
             verifier_key,
             witnessed: Witnessed::none(),
             subject_map: None,
+            commits: watch::channel(0).1,
+            stopping: watch::channel(false).1,
         }
+    }
+
+    /// The same core, with streams woken by `commits` (the tree size after each commit) and
+    /// ended when `stopping` turns true.
+    #[must_use]
+    pub fn with_streams(
+        mut self,
+        commits: watch::Receiver<u64>,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        self.commits = commits;
+        self.stopping = stopping;
+        self
+    }
+
+    /// The tree size after each commit.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
+    /// Turns true when the server begins to stop.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
+    }
+
+    /// The key of patient pseudonyms (and of recipients' patient references).
+    pub fn subject_key(&self) -> Arc<SubjectKey> {
+        self.subject_key.clone()
     }
 
     /// The same core, for a log that keeps a subject map with `key`.

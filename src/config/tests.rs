@@ -427,7 +427,17 @@ fn the_documented_production_profile_loads_and_validates() {
     config.validate().unwrap();
     assert_eq!(config.policy_approval, PolicyApproval::Regulator);
     assert_eq!(config.quorum(), 2);
-    assert!(config.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some()));
-    assert!(config.oidc.as_ref().is_some_and(|oidc| oidc.jwks_url.is_some()));
+    assert!(
+        config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some())
+    );
+    assert!(
+        config
+            .oidc
+            .as_ref()
+            .is_some_and(|oidc| oidc.jwks_url.is_some())
+    );
     assert!(config.admin_addr.ip().is_loopback());
 }

@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status};
 use super::{Core, budget, list, optional, parse, receipt, required};
 use crate::state_machine::LogKv;
 use crate::{
-    auth::{Role, caller, require_subject},
+    auth::{Role, caller, require, require_subject},
     error::Error,
     error::FieldProblem,
     state_machine::{Command, Output},
@@ -91,6 +91,19 @@ struct Entries {
 
 #[tonic::async_trait]
 impl ConsentService for Consents {
+    type WatchConsentChangesStream = super::consent_changes::ChangeStream;
+
+    async fn watch_consent_changes(
+        &self,
+        request: Request<pb::WatchConsentChangesRequest>,
+    ) -> Result<Response<Self::WatchConsentChangesStream>, Status> {
+        require(caller(&request)?, &[Role::Platform])?;
+        Ok(Response::new(super::consent_changes::subscribe(
+            &self.0,
+            request.get_ref(),
+        )?))
+    }
+
     async fn grant_consent(
         &self,
         request: Request<pb::GrantConsentRequest>,

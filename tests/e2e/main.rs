@@ -18,6 +18,7 @@ mod authzen;
 mod bad_input;
 mod binary;
 mod completeness;
+mod consent_changes;
 mod data_dir;
 mod directory;
 mod disclosure;
