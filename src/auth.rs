@@ -36,6 +36,9 @@ use crate::oidc::{Header, Oidc};
 
 /// Longest accepted token, in bytes (a real one is about 250).
 pub const MAX_TOKEN_LEN: usize = 2048;
+/// Longest accepted token when an OpenID Connect provider is configured: providers' access
+/// tokens (RSA signatures, many claims) often take a few kilobytes.
+pub const MAX_PROVIDER_TOKEN_LEN: usize = 8192;
 /// Longest accepted patient id in a token's `sub`, in bytes.
 pub const MAX_SUBJECT_LEN: usize = 256;
 /// Longest token lifetime [`crate::keys::mint_token`] issues and verification accepts.
@@ -200,7 +203,7 @@ pub enum AuthError {
         max: usize,
     },
     /// No key of the OpenID Connect provider's key set has the token's key id (or fits its
-    /// algorithm); the set is fetched again, at most every few seconds.
+    /// algorithm); the set is fetched again (at most four such loads a minute).
     #[error("no key `{kid}` of the OpenID Connect provider fits this token")]
     UnknownKey {
         /// The header's `kid` (empty when it has none).
@@ -507,6 +510,15 @@ impl TokenVerifier {
         }
     }
 
+    /// The longest token accepted.
+    fn max_len(&self) -> usize {
+        if self.oidc.is_some() {
+            MAX_PROVIDER_TOKEN_LEN
+        } else {
+            MAX_TOKEN_LEN
+        }
+    }
+
     /// The same verifier, also accepting the tokens of the OpenID Connect provider `oidc`.
     #[must_use]
     pub fn with_oidc(mut self, oidc: Arc<Oidc>) -> Self {
@@ -550,8 +562,10 @@ impl TokenVerifier {
         now: SystemTime,
     ) -> Result<Caller, AuthError> {
         let value = authorization.ok_or(AuthError::Missing)?;
-        if value.len() > MAX_TOKEN_LEN + "Bearer ".len() {
-            return Err(AuthError::TooLong { max: MAX_TOKEN_LEN });
+        if value.len() > self.max_len() + "Bearer ".len() {
+            return Err(AuthError::TooLong {
+                max: self.max_len(),
+            });
         }
         let value = value.to_str().map_err(|_| AuthError::NotBearer)?;
         let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
@@ -567,8 +581,10 @@ impl TokenVerifier {
     ///
     /// [`AuthError`] saying what is wrong.
     pub fn verify(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(AuthError::TooLong { max: MAX_TOKEN_LEN });
+        if token.len() > self.max_len() {
+            return Err(AuthError::TooLong {
+                max: self.max_len(),
+            });
         }
         let now_secs = unix_seconds(now);
         if let Some(hit) = self.cached(token) {
@@ -607,11 +623,11 @@ impl TokenVerifier {
         if let Some(oidc) = &self.oidc {
             // akashi's own tokens are EdDSA with no key id; anything else is the provider's.
             if header.kid.is_some() || header.alg != "EdDSA" {
-                if header
-                    .typ
-                    .as_deref()
-                    .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT") && typ != "at+jwt")
-                {
+                if header.typ.as_deref().is_some_and(|typ| {
+                    !typ.eq_ignore_ascii_case("JWT")
+                        && typ != "at+jwt"
+                        && typ != "application/at+jwt"
+                }) {
                     return Err(AuthError::Malformed { part: "header typ" });
                 }
                 let proven = oidc.verify(token, &header, now)?;
@@ -625,7 +641,14 @@ impl TokenVerifier {
         if header.alg != "EdDSA" {
             return Err(AuthError::Algorithm { alg: header.alg });
         }
-        if header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
+        // akashi's own tokens say `JWT`; a provider's Ed25519 token without a key id, tried
+        // below when akashi's key does not verify it, may say `at+jwt` (RFC 9068).
+        let provider_typ = |typ: &str| self.oidc.is_some() && typ == "at+jwt";
+        if header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| typ != "JWT" && !provider_typ(typ))
+        {
             return Err(AuthError::Malformed { part: "header typ" });
         }
         let signature_bytes: [u8; 64] = URL_SAFE_NO_PAD
@@ -771,8 +794,8 @@ where
                 Either::Left(self.inner.call(request))
             }
             Err(AuthError::UnknownKey { .. }) if self.verifier.oidc.is_some() => {
-                // The provider may have rotated its keys: fetch them again (at most every few
-                // seconds) and verify once more before answering.
+                // The provider may have rotated its keys: fetch them again (at most four such
+                // loads a minute) and verify once more before answering.
                 let verifier = self.verifier.clone();
                 // The clone is the one that was polled ready (tower's usual swap).
                 let clone = self.inner.clone();

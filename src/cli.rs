@@ -96,10 +96,11 @@ pub struct ServeArgs {
     /// The audience (`aud`) OpenID Connect tokens must name: akashi's client id.
     #[arg(long, value_name = "ID")]
     pub oidc_audience: Option<String>,
-    /// Where the issuer publishes its JSON Web Key Set (http:// or https://).
+    /// Where the issuer publishes its JSON Web Key Set (https://; http:// only on loopback).
     #[arg(long, value_name = "URL", conflicts_with = "oidc_jwks_file")]
     pub oidc_jwks_url: Option<String>,
-    /// A file holding the issuer's JSON Web Key Set (re-read when it changes).
+    /// A file holding the issuer's JSON Web Key Set (read again every 5 minutes and when a
+    /// token names an unknown key id).
     #[arg(long, value_name = "FILE")]
     pub oidc_jwks_file: Option<PathBuf>,
     /// The claim naming the caller's role [default: akashi_role].

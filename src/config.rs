@@ -106,11 +106,12 @@ pub struct OidcConfig {
     pub issuer: String,
     /// akashi's client id at the provider: a token's `aud` must name it.
     pub audience: String,
-    /// Where the provider publishes its JSON Web Key Set (`http://` or `https://`). One of this
+    /// Where the provider publishes its JSON Web Key Set (`https://`; `http://` only to a
+    /// loopback address). One of this
     /// and `jwks_file`.
     #[serde(default)]
     pub jwks_url: Option<String>,
-    /// A file holding the JSON Web Key Set (re-read when it changes). One of this and
+    /// A file holding the JSON Web Key Set (read again like the URL). One of this and
     /// `jwks_url`.
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
@@ -122,6 +123,40 @@ pub struct OidcConfig {
     /// [`DEFAULT_OIDC_PATIENT_CLAIM`].
     #[serde(default = "default_patient_claim")]
     pub patient_claim: String,
+    /// The roles this provider's tokens may grant; a token naming another is refused. Default:
+    /// all four. The production profile leaves `regulator` and `auditor` out, so that the
+    /// platform's own identity provider cannot make a regulator (who then comes with a client
+    /// certificate from another CA).
+    #[serde(default = "default_oidc_roles")]
+    pub roles: Vec<crate::auth::Role>,
+}
+
+/// Every role: what an OpenID Connect provider may grant unless `roles` says less.
+pub fn default_oidc_roles() -> Vec<crate::auth::Role> {
+    use crate::auth::Role;
+    vec![
+        Role::Platform,
+        Role::Patient,
+        Role::Regulator,
+        Role::Auditor,
+    ]
+}
+
+/// Whether `url` is `http://` to a loopback host (`127.0.0.0/8`, `[::1]` or `localhost`), where
+/// a key set may travel unencrypted.
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_role_claim() -> String {
@@ -490,6 +525,7 @@ impl Config {
             jwks_file: None,
             role_claim: default_role_claim(),
             patient_claim: default_patient_claim(),
+            roles: default_oidc_roles(),
         });
         if let Some(v) = &o.oidc_issuer {
             oidc.issuer.clone_from(v);
@@ -497,13 +533,11 @@ impl Config {
         if let Some(v) = &o.oidc_audience {
             oidc.audience.clone_from(v);
         }
-        if let Some(v) = &o.oidc_jwks_url {
-            oidc.jwks_url = Some(v.clone());
-            oidc.jwks_file = None;
-        }
-        if let Some(v) = &o.oidc_jwks_file {
-            oidc.jwks_file = Some(v.clone());
-            oidc.jwks_url = None;
+        // A key source given here replaces the file's; both given here is refused by
+        // `validate`, whatever their order.
+        if o.oidc_jwks_url.is_some() || o.oidc_jwks_file.is_some() {
+            oidc.jwks_url.clone_from(&o.oidc_jwks_url);
+            oidc.jwks_file.clone_from(&o.oidc_jwks_file);
         }
         if let Some(v) = &o.oidc_role_claim {
             oidc.role_claim.clone_from(v);
@@ -592,10 +626,11 @@ impl Config {
                 (None, None) => {
                     return invalid("oidc.jwks_url", "or `oidc.jwks_file` must be set");
                 }
-                (Some(url), None)
-                    if !(url.starts_with("http://") || url.starts_with("https://")) =>
-                {
-                    return invalid("oidc.jwks_url", "must be an http:// or https:// URL");
+                (Some(url), None) if !(url.starts_with("https://") || is_loopback_http(url)) => {
+                    return invalid(
+                        "oidc.jwks_url",
+                        "must be an https:// URL (http:// only on a loopback address)",
+                    );
                 }
                 _ => {}
             }

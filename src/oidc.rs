@@ -4,8 +4,8 @@
 //!
 //! The provider's public keys come from its JSON Web Key Set (RFC 7517), fetched from
 //! `jwks_url` or read from `jwks_file`, at start and then every [`REFRESH_INTERVAL`], and at
-//! once (at most [`PROMPTED_LOADS`] times a minute) when a token names a key id the set does not
-//! hold —
+//! once (at most [`PROMPTED_LOADS`] times a minute, callers who waited for a load sharing it)
+//! when a token names a key id the set does not hold —
 //! so a provider's rotated key is accepted without a restart, and a key removed from the set
 //! stops verifying tokens at the next refresh (cached verifications of its tokens are dropped
 //! with it). Accepted algorithms: `EdDSA` (Ed25519), `ES256` (P-256) and `RS256` (RSA of 2048
@@ -14,8 +14,10 @@
 //! than one key) and `alg` pick one key of a matching type; the signature is checked before any
 //! claim is read; `iss` must equal the issuer, `aud` (a string or a list) must name the
 //! audience, `exp` must be in the future and `nbf`/`iat` not beyond the clock skew; the role
-//! comes from `role_claim` and a patient's id from `patient_claim`, with the same rules as
-//! akashi's own tokens (a patient needs one, nobody else may carry one).
+//! comes from `role_claim` — and must be one of `roles`, the roles this provider may grant — and a
+//! patient's id from `patient_claim`, with the same rules as akashi's own tokens (a patient needs
+//! one, nobody else may carry one). A token without a `kid` is taken only when the set holds a
+//! single key of its algorithm.
 //!
 //! This module does not decide which token is whose: [`crate::auth::TokenVerifier`] sends a
 //! token here when its header names a `kid` or an algorithm other than akashi's own.
@@ -51,6 +53,8 @@ pub const PROMPTED_WINDOW: Duration = Duration::from_secs(60);
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The system's CA bundle, trusted for `https://` key set URLs.
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Most characters of an unknown key id repeated in an error.
+const MAX_KID_SHOWN: usize = 64;
 /// Clock skew tolerated on `nbf` and `iat`.
 const CLOCK_SKEW_SECS: u64 = 60;
 
@@ -291,6 +295,8 @@ pub struct Oidc {
     keys: RwLock<Arc<KeySet>>,
     /// When the recent loads prompted by unknown key ids started; one load at a time.
     prompted: tokio::sync::Mutex<std::collections::VecDeque<Instant>>,
+    /// Loads finished (any), so that callers who waited for one do not start another.
+    loads: std::sync::atomic::AtomicU64,
 }
 
 impl Oidc {
@@ -306,6 +312,7 @@ impl Oidc {
             config,
             keys: RwLock::new(Arc::new(KeySet::default())),
             prompted: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
+            loads: std::sync::atomic::AtomicU64::new(0),
         });
         if let Some(path) = &oidc.config.jwks_file {
             let read_error = |source| JwksError::Read {
@@ -373,7 +380,12 @@ impl Oidc {
     /// [`PROMPTED_LOADS`] such loads started within the last [`PROMPTED_WINDOW`]. Returns
     /// whether a load ran.
     pub async fn refresh_prompted(&self) -> bool {
+        let seen = self.loads.load(std::sync::atomic::Ordering::Acquire);
         let mut prompted = self.prompted.lock().await;
+        if self.loads.load(std::sync::atomic::Ordering::Acquire) != seen {
+            // A load finished while this caller waited: its keys are the newest there are.
+            return false;
+        }
         while prompted
             .front()
             .is_some_and(|at| at.elapsed() >= PROMPTED_WINDOW)
@@ -390,7 +402,9 @@ impl Oidc {
 
     /// Loads the key set again now.
     async fn reload(&self) {
-        match self.load().await {
+        let loaded = self.load().await;
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        match loaded {
             Ok(keys) => self.install(keys),
             Err(err) => {
                 tracing::warn!(cause = %err, "the OpenID Connect key set was not refreshed")
@@ -448,7 +462,19 @@ impl Oidc {
             .collect();
         if candidates.is_empty() {
             return Err(AuthError::UnknownKey {
-                kid: header.kid.clone().unwrap_or_default(),
+                kid: header
+                    .kid
+                    .as_deref()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(MAX_KID_SHOWN)
+                    .collect(),
+            });
+        }
+        if header.kid.is_none() && candidates.len() > 1 {
+            // Which key signed it must not be a matter of trying them all.
+            return Err(AuthError::Malformed {
+                part: "header kid (the provider has several keys of this algorithm)",
             });
         }
         if !candidates
@@ -514,6 +540,15 @@ impl Oidc {
         if now >= exp {
             return Err(AuthError::Expired);
         }
+        // `nbf` and `iat` are optional, but when present they must be NumericDates this reads.
+        for claim in ["nbf", "iat"] {
+            if claims.contains_key(claim) && number(claim).is_none() {
+                return Err(AuthError::Claim {
+                    claim: if claim == "nbf" { "nbf" } else { "iat" },
+                    problem: "is not a whole number of seconds",
+                });
+            }
+        }
         let not_before = number("nbf").unwrap_or(0).max(number("iat").unwrap_or(0));
         if not_before > now.saturating_add(CLOCK_SKEW_SECS) {
             return Err(AuthError::NotYetValid);
@@ -534,6 +569,12 @@ impl Oidc {
                 claim: "role",
                 problem: "is not platform, patient, regulator or auditor",
             })?;
+        if !self.config.roles.contains(&role) {
+            return Err(AuthError::Claim {
+                claim: "role",
+                problem: "names a role this provider may not grant",
+            });
+        }
         let patient = text(&self.config.patient_claim).map(str::to_owned);
         check_subject(role, patient.as_deref())?;
         Ok(Caller {

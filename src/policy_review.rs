@@ -15,7 +15,7 @@
 //! This module does not sequence anything; the service submits proposals and approvals.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ledger::{
     chunk::Record,
@@ -74,7 +74,7 @@ pub struct Made {
 #[derive(Debug)]
 pub struct Review {
     approval: PolicyApproval,
-    running: Semaphore,
+    running: Arc<Semaphore>,
     made: Mutex<VecDeque<Made>>,
 }
 
@@ -83,7 +83,7 @@ impl Review {
     pub fn new(approval: PolicyApproval) -> Self {
         Self {
             approval,
-            running: Semaphore::new(1),
+            running: Arc::new(Semaphore::new(1)),
             made: Mutex::new(VecDeque::with_capacity(REMEMBERED_ANALYSES)),
         }
     }
@@ -103,17 +103,23 @@ impl Review {
     /// cannot be read.
     pub async fn analyze(
         &self,
-        log: std::sync::Arc<Log>,
+        log: Arc<Log>,
         candidate: PolicyEngine,
         window: Window,
     ) -> Result<Analysis, Error> {
-        let _permit = self
+        // The permit goes with the replay itself: a caller that gives up does not free it
+        // while the replay still runs.
+        let permit = self
             .running
-            .try_acquire()
+            .clone()
+            .try_acquire_owned()
             .map_err(|_| Error::Busy("another policy analysis is running"))?;
-        let analysis = tokio::task::spawn_blocking(move || analyze(&log, candidate, window))
-            .await
-            .map_err(|_| Error::Internal("the policy analysis task failed"))??;
+        let analysis = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            analyze(&log, candidate, window)
+        })
+        .await
+        .map_err(|_| Error::Internal("the policy analysis task failed"))??;
         let made = Made {
             id: analysis.id(),
             candidate: analysis.candidate,
@@ -194,7 +200,7 @@ fn read_events(
 ) -> Result<(), Error> {
     let mut next = 0u64;
     while next < size {
-        let bodies = log.bodies(LeafIndex(next), MAX_LEAVES_PER_READ)?;
+        let bodies = log.bodies(LeafIndex(next), (size - next).min(MAX_LEAVES_PER_READ))?;
         if bodies.is_empty() {
             return Err(Error::Internal("the log served no bodies below its size"));
         }

@@ -97,6 +97,8 @@ pub enum Command {
         /// Its window's end (exclusive).
         to: u64,
     },
+    /// A pending policy set is taken off the list.
+    Reject(PolicySetHash),
     /// An access decision to make and log, perhaps prepared off the writer thread.
     Authorize(Request, Option<Box<Prepared>>),
 }
@@ -390,6 +392,7 @@ impl DomainStateMachine {
                 self.shared.insert_engine(engine);
                 event
             }
+            Command::Reject(hash) => Event::RejectPolicySet { hash },
             Command::Authorize(request, prepared) => self.decide(request, prepared, kv, now)?,
         })
     }

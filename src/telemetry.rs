@@ -5,8 +5,9 @@
 //! Two kinds of span are exported: one per gRPC request (`akashi.v1.AccessService/Authorize`,
 //! made by the metrics layer on [`TRACE_TARGET`] at TRACE level, with `rpc.method` and
 //! `rpc.grpc.status_code`), and one per batch the sequencer commits (`sequencer.batch`, the
-//! ledger's span, with the number of commands). Nothing else — no log line, no request field —
-//! leaves the process this way, so no patient id does. Spans are batched and sent as protobuf
+//! ledger's span, with the number of commands; the sequencer's own log lines of that batch,
+//! which name no patient, ride along as its span events). No request field leaves the process
+//! this way, so no patient id does. Spans are batched and sent as protobuf
 //! (`http/protobuf`) by the SDK's batch processor on its own thread, honouring the standard
 //! `OTEL_*` variables (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`); the endpoint must be `http://` (a collector
@@ -26,8 +27,9 @@ pub const TRACE_TARGET: &str = "akashi::trace";
 pub const BATCH_TARGET: &str = "ledger::sequencer";
 /// The variables that turn traces on.
 pub const ENDPOINT_VARS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    // The traces endpoint first: the exporter prefers it too.
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
 /// Why traces cannot be exported as configured.

@@ -113,6 +113,13 @@ pub enum Event {
         /// The end (exclusive) of the analysis's window: the tree size it was made at.
         analysis_to: u64,
     },
+    /// A pending policy set was taken off the list without being activated (a regulator
+    /// declined it, or the platform withdrew it).
+    #[serde(rename = "policy.reject")]
+    RejectPolicySet {
+        /// SHA-256 of its canonical text.
+        hash: PolicySetHash,
+    },
     /// An access decision.
     #[serde(rename = "access.decision")]
     Decision {
@@ -152,6 +159,7 @@ impl Event {
             Self::ActivatePolicySet { .. } => "policy.activate",
             Self::ProposePolicySet { .. } => "policy.propose",
             Self::ApprovePolicySet { .. } => "policy.approve",
+            Self::RejectPolicySet { .. } => "policy.reject",
             Self::Decision { .. } => "access.decision",
         }
     }
@@ -254,9 +262,9 @@ impl Event {
             ],
             Self::RevokeConsent { .. } => Vec::new(),
             Self::RecordOptOut { purposes, .. } => vec![("purposes", join(purposes))],
-            Self::ActivatePolicySet { hash, .. } | Self::ProposePolicySet { hash, .. } => {
-                vec![("policy_set", hash.to_hex())]
-            }
+            Self::ActivatePolicySet { hash, .. }
+            | Self::ProposePolicySet { hash, .. }
+            | Self::RejectPolicySet { hash } => vec![("policy_set", hash.to_hex())],
             Self::ApprovePolicySet { hash, analysis, .. } => vec![
                 ("policy_set", hash.to_hex()),
                 ("analysis", analysis.to_hex()),
@@ -297,7 +305,8 @@ impl Event {
             | Self::Deactivate { .. }
             | Self::ActivatePolicySet { .. }
             | Self::ProposePolicySet { .. }
-            | Self::ApprovePolicySet { .. } => Some(self.clone()),
+            | Self::ApprovePolicySet { .. }
+            | Self::RejectPolicySet { .. } => Some(self.clone()),
             Self::GrantConsent(_)
             | Self::RevokeConsent { .. }
             | Self::RecordOptOut { .. }

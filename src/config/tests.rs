@@ -441,3 +441,44 @@ fn the_documented_production_profile_loads_and_validates() {
     );
     assert!(config.admin_addr.ip().is_loopback());
 }
+
+#[test]
+fn an_oidc_key_set_url_is_https_or_loopback_and_only_one_source_is_given() {
+    let with = |url: &str| {
+        let mut config = Config::default();
+        config.apply(&Overrides {
+            oidc_issuer: Some("https://idp.example".into()),
+            oidc_audience: Some("akashi".into()),
+            oidc_jwks_url: Some(url.into()),
+            ..Overrides::default()
+        });
+        config.validate()
+    };
+    for good in [
+        "https://idp.example/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://[::1]:80/jwks",
+        "http://localhost/jwks",
+    ] {
+        with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "http://idp.example/jwks",
+        "http://10.0.0.1/jwks",
+        "ftp://x/jwks",
+    ] {
+        let err = with(bad).unwrap_err();
+        assert!(err.to_string().contains("oidc.jwks_url"), "{bad}: {err}");
+    }
+    let overrides = Overrides::from_env(env(&[
+        ("AKASHI_OIDC_ISSUER", "https://idp.example"),
+        ("AKASHI_OIDC_AUDIENCE", "akashi"),
+        ("AKASHI_OIDC_JWKS_URL", "https://idp.example/jwks"),
+        ("AKASHI_OIDC_JWKS_FILE", "/etc/akashi/jwks.json"),
+    ]))
+    .unwrap();
+    let mut both = Config::default();
+    both.apply(&overrides);
+    let err = both.validate().unwrap_err();
+    assert!(err.to_string().contains("give only one"), "{err}");
+}

@@ -19,9 +19,11 @@ fn provider(keys: &serde_json::Value) -> Oidc {
             jwks_file: None,
             role_claim: "akashi_role".into(),
             patient_claim: "akashi_patient".into(),
+            roles: crate::config::default_oidc_roles(),
         },
         keys: RwLock::new(Arc::new(KeySet::default())),
         prompted: tokio::sync::Mutex::new(std::collections::VecDeque::new()),
+        loads: std::sync::atomic::AtomicU64::new(0),
     };
     oidc.install(parse_set(keys.to_string().as_bytes()).unwrap());
     oidc
@@ -152,4 +154,28 @@ fn a_changed_key_set_gets_a_new_generation_and_the_same_one_does_not() {
         .unwrap(),
     );
     assert_eq!(oidc.generation(), first + 1);
+}
+
+#[test]
+fn a_token_without_a_key_id_needs_a_single_key_and_numeric_times() {
+    let oidc = provider(&serde_json::json!({"keys": [ed_jwk("k1", 1), ed_jwk("k2", 2)]}));
+    let (no_kid, header) = token(1, None, &claims());
+    assert!(matches!(
+        oidc.verify(&no_kid, &header, NOW),
+        Err(AuthError::Malformed { .. })
+    ));
+    let mut float = claims();
+    float["nbf"] = serde_json::json!(1.9e9);
+    let (odd, header) = token(1, Some("k1"), &float);
+    assert!(matches!(
+        oidc.verify(&odd, &header, NOW),
+        Err(AuthError::Claim { claim: "nbf", .. })
+    ));
+    let mut regulator_only = provider(&serde_json::json!({"keys": [ed_jwk("k1", 1)]}));
+    regulator_only.config.roles = vec![Role::Patient];
+    let (good, header) = token(1, Some("k1"), &claims());
+    assert!(matches!(
+        regulator_only.verify(&good, &header, NOW),
+        Err(AuthError::Claim { claim: "role", .. })
+    ));
 }

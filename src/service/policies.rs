@@ -1,7 +1,8 @@
 //! `PolicyService`: read the active policy set (and those waiting for approval), validate a
 //! candidate against the schema, analyse what it would change among the logged decisions, and
-//! activate one — directly, or under the two-person rule by proposal and a regulator's approval
-//! (each a log entry; the state machine refuses sets that do not validate). Text past the size
+//! activate one — directly, or under the two-person rule by proposal and a regulator's approval,
+//! or take a proposal back (each a log entry; the state machine refuses sets that do not
+//! validate). Text past the size
 //! or shape limits (`policy::limits`) is `INVALID_ARGUMENT` for every call that takes it, before
 //! Cedar parses it.
 
@@ -236,6 +237,19 @@ impl PolicyService for Policies {
                 })
                 .collect(),
             pending,
+        }))
+    }
+
+    async fn reject_policy_set(
+        &self,
+        request: Request<pb::RejectPolicySetRequest>,
+    ) -> Result<Response<pb::RejectPolicySetResponse>, Status> {
+        require(caller(&request)?, &[Role::Regulator, Role::Platform])?;
+        let hash: PolicySetHash =
+            hex_field("policy_set_hash", &request.into_inner().policy_set_hash)?;
+        let (r, _) = self.core.submit(Command::Reject(hash)).await?;
+        Ok(Response::new(pb::RejectPolicySetResponse {
+            receipt: Some(receipt(&r)),
         }))
     }
 

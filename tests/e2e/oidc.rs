@@ -189,6 +189,8 @@ async fn provider_tokens_are_accepted_mapped_and_follow_a_key_rotation() {
             jwks_file: None,
             role_claim: "akashi_role".into(),
             patient_claim: "akashi_patient".into(),
+            // Regulators come with client certificates, not from this provider.
+            roles: vec![Role::Platform, Role::Patient],
         });
     })
     .await;
@@ -267,6 +269,11 @@ async fn provider_tokens_are_accepted_mapped_and_follow_a_key_rotation() {
             "an unknown role",
             ec.sign(Some("ec-1"), &claims("superuser", None)),
             "`role`",
+        ),
+        (
+            "a role the provider may not grant",
+            ec.sign(Some("ec-1"), &claims("regulator", None)),
+            "may not grant",
         ),
     ] {
         expect_status(
@@ -357,6 +364,7 @@ async fn a_key_set_file_is_read_at_start_and_again_when_a_key_is_unknown() {
             jwks_file: Some(path),
             role_claim: "groups_role".into(),
             patient_claim: "akashi_patient".into(),
+            roles: akashi::config::default_oidc_roles(),
         });
     })
     .await;
@@ -397,6 +405,7 @@ fn a_key_set_file_that_cannot_be_read_stops_the_server() {
             jwks_file: Some(dir.path().join("missing.json")),
             role_claim: "akashi_role".into(),
             patient_claim: "akashi_patient".into(),
+            roles: akashi::config::default_oidc_roles(),
         }),
         ..akashi::config::Config::default()
     };

@@ -267,6 +267,50 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         last.contains(&format!("analysis {}", analysis.analysis_id)),
         "{last}"
     );
+    // A proposal can be declined (or withdrawn): it leaves the list, logged, and can no longer be
+    // approved.
+    let declined = platform
+        .policy()
+        .activate_policy_set(platform.req(pb::ActivatePolicySetRequest {
+            policies: before.policies.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(declined.pending);
+    let rejected = regulator
+        .policy()
+        .reject_policy_set(regulator.req(pb::RejectPolicySetRequest {
+            policy_set_hash: declined.policy_set_hash.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    verify_receipt(&rejected.receipt.unwrap(), &server.vkey);
+    assert!(active(&platform).await.pending.is_empty());
+    expect_status(
+        "approving a declined set",
+        regulator
+            .policy()
+            .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+                policy_set_hash: declined.policy_set_hash.clone(),
+                analysis_id: analysis.analysis_id.clone(),
+            }))
+            .await,
+        Code::NotFound,
+        "pending policy set",
+    );
+    expect_status(
+        "declining it twice",
+        platform
+            .policy()
+            .reject_policy_set(platform.req(pb::RejectPolicySetRequest {
+                policy_set_hash: declined.policy_set_hash.clone(),
+            }))
+            .await,
+        Code::NotFound,
+        "pending policy set",
+    );
     // The regulator's replay re-decides the decisions made under the approved set too.
     let report = auditor::cli::replay(&config, false).await.unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);

@@ -122,6 +122,13 @@ pub async fn replay_analysing(
         return Ok((entries.finish(), None));
     };
     let size = target.checkpoint().size;
+    if let Some(end) = diff.as_ref().and_then(|diff| diff.end) {
+        anyhow::ensure!(
+            end <= size.get(),
+            "the log's newest checkpoint (tree size {size}) has not reached the window's end \
+             {end}"
+        );
+    }
     let analyzer = diff
         .map(|diff| -> anyhow::Result<Analyzer> {
             let start = match diff.start {

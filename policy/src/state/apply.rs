@@ -324,6 +324,11 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
                 put_pending(kv, &pending)?;
             }
         }
+        Event::RejectPolicySet { hash } => {
+            let mut pending = pending_policy_sets(&*kv)?;
+            pending.retain(|p| p.hash != *hash);
+            put_pending(kv, &pending)?;
+        }
         Event::ProposePolicySet { policies, hash } => {
             let mut pending = pending_policy_sets(&*kv)?;
             pending.push(PendingPolicySet {
@@ -527,6 +532,11 @@ pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyErr
                 return Err(ApplyError::TooManyPending {
                     max: MAX_PENDING_POLICY_SETS,
                 });
+            }
+        }
+        Event::RejectPolicySet { hash } => {
+            if !pending_policy_sets(kv)?.iter().any(|p| p.hash == *hash) {
+                return Err(ApplyError::NotPending { hash: *hash });
             }
         }
         Event::ApprovePolicySet {

@@ -732,6 +732,22 @@ fn proposals_wait_until_approved_and_approvals_need_a_waiting_set() {
     let waiting = pending_policy_sets(&kv).unwrap();
     assert_eq!(waiting.len(), MAX_PENDING_POLICY_SETS - 1);
     assert!(waiting.iter().all(|p| p.hash != hash));
+    // A waiting set can be declined: it leaves the list, and only a waiting one can be.
+    let Event::ProposePolicySet { hash: third, .. } = candidates[2].clone() else {
+        unreachable!()
+    };
+    let last = last_applied(&kv).unwrap().unwrap();
+    apply_all(&mut kv, &[Event::RejectPolicySet { hash: third }]);
+    assert!(
+        pending_policy_sets(&kv)
+            .unwrap()
+            .iter()
+            .all(|p| p.hash != third)
+    );
+    assert!(matches!(
+        check(&kv, &Event::RejectPolicySet { hash: third }, last + 2),
+        Err(ApplyError::NotPending { .. })
+    ));
     // A direct activation of a waiting set also takes it off the list.
     let Event::ProposePolicySet { policies, hash } = candidates[0].clone() else {
         unreachable!()
@@ -739,6 +755,6 @@ fn proposals_wait_until_approved_and_approvals_need_a_waiting_set() {
     apply_all(&mut kv, &[Event::ActivatePolicySet { policies, hash }]);
     assert_eq!(
         pending_policy_sets(&kv).unwrap().len(),
-        MAX_PENDING_POLICY_SETS - 2
+        MAX_PENDING_POLICY_SETS - 3
     );
 }
