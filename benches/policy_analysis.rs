@@ -116,6 +116,7 @@ async fn main() {
     DirectoryServiceClient::new(channel.clone())
         .upsert_organization(req(
             pb::UpsertOrganizationRequest {
+                request_id: String::new(),
                 id: "univ-a".into(),
                 name: "University A".into(),
                 recipient_class: "university".into(),

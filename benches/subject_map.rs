@@ -205,6 +205,7 @@ impl World {
             .submit(Submission {
                 command,
                 subject_vrf,
+                request: None,
             })
             .await
             .unwrap()

@@ -105,6 +105,14 @@ pub enum Error {
         /// That budget, in bytes.
         max: usize,
     },
+    /// A `request_id` already used for another request (`ALREADY_EXISTS`).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A retried write: its `request_id` was logged before with the same request. The service
+    /// answers with the first answer (`crate::idempotency`); should it ever reach a caller, it
+    /// is `ALREADY_EXISTS`.
+    #[error("this request was logged before, at entry {}", .0.index)]
+    Duplicate(Box<crate::idempotency::Recorded>),
     /// The server is already doing one of these, and does one at a time
     /// (`RESOURCE_EXHAUSTED`).
     #[error("{0}; retry later")]
@@ -278,6 +286,7 @@ impl Error {
             | Self::AnswerBudget { .. }
             | Self::Busy(_) => Code::ResourceExhausted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::AlreadyExists(_) | Self::Duplicate(_) => Code::AlreadyExists,
             Self::NotFound { .. } => Code::NotFound,
             Self::Refused(Refusal::Unauthenticated(_)) => Code::Unauthenticated,
             Self::Refused(_) | Self::ForeignSubject => Code::PermissionDenied,
@@ -315,7 +324,9 @@ impl From<Error> for Status {
             | Error::MessageTooLarge { .. }
             | Error::TruncatedMessage { .. }
             | Error::AnswerBudget { .. }
-            | Error::Busy(_) => Status::new(code, err.to_string()),
+            | Error::Busy(_)
+            | Error::AlreadyExists(_)
+            | Error::Duplicate(_) => Status::new(code, err.to_string()),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `oidc`: tokens from an OpenID Connect provider, verified with its published keys.
 //! - `authzen`: the OpenID AuthZEN 1.0 API (JSON over HTTP), answered through `Authorize`.
 //! - `metrics`: the Prometheus registry and the call-recording layer.
+//! - `idempotency`: request ids that make a retried write return its first answer.
 //! - `error`: the crate [`Error`](error::Error) and its single mapping to `tonic::Status`.
 //! - `server`: [`Server`](server::Server), which hosts health, reflection, the services and the
 //!   public HTTP port.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod disclosure;
 pub mod error;
 pub mod fsck;
+pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod oidc;

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use ledger::{
-    hash::Hash,
+    hash::{Hash, LeafIndex, hash_leaf},
     log::{Log, Receipt},
     sequencer::Sequencer,
 };
@@ -25,6 +25,7 @@ use proto::pb;
 use tokio::sync::watch;
 use tonic::Status;
 
+use crate::idempotency::{Recorded, RecordedOutput, RequestKey};
 use crate::{
     error::Error,
     error::FieldProblem,
@@ -43,6 +44,9 @@ pub mod directory;
 pub mod history;
 pub mod policies;
 pub mod transparency;
+
+/// Longest a retried write waits for its first request's entry to be committed.
+const FIRST_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Longest patient id accepted, in bytes.
 pub const MAX_PATIENT_ID_LEN: usize = 256;
@@ -188,22 +192,109 @@ impl Core {
         subject: &SubjectId,
         patient_id: &str,
     ) -> Result<(Receipt, Output), Error> {
-        let subject_vrf = match &self.subject_map {
-            Some(key) => key.output_for(self.log(), subject, patient_id)?,
-            None => None,
+        self.submit_request(command, Some((subject, patient_id)), None)
+            .await
+    }
+
+    /// [`Core::submit`] (or [`Core::submit_about`], with `about`) for a write that may carry a
+    /// request id: a retry of a logged request gets the first answer — a fresh receipt of the
+    /// same entry, and the same output — and appends nothing (`crate::idempotency`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::submit`]; `ALREADY_EXISTS` for a request id used for another request;
+    /// `UNAVAILABLE` when the first request's outcome is not known yet.
+    pub async fn submit_request(
+        &self,
+        command: Command,
+        about: Option<(&SubjectId, &str)>,
+        request: Option<RequestKey>,
+    ) -> Result<(Receipt, Output), Error> {
+        let subject_vrf = match (&self.subject_map, about) {
+            (Some(key), Some((subject, patient_id))) => {
+                key.output_for(self.log(), subject, patient_id)?
+            }
+            _ => None,
         };
         match &command {
             Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
             Command::Directory(event) => fits_public_leaf(event)?,
             _ => {}
         }
-        self.sequencer
+        let submitted = self
+            .sequencer
             .submit(Submission {
                 command,
                 subject_vrf,
+                request,
             })
             .await
-            .map_err(Error::from)
+            .map_err(Error::from);
+        match (submitted, request) {
+            (Err(Error::Duplicate(recorded)), Some(request)) => {
+                self.first_answer(&request, &recorded).await
+            }
+            (other, _) => other,
+        }
+    }
+
+    /// The answer a request logged before (`recorded`) got, once its entry is committed.
+    async fn first_answer(
+        &self,
+        request: &RequestKey,
+        recorded: &Recorded,
+    ) -> Result<(Receipt, Output), Error> {
+        let index = recorded.index;
+        let log = self.log().clone();
+        // The first request may be in a batch still being made durable.
+        let mut commits = self.commits();
+        let waited = tokio::time::timeout(FIRST_ANSWER_WAIT, async {
+            while log.size().get() <= index {
+                if commits.changed().await.is_err() {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        })
+        .await;
+        let unknown = || {
+            Error::Unavailable(
+                "the first request with this `request_id` is not logged yet; retry".into(),
+            )
+        };
+        if waited.is_err() {
+            return Err(unknown());
+        }
+        // The committed state must hold the same record: a first request whose batch failed
+        // left none, and its index may now be another entry's.
+        let committed =
+            policy::state::KvRead::get(&crate::state_machine::LogKv(&log), &request.state_key())
+                .map_err(|e| Error::Unavailable(Box::new(e)))?
+                .and_then(|bytes| Recorded::decode(&bytes));
+        if committed.as_ref() != Some(recorded) {
+            return Err(unknown());
+        }
+        let leaf = log
+            .leaves(LeafIndex(index), 1)?
+            .into_iter()
+            .next()
+            .ok_or(Error::Internal("a logged leaf is missing"))?;
+        let receipt = log.receipt(LeafIndex(index), hash_leaf(&leaf), log.checkpoint())?;
+        let output = match &recorded.output {
+            RecordedOutput::Logged => Output::Logged,
+            RecordedOutput::Granted(id) => Output::Granted(
+                id.parse()
+                    .map_err(|_| Error::Internal("a request record is bad"))?,
+            ),
+            RecordedOutput::Activated(hash) => Output::Activated(
+                hash.parse()
+                    .map_err(|_| Error::Internal("a request record is bad"))?,
+            ),
+            RecordedOutput::Proposed(hash) => Output::Proposed(
+                hash.parse()
+                    .map_err(|_| Error::Internal("a request record is bad"))?,
+            ),
+        };
+        Ok((receipt, output))
     }
 
     /// The pseudonym of the patient id in `field`.
@@ -377,4 +468,22 @@ pub fn parse<T: std::str::FromStr<Err = DomainError>>(value: &str) -> Result<T, 
 /// Converts a crate error into the status sent to the caller.
 pub fn status(err: Error) -> Status {
     err.into()
+}
+
+/// The [`RequestKey`] of a write `request` whose `request_id` is `request_id` (none when empty).
+///
+/// # Errors
+///
+/// `UNAUTHENTICATED` without a caller; `INVALID_ARGUMENT` for a malformed `request_id`.
+pub fn request_key<T: prost::Message>(
+    request: &tonic::Request<T>,
+    request_id: &str,
+) -> Result<Option<RequestKey>, Status> {
+    let caller = crate::auth::caller(request)?;
+    Ok(RequestKey::new(
+        caller,
+        &caller.method.to_string(),
+        request_id,
+        &request.get_ref().encode_to_vec(),
+    )?)
 }

@@ -53,6 +53,7 @@ use policy::{
 };
 
 use crate::error::{Error, StartError};
+use crate::idempotency::{Recorded, RecordedOutput, RequestKey};
 use crate::subject_map::{MapWriter, SubjectMapKey};
 
 /// What a service asks the sequencer to log.
@@ -112,6 +113,8 @@ pub struct Submission {
     pub command: Command,
     /// The patient's VRF output, if computed.
     pub subject_vrf: Option<VrfOutput>,
+    /// The caller's request id, when the write is to be idempotent (`crate::idempotency`).
+    pub request: Option<RequestKey>,
 }
 
 impl From<Command> for Submission {
@@ -119,6 +122,7 @@ impl From<Command> for Submission {
         Self {
             command,
             subject_vrf: None,
+            request: None,
         }
     }
 }
@@ -504,11 +508,25 @@ impl StateMachine for DomainStateMachine {
         let Submission {
             command,
             subject_vrf,
+            request,
         } = submission;
         let index = tx.index().get();
         let now = Timestamp::from_unix_millis(tx.time_millis())
             .ok_or(Error::Internal("the clock is outside 1970-9999"))?;
         let mut kv = TxKv(tx);
+        // A request id seen before (in this batch too) appends nothing: the caller gets the
+        // first answer, or ALREADY_EXISTS for another request under the same id.
+        if let Some(request) = &request
+            && let Some(bytes) = kv.get(&request.state_key()).map_err(unavailable_kv)?
+        {
+            let recorded =
+                Recorded::decode(&bytes).ok_or(Error::Internal("a request record is bad"))?;
+            return Err(if recorded.digest == hex::encode(request.digest) {
+                Error::Duplicate(Box::new(recorded))
+            } else {
+                Error::AlreadyExists("`request_id` was already used for another request".to_owned())
+            });
+        }
         let event = self.event(command, &kv, now)?;
         let beta = match (&self.map, event.subject()) {
             (Some(map), Some(subject)) => Some(map.output(kv.0, subject, subject_vrf.as_ref())?),
@@ -538,6 +556,20 @@ impl StateMachine for DomainStateMachine {
             },
             _ => Output::Logged,
         };
+        if let Some(request) = &request {
+            let recorded = Recorded {
+                digest: hex::encode(request.digest),
+                index,
+                output: match &output {
+                    Output::Granted(id) => RecordedOutput::Granted(id.to_string()),
+                    Output::Activated(hash) => RecordedOutput::Activated(hash.to_hex()),
+                    Output::Proposed(hash) => RecordedOutput::Proposed(hash.to_hex()),
+                    Output::Logged | Output::Decided { .. } => RecordedOutput::Logged,
+                },
+            };
+            kv.put(&request.state_key(), &recorded.encode())
+                .map_err(unavailable_kv)?;
+        }
         Ok(Applied { entry, output })
     }
 
@@ -692,6 +724,10 @@ impl KvWrite for TxKv<'_, '_> {
         self.0.delete(key);
         Ok(())
     }
+}
+
+fn unavailable_kv(err: KvError) -> Error {
+    Error::Unavailable(Box::new(err))
 }
 
 fn unavailable(err: StateError) -> Error {

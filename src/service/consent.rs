@@ -31,7 +31,7 @@ use proto::pb::{self, consent_service_server::ConsentService};
 use rand::RngCore as _;
 use tonic::{Request, Response, Status};
 
-use super::{Core, budget, list, optional, parse, receipt, required};
+use super::{Core, budget, list, optional, parse, receipt, request_key, required};
 use crate::state_machine::LogKv;
 use crate::{
     auth::{Role, caller, require, require_subject},
@@ -109,9 +109,11 @@ impl ConsentService for Consents {
         request: Request<pb::GrantConsentRequest>,
     ) -> Result<Response<pb::GrantConsentResponse>, Status> {
         let caller = caller(&request)?.clone();
+        let idempotent = request_key(&request, &request.get_ref().request_id);
         let r = request.into_inner();
         // A patient grants for itself (the PHR app's consent capture); the platform for anyone.
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
+        let idempotent = idempotent?;
         let now = Timestamp::now();
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);
@@ -146,7 +148,11 @@ impl ConsentService for Consents {
         let subject = consent.subject.clone();
         let (r, output) = self
             .0
-            .submit_about(Command::Grant(consent), &subject, &r.patient_id)
+            .submit_request(
+                Command::Grant(consent),
+                Some((&subject, &r.patient_id)),
+                idempotent,
+            )
             .await?;
         let Output::Granted(consent_id) = output else {
             return Err(Error::Internal("grant answered with another output").into());
@@ -162,9 +168,11 @@ impl ConsentService for Consents {
         request: Request<pb::RevokeConsentRequest>,
     ) -> Result<Response<pb::RevokeConsentResponse>, Status> {
         let caller = caller(&request)?.clone();
+        let idempotent = request_key(&request, &request.get_ref().request_id);
         let r = request.into_inner();
         // Another patient's consent id under one's own patient id is NOT_FOUND (state machine).
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
+        let idempotent = idempotent?;
         let subject = self.0.subject("patient_id", &r.patient_id)?;
         let command = Command::Revoke {
             subject: subject.clone(),
@@ -172,7 +180,7 @@ impl ConsentService for Consents {
         };
         let (r, _) = self
             .0
-            .submit_about(command, &subject, &r.patient_id)
+            .submit_request(command, Some((&subject, &r.patient_id)), idempotent)
             .await?;
         Ok(Response::new(pb::RevokeConsentResponse {
             receipt: Some(receipt(&r)),
@@ -184,8 +192,10 @@ impl ConsentService for Consents {
         request: Request<pb::RecordOptOutRequest>,
     ) -> Result<Response<pb::RecordOptOutResponse>, Status> {
         let caller = caller(&request)?.clone();
+        let idempotent = request_key(&request, &request.get_ref().request_id);
         let r = request.into_inner();
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
+        let idempotent = idempotent?;
         let purposes: Vec<Purpose> = list("purposes", &r.purposes, MAX_PURPOSES, parse)?;
         // Care of the patient, and the running of the facility that gives it, are not secondary
         // uses: there is nothing to opt out of, and such an opt-out would change no decision.
@@ -219,7 +229,7 @@ impl ConsentService for Consents {
         };
         let (r, _) = self
             .0
-            .submit_about(command, &subject, &r.patient_id)
+            .submit_request(command, Some((&subject, &r.patient_id)), idempotent)
             .await?;
         Ok(Response::new(pb::RecordOptOutResponse {
             receipt: Some(receipt(&r)),

@@ -17,7 +17,8 @@ use policy::{
 use proto::pb::{self, directory_service_server::DirectoryService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, list, optional, parse, receipt, required};
+use super::{Core, list, optional, parse, receipt, request_key, required};
+use crate::idempotency::RequestKey;
 use crate::state_machine::LogKv;
 use crate::{
     auth::{Role, caller, require},
@@ -32,8 +33,15 @@ use crate::{
 pub struct Registry(pub Core);
 
 impl Registry {
-    async fn log(&self, event: Event) -> Result<Option<pb::Receipt>, Status> {
-        let (r, _) = self.0.submit(Command::Directory(event)).await?;
+    async fn log(
+        &self,
+        event: Event,
+        request: Option<RequestKey>,
+    ) -> Result<Option<pb::Receipt>, Status> {
+        let (r, _) = self
+            .0
+            .submit_request(Command::Directory(event), None, request)
+            .await?;
         Ok(Some(receipt(&r)))
     }
 
@@ -62,8 +70,12 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 impl Registry {
-    async fn deactivate(&self, target: Deactivation) -> Result<Option<pb::Receipt>, Status> {
-        self.log(Event::Deactivate { target }).await
+    async fn deactivate(
+        &self,
+        target: Deactivation,
+        request: Option<RequestKey>,
+    ) -> Result<Option<pb::Receipt>, Status> {
+        self.log(Event::Deactivate { target }, request).await
     }
 
     fn kv(&self) -> LogKv<'_> {
@@ -184,13 +196,14 @@ impl DirectoryService for Registry {
         request: Request<pb::UpsertOrganizationRequest>,
     ) -> Result<Response<pb::UpsertOrganizationResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let org = Organization {
             id: required("id", &r.id, parse)?,
             name: required("name", &r.name, |v| Name::new(v))?,
             recipient_class: required("recipient_class", &r.recipient_class, parse)?,
         };
-        let receipt = self.log(Event::UpsertOrganization(org)).await?;
+        let receipt = self.log(Event::UpsertOrganization(org), idempotent).await?;
         Ok(Response::new(pb::UpsertOrganizationResponse { receipt }))
     }
 
@@ -199,6 +212,7 @@ impl DirectoryService for Registry {
         request: Request<pb::UpsertFacilityRequest>,
     ) -> Result<Response<pb::UpsertFacilityResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let facility = Facility {
             id: required("id", &r.id, parse)?,
@@ -209,7 +223,9 @@ impl DirectoryService for Registry {
             recipient_class: Some(facility_class(&r.recipient_class)?),
             header: Some(LeafHeader::V2),
         };
-        let receipt = self.log(Event::UpsertFacility(facility)).await?;
+        let receipt = self
+            .log(Event::UpsertFacility(facility), idempotent)
+            .await?;
         Ok(Response::new(pb::UpsertFacilityResponse { receipt }))
     }
 
@@ -218,6 +234,7 @@ impl DirectoryService for Registry {
         request: Request<pb::UpsertFacilityGroupRequest>,
     ) -> Result<Response<pb::UpsertFacilityGroupResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let group = FacilityGroup {
             id: required("id", &r.id, parse)?,
@@ -225,7 +242,9 @@ impl DirectoryService for Registry {
             excluded_patients: self.excluded_patients(&r.excluded_patients)?,
             header: Some(LeafHeader::V2),
         };
-        let receipt = self.log(Event::UpsertFacilityGroup(group)).await?;
+        let receipt = self
+            .log(Event::UpsertFacilityGroup(group), idempotent)
+            .await?;
         Ok(Response::new(pb::UpsertFacilityGroupResponse { receipt }))
     }
 
@@ -234,6 +253,7 @@ impl DirectoryService for Registry {
         request: Request<pb::UpsertClinicianRequest>,
     ) -> Result<Response<pb::UpsertClinicianResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let clinician = Clinician {
             id: required("id", &r.id, parse)?,
@@ -241,7 +261,9 @@ impl DirectoryService for Registry {
             department: required("department", &r.department, parse)?,
             role: required("role", &r.role, parse)?,
         };
-        let receipt = self.log(Event::UpsertClinician(clinician)).await?;
+        let receipt = self
+            .log(Event::UpsertClinician(clinician), idempotent)
+            .await?;
         Ok(Response::new(pb::UpsertClinicianResponse { receipt }))
     }
 
@@ -250,12 +272,13 @@ impl DirectoryService for Registry {
         request: Request<pb::SetEmergencyRequest>,
     ) -> Result<Response<pb::SetEmergencyResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let event = Event::SetEmergency {
             facility: required("facility", &r.facility, parse)?,
             active: r.active,
         };
-        let receipt = self.log(event).await?;
+        let receipt = self.log(event, idempotent).await?;
         Ok(Response::new(pb::SetEmergencyResponse { receipt }))
     }
 
@@ -264,8 +287,11 @@ impl DirectoryService for Registry {
         request: Request<pb::DeactivateClinicianRequest>,
     ) -> Result<Response<pb::DeactivateClinicianResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let id = required("id", &request.get_ref().id, parse)?;
-        let receipt = self.deactivate(Deactivation::Clinician(id)).await?;
+        let receipt = self
+            .deactivate(Deactivation::Clinician(id), idempotent)
+            .await?;
         Ok(Response::new(pb::DeactivateClinicianResponse { receipt }))
     }
 
@@ -274,8 +300,11 @@ impl DirectoryService for Registry {
         request: Request<pb::DeactivateOrganizationRequest>,
     ) -> Result<Response<pb::DeactivateOrganizationResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let id = required("id", &request.get_ref().id, parse)?;
-        let receipt = self.deactivate(Deactivation::Organization(id)).await?;
+        let receipt = self
+            .deactivate(Deactivation::Organization(id), idempotent)
+            .await?;
         Ok(Response::new(pb::DeactivateOrganizationResponse {
             receipt,
         }))
@@ -286,8 +315,11 @@ impl DirectoryService for Registry {
         request: Request<pb::DeactivateFacilityRequest>,
     ) -> Result<Response<pb::DeactivateFacilityResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let id = required("id", &request.get_ref().id, parse)?;
-        let receipt = self.deactivate(Deactivation::Facility(id)).await?;
+        let receipt = self
+            .deactivate(Deactivation::Facility(id), idempotent)
+            .await?;
         Ok(Response::new(pb::DeactivateFacilityResponse { receipt }))
     }
 

@@ -15,7 +15,7 @@ use policy::{
 use proto::pb::{self, policy_service_server::PolicyService};
 use tonic::{Request, Response, Status};
 
-use super::{Core, receipt};
+use super::{Core, receipt, request_key};
 use crate::config::PolicyApproval;
 use crate::policy_review::{Review, Window};
 use crate::state_machine::LogKv;
@@ -169,12 +169,13 @@ impl PolicyService for Policies {
         request: Request<pb::ActivatePolicySetRequest>,
     ) -> Result<Response<pb::ActivatePolicySetResponse>, Status> {
         require(caller(&request)?, &[Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let engine = Arc::new(compile(request.into_inner().policies).await?);
         let command = match self.review.approval() {
             PolicyApproval::None => Command::Activate(engine),
             PolicyApproval::Regulator => Command::Propose(engine),
         };
-        let (r, output) = self.core.submit(command).await?;
+        let (r, output) = self.core.submit_request(command, None, idempotent).await?;
         let (hash, pending) = match output {
             Output::Activated(hash) => (hash, false),
             Output::Proposed(hash) => (hash, true),
@@ -245,9 +246,13 @@ impl PolicyService for Policies {
         request: Request<pb::RejectPolicySetRequest>,
     ) -> Result<Response<pb::RejectPolicySetResponse>, Status> {
         require(caller(&request)?, &[Role::Regulator, Role::Platform])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let hash: PolicySetHash =
             hex_field("policy_set_hash", &request.into_inner().policy_set_hash)?;
-        let (r, _) = self.core.submit(Command::Reject(hash)).await?;
+        let (r, _) = self
+            .core
+            .submit_request(Command::Reject(hash), None, idempotent)
+            .await?;
         Ok(Response::new(pb::RejectPolicySetResponse {
             receipt: Some(receipt(&r)),
         }))
@@ -258,6 +263,7 @@ impl PolicyService for Policies {
         request: Request<pb::ApprovePolicySetRequest>,
     ) -> Result<Response<pb::ApprovePolicySetResponse>, Status> {
         require(caller(&request)?, &[Role::Regulator])?;
+        let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let hash: PolicySetHash = hex_field("policy_set_hash", &r.policy_set_hash)?;
         let analysis: AnalysisId = hex_field("analysis_id", &r.analysis_id)?;
@@ -278,12 +284,16 @@ impl PolicyService for Policies {
         let engine = Arc::new(compile(pending.policies).await?);
         let (r, output) = self
             .core
-            .submit(Command::Approve {
-                engine,
-                analysis: made.id,
-                from: made.from,
-                to: made.to,
-            })
+            .submit_request(
+                Command::Approve {
+                    engine,
+                    analysis: made.id,
+                    from: made.from,
+                    to: made.to,
+                },
+                None,
+                idempotent,
+            )
             .await?;
         let Output::Activated(hash) = output else {
             return Err(Error::Internal("approval answered with another output").into());

@@ -103,6 +103,7 @@ impl Api {
     pub async fn org(&self, id: &str, class: &str) -> pb::Receipt {
         self.directory()
             .upsert_organization(self.req(pb::UpsertOrganizationRequest {
+                request_id: String::new(),
                 id: id.into(),
                 name: format!("{id} Inc."),
                 recipient_class: class.into(),
@@ -118,6 +119,7 @@ impl Api {
         self.org(id, "hospital").await;
         self.directory()
             .upsert_facility(self.req(pb::UpsertFacilityRequest {
+                request_id: String::new(),
                 id: id.into(),
                 name: format!("{id} hospital"),
                 group: group.into(),
@@ -132,6 +134,7 @@ impl Api {
     pub async fn clinician(&self, id: &str, facility: &str, department: &str, role: &str) {
         self.directory()
             .upsert_clinician(self.req(pb::UpsertClinicianRequest {
+                request_id: String::new(),
                 id: id.into(),
                 facility: facility.into(),
                 department: department.into(),
@@ -170,6 +173,7 @@ pub fn grant(
     level: &str,
 ) -> pb::GrantConsentRequest {
     pb::GrantConsentRequest {
+        request_id: String::new(),
         patient_id: patient.into(),
         purposes: purposes.iter().map(|s| (*s).into()).collect(),
         data_categories: categories.iter().map(|s| (*s).into()).collect(),

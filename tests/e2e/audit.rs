@@ -58,6 +58,7 @@ async fn activity(api: &Api) -> pb::Receipt {
     }
     api.consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             consent_id: id,
         }))
@@ -412,6 +413,7 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
                 for (n, consent) in consents.iter_mut().enumerate().step_by(2) {
                     api.consent()
                         .revoke_consent(api.req(pb::RevokeConsentRequest {
+                            request_id: String::new(),
                             patient_id: patient(n),
                             consent_id: consent.clone(),
                         }))

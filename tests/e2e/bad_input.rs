@@ -32,6 +32,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     }
 
     let org = |id: &str, name: &str, class: &str| pb::UpsertOrganizationRequest {
+        request_id: String::new(),
         id: id.into(),
         name: name.into(),
         recipient_class: class.into(),
@@ -74,6 +75,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "unknown clinician role",
         dir.upsert_clinician(api.req(pb::UpsertClinicianRequest {
+            request_id: String::new(),
             id: "dr".into(),
             facility: "hosp-a".into(),
             department: "er".into(),
@@ -85,6 +87,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "emergency at an unknown facility",
         dir.set_emergency(api.req(pb::SetEmergencyRequest {
+            request_id: String::new(),
             facility: "hosp-z".into(),
             active: true,
         })),
@@ -204,6 +207,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "revoke an unknown consent",
         consent.revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "p".into(),
             consent_id: "c_0000".into(),
         })),
@@ -213,6 +217,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "revoke without consent id",
         consent.revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "p".into(),
             consent_id: String::new(),
         })),
@@ -309,6 +314,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "invalid policy set",
         policy.activate_policy_set(api.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
             policies: "permit (principal, action, resource) when { context.nope };".into(),
         })),
         Code::InvalidArgument,
@@ -317,6 +323,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "empty policy set",
         policy.activate_policy_set(api.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
             policies: "  ".into(),
         })),
         Code::InvalidArgument,
@@ -401,6 +408,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
     case!(
         "opt-out without purposes",
         consent.record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p1".into(),
             purposes: Vec::new(),
             replace: false,
@@ -421,6 +429,7 @@ async fn bad_input_is_refused_with_the_right_code_and_appends_nothing() {
         ""
     );
     let huge = pb::ActivatePolicySetRequest {
+        request_id: String::new(),
         policies: "x".repeat(2 * 1024 * 1024),
     };
     expect(

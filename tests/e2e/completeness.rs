@@ -118,6 +118,7 @@ async fn a_patient_proves_their_history_complete_consents_and_decisions_alike() 
     }
     api.consent()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             purposes: vec!["marketing".into()],
             replace: false,

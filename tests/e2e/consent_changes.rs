@@ -105,6 +105,7 @@ async fn a_recipient_hears_of_the_changes_that_concern_it_live_and_resumes_witho
     for patient in ["patient-4", "patient-5"] {
         api.consent()
             .record_opt_out(api.req(pb::RecordOptOutRequest {
+                request_id: String::new(),
                 patient_id: patient.into(),
                 purposes: vec!["research".into()],
                 replace: false,
@@ -115,6 +116,7 @@ async fn a_recipient_hears_of_the_changes_that_concern_it_live_and_resumes_witho
     for (patient, id) in [("patient-1", &c1), ("patient-3", &c3)] {
         api.consent()
             .revoke_consent(api.req(pb::RevokeConsentRequest {
+                request_id: String::new(),
                 patient_id: patient.into(),
                 consent_id: id.clone(),
             }))
@@ -169,6 +171,7 @@ async fn a_recipient_hears_of_the_changes_that_concern_it_live_and_resumes_witho
     let c5 = api.grant(consent("patient-6", &["univ-a"], &[])).await;
     api.consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "patient-6".into(),
             consent_id: c5.clone(),
         }))

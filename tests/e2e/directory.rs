@@ -135,7 +135,10 @@ async fn a_clinician_who_left_loses_access_at_once() {
 
     let receipt = api
         .directory()
-        .deactivate_clinician(api.req(pb::DeactivateClinicianRequest { id: "dr-x".into() }))
+        .deactivate_clinician(api.req(pb::DeactivateClinicianRequest {
+            request_id: String::new(),
+            id: "dr-x".into(),
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -165,7 +168,10 @@ async fn a_clinician_who_left_loses_access_at_once() {
     // Deactivating again is a failed precondition; an unknown clinician is not found.
     let again = api
         .directory()
-        .deactivate_clinician(api.req(pb::DeactivateClinicianRequest { id: "dr-x".into() }))
+        .deactivate_clinician(api.req(pb::DeactivateClinicianRequest {
+            request_id: String::new(),
+            id: "dr-x".into(),
+        }))
         .await;
     expect_status(
         "twice",
@@ -176,6 +182,7 @@ async fn a_clinician_who_left_loses_access_at_once() {
     let unknown = api
         .directory()
         .deactivate_clinician(api.req(pb::DeactivateClinicianRequest {
+            request_id: String::new(),
             id: "dr-nobody".into(),
         }))
         .await;
@@ -189,6 +196,7 @@ async fn a_clinician_who_left_loses_access_at_once() {
     let receipt = api
         .directory()
         .deactivate_facility(api.req(pb::DeactivateFacilityRequest {
+            request_id: String::new(),
             id: "hosp-b".into(),
         }))
         .await
@@ -245,7 +253,10 @@ async fn consents_naming_a_deactivated_organisation_stop_covering_it() {
     assert!(allowed(&api.authorize(research.clone()).await));
     let receipt = api
         .directory()
-        .deactivate_organization(api.req(pb::DeactivateOrganizationRequest { id: "uni".into() }))
+        .deactivate_organization(api.req(pb::DeactivateOrganizationRequest {
+            request_id: String::new(),
+            id: "uni".into(),
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -328,6 +339,7 @@ async fn directory_lists_page_through_every_record_in_id_order() {
     // Facilities, groups and clinicians list the same way; reads never show patients.
     api.directory()
         .upsert_facility_group(api.req(pb::UpsertFacilityGroupRequest {
+            request_id: String::new(),
             id: "grp".into(),
             excluded_departments: vec!["genetics".into()],
             excluded_patients: vec!["p2".into()],
@@ -410,9 +422,10 @@ async fn directory_reads_and_deactivations_are_for_the_platform_only() {
         expect_status(
             "deactivate",
             directory
-                .deactivate_organization(
-                    api.req(pb::DeactivateOrganizationRequest { id: "uni".into() }),
-                )
+                .deactivate_organization(api.req(pb::DeactivateOrganizationRequest {
+                    request_id: String::new(),
+                    id: "uni".into(),
+                }))
                 .await,
             Code::PermissionDenied,
             "",
@@ -437,6 +450,7 @@ async fn facility_and_group_leaves_say_nothing_about_excluded_patients() {
     let api = Api::new(&server, Role::Platform, None).await;
     api.directory()
         .upsert_facility_group(api.req(pb::UpsertFacilityGroupRequest {
+            request_id: String::new(),
             id: "grp".into(),
             excluded_departments: vec![],
             excluded_patients: vec!["p1".into(), "p2".into()],

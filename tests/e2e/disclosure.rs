@@ -108,6 +108,7 @@ async fn populate(api: &Api) {
     for patient in ["p0", "p1"] {
         api.consent()
             .record_opt_out(api.req(pb::RecordOptOutRequest {
+                request_id: String::new(),
                 patient_id: patient.into(),
                 purposes: vec!["marketing".into()],
                 replace: false,

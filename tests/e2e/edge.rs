@@ -38,6 +38,7 @@ async fn ids_compare_after_nfc_and_ascii_case_folding_in_writes_and_requests() {
     api.org("Hosp-A", "hospital").await;
     api.directory()
         .upsert_facility_group(api.req(pb::UpsertFacilityGroupRequest {
+            request_id: String::new(),
             id: "GRP".into(),
             excluded_departments: vec!["Genetics".into()],
             excluded_patients: vec![],
@@ -48,6 +49,7 @@ async fn ids_compare_after_nfc_and_ascii_case_folding_in_writes_and_requests() {
     let facility = api
         .directory()
         .upsert_facility(api.req(pb::UpsertFacilityRequest {
+            request_id: String::new(),
             id: "HOSP-A".into(),
             name: "Hospital A".into(),
             group: "grp".into(),
@@ -125,6 +127,7 @@ async fn ids_compare_after_nfc_and_ascii_case_folding_in_writes_and_requests() {
         "a department with a slash",
         api.directory()
             .upsert_clinician(api.req(pb::UpsertClinicianRequest {
+                request_id: String::new(),
                 id: "dr-x".into(),
                 facility: "hosp-a".into(),
                 department: "精神/科".into(),
@@ -236,6 +239,7 @@ async fn consents_that_could_never_be_in_force_and_opt_outs_of_treatment_are_ref
         "`valid_until` must be after `valid_from`",
     );
     let opt_out = |purposes: &[&str], replace: bool| pb::RecordOptOutRequest {
+        request_id: String::new(),
         patient_id: "p".into(),
         purposes: purposes.iter().map(|p| (*p).into()).collect(),
         replace,
@@ -289,6 +293,7 @@ async fn consent_history_lists_revoked_and_expired_consents_with_their_entries()
     let revocation = api
         .consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             consent_id: first.consent_id.clone(),
         }))

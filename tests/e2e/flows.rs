@@ -28,6 +28,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let group = api
         .directory()
         .upsert_facility_group(api.req(pb::UpsertFacilityGroupRequest {
+            request_id: String::new(),
             id: "grp".into(),
             excluded_departments: vec!["psychiatry".into()],
             excluded_patients: vec![],
@@ -40,6 +41,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let facility = api
         .directory()
         .upsert_facility(api.req(pb::UpsertFacilityRequest {
+            request_id: String::new(),
             id: "hosp-a".into(),
             name: "Hospital A".into(),
             group: "grp".into(),
@@ -54,6 +56,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let clinician = api
         .directory()
         .upsert_clinician(api.req(pb::UpsertClinicianRequest {
+            request_id: String::new(),
             id: "dr-a".into(),
             facility: "hosp-a".into(),
             department: "internal".into(),
@@ -66,6 +69,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let emergency = api
         .directory()
         .set_emergency(api.req(pb::SetEmergencyRequest {
+            request_id: String::new(),
             facility: "hosp-a".into(),
             active: true,
         }))
@@ -92,6 +96,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let opt_out = api
         .consent()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "patient-1".into(),
             purposes: vec!["marketing".into()],
             replace: false,
@@ -129,6 +134,7 @@ async fn every_write_returns_a_receipt_that_verifies() {
     let revoked = api
         .consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "patient-1".into(),
             consent_id: granted.consent_id.clone(),
         }))
@@ -197,7 +203,10 @@ async fn policy_service_reads_validates_and_activates() {
         .join("@id(");
     let activated = api
         .policy()
-        .activate_policy_set(api.req(pb::ActivatePolicySetRequest { policies: stricter }))
+        .activate_policy_set(api.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
+            policies: stricter,
+        }))
         .await
         .unwrap()
         .into_inner();

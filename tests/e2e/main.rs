@@ -25,6 +25,7 @@ mod disclosure;
 mod edge;
 mod flows;
 mod harness;
+mod idempotency;
 mod integrity;
 mod load;
 mod mtls;

@@ -182,6 +182,7 @@ fn mtls_config(dir: &Path, pki: &Pki) -> TlsConfig {
 
 async fn upsert_org(channel: &Channel, token: Option<&str>) -> Result<(), tonic::Status> {
     let message = pb::UpsertOrganizationRequest {
+        request_id: String::new(),
         id: "uni".into(),
         name: "University".into(),
         recipient_class: "university".into(),

@@ -158,6 +158,7 @@ async fn org(
 ) -> Result<tonic::Response<pb::UpsertOrganizationResponse>, tonic::Status> {
     api.directory()
         .upsert_organization(api.req(pb::UpsertOrganizationRequest {
+            request_id: String::new(),
             id: id.into(),
             name: "University".into(),
             recipient_class: "university".into(),

@@ -122,7 +122,10 @@ async fn policy_bombs_are_refused_and_the_server_keeps_serving() {
         expect_invalid(case, validated, &limit);
         let activated = api
             .policy()
-            .activate_policy_set(api.req(pb::ActivatePolicySetRequest { policies: text }))
+            .activate_policy_set(api.req(pb::ActivatePolicySetRequest {
+                request_id: String::new(),
+                policies: text,
+            }))
             .await;
         expect_invalid(case, activated, &limit);
         assert_eq!(api.size().await, size, "{case}: nothing was appended");
@@ -154,7 +157,10 @@ async fn policies_at_the_limits_activate_and_decide() {
             .into_inner();
         assert!(validated.valid, "{:?}", validated.errors);
         api.policy()
-            .activate_policy_set(api.req(pb::ActivatePolicySetRequest { policies: text }))
+            .activate_policy_set(api.req(pb::ActivatePolicySetRequest {
+                request_id: String::new(),
+                policies: text,
+            }))
             .await
             .unwrap();
         let mut stats = ask(

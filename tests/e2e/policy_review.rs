@@ -79,6 +79,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
     let proposed = platform
         .policy()
         .activate_policy_set(platform.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
             policies: open.clone(),
         }))
         .await
@@ -101,6 +102,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         platform
             .policy()
             .activate_policy_set(platform.req(pb::ActivatePolicySetRequest {
+                request_id: String::new(),
                 policies: open.clone(),
             }))
             .await,
@@ -114,6 +116,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         platform
             .policy()
             .approve_policy_set(platform.req(pb::ApprovePolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: proposed.policy_set_hash.clone(),
                 analysis_id: "00".repeat(32),
             }))
@@ -126,6 +129,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         regulator
             .policy()
             .activate_policy_set(regulator.req(pb::ActivatePolicySetRequest {
+                request_id: String::new(),
                 policies: open.clone(),
             }))
             .await,
@@ -137,6 +141,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         regulator
             .policy()
             .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: proposed.policy_set_hash.clone(),
                 analysis_id: String::new(),
             }))
@@ -149,6 +154,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         regulator
             .policy()
             .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: proposed.policy_set_hash.clone(),
                 analysis_id: "ab".repeat(32),
             }))
@@ -161,6 +167,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         regulator
             .policy()
             .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: "cd".repeat(32),
                 analysis_id: "ab".repeat(32),
             }))
@@ -231,6 +238,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
     let approved = regulator
         .policy()
         .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+            request_id: String::new(),
             policy_set_hash: proposed.policy_set_hash.clone(),
             analysis_id: analysis.analysis_id.clone(),
         }))
@@ -272,6 +280,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
     let declined = platform
         .policy()
         .activate_policy_set(platform.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
             policies: before.policies.clone(),
         }))
         .await
@@ -281,6 +290,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
     let rejected = regulator
         .policy()
         .reject_policy_set(regulator.req(pb::RejectPolicySetRequest {
+            request_id: String::new(),
             policy_set_hash: declined.policy_set_hash.clone(),
         }))
         .await
@@ -293,6 +303,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         regulator
             .policy()
             .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: declined.policy_set_hash.clone(),
                 analysis_id: analysis.analysis_id.clone(),
             }))
@@ -305,6 +316,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
         platform
             .policy()
             .reject_policy_set(platform.req(pb::RejectPolicySetRequest {
+                request_id: String::new(),
                 policy_set_hash: declined.policy_set_hash.clone(),
             }))
             .await,
@@ -403,7 +415,10 @@ async fn without_the_two_person_rule_the_platform_activates_and_analyses_windows
     // With no approval rule the platform's activation takes effect at once.
     let activated = platform
         .policy()
-        .activate_policy_set(platform.req(pb::ActivatePolicySetRequest { policies: open }))
+        .activate_policy_set(platform.req(pb::ActivatePolicySetRequest {
+            request_id: String::new(),
+            policies: open,
+        }))
         .await
         .unwrap()
         .into_inner();

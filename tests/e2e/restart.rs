@@ -95,6 +95,7 @@ async fn restart_keeps_state_and_checkpoints() {
     .unwrap();
     api.consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "p1".into(),
             consent_id: consent,
         }))

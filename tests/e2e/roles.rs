@@ -107,6 +107,7 @@ async fn each_role_reaches_only_its_methods() {
     let write = regulator
         .directory()
         .upsert_organization(regulator.req(pb::UpsertOrganizationRequest {
+            request_id: String::new(),
             id: "x".into(),
             name: "X".into(),
             recipient_class: "pharma".into(),
@@ -182,6 +183,7 @@ async fn patients_write_their_own_consent_and_no_one_else_s() {
     alice
         .consent()
         .record_opt_out(alice.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             purposes: vec!["marketing".into()],
             replace: false,
@@ -225,6 +227,7 @@ async fn patients_write_their_own_consent_and_no_one_else_s() {
         alice
             .consent()
             .revoke_consent(alice.req(pb::RevokeConsentRequest {
+                request_id: String::new(),
                 patient_id: "bob".into(),
                 consent_id: bobs.clone(),
             }))
@@ -233,6 +236,7 @@ async fn patients_write_their_own_consent_and_no_one_else_s() {
         alice
             .consent()
             .record_opt_out(alice.req(pb::RecordOptOutRequest {
+                request_id: String::new(),
                 patient_id: "bob".into(),
                 purposes: vec!["research".into()],
                 replace: false,
@@ -248,6 +252,7 @@ async fn patients_write_their_own_consent_and_no_one_else_s() {
     let hidden = alice
         .consent()
         .revoke_consent(alice.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             consent_id: bobs,
         }))
@@ -261,6 +266,7 @@ async fn patients_write_their_own_consent_and_no_one_else_s() {
     alice
         .consent()
         .revoke_consent(alice.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "alice".into(),
             consent_id: granted.consent_id,
         }))

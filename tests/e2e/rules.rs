@@ -134,6 +134,7 @@ async fn rule_3_anonymised_research_runs_on_opt_out_but_insurance_needs_opt_in()
     );
     api.consent()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p4".into(),
             purposes: vec!["product_development".into()],
             replace: false,
@@ -162,6 +163,7 @@ async fn a_later_opt_out_adds_to_earlier_ones_and_only_replace_withdraws_them() 
     let (server, api) = setup().await;
     let opt_out = |purposes: &[&str], replace: bool| {
         api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p4".into(),
             purposes: purposes.iter().map(|p| (*p).into()).collect(),
             replace,
@@ -233,6 +235,7 @@ async fn rule_4_statistics_need_a_cohort_of_k_and_never_serve_marketing() {
     assert!(allowed(&api.authorize(stats("research", 0, "p6")).await));
     api.consent()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p6".into(),
             purposes: vec!["research".into()],
             replace: false,
@@ -248,6 +251,7 @@ async fn rule_5_facility_disclosure_settings_override_consent() {
     let (server, api) = setup().await;
     api.directory()
         .upsert_facility_group(api.req(pb::UpsertFacilityGroupRequest {
+            request_id: String::new(),
             id: "grp".into(),
             excluded_departments: vec!["genetics".into()],
             excluded_patients: vec![],
@@ -359,6 +363,7 @@ async fn rule_7_break_glass_only_during_a_declared_emergency_and_always_reviewed
         async move {
             api.directory()
                 .set_emergency(api.req(pb::SetEmergencyRequest {
+                    request_id: String::new(),
                     facility: "hosp-a".into(),
                     active,
                 }))
@@ -425,6 +430,7 @@ async fn rule_9_a_revocation_takes_effect_for_every_later_decision_then_a_new_gr
     assert!(allowed(&api.authorize(q()).await));
     api.consent()
         .revoke_consent(api.req(pb::RevokeConsentRequest {
+            request_id: String::new(),
             patient_id: "p14".into(),
             consent_id: id,
         }))
@@ -490,6 +496,7 @@ async fn rule_2_a_later_opt_out_overrides_an_earlier_consent_and_a_later_consent
     let (server, api) = setup().await;
     let opt_out = |purposes: &[&str]| {
         api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p21".into(),
             purposes: purposes.iter().map(|p| (*p).into()).collect(),
             replace: true,
@@ -674,6 +681,7 @@ async fn rule_7b_a_doctor_of_another_facility_may_view_in_an_emergency_unless_re
     // A patient who refused emergency access by other facilities is not viewed.
     api.consent()
         .record_opt_out(api.req(pb::RecordOptOutRequest {
+            request_id: String::new(),
             patient_id: "p27".into(),
             purposes: vec!["emergency".into()],
             replace: false,

@@ -115,6 +115,7 @@ async fn wait_health(addr: std::net::SocketAddr, service: &str, want: ServingSta
 
 fn organization(n: usize) -> pb::UpsertOrganizationRequest {
     pb::UpsertOrganizationRequest {
+        request_id: String::new(),
         id: format!("org-{n}"),
         // A long name, so that the disk fills within a few hundred writes.
         name: format!("organisation {n} {}", "x".repeat(200)),

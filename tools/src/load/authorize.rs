@@ -138,6 +138,7 @@ impl AuthorizeWorkload {
         ] {
             directory
                 .upsert_organization(self.request(UpsertOrganizationRequest {
+                    request_id: String::new(),
                     id: id.into(),
                     name: name.into(),
                     recipient_class: class.into(),
@@ -148,6 +149,7 @@ impl AuthorizeWorkload {
         for id in [HOSPITAL_A, HOSPITAL_B] {
             directory
                 .upsert_facility(self.request(UpsertFacilityRequest {
+                    request_id: String::new(),
                     id: id.into(),
                     name: id.into(),
                     group: String::new(),
@@ -160,6 +162,7 @@ impl AuthorizeWorkload {
         }
         directory
             .upsert_clinician(self.request(UpsertClinicianRequest {
+                request_id: String::new(),
                 id: DOCTOR.into(),
                 facility: HOSPITAL_A.into(),
                 department: DEPARTMENT.into(),
@@ -216,6 +219,7 @@ impl AuthorizeWorkload {
         }
         if i.is_multiple_of(2) {
             out.push(SetupRequest::Grant(self.request(GrantConsentRequest {
+                request_id: String::new(),
                 patient_id: patient.clone(),
                 purposes: vec!["treatment".into()],
                 data_categories: vec!["lab_result".into(), "medication".into()],
@@ -228,6 +232,7 @@ impl AuthorizeWorkload {
         }
         if i % 10 == 9 {
             out.push(SetupRequest::OptOut(self.request(RecordOptOutRequest {
+                request_id: String::new(),
                 patient_id: patient,
                 purposes: vec!["product_development".into()],
                 replace: false,
@@ -262,6 +267,7 @@ impl AuthorizeWorkload {
                 clients
                     .consent
                     .revoke_consent(self.request(RevokeConsentRequest {
+                        request_id: String::new(),
                         patient_id,
                         consent_id,
                     }))
@@ -412,6 +418,7 @@ fn spread(n: u64, patients: u64) -> u64 {
 
 fn research_consent(patient: &str) -> GrantConsentRequest {
     GrantConsentRequest {
+        request_id: String::new(),
         patient_id: patient.to_owned(),
         purposes: vec!["research".into()],
         data_categories: vec!["lab_result".into(), "medication".into()],
