@@ -1,0 +1,253 @@
+//! How soon a recipient hears of a revocation through `WatchConsentChanges`, and how fast a
+//! subscription catches up on a backlog — through the real server (in-process, loopback gRPC,
+//! sled in a temp dir).
+//!
+//! Latency: a subscription for `univ-a` is open and caught up; then, N times, a consent naming
+//! `univ-a` is granted and revoked, and the time from the revocation's acknowledgement to the
+//! revocation's arrival on the stream is taken (the grant arrives first and is read too).
+//! Catch-up: a log of B decisions and consent changes for other recipients (none concern
+//! `univ-a`), then one change for it at the end; a new subscription from the first entry, timed
+//! until that change arrives.
+//!
+//! ```sh
+//! cargo bench -p akashi --bench consent_changes   # AKASHI_WATCH_ROUNDS=N (200), AKASHI_WATCH_BACKLOG=B (50000)
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::cast_precision_loss,
+    missing_docs,
+    reason = "benchmark code"
+)]
+
+use std::time::{Duration, Instant};
+
+use akashi::{auth::Role, config::Config, server::Server};
+use proto::pb::{
+    self, access_service_client::AccessServiceClient, consent_service_client::ConsentServiceClient,
+    directory_service_client::DirectoryServiceClient,
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+
+fn req<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn grant(channel: &Channel, token: &str, patient: &str, recipient: &str) -> String {
+    ConsentServiceClient::new(channel.clone())
+        .grant_consent(req(
+            pb::GrantConsentRequest {
+                patient_id: patient.into(),
+                purposes: vec!["research".into()],
+                data_categories: vec!["lab_result".into()],
+                recipients: vec![recipient.into()],
+                max_level: "PSEUDONYMIZED".into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .consent_id
+}
+
+async fn revoke(channel: &Channel, token: &str, patient: &str, consent_id: String) {
+    ConsentServiceClient::new(channel.clone())
+        .revoke_consent(req(
+            pb::RevokeConsentRequest {
+                patient_id: patient.into(),
+                consent_id,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap();
+}
+
+/// Reads the stream until a change of `kind` for `consent_id` arrives.
+async fn until(
+    stream: &mut tonic::Streaming<pb::WatchConsentChangesResponse>,
+    kind: &str,
+    consent_id: &str,
+) {
+    loop {
+        let message = stream.message().await.unwrap().expect("the stream ended");
+        if message
+            .changes
+            .iter()
+            .any(|c| c.kind == kind && c.consent_id == consent_id)
+        {
+            return;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds = env("AKASHI_WATCH_ROUNDS", 200);
+    let backlog = env("AKASHI_WATCH_BACKLOG", 50_000);
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        grpc_addr: grpc.local_addr().unwrap(),
+        http_addr: http.local_addr().unwrap(),
+        ..Config::default()
+    };
+    let data_dir = config.data_dir.clone();
+    let server = Server::open(config).unwrap();
+    let grpc_addr = grpc.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(grpc, http, async {
+        let _ = stop_rx.await;
+    }));
+    let token =
+        akashi::keys::mint_token(&data_dir, Role::Platform, None, Duration::from_secs(3600))
+            .unwrap();
+    let channel: Channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for org in ["univ-a", "univ-b"] {
+        DirectoryServiceClient::new(channel.clone())
+            .upsert_organization(req(
+                pb::UpsertOrganizationRequest {
+                    id: org.into(),
+                    name: org.into(),
+                    recipient_class: "university".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap();
+    }
+
+    // Latency of a revocation to an open, caught-up subscription.
+    let mut stream = ConsentServiceClient::new(channel.clone())
+        .watch_consent_changes(req(
+            pb::WatchConsentChangesRequest {
+                recipient: "univ-a".into(),
+                after_index: None,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut latencies = Vec::new();
+    for round in 0..rounds {
+        let patient = format!("patient-{round}");
+        let id = grant(&channel, &token, &patient, "univ-a").await;
+        until(&mut stream, "grant", &id).await;
+        revoke(&channel, &token, &patient, id.clone()).await;
+        let acknowledged = Instant::now();
+        until(&mut stream, "revoke", &id).await;
+        latencies.push(acknowledged.elapsed());
+    }
+    latencies.sort_unstable();
+    println!(
+        "revocation acknowledged -> on the stream, {rounds} rounds: p50 {:?} p99 {:?} max {:?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().unwrap()
+    );
+
+    // Catch-up over a backlog that does not concern the recipient.
+    let started = Instant::now();
+    let workers = 32;
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (channel, token) = (channel.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut access = AccessServiceClient::new(channel.clone());
+            let mut call = worker;
+            while call < backlog {
+                if call % 10 == 0 {
+                    grant(&channel, &token, &format!("other-{call}"), "univ-b").await;
+                } else {
+                    access
+                        .authorize(req(
+                            pb::AuthorizeRequest {
+                                principal: Some(pb::Principal {
+                                    r#type: "Organization".into(),
+                                    id: "univ-b".into(),
+                                }),
+                                action: "secondary_use".into(),
+                                patient_id: format!("other-{}", call % 1000),
+                                data_category: "lab_result".into(),
+                                purpose: "research".into(),
+                                level: "PSEUDONYMIZED".into(),
+                                ..Default::default()
+                            },
+                            &token,
+                        ))
+                        .await
+                        .unwrap();
+                }
+                call += workers;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let last = grant(&channel, &token, "patient-last", "univ-a").await;
+    println!(
+        "built a backlog of {backlog} entries in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let size = pb::transparency_service_client::TransparencyServiceClient::new(channel.clone())
+        .get_checkpoint(pb::GetCheckpointRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoint;
+    let size: u64 = size.lines().nth(1).unwrap().parse().unwrap();
+    let started = Instant::now();
+    let mut fresh = ConsentServiceClient::new(channel.clone())
+        .watch_consent_changes(req(
+            pb::WatchConsentChangesRequest {
+                recipient: "univ-a".into(),
+                after_index: None,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    until(&mut fresh, "grant", &last).await;
+    let elapsed = started.elapsed();
+    println!(
+        "catch-up from entry 0 over {size} entries: {:.2} s, {:.0} entries/s",
+        elapsed.as_secs_f64(),
+        size as f64 / elapsed.as_secs_f64()
+    );
+    drop((stream, fresh));
+    let _ = stop_tx.send(());
+    task.await.unwrap().unwrap();
+}
