@@ -318,48 +318,79 @@ async fn evaluations(
     };
     let defaults = request.defaults;
     let semantic = request.options.evaluations_semantic;
-    let mut answers = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let merged = match (
-            item.subject.or_else(|| defaults.subject.clone()),
-            item.action.or_else(|| defaults.action.clone()),
-            item.resource.or_else(|| defaults.resource.clone()),
-        ) {
-            (Some(subject), Some(action), Some(resource)) => Ok(Evaluation {
-                subject,
-                action,
-                resource,
-                context: item.context.or_else(|| defaults.context.clone()),
+    let merged: Vec<Result<Evaluation, (StatusCode, String)>> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            match (
+                item.subject.or_else(|| defaults.subject.clone()),
+                item.action.or_else(|| defaults.action.clone()),
+                item.resource.or_else(|| defaults.resource.clone()),
+            ) {
+                (Some(subject), Some(action), Some(resource)) => Ok(Evaluation {
+                    subject,
+                    action,
+                    resource,
+                    context: item.context.or_else(|| defaults.context.clone()),
+                }),
+                (None, _, _) => Err(format!("`evaluations[{i}].subject` is missing")),
+                (_, None, _) => Err(format!("`evaluations[{i}].action` is missing")),
+                (_, _, None) => Err(format!("`evaluations[{i}].resource` is missing")),
+            }
+            .map_err(|message| (StatusCode::BAD_REQUEST, message))
+        })
+        .collect();
+    let answer = |outcome: Result<(bool, Value), (StatusCode, String)>| match outcome {
+        Ok((decision, context)) => (
+            decision,
+            json!({ "decision": decision, "context": context }),
+        ),
+        // A refused item is a deny that says why (AuthZEN 1.0 §7.2.2).
+        Err((status, message)) => (
+            false,
+            json!({
+                "decision": false,
+                "context": { "error": { "status": status.as_u16(), "message": message } },
             }),
-            (None, _, _) => Err(format!("`evaluations[{i}].subject` is missing")),
-            (_, None, _) => Err(format!("`evaluations[{i}].action` is missing")),
-            (_, _, None) => Err(format!("`evaluations[{i}].resource` is missing")),
-        };
-        let outcome = match merged {
-            Ok(evaluation) => authzen.decide(&caller, evaluation).await,
-            Err(message) => Err((StatusCode::BAD_REQUEST, message)),
-        };
-        let decision = match outcome {
-            Ok((decision, context)) => {
-                answers.push(json!({ "decision": decision, "context": context }));
-                Some(decision)
+        ),
+    };
+    let mut answers = Vec::with_capacity(merged.len());
+    match semantic {
+        // Every item is decided: all at once, so that they share the sequencer's batches (one
+        // durable commit for many decisions) rather than wait for one commit each; answers
+        // keep the items' order.
+        Semantic::ExecuteAll => {
+            let decided = futures::future::join_all(merged.into_iter().map(|item| {
+                let (authzen, caller) = (&authzen, &caller);
+                async move {
+                    match item {
+                        Ok(evaluation) => authzen.decide(caller, evaluation).await,
+                        Err(refused) => Err(refused),
+                    }
+                }
+            }))
+            .await;
+            answers.extend(decided.into_iter().map(|outcome| answer(outcome).1));
+        }
+        // Short-circuiting semantics decide one item after another: no decision past the stop
+        // is made, or logged.
+        Semantic::DenyOnFirstDeny | Semantic::PermitOnFirstPermit => {
+            for item in merged {
+                let outcome = match item {
+                    Ok(evaluation) => authzen.decide(&caller, evaluation).await,
+                    Err(refused) => Err(refused),
+                };
+                let (decision, json) = answer(outcome);
+                answers.push(json);
+                let stop = match semantic {
+                    Semantic::DenyOnFirstDeny => !decision,
+                    Semantic::PermitOnFirstPermit => decision,
+                    Semantic::ExecuteAll => false,
+                };
+                if stop {
+                    break;
+                }
             }
-            // A refused item is a deny that says why (AuthZEN 1.0 §7.2.2).
-            Err((status, message)) => {
-                answers.push(json!({
-                    "decision": false,
-                    "context": { "error": { "status": status.as_u16(), "message": message } },
-                }));
-                Some(false)
-            }
-        };
-        let stop = match semantic {
-            Semantic::ExecuteAll => false,
-            Semantic::DenyOnFirstDeny => decision == Some(false),
-            Semantic::PermitOnFirstPermit => decision == Some(true),
-        };
-        if stop {
-            break;
         }
     }
     json_response(StatusCode::OK, &json!({ "evaluations": answers }))
