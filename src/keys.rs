@@ -275,13 +275,14 @@ impl SubjectKey {
     }
 
     /// How `recipient` knows the patient whose pseudonym is `subject` in `WatchConsentChanges`:
-    /// `HMAC-SHA256(HMAC-SHA256(key, "akashi/recipient-reference/v1"), recipient ‖ 0x00 ‖
-    /// subject)`, in hex. Stable for one recipient, unrelated across recipients, and neither
+    /// `HMAC-SHA256(HMAC-SHA256(key, 0x00 ‖ "akashi/recipient-reference/v1"), recipient ‖ 0x00 ‖
+    /// subject)`, in hex (the leading zero byte, which no patient id holds, keeps the derived
+    /// key apart from every pseudonym). Stable for one recipient, unrelated across recipients, and neither
     /// the patient id nor the log's pseudonym.
     pub fn recipient_reference(&self, recipient: &str, subject: &str) -> String {
         let derived = <Hmac<Sha256>>::new_from_slice(&self.0)
             .map(|mac| {
-                mac.chain_update(b"akashi/recipient-reference/v1")
+                mac.chain_update(b"\0akashi/recipient-reference/v1")
                     .finalize()
                     .into_bytes()
             })

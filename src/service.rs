@@ -238,6 +238,38 @@ impl Core {
         }
     }
 
+    /// The first answer to `request` when it was logged before (a retry), from the committed
+    /// state: for writes whose checks would now fail because the first request succeeded (an
+    /// approval's set is no longer pending) or time has passed (a grant's `valid_until`).
+    ///
+    /// # Errors
+    ///
+    /// `ALREADY_EXISTS` when the id was used for another request; as
+    /// [`Core::submit_request`] otherwise.
+    pub async fn answered(
+        &self,
+        request: Option<&RequestKey>,
+    ) -> Result<Option<(Receipt, Output)>, Error> {
+        let Some(request) = request else {
+            return Ok(None);
+        };
+        let recorded = policy::state::KvRead::get(
+            &crate::state_machine::LogKv(self.log()),
+            &request.state_key(),
+        )
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+        .and_then(|bytes| Recorded::decode(&bytes));
+        match recorded {
+            None => Ok(None),
+            Some(recorded) if recorded.digest == hex::encode(request.digest) => {
+                self.first_answer(request, &recorded).await.map(Some)
+            }
+            Some(_) => Err(Error::AlreadyExists(
+                "`request_id` was already used for another request".to_owned(),
+            )),
+        }
+    }
+
     /// The answer a request logged before (`recorded`) got, once its entry is committed.
     async fn first_answer(
         &self,

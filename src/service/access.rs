@@ -95,6 +95,7 @@ impl AccessService for Access {
         let access = self.parse(request)?;
         let labels = (access.action, access.purpose, access.level);
         let prepared = self.0.decisions().prepare(self.0.log(), &access);
+        let subject = access.subject.clone();
         let (r, output) = match access.subject.clone() {
             Some(subject) => {
                 self.0
@@ -105,6 +106,20 @@ impl AccessService for Access {
         };
         let Output::Decided { decision, leaf } = output else {
             return Err(Error::Internal("authorize answered with another output").into());
+        };
+        // The logged recipient (public, in the leaf) and the patient's pseudonym name the
+        // reference a recipient's change stream uses.
+        let patient_ref = match (
+            &subject,
+            ledger::entry::Leaf::decode(&leaf)
+                .ok()
+                .and_then(|l| l.attribute("recipient").map(str::to_owned)),
+        ) {
+            (Some(subject), Some(recipient)) if recipient != "none" => self
+                .0
+                .subject_key()
+                .recipient_reference(&recipient, subject.as_str()),
+            _ => String::new(),
         };
         self.0.decisions().answered().record((
             labels.0,
@@ -129,6 +144,7 @@ impl AccessService for Access {
                 ..receipt(&r)
             }),
             errors: decision.errors,
+            patient_ref,
         }))
     }
 }

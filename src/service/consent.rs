@@ -114,6 +114,15 @@ impl ConsentService for Consents {
         // A patient grants for itself (the PHR app's consent capture); the platform for anyone.
         require_subject(&caller, &r.patient_id, &[Role::Platform])?;
         let idempotent = idempotent?;
+        // A retry after the first grant went through: the first answer stands, even if its
+        // `valid_until` has passed since.
+        if let Some((r, Output::Granted(consent_id))) = self.0.answered(idempotent.as_ref()).await?
+        {
+            return Ok(Response::new(pb::GrantConsentResponse {
+                consent_id: consent_id.to_string(),
+                receipt: Some(receipt(&r)),
+            }));
+        }
         let now = Timestamp::now();
         let mut id = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut id);

@@ -10,7 +10,8 @@
 //! as recipient was logged before it (the patient's own entry listing, read leaf by leaf). With
 //! no recipient, every consent change concerns the subscriber. An expiry is not an entry: a
 //! grant states its `valid_until`, after which the consent no longer covers anything with no
-//! further change. Erased bodies are skipped. Patients appear as
+//! further change. An entry whose body was erased is skipped, except that a revocation of a
+//! grant whose body was erased is still told, from the grant's public leaf. Patients appear as
 //! [`SubjectKey::recipient_reference`](crate::keys::SubjectKey::recipient_reference)s, stable for
 //! one recipient and unrelated across recipients.
 //!
@@ -45,6 +46,16 @@ use crate::state_machine::LogKv;
 
 /// Messages a subscription keeps ready ahead of its client.
 const AHEAD: usize = 4;
+/// Most subscriptions open at once; another is `RESOURCE_EXHAUSTED`.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// Pages scanned at once over all subscriptions (the store reads run on blocking threads, and
+/// catching up from entry 0 must not take both cores from decisions).
+const PARALLEL_SCANS: usize = 1;
+
+/// The scan gate, shared by every subscription.
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_SCANS);
+/// Open subscriptions.
+static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Most changes in one message.
 pub const MAX_CHANGES_PER_MESSAGE: usize = 256;
 /// How often a caught-up subscription says how far it has scanned when nothing concerned it.
@@ -115,6 +126,8 @@ pub fn subscribe(
             after + 1
         }
     };
+    let open = OpenSubscription::new()?;
+    let (core_commits, core_stopping) = (core.commits(), core.stopping());
     let (tx, rx) = mpsc::channel(AHEAD);
     let walk = Walk {
         log: core.log().clone(),
@@ -122,10 +135,36 @@ pub fn subscribe(
         subscriber,
         next: start,
     };
-    tokio::spawn(walk.run(tx, core.commits(), core.stopping()));
+    tokio::spawn(async move {
+        let _open = open;
+        walk.run(tx, core_commits, core_stopping).await;
+    });
     Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     })))
+}
+
+/// One of [`MAX_SUBSCRIPTIONS`], held while its walk runs.
+struct OpenSubscription;
+
+impl OpenSubscription {
+    fn new() -> Result<Self, Error> {
+        use std::sync::atomic::Ordering;
+        let taken = OPEN.fetch_add(1, Ordering::AcqRel);
+        if taken >= MAX_SUBSCRIPTIONS {
+            OPEN.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::Busy(
+                "too many consent-change subscriptions are open",
+            ));
+        }
+        Ok(Self)
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// One subscription's walk through the log.
@@ -154,6 +193,9 @@ impl Walk {
             let checkpoint = self.log.checkpoint();
             let size = checkpoint.checkpoint().size.get();
             while self.next < size {
+                if *stopping.borrow() {
+                    return;
+                }
                 let walk_to = size.min(self.next + MAX_LEAVES_PER_READ);
                 let (log, key, subscriber, from) = (
                     self.log.clone(),
@@ -161,10 +203,12 @@ impl Walk {
                     self.subscriber.clone(),
                     self.next,
                 );
+                let permit = SCANS.acquire().await;
                 let scanned = tokio::task::spawn_blocking(move || {
                     changes(&log, &key, &subscriber, from, walk_to)
                 })
                 .await;
+                drop(permit);
                 let changes = match scanned {
                     Ok(Ok(changes)) => changes,
                     Ok(Err(err)) => {
@@ -179,16 +223,24 @@ impl Walk {
                     }
                 };
                 self.next = walk_to;
-                for chunk in changes.chunks(MAX_CHANGES_PER_MESSAGE) {
+                let chunks: Vec<_> = changes.chunks(MAX_CHANGES_PER_MESSAGE).collect();
+                let last = chunks.len().saturating_sub(1);
+                for (n, chunk) in chunks.into_iter().enumerate() {
+                    // A message's `scanned_to` must not pass a change a later message carries.
+                    let scanned_to = if n == last {
+                        walk_to
+                    } else {
+                        chunk.last().map_or(walk_to, |c| c.leaf_index + 1)
+                    };
                     let message = pb::WatchConsentChangesResponse {
                         changes: chunk.to_vec(),
                         checkpoint: checkpoint.note().to_owned(),
-                        scanned_to: self.next,
+                        scanned_to,
                     };
-                    if tx.send(Ok(message)).await.is_err() {
+                    if !send(&tx, &mut stopping, Ok(message)).await {
                         return;
                     }
-                    sent_to = self.next;
+                    sent_to = scanned_to;
                     last_sent = Instant::now();
                 }
             }
@@ -199,7 +251,7 @@ impl Walk {
                     checkpoint: checkpoint.note().to_owned(),
                     scanned_to: self.next,
                 };
-                if tx.send(Ok(message)).await.is_err() {
+                if !send(&tx, &mut stopping, Ok(message)).await {
                     return;
                 }
                 sent_to = self.next;
@@ -217,6 +269,22 @@ impl Walk {
                 () = tx.closed() => return,
             }
         }
+    }
+}
+
+/// Sends `message`, unless the client is gone or the server begins to stop first (a client that
+/// does not read must not hold the server's graceful stop). Returns whether it was sent.
+async fn send(
+    tx: &mpsc::Sender<Result<pb::WatchConsentChangesResponse, tonic::Status>>,
+    stopping: &mut watch::Receiver<bool>,
+    message: Result<pb::WatchConsentChangesResponse, tonic::Status>,
+) -> bool {
+    if *stopping.borrow() {
+        return false;
+    }
+    tokio::select! {
+        sent = tx.send(message) => sent.is_ok(),
+        _ = stopping.changed() => false,
     }
 }
 
@@ -282,26 +350,29 @@ fn change(
             consent_id,
             revoked_at,
         } => {
-            // What the revoked consent covered, from its grant.
+            // What the revoked consent covered, from its grant: the body, or (erased) the
+            // grant's public leaf, which names its recipients, classes, purposes and level.
             let record = state::consent_record(&LogKv(log), consent_id)
                 .map_err(|e| Error::Unavailable(Box::new(e)))?;
-            let granted = match record {
+            let covered_by = match record {
                 Some(record) => match event_at(log, record.granted)? {
-                    Some(Event::GrantConsent(consent)) => Some(consent),
-                    _ => None,
+                    Some(Event::GrantConsent(consent)) => {
+                        names(subscriber, &consent).then(|| covered(&consent))
+                    }
+                    _ => grant_leaf(log, subscriber, record.granted)?.map(|mut change| {
+                        change.consent_id = consent_id.to_string();
+                        change
+                    }),
                 },
                 None => None,
             };
-            match granted {
-                Some(consent) if names(subscriber, &consent) => Some(pb::ConsentChange {
-                    leaf_index: index,
-                    kind: "revoke".into(),
-                    patient_ref: reference(subject),
-                    time: revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    ..covered(&consent)
-                }),
-                _ => None,
-            }
+            covered_by.map(|covered| pb::ConsentChange {
+                leaf_index: index,
+                kind: "revoke".into(),
+                patient_ref: reference(subject),
+                time: revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                ..covered
+            })
         }
         Event::RecordOptOut { subject, purposes } => {
             let concerns = match &subscriber.recipient {
@@ -318,6 +389,39 @@ fn change(
         }
         _ => None,
     })
+}
+
+/// What the grant at `index` covered, from its public leaf (its body was erased), if it names
+/// the subscriber or its class.
+fn grant_leaf(
+    log: &Log,
+    subscriber: &Subscriber,
+    index: u64,
+) -> Result<Option<pb::ConsentChange>, Error> {
+    let Some(leaf) = log.leaves(LeafIndex(index), 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let leaf = Leaf::decode(&leaf).map_err(|_| Error::Internal("a stored leaf is bad"))?;
+    let list = |name: &str| -> Vec<String> {
+        leaf.attribute(name)
+            .filter(|v| *v != "none")
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let concerns = match &subscriber.recipient {
+        None => true,
+        Some((id, class)) => {
+            list("recipients").iter().any(|r| r == id.as_str())
+                || list("recipient_classes")
+                    .iter()
+                    .any(|c| c == class.as_str())
+        }
+    };
+    Ok(concerns.then(|| pb::ConsentChange {
+        purposes: list("purposes"),
+        max_level: leaf.attribute("max_level").unwrap_or_default().to_owned(),
+        ..pb::ConsentChange::default()
+    }))
 }
 
 /// Whether `consent` names the subscriber or its class (every consent, for no recipient).
@@ -363,7 +467,8 @@ fn allowed_before(
 ) -> Result<bool, Error> {
     let entries = state::subject_entries(&LogKv(log), subject)
         .map_err(|e| Error::Unavailable(Box::new(e)))?;
-    for index in entries.into_iter().filter(|i| *i < before) {
+    // Newest first: a recipient that received data about the patient usually did recently.
+    for index in entries.into_iter().rev().filter(|i| *i < before) {
         let leaves = log.leaves(LeafIndex(index), 1)?;
         let Some(leaf) = leaves.first() else {
             continue;

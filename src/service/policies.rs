@@ -266,6 +266,14 @@ impl PolicyService for Policies {
         let idempotent = request_key(&request, &request.get_ref().request_id)?;
         let r = request.into_inner();
         let hash: PolicySetHash = hex_field("policy_set_hash", &r.policy_set_hash)?;
+        // A retry of an approval that went through: the set is no longer pending, and the
+        // analysis may be forgotten, but the first answer stands.
+        if let Some((r, Output::Activated(hash))) = self.core.answered(idempotent.as_ref()).await? {
+            return Ok(Response::new(pb::ApprovePolicySetResponse {
+                policy_set_hash: hash.to_hex(),
+                receipt: Some(receipt(&r)),
+            }));
+        }
         let analysis: AnalysisId = hex_field("analysis_id", &r.analysis_id)?;
         let pending = state::pending_policy_sets(&LogKv(self.core.log()))
             .map_err(|e| Error::Unavailable(Box::new(e)))?

@@ -146,6 +146,9 @@ async fn a_recipient_hears_of_the_changes_that_concern_it_live_and_resumes_witho
     // One patient, one reference for this recipient; not the patient id.
     assert_eq!(grant_1.patient_ref, revoke_1.patient_ref);
     assert_ne!(grant_1.patient_ref, opt_out_4.patient_ref);
+    // The recipient can act on the opt-out: the decision that gave it the data named the
+    // patient by the same reference.
+    assert_eq!(anonymised.patient_ref, opt_out_4.patient_ref);
     assert!(!grant_1.patient_ref.contains("patient-1"));
 
     // univ-b sees its own consents, and patient-1 under another reference than univ-a's.

@@ -235,18 +235,29 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
     assert_eq!(independent.analysis.deny_to_allow, analysis.deny_to_allow);
 
     // Approved naming it: the set is in force, the wait is over, and it decides.
+    let approval = pb::ApprovePolicySetRequest {
+        policy_set_hash: proposed.policy_set_hash.clone(),
+        analysis_id: analysis.analysis_id.clone(),
+        request_id: "approve-open-1".into(),
+    };
     let approved = regulator
         .policy()
-        .approve_policy_set(regulator.req(pb::ApprovePolicySetRequest {
-            request_id: String::new(),
-            policy_set_hash: proposed.policy_set_hash.clone(),
-            analysis_id: analysis.analysis_id.clone(),
-        }))
+        .approve_policy_set(regulator.req(approval.clone()))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(approved.policy_set_hash, proposed.policy_set_hash);
     let receipt = approved.receipt.unwrap();
+    // Retried (the answer was lost): the same approval, though the set no longer waits.
+    let size = platform.size().await;
+    let again = regulator
+        .policy()
+        .approve_policy_set(regulator.req(approval))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.receipt.unwrap().leaf_index, receipt.leaf_index);
+    assert_eq!(platform.size().await, size);
     verify_receipt(&receipt, &server.vkey);
     let now = active(&platform).await;
     assert_eq!(now.policy_set_hash, proposed.policy_set_hash);
