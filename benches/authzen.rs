@@ -19,46 +19,31 @@
     clippy::panic,
     clippy::cast_precision_loss,
     missing_docs,
+    unreachable_pub,
     reason = "benchmark code"
 )]
 
 use std::time::{Duration, Instant};
 
-use akashi::{auth::Role, config::Config, server::Server};
+use akashi::auth::Role;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use proto::pb::{
-    self, access_service_client::AccessServiceClient, consent_service_client::ConsentServiceClient,
-    directory_service_client::DirectoryServiceClient,
-};
+use proto::pb::access_service_client::AccessServiceClient;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+
+#[allow(
+    dead_code,
+    reason = "shared by the gRPC-path benchmarks; each uses part"
+)]
+mod support;
+
+use support::{Running, env_number, req, research, research_consent, university};
 
 const BATCH: u64 = 100;
 
-fn req<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-fn ask(patient: u64) -> pb::AuthorizeRequest {
-    pb::AuthorizeRequest {
-        principal: Some(pb::Principal {
-            r#type: "Organization".into(),
-            id: "univ-a".into(),
-        }),
-        action: "secondary_use".into(),
-        patient_id: format!("patient-{patient}"),
-        data_category: "lab_result".into(),
-        purpose: "research".into(),
-        level: "PSEUDONYMIZED".into(),
-        ..Default::default()
-    }
+fn ask(patient: u64) -> proto::pb::AuthorizeRequest {
+    research("univ-a", &format!("patient-{patient}"))
 }
 
 fn report(what: &str, mut times: Vec<Duration>) {
@@ -75,65 +60,14 @@ fn report(what: &str, mut times: Vec<Duration>) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: u64 = std::env::var("AKASHI_AUTHZEN_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authzen = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authzen_addr = authzen.local_addr().unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        grpc_addr: grpc.local_addr().unwrap(),
-        http_addr: http.local_addr().unwrap(),
-        authzen_addr: Some(authzen_addr),
-        ..Config::default()
-    };
-    let data_dir = config.data_dir.clone();
-    let mut server = Server::open(config).unwrap();
-    server.serve_authzen(authzen);
-    let grpc_addr = grpc.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(grpc, http, async {
-        let _ = stop_rx.await;
-    }));
-    let token =
-        akashi::keys::mint_token(&data_dir, Role::Platform, None, Duration::from_secs(3600))
-            .unwrap();
-    let channel: Channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    DirectoryServiceClient::new(channel.clone())
-        .upsert_organization(req(
-            pb::UpsertOrganizationRequest {
-                id: "univ-a".into(),
-                name: "University A".into(),
-                recipient_class: "university".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
+    let rounds = env_number("AKASHI_AUTHZEN_ROUNDS", 100);
+    let server = Running::start(true).await;
+    let authzen_addr = server.authzen_addr.unwrap();
+    let token = server.token(Role::Platform);
+    let channel = server.channel.clone();
+    university(&channel, &token, "univ-a").await;
     for patient in 0..1000 {
-        ConsentServiceClient::new(channel.clone())
-            .grant_consent(req(
-                pb::GrantConsentRequest {
-                    patient_id: format!("patient-{patient}"),
-                    purposes: vec!["research".into()],
-                    data_categories: vec!["lab_result".into()],
-                    recipients: vec!["univ-a".into()],
-                    max_level: "PSEUDONYMIZED".into(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .unwrap();
+        research_consent(&channel, &token, &format!("patient-{patient}"), "univ-a").await;
     }
 
     // AuthZEN: one keep-alive HTTP/1.1 connection, one request of 100 items per round.
@@ -206,6 +140,5 @@ async fn main() {
     }
     report("gRPC Authorize x100, one by one", times);
 
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }

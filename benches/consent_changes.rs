@@ -20,52 +20,25 @@
     clippy::panic,
     clippy::cast_precision_loss,
     missing_docs,
+    unreachable_pub,
     reason = "benchmark code"
 )]
 
 use std::time::{Duration, Instant};
 
-use akashi::{auth::Role, config::Config, server::Server};
+use akashi::auth::Role;
 use proto::pb::{
     self, access_service_client::AccessServiceClient, consent_service_client::ConsentServiceClient,
-    directory_service_client::DirectoryServiceClient,
 };
-use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-fn req<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
+#[allow(
+    dead_code,
+    reason = "shared by the gRPC-path benchmarks; each uses part"
+)]
+mod support;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-async fn grant(channel: &Channel, token: &str, patient: &str, recipient: &str) -> String {
-    ConsentServiceClient::new(channel.clone())
-        .grant_consent(req(
-            pb::GrantConsentRequest {
-                patient_id: patient.into(),
-                purposes: vec!["research".into()],
-                data_categories: vec!["lab_result".into()],
-                recipients: vec![recipient.into()],
-                max_level: "PSEUDONYMIZED".into(),
-                ..Default::default()
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .consent_id
-}
+use support::{Running, env_number, req, research, research_consent, university};
 
 async fn revoke(channel: &Channel, token: &str, patient: &str, consent_id: String) {
     ConsentServiceClient::new(channel.clone())
@@ -106,45 +79,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds = env("AKASHI_WATCH_ROUNDS", 200);
-    let backlog = env("AKASHI_WATCH_BACKLOG", 50_000);
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        grpc_addr: grpc.local_addr().unwrap(),
-        http_addr: http.local_addr().unwrap(),
-        ..Config::default()
-    };
-    let data_dir = config.data_dir.clone();
-    let server = Server::open(config).unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(grpc, http, async {
-        let _ = stop_rx.await;
-    }));
-    let token =
-        akashi::keys::mint_token(&data_dir, Role::Platform, None, Duration::from_secs(3600))
-            .unwrap();
-    let channel: Channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let rounds = env_number("AKASHI_WATCH_ROUNDS", 200);
+    let backlog = env_number("AKASHI_WATCH_BACKLOG", 50_000);
+    let server = Running::start(false).await;
+    let token = server.token(Role::Platform);
+    let channel = server.channel.clone();
     for org in ["univ-a", "univ-b"] {
-        DirectoryServiceClient::new(channel.clone())
-            .upsert_organization(req(
-                pb::UpsertOrganizationRequest {
-                    id: org.into(),
-                    name: org.into(),
-                    recipient_class: "university".into(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .unwrap();
+        university(&channel, &token, org).await;
     }
 
     // Latency of a revocation to an open, caught-up subscription.
@@ -163,7 +104,7 @@ async fn main() {
     let mut after_call = Vec::new();
     for round in 0..rounds {
         let patient = format!("patient-{round}");
-        let id = grant(&channel, &token, &patient, "univ-a").await;
+        let id = research_consent(&channel, &token, &patient, "univ-a").await;
         until(&mut stream, "grant", &id).await;
         let called = Instant::now();
         revoke(&channel, &token, &patient, id.clone()).await;
@@ -196,22 +137,11 @@ async fn main() {
             let mut call = worker;
             while call < backlog {
                 if call % 10 == 0 {
-                    grant(&channel, &token, &format!("other-{call}"), "univ-b").await;
+                    research_consent(&channel, &token, &format!("other-{call}"), "univ-b").await;
                 } else {
                     access
                         .authorize(req(
-                            pb::AuthorizeRequest {
-                                principal: Some(pb::Principal {
-                                    r#type: "Organization".into(),
-                                    id: "univ-b".into(),
-                                }),
-                                action: "secondary_use".into(),
-                                patient_id: format!("other-{}", call % 1000),
-                                data_category: "lab_result".into(),
-                                purpose: "research".into(),
-                                level: "PSEUDONYMIZED".into(),
-                                ..Default::default()
-                            },
+                            research("univ-b", &format!("other-{}", call % 1000)),
                             &token,
                         ))
                         .await
@@ -224,7 +154,7 @@ async fn main() {
     for task in tasks {
         task.await.unwrap();
     }
-    let last = grant(&channel, &token, "patient-last", "univ-a").await;
+    let last = research_consent(&channel, &token, "patient-last", "univ-a").await;
     println!(
         "built a backlog of {backlog} entries in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -256,6 +186,5 @@ async fn main() {
         size as f64 / elapsed.as_secs_f64()
     );
     drop((stream, fresh));
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }

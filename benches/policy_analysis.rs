@@ -21,21 +21,27 @@
     clippy::panic,
     clippy::cast_precision_loss,
     missing_docs,
+    unreachable_pub,
     reason = "benchmark code"
 )]
 
 use std::time::{Duration, Instant};
 
-use akashi::{auth::Role, config::Config, server::Server};
+use akashi::auth::Role;
 use auditor::cli::{DiffStart, PolicyDiff, ReplayConfig, policy_diff, replay};
 use ledger::note::NoteVerifier;
 use policy::engine::PolicyEngine;
 use proto::pb::{
-    self, access_service_client::AccessServiceClient, consent_service_client::ConsentServiceClient,
-    directory_service_client::DirectoryServiceClient, policy_service_client::PolicyServiceClient,
+    self, access_service_client::AccessServiceClient, policy_service_client::PolicyServiceClient,
 };
-use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+
+#[allow(
+    dead_code,
+    reason = "shared by the gRPC-path benchmarks; each uses part"
+)]
+mod support;
+
+use support::{Running, env_number, req, research, research_consent, university};
 
 fn rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -47,27 +53,8 @@ fn rss_mib() -> u64 {
         / 1024
 }
 
-fn req<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 fn ask(patient: u64) -> pb::AuthorizeRequest {
-    pb::AuthorizeRequest {
-        principal: Some(pb::Principal {
-            r#type: "Organization".into(),
-            id: "univ-a".into(),
-        }),
-        action: "secondary_use".into(),
-        patient_id: format!("patient-{patient}"),
-        data_category: "lab_result".into(),
-        purpose: "research".into(),
-        level: "PSEUDONYMIZED".into(),
-        ..Default::default()
-    }
+    research("univ-a", &format!("patient-{patient}"))
 }
 
 fn report(what: &str, entries: u64, elapsed: Duration, rss_before: u64) {
@@ -81,65 +68,17 @@ fn report(what: &str, entries: u64, elapsed: Duration, rss_before: u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let decisions: u64 = std::env::var("AKASHI_ANALYSIS_DECISIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        grpc_addr: grpc.local_addr().unwrap(),
-        http_addr: http.local_addr().unwrap(),
-        ..Config::default()
-    };
-    let data_dir = config.data_dir.clone();
-    let server = Server::open(config).unwrap();
-    let vkey = server.keys().verifier_key();
-    let grpc_addr = grpc.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(grpc, http, async {
-        let _ = stop_rx.await;
-    }));
-    let token =
-        |role| akashi::keys::mint_token(&data_dir, role, None, Duration::from_secs(3600)).unwrap();
-    let platform = token(Role::Platform);
-    let regulator = token(Role::Regulator);
-    let channel: Channel = Endpoint::from_shared(format!("http://{grpc_addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let decisions = env_number("AKASHI_ANALYSIS_DECISIONS", 100_000);
+    let server = Running::start(false).await;
+    let (vkey, grpc_addr) = (server.vkey.clone(), server.grpc_addr);
+    let platform = server.token(Role::Platform);
+    let regulator = server.token(Role::Regulator);
+    let channel = server.channel.clone();
 
     let started = Instant::now();
-    DirectoryServiceClient::new(channel.clone())
-        .upsert_organization(req(
-            pb::UpsertOrganizationRequest {
-                request_id: String::new(),
-                id: "univ-a".into(),
-                name: "University A".into(),
-                recipient_class: "university".into(),
-            },
-            &platform,
-        ))
-        .await
-        .unwrap();
+    university(&channel, &platform, "univ-a").await;
     for patient in 0..1000 {
-        ConsentServiceClient::new(channel.clone())
-            .grant_consent(req(
-                pb::GrantConsentRequest {
-                    patient_id: format!("patient-{patient}"),
-                    purposes: vec!["research".into()],
-                    data_categories: vec!["lab_result".into()],
-                    recipients: vec!["univ-a".into()],
-                    max_level: "PSEUDONYMIZED".into(),
-                    ..Default::default()
-                },
-                &platform,
-            ))
-            .await
-            .unwrap();
+        research_consent(&channel, &platform, &format!("patient-{patient}"), "univ-a").await;
     }
     let workers = 64;
     let mut tasks = Vec::new();
@@ -229,6 +168,5 @@ async fn main() {
     report("akashi-audit policy-diff (gRPC)", entries, t.elapsed(), rss);
     assert_eq!(diff.expected_id_matches, Some(true), "{diff}");
 
-    let _ = stop_tx.send(());
-    task.await.unwrap().unwrap();
+    server.stop().await;
 }
