@@ -193,7 +193,9 @@ impl Walk {
             let checkpoint = self.log.checkpoint();
             let size = checkpoint.checkpoint().size.get();
             while self.next < size {
-                if *stopping.borrow() {
+                // A client gone, or a server stopping, ends the walk between pages too (a
+                // catch-up that finds nothing sends nothing that would notice).
+                if *stopping.borrow() || tx.is_closed() {
                     return;
                 }
                 let walk_to = size.min(self.next + MAX_LEAVES_PER_READ);
