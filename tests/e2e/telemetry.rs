@@ -18,7 +18,7 @@ use proto::pb;
 
 use crate::{
     api::ask,
-    harness::{mint, with_token},
+    harness::{TIMEOUT, mint, with_token},
 };
 
 const AKASHI: &str = env!("CARGO_BIN_EXE_akashi");
@@ -72,22 +72,21 @@ async fn requests_and_batches_are_spans_sent_to_the_otlp_endpoint() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    // The banner names the gRPC address; the vkey line ends it.
-    let grpc = tokio::task::spawn_blocking(move || {
-        let mut grpc = None;
-        for line in BufReader::new(stdout).lines().take(20) {
-            let line = line.unwrap();
+    // The banner names the gRPC address. Its reader drains stdout until the process exits: a
+    // closed pipe would make the server's next line fail.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
             if let Some(addr) = line.trim().strip_prefix("gRPC") {
-                grpc = Some(addr.trim().to_owned());
-            }
-            if line.trim().starts_with("vkey") {
-                break;
+                let _ = addr_tx.send(addr.trim().to_owned());
             }
         }
-        grpc.expect("no gRPC line in the banner")
-    })
-    .await
-    .unwrap();
+    });
+    let grpc = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(TIMEOUT))
+        .await
+        .unwrap()
+        .expect("no gRPC line in the banner");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect()
