@@ -219,6 +219,34 @@ impl Witnessing {
             .map(|w| w.verifier.clone())
             .collect();
         let stored = load(&file, &log, &verifiers, quorum);
+        // What each witness had cosigned, as far as the stored checkpoint tells.
+        let cosigned_before = |name: &str| {
+            stored.as_ref().map_or(0, |w| {
+                let signed = w
+                    .cosignatures()
+                    .iter()
+                    .any(|c| c.witness().as_str() == name);
+                if signed {
+                    w.signed().checkpoint().size.get()
+                } else {
+                    0
+                }
+            })
+        };
+        let stats = Arc::new(WitnessStats {
+            witnesses: config
+                .witnesses
+                .iter()
+                .map(|spec| {
+                    let name = spec.verifier.name().to_string();
+                    WitnessStat {
+                        cosigned: AtomicU64::new(cosigned_before(&name)),
+                        failures: AtomicU64::new(0),
+                        name,
+                    }
+                })
+                .collect(),
+        });
         let (newest, reader) = watch::channel(stored);
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
@@ -237,17 +265,6 @@ impl Witnessing {
             })
             .collect::<Vec<_>>();
         let collected = vec![None; witnesses.len()];
-        let stats = Arc::new(WitnessStats {
-            witnesses: config
-                .witnesses
-                .iter()
-                .map(|spec| WitnessStat {
-                    name: spec.verifier.name().to_string(),
-                    cosigned: AtomicU64::new(0),
-                    failures: AtomicU64::new(0),
-                })
-                .collect(),
-        });
         Some((
             Self {
                 log,

@@ -433,6 +433,15 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
     assert_eq!(status, 200, "{body}");
     let stored = WitnessedCheckpoint::verify(&body, &log, &both).unwrap();
     assert!(stored.signed().checkpoint().size >= before);
+    // The metrics start from what the stored checkpoint says each witness cosigned.
+    let (_, metrics) = http_get(server.admin_addr, "/metrics").await;
+    for name in ["witness.test/w1", "witness.test/w2"] {
+        let series = format!("akashi_witness_cosigned_tree_size{{witness=\"{name}\"}}");
+        assert!(
+            counter(&metrics, &series) >= stored.signed().checkpoint().size.get(),
+            "{metrics}"
+        );
+    }
     let api = Api::new(&server, Role::Platform, None).await;
     api.org("uni-kyoto", "university").await;
     let size = api.size().await;
