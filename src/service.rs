@@ -169,15 +169,7 @@ impl Core {
     /// The command's rejection, or `UNAVAILABLE` when it could not be made durable (then it was
     /// not logged, and a decision is not an allow).
     pub async fn submit(&self, command: Command) -> Result<(Receipt, Output), Error> {
-        match &command {
-            Command::Directory(event) => fits_public_leaf(event)?,
-            Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
-            // Opt-outs list purposes of a small fixed vocabulary, deduplicated by the state
-            // machine: every set of them fits. Revocations, activations and decisions put
-            // only ids, hashes and fixed words in their leaves.
-            _ => {}
-        }
-        self.sequencer.submit(command).await.map_err(Error::from)
+        self.submit_request(command, None, None).await
     }
 
     /// [`Core::submit`] for a command about the patient `patient_id` (pseudonym `subject`): when
@@ -217,8 +209,11 @@ impl Core {
             _ => None,
         };
         match &command {
-            Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
             Command::Directory(event) => fits_public_leaf(event)?,
+            Command::Grant(consent) => fits_public_leaf(&Event::GrantConsent(consent.clone()))?,
+            // Opt-outs list purposes of a small fixed vocabulary, deduplicated by the state
+            // machine: every set of them fits. Revocations, activations and decisions put
+            // only ids, hashes and fixed words in their leaves.
             _ => {}
         }
         let submitted = self
