@@ -19,6 +19,12 @@
 //! batch fails to commit, every submitter in it gets [`SubmitError::Unavailable`] and the state
 //! machine is told to forget in-memory caches ([`StateMachine::rollback`]).
 //!
+//! **Groups.** [`Sequencer::submit_group`] logs several commands all or nothing (a cohort's
+//! decisions, one entry per patient): they are applied one after another at consecutive
+//! positions of one batch, whose single commit record writes all of them or none, and are
+//! answered together. The state machine may refuse a group as a whole before any of it is applied
+//! ([`StateMachine::check_group`]).
+//!
 //! **Optimistic preparation.** Work that only reads state (an access decision) may be prepared
 //! off the writer thread against the committed state, remembering the tree size it read at and
 //! the keys it read. The writer keeps a short history of which keys recent batches wrote, so
@@ -81,6 +87,26 @@ pub trait StateMachine: Send + 'static {
     fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
         let _ = tx;
         Ok(Vec::new())
+    }
+
+    /// Called before the commands of a group ([`Sequencer::submit_group`]) are applied, with the
+    /// view the first of them will be applied through: refuses the whole group before any of it
+    /// changes anything. The default accepts every group.
+    ///
+    /// A group is applied command by command like any other commands, and a command of it
+    /// refused after earlier ones of the group were applied fails the whole batch (the machine's
+    /// in-memory state may already hold the earlier ones), so a machine refuses here what it can.
+    ///
+    /// # Errors
+    ///
+    /// The rejection every command of the group is answered with.
+    fn check_group(
+        &mut self,
+        commands: &[Self::Command],
+        tx: &Tx<'_>,
+    ) -> Result<(), Self::Rejection> {
+        let _ = (commands, tx);
+        Ok(())
     }
 
     /// Called after a batch failed to commit: drop any in-memory state derived from it.
@@ -280,9 +306,77 @@ type Reply<M> = oneshot::Sender<
     Result<Ack<<M as StateMachine>::Output>, SubmitError<<M as StateMachine>::Rejection>>,
 >;
 
-struct Job<M: StateMachine> {
-    command: M::Command,
-    reply: Reply<M>,
+type GroupReply<M> = oneshot::Sender<
+    Result<GroupReceipt<<M as StateMachine>::Output>, SubmitError<<M as StateMachine>::Rejection>>,
+>;
+
+/// What a submitter queued: one command, or a group logged all or nothing.
+enum Job<M: StateMachine> {
+    One(M::Command, Reply<M>),
+    Group(Vec<M::Command>, GroupReply<M>),
+}
+
+impl<M: StateMachine> Job<M> {
+    /// Entries the job appends if it is accepted.
+    fn entries(&self) -> usize {
+        match self {
+            Self::One(..) => 1,
+            Self::Group(commands, _) => commands.len(),
+        }
+    }
+
+    /// Answers a job that was never applied: its batch failed first.
+    fn fail(self, message: &str) {
+        match self {
+            Self::One(_, reply) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
+            }
+            Self::Group(_, reply) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
+            }
+        }
+    }
+}
+
+/// An accepted job waiting for its batch to be durable: the submitter and the output(s).
+enum Answer<M: StateMachine> {
+    One(Reply<M>, M::Output),
+    Group(GroupReply<M>, Vec<M::Output>),
+}
+
+impl<M: StateMachine> Answer<M> {
+    fn fail(self, message: &str) {
+        match self {
+            Self::One(reply, _) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
+            }
+            Self::Group(reply, _) => {
+                let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
+            }
+        }
+    }
+}
+
+/// Why a group was not accepted.
+struct GroupRefused<R> {
+    /// The answer to its submitter.
+    error: SubmitError<R>,
+    /// Whether commands of it were applied before (then the batch must fail).
+    partly_applied: bool,
+}
+
+/// What a group of commands committed ([`Sequencer::submit_group`]): one entry per command, at
+/// consecutive indices from `first`, in the order given, all covered by `checkpoint`.
+#[derive(Debug)]
+pub struct GroupReceipt<O> {
+    /// The first command's leaf index.
+    pub first: LeafIndex,
+    /// Each entry's leaf hash, in order.
+    pub leaf_hashes: Vec<Hash>,
+    /// A signed checkpoint covering all of them.
+    pub checkpoint: Arc<SignedCheckpoint>,
+    /// Each command's output, in order.
+    pub outputs: Vec<O>,
 }
 
 enum Msg<M: StateMachine> {
@@ -368,7 +462,7 @@ impl<M: StateMachine> Sequencer<M> {
         let command = command.into();
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Msg::Job(Job { command, reply }))
+            .send(Msg::Job(Job::One(command, reply)))
             .await
             .map_err(|_| SubmitError::Closed)?;
         self.stats.submitted.fetch_add(1, Ordering::Relaxed);
@@ -378,6 +472,35 @@ impl<M: StateMachine> Sequencer<M> {
             .receipt(ack.index, ack.leaf_hash, ack.checkpoint)
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
         Ok((receipt, ack.output))
+    }
+
+    /// Submits commands to be logged **all or nothing**: applied in the order given, at
+    /// consecutive positions of one batch (so one commit record writes all of them or none), and
+    /// answered together once that batch is durable. The state machine may refuse the group as a
+    /// whole ([`StateMachine::check_group`]); a command of it refused later fails its batch.
+    /// Inclusion proofs are left to the caller ([`Log::receipt`]): a group may be large.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`SubmitError`]; in every error case nothing was appended for any command of it.
+    /// An empty group is [`SubmitError::Unavailable`]: it has no entry a checkpoint could cover.
+    pub async fn submit_group(
+        &self,
+        commands: Vec<M::Command>,
+    ) -> Result<GroupReceipt<M::Output>, SubmitError<M::Rejection>> {
+        if commands.is_empty() {
+            return Err(SubmitError::Unavailable(
+                "an empty group logs nothing".into(),
+            ));
+        }
+        let count = commands.len() as u64;
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Msg::Job(Job::Group(commands, reply)))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        self.stats.submitted.fetch_add(count, Ordering::Relaxed);
+        answer.await.map_err(|_| SubmitError::Closed)?
     }
 
     /// Stops accepting commands, finishes every queued one, and waits for the writer thread.
@@ -452,7 +575,7 @@ struct Writer<M: StateMachine> {
 /// A written batch on its way to the syncer, with the submitters to answer once it is durable.
 struct Pending<M: StateMachine> {
     staged: Staged,
-    replies: Vec<(Reply<M>, M::Output)>,
+    replies: Vec<Answer<M>>,
     started: Instant,
 }
 
@@ -460,7 +583,7 @@ struct Pending<M: StateMachine> {
 /// answers its submitters.
 struct Durable<M: StateMachine> {
     synced: Synced,
-    replies: Vec<(Reply<M>, M::Output)>,
+    replies: Vec<Answer<M>>,
     started: Instant,
     /// Time the store's sync took.
     sync: Duration,
@@ -543,7 +666,7 @@ impl Acknowledger {
         };
         let sync = sync + anchor_started.elapsed();
         let elapsed = started.elapsed();
-        let entries = replies.len() as u64;
+        let entries = committed.leaf_hashes.len() as u64;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.entries.fetch_add(entries, Ordering::Relaxed);
         self.stats.commit_micros.fetch_add(
@@ -564,26 +687,52 @@ impl Acknowledger {
             micros = elapsed.as_micros() as u64,
             "batch committed"
         );
-        for (offset, ((reply, output), leaf_hash)) in replies
-            .into_iter()
-            .zip(committed.leaf_hashes.iter())
-            .enumerate()
-        {
-            let _ = reply.send(Ok(Ack {
-                index: LeafIndex(committed.first.get() + offset as u64),
-                leaf_hash: *leaf_hash,
-                checkpoint: committed.checkpoint.clone(),
-                output,
-            }));
+        // INVARIANT: the batch holds one entry per accepted command, in the order of `replies`.
+        let mut offset = 0;
+        for answer in replies {
+            let first = LeafIndex(committed.first.get() + offset as u64);
+            match answer {
+                Answer::One(reply, output) => {
+                    let Some(leaf_hash) = committed.leaf_hashes.get(offset) else {
+                        let _ = reply.send(Err(SubmitError::Unavailable(
+                            "the batch committed fewer entries than it was given".into(),
+                        )));
+                        continue;
+                    };
+                    offset += 1;
+                    let _ = reply.send(Ok(Ack {
+                        index: first,
+                        leaf_hash: *leaf_hash,
+                        checkpoint: committed.checkpoint.clone(),
+                        output,
+                    }));
+                }
+                Answer::Group(reply, outputs) => {
+                    let end = offset + outputs.len();
+                    let Some(leaf_hashes) = committed.leaf_hashes.get(offset..end) else {
+                        let _ = reply.send(Err(SubmitError::Unavailable(
+                            "the batch committed fewer entries than it was given".into(),
+                        )));
+                        continue;
+                    };
+                    offset = end;
+                    let _ = reply.send(Ok(GroupReceipt {
+                        first,
+                        leaf_hashes: leaf_hashes.to_vec(),
+                        checkpoint: committed.checkpoint.clone(),
+                        outputs,
+                    }));
+                }
+            }
         }
     }
 
-    fn fail<M: StateMachine>(&self, err: &CommitError, replies: Vec<(Reply<M>, M::Output)>) {
+    fn fail<M: StateMachine>(&self, err: &CommitError, replies: Vec<Answer<M>>) {
         self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(cause = %err, entries = replies.len(), "batch failed to sync");
+        tracing::error!(cause = %err, answers = replies.len(), "batch failed to sync");
         let message = err.to_string();
-        for (reply, _) in replies {
-            let _ = reply.send(Err(SubmitError::Unavailable(message.clone())));
+        for answer in replies {
+            answer.fail(&message);
         }
     }
 }
@@ -669,8 +818,14 @@ impl<M: StateMachine> Writer<M> {
                 break;
             };
             let mut jobs = Vec::new();
+            // Entries the jobs taken will append: a group counts as many as it holds, so a batch
+            // ends up at most one group larger than `max_batch`.
+            let mut planned = 0;
             match first {
-                Msg::Job(job) => jobs.push(job),
+                Msg::Job(job) => {
+                    planned += job.entries();
+                    jobs.push(job);
+                }
                 Msg::Close => closing = true,
             }
             if closing {
@@ -678,7 +833,7 @@ impl<M: StateMachine> Writer<M> {
                 receiver.close();
             }
             let deadline = Instant::now() + self.options.max_wait;
-            while jobs.len() < max_batch {
+            while planned < max_batch {
                 let next = match receiver.try_recv() {
                     Ok(msg) => Some(msg),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
@@ -697,7 +852,10 @@ impl<M: StateMachine> Writer<M> {
                     }
                 };
                 match next {
-                    Some(Msg::Job(job)) => jobs.push(job),
+                    Some(Msg::Job(job)) => {
+                        planned += job.entries();
+                        jobs.push(job);
+                    }
                     Some(Msg::Close) => {
                         closing = true;
                         receiver.close();
@@ -743,9 +901,35 @@ impl<M: StateMachine> Writer<M> {
         let base = self.next_size;
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         let reads = std::cell::RefCell::new(std::collections::HashMap::new());
-        let mut entries = Vec::with_capacity(jobs.len());
+        let mut entries = Vec::with_capacity(jobs.iter().map(Job::entries).sum());
         let mut accepted = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
+            let (command, reply) = match job {
+                Job::One(command, reply) => (command, reply),
+                Job::Group(commands, reply) => {
+                    match self.apply_group(commands, base, time, &mut overlay, &reads, &mut entries)
+                    {
+                        Ok(outputs) => accepted.push(Answer::Group(reply, outputs)),
+                        Err(refused) if !refused.partly_applied => {
+                            let _ = reply.send(Err(refused.error));
+                        }
+                        Err(refused) => {
+                            // The machine may hold in-memory state of the group's applied
+                            // commands: nothing of this batch can be written.
+                            let _ = reply.send(Err(refused.error));
+                            let message = "a command of a group was refused after others of \
+                                           it were applied; the batch is not written";
+                            self.fail_batch("batch abandoned", message, accepted);
+                            for job in jobs {
+                                job.fail(message);
+                            }
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
             let mut tx = Tx::new(
                 &self.log,
                 &overlay,
@@ -754,7 +938,7 @@ impl<M: StateMachine> Writer<M> {
                 LeafIndex(base + entries.len() as u64),
                 time,
             );
-            match self.machine.apply(job.command, &mut tx) {
+            match self.machine.apply(command, &mut tx) {
                 Ok(applied) if crate::log::precheck_entry(&applied.entry).is_err() => {
                     // A state machine bug: refuse this command alone, keep none of its writes.
                     tracing::error!(
@@ -762,19 +946,17 @@ impl<M: StateMachine> Writer<M> {
                         "state machine produced an invalid entry"
                     );
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = job
-                        .reply
-                        .send(Err(SubmitError::Unavailable("invalid entry".into())));
+                    let _ = reply.send(Err(SubmitError::Unavailable("invalid entry".into())));
                 }
                 Ok(applied) => {
                     let local = tx.local;
                     overlay.extend(local);
                     entries.push(applied.entry);
-                    accepted.push((job.reply, applied.output));
+                    accepted.push(Answer::One(reply, applied.output));
                 }
                 Err(rejection) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = job.reply.send(Err(SubmitError::Rejected(rejection)));
+                    let _ = reply.send(Err(SubmitError::Rejected(rejection)));
                 }
             }
         }
@@ -822,10 +1004,8 @@ impl<M: StateMachine> Writer<M> {
                     // The sync thread is gone: nothing more can be made durable.
                     tracing::error!("the sync thread stopped; the batch is not acknowledged");
                     self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                    for (reply, _) in pending.replies {
-                        let _ = reply.send(Err(SubmitError::Unavailable(
-                            "the log's sync thread stopped".into(),
-                        )));
+                    for answer in pending.replies {
+                        answer.fail("the log's sync thread stopped");
                     }
                 }
             }
@@ -833,19 +1013,94 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
+    /// Applies a group's commands at consecutive positions after `entries`, all or none: on
+    /// success their writes are in `overlay` and their entries in `entries`; when one is refused,
+    /// both are as they were before the group.
+    fn apply_group(
+        &mut self,
+        commands: Vec<M::Command>,
+        base: u64,
+        time: i64,
+        overlay: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        reads: &std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
+        entries: &mut Vec<NewEntry>,
+    ) -> Result<Vec<M::Output>, GroupRefused<M::Rejection>> {
+        let start = entries.len();
+        let refuse = |stats: &SequencerStats, error, partly_applied| {
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            GroupRefused {
+                error,
+                partly_applied,
+            }
+        };
+        let checked = {
+            let tx = Tx::new(
+                &self.log,
+                overlay,
+                reads,
+                &self.recent,
+                LeafIndex(base + start as u64),
+                time,
+            );
+            self.machine.check_group(&commands, &tx)
+        };
+        if let Err(rejection) = checked {
+            return Err(refuse(&self.stats, SubmitError::Rejected(rejection), false));
+        }
+        // Each key's value in `overlay` before the group first wrote it (none: it had none).
+        let mut undo: BTreeMap<Vec<u8>, Option<Option<Vec<u8>>>> = BTreeMap::new();
+        let mut outputs = Vec::with_capacity(commands.len());
+        for (position, command) in commands.into_iter().enumerate() {
+            let mut tx = Tx::new(
+                &self.log,
+                overlay,
+                reads,
+                &self.recent,
+                LeafIndex(base + entries.len() as u64),
+                time,
+            );
+            let error = match self.machine.apply(command, &mut tx) {
+                Ok(applied) if crate::log::precheck_entry(&applied.entry).is_ok() => {
+                    let local = tx.local;
+                    for (key, value) in local {
+                        if !undo.contains_key(&key) {
+                            undo.insert(key.clone(), overlay.get(&key).cloned());
+                        }
+                        overlay.insert(key, value);
+                    }
+                    entries.push(applied.entry);
+                    outputs.push(applied.output);
+                    continue;
+                }
+                Ok(_) => {
+                    tracing::error!(
+                        index = tx.index.get(),
+                        "state machine produced an invalid entry"
+                    );
+                    SubmitError::Unavailable("invalid entry".into())
+                }
+                Err(rejection) => SubmitError::Rejected(rejection),
+            };
+            for (key, previous) in undo {
+                match previous {
+                    Some(value) => overlay.insert(key, value),
+                    None => overlay.remove(&key),
+                };
+            }
+            entries.truncate(start);
+            return Err(refuse(&self.stats, error, position > 0));
+        }
+        Ok(outputs)
+    }
+
     /// A batch that was applied but never written: the state machine forgets it and every
     /// accepted caller gets `UNAVAILABLE` with `message`.
-    fn fail_batch(
-        &mut self,
-        what: &'static str,
-        message: &str,
-        accepted: Vec<(Reply<M>, M::Output)>,
-    ) {
+    fn fail_batch(&mut self, what: &'static str, message: &str, accepted: Vec<Answer<M>>) {
         self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(cause = %message, entries = accepted.len(), "{what}");
+        tracing::error!(cause = %message, answers = accepted.len(), "{what}");
         self.machine.rollback();
-        for (reply, _) in accepted {
-            let _ = reply.send(Err(SubmitError::Unavailable(message.to_owned())));
+        for answer in accepted {
+            answer.fail(message);
         }
     }
 }

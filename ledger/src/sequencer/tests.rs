@@ -15,6 +15,8 @@ struct Counter {
 enum Cmd {
     Increment,
     Refuse,
+    /// Increments, but a group holding it is refused as a whole.
+    Veto,
 }
 
 impl StateMachine for Counter {
@@ -38,6 +40,13 @@ impl StateMachine for Counter {
             entry: test_entry(tx.index().get()),
             output: next,
         })
+    }
+
+    fn check_group(&mut self, commands: &[Cmd], _tx: &Tx<'_>) -> Result<(), &'static str> {
+        if commands.iter().any(|c| matches!(c, Cmd::Veto)) {
+            return Err("vetoed");
+        }
+        Ok(())
     }
 
     fn rollback(&mut self) {
@@ -106,6 +115,134 @@ async fn a_rejected_command_appends_nothing_and_keeps_no_writes() {
     assert_eq!(output, 2);
     assert_eq!(sequencer.log().state_get(b"refused-write").unwrap(), None);
     assert_eq!(sequencer.stats().rejected.load(Ordering::Relaxed), 1);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_logged_at_consecutive_positions_among_other_commands() {
+    let store = MemoryStore::new();
+    let (sequencer, rollbacks) = start(&store, SequencerOptions::default());
+    let verifier = sequencer.log().verifier().clone();
+    let mut singles = Vec::new();
+    for _ in 0..20 {
+        let sequencer = sequencer.clone();
+        singles.push(tokio::spawn(async move {
+            sequencer.submit(Cmd::Increment).await
+        }));
+    }
+    let group = sequencer
+        .submit_group((0..50).map(|_| Cmd::Increment).collect())
+        .await
+        .unwrap();
+    let mut single_indices = Vec::new();
+    for single in singles {
+        single_indices.push(single.await.unwrap().unwrap().0.leaf_index.get());
+    }
+    let first = group.first.get();
+    assert_eq!(group.leaf_hashes.len(), 50);
+    // In order, one after another: the counter a command saw is its index plus one.
+    let expected: Vec<u64> = (first + 1..=first + 50).collect();
+    assert_eq!(group.outputs, expected);
+    assert!(
+        single_indices.iter().all(|&i| i < first || i >= first + 50),
+        "no other command lands inside the group"
+    );
+    let checkpoint = SignedCheckpoint::verify(group.checkpoint.note(), &verifier).unwrap();
+    assert!(checkpoint.checkpoint().size.get() >= first + 50);
+    for (offset, leaf_hash) in group.leaf_hashes.iter().enumerate() {
+        let index = LeafIndex(first + offset as u64);
+        assert_eq!(sequencer.log().leaf_hash(index).unwrap(), *leaf_hash);
+        let receipt = sequencer
+            .log()
+            .receipt(index, *leaf_hash, group.checkpoint.clone())
+            .unwrap();
+        receipt
+            .inclusion_proof
+            .verify(leaf_hash, &checkpoint.checkpoint().root)
+            .unwrap();
+    }
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 0);
+    assert!(matches!(
+        sequencer.submit_group(Vec::new()).await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_refused_before_it_is_applied_appends_nothing_and_fails_nothing_else() {
+    let store = MemoryStore::new();
+    let (sequencer, rollbacks) = start(&store, SequencerOptions::default());
+    sequencer.submit(Cmd::Increment).await.unwrap();
+    // Refused by `check_group`, and by its first command: nothing of either is kept.
+    let vetoed = sequencer
+        .submit_group(vec![Cmd::Increment, Cmd::Veto, Cmd::Increment])
+        .await;
+    assert!(matches!(vetoed, Err(SubmitError::Rejected("vetoed"))));
+    let refused = sequencer
+        .submit_group(vec![Cmd::Refuse, Cmd::Increment])
+        .await;
+    assert!(matches!(refused, Err(SubmitError::Rejected("refused"))));
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 0);
+    let (receipt, output) = sequencer.submit(Cmd::Increment).await.unwrap();
+    assert_eq!((receipt.leaf_index.get(), output), (1, 2));
+    assert_eq!(sequencer.log().state_get(b"refused-write").unwrap(), None);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_refused_midway_fails_its_whole_batch_and_leaves_no_trace() {
+    let store = MemoryStore::new();
+    // The batch closes once the single command and the five of the group are in, whichever
+    // comes first: both are in the same batch.
+    let options = SequencerOptions {
+        max_batch: 6,
+        max_wait: Duration::from_secs(30),
+        ..SequencerOptions::default()
+    };
+    let (sequencer, rollbacks) = start(&store, options);
+    let single = {
+        let sequencer = sequencer.clone();
+        tokio::spawn(async move { sequencer.submit(Cmd::Increment).await })
+    };
+    let group = sequencer
+        .submit_group(vec![
+            Cmd::Increment,
+            Cmd::Increment,
+            Cmd::Increment,
+            Cmd::Refuse,
+            Cmd::Increment,
+        ])
+        .await;
+    assert!(matches!(group, Err(SubmitError::Rejected("refused"))));
+    assert!(matches!(
+        single.await.unwrap(),
+        Err(SubmitError::Unavailable(_))
+    ));
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 1);
+    assert_eq!(sequencer.log().size().get(), 0);
+    assert_eq!(sequencer.log().state_get(b"counter").unwrap(), None);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_in_a_failed_batch_is_answered_unavailable() {
+    let store = MemoryStore::new();
+    let (sequencer, rollbacks) = start(&store, SequencerOptions::default());
+    store.fail_writes_after(0);
+    assert!(matches!(
+        sequencer
+            .submit_group(vec![Cmd::Increment, Cmd::Increment])
+            .await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 1);
+    store.fail_writes_after(u64::MAX);
+    let group = sequencer
+        .submit_group(vec![Cmd::Increment, Cmd::Increment])
+        .await
+        .unwrap();
+    assert_eq!((group.first.get(), group.outputs), (0, vec![1, 2]));
     sequencer.shutdown().await;
 }
 
