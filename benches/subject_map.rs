@@ -206,6 +206,7 @@ impl World {
                 command,
                 subject_vrf,
                 request: None,
+                group_len: 0,
             })
             .await
             .unwrap()

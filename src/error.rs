@@ -32,6 +32,22 @@ pub enum Error {
         /// What is wrong with it.
         problem: FieldProblem,
     },
+    /// A field of one item of a repeated request field is missing or malformed
+    /// (`INVALID_ARGUMENT`, naming the item, e.g. `subjects[3].patient_id`).
+    #[error("`{list}[{position}].{field}` {problem}")]
+    InvalidItem {
+        /// The repeated field.
+        list: &'static str,
+        /// The item's position in it (0-based).
+        position: usize,
+        /// The item's field.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: FieldProblem,
+    },
+    /// The state changed under a request that needs it unchanged (`ABORTED`): retry.
+    #[error("{0}")]
+    Conflict(String),
     /// A referenced entity does not exist (`NOT_FOUND`).
     #[error("unknown {kind} `{id}`")]
     NotFound {
@@ -278,9 +294,11 @@ impl Error {
     /// The gRPC code this error maps to.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument { .. } | Self::Rejected(_) | Self::TruncatedMessage { .. } => {
-                Code::InvalidArgument
-            }
+            Self::InvalidArgument { .. }
+            | Self::InvalidItem { .. }
+            | Self::Rejected(_)
+            | Self::TruncatedMessage { .. } => Code::InvalidArgument,
+            Self::Conflict(_) => Code::Aborted,
             Self::MetadataTooLarge { .. }
             | Self::MessageTooLarge { .. }
             | Self::AnswerBudget { .. }
@@ -306,6 +324,19 @@ impl From<Error> for Status {
                 err.to_string(),
                 ErrorDetails::with_bad_request_violation(*field, problem.to_string()),
             ),
+            Error::InvalidItem {
+                list,
+                position,
+                field,
+                problem,
+            } => Status::with_error_details(
+                code,
+                err.to_string(),
+                ErrorDetails::with_bad_request_violation(
+                    format!("{list}[{position}].{field}"),
+                    problem.to_string(),
+                ),
+            ),
             Error::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "store failure answered with UNAVAILABLE");
                 Status::new(code, err.to_string())
@@ -326,6 +357,7 @@ impl From<Error> for Status {
             | Error::AnswerBudget { .. }
             | Error::Busy(_)
             | Error::AlreadyExists(_)
+            | Error::Conflict(_)
             | Error::Duplicate(_) => Status::new(code, err.to_string()),
         }
     }

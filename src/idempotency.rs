@@ -115,6 +115,8 @@ pub enum RecordedOutput {
     Activated(String),
     /// The hash of a policy set proposed.
     Proposed(String),
+    /// A cohort's decisions: this many entries from the record's index on.
+    Cohort(u32),
 }
 
 impl Recorded {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ledger::{
     hash::{Hash, LeafIndex, hash_leaf},
     log::{Log, Receipt},
-    sequencer::Sequencer,
+    sequencer::{GroupReceipt, Sequencer},
 };
 use policy::{
     domain::{DomainError, SubjectId},
@@ -38,6 +38,7 @@ use crate::{
 pub mod access;
 pub mod audit;
 pub mod budget;
+pub mod cohort;
 pub mod consent;
 pub mod consent_changes;
 pub mod directory;
@@ -222,6 +223,7 @@ impl Core {
                 command,
                 subject_vrf,
                 request,
+                group_len: 0,
             })
             .await
             .map_err(Error::from);
@@ -265,18 +267,23 @@ impl Core {
         }
     }
 
-    /// The answer a request logged before (`recorded`) got, once its entry is committed.
-    async fn first_answer(
+    /// Waits until the entries of a request logged before (`recorded`) are committed, and
+    /// checks that the committed state holds the same record.
+    async fn committed_record(
         &self,
         request: &RequestKey,
         recorded: &Recorded,
-    ) -> Result<(Receipt, Output), Error> {
-        let index = recorded.index;
+    ) -> Result<(), Error> {
         let log = self.log().clone();
+        let last = recorded.index
+            + match recorded.output {
+                RecordedOutput::Cohort(count) => u64::from(count.max(1)) - 1,
+                _ => 0,
+            };
         // The first request may be in a batch still being made durable.
         let mut commits = self.commits();
         let waited = tokio::time::timeout(FIRST_ANSWER_WAIT, async {
-            while log.size().get() <= index {
+            while log.size().get() <= last {
                 if commits.changed().await.is_err() {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
@@ -300,6 +307,18 @@ impl Core {
         if committed.as_ref() != Some(recorded) {
             return Err(unknown());
         }
+        Ok(())
+    }
+
+    /// The answer a request logged before (`recorded`) got, once its entry is committed.
+    async fn first_answer(
+        &self,
+        request: &RequestKey,
+        recorded: &Recorded,
+    ) -> Result<(Receipt, Output), Error> {
+        self.committed_record(request, recorded).await?;
+        let index = recorded.index;
+        let log = self.log();
         let leaf = log
             .leaves(LeafIndex(index), 1)?
             .into_iter()
@@ -320,8 +339,124 @@ impl Core {
                 hash.parse()
                     .map_err(|_| Error::Internal("a request record is bad"))?,
             ),
+            RecordedOutput::Cohort(_) => {
+                return Err(Error::Internal("a cohort's record answers a single write"));
+            }
         };
         Ok((receipt, output))
+    }
+
+    /// The request logged before under `request`'s id, if any.
+    ///
+    /// # Errors
+    ///
+    /// `ALREADY_EXISTS` when the id was used for another request; `UNAVAILABLE` when the state
+    /// cannot be read.
+    pub fn recorded(&self, request: &RequestKey) -> Result<Option<Recorded>, Error> {
+        let recorded = policy::state::KvRead::get(
+            &crate::state_machine::LogKv(self.log()),
+            &request.state_key(),
+        )
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+        .and_then(|bytes| Recorded::decode(&bytes));
+        match recorded {
+            Some(recorded) if recorded.digest != hex::encode(request.digest) => {
+                Err(Error::AlreadyExists(
+                    "`request_id` was already used for another request".to_owned(),
+                ))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Logs a cohort's decisions all or nothing (`Sequencer::submit_group`; the first
+    /// submission carries the request id and the group's length). A retry of a logged request
+    /// gets the first answer, rebuilt from the log.
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::submit_request`]; `ABORTED` when a cohort for statistics met a changed state.
+    /// The second value is set on a retry's answer: the cohort size the first decisions
+    /// stated.
+    pub async fn submit_group(
+        &self,
+        group: Vec<Submission>,
+    ) -> Result<(GroupReceipt<Output>, Option<Option<u64>>), Error> {
+        let request = group.first().and_then(|first| first.request);
+        match (
+            self.sequencer
+                .submit_group(group)
+                .await
+                .map_err(Error::from),
+            request,
+        ) {
+            (Err(Error::Duplicate(recorded)), Some(request)) => {
+                let (answer, size) = self.first_group_answer(&request, &recorded).await?;
+                Ok((answer, Some(size)))
+            }
+            (other, _) => other.map(|answer| (answer, None)),
+        }
+    }
+
+    /// The answer a cohort logged before (`recorded`) got: its decisions and leaves, read back
+    /// from the log once they are committed, with the current checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::submit_request`]; `FAILED_PRECONDITION` when a decision's private body was
+    /// erased since.
+    pub async fn first_group_answer(
+        &self,
+        request: &RequestKey,
+        recorded: &Recorded,
+    ) -> Result<(GroupReceipt<Output>, Option<u64>), Error> {
+        let RecordedOutput::Cohort(count) = recorded.output else {
+            return Err(Error::AlreadyExists(
+                "`request_id` was already used for another request".to_owned(),
+            ));
+        };
+        self.committed_record(request, recorded).await?;
+        let log = self.log().clone();
+        let first = recorded.index;
+        tokio::task::spawn_blocking(move || {
+            let count = u64::from(count);
+            let leaves = log.leaves(LeafIndex(first), count)?;
+            let bodies = log.bodies(LeafIndex(first), count)?;
+            let mut leaf_hashes = Vec::with_capacity(leaves.len());
+            let mut outputs = Vec::with_capacity(leaves.len());
+            let mut cohort_size = None;
+            for (leaf, body) in leaves.into_iter().zip(bodies) {
+                let ledger::chunk::Record::Present(bytes) = body else {
+                    return Err(Error::FailedPrecondition(
+                        "a decision of the first answer was erased since".to_owned(),
+                    ));
+                };
+                let event = ledger::entry::Body::decode(&bytes)
+                    .ok()
+                    .and_then(|body| Event::from_json(&body.payload).ok());
+                let Some(Event::Decision {
+                    decision, request, ..
+                }) = event
+                else {
+                    return Err(Error::Internal("a cohort's entry is not a decision"));
+                };
+                cohort_size = request.cohort_size;
+                leaf_hashes.push(hash_leaf(&leaf));
+                outputs.push(Output::Decided {
+                    decision: Box::new(decision),
+                    leaf,
+                });
+            }
+            let answer = GroupReceipt {
+                first: LeafIndex(first),
+                leaf_hashes,
+                checkpoint: log.checkpoint(),
+                outputs,
+            };
+            Ok((answer, cohort_size))
+        })
+        .await
+        .map_err(|_| Error::Internal("reading a first answer failed"))?
     }
 
     /// The pseudonym of the patient id in `field`.

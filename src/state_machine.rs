@@ -115,6 +115,9 @@ pub struct Submission {
     pub subject_vrf: Option<VrfOutput>,
     /// The caller's request id, when the write is to be idempotent (`crate::idempotency`).
     pub request: Option<RequestKey>,
+    /// When this command heads a group logged all or nothing (a cohort's decisions), how many
+    /// commands the group holds: its request record says so, so that a retry gets them all.
+    pub group_len: u32,
 }
 
 impl From<Command> for Submission {
@@ -123,6 +126,7 @@ impl From<Command> for Submission {
             command,
             subject_vrf: None,
             request: None,
+            group_len: 0,
         }
     }
 }
@@ -140,6 +144,13 @@ pub struct Prepared {
     /// Every state key the facts were gathered from.
     reads: Vec<Vec<u8>>,
     span: StableSpan,
+}
+
+impl Prepared {
+    /// Whether the prepared decision allows.
+    pub fn allows(&self) -> bool {
+        self.decision.effect == Effect::Allow
+    }
 }
 
 /// What the writer shares with the services so that they can prepare decisions: the compiled
@@ -195,6 +206,35 @@ impl Decisions {
             reads: kv.keys.into_inner(),
             span: facts.stable_span(now),
         }))
+    }
+
+    /// Makes sure the active policy set of `log`'s committed state is compiled and cached, so
+    /// that [`Decisions::prepare`] can prepare decisions (after a restart the writer compiles it
+    /// at the first decision; a cohort of statistics needs it before). The set was activated in
+    /// the log, which is all the cache requires.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the state cannot be read; `INTERNAL` when no set is active or the active
+    /// text no longer compiles.
+    pub fn compile_active(&self, log: &Log) -> Result<(), Error> {
+        let kv = LogKv(log);
+        let Some(hash) = state::active_policy_set_hash(&kv).map_err(unavailable)? else {
+            return Err(Error::Internal("no active policy set"));
+        };
+        if self.engine(&hash).is_some() {
+            return Ok(());
+        }
+        let active = state::active_policy_set(&kv)
+            .map_err(unavailable)?
+            .ok_or(Error::Internal("no active policy set"))?;
+        let engine = PolicyEngine::new(&active.policies)
+            .map_err(|_| Error::Internal("the active policy set no longer compiles"))?;
+        // Only the set the state names: a set activated after the read is compiled by the writer.
+        if engine.hash() == hash {
+            self.insert_engine(Arc::new(engine));
+        }
+        Ok(())
     }
 
     /// Prepared decisions the writer logged as they were.
@@ -402,18 +442,15 @@ impl DomainStateMachine {
     }
 
     /// Whether `prepared` is the decision the writer would make at this position and time.
-    fn still_holds(
-        prepared: &Prepared,
-        kv: &TxKv<'_, '_>,
-        now: Timestamp,
-    ) -> Result<bool, StateError> {
+    fn still_holds(prepared: &Prepared, tx: &Tx<'_>, now: Timestamp) -> Result<bool, StateError> {
+        let kv = TxRead(tx);
         Ok(prepared.span.contains(now)
-            && state::active_policy_set_hash(kv)? == Some(prepared.policy_set_hash)
-            && state::directory_version(kv)? == prepared.directory_version
+            && state::active_policy_set_hash(&kv)? == Some(prepared.policy_set_hash)
+            && state::directory_version(&kv)? == prepared.directory_version
             && prepared
                 .reads
                 .iter()
-                .all(|key| kv.0.unchanged_since(key, prepared.read_at)))
+                .all(|key| tx.unchanged_since(key, prepared.read_at)))
     }
 
     fn decide(
@@ -424,7 +461,7 @@ impl DomainStateMachine {
         now: Timestamp,
     ) -> Result<Event, Error> {
         if let Some(prepared) = prepared {
-            if Self::still_holds(&prepared, kv, now).map_err(unavailable)? {
+            if Self::still_holds(&prepared, kv.0, now).map_err(unavailable)? {
                 self.shared.accepted.fetch_add(1, Ordering::Relaxed);
                 let Prepared {
                     decision,
@@ -509,6 +546,7 @@ impl StateMachine for DomainStateMachine {
             command,
             subject_vrf,
             request,
+            group_len,
         } = submission;
         let index = tx.index().get();
         let now = Timestamp::from_unix_millis(tx.time_millis())
@@ -564,6 +602,7 @@ impl StateMachine for DomainStateMachine {
                     Output::Granted(id) => RecordedOutput::Granted(id.to_string()),
                     Output::Activated(hash) => RecordedOutput::Activated(hash.to_hex()),
                     Output::Proposed(hash) => RecordedOutput::Proposed(hash.to_hex()),
+                    Output::Decided { .. } if group_len > 0 => RecordedOutput::Cohort(group_len),
                     Output::Logged | Output::Decided { .. } => RecordedOutput::Logged,
                 },
             };
@@ -571,6 +610,43 @@ impl StateMachine for DomainStateMachine {
                 .map_err(unavailable_kv)?;
         }
         Ok(Applied { entry, output })
+    }
+
+    /// A group is a cohort's decisions. A cohort for statistics is decided with the number of
+    /// its patients that are allowed (`service::access`), counted from the prepared decisions:
+    /// it is logged only if every one of them still holds here, so that the count is the
+    /// logged one (otherwise `ABORTED`, and the service decides again). Decisions of a group
+    /// write only their own patient's keys, so what holds at the group's first position holds
+    /// at each of its positions.
+    fn check_group(&mut self, group: &[Submission], tx: &Tx<'_>) -> Result<(), Error> {
+        let now = Timestamp::from_unix_millis(tx.time_millis())
+            .ok_or(Error::Internal("the clock is outside 1970-9999"))?;
+        for submission in group {
+            match &submission.command {
+                Command::Authorize(request, prepared)
+                    if request.action == Action::ExportStatistics =>
+                {
+                    let holds = match prepared {
+                        Some(prepared) => {
+                            Self::still_holds(prepared, tx, now).map_err(unavailable)?
+                        }
+                        None => false,
+                    };
+                    if !holds {
+                        return Err(Error::Conflict(
+                            "the state changed while the cohort was decided; retry".to_owned(),
+                        ));
+                    }
+                }
+                Command::Authorize(..) => {}
+                _ => {
+                    return Err(Error::Internal(
+                        "a group holds a command other than a decision",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
@@ -707,6 +783,15 @@ pub fn frame_with(
 
 /// The derived state as a command sees it: the sequencer's transaction.
 struct TxKv<'a, 'b>(&'a mut Tx<'b>);
+
+/// The same, read only.
+struct TxRead<'a, 'b>(&'a Tx<'b>);
+
+impl KvRead for TxRead<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.0.get(key).map_err(KvError::new)
+    }
+}
 
 impl KvRead for TxKv<'_, '_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {

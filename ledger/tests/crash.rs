@@ -4,7 +4,8 @@
 //! child handed out is reproduced and consistent with the new tree, and that the derived state
 //! matches the log, and that the checkpoint anchor beside the store is at least as new as every
 //! checkpoint handed out (it is written before a batch is acknowledged) and accepts the recovered
-//! store. Three kill/restart cycles run on the same store.
+//! store. Some writers submit groups of entries ([`Sequencer::submit_group`]): after recovery
+//! every group is in the log whole or not at all. Three kill/restart cycles run on the same store.
 //!
 //! This binary is both parent and child (`harness = false`): with `AKASHI_CRASH_CHILD` set it
 //! is the child writer.
@@ -40,21 +41,33 @@ const CHILD_ENV: &str = "AKASHI_CRASH_CHILD";
 const KEY_ENV: &str = "AKASHI_CRASH_KEY";
 const ACKS_BEFORE_KILL: usize = 3000;
 
-/// Every entry bumps a counter in state; the output is the counter's new value.
+const GROUP_SIZE: u32 = 200;
+const GROUP_PREFIX: &[u8] = b"group/";
+
+/// Every entry bumps a counter in state; the output is the counter's new value. An entry of a
+/// group (named by the command) also bumps the group's own counter.
 struct Counter;
 
 impl StateMachine for Counter {
-    type Command = ();
+    type Command = Option<u64>;
     type Output = u64;
     type Rejection = String;
 
-    fn apply(&mut self, (): (), tx: &mut Tx<'_>) -> Result<Applied<u64>, String> {
-        let current = tx
-            .get(b"counter")
-            .map_err(|e| e.to_string())?
-            .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
-            .unwrap_or(0);
+    fn apply(&mut self, group: Option<u64>, tx: &mut Tx<'_>) -> Result<Applied<u64>, String> {
+        let read = |tx: &Tx<'_>, key: &[u8]| -> Result<u64, String> {
+            Ok(tx
+                .get(key)
+                .map_err(|e| e.to_string())?
+                .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
+                .unwrap_or(0))
+        };
+        let current = read(tx, b"counter")?;
         tx.put(b"counter", &(current + 1).to_be_bytes());
+        if let Some(group) = group {
+            let key = [GROUP_PREFIX, &group.to_be_bytes()].concat();
+            let members = read(tx, &key)?;
+            tx.put(&key, &(members + 1).to_be_bytes());
+        }
         Ok(Applied {
             entry: conformance::test_entry(tx.index().get()),
             output: current + 1,
@@ -84,13 +97,41 @@ fn child(dir: &str, skey: &str) {
         let log = Arc::new(open_log(Path::new(dir), skey));
         let sequencer = Sequencer::start(log, Counter, SequencerOptions::default()).unwrap();
         let (lines, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // Groups: a few writers log 200 entries at a time, all or nothing.
+        let run = std::process::id();
+        for writer in 0..4_u64 {
+            let sequencer = sequencer.clone();
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                for k in 0..1_000_000_u64 {
+                    let group = (u64::from(run) << 32) | (writer << 24) | k;
+                    let commands = vec![Some(group); GROUP_SIZE as usize];
+                    let Ok(receipt) = sequencer.submit_group(commands).await else {
+                        return;
+                    };
+                    let cp = &receipt.checkpoint.checkpoint();
+                    for (offset, leaf_hash) in receipt.leaf_hashes.iter().enumerate() {
+                        let line = format!(
+                            "ack {} {} {} {}\n",
+                            receipt.first.get() + offset as u64,
+                            leaf_hash.to_hex(),
+                            cp.size.get(),
+                            cp.root.to_hex()
+                        );
+                        if lines.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
         for _ in 0..32 {
             let sequencer = sequencer.clone();
             let lines = lines.clone();
             tokio::spawn(async move {
                 // Bounded: the parent kills us long before this ends.
                 for _ in 0..1_000_000 {
-                    let Ok((receipt, _)) = sequencer.submit(()).await else {
+                    let Ok((receipt, _)) = sequencer.submit(None).await else {
                         return;
                     };
                     let cp = &receipt.checkpoint.checkpoint();
@@ -198,6 +239,17 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
         size.get(),
         "round {round}: state disagrees with the log"
     );
+    let groups = log
+        .state_range(GROUP_PREFIX, Some(b"group0"), usize::MAX)
+        .unwrap();
+    for (key, members) in &groups {
+        assert_eq!(
+            u64::from_be_bytes(members.as_slice().try_into().unwrap()),
+            u64::from(GROUP_SIZE),
+            "round {round}: group {key:?} is in the log only in part"
+        );
+    }
+    assert!(!groups.is_empty(), "round {round}: no group was logged");
     log.fsck().unwrap();
     (acked.len(), checkpoints.len())
 }

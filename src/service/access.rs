@@ -147,4 +147,11 @@ impl AccessService for Access {
             patient_ref,
         }))
     }
+
+    async fn authorize_cohort(
+        &self,
+        request: Request<pb::AuthorizeCohortRequest>,
+    ) -> Result<Response<pb::AuthorizeCohortResponse>, Status> {
+        super::cohort::authorize_cohort(&self.0, request).await
+    }
 }
