@@ -14,7 +14,8 @@
 //! **Statistics.** A statistical release covers the patients allowed, so its cohort is the
 //! stated `cohort_size` (this call's patients by default; more for a cohort larger than one
 //! call) less the patients denied. The decisions are prepared with the stated size, then again
-//! with the size that remains, until the number allowed no longer changes; the threshold rule
+//! with the size that remains, until the number allowed no longer changes (or nobody is
+//! allowed: then the decisions state the size at which that happened); the threshold rule
 //! therefore judges the release by the patients it really covers, and every logged decision
 //! states that size. The sequencer logs such a cohort only if every prepared decision still
 //! holds at its position (`StateMachine::check_group`), so the count is the logged one;
@@ -324,7 +325,8 @@ async fn prepare_statistics(
             }
         }
         let remaining = stated - (n - allowed);
-        if remaining == size {
+        // Settled; or nobody is allowed, and the decisions say at which size that happened.
+        if remaining == size || allowed == 0 {
             return Ok((prepared, Some(size)));
         }
         size = remaining;

@@ -74,6 +74,37 @@ async fn activity(api: &Api) -> pb::Receipt {
         "IDENTIFIED",
     ))
     .await;
+    // A cohort, and a cohort for statistics (decided with the size left after denials): six
+    // more decisions, each its own entry, that replay re-decides like any other.
+    for (action, level) in [
+        ("secondary_use", "IDENTIFIED"),
+        ("export_statistics", "STATISTICAL"),
+    ] {
+        api.access()
+            .authorize_cohort(
+                api.req(pb::AuthorizeCohortRequest {
+                    principal: Some(pb::Principal {
+                        r#type: "Organization".into(),
+                        id: "uni".into(),
+                    }),
+                    action: action.into(),
+                    data_category: "lab_result".into(),
+                    source_facility: "hosp-a".into(),
+                    purpose: "research".into(),
+                    level: level.into(),
+                    subjects: ["alice", "bob", "carol"]
+                        .into_iter()
+                        .map(|p| pb::CohortSubject {
+                            patient_id: p.into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    }
     last.unwrap()
 }
 
@@ -114,10 +145,11 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     .await
     .unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
-    assert_eq!(report.decisions_checked, 4);
-    assert_eq!(report.decisions_matching, 4);
+    assert_eq!(report.decisions_checked, 10);
+    assert_eq!(report.decisions_matching, 10);
     assert_eq!(report.entries, api.size().await);
-    assert!(report.checkpoints_checked >= report.entries);
+    // Every batch is checked; each cohort's three entries share one.
+    assert!(report.checkpoints_checked + 4 >= report.entries);
     // Every checkpoint but the empty tree's commits to the subject map, and replay recomputed
     // each of them.
     assert_eq!(report.subject_maps_checked + 1, report.checkpoints_checked);
@@ -132,11 +164,15 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     .unwrap()
     .unwrap();
     assert!(alice.findings.is_empty(), "{:?}", alice.findings);
-    assert_eq!(alice.rows.len(), 4, "grant, decision, revocation, decision");
+    assert_eq!(
+        alice.rows.len(),
+        6,
+        "grant, decision, revocation, decision, two cohorts"
+    );
     assert!(
         matches!(
             alice.completeness,
-            auditor::history::Completeness::Complete { entries: 4, tree_size } if tree_size == alice.tree_size
+            auditor::history::Completeness::Complete { entries: 6, tree_size } if tree_size == alice.tree_size
         ),
         "{:?}",
         alice.completeness
@@ -524,7 +560,11 @@ async fn a_saved_history_verifies_offline_and_a_cut_one_does_not() {
     let mut pages: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
     let entries = pages[0]["entries"].as_array_mut().unwrap();
-    assert_eq!(entries.len(), 4);
+    assert_eq!(
+        entries.len(),
+        6,
+        "a grant, a revocation, two decisions and two cohorts'"
+    );
     entries.remove(0);
     let cut = dir.path().join("cut.json");
     std::fs::write(&cut, pages.to_string()).unwrap();

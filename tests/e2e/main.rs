@@ -17,6 +17,7 @@ mod audit;
 mod authzen;
 mod bad_input;
 mod binary;
+mod cohort;
 mod completeness;
 mod consent_changes;
 mod data_dir;
