@@ -1,4 +1,4 @@
-//! The load tool's authorize workload against the real server: every call succeeds, receipts
+//! The load tool's authorize and cohort workloads against the real server: every call succeeds, receipts
 //! verify, and its consent writes leave the patients' consent records the size setup made them
 //! (a workload that grew them would make every later decision slower, and measure that).
 
@@ -8,6 +8,7 @@ use akashi::auth::Role;
 use tools::load::{
     self, LoadOptions,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
+    cohort::CohortWorkload,
 };
 
 use crate::{api::Api, harness::TestServer};
@@ -72,5 +73,67 @@ async fn the_authorize_workload_runs_clean_and_keeps_consent_records_bounded() {
     // At most about one grant per caller is left unrevoked (the old schedule, 3 grants per 2
     // revocations, left 24 here).
     assert!(outstanding <= 8, "{outstanding} grants left unrevoked");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_cohort_workload_logs_one_checked_decision_per_patient() {
+    let server = TestServer::start().await;
+    let setup = AuthorizeWorkload::setup(
+        server.channel().await,
+        AuthorizeOptions {
+            token: server.token(Role::Platform, None),
+            patients: 40,
+            write_percent: 0,
+            verify_every: 0,
+            vkey: None,
+        },
+    )
+    .await
+    .unwrap();
+    let api = Api::new(&server, Role::Platform, None).await;
+    let before = api.size().await;
+    let workload = Arc::new(CohortWorkload::new(setup, 40, 25).unwrap());
+    let options = LoadOptions {
+        target: format!("http://{}", server.grpc_addr),
+        connections: 1,
+        in_flight: 2,
+        duration: Duration::from_secs(120),
+        requests: Some(20),
+        rate: None,
+        interval: None,
+    };
+    let report = load::run(&options, workload).await.unwrap();
+    assert_eq!(
+        (report.requests, report.ok),
+        (20, 20),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.checks.get("decisions_logged"), Some(&500));
+    assert_eq!(report.checks.get("checkpoints_verified"), Some(&20));
+    // Three patients in four hold a research consent to the university.
+    let allowed = report.checks.get("decisions_allow").copied().unwrap();
+    assert!((300..=400).contains(&allowed), "{allowed} allowed");
+    assert_eq!(api.size().await, before + 500);
+    assert!(
+        CohortWorkload::new(
+            AuthorizeWorkload::setup(
+                server.channel().await,
+                AuthorizeOptions {
+                    token: server.token(Role::Platform, None),
+                    patients: 1,
+                    write_percent: 0,
+                    verify_every: 0,
+                    vkey: None,
+                },
+            )
+            .await
+            .unwrap(),
+            1,
+            2
+        )
+        .is_err()
+    );
     server.stop().await;
 }

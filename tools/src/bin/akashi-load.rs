@@ -1,6 +1,7 @@
 //! `akashi-load`: loads a local akashi server and reports throughput, latency percentiles and
 //! errors, as text or `--json`. Modes: `health` (grpc.health.v1 Check, the baseline) and
-//! `authorize` (a consent/Authorize mix that also verifies receipts; needs a platform token).
+//! `authorize` (a consent/Authorize mix that also verifies receipts; needs a platform token) and
+//! `cohort` (AuthorizeCohort over the same patients, `--cohort-size` per call).
 //! Exits 2 when a correctness check failed under load (a missing or invalid receipt).
 
 use std::{sync::Arc, time::Duration};
@@ -10,6 +11,7 @@ use clap::{Parser, ValueEnum};
 use tools::load::{
     self, LoadOptions, MAX_DURATION, Report,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
+    cohort::CohortWorkload,
     health::HealthWorkload,
 };
 
@@ -27,6 +29,9 @@ struct Cli {
     /// What to call.
     #[arg(long, value_enum, default_value_t = Mode::Health)]
     mode: Mode,
+    /// Patients per AuthorizeCohort call (cohort mode; at most 10,000 and --patients).
+    #[arg(long, default_value_t = 10_000)]
+    cohort_size: u64,
     /// Server URL (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -81,6 +86,8 @@ enum Mode {
     Health,
     /// AccessService/Authorize over many patients with some consent writes.
     Authorize,
+    /// AccessService/AuthorizeCohort over the same patients.
+    Cohort,
 }
 
 /// `value` seconds as a duration, refusing what is not a finite number of seconds ≥ 0.
@@ -113,11 +120,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             let before = cpu()?;
             (load::run(&options, Arc::new(HealthWorkload)).await?, before)
         }
-        Mode::Authorize => {
+        Mode::Authorize | Mode::Cohort => {
             let token = cli
                 .token
                 .clone()
-                .context("--mode authorize needs --token")?;
+                .context("--mode authorize and --mode cohort need --token")?;
             let channel = load::connect(&options.target).await?;
             let workload = AuthorizeWorkload::setup(
                 channel,
@@ -130,9 +137,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 },
             )
             .await
-            .context("while setting up the authorize workload")?;
-            let before = cpu()?;
-            (load::run(&options, Arc::new(workload)).await?, before)
+            .context("while setting up the workload's patients")?;
+            if cli.mode == Mode::Cohort {
+                let workload = CohortWorkload::new(workload, cli.patients, cli.cohort_size)?;
+                let before = cpu()?;
+                (load::run(&options, Arc::new(workload)).await?, before)
+            } else {
+                let before = cpu()?;
+                (load::run(&options, Arc::new(workload)).await?, before)
+            }
         }
     };
     if let (Some(before), Some(after)) = (before, cpu()?) {

@@ -42,11 +42,14 @@ pub const MAX_PATIENTS: u64 = 1_000_000;
 /// Consent writes in flight during setup.
 const SETUP_CONCURRENCY: usize = 64;
 
-const UNIVERSITY: &str = "load-university";
-const HOSPITAL_A: &str = "load-hospital-a";
+/// The university setup registers (the recipient of research consents).
+pub const UNIVERSITY: &str = "load-university";
+/// A hospital setup registers.
+pub const HOSPITAL_A: &str = "load-hospital-a";
 const HOSPITAL_B: &str = "load-hospital-b";
 const DOCTOR: &str = "load-doctor-a";
-const DEPARTMENT: &str = "internal_medicine";
+/// The department records are asked of.
+pub const DEPARTMENT: &str = "internal_medicine";
 
 /// Settings of the workload.
 #[derive(Debug, Clone)]
@@ -241,7 +244,8 @@ impl AuthorizeWorkload {
         out
     }
 
-    fn request<T>(&self, message: T) -> Request<T> {
+    /// `message` with the workload's bearer token.
+    pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request
             .metadata_mut()
@@ -291,6 +295,11 @@ impl AuthorizeWorkload {
             }
         };
         self.check_receipt(receipt.as_ref(), n)
+    }
+
+    /// The log's verifier.
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
     }
 
     async fn authorize(&self, clients: &mut Clients, n: u64) -> Result<(), CallError> {
@@ -407,7 +416,8 @@ enum SetupRequest {
     OptOut(Request<RecordOptOutRequest>),
 }
 
-fn patient_id(i: u64) -> String {
+/// The id setup gave patient `i`.
+pub fn patient_id(i: u64) -> String {
     format!("load-patient-{i}")
 }
 
