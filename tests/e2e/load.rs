@@ -1,4 +1,4 @@
-//! The load tool's authorize and cohort workloads against the real server: every call succeeds, receipts
+//! The load tool's authorize, cohort and AuthZEN workloads against the real server: every call succeeds, receipts
 //! verify, and its consent writes leave the patients' consent records the size setup made them
 //! (a workload that grew them would make every later decision slower, and measure that).
 
@@ -8,6 +8,7 @@ use akashi::auth::Role;
 use tools::load::{
     self, LoadOptions,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
+    authzen::AuthZenWorkload,
     cohort::CohortWorkload,
 };
 
@@ -135,5 +136,59 @@ async fn the_cohort_workload_logs_one_checked_decision_per_patient() {
         )
         .is_err()
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_authzen_workload_logs_one_checked_decision_per_evaluation() {
+    let server = TestServer::start().await;
+    let token = server.token(Role::Platform, None);
+    let setup = || async {
+        AuthorizeWorkload::setup(
+            server.channel().await,
+            AuthorizeOptions {
+                token: token.clone(),
+                patients: 40,
+                write_percent: 0,
+                verify_every: 0,
+                vkey: None,
+            },
+        )
+        .await
+        .unwrap()
+    };
+    let api = Api::new(&server, Role::Platform, None).await;
+    let target = format!("http://{}", server.authzen_addr);
+    let options = LoadOptions {
+        target: format!("http://{}", server.grpc_addr),
+        connections: 1,
+        in_flight: 2,
+        duration: Duration::from_secs(120),
+        requests: Some(10),
+        rate: None,
+        interval: None,
+    };
+    // Batches of 20 on `/access/v1/evaluations`, then single questions on `/evaluation`.
+    for (items, logged) in [(20, 200), (1, 10)] {
+        let workload = AuthZenWorkload::new(setup().await, &target, &token, 40, items).unwrap();
+        let before = api.size().await;
+        let report = load::run(&options, Arc::new(workload)).await.unwrap();
+        assert_eq!(
+            (report.requests, report.ok),
+            (10, 10),
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(report.checks.get("decisions_logged"), Some(&logged));
+        assert_eq!(report.checks.get("checkpoints_verified"), Some(&10));
+        assert!(report.checks.get("decisions_allow").is_some_and(|n| *n > 0));
+        assert_eq!(api.size().await, before + logged);
+    }
+    // A bad token is counted as the HTTP status it gets, never as a success.
+    let workload = AuthZenWorkload::new(setup().await, &target, "not-a-token", 40, 5).unwrap();
+    let report = load::run(&options, Arc::new(workload)).await.unwrap();
+    assert_eq!(report.ok, 0);
+    assert_eq!(report.errors.get("HTTP_401"), Some(&10));
+    assert!(AuthZenWorkload::new(setup().await, "http://192.0.2.1:8081", &token, 40, 5).is_err());
     server.stop().await;
 }

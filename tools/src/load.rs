@@ -1,7 +1,7 @@
 //! The load runner: opens N HTTP/2 connections to a loopback server, runs M concurrent callers
 //! on each, stops at a deadline or a request count, and merges what the callers saw into a
-//! [`Report`]. What a call is comes from a [`Workload`]; see [`health`], [`authorize`] and
-//! [`cohort`].
+//! [`Report`]. What a call is comes from a [`Workload`]; see [`health`], [`authorize`],
+//! [`cohort`] and [`authzen`].
 //!
 //! Two ways to load: **closed loop** (the default: every caller calls again as soon as it has its
 //! answer, so the server sets the pace and throughput is what it can do at that concurrency) and
@@ -20,6 +20,7 @@
 //! This module does not retry failed calls (a failure is counted under its gRPC code).
 
 pub mod authorize;
+pub mod authzen;
 pub mod cohort;
 pub mod health;
 

@@ -1,7 +1,8 @@
 //! `akashi-load`: loads a local akashi server and reports throughput, latency percentiles and
 //! errors, as text or `--json`. Modes: `health` (grpc.health.v1 Check, the baseline) and
 //! `authorize` (a consent/Authorize mix that also verifies receipts; needs a platform token) and
-//! `cohort` (AuthorizeCohort over the same patients, `--cohort-size` per call).
+//! `cohort` (AuthorizeCohort over the same patients, `--cohort-size` per call) and `authzen`
+//! (the AuthZEN API's evaluations, `--evaluations` per call, at `--authzen-target`).
 //! Exits 2 when a correctness check failed under load (a missing or invalid receipt).
 
 use std::{sync::Arc, time::Duration};
@@ -11,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use tools::load::{
     self, LoadOptions, MAX_DURATION, Report,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
+    authzen::AuthZenWorkload,
     cohort::CohortWorkload,
     health::HealthWorkload,
 };
@@ -32,6 +34,12 @@ struct Cli {
     /// Patients per AuthorizeCohort call (cohort mode; at most 10,000 and --patients).
     #[arg(long, default_value_t = 10_000)]
     cohort_size: u64,
+    /// AuthZEN items per call (authzen mode; 1 asks `/access/v1/evaluation`).
+    #[arg(long, default_value_t = 100)]
+    evaluations: u64,
+    /// The server's AuthZEN address (authzen mode; loopback only), its `--authzen-addr`.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    authzen_target: String,
     /// Server URL (loopback only).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
@@ -88,6 +96,8 @@ enum Mode {
     Authorize,
     /// AccessService/AuthorizeCohort over the same patients.
     Cohort,
+    /// The AuthZEN API's evaluations over the same patients.
+    Authzen,
 }
 
 /// `value` seconds as a duration, refusing what is not a finite number of seconds ≥ 0.
@@ -120,16 +130,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             let before = cpu()?;
             (load::run(&options, Arc::new(HealthWorkload)).await?, before)
         }
-        Mode::Authorize | Mode::Cohort => {
+        Mode::Authorize | Mode::Cohort | Mode::Authzen => {
             let token = cli
                 .token
                 .clone()
-                .context("--mode authorize and --mode cohort need --token")?;
+                .context("--mode authorize, cohort and authzen need --token")?;
             let channel = load::connect(&options.target).await?;
             let workload = AuthorizeWorkload::setup(
                 channel,
                 AuthorizeOptions {
-                    token,
+                    token: token.clone(),
                     patients: cli.patients,
                     write_percent: cli.write_percent,
                     verify_every: cli.verify_every,
@@ -140,6 +150,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             .context("while setting up the workload's patients")?;
             if cli.mode == Mode::Cohort {
                 let workload = CohortWorkload::new(workload, cli.patients, cli.cohort_size)?;
+                let before = cpu()?;
+                (load::run(&options, Arc::new(workload)).await?, before)
+            } else if cli.mode == Mode::Authzen {
+                let workload = AuthZenWorkload::new(
+                    workload,
+                    &cli.authzen_target,
+                    &token,
+                    cli.patients,
+                    cli.evaluations,
+                )?;
                 let before = cpu()?;
                 (load::run(&options, Arc::new(workload)).await?, before)
             } else {
