@@ -193,6 +193,7 @@ impl EntryCheck {
 pub struct DecisionCheck {
     replayer: Replayer,
     report: Report,
+    provisions: Option<crate::provision::ProvisionRecords>,
 }
 
 impl DecisionCheck {
@@ -201,12 +202,33 @@ impl DecisionCheck {
         Self {
             replayer: Replayer::new(),
             report: Report::default(),
+            provisions: None,
         }
     }
 
     /// Replays the event of entry `index` (entries must come in log order; one that was not an
     /// event is simply skipped).
     pub fn replay(&mut self, index: u64, event: &Event) {
+        if let (
+            Some(provisions),
+            Event::Decision {
+                request,
+                time,
+                decision,
+                recipient,
+                ..
+            },
+        ) = (&mut self.provisions, event)
+        {
+            provisions.observe(
+                &mut self.replayer,
+                index,
+                request,
+                *time,
+                decision,
+                recipient.as_ref(),
+            );
+        }
         let report = &mut self.report;
         match self.replayer.step(index, event) {
             Ok(Outcome::Applied) => report.events_applied += 1,
@@ -246,6 +268,32 @@ impl DecisionCheck {
     pub fn with_analyzer(mut self, analyzer: Analyzer) -> Self {
         self.replayer = self.replayer.with_analyzer(analyzer);
         self
+    }
+
+    /// The same check, also keeping a record of every third-party provision in `window`
+    /// ([`crate::provision`]; see [`DecisionCheck::finish_provisions`]).
+    #[must_use]
+    pub fn with_provisions(mut self, window: crate::provision::ProvisionWindow) -> Self {
+        self.provisions = Some(crate::provision::ProvisionRecords::new(window));
+        self
+    }
+
+    /// Ends a check of a log replayed up to tree size `size`: the report, the analysis (when
+    /// made [`DecisionCheck::with_analyzer`]) and the provision records (when made
+    /// [`DecisionCheck::with_provisions`]).
+    pub fn finish_all(
+        self,
+        size: u64,
+    ) -> (
+        Report,
+        Option<Analysis>,
+        Option<crate::provision::ProvisionRecords>,
+    ) {
+        (
+            self.report,
+            self.replayer.into_analysis(size),
+            self.provisions,
+        )
     }
 
     /// Ends the check: its counts and findings (to [`merge`] with the entry check's report).

@@ -88,6 +88,16 @@ impl KvWrite for ReplayState {
     }
 }
 
+/// What [`Replayer::provision_basis`] reads for a record of third-party provision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionBasis {
+    /// The recipient organisation's display name, when the directory holds it.
+    pub recipient_name: Option<String>,
+    /// The consents that covered the request and were the patient's latest word on its purpose,
+    /// with the leaf index of each one's grant when known.
+    pub consents: Vec<(crate::domain::ConsentId, Option<u64>)>,
+}
+
 /// Replays a log entry by entry.
 #[derive(Debug)]
 pub struct Replayer {
@@ -203,6 +213,40 @@ impl Replayer {
             .apply(event, index)
             .map_err(|e| apply_error(ApplyError::from(e)))?;
         Ok(outcome)
+    }
+
+    /// What a record of third-party provision states about decision `request` beyond the
+    /// decision itself, read from the state as replayed so far (so: call it before the
+    /// decision's [`Replayer::step`]): the recipient's display name, and the patient's consents
+    /// that covered the request at `time` and were their latest word on its purpose, each with
+    /// the leaf index of its grant when the state knows it.
+    ///
+    /// # Errors
+    ///
+    /// [`state::StateError`] when the state cannot be read.
+    pub fn provision_basis(
+        &mut self,
+        request: &crate::decision::Request,
+        time: crate::domain::Timestamp,
+    ) -> Result<ProvisionBasis, state::StateError> {
+        self.directory.flush()?;
+        let facts = Facts::gather(&self.directory, &self.kv, request)?;
+        let recipient_name = match facts.recipient() {
+            Some(recipient) => {
+                state::organization(&self.kv, &recipient.id)?.map(|org| org.name.to_string())
+            }
+            None => None,
+        };
+        let matched = facts.matching_consents(request, time);
+        let consents = matched
+            .iter()
+            .filter(|id| !facts.subject.opted_out_after(id, request.purpose))
+            .map(|id| (id.clone(), facts.subject.consent_indices.get(id).copied()))
+            .collect();
+        Ok(ProvisionBasis {
+            recipient_name,
+            consents,
+        })
     }
 
     /// The state built so far (without the per-subject entry listing, see [`Replayer`]).

@@ -34,6 +34,7 @@ mod oidc;
 mod policy_limits;
 mod policy_review;
 mod protocol;
+mod provision;
 mod public_http;
 mod restart;
 mod roles;

@@ -28,6 +28,7 @@ use crate::history::{
     CompletenessProof, History, HistoryEntry, HistoryError, HistoryPage, MAX_HISTORY_ENTRIES,
     MAX_HISTORY_JSON, Witnessed, pages_from_json, verify_history,
 };
+use crate::provision::{ProvisionRecords, ProvisionWindow};
 use crate::quorum::WitnessPolicy;
 use crate::replay::{DecisionCheck, EntryCheck, merge};
 use crate::report::{Finding, Report};
@@ -113,13 +114,41 @@ pub async fn replay_analysing(
     progress: bool,
     diff: Option<PolicyDiff>,
 ) -> anyhow::Result<(Report, Option<Analysis>)> {
+    let (report, analysis, _) = replay_full(config, progress, diff, None).await?;
+    Ok((report, analysis))
+}
+
+/// [`replay`], also keeping the records of third-party provision of `window`
+/// (`akashi-audit provision-records`).
+///
+/// # Errors
+///
+/// As [`replay`].
+pub async fn replay_recording(
+    config: &ReplayConfig,
+    progress: bool,
+    window: ProvisionWindow,
+) -> anyhow::Result<(Report, ProvisionRecords)> {
+    let (report, _, records) = replay_full(config, progress, None, Some(window.clone())).await?;
+    Ok((
+        report,
+        records.unwrap_or_else(|| ProvisionRecords::new(window)),
+    ))
+}
+
+async fn replay_full(
+    config: &ReplayConfig,
+    progress: bool,
+    diff: Option<PolicyDiff>,
+    provisions: Option<ProvisionWindow>,
+) -> anyhow::Result<(Report, Option<Analysis>, Option<ProvisionRecords>)> {
     let channel = net::connect(&config.grpc).await?;
     let latest = net::checkpoint(channel.clone()).await?;
     let mut entries = EntryCheck::new(config.verifier.clone());
     let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
         // Recorded as a finding; nothing else can be checked against a log that signs badly.
         entries.add_checkpoint(&latest)?;
-        return Ok((entries.finish(), None));
+        return Ok((entries.finish(), None, None));
     };
     let size = target.checkpoint().size;
     if let Some(end) = diff.as_ref().and_then(|diff| diff.end) {
@@ -201,16 +230,19 @@ pub async fn replay_analysing(
         if let Some(analyzer) = analyzer {
             decisions = decisions.with_analyzer(analyzer);
         }
+        if let Some(window) = provisions {
+            decisions = decisions.with_provisions(window);
+        }
         for batch in events {
             for (index, event) in batch {
                 decisions.replay(index, &event);
             }
         }
-        decisions.finish_analysis(size.get())
+        decisions.finish_all(size.get())
     });
     let fetched = fetch.await.context("the fetching task failed")?;
     let checked = check.await.context("the checking task failed")??;
-    let (decided, analysis) = decide.await.context("the replaying task failed")?;
+    let (decided, analysis, records) = decide.await.context("the replaying task failed")?;
     fetched?;
     bar.finish_and_clear();
     let report = merge(checked, decided);
@@ -219,7 +251,7 @@ pub async fn replay_analysing(
         "the server served {} entries, the checkpoint says {size}",
         report.tree_size
     );
-    Ok((report, analysis))
+    Ok((report, analysis, records))
 }
 
 /// Fetches and verifies a patient's history.
