@@ -420,8 +420,19 @@ impl Core {
         let first = recorded.index;
         tokio::task::spawn_blocking(move || {
             let count = u64::from(count);
-            let leaves = log.leaves(LeafIndex(first), count)?;
-            let bodies = log.bodies(LeafIndex(first), count)?;
+            // Reads are capped per call (`MAX_LEAVES_PER_READ`): a cohort takes several.
+            let (mut leaves, mut bodies) = (Vec::new(), Vec::new());
+            while (leaves.len() as u64) < count {
+                let at = LeafIndex(first + leaves.len() as u64);
+                let want = count - leaves.len() as u64;
+                let got = log.leaves(at, want)?;
+                let got_bodies = log.bodies(at, got.len() as u64)?;
+                if got.is_empty() || got_bodies.len() != got.len() {
+                    return Err(Error::Internal("a cohort's entries are not all in the log"));
+                }
+                leaves.extend(got);
+                bodies.extend(got_bodies);
+            }
             let mut leaf_hashes = Vec::with_capacity(leaves.len());
             let mut outputs = Vec::with_capacity(leaves.len());
             let mut cohort_size = None;

@@ -483,7 +483,8 @@ impl<M: StateMachine> Sequencer<M> {
     /// # Errors
     ///
     /// Returns [`SubmitError`]; in every error case nothing was appended for any command of it.
-    /// An empty group is [`SubmitError::Unavailable`]: it has no entry a checkpoint could cover.
+    /// An empty group is [`SubmitError::Unavailable`]: it has no entry a checkpoint could cover;
+    /// so is one larger than a batch may be ([`crate::log::MAX_BATCH_ENTRIES`]).
     pub async fn submit_group(
         &self,
         commands: Vec<M::Command>,
@@ -492,6 +493,13 @@ impl<M: StateMachine> Sequencer<M> {
             return Err(SubmitError::Unavailable(
                 "an empty group logs nothing".into(),
             ));
+        }
+        if commands.len() > crate::log::MAX_BATCH_ENTRIES {
+            return Err(SubmitError::Unavailable(format!(
+                "a group of {} commands is more than one batch holds ({})",
+                commands.len(),
+                crate::log::MAX_BATCH_ENTRIES
+            )));
         }
         let count = commands.len() as u64;
         let (reply, answer) = oneshot::channel();
@@ -813,9 +821,16 @@ impl<M: StateMachine> Writer<M> {
         };
         let max_batch = self.options.max_batch.max(1);
         let mut closing = false;
+        // A job taken from the queue that would have made its batch larger than a batch may be:
+        // it opens the next batch.
+        let mut carried: Option<Job<M>> = None;
         while !closing {
-            let Some(first) = receiver.blocking_recv() else {
-                break;
+            let first = match carried.take() {
+                Some(job) => Msg::Job(job),
+                None => match receiver.blocking_recv() {
+                    Some(msg) => msg,
+                    None => break,
+                },
             };
             let mut jobs = Vec::new();
             // Entries the jobs taken will append: a group counts as many as it holds, so a batch
@@ -852,6 +867,12 @@ impl<M: StateMachine> Writer<M> {
                     }
                 };
                 match next {
+                    Some(Msg::Job(job))
+                        if planned + job.entries() > crate::log::MAX_BATCH_ENTRIES =>
+                    {
+                        carried = Some(job);
+                        break;
+                    }
                     Some(Msg::Job(job)) => {
                         planned += job.entries();
                         jobs.push(job);
@@ -868,6 +889,9 @@ impl<M: StateMachine> Writer<M> {
             }
             if closing {
                 // Drain what was queued before the close.
+                if let Some(job) = carried.take() {
+                    self.process(vec![job], &to_syncer);
+                }
                 while let Ok(msg) = receiver.try_recv() {
                     if let Msg::Job(job) = msg {
                         self.process(vec![job], &to_syncer);

@@ -42,7 +42,10 @@ const KEY_ENV: &str = "AKASHI_CRASH_KEY";
 const ACKS_BEFORE_KILL: usize = 3000;
 
 const GROUP_SIZE: u32 = 200;
-const GROUP_PREFIX: &[u8] = b"group/";
+/// Per group: how many of its entries are in the state, and the indices of its first and last.
+const GROUP_COUNT: &[u8] = b"group/n/";
+const GROUP_FIRST: &[u8] = b"group/f/";
+const GROUP_LAST: &[u8] = b"group/l/";
 
 /// Every entry bumps a counter in state; the output is the counter's new value. An entry of a
 /// group (named by the command) also bumps the group's own counter.
@@ -64,9 +67,13 @@ impl StateMachine for Counter {
         let current = read(tx, b"counter")?;
         tx.put(b"counter", &(current + 1).to_be_bytes());
         if let Some(group) = group {
-            let key = [GROUP_PREFIX, &group.to_be_bytes()].concat();
-            let members = read(tx, &key)?;
-            tx.put(&key, &(members + 1).to_be_bytes());
+            let key = |prefix: &[u8]| [prefix, &group.to_be_bytes()].concat();
+            let members = read(tx, &key(GROUP_COUNT))?;
+            tx.put(&key(GROUP_COUNT), &(members + 1).to_be_bytes());
+            if members == 0 {
+                tx.put(&key(GROUP_FIRST), &tx.index().get().to_be_bytes());
+            }
+            tx.put(&key(GROUP_LAST), &tx.index().get().to_be_bytes());
         }
         Ok(Applied {
             entry: conformance::test_entry(tx.index().get()),
@@ -95,7 +102,12 @@ fn child(dir: &str, skey: &str) {
         .unwrap();
     runtime.block_on(async {
         let log = Arc::new(open_log(Path::new(dir), skey));
-        let sequencer = Sequencer::start(log, Counter, SequencerOptions::default()).unwrap();
+        // Batches far smaller than a group: a group must still be written whole, in one batch.
+        let options = SequencerOptions {
+            max_batch: 64,
+            ..SequencerOptions::default()
+        };
+        let sequencer = Sequencer::start(log, Counter, options).unwrap();
         let (lines, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         // Groups: a few writers log 200 entries at a time, all or nothing.
         let run = std::process::id();
@@ -240,13 +252,22 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
         "round {round}: state disagrees with the log"
     );
     let groups = log
-        .state_range(GROUP_PREFIX, Some(b"group0"), usize::MAX)
+        .state_range(GROUP_COUNT, Some(b"group/n0"), usize::MAX)
         .unwrap();
+    let number = |bytes: &[u8]| u64::from_be_bytes(bytes.try_into().unwrap());
     for (key, members) in &groups {
         assert_eq!(
-            u64::from_be_bytes(members.as_slice().try_into().unwrap()),
+            number(members),
             u64::from(GROUP_SIZE),
             "round {round}: group {key:?} is in the log only in part"
+        );
+        let id = &key[GROUP_COUNT.len()..];
+        let first = log.state_get(&[GROUP_FIRST, id].concat()).unwrap().unwrap();
+        let last = log.state_get(&[GROUP_LAST, id].concat()).unwrap().unwrap();
+        assert_eq!(
+            number(&last) - number(&first) + 1,
+            u64::from(GROUP_SIZE),
+            "round {round}: group {key:?} is not at consecutive positions"
         );
     }
     assert!(!groups.is_empty(), "round {round}: no group was logged");

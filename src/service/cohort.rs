@@ -19,7 +19,8 @@
 //! therefore judges the release by the patients it really covers, and every logged decision
 //! states that size. The sequencer logs such a cohort only if every prepared decision still
 //! holds at its position (`StateMachine::check_group`), so the count is the logged one;
-//! otherwise the cohort is decided again (up to [`STATISTICS_ATTEMPTS`] times, then `ABORTED`).
+//! otherwise the cohort is decided again ([`STATISTICS_ATTEMPTS`] attempts in all, then
+//! `ABORTED`).
 //!
 //! Answers carry no inclusion proofs unless `with_proofs` asks for them (a 10,000-patient
 //! cohort's proofs weigh several megabytes); `TransparencyService/GetInclusionProof` gives any
@@ -44,12 +45,12 @@ use crate::{
 
 /// Most patients in one call; a larger cohort takes several calls.
 pub const MAX_COHORT: usize = 10_000;
-/// How many times a cohort for statistics is decided again when the state changed under it.
+/// How many attempts a cohort for statistics gets when the state changes under it.
 pub const STATISTICS_ATTEMPTS: usize = 3;
 /// Answer bytes reserved per patient, without and with proofs (decision, reasons, policy ids;
 /// the leaf and a proof of up to 40 hashes).
 const ANSWER_BYTES: usize = 512;
-const ANSWER_BYTES_WITH_PROOF: usize = ANSWER_BYTES + 1024 + 40 * 34;
+const ANSWER_BYTES_WITH_PROOF: usize = ANSWER_BYTES + 256 + 40 * 34;
 
 /// One patient of the cohort, parsed.
 struct Member {
@@ -83,20 +84,14 @@ pub async fn authorize_cohort(
     let template = parse_template(&r)?;
     let members = parse_members(core, &r, &template)?;
     let n = members.len() as u64;
-    let asked = |cohort_size| Asked {
+    let group_len = u32::try_from(n).map_err(|_| Error::Internal("a cohort too large"))?;
+    let asked = |cohort_size, fresh| Asked {
         subjects: members.iter().map(|m| m.subject.clone()).collect(),
         labels: (template.action, template.purpose, template.level),
         cohort_size,
         with_proofs: r.with_proofs,
+        fresh,
     };
-    // A retry of a logged cohort is answered from the log, without deciding anything again.
-    if let Some(key) = &key
-        && let Some(recorded) = core.recorded(key)?
-    {
-        let (answer, size) = core.first_group_answer(key, &recorded).await?;
-        let response = respond(core, answer, asked(size)).await?;
-        return Ok(reservation.attach(Response::new(response)));
-    }
     let statistics = template.action == Action::ExportStatistics;
     let stated = if statistics {
         let stated = if r.cohort_size == 0 { n } else { r.cohort_size };
@@ -113,13 +108,34 @@ pub async fn authorize_cohort(
     } else {
         (r.cohort_size > 0).then_some(r.cohort_size)
     };
+    // Decisions are prepared with the active set compiled (after a restart the writer would
+    // otherwise decide every one itself). Without one the writer refuses, as for `Authorize`.
+    let compiled = core.decisions().compile_active(core.log());
+    if statistics {
+        compiled?;
+    }
     let mut attempt = 0;
-    let (answer, size) = loop {
+    let (answer, size, fresh) = loop {
         attempt += 1;
-        let (prepared, size) = if statistics {
-            prepare_statistics(core, &template, &members, stated.unwrap_or(n)).await?
+        // A retry of a logged cohort is answered from the log, without deciding anything
+        // again (also when its original was logged while this call prepared).
+        if let Some(key) = &key
+            && let Some(recorded) = core.recorded(key)?
+        {
+            let (answer, size) = core.first_group_answer(key, &recorded).await?;
+            break (answer, size, false);
+        }
+        let prepared = if statistics {
+            prepare_statistics(core, &template, &members, stated.unwrap_or(n)).await
         } else {
-            (prepare(core, &template, &members, stated).await?, stated)
+            prepare(core, &template, &members, stated)
+                .await
+                .map(|prepared| (prepared, stated))
+        };
+        let (prepared, size) = match prepared {
+            Ok(prepared) => prepared,
+            Err(Error::Conflict(_)) if attempt < STATISTICS_ATTEMPTS => continue,
+            Err(err) => return Err(err.into()),
         };
         let group = prepared
             .into_iter()
@@ -128,15 +144,12 @@ pub async fn authorize_cohort(
                 command: Command::Authorize(request, prepared),
                 subject_vrf,
                 request: if position == 0 { key } else { None },
-                group_len: if position == 0 {
-                    u32::try_from(n).unwrap_or(u32::MAX)
-                } else {
-                    0
-                },
+                group_len: if position == 0 { group_len } else { 0 },
             })
             .collect();
         match core.submit_group(group).await {
-            Ok((answer, retried)) => break (answer, retried.unwrap_or(size)),
+            Ok((answer, Some(first_size))) => break (answer, first_size, false),
+            Ok((answer, None)) => break (answer, size, true),
             Err(Error::Conflict(_)) if attempt < STATISTICS_ATTEMPTS => {
                 tracing::debug!(
                     attempt,
@@ -146,7 +159,11 @@ pub async fn authorize_cohort(
             Err(err) => return Err(err.into()),
         }
     };
-    let response = respond(core, answer, asked(size)).await?;
+    let response = respond(core, answer, asked(size, fresh)).await?;
+    // The estimate reserved is a guess at reasons' length: the answer's real size is taken
+    // from the budget too, where it can be (the decisions are logged; the answer is owed).
+    let reserved = n as usize * per_patient;
+    let _ = reservation.grow(prost::Message::encoded_len(&response).saturating_sub(reserved));
     Ok(reservation.attach(Response::new(response)))
 }
 
@@ -331,8 +348,8 @@ async fn prepare_statistics(
         }
         size = remaining;
     }
-    Err(Error::Conflict(
-        "the cohort's size did not settle; retry".to_owned(),
+    Err(Error::FailedPrecondition(
+        "the cohort's size did not settle over the patients allowed".to_owned(),
     ))
 }
 
@@ -344,6 +361,9 @@ struct Asked {
     labels: (Action, policy::domain::Purpose, policy::domain::Level),
     cohort_size: Option<u64>,
     with_proofs: bool,
+    /// Whether the decisions were made by this call (not a retry's first answer): only those
+    /// are counted in the decision counters.
+    fresh: bool,
 }
 
 /// The answer: decisions in the order asked, the count allowed, the checkpoint, and proofs when
@@ -358,6 +378,7 @@ async fn respond(
         labels,
         cohort_size,
         with_proofs,
+        fresh,
     } = asked;
     if subjects.len() != answer.outputs.len() {
         return Err(Error::Internal(
@@ -380,13 +401,15 @@ async fn respond(
                 return Err(Error::Internal("a cohort answered with another output"));
             };
             let index = LeafIndex(first.get() + offset as u64);
-            core.decisions().answered().record((
-                labels.0,
-                labels.1,
-                labels.2,
-                decision.effect,
-                decision.review_required,
-            ));
+            if fresh {
+                core.decisions().answered().record((
+                    labels.0,
+                    labels.1,
+                    labels.2,
+                    decision.effect,
+                    decision.review_required,
+                ));
+            }
             // As `Authorize` answers it: the logged recipient (public, in the leaf) and the
             // patient's pseudonym name the reference a recipient's change stream uses.
             let recipient = Leaf::decode(&leaf)

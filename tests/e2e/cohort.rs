@@ -459,6 +459,19 @@ async fn a_retried_cohort_returns_its_first_answer_and_logs_nothing() {
     assert_eq!(api.size().await, size, "a retry appends nothing");
     assert_eq!(first.decisions, again.decisions);
     assert_eq!(first.allowed, again.allowed);
+    // A cohort larger than one read of the log (1,024 entries) is read back whole.
+    let large = pb::AuthorizeCohortRequest {
+        request_id: "extract-2026-002".into(),
+        ..cohort(
+            &template,
+            (0..1_100).map(|i| subject(&format!("l{i}"))).collect(),
+        )
+    };
+    let first_large = authorize_cohort(&api, large.clone()).await;
+    let size = api.size().await;
+    let again_large = authorize_cohort(&api, large).await;
+    assert_eq!(api.size().await, size);
+    assert_eq!(again_large.decisions, first_large.decisions);
     // After a restart too.
     let dir = server.stop().await;
     let server = TestServer::start_in(dir).await;

@@ -246,6 +246,52 @@ async fn a_group_in_a_failed_batch_is_answered_unavailable() {
     sequencer.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_never_makes_a_batch_larger_than_a_batch_may_be() {
+    let store = MemoryStore::new();
+    let options = SequencerOptions {
+        max_batch: crate::log::MAX_BATCH_ENTRIES,
+        max_wait: Duration::from_millis(200),
+        ..SequencerOptions::default()
+    };
+    let (sequencer, rollbacks) = start(&store, options);
+    let too_big = (0..=crate::log::MAX_BATCH_ENTRIES)
+        .map(|_| Cmd::Increment)
+        .collect();
+    assert!(matches!(
+        sequencer.submit_group(too_big).await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    // A few single commands, then a group as large as a batch may be: the group does not fit in
+    // their batch, so it opens the next one, and every command is logged.
+    let mut singles = Vec::new();
+    for _ in 0..3 {
+        let sequencer = sequencer.clone();
+        singles.push(tokio::spawn(async move {
+            sequencer.submit(Cmd::Increment).await
+        }));
+    }
+    tokio::task::yield_now().await;
+    let group = sequencer
+        .submit_group(
+            (0..crate::log::MAX_BATCH_ENTRIES)
+                .map(|_| Cmd::Increment)
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for single in singles {
+        single.await.unwrap().unwrap();
+    }
+    assert_eq!(group.outputs.len(), crate::log::MAX_BATCH_ENTRIES);
+    assert_eq!(
+        sequencer.log().size().get(),
+        crate::log::MAX_BATCH_ENTRIES as u64 + 3
+    );
+    assert_eq!(rollbacks.load(Ordering::SeqCst), 0);
+    sequencer.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_failed_batch_answers_unavailable_and_rolls_back() {
     let store = MemoryStore::new();
