@@ -1,7 +1,8 @@
 //! `WatchConsentChanges` through the real server: a recipient hears, in log order and with a
 //! signed checkpoint, of the grants and revocations of consents that name it or its class and
 //! of the opt-outs of patients it was allowed data about — nothing else — live as they are
-//! logged, and a subscription resumes from a leaf index with no gap and no duplicate.
+//! logged, and a subscription resumes from a leaf index with no gap and no duplicate, also after
+//! the server restarts.
 
 use std::time::Duration;
 
@@ -222,8 +223,38 @@ async fn a_recipient_hears_of_the_changes_that_concern_it_live_and_resumes_witho
         "",
     );
     // Stopping the server ends the open streams rather than waiting for them.
-    tokio::time::timeout(Duration::from_secs(20), server.stop())
+    let vkey = server.vkey.clone();
+    let dir = tokio::time::timeout(Duration::from_secs(20), server.stop())
         .await
         .expect("the server did not stop with streams open");
     drop((univ_a, univ_b, pharma, resumed, all));
+
+    // After a restart the recipient resumes where it was: the changes logged before the stop
+    // that it had not read, then one logged since, none twice, none missing.
+    let server = TestServer::start_in(dir).await;
+    assert_eq!(server.vkey, vkey);
+    let api = Api::new(&server, Role::Platform, None).await;
+    let c6 = api.grant(consent("patient-7", &["univ-a"], &[])).await;
+    let mut restarted = watch(&api, "univ-a", Some(opt_out_4.leaf_index))
+        .await
+        .unwrap();
+    let after_restart = next_changes(&mut restarted, &server.vkey, 4).await;
+    assert_eq!(
+        after_restart[..3]
+            .iter()
+            .map(|c| c.leaf_index)
+            .collect::<Vec<_>>(),
+        [revoke_1.leaf_index, live[0].leaf_index, live[1].leaf_index]
+    );
+    assert_eq!(
+        (
+            after_restart[3].kind.as_str(),
+            after_restart[3].consent_id.as_str()
+        ),
+        ("grant", c6.as_str())
+    );
+    // The same patient keeps the same reference for the recipient across the restart.
+    assert_eq!(after_restart[1].patient_ref, live[0].patient_ref);
+    drop(restarted);
+    server.stop().await;
 }
