@@ -276,6 +276,13 @@ pub struct HistoryArgs {
     /// Print the history as JSON.
     #[arg(long)]
     pub json: bool,
+    /// `text` (the default), `json` (as `--json`), `csv` or `html`: the rows for the patient to
+    /// keep (APPI 33条5項), with the domain's words labelled in `--lang`.
+    #[arg(long, value_parser = ["text", "json", "csv", "html"])]
+    pub format: Option<String>,
+    /// The language of `--format csv` and `html`: `ja` or `en`.
+    #[arg(long, default_value = "ja", value_parser = ["ja", "en"])]
+    pub lang: String,
 }
 
 /// Runs a parsed command, printing results to `out` and problems to `err`.
@@ -511,10 +518,26 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                 }
                 (None, None) => anyhow::bail!("give `--grpc` or `--input`"),
             };
-            match (&result, args.json) {
-                (Ok(history), true) => {
+            let format = match (args.format.as_deref(), args.json) {
+                (Some(format), _) => format,
+                (None, true) => "json",
+                (None, false) => "text",
+            };
+            let lang = if args.lang == "en" {
+                crate::history::export::Lang::En
+            } else {
+                crate::history::export::Lang::Ja
+            };
+            match (&result, format) {
+                (Ok(history), "json") => {
                     serde_json::to_writer_pretty(&mut *out, history)?;
                     writeln!(out)?;
+                }
+                (Ok(history), "csv") => {
+                    write!(out, "{}", crate::history::export::to_csv(history, lang))?;
+                }
+                (Ok(history), "html") => {
+                    write!(out, "{}", crate::history::export::to_html(history, lang))?;
                 }
                 _ => write!(out, "{}", render::history(&result))?,
             }

@@ -265,6 +265,12 @@ pub struct HistoryRow {
     pub purpose: Option<String>,
     /// `ALLOW` or `DENY` (decisions), with ` review` when flagged for review.
     pub decision: Option<String>,
+    /// The kind(s) of data asked for (decisions) or consented to (grants), from the body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_category: Option<String>,
+    /// The level of identifiability asked for (decisions) or the most a consent allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
     /// Whether the entry passed every check.
     pub verified: bool,
     /// Whether its body was erased.
@@ -768,6 +774,8 @@ impl HistoryRow {
             recipient: None,
             purpose: None,
             decision: None,
+            data_category: None,
+            level: None,
             verified: false,
             erased,
         }
@@ -784,6 +792,8 @@ impl HistoryRow {
             recipient: attribute("recipient"),
             purpose: attribute("purpose").or_else(|| attribute("purposes")),
             decision: attribute("decision"),
+            data_category: None,
+            level: None,
             verified: false,
             erased,
         }
@@ -807,6 +817,8 @@ impl HistoryRow {
                     ""
                 };
                 self.decision = Some(format!("{}{review}", decision.effect));
+                self.data_category = Some(request.data_category.to_string());
+                self.level = Some(request.level.to_string());
             }
             Event::GrantConsent(consent) => {
                 let recipients: Vec<String> = consent
@@ -817,6 +829,8 @@ impl HistoryRow {
                     .collect();
                 self.recipient = Some(recipients.join(","));
                 self.purpose = Some(readable_list(&consent.purposes));
+                self.data_category = Some(readable_list(&consent.data_categories));
+                self.level = Some(consent.max_level.to_string());
             }
             Event::RecordOptOut { purposes, .. } => self.purpose = Some(readable_list(purposes)),
             _ => {}
@@ -838,6 +852,8 @@ fn readable_list<T: ToString>(items: &[T]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+pub mod export;
 
 #[cfg(test)]
 mod tests;

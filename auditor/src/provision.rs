@@ -263,14 +263,21 @@ pub fn to_csv(rows: &[ProvisionRow]) -> String {
             row.determining_policies.join(";"),
             row.review_required.to_string(),
         ];
-        for (i, field) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&csv_field(field));
-        }
-        out.push_str("\r\n");
+        out.push_str(&csv_line(&fields));
     }
+    out
+}
+
+/// One CSV line of `fields` (RFC 4180), ending in CRLF.
+pub fn csv_line(fields: &[String]) -> String {
+    let mut out = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&csv_field(field));
+    }
+    out.push_str("\r\n");
     out
 }
 

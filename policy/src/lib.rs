@@ -51,6 +51,7 @@ pub mod engine;
 pub mod event;
 mod explain;
 pub mod facts;
+pub mod labels;
 pub mod limits;
 pub mod policy_set;
 pub mod replay;

@@ -571,4 +571,40 @@ async fn a_saved_history_verifies_offline_and_a_cut_one_does_not() {
     let (code, text) = offline("alice", &cut);
     assert_eq!(code, AuditExitCode::Invalid, "{text}");
     assert!(text.contains("missing"), "{text}");
+
+    // The patient's own export (APPI 33条5項): the verified rows with the domain's words in
+    // Japanese or English, as CSV or a page.
+    let export = |format: &str, lang: &str| {
+        audit(&[
+            "history",
+            "--vkey",
+            &vkey,
+            "--patient",
+            "alice",
+            "--input",
+            saved.to_str().unwrap(),
+            "--format",
+            format,
+            "--lang",
+            lang,
+        ])
+    };
+    let (code, csv) = export("csv", "ja");
+    assert_eq!(code, AuditExitCode::Valid, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 7, "a header and six entries: {csv}");
+    assert!(lines[0].contains("利用目的"), "{csv}");
+    assert!(
+        csv.contains("学術研究") && csv.contains("同意の撤回"),
+        "{csv}"
+    );
+    assert!(csv.contains("検証済み"), "{csv}");
+    let (code, html) = export("html", "en");
+    assert_eq!(code, AuditExitCode::Valid, "{html}");
+    assert!(html.contains("<html lang=\"en\">"), "{html}");
+    assert!(html.contains("exactly these 6 entries"), "{html}");
+    assert!(
+        html.contains("Consent revoked") && html.contains("Research"),
+        "{html}"
+    );
 }
