@@ -278,7 +278,7 @@ pub struct HistoryArgs {
     pub json: bool,
     /// `text` (the default), `json` (as `--json`), `csv` or `html`: the rows for the patient to
     /// keep (APPI 33条5項), with the domain's words labelled in `--lang`.
-    #[arg(long, value_parser = ["text", "json", "csv", "html"])]
+    #[arg(long, value_parser = ["text", "json", "csv", "html"], conflicts_with = "json")]
     pub format: Option<String>,
     /// The language of `--format csv` and `html`: `ja` or `en`.
     #[arg(long, default_value = "ja", value_parser = ["ja", "en"])]

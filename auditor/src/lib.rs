@@ -54,6 +54,7 @@ pub mod exit;
 #[cfg(feature = "replay")]
 pub mod history;
 mod proto_json;
+#[cfg(feature = "replay")]
 pub mod provision;
 pub mod quorum;
 pub mod receipt;

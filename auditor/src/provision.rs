@@ -2,10 +2,14 @@
 //! 30条), made from a verified replay of the log rather than from the operator's word.
 //!
 //! A row is an **allowed decision that released a patient's data to an organisation other than
-//! the facility holding it**: `secondary_use` at any level to its recipient, and `view_record` /
-//! `emergency_view` by a clinician of another facility (the recipient is the clinician's
-//! facility). Not rows: denials; a patient viewing their own records; a facility's own staff
-//! viewing its own records; statistics (`export_statistics`: aggregates are not personal data).
+//! the facility holding it**: `secondary_use`, `view_record` or `emergency_view` whose logged
+//! recipient (the organisation, or the clinician's facility) is not the request's source facility
+//! — a facility of the same facility group counts as another organisation (groups share
+//! disclosure settings, not data). A release that names no source facility is kept, with an
+//! empty provider. Anonymised releases are included on purpose (the record then shows the level).
+//! Not rows: denials; a patient viewing their own records; a facility's own staff or the facility
+//! itself using its own records; statistics (`export_statistics`: aggregates are not personal
+//! data); decisions the replay could not re-derive (those are findings of the replay instead).
 //! Each row states the date and time (UTC), the recipient (id, name and class as the directory
 //! held them at that moment), the provider (the source facility, and department), the patient
 //! (the log's pseudonym: the operator holds the mapping to patient ids), the data items (category
@@ -15,8 +19,12 @@
 //! Every row cites its decision's leaf index, so it can be checked against the log with an
 //! inclusion proof, and it was read from a body whose commitment the replay verified.
 //!
-//! The basis is read from the state replayed up to just before the decision, the state the
-//! decision itself was made against ([`policy::replay::Replayer::provision_basis`]).
+//! The basis is read from the replayed state at the decision, the state it was made against
+//! ([`policy::replay::Replayer::provision_basis`]); which kind of basis it was comes from the
+//! policies that allowed it: the default set's consent permits (`opt_in`, with the consents), its
+//! anonymised opt-out permit (`opt_out`), or any other policy (`policy`: see
+//! `determining_policies`). Rows are held in memory until the replay ends (about 400 bytes
+//! each).
 
 use std::fmt::Write as _;
 
@@ -25,6 +33,11 @@ use policy::{
     domain::{Action, Effect, Principal, Timestamp},
     replay::Replayer,
 };
+
+/// The default set's permits whose ground is the patient's consent.
+const CONSENT_PERMITS: [&str; 2] = ["secondary-use.opt-in-consent", "ehr.inter-facility-consent"];
+/// The default set's permit of anonymised use on the opt-out path.
+const OPT_OUT_PERMIT: &str = "secondary-use.anonymized-opt-out";
 use serde::Serialize;
 
 /// Which decisions become rows: a window of UTC days and, optionally, one recipient.
@@ -126,15 +139,11 @@ impl ProvisionRecords {
         }
     }
 
-    /// Looks at decision `index` before `replayer` steps over it, and keeps a row when it is a
-    /// provision in the window.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the decision event's fields, borrowed"
-    )]
+    /// Looks at decision `index`, which `replayer` has just re-derived, and keeps a row when it
+    /// is a provision in the window.
     pub fn observe(
         &mut self,
-        replayer: &mut Replayer,
+        replayer: &Replayer,
         index: u64,
         request: &Request,
         time: Timestamp,
@@ -152,43 +161,47 @@ impl ProvisionRecords {
         {
             return;
         }
-        let (principal, action) = match (&request.principal, request.action) {
-            (Principal::Organization(id), Action::SecondaryUse) => {
-                (format!("Organization {}", id.as_str()), request.action)
-            }
-            (Principal::Clinician(id), Action::ViewRecord | Action::EmergencyView) => {
-                // A facility's own staff viewing its own records is not a provision.
-                if request
-                    .source_facility
-                    .as_ref()
-                    .is_some_and(|source| source.as_str() == recipient.id.as_str())
-                {
-                    return;
-                }
-                (format!("Clinician {}", id.as_str()), request.action)
-            }
-            _ => return,
+        if !matches!(
+            request.action,
+            Action::SecondaryUse | Action::ViewRecord | Action::EmergencyView
+        ) {
+            return;
+        }
+        // The facility holding the records, or its own staff, using them is no provision.
+        if request
+            .source_facility
+            .as_ref()
+            .is_some_and(|source| source.as_str() == recipient.id.as_str())
+        {
+            return;
+        }
+        let principal = match &request.principal {
+            Principal::Organization(id) => format!("Organization {}", id.as_str()),
+            Principal::Clinician(id) => format!("Clinician {}", id.as_str()),
+            Principal::Patient(_) => return,
         };
         let Some(subject) = &request.subject else {
             return;
         };
-        let basis = match replayer.provision_basis(request, time) {
+        let basis = match replayer.provision_basis(request, &recipient.id, time) {
             Ok(basis) => basis,
             Err(_) => {
                 self.unreadable += 1;
                 return;
             }
         };
-        let kind = if !basis.consents.is_empty() {
-            "opt_in"
-        } else if decision
-            .determining_policies
-            .iter()
-            .any(|p| p.contains("opt-out"))
-        {
-            "opt_out"
+        let allowed_by = |ids: &[&str]| {
+            decision
+                .determining_policies
+                .iter()
+                .any(|p| ids.contains(&p.as_str()))
+        };
+        let (kind, consents) = if allowed_by(&CONSENT_PERMITS) {
+            ("opt_in", basis.consents)
+        } else if allowed_by(&[OPT_OUT_PERMIT]) {
+            ("opt_out", Vec::new())
         } else {
-            "policy"
+            ("policy", Vec::new())
         };
         self.rows.push(ProvisionRow {
             leaf_index: index,
@@ -211,13 +224,12 @@ impl ProvisionRecords {
                 .map(|d| d.as_str().to_owned())
                 .unwrap_or_default(),
             patient: subject.as_str().to_owned(),
-            action: action.as_str().to_owned(),
+            action: request.action.as_str().to_owned(),
             purpose: request.purpose.as_str().to_owned(),
             data_category: request.data_category.as_str().to_owned(),
             level: request.level.as_str().to_owned(),
             basis: kind.to_owned(),
-            consents: basis
-                .consents
+            consents: consents
                 .iter()
                 .map(|(id, index)| match index {
                     Some(index) => format!("{}@{index}", id.as_str()),
@@ -236,10 +248,11 @@ impl ProvisionRecords {
 }
 
 /// The rows as CSV (RFC 4180: a header line, fields quoted when they hold a comma, quote or
-/// line break; lists joined with `;`).
+/// line break; lists joined with `;`), UTF-8 with a byte-order mark so that spreadsheet programs
+/// read Japanese names right.
 pub fn to_csv(rows: &[ProvisionRow]) -> String {
     let mut out = String::from(
-        "leaf_index,time,recipient_id,recipient_name,recipient_class,principal,\
+        "\u{feff}leaf_index,time,recipient_id,recipient_name,recipient_class,principal,\
          source_facility,source_department,patient,action,purpose,data_category,level,basis,\
          consents,determining_policies,review_required\r\n",
     );
@@ -281,11 +294,11 @@ pub fn csv_line(fields: &[String]) -> String {
     out
 }
 
-/// A CSV field, quoted when it must be. A field starting with `=`, `+`, `-` or `@` gets a
-/// leading `'` so that a spreadsheet does not run it as a formula (a display name is the
-/// operator's text).
+/// A CSV field, quoted when it must be. A field starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return gets a leading `'` so that a spreadsheet does not run it as a formula (a
+/// display name is the operator's text).
 fn csv_field(field: &str) -> String {
-    let guarded = if field.starts_with(['=', '+', '-', '@']) {
+    let guarded = if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{field}")
     } else {
         field.to_owned()

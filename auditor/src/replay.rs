@@ -209,8 +209,12 @@ impl DecisionCheck {
     /// Replays the event of entry `index` (entries must come in log order; one that was not an
     /// event is simply skipped).
     pub fn replay(&mut self, index: u64, event: &Event) {
+        let outcome = self.replayer.step(index, event);
+        // A provision record only for a decision the replay re-derived: the basis is read from
+        // the state after it, which a decision does not change but for the patient's chain.
         if let (
             Some(provisions),
+            Ok(Outcome::DecisionMatches),
             Event::Decision {
                 request,
                 time,
@@ -218,10 +222,10 @@ impl DecisionCheck {
                 recipient,
                 ..
             },
-        ) = (&mut self.provisions, event)
+        ) = (&mut self.provisions, &outcome, event)
         {
             provisions.observe(
-                &mut self.replayer,
+                &self.replayer,
                 index,
                 request,
                 *time,
@@ -230,7 +234,7 @@ impl DecisionCheck {
             );
         }
         let report = &mut self.report;
-        match self.replayer.step(index, event) {
+        match outcome {
             Ok(Outcome::Applied) => report.events_applied += 1,
             Ok(Outcome::DecisionMatches) => {
                 report.events_applied += 1;
@@ -271,7 +275,7 @@ impl DecisionCheck {
     }
 
     /// The same check, also keeping a record of every third-party provision in `window`
-    /// ([`crate::provision`]; see [`DecisionCheck::finish_provisions`]).
+    /// ([`crate::provision`]; see [`DecisionCheck::finish_all`]).
     #[must_use]
     pub fn with_provisions(mut self, window: crate::provision::ProvisionWindow) -> Self {
         self.provisions = Some(crate::provision::ProvisionRecords::new(window));

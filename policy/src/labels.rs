@@ -51,6 +51,8 @@ pub fn label(word: &str) -> Option<(&'static str, &'static str)> {
         "mental_health" => ("精神保健", "Mental health"),
         "procedure" => ("処置", "Procedures"),
         "vital_sign" => ("バイタルサイン", "Vital signs"),
+        // No value (an empty list).
+        "none" => ("なし", "None"),
         // Actions.
         "secondary_use" => ("二次利用", "Secondary use"),
         "view_record" => ("診療情報の閲覧", "Viewing records"),

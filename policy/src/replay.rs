@@ -215,28 +215,26 @@ impl Replayer {
         Ok(outcome)
     }
 
-    /// What a record of third-party provision states about decision `request` beyond the
-    /// decision itself, read from the state as replayed so far (so: call it before the
-    /// decision's [`Replayer::step`]): the recipient's display name, and the patient's consents
-    /// that covered the request at `time` and were their latest word on its purpose, each with
-    /// the leaf index of its grant when the state knows it.
+    /// What a record of third-party provision states about decision `request` (made at `time`,
+    /// released to `recipient`) beyond the decision itself, read from the state as replayed so
+    /// far: `recipient`'s display name, and the patient's consents that covered the request at
+    /// `time` and were their latest word on its purpose, each with the leaf index of its grant
+    /// when the state knows it. Call it just after the decision's [`Replayer::step`]: a decision
+    /// changes nothing of the state this reads (only the patient's chain), and the step has
+    /// brought the directory up to date.
     ///
     /// # Errors
     ///
     /// [`state::StateError`] when the state cannot be read.
     pub fn provision_basis(
-        &mut self,
+        &self,
         request: &crate::decision::Request,
+        recipient: &crate::domain::OrgId,
         time: crate::domain::Timestamp,
     ) -> Result<ProvisionBasis, state::StateError> {
-        self.directory.flush()?;
         let facts = Facts::gather(&self.directory, &self.kv, request)?;
-        let recipient_name = match facts.recipient() {
-            Some(recipient) => {
-                state::organization(&self.kv, &recipient.id)?.map(|org| org.name.to_string())
-            }
-            None => None,
-        };
+        let recipient_name =
+            state::organization(&self.kv, recipient)?.map(|org| org.name.to_string());
         let matched = facts.matching_consents(request, time);
         let consents = matched
             .iter()

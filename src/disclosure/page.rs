@@ -172,7 +172,6 @@ fn vocabulary(lang: Lang, word: &str) -> Option<&'static str> {
         ),
         "denied" => ("不許可", "Denied"),
         "unrecorded" => ("記録なし", "Not recorded"),
-        "none" => ("なし", "None"),
         "other" => ("その他", "Other"),
         // Consent activity.
         "grant" => ("同意", "Consents granted"),

@@ -599,6 +599,11 @@ async fn a_saved_history_verifies_offline_and_a_cut_one_does_not() {
         "{csv}"
     );
     assert!(csv.contains("検証済み"), "{csv}");
+    // The kind of data and the level come from the bodies.
+    assert!(
+        csv.contains("検査結果") && csv.contains("本人がわかる形"),
+        "{csv}"
+    );
     let (code, html) = export("html", "en");
     assert_eq!(code, AuditExitCode::Valid, "{html}");
     assert!(html.contains("<html lang=\"en\">"), "{html}");

@@ -21,7 +21,16 @@ use crate::{
 async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf() {
     let server = TestServer::start().await;
     let api = Api::new(&server, Role::Platform, None).await;
-    api.org("uni", "university").await;
+    // A display name a spreadsheet would run as a formula, with a comma in it.
+    api.directory()
+        .upsert_organization(api.req(pb::UpsertOrganizationRequest {
+            request_id: String::new(),
+            id: "uni".into(),
+            name: "=Uni, Tokyo".into(),
+            recipient_class: "university".into(),
+        }))
+        .await
+        .unwrap();
     api.org("insurer", "private_insurer").await;
     api.facility("hosp-a", "", &[], &[]).await;
     api.facility("hosp-b", "", &[], &[]).await;
@@ -90,6 +99,23 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
         .await;
     let other_doctor = api.authorize(view("dr-b")).await;
     let own_doctor = api.authorize(view("im-a")).await;
+    // A doctor of another facility using records for research (anonymised, opt-out path): a
+    // provision to the doctor's facility. The facility holding the records using them itself:
+    // not one.
+    let doctor_research = api
+        .authorize(from_a(ask(
+            "Clinician",
+            "dr-b",
+            "secondary_use",
+            "carol",
+            "lab_result",
+            "research",
+            "ANONYMIZED",
+        )))
+        .await;
+    let own_facility = api
+        .authorize(org("hosp-a", "carol", "research", "ANONYMIZED"))
+        .await;
     let statistics = api
         .authorize(pb::AuthorizeRequest {
             cohort_size: 20,
@@ -110,6 +136,8 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
         ("denied", &denied, false),
         ("other doctor", &other_doctor, true),
         ("own doctor", &own_doctor, true),
+        ("doctor's research", &doctor_research, true),
+        ("own facility", &own_facility, true),
         ("statistics", &statistics, true),
     ] {
         assert_eq!(
@@ -126,24 +154,35 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
         grpc: format!("http://{}", server.grpc_addr),
         token: server.token(Role::Regulator, None),
     };
+    // Yesterday to today: the decisions above may fall either side of midnight UTC.
     let today = policy::domain::Timestamp::now().day();
-    let window = ProvisionWindow::new(&today, &today, None).unwrap();
+    let yesterday = policy::domain::Timestamp::from_unix_millis(
+        policy::domain::Timestamp::now().unix_millis() - 86_400_000,
+    )
+    .unwrap()
+    .day();
+    let window = ProvisionWindow::new(&yesterday, &today, None).unwrap();
     let (report, records) = replay_recording(&config, false, window).await.unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     let rows = records.into_rows();
     let indices: Vec<u64> = rows.iter().map(|r| r.leaf_index).collect();
     assert_eq!(
         indices,
-        vec![index(&opt_in), index(&opt_out), index(&other_doctor)]
+        vec![
+            index(&opt_in),
+            index(&opt_out),
+            index(&other_doctor),
+            index(&doctor_research)
+        ]
     );
-    let (a, b, c) = (&rows[0], &rows[1], &rows[2]);
+    let (a, b, c, d) = (&rows[0], &rows[1], &rows[2], &rows[3]);
     assert_eq!(
         (
             a.recipient_id.as_str(),
             a.recipient_name.as_str(),
             a.recipient_class.as_str()
         ),
-        ("uni", "uni Inc.", "university")
+        ("uni", "=Uni, Tokyo", "university")
     );
     assert_eq!(
         (a.basis.as_str(), a.level.as_str()),
@@ -165,6 +204,10 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
         ),
         ("hosp-b", "Clinician dr-b", "opt_in")
     );
+    assert_eq!(
+        (d.recipient_id.as_str(), d.action.as_str(), d.basis.as_str()),
+        ("hosp-b", "secondary_use", "opt_out")
+    );
 
     // The command line: one recipient's rows (its confirmation record), as CSV and as JSON.
     let args = |format: &str| {
@@ -177,7 +220,7 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
             "--token",
             &config.token,
             "--from",
-            &today,
+            &yesterday,
             "--to",
             &today,
             "--recipient",
@@ -192,9 +235,11 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
     assert_eq!(code, AuditExitCode::Valid, "{csv}");
     let lines: Vec<&str> = csv.lines().collect();
     assert!(
-        lines[0].starts_with("leaf_index,time,recipient_id,"),
+        lines[0].starts_with("\u{feff}leaf_index,time,recipient_id,"),
         "{csv}"
     );
+    // Quoted for its comma, guarded against running as a formula.
+    assert!(lines[1].contains(",\"'=Uni, Tokyo\",university,"), "{csv}");
     assert_eq!(lines.len(), 4, "header, two rows, summary: {csv}");
     assert!(
         lines[1].starts_with(&format!("{},", index(&opt_in))),

@@ -2,10 +2,10 @@
 //! provision about them, with the rest of what the log holds about them): CSV or a standalone
 //! HTML page, in Japanese or English.
 //!
-//! Words of the domain (purposes, kinds of data, levels, actions, outcomes, kinds of entry,
-//! kinds of recipient) are shown with the labels the public disclosure page uses
-//! ([`policy::labels`]); recipients by their directory id (a patient's history names no one
-//! else). Every row keeps its leaf index, so it can be checked against the log, and says whether
+//! Words of the domain (purposes, kinds of data, levels, actions, outcomes, kinds of entry) are
+//! shown with the labels the public disclosure page uses ([`policy::labels`]); recipients as the
+//! log names them (an organisation's directory id, or for a consent its ids and recipient
+//! classes, as written). Every row keeps its leaf index, so it can be checked against the log, and says whether
 //! it verified. Nothing here decides validity: the [`History`] passed in was verified already.
 
 use std::fmt::Write as _;
