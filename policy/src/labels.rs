@@ -70,6 +70,23 @@ pub fn label(word: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
+/// HTML-escapes text for element content and quoted attribute values (`&`, `<`, `>`, `"`, `'`):
+/// the pages that show these labels (the disclosure page, a patient's export) escape with it.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +107,9 @@ mod tests {
         }
         assert_eq!(label("research"), Some(("学術研究", "Research")));
         assert_eq!(label("no-such-word"), None);
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

@@ -208,18 +208,7 @@ pub fn to_html(history: &History, lang: Lang) -> String {
 
 /// HTML-escapes text for element content.
 fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    policy::labels::escape_html(text)
 }
 
 #[cfg(test)]
