@@ -144,6 +144,10 @@ pub struct Prepared {
     /// Every state key the facts were gathered from.
     reads: Vec<Vec<u8>>,
     span: StableSpan,
+    /// The keys logging the decision reads besides the facts (the patient's head, listing page
+    /// and subject-map record) with their values at `read_at`, offered to the writer
+    /// (`Tx::prime`) so that it need not read them from the store.
+    prefetched: state::KeyValues,
 }
 
 impl Prepared {
@@ -197,6 +201,19 @@ impl Decisions {
         let facts = Facts::gather(&directory, &kv, request).ok()?;
         let now = Timestamp::now();
         let decision = engine.decide(request, &facts, &directory, now);
+        // Read after `read_at` like the facts: the writer keeps a value only if no batch
+        // committed since wrote its key.
+        let prefetched = match &request.subject {
+            Some(subject) => {
+                let mut keys = state::subject_entry_reads(&kv.kv, subject).unwrap_or_default();
+                let record = crate::subject_map::record_key(subject);
+                if let Ok(value) = log.state_get(&record) {
+                    keys.push((record, value));
+                }
+                keys
+            }
+            None => Vec::new(),
+        };
         Some(Box::new(Prepared {
             decision,
             recipient: facts.recipient(),
@@ -205,6 +222,7 @@ impl Decisions {
             read_at,
             reads: kv.keys.into_inner(),
             span: facts.stable_span(now),
+            prefetched,
         }))
     }
 
@@ -543,11 +561,17 @@ impl StateMachine for DomainStateMachine {
 
     fn apply(&mut self, submission: Submission, tx: &mut Tx<'_>) -> Result<Applied<Output>, Error> {
         let Submission {
-            command,
+            mut command,
             subject_vrf,
             request,
             group_len,
         } = submission;
+        if let Command::Authorize(_, Some(prepared)) = &mut command {
+            let read_at = prepared.read_at;
+            for (key, value) in std::mem::take(&mut prepared.prefetched) {
+                tx.prime(key, value, read_at);
+            }
+        }
         let index = tx.index().get();
         let now = Timestamp::from_unix_millis(tx.time_millis())
             .ok_or(Error::Internal("the clock is outside 1970-9999"))?;

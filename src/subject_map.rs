@@ -58,7 +58,8 @@ const PROVE_ATTEMPTS: usize = 50;
 /// Longest wait for the batch that wrote the map's root to be published.
 const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
-fn record_key(subject: &SubjectId) -> Vec<u8> {
+/// The state key of `subject`'s record in the subject map.
+pub(crate) fn record_key(subject: &SubjectId) -> Vec<u8> {
     let mut key = RECORDS.to_vec();
     key.extend_from_slice(subject.as_str().as_bytes());
     key

@@ -210,6 +210,23 @@ impl<'a> Tx<'a> {
                 .is_none_or(|&written| written <= size)
     }
 
+    /// Offers `value` as the committed value of `key`, read (off the writer thread) when the log
+    /// had `size` entries: kept for this batch's reads, sparing the store a read, when no batch
+    /// committed since then wrote the key ([`Tx::unchanged_since`]'s test on committed batches)
+    /// and the batch has not read it yet; otherwise ignored. Costs a map lookup.
+    pub fn prime(&self, key: Vec<u8>, value: Option<Vec<u8>>, size: u64) {
+        let unchanged = size >= self.recent.horizon
+            && size <= self.index.get()
+            && self
+                .recent
+                .by_key
+                .get(&key)
+                .is_none_or(|&written| written <= size);
+        if unchanged {
+            self.reads.borrow_mut().entry(key).or_insert(value);
+        }
+    }
+
     /// Sets a state key.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.local.insert(key.to_vec(), Some(value.to_vec()));

@@ -404,6 +404,35 @@ fn tx_at<'a>(
 }
 
 #[test]
+fn a_primed_value_is_kept_only_when_no_later_batch_wrote_its_key() {
+    let store = MemoryStore::new();
+    let log = Log::open(Arc::new(store), test_signer()).unwrap();
+    let mut recent = RecentWrites::new(10);
+    recent.record(15, vec![b"a".to_vec()]);
+    let batch = BTreeMap::new();
+    let reads = std::cell::RefCell::new(std::collections::HashMap::new());
+    let tx = tx_at(&log, &batch, &reads, &recent, 20);
+    // Read at 12, written at 15: stale, not kept (the store is read instead).
+    tx.prime(b"a".to_vec(), Some(b"old".to_vec()), 12);
+    assert_eq!(
+        tx.get(b"a").unwrap(),
+        None,
+        "the empty store, not the stale value"
+    );
+    // Read at 16: kept, and the store is not asked.
+    tx.prime(b"b".to_vec(), Some(b"primed".to_vec()), 16);
+    assert_eq!(tx.get(b"b").unwrap(), Some(b"primed".to_vec()));
+    // Older than the horizon, or beyond the command's position: ignored.
+    tx.prime(b"c".to_vec(), Some(b"x".to_vec()), 9);
+    tx.prime(b"d".to_vec(), Some(b"x".to_vec()), 21);
+    assert_eq!(tx.get(b"c").unwrap(), None);
+    assert_eq!(tx.get(b"d").unwrap(), None);
+    // A value the batch has read already stays.
+    tx.prime(b"b".to_vec(), Some(b"other".to_vec()), 16);
+    assert_eq!(tx.get(b"b").unwrap(), Some(b"primed".to_vec()));
+}
+
+#[test]
 fn unchanged_since_sees_later_batches_the_own_batch_and_the_horizon() {
     let store = MemoryStore::new();
     let log = Log::open(Arc::new(store), test_signer()).unwrap();

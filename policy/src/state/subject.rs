@@ -126,6 +126,25 @@ pub(super) fn append_subject_entry(
     Ok(())
 }
 
+/// State keys with their values (none: absent).
+pub type KeyValues = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The keys logging another entry about `subject` reads, with their values in `kv`: the patient's
+/// head and the page of their listing the entry would join. A caller that reads them ahead of the
+/// writer (a prepared decision) hands them over with the size it read at.
+///
+/// # Errors
+///
+/// [`StateError`] when the store fails or the head is corrupt.
+pub fn subject_entry_reads(kv: &impl KvRead, subject: &SubjectId) -> Result<KeyValues, StateError> {
+    let head_key = subject_key(subject, b"h");
+    let head = kv.get(&head_key)?;
+    let position = subject_head(kv, subject)?.map_or(0, |h| h.count);
+    let page_key = subject_page_key(subject, position / SUBJECT_PAGE_ENTRIES);
+    let page = kv.get(&page_key)?;
+    Ok(vec![(head_key, head), (page_key, page)])
+}
+
 /// A patient's unrevoked consents, opt-outs and disclosure exclusions (empty for a patient the log
 /// has not seen). Use [`SubjectState::active_at`] for the consents in force.
 ///
