@@ -145,8 +145,9 @@ pub struct Prepared {
     reads: Vec<Vec<u8>>,
     span: StableSpan,
     /// The keys logging the decision reads besides the facts (the patient's head, listing page
-    /// and subject-map record) with their values at `read_at`, offered to the writer
-    /// (`Tx::prime`) so that it need not read them from the store.
+    /// and, when the log keeps one, subject-map record) with their values read after `read_at`
+    /// (as of it or a later batch), offered to the writer (`Tx::prime`), which keeps each only
+    /// if no batch after `read_at` wrote its key, so that it need not read them from the store.
     prefetched: state::KeyValues,
 }
 
@@ -167,6 +168,8 @@ pub struct Decisions {
     accepted: AtomicU64,
     redone: AtomicU64,
     answered: DecisionCounts,
+    /// Whether the log keeps a subject map (then preparation reads the patient's record too).
+    subject_map: std::sync::atomic::AtomicBool,
 }
 
 impl Decisions {
@@ -177,6 +180,7 @@ impl Decisions {
             accepted: AtomicU64::new(0),
             redone: AtomicU64::new(0),
             answered: DecisionCounts::new(),
+            subject_map: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -206,9 +210,11 @@ impl Decisions {
         let prefetched = match &request.subject {
             Some(subject) => {
                 let mut keys = state::subject_entry_reads(&kv.kv, subject).unwrap_or_default();
-                let record = crate::subject_map::record_key(subject);
-                if let Ok(value) = log.state_get(&record) {
-                    keys.push((record, value));
+                if self.subject_map.load(Ordering::Relaxed) {
+                    let record = crate::subject_map::record_key(subject);
+                    if let Ok(value) = log.state_get(&record) {
+                        keys.push((record, value));
+                    }
                 }
                 keys
             }
@@ -366,6 +372,9 @@ impl DomainStateMachine {
     /// missing.
     pub fn with_subject_map(mut self, key: Option<&SubjectMapKey>) -> Result<Self, StartError> {
         self.map = MapWriter::open(&self.log, key)?;
+        self.shared
+            .subject_map
+            .store(self.map.is_some(), Ordering::Relaxed);
         Ok(self)
     }
 

@@ -131,9 +131,9 @@ pub struct Applied<O> {
 pub struct Tx<'a> {
     log: &'a Log,
     batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Committed values read so far in this batch. INVARIANT: the writer thread is the only
-    /// writer of the store and writes only after the whole batch was applied, so a committed
-    /// value read once stays valid until the batch ends.
+    /// Committed values read so far in this batch, or offered by [`Tx::prime`]. INVARIANT: the
+    /// writer thread is the only writer of the store and writes only after the whole batch was
+    /// applied, so a committed value read once stays valid until the batch ends.
     reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
     local: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     recent: &'a RecentWrites,
@@ -200,7 +200,7 @@ impl<'a> Tx<'a> {
     /// read the key again). Costs a map lookup; reads nothing from the store.
     pub fn unchanged_since(&self, key: &[u8], size: u64) -> bool {
         size >= self.recent.horizon
-            && size <= self.index.get()
+            && size <= self.recent.tip
             && !self.local.contains_key(key)
             && !self.batch.contains_key(key)
             && self
@@ -210,13 +210,15 @@ impl<'a> Tx<'a> {
                 .is_none_or(|&written| written <= size)
     }
 
-    /// Offers `value` as the committed value of `key`, read (off the writer thread) when the log
-    /// had `size` entries: kept for this batch's reads, sparing the store a read, when no batch
-    /// committed since then wrote the key ([`Tx::unchanged_since`]'s test on committed batches)
-    /// and the batch has not read it yet; otherwise ignored. Costs a map lookup.
+    /// Offers `value` as the committed value of `key`, read (off the writer thread) after the
+    /// log had `size` entries, so as of `size` or a later batch: kept for this batch's reads,
+    /// sparing the store a read, when no batch committed after `size` wrote the key (then the
+    /// value read is the value now: a newer one could only come from such a batch) and the
+    /// batch has not read it yet; otherwise ignored. Values this batch or this command wrote are
+    /// read before it anyway. Costs a map lookup.
     pub fn prime(&self, key: Vec<u8>, value: Option<Vec<u8>>, size: u64) {
         let unchanged = size >= self.recent.horizon
-            && size <= self.index.get()
+            && size <= self.recent.tip
             && self
                 .recent
                 .by_key
@@ -549,6 +551,11 @@ struct RecentWrites {
     keys: usize,
     /// Every batch that ended after this size is remembered.
     horizon: u64,
+    /// The size after the last batch recorded: the base of the batch being applied. INVARIANT:
+    /// every batch whose state writes reached the store is recorded here before the next batch
+    /// is applied (a batch that failed after writing some of them poisons the log, so no later
+    /// batch is written at all).
+    tip: u64,
 }
 
 impl RecentWrites {
@@ -562,10 +569,12 @@ impl RecentWrites {
             batches: VecDeque::new(),
             keys: 0,
             horizon: size,
+            tip: size,
         }
     }
 
     fn record(&mut self, size: u64, keys: Vec<Vec<u8>>) {
+        self.tip = size;
         for key in &keys {
             self.by_key.insert(key.clone(), size);
         }

@@ -273,6 +273,33 @@ async fn a_prepared_decision_is_logged_as_the_writer_would_have_made_it() {
 }
 
 #[tokio::test]
+async fn a_stale_prepared_decision_links_to_the_patients_entry_logged_since() {
+    let (sequencer, decisions) = prepared_world().await;
+    let request = research_request(subject(7));
+    // Prepared (with the patient's head and listing as they were), then another entry about the
+    // patient is logged before it: the writer must not take the stale head.
+    let stale = decisions.prepare(sequencer.log(), &request).unwrap();
+    let (between, _, _) = decide_prepared(&sequencer, request.clone(), None).await;
+    let (last, _, event) = decide_prepared(&sequencer, request, Some(stale)).await;
+    let Event::Decision { subject_prev, .. } = event else {
+        panic!("not a decision");
+    };
+    assert_eq!(subject_prev, Some(between));
+    let head = state::subject_head(&LogKv(sequencer.log()), &subject(7))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (head.last_index, head.count),
+        (last, 3),
+        "the grant and two decisions"
+    );
+    let listed = state::subject_entries(&LogKv(sequencer.log()), &subject(7)).unwrap();
+    assert_eq!(listed.last().copied(), Some(last));
+    assert_eq!(listed.len(), 3);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_prepared_allow_is_redone_after_a_revocation_sequenced_before_it() {
     let (sequencer, decisions) = prepared_world().await;
     let request = research_request(subject(7));

@@ -419,17 +419,26 @@ fn a_primed_value_is_kept_only_when_no_later_batch_wrote_its_key() {
         None,
         "the empty store, not the stale value"
     );
-    // Read at 16: kept, and the store is not asked.
-    tx.prime(b"b".to_vec(), Some(b"primed".to_vec()), 16);
+    // Read at 15 (the batch's base): kept, and the store is not asked.
+    tx.prime(b"b".to_vec(), Some(b"primed".to_vec()), 15);
     assert_eq!(tx.get(b"b").unwrap(), Some(b"primed".to_vec()));
-    // Older than the horizon, or beyond the command's position: ignored.
+    // Older than the horizon, or beyond the last batch committed: ignored.
     tx.prime(b"c".to_vec(), Some(b"x".to_vec()), 9);
-    tx.prime(b"d".to_vec(), Some(b"x".to_vec()), 21);
+    tx.prime(b"d".to_vec(), Some(b"x".to_vec()), 16);
     assert_eq!(tx.get(b"c").unwrap(), None);
     assert_eq!(tx.get(b"d").unwrap(), None);
     // A value the batch has read already stays.
-    tx.prime(b"b".to_vec(), Some(b"other".to_vec()), 16);
+    tx.prime(b"b".to_vec(), Some(b"other".to_vec()), 15);
     assert_eq!(tx.get(b"b").unwrap(), Some(b"primed".to_vec()));
+    // The batch's own writes and the command's hide a primed value.
+    let mut batch = BTreeMap::new();
+    batch.insert(b"e".to_vec(), Some(b"batch".to_vec()));
+    let mut tx = tx_at(&log, &batch, &reads, &recent, 20);
+    tx.prime(b"e".to_vec(), Some(b"primed".to_vec()), 15);
+    tx.prime(b"f".to_vec(), Some(b"primed".to_vec()), 15);
+    tx.put(b"f", b"mine");
+    assert_eq!(tx.get(b"e").unwrap(), Some(b"batch".to_vec()));
+    assert_eq!(tx.get(b"f").unwrap(), Some(b"mine".to_vec()));
 }
 
 #[test]
@@ -443,11 +452,10 @@ fn unchanged_since_sees_later_batches_the_own_batch_and_the_horizon() {
     batch.insert(b"c".to_vec(), Some(b"new".to_vec()));
     let reads = std::cell::RefCell::new(std::collections::HashMap::new());
     let mut tx = tx_at(&log, &batch, &reads, &recent, 20);
-    // `a` was last written by the batch that ended at 15.
+    // `a` was last written by the batch that ended at 15, this batch's base.
     assert!(!tx.unchanged_since(b"a", 12));
     assert!(!tx.unchanged_since(b"a", 14));
     assert!(tx.unchanged_since(b"a", 15));
-    assert!(tx.unchanged_since(b"a", 20));
     // `b` only at 15; `z` never.
     assert!(!tx.unchanged_since(b"b", 11));
     assert!(tx.unchanged_since(b"z", 10));
@@ -457,8 +465,8 @@ fn unchanged_since_sees_later_batches_the_own_batch_and_the_horizon() {
     assert!(!tx.unchanged_since(b"c", 20));
     tx.put(b"d", b"mine");
     assert!(!tx.unchanged_since(b"d", 20));
-    // A size beyond the command's own position cannot have been read.
-    assert!(!tx.unchanged_since(b"z", 21));
+    // A size beyond the last batch committed cannot have been read.
+    assert!(!tx.unchanged_since(b"z", 16));
 }
 
 #[test]

@@ -139,7 +139,10 @@ pub type KeyValues = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 pub fn subject_entry_reads(kv: &impl KvRead, subject: &SubjectId) -> Result<KeyValues, StateError> {
     let head_key = subject_key(subject, b"h");
     let head = kv.get(&head_key)?;
-    let position = subject_head(kv, subject)?.map_or(0, |h| h.count);
+    let position = match &head {
+        Some(bytes) => decode_head(bytes)?.count,
+        None => 0,
+    };
     let page_key = subject_page_key(subject, position / SUBJECT_PAGE_ENTRIES);
     let page = kv.get(&page_key)?;
     Ok(vec![(head_key, head), (page_key, page)])
@@ -165,24 +168,25 @@ pub fn subject_head(
     kv: &impl KvRead,
     subject: &SubjectId,
 ) -> Result<Option<SubjectHead>, StateError> {
-    let Some(value) = kv.get(&subject_key(subject, b"h"))? else {
-        return Ok(None);
-    };
-    let corrupt = StateError::Corrupt {
+    match kv.get(&subject_key(subject, b"h"))? {
+        Some(value) => decode_head(&value).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A patient's head from its stored bytes (the last index and the count, 8 bytes each).
+fn decode_head(value: &[u8]) -> Result<SubjectHead, StateError> {
+    let corrupt = || StateError::Corrupt {
         what: "patient head",
     };
-    let bytes: [u8; 16] = value.as_slice().try_into().map_err(|_| corrupt)?;
+    let bytes: [u8; 16] = value.try_into().map_err(|_| corrupt())?;
     let (last, count) = bytes.split_at(8);
-    let last: [u8; 8] = last.try_into().map_err(|_| StateError::Corrupt {
-        what: "patient head",
-    })?;
-    let count: [u8; 8] = count.try_into().map_err(|_| StateError::Corrupt {
-        what: "patient head",
-    })?;
-    Ok(Some(SubjectHead {
+    let last: [u8; 8] = last.try_into().map_err(|_| corrupt())?;
+    let count: [u8; 8] = count.try_into().map_err(|_| corrupt())?;
+    Ok(SubjectHead {
         last_index: u64::from_be_bytes(last),
         count: u64::from_be_bytes(count),
-    }))
+    })
 }
 
 /// Decodes a listing page: a non-empty run of 8-byte big-endian leaf indices, increasing.
