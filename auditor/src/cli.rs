@@ -30,8 +30,8 @@ pub use disclosure_cmd::{DisclosureConfig, DisclosureReport, MAX_DOCUMENT_SIZE, 
 pub use policy_diff_cmd::{PolicyDiffReport, policy_diff};
 pub use replay_cmd::{
     DiffStart, HistoryConfig, PolicyDiff, ReplayConfig, fetch_history, history, history_file,
-    history_file_witnessed, replay, replay_analysing, replay_recording, verify_responses,
-    witness_history,
+    history_file_witnessed, replay, replay_analysing, replay_recording, replay_streaming,
+    verify_responses, witness_history,
 };
 pub use watch_cmd::{LogSource, WatchConfig, WatchStep, watch, watch_once};
 pub use witness_cmd::{
@@ -285,6 +285,30 @@ pub struct HistoryArgs {
     pub lang: String,
 }
 
+/// Writes the provision rows arriving on `rows` to `out` as CSV or a JSON array, one at a
+/// time, until the replay drops its end of the channel.
+fn write_provision_rows(
+    out: &mut dyn Write,
+    format: &str,
+    rows: std::sync::mpsc::Receiver<crate::provision::ProvisionRow>,
+) -> anyhow::Result<()> {
+    if format == "json" {
+        write!(out, "[")?;
+        for (n, row) in rows.into_iter().enumerate() {
+            write!(out, "{}\n  ", if n == 0 { "" } else { "," })?;
+            serde_json::to_writer(&mut *out, &row)?;
+        }
+        writeln!(out, "\n]")?;
+    } else {
+        write!(out, "{}", crate::provision::CSV_HEADER)?;
+        for row in rows {
+            write!(out, "{}", crate::provision::csv_row(&row))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 /// Runs a parsed command, printing results to `out` and problems to `err`.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> AuditExitCode {
     match dispatch(cli, out, err) {
@@ -309,17 +333,24 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                 crate::provision::ProvisionWindow::new(&args.from, &args.to, args.recipient)
                     .map_err(|e| anyhow::anyhow!(e))?;
             let progress = std::io::stderr().is_terminal();
-            let (report, records) =
-                runtime()?.block_on(replay_recording(&config, progress, window.clone()))?;
+            let runtime = runtime()?;
+            // The replay runs on its own thread and hands each row over as it is made; this
+            // thread writes it out, so memory stays flat however long the period.
+            let (sink, rows) = std::sync::mpsc::sync_channel(1024);
+            let (outcome, written) = std::thread::scope(|scope| {
+                let replaying = scope.spawn(|| {
+                    runtime.block_on(replay_streaming(&config, progress, window.clone(), sink))
+                });
+                let written = write_provision_rows(&mut *out, &args.format, rows);
+                let outcome = replaying
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the replay thread panicked")));
+                (outcome, written)
+            });
+            let (report, records) = outcome?;
+            written?;
             let unreadable = records.unreadable;
-            let rows = records.into_rows();
-            if args.format == "json" {
-                serde_json::to_writer_pretty(&mut *out, &rows)?;
-                writeln!(out)?;
-            } else {
-                write!(out, "{}", crate::provision::to_csv(&rows))?;
-            }
-            writeln!(err, "{}", crate::provision::summary(&rows, &window))?;
+            writeln!(err, "{}", crate::provision::summary(records.count, &window))?;
             if unreadable > 0 {
                 writeln!(
                     err,

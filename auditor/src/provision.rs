@@ -23,8 +23,8 @@
 //! ([`policy::replay::Replayer::provision_basis`]); which kind of basis it was comes from the
 //! policies that allowed it: the default set's consent permits (`opt_in`, with the consents), its
 //! anonymised opt-out permit (`opt_out`), or any other policy (`policy`: see
-//! `determining_policies`). Rows are held in memory until the replay ends (about 400 bytes
-//! each).
+//! `determining_policies`). `akashi-audit provision-records` streams the rows out as the replay
+//! makes them ([`ProvisionRecords::streaming`]), so memory stays flat in the period's length.
 
 use std::fmt::Write as _;
 
@@ -125,6 +125,11 @@ pub struct ProvisionRow {
 pub struct ProvisionRecords {
     window: ProvisionWindow,
     rows: Vec<ProvisionRow>,
+    /// Where rows go as they are made, when set (instead of `rows`): memory stays flat however
+    /// long the period.
+    sink: Option<std::sync::mpsc::SyncSender<ProvisionRow>>,
+    /// Rows made so far.
+    pub count: u64,
     /// Decisions of the window whose basis could not be read (a state error).
     pub unreadable: u64,
 }
@@ -135,7 +140,21 @@ impl ProvisionRecords {
         Self {
             window,
             rows: Vec::new(),
+            sink: None,
+            count: 0,
             unreadable: 0,
+        }
+    }
+
+    /// A collection for `window` that sends each row to `sink` as it is made rather than
+    /// keeping it (a row the receiver no longer takes is dropped).
+    pub fn streaming(
+        window: ProvisionWindow,
+        sink: std::sync::mpsc::SyncSender<ProvisionRow>,
+    ) -> Self {
+        Self {
+            sink: Some(sink),
+            ..Self::new(window)
         }
     }
 
@@ -203,7 +222,7 @@ impl ProvisionRecords {
         } else {
             ("policy", Vec::new())
         };
-        self.rows.push(ProvisionRow {
+        let row = ProvisionRow {
             leaf_index: index,
             time: time.to_rfc3339(),
             recipient_id: recipient.id.as_str().to_owned(),
@@ -238,10 +257,22 @@ impl ProvisionRecords {
                 .collect(),
             determining_policies: decision.determining_policies.clone(),
             review_required: decision.review_required,
-        });
+        };
+        self.count += 1;
+        match &self.sink {
+            Some(sink) => {
+                let _ = sink.send(row);
+            }
+            None => self.rows.push(row),
+        }
     }
 
-    /// The rows, in log order.
+    /// Stops streaming: drops the sending end, so the receiver sees the end of the rows.
+    pub fn close(&mut self) {
+        self.sink = None;
+    }
+
+    /// The rows kept, in log order (none when streaming).
     pub fn into_rows(self) -> Vec<ProvisionRow> {
         self.rows
     }
@@ -251,12 +282,21 @@ impl ProvisionRecords {
 /// line break; lists joined with `;`), UTF-8 with a byte-order mark so that spreadsheet programs
 /// read Japanese names right.
 pub fn to_csv(rows: &[ProvisionRow]) -> String {
-    let mut out = String::from(
-        "\u{feff}leaf_index,time,recipient_id,recipient_name,recipient_class,principal,\
-         source_facility,source_department,patient,action,purpose,data_category,level,basis,\
-         consents,determining_policies,review_required\r\n",
-    );
+    let mut out = String::from(CSV_HEADER);
     for row in rows {
+        out.push_str(&csv_row(row));
+    }
+    out
+}
+
+/// The header line of [`to_csv`], byte-order mark included.
+pub const CSV_HEADER: &str = "\u{feff}leaf_index,time,recipient_id,recipient_name,\
+    recipient_class,principal,source_facility,source_department,patient,action,purpose,\
+    data_category,level,basis,consents,determining_policies,review_required\r\n";
+
+/// One row of [`to_csv`].
+pub fn csv_row(row: &ProvisionRow) -> String {
+    {
         let fields = [
             row.leaf_index.to_string(),
             row.time.clone(),
@@ -276,9 +316,8 @@ pub fn to_csv(rows: &[ProvisionRow]) -> String {
             row.determining_policies.join(";"),
             row.review_required.to_string(),
         ];
-        out.push_str(&csv_line(&fields));
+        csv_line(&fields)
     }
-    out
 }
 
 /// One CSV line of `fields` (RFC 4180), ending in CRLF.
@@ -319,13 +358,11 @@ fn csv_field(field: &str) -> String {
     }
 }
 
-/// A one-line summary for stderr.
-pub fn summary(rows: &[ProvisionRow], window: &ProvisionWindow) -> String {
+/// A one-line summary for stderr: `count` records of `window`.
+pub fn summary(count: u64, window: &ProvisionWindow) -> String {
     let mut text = format!(
-        "{} provision records from {} to {}",
-        rows.len(),
-        window.from,
-        window.to
+        "{count} provision records from {} to {}",
+        window.from, window.to
     );
     if let Some(recipient) = &window.recipient {
         let _ = write!(text, " for recipient {recipient}");

@@ -274,11 +274,11 @@ impl DecisionCheck {
         self
     }
 
-    /// The same check, also keeping a record of every third-party provision in `window`
+    /// The same check, also making `records` of every third-party provision in their window
     /// ([`crate::provision`]; see [`DecisionCheck::finish_all`]).
     #[must_use]
-    pub fn with_provisions(mut self, window: crate::provision::ProvisionWindow) -> Self {
-        self.provisions = Some(crate::provision::ProvisionRecords::new(window));
+    pub fn with_provisions(mut self, records: crate::provision::ProvisionRecords) -> Self {
+        self.provisions = Some(records);
         self
     }
 

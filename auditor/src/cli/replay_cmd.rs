@@ -129,18 +129,39 @@ pub async fn replay_recording(
     progress: bool,
     window: ProvisionWindow,
 ) -> anyhow::Result<(Report, ProvisionRecords)> {
-    let (report, _, records) = replay_full(config, progress, None, Some(window.clone())).await?;
+    let records = ProvisionRecords::new(window.clone());
+    let (report, _, records) = replay_full(config, progress, None, Some(records)).await?;
     Ok((
         report,
         records.unwrap_or_else(|| ProvisionRecords::new(window)),
     ))
 }
 
+/// [`replay_recording`], sending each record to `sink` as it is made (memory flat in the
+/// period's length); the records returned hold the counts only.
+///
+/// # Errors
+///
+/// As [`replay`].
+pub async fn replay_streaming(
+    config: &ReplayConfig,
+    progress: bool,
+    window: ProvisionWindow,
+    sink: std::sync::mpsc::SyncSender<crate::provision::ProvisionRow>,
+) -> anyhow::Result<(Report, ProvisionRecords)> {
+    let records = ProvisionRecords::streaming(window.clone(), sink);
+    let (report, _, records) = replay_full(config, progress, None, Some(records)).await?;
+    let mut records = records.unwrap_or_else(|| ProvisionRecords::new(window));
+    // The receiver reads until every sender is gone.
+    records.close();
+    Ok((report, records))
+}
+
 async fn replay_full(
     config: &ReplayConfig,
     progress: bool,
     diff: Option<PolicyDiff>,
-    provisions: Option<ProvisionWindow>,
+    provisions: Option<ProvisionRecords>,
 ) -> anyhow::Result<(Report, Option<Analysis>, Option<ProvisionRecords>)> {
     let channel = net::connect(&config.grpc).await?;
     let latest = net::checkpoint(channel.clone()).await?;
@@ -230,8 +251,8 @@ async fn replay_full(
         if let Some(analyzer) = analyzer {
             decisions = decisions.with_analyzer(analyzer);
         }
-        if let Some(window) = provisions {
-            decisions = decisions.with_provisions(window);
+        if let Some(records) = provisions {
+            decisions = decisions.with_provisions(records);
         }
         for batch in events {
             for (index, event) in batch {
