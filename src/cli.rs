@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Serve the OpenID AuthZEN 1.0 API on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     pub authzen_addr: Option<SocketAddr>,
+    /// Serve the FHIR R4 `Consent` endpoint on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub fhir_addr: Option<SocketAddr>,
     /// Checkpoint origin line, also the signing key's name [default: akashi.dev/log].
     #[arg(long, value_name = "NAME")]
     pub origin: Option<String>,
@@ -156,6 +159,7 @@ impl ServeArgs {
             http_addr: self.http_addr,
             admin_addr: self.admin_addr,
             authzen_addr: self.authzen_addr,
+            fhir_addr: self.fhir_addr,
             data_dir: self.data_dir.clone(),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,

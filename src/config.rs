@@ -58,6 +58,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// The OpenID AuthZEN 1.0 API's listen address (`crate::authzen`); off unless set.
     pub authzen_addr: Option<SocketAddr>,
+    /// The FHIR R4 `Consent` endpoint's listen address (`crate::fhir`); off unless set.
+    pub fhir_addr: Option<SocketAddr>,
     /// Data directory: keys and the ledger. Default [`DEFAULT_DATA_DIR`].
     pub data_dir: PathBuf,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
@@ -277,6 +279,8 @@ pub struct Overrides {
     pub admin_addr: Option<SocketAddr>,
     /// Overrides [`Config::authzen_addr`] (turns the AuthZEN API on).
     pub authzen_addr: Option<SocketAddr>,
+    /// Overrides [`Config::fhir_addr`] (turns the FHIR endpoint on).
+    pub fhir_addr: Option<SocketAddr>,
     /// Overrides [`Config::data_dir`].
     pub data_dir: Option<PathBuf>,
     /// Overrides [`Config::origin`].
@@ -374,6 +378,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             authzen_addr: None,
+            fhir_addr: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
@@ -461,6 +466,9 @@ impl Config {
         }
         if let Some(v) = o.authzen_addr {
             self.authzen_addr = Some(v);
+        }
+        if let Some(v) = o.fhir_addr {
+            self.fhir_addr = Some(v);
         }
         if let Some(v) = o.policy_approval {
             self.policy_approval = v;
@@ -647,7 +655,7 @@ impl Config {
 
 impl Overrides {
     /// Reads the `AKASHI_*` variables of `env`: `AKASHI_GRPC_ADDR`, `AKASHI_HTTP_ADDR`,
-    /// `AKASHI_ADMIN_ADDR`, `AKASHI_AUTHZEN_ADDR`,
+    /// `AKASHI_ADMIN_ADDR`, `AKASHI_AUTHZEN_ADDR`, `AKASHI_FHIR_ADDR`,
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
@@ -675,6 +683,7 @@ impl Overrides {
                 "HTTP_ADDR" => out.http_addr = Some(parse_env(&name, &value)?),
                 "ADMIN_ADDR" => out.admin_addr = Some(parse_env(&name, &value)?),
                 "AUTHZEN_ADDR" => out.authzen_addr = Some(parse_env(&name, &value)?),
+                "FHIR_ADDR" => out.fhir_addr = Some(parse_env(&name, &value)?),
                 "POLICY_APPROVAL" => out.policy_approval = Some(parse_env(&name, &value)?),
                 "OIDC_ISSUER" => out.oidc_issuer = Some(value),
                 "OIDC_AUDIENCE" => out.oidc_audience = Some(value),
@@ -824,6 +833,7 @@ const KNOWN_ENV: &[&str] = &[
     "CONFIG",
     "DATA_DIR",
     "DISCLOSURE_THRESHOLD",
+    "FHIR_ADDR",
     "GRPC_ADDR",
     "HTTP_ADDR",
     "LOG",

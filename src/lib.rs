@@ -12,6 +12,7 @@
 //! - `auth`: bearer tokens, roles, the authentication layer.
 //! - `oidc`: tokens from an OpenID Connect provider, verified with its published keys.
 //! - `authzen`: the OpenID AuthZEN 1.0 API (JSON over HTTP), answered through `Authorize`.
+//! - `fhir`: HL7 FHIR R4 `Consent` in and out (a FHIR REST endpoint over the consent service).
 //! - `metrics`: the Prometheus registry and the call-recording layer.
 //! - `idempotency`: request ids that make a retried write return its first answer.
 //! - `error`: the crate [`Error`](error::Error) and its single mapping to `tonic::Status`.
@@ -36,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod disclosure;
 pub mod error;
+pub mod fhir;
 pub mod fsck;
 pub mod idempotency;
 pub mod keys;

@@ -98,11 +98,19 @@ async fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("while binding the AuthZEN address {addr}"))
         })
         .transpose()?;
+    let fhir = config
+        .fhir_addr
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .with_context(|| format!("while binding the FHIR address {addr}"))
+        })
+        .transpose()?;
     let addrs = Addrs {
         grpc: grpc.local_addr()?,
         http: http.local_addr()?,
         admin: admin.local_addr()?,
         authzen: authzen.as_ref().map(TcpListener::local_addr).transpose()?,
+        fhir: fhir.as_ref().map(TcpListener::local_addr).transpose()?,
     };
     let mut first = true;
     let banner = |server: &akashi::server::Server| {
@@ -110,9 +118,18 @@ async fn serve(cli: Cli) -> anyhow::Result<ExitCode> {
             print_banner(&config, &addrs, &server.keys().verifier_key());
         }
     };
-    supervisor::serve(config.clone(), grpc, http, admin, authzen, shutdown, banner)
-        .await
-        .context("while serving")?;
+    let optional = supervisor::OptionalApis { authzen, fhir };
+    supervisor::serve(
+        config.clone(),
+        grpc,
+        http,
+        admin,
+        optional,
+        shutdown,
+        banner,
+    )
+    .await
+    .context("while serving")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,6 +139,7 @@ struct Addrs {
     http: SocketAddr,
     admin: SocketAddr,
     authzen: Option<SocketAddr>,
+    fhir: Option<SocketAddr>,
 }
 
 /// What the operator needs on start: where everything is and the checkpoint verifier key.
@@ -135,6 +153,9 @@ fn print_banner(config: &Config, addrs: &Addrs, vkey: &str) {
     );
     if let Some(authzen) = addrs.authzen {
         println!("  AuthZEN      http://{authzen}/access/v1/evaluation");
+    }
+    if let Some(fhir) = addrs.fhir {
+        println!("  FHIR         http://{fhir}/fhir/Consent");
     }
     println!("  data dir     {}", config.data_dir.display());
     println!("  origin       {}", config.origin);

@@ -106,6 +106,7 @@ pub struct Server {
     http: Router,
     admin: Option<TcpListener>,
     authzen: Option<TcpListener>,
+    fhir: Option<TcpListener>,
     disclosure: Arc<Disclosure>,
     witnessing: Option<Witnessing>,
     /// The OpenID Connect provider whose tokens are accepted too, when configured.
@@ -197,6 +198,7 @@ impl Server {
             http: Router::new(),
             admin: None,
             authzen: None,
+            fhir: None,
             disclosure: disclosure.clone(),
             witnessing,
             oidc,
@@ -298,6 +300,12 @@ impl Server {
         self
     }
 
+    /// Serves the FHIR R4 `Consent` endpoint (`crate::fhir`) on `listener` as well.
+    pub fn serve_fhir(&mut self, listener: TcpListener) -> &mut Self {
+        self.fhir = Some(listener);
+        self
+    }
+
     /// Serves gRPC on `grpc` and HTTP on `http` until `shutdown` completes or either server
     /// fails; then reports NOT_SERVING, stops accepting, and waits for in-flight calls.
     ///
@@ -324,6 +332,7 @@ impl Server {
             http: extra_http,
             admin,
             authzen,
+            fhir,
             disclosure,
             witnessing,
             oidc,
@@ -363,6 +372,11 @@ impl Server {
         if let Some(tls) = &config.tls {
             builder = builder.tls_config(tls_config(tls)?)?;
         }
+        // One answer budget for gRPC and the FHIR endpoint, which calls the consent service.
+        let budget = Arc::new(AnswerBudget::new(
+            limits.answer_budget_per_caller,
+            limits.answer_budget_total,
+        ));
         // Outermost first: count every call, refuse oversize metadata and messages before
         // anything reads them, authenticate, then hold each large answer's budget until its
         // body is sent or dropped.
@@ -370,10 +384,7 @@ impl Server {
             .layer(MetricsLayer::new(metrics.clone()))
             .layer(EdgeLayer::new(MAX_METADATA_LEN, MAX_MESSAGE_LEN))
             .layer(AuthLayer::new(verifier.clone()))
-            .layer(BudgetLayer::new(Arc::new(AnswerBudget::new(
-                limits.answer_budget_per_caller,
-                limits.answer_budget_total,
-            ))))
+            .layer(BudgetLayer::new(budget.clone()))
             .add_routes(routes.routes());
         let idle_timeout = limits.idle_timeout;
         let incoming = TcpIncoming::from(grpc)
@@ -423,10 +434,16 @@ impl Server {
                 serve_http(admin, admin_router, &limits, stopped(stop_rx.clone())).await;
             }
         };
-        let authzen_router = crate::authzen::router(core.clone(), verifier);
+        let authzen_router = crate::authzen::router(core.clone(), verifier.clone());
         let authzen_task = async {
             if let Some(authzen) = authzen {
                 serve_http(authzen, authzen_router, &limits, stopped(stop_rx.clone())).await;
+            }
+        };
+        let fhir_router = crate::fhir::router(core.clone(), verifier, budget);
+        let fhir_task = async {
+            if let Some(fhir) = fhir {
+                serve_http(fhir, fhir_router, &limits, stopped(stop_rx.clone())).await;
             }
         };
         let refresher = refresh_disclosure(disclosure, stop_rx.clone());
@@ -442,12 +459,13 @@ impl Server {
                 oidc.run(stopped(stop_rx.clone())).await;
             }
         };
-        let ((), grpc_result, (), (), (), (), (), ()) = tokio::join!(
+        let ((), grpc_result, (), (), (), (), (), (), ()) = tokio::join!(
             coordinator,
             grpc_task,
             http_task,
             admin_task,
             authzen_task,
+            fhir_task,
             refresher,
             witness_task,
             oidc_task

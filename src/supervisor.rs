@@ -52,7 +52,16 @@ const WRITE_SERVICES: [&str; 5] = [
     proto::pb::policy_service_server::SERVICE_NAME,
 ];
 
-/// Serves `config` on `grpc`, `http` and `admin` until `shutdown` completes, reopening the server after
+/// The listeners of the APIs that are off unless configured.
+#[derive(Debug, Default)]
+pub struct OptionalApis {
+    /// The OpenID AuthZEN 1.0 API (`crate::authzen`).
+    pub authzen: Option<StdListener>,
+    /// The FHIR R4 `Consent` endpoint (`crate::fhir`).
+    pub fhir: Option<StdListener>,
+}
+
+/// Serves `config` on `grpc`, `http`, `admin` and the `optional` APIs until `shutdown` completes, reopening the server after
 /// a store failure once the data dir accepts writes again. `on_open` is called with each
 /// server opened (the first, and every one after a recovery) before it serves.
 ///
@@ -66,7 +75,7 @@ pub async fn serve(
     grpc: StdListener,
     http: StdListener,
     admin: StdListener,
-    authzen: Option<StdListener>,
+    optional: OptionalApis,
     shutdown: impl Future<Output = ()> + Send + 'static,
     mut on_open: impl FnMut(&Server) + Send,
 ) -> Result<(), StartError> {
@@ -89,8 +98,11 @@ pub async fn serve(
             }
         };
         server.serve_admin(listener(&admin)?);
-        if let Some(authzen) = &authzen {
+        if let Some(authzen) = &optional.authzen {
             server.serve_authzen(listener(authzen)?);
+        }
+        if let Some(fhir) = &optional.fhir {
+            server.serve_fhir(listener(fhir)?);
         }
         server.run(listener(&grpc)?, listener(&http)?, stop).await?;
         if !restart.load(Ordering::SeqCst) {

@@ -93,6 +93,19 @@ pub fn reserve<T>(request: &tonic::Request<T>) -> Result<Reservation, Error> {
     })
 }
 
+/// Gives `request`, a call made outside the gRPC stack on behalf of `caller` (the FHIR
+/// endpoint calls the consent service directly), the shared `budget`, as [`BudgetLayer`] does
+/// for a gRPC call. The answer's reservation is released when the call's answer is dropped.
+pub fn admit<T>(request: &mut tonic::Request<T>, budget: &Arc<AnswerBudget>, caller: &Caller) {
+    request.extensions_mut().insert(Ticket {
+        budget: budget.clone(),
+        caller: CallerKey::Caller {
+            role: caller.role,
+            patient_id: caller.patient_id.clone(),
+        },
+    });
+}
+
 impl AnswerBudget {
     /// A budget of `per_caller` bytes for each caller and `total` bytes for all.
     pub fn new(per_caller: usize, total: usize) -> Self {

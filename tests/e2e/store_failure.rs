@@ -148,7 +148,7 @@ async fn full_disk_poisons_then_the_server_reopens_its_store_once_space_is_freed
         grpc,
         http,
         admin,
-        None,
+        akashi::supervisor::OptionalApis::default(),
         async {
             let _ = stopped.await;
         },
