@@ -737,6 +737,20 @@ fn is_fhir_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// The FHIR resource id of consent `consent_id` (`c_…` → `c-…`: FHIR ids have no `_`); the
+/// consent id itself is the resource's `identifier`.
+pub fn resource_id(consent_id: &str) -> String {
+    let id = consent_id.replace('_', "-");
+    if is_fhir_id(&id) {
+        return id;
+    }
+    let digest = Sha256::digest(consent_id.as_bytes());
+    format!(
+        "c-{}",
+        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
+    )
+}
+
 /// `Consent.patient` for `patient_id`: a `Patient/` reference when the id can be a FHIR id, an
 /// identifier otherwise.
 fn patient_reference(patient_id: &str) -> Value {
@@ -833,7 +847,7 @@ pub fn export_consent(patient_id: &str, consent: &pb::Consent) -> Value {
         provision.insert("period".into(), Value::Object(period));
     }
     let mut resource = consent_resource(
-        &consent.consent_id,
+        &resource_id(&consent.consent_id),
         patient_id,
         if research {
             "research"
@@ -1003,7 +1017,9 @@ impl Fhir {
         let stored = resources
             .into_iter()
             .find(|resource| match &created {
-                Some(id) => resource.get("id").and_then(Value::as_str) == Some(id.as_str()),
+                Some(id) => {
+                    resource.get("id").and_then(Value::as_str) == Some(resource_id(id).as_str())
+                }
                 None => resource.pointer("/provision/type").and_then(Value::as_str) == Some("deny"),
             })
             .unwrap_or(Value::Null);

@@ -183,7 +183,7 @@ fn what_akashi_cannot_hold_is_refused_by_its_element() {
 #[test]
 fn export_then_import_gives_the_same_grant() {
     let consent = pb::Consent {
-        consent_id: "0123456789abcdef0123456789abcdef".into(),
+        consent_id: "c_0123456789abcdef0123456789abcdef".into(),
         purposes: vec!["research".into(), "insurance".into()],
         data_categories: vec!["lab_result".into()],
         recipients: vec!["univ-x".into()],
@@ -197,6 +197,11 @@ fn export_then_import_gives_the_same_grant() {
         ..Default::default()
     };
     let resource = export_consent("p 2/x", &consent);
+    assert_eq!(resource["id"], "c-0123456789abcdef0123456789abcdef");
+    assert_eq!(
+        resource["identifier"][0]["value"],
+        json!(consent.consent_id)
+    );
     // A patient id that cannot be a FHIR id travels as an identifier.
     assert_eq!(
         resource["patient"],

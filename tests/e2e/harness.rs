@@ -27,6 +27,8 @@ pub struct TestServer {
     pub admin_addr: SocketAddr,
     /// The AuthZEN API's address (on in every test server).
     pub authzen_addr: SocketAddr,
+    /// The FHIR endpoint's address (on in every test server).
+    pub fhir_addr: SocketAddr,
     /// The checkpoint verifier key the server loaded.
     pub vkey: String,
     dir: TempDir,
@@ -53,17 +55,23 @@ impl TestServer {
         let admin_addr = admin.local_addr().unwrap();
         let authzen = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authzen_addr = authzen.local_addr().unwrap();
+        let fhir = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fhir_addr = fhir.local_addr().unwrap();
         let mut config = Config {
             data_dir: dir.path().join("data"),
             grpc_addr: grpc.local_addr().unwrap(),
             http_addr: http.local_addr().unwrap(),
             admin_addr,
             authzen_addr: Some(authzen_addr),
+            fhir_addr: Some(fhir_addr),
             ..Config::default()
         };
         edit(&mut config);
         let mut server = Server::open(config).unwrap();
-        server.serve_admin(admin).serve_authzen(authzen);
+        server
+            .serve_admin(admin)
+            .serve_authzen(authzen)
+            .serve_fhir(fhir);
         let vkey = server.keys().verifier_key();
         let (shutdown, stop) = oneshot::channel::<()>();
         let grpc_addr = grpc.local_addr().unwrap();
@@ -76,6 +84,7 @@ impl TestServer {
             http_addr,
             admin_addr,
             authzen_addr,
+            fhir_addr,
             vkey,
             dir,
             shutdown,
