@@ -8,6 +8,9 @@
 //!   opt-outs). The answer is `201 Created` with the resource as akashi now holds it and the
 //!   receipt of its log entry in `X-Akashi-Leaf-Index`, `X-Akashi-Tree-Size` and
 //!   `X-Akashi-Checkpoint` (the signed note, base64).
+//! - `PUT /fhir/Consent/{id}` of an exported resource withdraws: a consent set `inactive` is
+//!   revoked (`RevokeConsent`; the terms of a consent never change), and the opt-out resource's
+//!   purposes become the patient's opt-outs exactly (`RecordOptOut` with `replace`).
 //! - `GET /fhir/Consent?patient=ID` answers a `searchset` `Bundle`: one `Consent` per consent in
 //!   force or not yet in force, and one `deny` `Consent` holding the patient's opt-outs, if any.
 //! - `GET /fhir/metadata` answers the server's `CapabilityStatement`.
@@ -38,7 +41,7 @@ use axum::{
     extract::{DefaultBodyLimit, RawQuery, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use base64::Engine as _;
 use proto::pb::{self, consent_service_server::ConsentService};
@@ -170,6 +173,7 @@ struct Fhir {
 pub fn router(core: Core, verifier: TokenVerifier, budget: Arc<AnswerBudget>) -> Router {
     Router::new()
         .route("/fhir/Consent", post(create).get(search))
+        .route("/fhir/Consent/{id}", put(update_handler))
         .route("/fhir/metadata", get(metadata))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Fhir {
@@ -393,6 +397,120 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
     }
 }
 
+/// What a `PUT /fhir/Consent/{id}` asks of an exported resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// `status` `inactive` on a consent: revoke it.
+    Revoke(pb::RevokeConsentRequest),
+    /// The opt-out resource: the patient's opt-outs become exactly its purposes (`status`
+    /// `inactive`: none).
+    OptOuts(pb::RecordOptOutRequest),
+}
+
+/// Reads an update of resource `id` (a consent withdrawn, or the opt-outs rewritten), or refuses
+/// it naming the element.
+///
+/// # Errors
+///
+/// A [`Refusal`] (`400`) for a resource that is not an R4 `Consent` with this id, or asks a change
+/// akashi does not make (the terms of a consent never change: revoke it and create another).
+pub fn read_update(id: &str, resource: &Value) -> Result<Update, Refusal> {
+    let consent = object(resource, "Consent")?;
+    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
+        return Err(Refusal::invalid(
+            "resourceType",
+            "`resourceType` must be `Consent`",
+        ));
+    }
+    known_elements(consent, "Consent", CONSENT_ELEMENTS)?;
+    no_modifier_extension(consent, "Consent")?;
+    if consent.get("id").and_then(Value::as_str) != Some(id) {
+        return Err(Refusal::invalid(
+            "Consent.id",
+            "an update must carry the id of the resource it updates",
+        ));
+    }
+    let patient_id = patient(consent.get("patient"))?;
+    let active = match consent.get("status").and_then(Value::as_str) {
+        Some("active") => true,
+        Some("inactive") => false,
+        _ => {
+            return Err(Refusal::unmappable(
+                "Consent.status",
+                "an update sets `status` to `inactive` (withdrawn) or, for the opt-out \
+                 resource, `active`",
+            ));
+        }
+    };
+    if id.starts_with("optout-") {
+        if id != opt_out_id(&patient_id) {
+            return Err(Refusal::invalid(
+                "Consent.id",
+                "this is not the patient's opt-out resource",
+            ));
+        }
+        let provision = object(
+            consent
+                .get("provision")
+                .ok_or_else(|| Refusal::invalid("Consent.provision", "`provision` is required"))?,
+            "Consent.provision",
+        )?;
+        known_elements(provision, "Consent.provision", PROVISION_ELEMENTS)?;
+        if provision.get("type").and_then(Value::as_str) != Some("deny") {
+            return Err(Refusal::invalid(
+                "Consent.provision.type",
+                "the opt-out resource's provision is a `deny`",
+            ));
+        }
+        for element in [
+            "class",
+            "actor",
+            "securityLabel",
+            "period",
+            "provision",
+            "data",
+        ] {
+            if provision.get(element).is_some_and(|v| !v.is_null()) {
+                return Err(Refusal::unmappable(
+                    format!("Consent.provision.{element}"),
+                    "an opt-out covers purposes only",
+                ));
+            }
+        }
+        let purposes = purposes(provision.get("purpose"))?;
+        return Ok(Update::OptOuts(pb::RecordOptOutRequest {
+            patient_id,
+            purposes: if active { purposes } else { Vec::new() },
+            replace: true,
+            request_id: String::new(),
+        }));
+    }
+    if active {
+        return Err(Refusal::unmappable(
+            "Consent.status",
+            "the terms of a consent never change: set `status` to `inactive` to revoke it, and \
+             create another",
+        ));
+    }
+    let consent_id = array(consent.get("identifier"), "Consent.identifier")?
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|identifier| identifier.get("system").and_then(Value::as_str) == Some(CONSENT_SYSTEM))
+        .and_then(|identifier| identifier.get("value").and_then(Value::as_str))
+        .map_or_else(|| id.replacen("c-", "c_", 1), str::to_owned);
+    if resource_id(&consent_id) != id {
+        return Err(Refusal::invalid(
+            "Consent.identifier",
+            "the consent identifier is not the resource's",
+        ));
+    }
+    Ok(Update::Revoke(pb::RevokeConsentRequest {
+        patient_id,
+        consent_id,
+        request_id: String::new(),
+    }))
+}
+
 /// The FHIR element that carried an akashi request field, for error messages.
 fn element_of_field(field: &str) -> Option<String> {
     let (name, index) = match field.split_once('[') {
@@ -405,6 +523,7 @@ fn element_of_field(field: &str) -> Option<String> {
         "data_categories" => "Consent.provision.class",
         "recipients" | "recipient_classes" => "Consent.provision.actor",
         "max_level" => "Consent.provision.securityLabel",
+        "consent_id" => "Consent.identifier",
         "valid_from" => return Some("Consent.provision.period.start".to_owned()),
         "valid_until" => return Some("Consent.provision.period.end".to_owned()),
         _ => return None,
@@ -873,14 +992,7 @@ pub fn export_opt_outs(patient_id: &str, opt_outs: &[pb::OptOut]) -> Option<Valu
     if opt_outs.is_empty() {
         return None;
     }
-    let digest = Sha256::new()
-        .chain_update(b"akashi fhir opt-out\0")
-        .chain_update(patient_id.as_bytes())
-        .finalize();
-    let id = format!(
-        "optout-{}",
-        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
-    );
+    let id = opt_out_id(patient_id);
     let mut provision = Map::new();
     provision.insert("type".into(), json!("deny"));
     provision.insert(
@@ -897,6 +1009,19 @@ pub fn export_opt_outs(patient_id: &str, opt_outs: &[pb::OptOut]) -> Option<Valu
         "OPTOUT",
         provision,
     )))
+}
+
+/// The id of a patient's opt-out resource: stable for the patient, and saying nothing the
+/// caller does not know.
+pub fn opt_out_id(patient_id: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"akashi fhir opt-out\0")
+        .chain_update(patient_id.as_bytes())
+        .finalize();
+    format!(
+        "optout-{}",
+        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
+    )
 }
 
 /// The base URL of this endpoint as the client addressed it.
@@ -962,30 +1087,12 @@ impl Fhir {
     }
 
     async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, Refusal> {
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let media = content_type.split(';').next().unwrap_or("").trim();
-        if !media.eq_ignore_ascii_case(FHIR_JSON) && !media.eq_ignore_ascii_case("application/json")
-        {
-            return Err(Refusal {
-                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                code: "not-supported",
-                message: format!("send the resource as {FHIR_JSON}"),
-                expression: None,
-            });
-        }
+        check_media(headers)?;
         // Authenticate before reading the resource: a caller without a token learns nothing.
         let grant_caller = self
             .caller(headers, "/akashi.v1.ConsentService/GrantConsent")
             .await?;
-        let resource: Value = serde_json::from_slice(body).map_err(|err| Refusal {
-            status: StatusCode::BAD_REQUEST,
-            code: "structure",
-            message: format!("the body is not JSON: {err}"),
-            expression: None,
-        })?;
+        let resource = parse_body(body)?;
         let mut reader = grant_caller.clone();
         reader.method = Method::from_path("/akashi.v1.ConsentService/GetConsentState");
         let (patient_id, receipt, created) = match import(&resource)? {
@@ -1030,16 +1137,55 @@ impl Fhir {
         {
             response.headers_mut().insert(header::LOCATION, location);
         }
-        if let Some(receipt) = receipt {
-            let headers = response.headers_mut();
-            headers.insert("x-akashi-leaf-index", HeaderValue::from(receipt.leaf_index));
-            headers.insert("x-akashi-tree-size", HeaderValue::from(receipt.tree_size));
-            if let Ok(checkpoint) = HeaderValue::from_str(
-                &base64::engine::general_purpose::STANDARD.encode(receipt.checkpoint.as_bytes()),
-            ) {
-                headers.insert("x-akashi-checkpoint", checkpoint);
+        with_receipt(&mut response, receipt);
+        Ok(response)
+    }
+
+    async fn update(
+        &self,
+        headers: &HeaderMap,
+        id: &str,
+        body: &[u8],
+    ) -> Result<Response, Refusal> {
+        check_media(headers)?;
+        let caller = self
+            .caller(headers, "/akashi.v1.ConsentService/RevokeConsent")
+            .await?;
+        let resource = parse_body(body)?;
+        let (status, receipt) = match read_update(id, &resource)? {
+            Update::Revoke(revoke) => {
+                let answer = self
+                    .consents
+                    .revoke_consent(self.request(&caller, revoke))
+                    .await
+                    .map_err(|status| Refusal::of_status(&status, &element_of_field))?
+                    .into_inner();
+                ("inactive", answer.receipt)
             }
+            Update::OptOuts(opt_out) => {
+                let mut caller = caller;
+                caller.method = Method::from_path("/akashi.v1.ConsentService/RecordOptOut");
+                let status = if opt_out.purposes.is_empty() {
+                    "inactive"
+                } else {
+                    "active"
+                };
+                let answer = self
+                    .consents
+                    .record_opt_out(self.request(&caller, opt_out))
+                    .await
+                    .map_err(|status| Refusal::of_status(&status, &element_of_field))?
+                    .into_inner();
+                (status, answer.receipt)
+            }
+        };
+        // The resource as akashi now holds it: what was sent, with the status it now has.
+        let mut stored = resource;
+        if let Some(object) = stored.as_object_mut() {
+            object.insert("status".into(), json!(status));
         }
+        let mut response = fhir_response(StatusCode::OK, &stored);
+        with_receipt(&mut response, receipt);
         Ok(response)
     }
 
@@ -1089,6 +1235,49 @@ impl Fhir {
     }
 }
 
+/// Refuses a body that is not FHIR JSON by its media type (`415`).
+fn check_media(headers: &HeaderMap) -> Result<(), Refusal> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case(FHIR_JSON) || media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(Refusal {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        code: "not-supported",
+        message: format!("send the resource as {FHIR_JSON}"),
+        expression: None,
+    })
+}
+
+/// The body as JSON, or the `400`.
+fn parse_body(body: &[u8]) -> Result<Value, Refusal> {
+    serde_json::from_slice(body).map_err(|err| Refusal {
+        status: StatusCode::BAD_REQUEST,
+        code: "structure",
+        message: format!("the body is not JSON: {err}"),
+        expression: None,
+    })
+}
+
+/// Puts the receipt of a write's log entry into the answer's headers.
+fn with_receipt(response: &mut Response, receipt: Option<pb::Receipt>) {
+    let Some(receipt) = receipt else {
+        return;
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-akashi-leaf-index", HeaderValue::from(receipt.leaf_index));
+    headers.insert("x-akashi-tree-size", HeaderValue::from(receipt.tree_size));
+    if let Ok(checkpoint) = HeaderValue::from_str(
+        &base64::engine::general_purpose::STANDARD.encode(receipt.checkpoint.as_bytes()),
+    ) {
+        headers.insert("x-akashi-checkpoint", checkpoint);
+    }
+}
+
 /// The `name=value` pairs of a query string (`application/x-www-form-urlencoded`), decoded.
 fn query_pairs(query: &str) -> Vec<(String, String)> {
     let decode = |text: &str| {
@@ -1114,6 +1303,17 @@ fn url_escape(text: &str) -> impl Iterator<Item = char> + '_ {
 
 async fn create(State(fhir): State<Fhir>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     fhir.create(&headers, &body)
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
+
+async fn update_handler(
+    State(fhir): State<Fhir>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    fhir.update(&headers, &id, &body)
         .await
         .unwrap_or_else(Refusal::into_response)
 }
@@ -1149,7 +1349,11 @@ async fn metadata() -> Response {
                 },
                 "resource": [{
                     "type": "Consent",
-                    "interaction": [{ "code": "create" }, { "code": "search-type" }],
+                    "interaction": [
+                        { "code": "create" },
+                        { "code": "update" },
+                        { "code": "search-type" }
+                    ],
                     "searchParam": [{ "name": "patient", "type": "reference" }],
                 }],
             }],

@@ -269,3 +269,66 @@ fn query_strings_are_decoded() {
         ]
     );
 }
+
+#[test]
+fn an_update_revokes_a_consent_or_rewrites_the_opt_outs() {
+    let consent = pb::Consent {
+        consent_id: "c_0123456789abcdef0123456789abcdef".into(),
+        purposes: vec!["research".into()],
+        data_categories: vec!["lab_result".into()],
+        recipient_classes: vec!["university".into()],
+        max_level: "ANONYMIZED".into(),
+        ..Default::default()
+    };
+    let mut resource = export_consent("p-1", &consent);
+    let id = resource["id"].as_str().unwrap().to_owned();
+    // The terms never change.
+    let refusal = read_update(&id, &resource).unwrap_err();
+    assert_eq!(refusal.expression.as_deref(), Some("Consent.status"));
+    resource["status"] = json!("inactive");
+    assert_eq!(
+        read_update(&id, &resource),
+        Ok(Update::Revoke(pb::RevokeConsentRequest {
+            patient_id: "p-1".into(),
+            consent_id: consent.consent_id.clone(),
+            request_id: String::new(),
+        }))
+    );
+    // The id in the path is the resource's.
+    let refusal = read_update("c-ffff", &resource).unwrap_err();
+    assert_eq!(refusal.expression.as_deref(), Some("Consent.id"));
+
+    let opt_outs = [
+        pb::OptOut {
+            purpose: "marketing".into(),
+        },
+        pb::OptOut {
+            purpose: "insurance".into(),
+        },
+    ];
+    let mut resource = export_opt_outs("p-1", &opt_outs).unwrap();
+    let id = opt_out_id("p-1");
+    resource["provision"]["purpose"] = json!([{ "system": PURPOSE_SYSTEM, "code": "insurance" }]);
+    assert_eq!(
+        read_update(&id, &resource),
+        Ok(Update::OptOuts(pb::RecordOptOutRequest {
+            patient_id: "p-1".into(),
+            purposes: vec!["insurance".into()],
+            replace: true,
+            request_id: String::new(),
+        }))
+    );
+    resource["status"] = json!("inactive");
+    let Ok(Update::OptOuts(withdrawn)) = read_update(&id, &resource) else {
+        panic!("not an opt-out update");
+    };
+    assert!(withdrawn.purposes.is_empty() && withdrawn.replace);
+    // Another patient's opt-out resource id under this patient.
+    let refusal = read_update(&opt_out_id("p-2"), &{
+        let mut other = resource.clone();
+        other["id"] = json!(opt_out_id("p-2"));
+        other
+    })
+    .unwrap_err();
+    assert_eq!(refusal.expression.as_deref(), Some("Consent.id"));
+}

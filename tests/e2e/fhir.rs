@@ -344,6 +344,76 @@ async fn fhir_consents_round_trip_and_validate_as_r4() {
         comparable(&api.consent_state("bob").await),
         comparable(&api.consent_state("alice").await)
     );
+
+    // Withdrawal is an update: the consent set `inactive` is revoked (and decides so), the
+    // opt-out resource rewritten is the patient's opt-outs exactly.
+    let mut withdrawn = entries[0]["resource"].clone();
+    let path = format!("/fhir/Consent/{}", withdrawn["id"].as_str().unwrap());
+    let put = |resource: Value| {
+        let (path, token) = (path.clone(), token.clone());
+        async move {
+            exchange(
+                addr,
+                "PUT",
+                &path,
+                Some(&token),
+                "application/fhir+json",
+                &resource.to_string(),
+            )
+            .await
+        }
+    };
+    let unchanged = put(withdrawn.clone()).await;
+    assert_eq!(unchanged.status, 400, "the terms of a consent never change");
+    assert_eq!(
+        unchanged.body["issue"][0]["expression"][0],
+        "Consent.status"
+    );
+    withdrawn["status"] = json!("inactive");
+    let size = api.size().await;
+    let revoked = put(withdrawn).await;
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(revoked.body["status"], "inactive");
+    assert_eq!(
+        revoked.header("x-akashi-leaf-index"),
+        Some(&*size.to_string())
+    );
+    assert!(api.consent_state("alice").await.consents.is_empty());
+    let decision = api
+        .authorize(crate::api::ask(
+            "Organization",
+            "univ-x",
+            "secondary_use",
+            "alice",
+            "lab_result",
+            "research",
+            "PSEUDONYMIZED",
+        ))
+        .await;
+    assert!(!crate::api::allowed(&decision), "{decision:?}");
+    let mut opt_outs = entries[1]["resource"].clone();
+    opt_outs["provision"]["purpose"] = json!([{
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"
+    }]);
+    let rewritten = exchange(
+        addr,
+        "PUT",
+        &format!("/fhir/Consent/{}", opt_outs["id"].as_str().unwrap()),
+        Some(&token),
+        "application/fhir+json",
+        &opt_outs.to_string(),
+    )
+    .await;
+    assert_eq!(rewritten.status, 200, "{}", rewritten.body);
+    let state = api.consent_state("alice").await;
+    assert_eq!(
+        state
+            .opt_outs
+            .iter()
+            .map(|o| o.purpose.as_str())
+            .collect::<Vec<_>>(),
+        ["marketing"]
+    );
     server.stop().await;
 }
 
@@ -371,6 +441,31 @@ async fn fhir_patients_act_for_themselves_and_refusals_name_the_element() {
     let other = post(addr, Some(&carol), &opt_out("alice")).await;
     assert_eq!(other.status, 403, "{}", other.body);
     assert_eq!(search(addr, &carol, "alice").await.status, 403);
+    let mut alices = research_consent("alice");
+    alices["id"] = json!("c-0123456789abcdef0123456789abcdef");
+    alices["status"] = json!("inactive");
+    let revoke_other = exchange(
+        addr,
+        "PUT",
+        "/fhir/Consent/c-0123456789abcdef0123456789abcdef",
+        Some(&carol),
+        "application/fhir+json",
+        &alices.to_string(),
+    )
+    .await;
+    assert_eq!(revoke_other.status, 403, "{}", revoke_other.body);
+    // Under her own patient id, a consent that is not hers is not found.
+    alices["patient"] = json!({ "reference": "Patient/carol" });
+    let not_hers = exchange(
+        addr,
+        "PUT",
+        "/fhir/Consent/c-0123456789abcdef0123456789abcdef",
+        Some(&carol),
+        "application/fhir+json",
+        &alices.to_string(),
+    )
+    .await;
+    assert_eq!(not_hers.status, 404, "{}", not_hers.body);
     assert_eq!(api.size().await, size, "a refused consent is not logged");
 
     // No token: 401, before the body is read.
