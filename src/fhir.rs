@@ -325,6 +325,7 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
         ));
     }
     let patient_id = patient(consent.get("patient"))?;
+    let request_id = client_identifier(consent.get("identifier"))?;
     let provision = object(
         consent
             .get("provision")
@@ -359,7 +360,7 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
                 max_level: level(provision.get("securityLabel"))?,
                 valid_from,
                 valid_until,
-                request_id: String::new(),
+                request_id,
             }))
         }
         Some("deny") => {
@@ -383,7 +384,7 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
                 patient_id,
                 purposes,
                 replace: false,
-                request_id: String::new(),
+                request_id,
             }))
         }
         Some(other) => Err(Refusal::invalid(
@@ -395,6 +396,42 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
             "`type` is required (`permit` or `deny`)",
         )),
     }
+}
+
+/// The request id of a resource that carries the client's own business identifier (any
+/// `Consent.identifier` but akashi's consent ids): a retried `POST` of the same identifier
+/// returns the first answer and logs nothing, and the same identifier with other terms is a
+/// conflict (FHIR's conditional create on `identifier`, without the header). Empty without one.
+fn client_identifier(value: Option<&Value>) -> Result<String, Refusal> {
+    let mut found: Option<String> = None;
+    for (i, identifier) in array(value, "Consent.identifier")?.iter().enumerate() {
+        let path = format!("Consent.identifier[{i}]");
+        let identifier = object(identifier, &path)?;
+        let system = identifier
+            .get("system")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if system == CONSENT_SYSTEM {
+            continue;
+        }
+        let Some(value) = identifier.get("value").and_then(Value::as_str) else {
+            continue;
+        };
+        if found.is_some() {
+            return Err(Refusal::unmappable(
+                path,
+                "a consent carries at most one identifier of the client's own (it makes a \
+                 retried create idempotent)",
+            ));
+        }
+        let digest = Sha256::new()
+            .chain_update(system.as_bytes())
+            .chain_update(b"|")
+            .chain_update(value.as_bytes())
+            .finalize();
+        found = Some(format!("fhir-identifier-{}", hex::encode(digest)));
+    }
+    Ok(found.unwrap_or_default())
 }
 
 /// What a `PUT /fhir/Consent/{id}` asks of an exported resource.

@@ -332,3 +332,44 @@ fn an_update_revokes_a_consent_or_rewrites_the_opt_outs() {
     .unwrap_err();
     assert_eq!(refusal.expression.as_deref(), Some("Consent.id"));
 }
+
+#[test]
+fn the_clients_own_identifier_makes_a_create_idempotent() {
+    let mut resource = permit();
+    let Ok(Import::Grant(plain)) = import(&resource) else {
+        panic!("not a grant");
+    };
+    assert_eq!(plain.request_id, "", "no identifier: no request id");
+    // akashi's own consent ids are not the client's: an export imported again is a new grant.
+    resource["identifier"] = json!([{ "system": CONSENT_SYSTEM, "value": "c_00" }]);
+    let Ok(Import::Grant(exported)) = import(&resource) else {
+        panic!("not a grant");
+    };
+    assert_eq!(exported.request_id, "");
+    resource["identifier"] = json!([
+        { "system": CONSENT_SYSTEM, "value": "c_00" },
+        { "system": "https://phr.example/consents", "value": "42" }
+    ]);
+    let Ok(Import::Grant(first)) = import(&resource) else {
+        panic!("not a grant");
+    };
+    assert!(first.request_id.starts_with("fhir-identifier-"));
+    assert!(first.request_id.len() <= crate::idempotency::MAX_REQUEST_ID_LEN);
+    let Ok(Import::Grant(again)) = import(&resource) else {
+        panic!("not a grant");
+    };
+    assert_eq!(first.request_id, again.request_id);
+    resource["identifier"][1]["value"] = json!("43");
+    let Ok(Import::Grant(other)) = import(&resource) else {
+        panic!("not a grant");
+    };
+    assert_ne!(first.request_id, other.request_id);
+    resource["identifier"] = json!([
+        { "system": "https://phr.example/consents", "value": "42" },
+        { "system": "https://phr.example/consents", "value": "43" }
+    ]);
+    assert_eq!(
+        refused(&resource).expression.as_deref(),
+        Some("Consent.identifier[1]")
+    );
+}

@@ -473,8 +473,30 @@ async fn fhir_patients_act_for_themselves_and_refusals_name_the_element() {
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.body["issue"][0]["code"], "login");
 
-    // What cannot be mapped, and what akashi's vocabulary refuses, name their FHIR element.
+    // The client's own identifier makes a retried create idempotent; the same identifier with
+    // other terms is a conflict.
     let platform = server.token(Role::Platform, None);
+    let mut identified = research_consent("erin");
+    identified["identifier"] = json!([{ "system": "https://phr.example/consents", "value": "42" }]);
+    let first = post(addr, Some(&platform), &identified).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let size = api.size().await;
+    let retried = post(addr, Some(&platform), &identified).await;
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert_eq!(retried.body["id"], first.body["id"]);
+    assert_eq!(
+        retried.header("x-akashi-leaf-index"),
+        first.header("x-akashi-leaf-index")
+    );
+    assert_eq!(api.size().await, size, "a retry logs nothing");
+    assert_eq!(api.consent_state("erin").await.consents.len(), 1);
+    identified["provision"]["securityLabel"] =
+        json!([{ "system": "urn:akashi:level", "code": "IDENTIFIED" }]);
+    let conflict = post(addr, Some(&platform), &identified).await;
+    assert_eq!(conflict.status, 409, "{}", conflict.body);
+    assert_eq!(conflict.body["issue"][0]["code"], "conflict");
+
+    // What cannot be mapped, and what akashi's vocabulary refuses, name their FHIR element.
     let mut nested = research_consent("dave");
     nested["provision"]["provision"] = json!([{ "type": "deny" }]);
     let mut unknown_purpose = research_consent("dave");
