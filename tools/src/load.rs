@@ -21,6 +21,7 @@
 
 pub mod authorize;
 pub mod authzen;
+pub mod cedar_agent;
 pub mod cohort;
 pub mod health;
 
@@ -91,6 +92,12 @@ pub trait Workload: Send + Sync + 'static {
 
     /// A client for one caller on `channel`.
     fn client(&self, channel: Channel) -> Self::Client;
+
+    /// Whether calls go over the gRPC channels [`run`] opens to the target (a workload that
+    /// speaks plain HTTP to a peer gets channels that never connect).
+    fn grpc(&self) -> bool {
+        true
+    }
 
     /// Makes call number `n` (0-based, unique across callers).
     fn call(
@@ -350,7 +357,14 @@ pub async fn run<W: Workload>(options: &LoadOptions, workload: Arc<W>) -> anyhow
     options.validate()?;
     let mut channels = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
-        channels.push(connect(&options.target).await?);
+        channels.push(if workload.grpc() {
+            connect(&options.target).await?
+        } else {
+            ensure_loopback(&options.target)?;
+            Endpoint::from_shared(options.target.clone())
+                .with_context(|| format!("while parsing target `{}`", options.target))?
+                .connect_lazy()
+        });
     }
     let issued = Arc::new(AtomicU64::new(0));
     let intervals = options.interval.map(|length| {

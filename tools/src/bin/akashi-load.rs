@@ -13,6 +13,7 @@ use tools::load::{
     self, LoadOptions, MAX_DURATION, Report,
     authorize::{AuthorizeOptions, AuthorizeWorkload},
     authzen::AuthZenWorkload,
+    cedar_agent::CedarAgentWorkload,
     cohort::CohortWorkload,
     health::HealthWorkload,
 };
@@ -82,6 +83,10 @@ struct Cli {
     /// The log's verifier key (note vkey); fetched with GetCheckpoint when absent.
     #[arg(long)]
     vkey: Option<String>,
+    /// Cedar 2.x policies for cedar-agent, one `@id` per policy (cedar-agent mode), e.g.
+    /// tools/bench/cedar-agent/policies.cedar.
+    #[arg(long, value_name = "FILE")]
+    cedar_policies: Option<std::path::PathBuf>,
     /// The server's process id: report the CPU time it spent on the run's calls (user +
     /// system, all threads, setup excluded), read from /proc (Linux).
     #[arg(long, value_name = "PID")]
@@ -98,6 +103,8 @@ enum Mode {
     Cohort,
     /// The AuthZEN API's evaluations over the same patients.
     Authzen,
+    /// The peer: the `authorize` mode's decisions asked of cedar-agent at `--target`.
+    CedarAgent,
 }
 
 /// `value` seconds as a duration, refusing what is not a finite number of seconds ≥ 0.
@@ -126,6 +133,18 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     options.validate()?;
     let cpu = || cli.server_pid.map(load::cpu_seconds).transpose();
     let (mut report, before) = match cli.mode {
+        Mode::CedarAgent => {
+            let path = cli
+                .cedar_policies
+                .as_ref()
+                .context("--mode cedar-agent needs --cedar-policies")?;
+            let policies = std::fs::read_to_string(path)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            let workload =
+                CedarAgentWorkload::setup(&options.target, cli.patients, &policies).await?;
+            let before = cpu()?;
+            (load::run(&options, Arc::new(workload)).await?, before)
+        }
         Mode::Health => {
             let before = cpu()?;
             (load::run(&options, Arc::new(HealthWorkload)).await?, before)

@@ -46,8 +46,10 @@ const SETUP_CONCURRENCY: usize = 64;
 pub const UNIVERSITY: &str = "load-university";
 /// A hospital setup registers.
 pub const HOSPITAL_A: &str = "load-hospital-a";
-const HOSPITAL_B: &str = "load-hospital-b";
-const DOCTOR: &str = "load-doctor-a";
+/// The other hospital setup registers (whose records the doctor views).
+pub const HOSPITAL_B: &str = "load-hospital-b";
+/// The doctor setup registers (of hospital A).
+pub const DOCTOR: &str = "load-doctor-a";
 /// The department records are asked of.
 pub const DEPARTMENT: &str = "internal_medicine";
 
@@ -422,7 +424,7 @@ pub fn patient_id(i: u64) -> String {
 }
 
 /// Spreads call numbers over `0..patients` (multiplicative hashing, so neighbours differ).
-fn spread(n: u64, patients: u64) -> u64 {
+pub fn spread(n: u64, patients: u64) -> u64 {
     n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % patients.max(1)
 }
 
