@@ -1125,7 +1125,7 @@ impl Fhir {
 
     async fn create(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, Refusal> {
         check_media(headers)?;
-        // Authenticate before reading the resource: a caller without a token learns nothing.
+        // Authenticate before parsing the resource: a caller without a token learns nothing.
         let grant_caller = self
             .caller(headers, "/akashi.v1.ConsentService/GrantConsent")
             .await?;

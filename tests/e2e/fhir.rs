@@ -468,7 +468,7 @@ async fn fhir_patients_act_for_themselves_and_refusals_name_the_element() {
     assert_eq!(not_hers.status, 404, "{}", not_hers.body);
     assert_eq!(api.size().await, size, "a refused consent is not logged");
 
-    // No token: 401, before the body is read.
+    // No token: 401, before the body is parsed.
     let anonymous = post(addr, None, &json!("not even a resource")).await;
     assert_eq!(anonymous.status, 401);
     assert_eq!(anonymous.body["issue"][0]["code"], "login");
