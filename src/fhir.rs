@@ -13,6 +13,8 @@
 //!   purposes become the patient's opt-outs exactly (`RecordOptOut` with `replace`).
 //! - `GET /fhir/Consent?patient=ID` answers a `searchset` `Bundle`: one `Consent` per consent in
 //!   force or not yet in force, and one `deny` `Consent` holding the patient's opt-outs, if any.
+//! - `GET /fhir/Consent/{id}?patient=ID` answers one of those resources (a read names the
+//!   patient: consents are kept per patient).
 //! - `GET /fhir/metadata` answers the server's `CapabilityStatement`.
 //!
 //! The same bearer tokens and roles as gRPC: the platform for any patient, a patient for their
@@ -173,7 +175,7 @@ struct Fhir {
 pub fn router(core: Core, verifier: TokenVerifier, budget: Arc<AnswerBudget>) -> Router {
     Router::new()
         .route("/fhir/Consent", post(create).get(search))
-        .route("/fhir/Consent/{id}", put(update_handler))
+        .route("/fhir/Consent/{id}", put(update_handler).get(read_handler))
         .route("/fhir/metadata", get(metadata))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Fhir {
@@ -1226,6 +1228,31 @@ impl Fhir {
         Ok(response)
     }
 
+    /// `GET /fhir/Consent/{id}?patient=ID`: one resource of the patient's consent state.
+    async fn read(
+        &self,
+        headers: &HeaderMap,
+        id: &str,
+        query: &[(String, String)],
+    ) -> Result<Response, Refusal> {
+        let caller = self
+            .caller(headers, "/akashi.v1.ConsentService/GetConsentState")
+            .await?;
+        let patient_id = one_patient(query)?;
+        self.resources(&caller, patient_id)
+            .await?
+            .into_iter()
+            .find(|resource| resource.get("id").and_then(Value::as_str) == Some(id))
+            .map(|resource| fhir_response(StatusCode::OK, &resource))
+            .ok_or_else(|| Refusal {
+                status: StatusCode::NOT_FOUND,
+                code: "not-found",
+                message: "the patient holds no consent in force, and no opt-outs, under this id"
+                    .to_owned(),
+                expression: None,
+            })
+    }
+
     async fn search(
         &self,
         headers: &HeaderMap,
@@ -1234,17 +1261,7 @@ impl Fhir {
         let caller = self
             .caller(headers, "/akashi.v1.ConsentService/GetConsentState")
             .await?;
-        let patients: Vec<&str> = query
-            .iter()
-            .filter(|(name, _)| name == "patient")
-            .map(|(_, value)| value.strip_prefix("Patient/").unwrap_or(value))
-            .collect();
-        let [patient_id] = patients.as_slice() else {
-            return Err(Refusal::invalid(
-                "patient",
-                "search by exactly one `patient` (consents are read one patient at a time)",
-            ));
-        };
+        let patient_id = one_patient(query)?;
         let resources = self.resources(&caller, patient_id).await?;
         let base = base_url(headers);
         let entries: Vec<Value> = resources
@@ -1269,6 +1286,23 @@ impl Fhir {
                 "entry": entries,
             }),
         ))
+    }
+}
+
+/// The one `patient` a read names (`ID` or `Patient/ID`): akashi keeps consents per patient, so
+/// a read says whose.
+fn one_patient(query: &[(String, String)]) -> Result<&str, Refusal> {
+    let patients: Vec<&str> = query
+        .iter()
+        .filter(|(name, _)| name == "patient")
+        .map(|(_, value)| value.strip_prefix("Patient/").unwrap_or(value))
+        .collect();
+    match patients.as_slice() {
+        [patient_id] => Ok(patient_id),
+        _ => Err(Refusal::invalid(
+            "patient",
+            "name exactly one `patient` (`?patient=ID`): consents are read one patient at a time",
+        )),
     }
 }
 
@@ -1355,6 +1389,17 @@ async fn update_handler(
         .unwrap_or_else(Refusal::into_response)
 }
 
+async fn read_handler(
+    State(fhir): State<Fhir>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    fhir.read(&headers, &id, &query_pairs(query.as_deref().unwrap_or("")))
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
+
 async fn search(
     State(fhir): State<Fhir>,
     headers: HeaderMap,
@@ -1388,6 +1433,7 @@ async fn metadata() -> Response {
                     "type": "Consent",
                     "interaction": [
                         { "code": "create" },
+                        { "code": "read" },
                         { "code": "update" },
                         { "code": "search-type" }
                     ],

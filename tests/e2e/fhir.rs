@@ -307,6 +307,33 @@ async fn fhir_consents_round_trip_and_validate_as_r4() {
         entries[0]["resource"]["provision"]["purpose"][0]["code"], "HRESCH",
         "research goes out as the HL7 code"
     );
+    // The created resource reads back at its location, with the patient named.
+    let location = created.header("location").unwrap();
+    let path = &location[location.find("/fhir/").unwrap()..];
+    let read = exchange(
+        addr,
+        "GET",
+        &format!("{path}?patient=alice"),
+        Some(&token),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(read.status, 200, "{}", read.body);
+    assert_eq!(read.body, entries[0]["resource"]);
+    let unnamed = exchange(addr, "GET", path, Some(&token), "", "").await;
+    assert_eq!(unnamed.status, 400);
+    assert_eq!(unnamed.body["issue"][0]["expression"][0], "patient");
+    let elsewhere = exchange(
+        addr,
+        "GET",
+        &format!("{path}?patient=bob"),
+        Some(&token),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(elsewhere.status, 404, "{}", elsewhere.body);
     let metadata = exchange(
         addr,
         "GET",
