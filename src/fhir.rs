@@ -289,18 +289,7 @@ pub enum Import {
 /// A [`Refusal`] (`400`) for a resource that is not an R4 `Consent`, or holds an element akashi
 /// cannot map.
 pub fn import(resource: &Value) -> Result<Import, Refusal> {
-    let consent = object(resource, "Consent")?;
-    match consent.get("resourceType").and_then(Value::as_str) {
-        Some("Consent") => {}
-        _ => {
-            return Err(Refusal::invalid(
-                "resourceType",
-                "`resourceType` must be `Consent`",
-            ));
-        }
-    }
-    known_elements(consent, "Consent", CONSENT_ELEMENTS)?;
-    no_modifier_extension(consent, "Consent")?;
+    let consent = consent_object(resource)?;
     match consent.get("status").and_then(Value::as_str) {
         Some("active") => {}
         Some(other) => {
@@ -328,14 +317,7 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
     }
     let patient_id = patient(consent.get("patient"))?;
     let request_id = client_identifier(consent.get("identifier"))?;
-    let provision = object(
-        consent
-            .get("provision")
-            .ok_or_else(|| Refusal::invalid("Consent.provision", "`provision` is required"))?,
-        "Consent.provision",
-    )?;
-    known_elements(provision, "Consent.provision", PROVISION_ELEMENTS)?;
-    no_modifier_extension(provision, "Consent.provision")?;
+    let provision = provision_object(consent)?;
     for element in ["provision", "data", "code", "dataPeriod"] {
         if provision.get(element).is_some_and(|v| !v.is_null()) {
             return Err(Refusal::unmappable(
@@ -454,15 +436,7 @@ pub enum Update {
 /// A [`Refusal`] (`400`) for a resource that is not an R4 `Consent` with this id, or asks a change
 /// akashi does not make (the terms of a consent never change: revoke it and create another).
 pub fn read_update(id: &str, resource: &Value) -> Result<Update, Refusal> {
-    let consent = object(resource, "Consent")?;
-    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
-        return Err(Refusal::invalid(
-            "resourceType",
-            "`resourceType` must be `Consent`",
-        ));
-    }
-    known_elements(consent, "Consent", CONSENT_ELEMENTS)?;
-    no_modifier_extension(consent, "Consent")?;
+    let consent = consent_object(resource)?;
     if consent.get("id").and_then(Value::as_str) != Some(id) {
         return Err(Refusal::invalid(
             "Consent.id",
@@ -488,13 +462,7 @@ pub fn read_update(id: &str, resource: &Value) -> Result<Update, Refusal> {
                 "this is not the patient's opt-out resource",
             ));
         }
-        let provision = object(
-            consent
-                .get("provision")
-                .ok_or_else(|| Refusal::invalid("Consent.provision", "`provision` is required"))?,
-            "Consent.provision",
-        )?;
-        known_elements(provision, "Consent.provision", PROVISION_ELEMENTS)?;
+        let provision = provision_object(consent)?;
         if provision.get("type").and_then(Value::as_str) != Some("deny") {
             return Err(Refusal::invalid(
                 "Consent.provision.type",
@@ -574,6 +542,51 @@ fn element_of_field(field: &str) -> Option<String> {
         }
         _ => element.to_owned(),
     })
+}
+
+/// `resource` as an R4 `Consent` object: its `resourceType`, only elements R4 defines, and no
+/// modifier extension.
+fn consent_object(resource: &Value) -> Result<&Map<String, Value>, Refusal> {
+    let consent = object(resource, "Consent")?;
+    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
+        return Err(Refusal::invalid(
+            "resourceType",
+            "`resourceType` must be `Consent`",
+        ));
+    }
+    known_elements(consent, "Consent", CONSENT_ELEMENTS)?;
+    no_modifier_extension(consent, "Consent")?;
+    Ok(consent)
+}
+
+/// The consent's `provision`, required, with only elements R4 defines and no modifier extension.
+fn provision_object(consent: &Map<String, Value>) -> Result<&Map<String, Value>, Refusal> {
+    let provision = object(
+        consent
+            .get("provision")
+            .ok_or_else(|| Refusal::invalid("Consent.provision", "`provision` is required"))?,
+        "Consent.provision",
+    )?;
+    known_elements(provision, "Consent.provision", PROVISION_ELEMENTS)?;
+    no_modifier_extension(provision, "Consent.provision")?;
+    Ok(provision)
+}
+
+/// The first 16 bytes of SHA-256 over `parts`, as 32 hex characters (resource ids derived from
+/// what the caller already knows).
+fn short_digest(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(
+        hasher
+            .finalize()
+            .iter()
+            .take(16)
+            .copied()
+            .collect::<Vec<u8>>(),
+    )
 }
 
 fn clip(text: &str) -> String {
@@ -902,11 +915,7 @@ pub fn resource_id(consent_id: &str) -> String {
     if is_fhir_id(&id) {
         return id;
     }
-    let digest = Sha256::digest(consent_id.as_bytes());
-    format!(
-        "c-{}",
-        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
-    )
+    format!("c-{}", short_digest(&[consent_id.as_bytes()]))
 }
 
 /// `Consent.patient` for `patient_id`: a `Patient/` reference when the id can be a FHIR id, an
@@ -1053,13 +1062,9 @@ pub fn export_opt_outs(patient_id: &str, opt_outs: &[pb::OptOut]) -> Option<Valu
 /// The id of a patient's opt-out resource: stable for the patient, and saying nothing the
 /// caller does not know.
 pub fn opt_out_id(patient_id: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"akashi fhir opt-out\0")
-        .chain_update(patient_id.as_bytes())
-        .finalize();
     format!(
         "optout-{}",
-        hex::encode(digest.iter().take(16).copied().collect::<Vec<u8>>())
+        short_digest(&[b"akashi fhir opt-out\0", patient_id.as_bytes()])
     )
 }
 
