@@ -318,17 +318,6 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
     let patient_id = patient(consent.get("patient"))?;
     let request_id = client_identifier(consent.get("identifier"))?;
     let provision = provision_object(consent)?;
-    for element in ["provision", "data", "code", "dataPeriod"] {
-        if provision.get(element).is_some_and(|v| !v.is_null()) {
-            return Err(Refusal::unmappable(
-                format!("Consent.provision.{element}"),
-                format!(
-                    "`provision.{element}` cannot be recorded: an akashi consent covers purposes, \
-                     data categories, recipients, a level and a period"
-                ),
-            ));
-        }
-    }
     actions(provision.get("action"))?;
     let purposes = purposes(provision.get("purpose"))?;
     match provision.get("type").and_then(Value::as_str) {
@@ -348,16 +337,7 @@ pub fn import(resource: &Value) -> Result<Import, Refusal> {
             }))
         }
         Some("deny") => {
-            // An opt-out is per purpose and open-ended: anything narrower is not one.
-            for element in ["class", "actor", "securityLabel", "period"] {
-                if provision.get(element).is_some_and(|v| !v.is_null()) {
-                    return Err(Refusal::unmappable(
-                        format!("Consent.provision.{element}"),
-                        "a `deny` provision is an opt-out of purposes: it cannot be narrowed \
-                         by data class, actor, security label or period",
-                    ));
-                }
-            }
+            opt_out_only(provision)?;
             if purposes.is_empty() {
                 return Err(Refusal::invalid(
                     "Consent.provision.purpose",
@@ -469,21 +449,8 @@ pub fn read_update(id: &str, resource: &Value) -> Result<Update, Refusal> {
                 "the opt-out resource's provision is a `deny`",
             ));
         }
-        for element in [
-            "class",
-            "actor",
-            "securityLabel",
-            "period",
-            "provision",
-            "data",
-        ] {
-            if provision.get(element).is_some_and(|v| !v.is_null()) {
-                return Err(Refusal::unmappable(
-                    format!("Consent.provision.{element}"),
-                    "an opt-out covers purposes only",
-                ));
-            }
-        }
+        opt_out_only(provision)?;
+        actions(provision.get("action"))?;
         let purposes = purposes(provision.get("purpose"))?;
         return Ok(Update::OptOuts(pb::RecordOptOutRequest {
             patient_id,
@@ -569,7 +536,33 @@ fn provision_object(consent: &Map<String, Value>) -> Result<&Map<String, Value>,
     )?;
     known_elements(provision, "Consent.provision", PROVISION_ELEMENTS)?;
     no_modifier_extension(provision, "Consent.provision")?;
+    // What would make a consent say more than akashi can hold.
+    for element in ["provision", "data", "code", "dataPeriod"] {
+        if provision.get(element).is_some_and(|v| !v.is_null()) {
+            return Err(Refusal::unmappable(
+                format!("Consent.provision.{element}"),
+                format!(
+                    "`provision.{element}` cannot be recorded: an akashi consent covers purposes, \
+                     data categories, recipients, a level and a period"
+                ),
+            ));
+        }
+    }
     Ok(provision)
+}
+
+/// Refuses a `deny` provision narrower than an opt-out, which is per purpose and open-ended.
+fn opt_out_only(provision: &Map<String, Value>) -> Result<(), Refusal> {
+    for element in ["class", "actor", "securityLabel", "period"] {
+        if provision.get(element).is_some_and(|v| !v.is_null()) {
+            return Err(Refusal::unmappable(
+                format!("Consent.provision.{element}"),
+                "a `deny` provision is an opt-out of purposes: it cannot be narrowed by data \
+                 class, actor, security label or period",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The first 16 bytes of SHA-256 over `parts`, as 32 hex characters (resource ids derived from

@@ -331,6 +331,59 @@ pub fn ensure_loopback(target: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The HTTP/1.1 client of the workloads that speak JSON over plain HTTP (one keep-alive
+/// connection per caller).
+pub type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// A new [`HttpClient`].
+#[must_use]
+pub fn http_client() -> HttpClient {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// `POST`s `body` as JSON to `url` (with `authorization`, if given) and returns the answer's
+/// JSON: a failed exchange is `UNAVAILABLE`, a status other than 2xx `HTTP_<status>`, an answer
+/// that is not JSON `answer_not_json`.
+///
+/// # Errors
+///
+/// The [`CallError`] above.
+pub async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    authorization: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, CallError> {
+    use http_body_util::BodyExt as _;
+    let mut request = http::Request::post(url).header("content-type", "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .map_err(|_| CallError::new("request_invalid"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|_| CallError::new("UNAVAILABLE"))?;
+    let status = response.status();
+    let answer = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|_| CallError::new("UNAVAILABLE"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(CallError::new(format!("HTTP_{}", status.as_u16())));
+    }
+    serde_json::from_slice(&answer).map_err(|_| CallError::new("answer_not_json"))
+}
+
 /// Opens one connection to `target` (TCP_NODELAY, HTTP/2).
 ///
 /// # Errors

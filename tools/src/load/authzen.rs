@@ -14,12 +14,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use ledger::checkpoint::SignedCheckpoint;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -159,7 +153,7 @@ impl AuthZenWorkload {
 }
 
 impl Workload for AuthZenWorkload {
-    type Client = Client<HttpConnector, Full<Bytes>>;
+    type Client = super::HttpClient;
 
     fn name(&self) -> &'static str {
         "authzen"
@@ -167,31 +161,12 @@ impl Workload for AuthZenWorkload {
 
     /// Each caller keeps its own HTTP/1.1 keep-alive connection (the gRPC channel is not used).
     fn client(&self, _channel: Channel) -> Self::Client {
-        Client::builder(TokioExecutor::new()).build_http()
+        super::http_client()
     }
 
     async fn call(&self, client: &mut Self::Client, n: u64) -> Result<(), CallError> {
-        let request = http::Request::post(&self.url)
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(self.body(n).to_string())))
-            .map_err(|_| CallError::new("request_invalid"))?;
-        let response = client
-            .request(request)
-            .await
-            .map_err(|_| CallError::new("UNAVAILABLE"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| CallError::new("UNAVAILABLE"))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(CallError::new(format!("HTTP_{}", status.as_u16())));
-        }
-        let answer: Value =
-            serde_json::from_slice(&body).map_err(|_| CallError::new("answer_not_json"))?;
+        let answer =
+            super::post_json(client, &self.url, Some(&self.authorization), &self.body(n)).await?;
         self.check(&answer)
     }
 

@@ -22,10 +22,6 @@ use std::{
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -204,8 +200,7 @@ impl CedarAgentWorkload {
             .into_iter()
             .map(|(id, content)| json!({ "id": id, "content": content }))
             .collect();
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client = super::http_client();
         for (path, body) in [
             ("/v1/policies", Value::Array(policies)),
             ("/v1/data", entities()),
@@ -324,14 +319,14 @@ impl CedarAgentWorkload {
 }
 
 impl Workload for CedarAgentWorkload {
-    type Client = Client<HttpConnector, Full<Bytes>>;
+    type Client = super::HttpClient;
 
     fn name(&self) -> &'static str {
         "cedar-agent"
     }
 
     fn client(&self, _channel: Channel) -> Self::Client {
-        Client::builder(TokioExecutor::new()).build_http()
+        super::http_client()
     }
 
     fn grpc(&self) -> bool {
@@ -340,26 +335,7 @@ impl Workload for CedarAgentWorkload {
 
     async fn call(&self, client: &mut Self::Client, n: u64) -> Result<(), CallError> {
         let (question, expected) = self.question(n);
-        let request = http::Request::post(&self.url)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(question.to_string())))
-            .map_err(|_| CallError::new("request_invalid"))?;
-        let response = client
-            .request(request)
-            .await
-            .map_err(|_| CallError::new("UNAVAILABLE"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|_| CallError::new("UNAVAILABLE"))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(CallError::new(format!("HTTP_{}", status.as_u16())));
-        }
-        let answer: Value =
-            serde_json::from_slice(&body).map_err(|_| CallError::new("answer_not_json"))?;
+        let answer = super::post_json(client, &self.url, None, &question).await?;
         let allowed = match answer.get("decision").and_then(Value::as_str) {
             Some("Allow") => true,
             Some("Deny") => false,
