@@ -4,14 +4,12 @@
 
 use std::net::SocketAddr;
 
-use akashi::auth::Role;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
 use crate::{
     api::{Api, grant},
-    harness::{TIMEOUT, TestServer},
+    harness::{TestServer, exchange},
 };
+use akashi::auth::Role;
+use serde_json::{Value, json};
 
 /// One HTTP/1.1 exchange: status and body as JSON (or `Null` when the body is not JSON).
 pub async fn call(
@@ -21,24 +19,8 @@ pub async fn call(
     token: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        response
-    };
-    let response = tokio::time::timeout(TIMEOUT, exchange).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = serde_json::from_slice(&response[split + 4..]).unwrap_or(Value::Null);
-    (status, body)
+    let answer = exchange(addr, method, path, token, "application/json", body).await;
+    (answer.status, answer.body)
 }
 
 fn evaluation(org: &str, patient: &str, purpose: &str) -> Value {

@@ -6,77 +6,13 @@
 
 use std::net::SocketAddr;
 
+use crate::{
+    api::Api,
+    harness::{Answer, TestServer, exchange},
+};
 use akashi::auth::Role;
 use proto::pb;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-use crate::{
-    api::Api,
-    harness::{TIMEOUT, TestServer},
-};
-
-/// An HTTP answer: status, header lines (lower-cased names) and the body as JSON.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 exchange with the FHIR endpoint.
-async fn exchange(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: &str,
-) -> Answer {
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nAccept: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
-        response
-    };
-    let response = tokio::time::timeout(TIMEOUT, request).await.unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = serde_json::from_slice(&response[split + 4..]).unwrap_or(Value::Null);
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
 
 async fn post(addr: SocketAddr, token: Option<&str>, resource: &Value) -> Answer {
     exchange(
@@ -133,6 +69,22 @@ fn research_consent(patient: &str) -> Value {
             ]
         }
     })
+}
+
+/// Whether akashi lets the university use `patient`'s lab results, pseudonymised, for research.
+async fn research_allowed(api: &Api, patient: &str) -> bool {
+    let decision = api
+        .authorize(crate::api::ask(
+            "Organization",
+            "univ-x",
+            "secondary_use",
+            patient,
+            "lab_result",
+            "research",
+            "PSEUDONYMIZED",
+        ))
+        .await;
+    crate::api::allowed(&decision)
 }
 
 /// An opt-out of marketing and clinical trials.
@@ -272,18 +224,7 @@ async fn fhir_consents_round_trip_and_validate_as_r4() {
     assert_eq!(consent.max_level, "PSEUDONYMIZED");
     assert!(consent.valid_until.starts_with("2031-12-31T00:00:00"));
     // The grant decides as a gRPC grant would.
-    let decision = api
-        .authorize(crate::api::ask(
-            "Organization",
-            "univ-x",
-            "secondary_use",
-            "alice",
-            "lab_result",
-            "research",
-            "PSEUDONYMIZED",
-        ))
-        .await;
-    assert!(crate::api::allowed(&decision), "{decision:?}");
+    assert!(research_allowed(&api, "alice").await);
 
     // A deny is an opt-out of its purposes.
     let denied = post(addr, Some(&token), &opt_out("alice")).await;
@@ -406,18 +347,7 @@ async fn fhir_consents_round_trip_and_validate_as_r4() {
         Some(&*size.to_string())
     );
     assert!(api.consent_state("alice").await.consents.is_empty());
-    let decision = api
-        .authorize(crate::api::ask(
-            "Organization",
-            "univ-x",
-            "secondary_use",
-            "alice",
-            "lab_result",
-            "research",
-            "PSEUDONYMIZED",
-        ))
-        .await;
-    assert!(!crate::api::allowed(&decision), "{decision:?}");
+    assert!(!research_allowed(&api, "alice").await);
     let mut opt_outs = entries[1]["resource"].clone();
     opt_outs["provision"]["purpose"] = json!([{
         "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HMARKT"
