@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "akashi/v1/common.proto",
     "akashi/v1/consent.proto",
     "akashi/v1/directory.proto",
+    "akashi/v1/erasure.proto",
     "akashi/v1/history.proto",
     "akashi/v1/policy.proto",
     "akashi/v1/transparency.proto",

@@ -132,6 +132,10 @@ pub enum Refusal {
         /// The method called.
         method: Method,
     },
+    /// The caller's role may call the method, but not with an option only another role may use
+    /// (`PERMISSION_DENIED`), e.g. an erasure's `force`.
+    #[error("{0}")]
+    OptionDenied(&'static str),
 }
 
 /// Why a token was refused (every case is `UNAUTHENTICATED`), or could not be issued.

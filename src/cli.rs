@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Counts below this are hidden on the public disclosure page [default: 10].
     #[arg(long, value_name = "N")]
     pub disclosure_threshold: Option<u64>,
+    /// Days an entry is kept before it may be erased without a regulator's force [default: 1095].
+    #[arg(long, value_name = "DAYS")]
+    pub erasure_retention_days: Option<u32>,
     /// A witness to ask for cosignatures: its vkey, `@`, its submission prefix (repeatable).
     #[arg(long = "witness", value_name = "VKEY@URL")]
     pub witnesses: Vec<WitnessSpec>,
@@ -168,6 +171,7 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             tls_client_ca: self.tls_client_ca.clone(),
             disclosure_threshold: self.disclosure_threshold,
+            erasure_retention_days: self.erasure_retention_days,
             witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
             witness_quorum: self.witness_quorum,
             policy_approval: self.policy_approval,

@@ -39,6 +39,10 @@ pub const MAX_BATCH_MAX_ENTRIES: usize = 65_536;
 pub const MAX_BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
 /// Largest config file read.
 pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
+/// Default legal retention period of entries, in days (three years: APPI 29条 and 30条).
+pub const DEFAULT_ERASURE_RETENTION_DAYS: u32 = 1095;
+/// Longest retention period accepted, in days (a hundred years).
+pub const MAX_ERASURE_RETENTION_DAYS: u32 = 36_500;
 /// Longest accepted origin (c2sp.org/tlog-checkpoint sets no limit; notes need a sane one).
 pub const MAX_ORIGIN_LEN: usize = 256;
 /// Prefix of the environment variables that override the config file.
@@ -79,6 +83,10 @@ pub struct Config {
     /// (`policy::disclosure`), from 1 (hide nothing) to 1,000,000.
     /// Default [`policy::disclosure::DEFAULT_THRESHOLD`] (10, as the statistics rule).
     pub disclosure_threshold: u64,
+    /// The legal retention period of entries, in days from an entry's day: an erasure of younger
+    /// entries is refused unless a regulator forces it (APPI 29条 keeps provision records three
+    /// years). From 0 to 36,500. Default [`DEFAULT_ERASURE_RETENTION_DAYS`] (1,095).
+    pub erasure_retention_days: u32,
     /// Witnesses asked to cosign every new checkpoint (c2sp.org/tlog-witness), each written
     /// `VKEY@URL`: the witness's verifier key (note `vkey`, type 0x04) and its submission prefix
     /// (`http://` only). Default none.
@@ -297,6 +305,8 @@ pub struct Overrides {
     pub tls_client_ca: Option<PathBuf>,
     /// Overrides [`Config::disclosure_threshold`].
     pub disclosure_threshold: Option<u64>,
+    /// Overrides [`Config::erasure_retention_days`].
+    pub erasure_retention_days: Option<u32>,
     /// Overrides [`Config::witnesses`] (the whole list).
     pub witnesses: Option<Vec<WitnessSpec>>,
     /// Overrides [`Config::witness_quorum`].
@@ -386,6 +396,7 @@ impl Default for Config {
             tls: None,
             limits: Limits::default(),
             disclosure_threshold: policy::disclosure::DEFAULT_THRESHOLD,
+            erasure_retention_days: DEFAULT_ERASURE_RETENTION_DAYS,
             witnesses: Vec::new(),
             witness_quorum: None,
             policy_approval: PolicyApproval::None,
@@ -488,6 +499,9 @@ impl Config {
         if let Some(v) = o.disclosure_threshold {
             self.disclosure_threshold = v;
         }
+        if let Some(v) = o.erasure_retention_days {
+            self.erasure_retention_days = v;
+        }
         if let Some(v) = o.witnesses {
             self.witnesses = v;
         }
@@ -586,6 +600,9 @@ impl Config {
         }
         if !(1..=policy::disclosure::MAX_THRESHOLD).contains(&self.disclosure_threshold) {
             return invalid("disclosure_threshold", "must be between 1 and 1000000");
+        }
+        if self.erasure_retention_days > MAX_ERASURE_RETENTION_DAYS {
+            return invalid("erasure_retention_days", "must be at most 36500");
         }
         if self.limits.idle_timeout.is_zero() {
             return invalid("limits.idle_timeout", "must be more than 0");
@@ -702,6 +719,9 @@ impl Overrides {
                 "TLS_CLIENT_CA" => out.tls_client_ca = Some(PathBuf::from(value)),
                 "DISCLOSURE_THRESHOLD" => {
                     out.disclosure_threshold = Some(parse_env(&name, &value)?);
+                }
+                "ERASURE_RETENTION_DAYS" => {
+                    out.erasure_retention_days = Some(parse_env(&name, &value)?);
                 }
                 "WITNESSES" => {
                     let list = value

@@ -147,6 +147,10 @@ pub enum StartError {
     /// Configuration refused at start.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The key vault cannot be opened, or is missing beside a store whose bodies are sealed
+    /// under its keys.
+    #[error("the key vault: {0}")]
+    Vault(String),
     /// The OpenID Connect key set file cannot be read or is not a key set.
     #[error("OpenID Connect: {0}")]
     Oidc(#[source] crate::oidc::JwksError),

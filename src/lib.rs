@@ -36,6 +36,7 @@ pub mod authzen;
 pub mod cli;
 pub mod config;
 pub mod disclosure;
+pub mod erasure;
 pub mod error;
 pub mod fhir;
 pub mod fsck;

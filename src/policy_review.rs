@@ -172,16 +172,31 @@ pub fn analyze(log: &Log, candidate: PolicyEngine, window: Window) -> Result<Ana
     // Two stages, so that they overlap: this thread replays while a scoped one reads and decodes
     // the next pages of bodies.
     std::thread::scope(|scope| {
-        let (pages_tx, pages) = std::sync::mpsc::sync_channel::<Vec<(u64, Event)>>(PAGES_AHEAD);
+        let (pages_tx, pages) =
+            std::sync::mpsc::sync_channel::<Vec<(u64, Option<Event>)>>(PAGES_AHEAD);
         let reader = scope.spawn(move || read_events(log, size, &pages_tx));
+        // Once a body was erased, an event about a patient may refer to what it held (a
+        // revocation of an erased grant): such an event is left out of the analysis, which
+        // then judges that patient's later decisions without the erased entries.
+        let mut erased_seen = false;
         for page in pages {
             for (index, event) in page {
-                replay.step(index, &event).map_err(|err| {
-                    tracing::error!(cause = %err, "the log does not replay");
-                    Error::FailedPrecondition(format!(
-                        "the log does not replay at entry {index}: {err}"
-                    ))
-                })?;
+                let Some(event) = event else {
+                    erased_seen = true;
+                    continue;
+                };
+                match replay.step(index, &event) {
+                    Ok(()) => {}
+                    Err(err) if erased_seen && event.subject().is_some() => {
+                        tracing::debug!(index, cause = %err, "an event after an erasure is left out");
+                    }
+                    Err(err) => {
+                        tracing::error!(cause = %err, "the log does not replay");
+                        return Err(Error::FailedPrecondition(format!(
+                            "the log does not replay at entry {index}: {err}"
+                        )));
+                    }
+                }
             }
         }
         reader
@@ -196,7 +211,7 @@ pub fn analyze(log: &Log, candidate: PolicyEngine, window: Window) -> Result<Ana
 fn read_events(
     log: &Log,
     size: u64,
-    pages: &std::sync::mpsc::SyncSender<Vec<(u64, Event)>>,
+    pages: &std::sync::mpsc::SyncSender<Vec<(u64, Option<Event>)>>,
 ) -> Result<(), Error> {
     let mut next = 0u64;
     while next < size {
@@ -209,16 +224,14 @@ fn read_events(
             let index = next;
             next += 1;
             let Record::Present(bytes) = body else {
-                return Err(Error::FailedPrecondition(format!(
-                    "entry {index} has no body (it was erased), so the log cannot be replayed \
-                     for an analysis"
-                )));
+                page.push((index, None));
+                continue;
             };
             let event = Body::decode(&bytes)
                 .ok()
                 .and_then(|body| Event::from_json(&body.payload).ok())
                 .ok_or(Error::Internal("a logged body does not decode"))?;
-            page.push((index, event));
+            page.push((index, Some(event)));
         }
         if pages.send(page).is_err() {
             break;

@@ -43,7 +43,8 @@ use policy::engine::PolicyEngine;
 use proto::pb::{
     access_service_server::AccessServiceServer, audit_service_server::AuditServiceServer,
     consent_service_server::ConsentServiceServer, directory_service_server::DirectoryServiceServer,
-    history_service_server::HistoryServiceServer, policy_service_server::PolicyServiceServer,
+    erasure_service_server::ErasureServiceServer, history_service_server::HistoryServiceServer,
+    policy_service_server::PolicyServiceServer,
     transparency_service_server::TransparencyServiceServer,
 };
 
@@ -64,6 +65,7 @@ use crate::{
         budget::{AnswerBudget, BudgetLayer},
         consent::Consents,
         directory::Registry,
+        erasure::Erasure,
         history::History,
         policies::Policies,
         transparency::Transparency,
@@ -93,6 +95,9 @@ pub const LEDGER_DIR: &str = "ledger";
 /// The file in the data dir, beside [`LEDGER_DIR`], that holds the newest checkpoint the log
 /// has acknowledged (`ledger::anchor`).
 pub const ANCHOR_FILE: &str = "ledger.anchor";
+/// The folder under the data dir that holds the key vault the patients' bodies are sealed under
+/// (`ledger::vault`): not part of the store's backups, so that destroying a key erases every copy.
+pub const VAULT_DIR: &str = "vault";
 
 /// A server being assembled: configuration, keys, metrics, and the services to host.
 pub struct Server {
@@ -134,6 +139,8 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new());
         let log = open_log(&config.data_dir, keys.checkpoint_signer.clone())?;
+        // Erasures a stop interrupted are finished before anything is served.
+        crate::erasure::resume(&log).map_err(|err| StartError::Vault(err.to_string()))?;
         metrics.set_tree_size(log.size().get());
         let hook_metrics = metrics.clone();
         // The witness task learns of commits here; the writer thread only stores a number.
@@ -186,6 +193,7 @@ impl Server {
             config.disclosure_threshold,
         ));
         let policy_approval = config.policy_approval;
+        let erasure_retention_days = config.erasure_retention_days;
         // INVARIANT: `HealthReporter::new` starts with the overall service ("") SERVING.
         let mut server = Self {
             config,
@@ -231,6 +239,10 @@ impl Server {
             )
             .add_service(
                 AuditServiceServer::new(Audit(core.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_LEN),
+            )
+            .add_service(
+                ErasureServiceServer::new(Erasure::new(core.clone(), erasure_retention_days))
                     .max_decoding_message_size(MAX_MESSAGE_LEN),
             );
         server.merge_http(crate::public::router(core, disclosure));
@@ -520,7 +532,29 @@ pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, StartError> 
     let store = SledStore::open(&data_dir.join(LEDGER_DIR), &SledOptions::default())?;
     let anchor =
         Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
-    Ok(Log::open_anchored(Arc::new(store), signer, anchor)?)
+    let log = Log::open_anchored(Arc::new(store), signer, anchor)?;
+    let vault_dir = data_dir.join(VAULT_DIR);
+    let vault_exists = vault_dir
+        .join(ledger::vault::FILE_NAME)
+        .try_exists()
+        .map_err(|source| StartError::Io {
+            context: "examining the key vault",
+            source,
+        })?;
+    let vault_error = |err: crate::error::Error| StartError::Vault(err.to_string());
+    if !vault_exists && crate::erasure::keys_allocated(&log).map_err(vault_error)? {
+        // Without the vault every sealed body would read as erased: refuse, never pretend.
+        return Err(StartError::Vault(format!(
+            "{} is missing, but the store holds bodies sealed under its keys; restore the vault \
+             (it is kept apart from the store's backups) or move the data dir aside",
+            vault_dir.join(ledger::vault::FILE_NAME).display()
+        )));
+    }
+    let vault = ledger::vault::KeyVault::open(&vault_dir)
+        .map_err(|err| StartError::Vault(err.to_string()))?;
+    log.set_vault(Arc::new(vault));
+    crate::erasure::restore_floor(&log).map_err(vault_error)?;
+    Ok(log)
 }
 
 /// Keeps the disclosure statistics up to date in the background until `stop`, so that a page

@@ -42,6 +42,7 @@ pub mod cohort;
 pub mod consent;
 pub mod consent_changes;
 pub mod directory;
+pub mod erasure;
 pub mod history;
 pub mod policies;
 pub mod transparency;

@@ -81,6 +81,19 @@ pub enum Command {
         /// Whether `purposes` replaces the earlier opt-outs rather than adding to them.
         replace: bool,
     },
+    /// Entries about a patient are erased (see [`crate::erasure`]).
+    Erase {
+        /// The patient.
+        subject: SubjectId,
+        /// The entries named, ascending and distinct; empty: every entry about the patient.
+        indices: Vec<u64>,
+        /// Why.
+        reason: String,
+        /// A regulator erases entries under the retention period.
+        force: bool,
+        /// The legal retention period, in days from an entry's day.
+        retention_days: u32,
+    },
     /// A policy set, compiled and validated off the writer thread, becomes active.
     Activate(Arc<PolicyEngine>),
     /// A policy set, compiled and validated off the writer thread, waits for a regulator's
@@ -210,6 +223,11 @@ impl Decisions {
         let prefetched = match &request.subject {
             Some(subject) => {
                 let mut keys = state::subject_entry_reads(&kv.kv, subject).unwrap_or_default();
+                // The key the entry is sealed under.
+                let seal = crate::erasure::seal_key_name(subject);
+                if let Ok(value) = log.state_get(&seal) {
+                    keys.push((seal, value));
+                }
                 if self.subject_map.load(Ordering::Relaxed) {
                     let record = crate::subject_map::record_key(subject);
                     if let Ok(value) = log.state_get(&record) {
@@ -464,6 +482,22 @@ impl DomainStateMachine {
                 event
             }
             Command::Reject(hash) => Event::RejectPolicySet { hash },
+            Command::Erase {
+                subject,
+                indices,
+                reason,
+                force,
+                retention_days,
+            } => {
+                let erasure = crate::erasure::Request {
+                    subject,
+                    indices,
+                    reason,
+                    force,
+                    retention_days,
+                };
+                erasure.event(&self.log, kv, now)?
+            }
             Command::Authorize(request, prepared) => self.decide(request, prepared, kv, now)?,
         })
     }
@@ -607,8 +641,11 @@ impl StateMachine for DomainStateMachine {
         // anything. The sequencer drops a rejected command's state writes, but not what the
         // in-memory directory took in, which the next committed batch would publish to
         // decisions without a log entry behind it.
-        let entry = frame_with(&event, now, beta.as_ref())?;
+        let mut entry = frame_with(&event, now, beta.as_ref())?;
         state::apply(&mut kv, &event, index).map_err(Error::from)?;
+        if let Some(subject) = event.subject() {
+            entry.seal = crate::erasure::seal_key(&self.log, &mut kv, subject, &event, index)?;
+        }
         // The state accepted it, so the directory does too (same checks); it takes effect at
         // the next decision's flush.
         self.directory.apply(&event, index).map_err(unavailable)?;
@@ -811,11 +848,15 @@ pub fn frame_with(
     }
     let leaf = Leaf::new(kind, day, attributes, body.commitment())
         .map_err(|_| Error::Internal("leaf does not validate"))?;
-    Ok(NewEntry { leaf, body })
+    Ok(NewEntry {
+        leaf,
+        body,
+        seal: None,
+    })
 }
 
 /// The derived state as a command sees it: the sequencer's transaction.
-struct TxKv<'a, 'b>(&'a mut Tx<'b>);
+pub(crate) struct TxKv<'a, 'b>(pub(crate) &'a mut Tx<'b>);
 
 /// The same, read only.
 struct TxRead<'a, 'b>(&'a Tx<'b>);
@@ -844,11 +885,11 @@ impl KvWrite for TxKv<'_, '_> {
     }
 }
 
-fn unavailable_kv(err: KvError) -> Error {
+pub(crate) fn unavailable_kv(err: KvError) -> Error {
     Error::Unavailable(Box::new(err))
 }
 
-fn unavailable(err: StateError) -> Error {
+pub(crate) fn unavailable(err: StateError) -> Error {
     Error::Unavailable(Box::new(err))
 }
 

@@ -4,8 +4,12 @@
 //! active policy set position by position and re-decides every logged decision.
 //!
 //! Erased bodies cannot be replayed: the entry's leaf and commitment are still checked, and the
-//! erasure is counted. A later decision that depended on an erased consent may then be reported
-//! as a mismatch; the report's `redacted` count says when that can happen.
+//! erasure is counted. Given the server's `erased_by` ([`EntryCheck::check_erased`]), every
+//! erased body must be accounted for by a later erasure entry (`consent.erase`) that names it.
+//! An erasure is applied as logged when it leaves the patient no wider a consent state than the
+//! replay shows (`policy::state::adopt_erasure`), and findings about the patient's entries
+//! between the first erased entry and the erasure are withdrawn and counted: a decision that
+//! relied on an erased consent cannot be re-decided.
 //!
 //! [`EntryCheck`] also recomputes the per-patient subject map (`ledger::completeness`) from
 //! each body's `subject_vrf_output` and compares it with every checkpoint that commits to one
@@ -93,6 +97,8 @@ impl Replay {
 pub struct EntryCheck {
     scan: LogScan,
     map: SubjectMapCheck,
+    /// Erased entries by the erasure entry said to have erased them, until it is reached.
+    awaiting: std::collections::BTreeMap<u64, Vec<u64>>,
 }
 
 impl EntryCheck {
@@ -101,6 +107,7 @@ impl EntryCheck {
         Self {
             scan: LogScan::new(verifier),
             map: SubjectMapCheck::default(),
+            awaiting: std::collections::BTreeMap::new(),
         }
     }
 
@@ -137,6 +144,47 @@ impl EntryCheck {
         leaf: &[u8],
         body: Option<&[u8]>,
     ) -> Result<Option<Event>, ScanError> {
+        self.check_inner(index, leaf, body, None)
+    }
+
+    /// [`EntryCheck::check`], accounting for an erased body (`body` none) with the erasure
+    /// entry the server says erased it (`AuditEntry.erased_by`): none is a finding, and so is
+    /// one that, once reached, is not an erasure naming this entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`EntryCheck::check`].
+    pub fn check_erased(
+        &mut self,
+        index: LeafIndex,
+        leaf: &[u8],
+        body: Option<&[u8]>,
+        erased_by: Option<u64>,
+    ) -> Result<Option<Event>, ScanError> {
+        if body.is_none() {
+            match erased_by {
+                Some(erasure) if erasure > index.get() => {
+                    self.awaiting.entry(erasure).or_default().push(index.get());
+                }
+                Some(erasure) => self.scan.add_finding(Finding::ErasureDoesNotName {
+                    index: index.get(),
+                    erasure,
+                }),
+                None => self
+                    .scan
+                    .add_finding(Finding::ErasedWithoutErasure { index: index.get() }),
+            }
+        }
+        self.check_inner(index, leaf, body, Some(erased_by))
+    }
+
+    fn check_inner(
+        &mut self,
+        index: LeafIndex,
+        leaf: &[u8],
+        body: Option<&[u8]>,
+        erased_by: Option<Option<u64>>,
+    ) -> Result<Option<Event>, ScanError> {
         let (event, about) = match self.scan.push(index, leaf, body)? {
             Some(entry) => {
                 let event = self.event(&entry);
@@ -145,6 +193,9 @@ impl EntryCheck {
             None => (None, &[][..]),
         };
         let about = match (&event, body) {
+            (_, None) if matches!(erased_by, Some(Some(_))) => {
+                About::Unattributable(Unattributable::LawfullyErased)
+            }
             (_, None) => About::Unattributable(Unattributable::Erased),
             (None, Some(_)) => About::Unattributable(Unattributable::Unreadable),
             (Some(event), Some(_)) => match event.subject() {
@@ -156,6 +207,9 @@ impl EntryCheck {
             },
         };
         let index = index.get();
+        if let Some(erased) = self.awaiting.remove(&index) {
+            self.account(index, &erased, event.as_ref());
+        }
         self.map.entry(index, leaf, about, self.scan.report_mut());
         self.map
             .reached(self.scan.size().get(), self.scan.report_mut());
@@ -181,8 +235,36 @@ impl EntryCheck {
         Some(event)
     }
 
-    /// Ends the check, as [`LogScan::finish`].
-    pub fn finish(self) -> Report {
+    /// Checks that erasure entry `index` (its event, when readable) names every entry in
+    /// `erased`, which the server says it erased.
+    fn account(&mut self, index: u64, erased: &[u64], event: Option<&Event>) {
+        let names = |entry: u64| match event {
+            Some(Event::EraseEntries {
+                through, indices, ..
+            }) => through.is_some_and(|t| entry <= t) || indices.binary_search(&entry).is_ok(),
+            // An erasure whose own body was erased later cannot be read: the later erasure
+            // that erased it names its patient's entries as a whole.
+            _ => false,
+        };
+        for &entry in erased {
+            if !names(entry) {
+                self.scan.add_finding(Finding::ErasureDoesNotName {
+                    index: entry,
+                    erasure: index,
+                });
+            }
+        }
+    }
+
+    /// Ends the check, as [`LogScan::finish`]; erased bodies whose erasure was never reached
+    /// are findings.
+    pub fn finish(mut self) -> Report {
+        for (erasure, erased) in std::mem::take(&mut self.awaiting) {
+            for index in erased {
+                self.scan
+                    .add_finding(Finding::ErasureMissing { index, erasure });
+            }
+        }
         self.scan.finish()
     }
 }
@@ -194,6 +276,9 @@ pub struct DecisionCheck {
     replayer: Replayer,
     report: Report,
     provisions: Option<crate::provision::ProvisionRecords>,
+    /// The entries about each patient that findings were made about, in case a later erasure
+    /// of the patient's entries explains them.
+    suspects: std::collections::HashMap<policy::domain::SubjectId, Vec<u64>>,
 }
 
 impl DecisionCheck {
@@ -203,6 +288,7 @@ impl DecisionCheck {
             replayer: Replayer::new(),
             report: Report::default(),
             provisions: None,
+            suspects: std::collections::HashMap::new(),
         }
     }
 
@@ -233,6 +319,61 @@ impl DecisionCheck {
                 recipient.as_ref(),
             );
         }
+        let findings_before = self.report.findings.len() + self.report.findings_omitted as usize;
+        self.count(index, outcome);
+        let found = self.report.findings.len() + self.report.findings_omitted as usize;
+        if let Some(subject) = event.subject()
+            && found > findings_before
+        {
+            self.suspects
+                .entry(subject.clone())
+                .or_default()
+                .push(index);
+        }
+        if let Event::EraseEntries {
+            subject,
+            through,
+            indices,
+            ..
+        } = event
+        {
+            self.report.erasures += 1;
+            self.withdraw(
+                subject,
+                index,
+                if through.is_some() {
+                    0
+                } else {
+                    indices.first().copied().unwrap_or(index)
+                },
+            );
+        }
+    }
+
+    /// Withdraws the findings about `subject`'s entries after `first_erased` and before
+    /// erasure `index`: they may rest on bodies the erasure deleted.
+    fn withdraw(&mut self, subject: &policy::domain::SubjectId, index: u64, first_erased: u64) {
+        let Some(suspects) = self.suspects.remove(subject) else {
+            return;
+        };
+        let (explained, kept): (Vec<u64>, Vec<u64>) = suspects
+            .into_iter()
+            .partition(|i| *i > first_erased && *i < index);
+        if !kept.is_empty() {
+            self.suspects.insert(subject.clone(), kept);
+        }
+        let before = self.report.findings.len();
+        self.report.findings.retain(|finding| {
+            !matches!(finding,
+                Finding::DecisionMismatch { index, .. }
+                | Finding::RecipientMismatch { index, .. }
+                | Finding::EventRejected { index, .. }
+                    if explained.contains(index))
+        });
+        self.report.withdrawn_after_erasure += (before - self.report.findings.len()) as u64;
+    }
+
+    fn count(&mut self, index: u64, outcome: Result<Outcome, policy::replay::ReplayError>) {
         let report = &mut self.report;
         match outcome {
             Ok(Outcome::Applied) => report.events_applied += 1,

@@ -32,6 +32,16 @@ pub struct Report {
     pub subject_maps_checked: u64,
     /// Events applied to the replayed state (with the `replay` feature).
     pub events_applied: u64,
+    /// Erasure entries met (`consent.erase`), each accounting for the bodies it erased.
+    pub erasures: u64,
+    /// Findings about a patient's entries between the first entry an erasure erased and the
+    /// erasure itself, withdrawn because they may rest on the erased bodies (a decision that
+    /// relied on an erased consent cannot be re-decided), not because they were checked.
+    pub withdrawn_after_erasure: u64,
+    /// Signed checkpoints whose subject map was not compared because a lawful erasure (every
+    /// erased body accounted for by an erasure entry) left the map without the erased entries'
+    /// patients.
+    pub subject_maps_unchecked_after_erasure: u64,
     /// Logged decisions re-decided.
     pub decisions_checked: u64,
     /// Of those, the ones the rules in force agree with.
@@ -90,6 +100,26 @@ pub enum Finding {
         position: u64,
         /// Why.
         error: String,
+    },
+    /// A body is gone, and no erasure entry is named as having erased it: erased outside the
+    /// log's accountable path, or lost.
+    ErasedWithoutErasure {
+        /// The entry.
+        index: u64,
+    },
+    /// A body is said to have been erased by an entry that is not an erasure naming it.
+    ErasureDoesNotName {
+        /// The entry whose body is gone.
+        index: u64,
+        /// The entry said to have erased it.
+        erasure: u64,
+    },
+    /// A body is said to have been erased by an entry the replay never reached.
+    ErasureMissing {
+        /// The entry whose body is gone.
+        index: u64,
+        /// The entry said to have erased it.
+        erasure: u64,
     },
     /// A body matches its commitment but is not a valid event.
     BadEvent {
@@ -328,6 +358,9 @@ impl Finding {
             Self::BadCommitment { index }
             | Self::BadInclusionProof { index, .. }
             | Self::BadEvent { index, .. }
+            | Self::ErasedWithoutErasure { index }
+            | Self::ErasureDoesNotName { index, .. }
+            | Self::ErasureMissing { index, .. }
             | Self::BadLeaf { index, .. }
             | Self::DecisionMismatch { index, .. }
             | Self::RecipientMismatch { index, .. }
@@ -366,6 +399,8 @@ impl Finding {
 pub enum Unattributable {
     /// Its body was erased.
     Erased,
+    /// Its body was erased by a logged erasure (`AuditEntry.erased_by`).
+    LawfullyErased,
     /// Its body carries no `subject_vrf_output` (and the log's checkpoints so far committed to
     /// no subject map).
     NoVrfOutput,
@@ -379,6 +414,7 @@ impl fmt::Display for Unattributable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Erased => "its body was erased",
+            Self::LawfullyErased => "its body was erased by a logged erasure",
             Self::NoVrfOutput => "its body carries no `subject_vrf_output`",
             Self::Unreadable => "its body could not be read",
             Self::WrongVrfOutput => "its `subject_vrf_output` is wrong",
@@ -428,6 +464,20 @@ impl fmt::Display for Finding {
                 write!(f, "listed checkpoint {position}: {error}")
             }
             Self::BadEvent { index, error } => write!(f, "entry {index}: {error}"),
+            Self::ErasedWithoutErasure { index } => write!(
+                f,
+                "entry {index}: its body is gone, and no erasure entry erased it"
+            ),
+            Self::ErasureDoesNotName { index, erasure } => write!(
+                f,
+                "entry {index}: its body is said to be erased by entry {erasure}, which is not \
+                 an erasure naming it"
+            ),
+            Self::ErasureMissing { index, erasure } => write!(
+                f,
+                "entry {index}: its body is said to be erased by entry {erasure}, beyond the log \
+                 replayed"
+            ),
             Self::BadLeaf { index, error } => write!(f, "entry {index}: {error}"),
             Self::CheckpointBeyondLog { size, entries } => write!(
                 f,

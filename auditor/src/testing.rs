@@ -42,7 +42,11 @@ pub(crate) fn entry(i: u64, tag: &str) -> NewEntry {
         body.commitment(),
     )
     .unwrap();
-    NewEntry { leaf, body }
+    NewEntry {
+        leaf,
+        body,
+        seal: None,
+    }
 }
 
 /// A log over memory with `n` entries appended in batches of `batch`.

@@ -6,7 +6,8 @@
 //! values stay small and a bundle is a short range scan. A chunk's key is its first leaf index.
 //!
 //! Record format: `tag (u8) || length (u32 BE) || bytes`, tag 0 = present, tag 1 = redacted
-//! (length 0). Only bodies are ever redacted.
+//! (length 0), tag 2 = sealed (a private body encrypted under its patient's key, see
+//! [`crate::vault`]). Only bodies are ever redacted or sealed.
 
 use crate::{
     layout,
@@ -20,6 +21,7 @@ pub(crate) const MAX_CHUNK_BYTES: usize = 256 << 10;
 
 const PRESENT: u8 = 0;
 const REDACTED: u8 = 1;
+const SEALED: u8 = 2;
 const HEADER: usize = 5;
 
 /// A stored record: the bytes, or the fact that they were redacted.
@@ -29,6 +31,27 @@ pub enum Record {
     Present(Vec<u8>),
     /// The record was deleted on a lawful request; its commitment stays in the leaf.
     Redacted,
+}
+
+/// A record as stored: [`Record`]'s two states, or a body sealed under a patient's key that
+/// only [`crate::log::Log`] opens (with its vault).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Raw {
+    /// The bytes, in the clear.
+    Present(Vec<u8>),
+    /// Deleted on a lawful request.
+    Redacted,
+    /// A sealed body (`crate::vault::seal_body`).
+    Sealed(Vec<u8>),
+}
+
+/// A record to store: in the clear, or sealed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stored<'a> {
+    /// The bytes, in the clear.
+    Plain(&'a [u8]),
+    /// A sealed body.
+    Sealed(&'a [u8]),
 }
 
 /// A chunk failed to decode, or a record is missing: the store is damaged.
@@ -55,7 +78,7 @@ pub enum ChunkError {
 /// Splits `records` (starting at leaf index `first`) into chunks: `(first index, value)`.
 pub(crate) fn build_chunks<'a, I>(first: u64, records: I) -> Vec<(u64, Vec<u8>)>
 where
-    I: IntoIterator<Item = &'a [u8]>,
+    I: IntoIterator<Item = Stored<'a>>,
 {
     let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut current: Option<(u64, Vec<u8>)> = None;
@@ -69,29 +92,36 @@ where
             out.push(done);
         }
         if let Some((_, bytes)) = current.as_mut() {
-            push_record(bytes, Some(record));
+            push_record(bytes, stored(record));
         }
     }
     out.extend(current);
     out
 }
 
-fn push_record(out: &mut Vec<u8>, record: Option<&[u8]>) {
+fn stored(record: Stored<'_>) -> (u8, &[u8]) {
     match record {
-        Some(bytes) => {
-            out.push(PRESENT);
-            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            out.extend_from_slice(bytes);
-        }
-        None => {
-            out.push(REDACTED);
-            out.extend_from_slice(&0u32.to_be_bytes());
-        }
+        Stored::Plain(bytes) => (PRESENT, bytes),
+        Stored::Sealed(bytes) => (SEALED, bytes),
     }
 }
 
+fn push_raw(out: &mut Vec<u8>, record: &Raw) {
+    match record {
+        Raw::Present(bytes) => push_record(out, (PRESENT, bytes)),
+        Raw::Sealed(bytes) => push_record(out, (SEALED, bytes)),
+        Raw::Redacted => push_record(out, (REDACTED, &[])),
+    }
+}
+
+fn push_record(out: &mut Vec<u8>, (tag, bytes): (u8, &[u8])) {
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
 /// Decodes every record of a chunk.
-pub(crate) fn decode(start: u64, mut bytes: &[u8]) -> Result<Vec<Record>, ChunkError> {
+pub(crate) fn decode(start: u64, mut bytes: &[u8]) -> Result<Vec<Raw>, ChunkError> {
     let malformed = ChunkError::Malformed { start };
     let mut out = Vec::new();
     while !bytes.is_empty() {
@@ -109,8 +139,9 @@ pub(crate) fn decode(start: u64, mut bytes: &[u8]) -> Result<Vec<Record>, ChunkE
             .split_at_checked(len)
             .ok_or(ChunkError::Malformed { start })?;
         match tag {
-            PRESENT => out.push(Record::Present(data.to_vec())),
-            REDACTED if len == 0 => out.push(Record::Redacted),
+            PRESENT => out.push(Raw::Present(data.to_vec())),
+            REDACTED if len == 0 => out.push(Raw::Redacted),
+            SEALED => out.push(Raw::Sealed(data.to_vec())),
             _ => return Err(malformed),
         }
         bytes = rest;
@@ -118,13 +149,35 @@ pub(crate) fn decode(start: u64, mut bytes: &[u8]) -> Result<Vec<Record>, ChunkE
     Ok(out)
 }
 
-/// Reads the records `[start, start + count)` under `prefix`, failing if any is missing.
+/// Reads the records `[start, start + count)` under `prefix`, failing if any is missing or
+/// sealed (only bodies are sealed: read them with [`read_raw`]).
 pub(crate) fn read(
     store: &dyn Store,
     prefix: u8,
     start: u64,
     count: u64,
 ) -> Result<Vec<Record>, ChunkError> {
+    read_raw(store, prefix, start, count)?
+        .into_iter()
+        .enumerate()
+        .map(|(offset, raw)| match raw {
+            Raw::Present(bytes) => Ok(Record::Present(bytes)),
+            Raw::Redacted => Ok(Record::Redacted),
+            Raw::Sealed(_) => Err(ChunkError::Malformed {
+                start: start + offset as u64,
+            }),
+        })
+        .collect()
+}
+
+/// Reads the records `[start, start + count)` under `prefix` as stored, failing if any is
+/// missing.
+pub(crate) fn read_raw(
+    store: &dyn Store,
+    prefix: u8,
+    start: u64,
+    count: u64,
+) -> Result<Vec<Raw>, ChunkError> {
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(4096));
     if count == 0 {
         return Ok(out);
@@ -164,25 +217,41 @@ pub(crate) fn read(
 }
 
 /// Replaces record `index` under `prefix` with a redaction marker. Returns whether it was
-/// present before.
+/// there (in the clear or sealed) before.
 pub(crate) fn redact(store: &dyn Store, prefix: u8, index: u64) -> Result<bool, ChunkError> {
+    let mut was_there = false;
+    replace(store, prefix, index, |record| {
+        was_there = !matches!(record, Raw::Redacted);
+        Some(Raw::Redacted)
+    })?;
+    Ok(was_there)
+}
+
+/// Rewrites record `index` under `prefix` with what `change` makes of it (`None`: leave the
+/// chunk as it is). Returns whether it was rewritten.
+pub(crate) fn replace(
+    store: &dyn Store,
+    prefix: u8,
+    index: u64,
+    change: impl FnOnce(&Raw) -> Option<Raw>,
+) -> Result<bool, ChunkError> {
     let (key, value) = store
         .last_at_or_before(&[prefix], &layout::indexed(prefix, index))?
         .ok_or(ChunkError::Missing { index })?;
     let chunk_start = layout::index_of(&key).ok_or(ChunkError::Malformed { start: index })?;
-    let records = decode(chunk_start, &value)?;
+    let mut records = decode(chunk_start, &value)?;
     let offset = usize::try_from(index - chunk_start).map_err(|_| ChunkError::Missing { index })?;
-    let was_present = match records.get(offset) {
-        None => return Err(ChunkError::Missing { index }),
-        Some(record) => matches!(record, Record::Present(_)),
+    let slot = records
+        .get_mut(offset)
+        .ok_or(ChunkError::Missing { index })?;
+    let Some(new) = change(slot) else {
+        return Ok(false);
     };
+    *slot = new;
     let mut bytes = Vec::with_capacity(value.len());
-    for (i, record) in records.iter().enumerate() {
-        match record {
-            Record::Present(data) if i != offset => push_record(&mut bytes, Some(data)),
-            _ => push_record(&mut bytes, None),
-        }
+    for record in &records {
+        push_raw(&mut bytes, record);
     }
     store.put(&key, &bytes)?;
-    Ok(was_present)
+    Ok(true)
 }

@@ -53,7 +53,11 @@ pub fn test_entry(i: u64) -> NewEntry {
         )],
         commitment: body.commitment(),
     };
-    NewEntry { leaf, body }
+    NewEntry {
+        leaf,
+        body,
+        seal: None,
+    }
 }
 
 /// Runs every check. Each gets a fresh harness from `make`.

@@ -82,5 +82,6 @@ pub mod tile;
 pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
+pub mod vault;
 pub mod vrf;
 pub mod witness;

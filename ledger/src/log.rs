@@ -25,14 +25,14 @@
 //! does.
 
 use std::sync::{
-    Arc, Mutex, RwLock,
+    Arc, Mutex, OnceLock, RwLock,
     atomic::{AtomicBool, Ordering},
 };
 
 use crate::{
     anchor::{Anchor, AnchorError},
     checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint},
-    chunk::{self, ChunkError, Record},
+    chunk::{self, ChunkError, Raw, Record, Stored},
     codec::{self, Reader},
     entry::{Body, Leaf},
     hash::{Hash, LeafIndex, TreeSize, hash_leaf},
@@ -43,7 +43,11 @@ use crate::{
     },
     store::{Store, StoreError},
     tree::{self, Frontier, TILE_HEIGHT, TILE_WIDTH, TileCache, TreeError, TreeReader},
+    vault::{self, KeyId, KeyVault, VaultError},
 };
+
+/// An entry as a batch writes it: the leaf's bytes, and the body's (sealed or not).
+type EncodedEntry = (Vec<u8>, (bool, Vec<u8>));
 
 /// The most leaves [`Log::leaves`] returns in one call.
 pub const MAX_LEAVES_PER_READ: u64 = 1024;
@@ -71,6 +75,10 @@ pub struct NewEntry {
     pub leaf: Leaf,
     /// The private body the leaf commits to.
     pub body: Body,
+    /// The key of the log's vault to store the body sealed under (crypto-shredding: see
+    /// [`crate::vault`]), or `None` to store it in the clear. The commitment is to the body in
+    /// the clear either way.
+    pub seal: Option<KeyId>,
 }
 
 /// What a committed batch produced.
@@ -273,6 +281,30 @@ pub enum CommitError {
         /// The limit.
         max: usize,
     },
+    /// An entry is to be sealed under a key the log cannot use: it has no vault, the key was
+    /// shredded, or the vault failed. Nothing of the batch is written.
+    #[error("entry at offset {offset} of the batch cannot be sealed: {source}")]
+    Seal {
+        /// Position in the batch.
+        offset: usize,
+        /// Why.
+        source: SealError,
+    },
+}
+
+/// Why a body could not be sealed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The log was opened without a vault.
+    #[error("the log has no key vault")]
+    NoVault,
+    /// The key is not in the vault (shredded, or never allocated).
+    #[error("key {0:?} is not in the vault")]
+    NoKey(KeyId),
+    /// The vault failed.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
 }
 
 /// The argument of a read that names a position in the tree. Exhaustive on purpose: the server
@@ -326,6 +358,15 @@ pub enum ReadError {
         /// The leaf's index.
         index: u64,
     },
+    /// A sealed body cannot be opened: the log has no vault, the vault failed, or the sealed
+    /// record is damaged or was moved.
+    #[error("the sealed body of entry {index} cannot be opened: {source}")]
+    Sealed {
+        /// The entry's index.
+        index: u64,
+        /// Why.
+        source: SealError,
+    },
 }
 
 /// What is published to readers after each commit.
@@ -351,6 +392,8 @@ pub struct Log {
     /// The newest acknowledged checkpoint, kept beside the store (absent for logs opened
     /// without one, such as in-memory test logs).
     anchor: Option<Mutex<Anchor>>,
+    /// The vault of the keys bodies are sealed under, once set ([`Log::set_vault`]).
+    vault: OnceLock<Arc<KeyVault>>,
 }
 
 impl Log {
@@ -560,6 +603,7 @@ impl Log {
             poisoned: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             anchor: anchor.map(Mutex::new),
+            vault: OnceLock::new(),
         }
     }
 
@@ -775,12 +819,160 @@ impl Log {
             return Err(out_of_range(Position::LeafIndex, start.get(), size));
         }
         let count = count.min(MAX_LEAVES_PER_READ).min(size - start.get());
-        Ok(chunk::read(
-            self.store.as_ref(),
-            layout::BODIES,
-            start.get(),
-            count,
-        )?)
+        let raw = chunk::read_raw(self.store.as_ref(), layout::BODIES, start.get(), count)?;
+        raw.into_iter()
+            .enumerate()
+            .map(|(offset, raw)| self.open_raw(start.get() + offset as u64, raw))
+            .collect()
+    }
+
+    /// A stored body as readers see it: a sealed one opened, or [`Record::Redacted`] when its
+    /// key was shredded (a lawful erasure that reaches every copy of the store).
+    fn open_raw(&self, index: u64, raw: Raw) -> Result<Record, ReadError> {
+        let sealed = match raw {
+            Raw::Present(bytes) => return Ok(Record::Present(bytes)),
+            Raw::Redacted => return Ok(Record::Redacted),
+            Raw::Sealed(sealed) => sealed,
+        };
+        let failed = |source: SealError| ReadError::Sealed { index, source };
+        let vault = self.vault.get().ok_or_else(|| failed(SealError::NoVault))?;
+        let id = vault::sealed_key_id(&sealed)
+            .ok_or_else(|| failed(SealError::Vault(VaultError::Sealed)))?;
+        match vault.key(id).map_err(|e| failed(e.into()))? {
+            None => Ok(Record::Redacted),
+            Some(key) => Ok(Record::Present(
+                vault::open_body(&key, index, &sealed).map_err(|e| failed(e.into()))?,
+            )),
+        }
+    }
+
+    /// `body` (encoded) sealed under key `id` of the vault, for leaf `index`.
+    fn seal(&self, id: KeyId, index: u64, body: &[u8]) -> Result<Vec<u8>, SealError> {
+        let vault = self.vault.get().ok_or(SealError::NoVault)?;
+        let key = vault.key(id)?.ok_or(SealError::NoKey(id))?;
+        Ok(vault::seal_body(
+            &key,
+            id,
+            index,
+            body,
+            &mut rand::rngs::OsRng,
+        ))
+    }
+
+    /// Sets the vault whose keys bodies are sealed under ([`NewEntry::seal`]) and opened with.
+    /// A log has one vault for its lifetime: returns `false` (and keeps the first) when one is
+    /// set already.
+    pub fn set_vault(&self, vault: Arc<KeyVault>) -> bool {
+        self.vault.set(vault).is_ok()
+    }
+
+    /// The vault, when set.
+    pub fn vault(&self) -> Option<&Arc<KeyVault>> {
+        self.vault.get()
+    }
+
+    /// Deletes the private bodies of `indices` (a lawful erasure), in the clear or sealed, with
+    /// one sync at the end. Leaves, commitments and proofs stay valid. Returns how many bodies
+    /// were there. The caller destroys the keys of sealed copies elsewhere (backups) with
+    /// [`KeyVault::shred`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Log::redact_body`]; indices before a failure may already be deleted.
+    pub fn redact_bodies(&self, indices: &[LeafIndex]) -> Result<u64, ReadError> {
+        let size = self.size().get();
+        if let Some(bad) = indices.iter().find(|i| i.get() >= size) {
+            return Err(out_of_range(Position::LeafIndex, bad.get(), size));
+        }
+        let mut deleted = 0;
+        for index in indices {
+            // One at a time, so that batches are not held up for the whole erasure.
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            deleted += u64::from(chunk::redact(
+                self.store.as_ref(),
+                layout::BODIES,
+                index.get(),
+            )?);
+        }
+        self.sync_maintenance("a redaction")?;
+        Ok(deleted)
+    }
+
+    /// Seals the bodies of `indices` under `to` (opening each under the key it is sealed under,
+    /// or taking it as it is when stored in the clear), with one sync at the end, so that the
+    /// key they were under can be shredded without losing them. Bodies already under `to`,
+    /// redacted, or under a key no longer in the vault are left as they are. Returns how many
+    /// were sealed anew.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Sealed`] when the log has no vault or `to` is not in it, or a body fails to
+    /// open; a storage error as [`Log::redact_body`].
+    pub fn reseal_bodies(&self, indices: &[LeafIndex], to: KeyId) -> Result<u64, ReadError> {
+        let size = self.size().get();
+        if let Some(bad) = indices.iter().find(|i| i.get() >= size) {
+            return Err(out_of_range(Position::LeafIndex, bad.get(), size));
+        }
+        let Some(vault) = self.vault.get() else {
+            return Ok(0);
+        };
+        let failed = |index: u64, source: SealError| ReadError::Sealed { index, source };
+        let mut resealed = 0;
+        for index in indices {
+            let index = index.get();
+            let key = vault
+                .key(to)
+                .map_err(|e| failed(index, e.into()))?
+                .ok_or_else(|| failed(index, SealError::NoKey(to)))?;
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let raw = chunk::read_raw(self.store.as_ref(), layout::BODIES, index, 1)?
+                .into_iter()
+                .next()
+                .ok_or(ChunkError::Missing { index })?;
+            let body = match &raw {
+                Raw::Redacted => continue,
+                Raw::Present(body) => body.clone(),
+                Raw::Sealed(sealed) if vault::sealed_key_id(sealed) == Some(to) => continue,
+                Raw::Sealed(_) => match self.open_raw(index, raw.clone())? {
+                    Record::Present(body) => body,
+                    Record::Redacted => continue,
+                },
+            };
+            let sealed = vault::seal_body(&key, to, index, &body, &mut rand::rngs::OsRng);
+            chunk::replace(self.store.as_ref(), layout::BODIES, index, |_| {
+                Some(Raw::Sealed(sealed))
+            })?;
+            resealed += 1;
+        }
+        self.sync_maintenance("a re-sealing")?;
+        Ok(resealed)
+    }
+
+    /// Syncs the store after maintenance outside batches; a failed sync poisons the log.
+    fn sync_maintenance(&self, what: &'static str) -> Result<(), ReadError> {
+        if let Err(err) = self.store.sync() {
+            // The sync also covered every batch staged but not yet finished: after a failed
+            // sync none of them can be trusted to be durable, so none may be acknowledged.
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(cause = %err, what, "a maintenance sync failed: the log is poisoned");
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Deletes state `key` outside any batch, synced: only for keys that the state machine
+    /// keeps for its own bookkeeping and no decision reads (e.g. work done after a batch that
+    /// a restart must resume until it is done).
+    ///
+    /// # Errors
+    ///
+    /// A storage error; a failed sync poisons the log.
+    pub fn delete_bookkeeping(&self, key: &[u8]) -> Result<(), ReadError> {
+        {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            self.store.delete(&layout::state(key))?;
+        }
+        self.sync_maintenance("a bookkeeping deletion")
     }
 
     /// Deletes the private body of entry `index` (a lawful erasure). The leaf, its commitment
@@ -796,15 +988,11 @@ impl Log {
         if index.get() >= size {
             return Err(out_of_range(Position::LeafIndex, index.get(), size));
         }
-        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let was_present = chunk::redact(self.store.as_ref(), layout::BODIES, index.get())?;
-        if let Err(err) = self.store.sync() {
-            // The sync also covered every batch staged but not yet finished: after a failed
-            // sync none of them can be trusted to be durable, so none may be acknowledged.
-            self.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(cause = %err, "a redaction's sync failed: the log is poisoned");
-            return Err(err.into());
-        }
+        let was_present = {
+            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            chunk::redact(self.store.as_ref(), layout::BODIES, index.get())?
+        };
+        self.sync_maintenance("a redaction")?;
         Ok(was_present)
     }
 
@@ -919,11 +1107,20 @@ impl Log {
                 max: MAX_BATCH_ENTRIES,
             });
         }
+        let first = tip.frontier.size();
         let mut encoded = Vec::with_capacity(entries.len());
         for (offset, entry) in entries.iter().enumerate() {
-            let pair = encode_entry(entry)
+            let (leaf, body) = encode_entry(entry)
                 .map_err(|source| CommitError::InvalidEntry { offset, source })?;
-            encoded.push(pair);
+            let body = match entry.seal {
+                None => (false, body),
+                Some(id) => (
+                    true,
+                    self.seal(id, first + offset as u64, &body)
+                        .map_err(|source| CommitError::Seal { offset, source })?,
+                ),
+            };
+            encoded.push((leaf, body));
         }
         if self.dirty.load(Ordering::SeqCst) {
             // Remove what the failed batch wrote before writing over it, so stray chunks can
@@ -1033,7 +1230,7 @@ impl Log {
     fn write_batch(
         &self,
         old: &Published,
-        entries: &[(Vec<u8>, Vec<u8>)],
+        entries: &[EncodedEntry],
         writes: Vec<StateWrite>,
         extensions: Vec<String>,
     ) -> Result<(Committed, Frontier), BatchFailure> {
@@ -1047,13 +1244,16 @@ impl Log {
             leaf_hashes.push(hash);
         }
         let before = BatchFailure::BeforeCommit;
-        let leaves = entries.iter().map(|(leaf, _)| leaf.as_slice());
+        let leaves = entries.iter().map(|(leaf, _)| Stored::Plain(leaf));
         for (start, bytes) in chunk::build_chunks(first, leaves) {
             self.store
                 .put(&layout::indexed(layout::ENTRIES, start), &bytes)
                 .map_err(|e| before(e.into()))?;
         }
-        let bodies = entries.iter().map(|(_, body)| body.as_slice());
+        let bodies = entries.iter().map(|(_, (sealed, body))| match sealed {
+            true => Stored::Sealed(body),
+            false => Stored::Plain(body),
+        });
         for (start, bytes) in chunk::build_chunks(first, bodies) {
             self.store
                 .put(&layout::indexed(layout::BODIES, start), &bytes)

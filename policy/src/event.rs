@@ -25,6 +25,11 @@ mod tests;
 
 /// Largest serialised event accepted by [`Event::from_json`], in bytes.
 pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
+/// The most entries one erasure names one by one (an erasure of all of a patient's entries
+/// names none: it says up to which index).
+pub const MAX_ERASED_INDICES: usize = 1_000;
+/// The longest reason an erasure states, in bytes.
+pub const MAX_ERASURE_REASON: usize = 1_024;
 
 /// A log event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +83,35 @@ pub enum Event {
         subject: SubjectId,
         /// The purposes opted out of (each with its sub-purposes).
         purposes: Vec<Purpose>,
+    },
+    /// Entries about a patient were erased on a lawful request (APPI 35条): their private bodies
+    /// are deleted and the keys they were sealed under destroyed; their leaves and commitments
+    /// stay. The erasure never widens what may be done with the patient's data: consents whose
+    /// grants were erased stop counting; opt-outs and revocations keep their effect.
+    #[serde(rename = "consent.erase")]
+    EraseEntries {
+        /// The patient.
+        subject: SubjectId,
+        /// Every entry about the patient up to and including this index was erased (a request
+        /// that named no entries), besides `indices`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        through: Option<u64>,
+        /// The entries the request named, ascending (at most [`MAX_ERASED_INDICES`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        indices: Vec<u64>,
+        /// Why, as the caller gave it (at most [`MAX_ERASURE_REASON`] bytes).
+        reason: String,
+        /// A regulator erased entries still under the legal retention period.
+        #[serde(default)]
+        forced: bool,
+        /// When (the sequencing time).
+        time: Timestamp,
+        /// The consents whose grants were erased: they stop counting from this entry on.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dropped_consents: Vec<ConsentId>,
+        /// The patient's consent state after the erasure, so that a replay that could not read
+        /// the erased bodies continues from the state the server had.
+        state_after: Box<crate::state::SubjectState>,
     },
     /// A policy set became the active one.
     #[serde(rename = "policy.activate")]
@@ -156,6 +190,7 @@ impl Event {
             Self::GrantConsent(_) => "consent.grant",
             Self::RevokeConsent { .. } => "consent.revoke",
             Self::RecordOptOut { .. } => "consent.opt_out",
+            Self::EraseEntries { .. } => "consent.erase",
             Self::ActivatePolicySet { .. } => "policy.activate",
             Self::ProposePolicySet { .. } => "policy.propose",
             Self::ApprovePolicySet { .. } => "policy.approve",
@@ -171,6 +206,7 @@ impl Event {
             Self::Decision { time, .. } => Some(*time),
             Self::GrantConsent(consent) => Some(consent.granted_at),
             Self::RevokeConsent { revoked_at, .. } => *revoked_at,
+            Self::EraseEntries { time, .. } => Some(*time),
             _ => None,
         }
     }
@@ -180,9 +216,9 @@ impl Event {
     pub fn subject(&self) -> Option<&SubjectId> {
         match self {
             Self::GrantConsent(consent) => Some(&consent.subject),
-            Self::RevokeConsent { subject, .. } | Self::RecordOptOut { subject, .. } => {
-                Some(subject)
-            }
+            Self::RevokeConsent { subject, .. }
+            | Self::RecordOptOut { subject, .. }
+            | Self::EraseEntries { subject, .. } => Some(subject),
             Self::Decision { request, .. } => request.subject.as_ref(),
             _ => None,
         }
@@ -260,7 +296,9 @@ impl Event {
                 ("recipient_classes", join(&consent.recipient_classes)),
                 ("max_level", consent.max_level.to_string()),
             ],
-            Self::RevokeConsent { .. } => Vec::new(),
+            // Nothing of an erasure is public but that there was one: not even how many entries
+            // it reached, which would tell how many entries a patient has.
+            Self::RevokeConsent { .. } | Self::EraseEntries { .. } => Vec::new(),
             Self::RecordOptOut { purposes, .. } => vec![("purposes", join(purposes))],
             Self::ActivatePolicySet { hash, .. }
             | Self::ProposePolicySet { hash, .. }
@@ -310,6 +348,7 @@ impl Event {
             Self::GrantConsent(_)
             | Self::RevokeConsent { .. }
             | Self::RecordOptOut { .. }
+            | Self::EraseEntries { .. }
             | Self::Decision { .. } => None,
         }
     }
@@ -352,6 +391,19 @@ impl Event {
             Self::GrantConsent(consent) => consent.check(),
             Self::RecordOptOut { purposes, .. } => {
                 check_list("purposes", purposes.len(), MAX_PURPOSES, false)
+            }
+            Self::EraseEntries {
+                indices, reason, ..
+            } => {
+                check_list("indices", indices.len(), MAX_ERASED_INDICES, false)?;
+                if reason.len() > MAX_ERASURE_REASON {
+                    return Err(DomainError::TooLong {
+                        field: "reason",
+                        len: reason.len(),
+                        max: MAX_ERASURE_REASON,
+                    });
+                }
+                Ok(())
             }
             Self::ActivatePolicySet { policies, .. }
             | Self::ProposePolicySet { policies, .. }

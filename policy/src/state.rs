@@ -61,8 +61,8 @@ mod subject;
 mod tests;
 
 pub use apply::{
-    ApplyError, MAX_CONSENTS_PER_SUBJECT, MAX_PENDING_POLICY_SETS, apply, check, check_grant,
-    check_revoke, describe,
+    ApplyError, MAX_CONSENTS_PER_SUBJECT, MAX_PENDING_POLICY_SETS, adopt_erasure, apply, check,
+    check_grant, check_revoke, describe, erasure_effect,
 };
 pub use kv::{KvError, KvPairs, KvRead, KvScan, KvWrite, scan_prefix};
 pub use layout::{

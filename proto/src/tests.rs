@@ -19,6 +19,7 @@ fn descriptor_set_names_the_api_services() {
             "akashi.v1.AuditService",
             "akashi.v1.ConsentService",
             "akashi.v1.DirectoryService",
+            "akashi.v1.ErasureService",
             "akashi.v1.HistoryService",
             "akashi.v1.PolicyService",
             "akashi.v1.TransparencyService",

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::{Core, budget, transparency::READ_CHUNK};
 use crate::{
     auth::{Role, caller, require},
+    erasure,
     error::Error,
     error::FieldProblem,
 };
@@ -69,20 +70,20 @@ impl AuditService for Audit {
                 })
                 .sum();
             reservation.grow(bytes)?;
-            entries.extend(leaves.into_iter().zip(bodies).enumerate().map(
-                |(offset, (leaf, body))| {
-                    let (body, redacted) = match body {
-                        Record::Present(body) => (body, false),
-                        Record::Redacted => (Vec::new(), true),
-                    };
-                    pb::AuditEntry {
-                        leaf_index: start.get() + offset as u64,
-                        leaf,
-                        body,
-                        redacted,
-                    }
-                },
-            ));
+            for (offset, (leaf, body)) in leaves.into_iter().zip(bodies).enumerate() {
+                let leaf_index = start.get() + offset as u64;
+                let (body, redacted, erased_by) = match body {
+                    Record::Present(body) => (body, false, None),
+                    Record::Redacted => (Vec::new(), true, erasure::erased_by(log, leaf_index)?),
+                };
+                entries.push(pb::AuditEntry {
+                    leaf_index,
+                    leaf,
+                    body,
+                    redacted,
+                    erased_by,
+                });
+            }
             if got < want {
                 break;
             }

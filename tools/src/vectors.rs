@@ -73,7 +73,11 @@ pub fn generate() -> anyhow::Result<String> {
                 body.commitment(),
             )?;
             leaves.push(leaf.encode());
-            batch.push(NewEntry { leaf, body });
+            batch.push(NewEntry {
+                leaf,
+                body,
+                seal: None,
+            });
         }
         let committed = log
             .append_batch(&batch, Vec::new())

@@ -233,7 +233,9 @@ async fn replay_full(
                     for entry in page {
                         let body = (!entry.redacted).then_some(entry.body.as_slice());
                         let index = LeafIndex(entry.leaf_index);
-                        if let Some(event) = entries.check(index, &entry.leaf, body)? {
+                        if let Some(event) =
+                            entries.check_erased(index, &entry.leaf, body, entry.erased_by)?
+                        {
                             decoded.push((index.get(), event));
                         }
                     }

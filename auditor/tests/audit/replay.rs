@@ -178,7 +178,14 @@ fn a_header_that_disagrees_with_its_body_is_reported() {
     let index = world.size();
     world
         .log
-        .append_batch(&[NewEntry { leaf, body }], Vec::new())
+        .append_batch(
+            &[NewEntry {
+                leaf,
+                body,
+                seal: None,
+            }],
+            Vec::new(),
+        )
         .unwrap();
     let report = replay_log(&world.log);
     assert_eq!(

@@ -444,7 +444,11 @@ fn frame_payload(event: &Event, index: u64, payload: Vec<u8>) -> NewEntry {
         body.commitment(),
     )
     .unwrap();
-    NewEntry { leaf, body }
+    NewEntry {
+        leaf,
+        body,
+        seal: None,
+    }
 }
 
 /// Flips a decision's effect, keeping everything else (a deliberately wrong decision entry with
@@ -506,7 +510,11 @@ pub fn append_plain(log: &Log, range: std::ops::Range<u64>, batch: u64, tag: &st
                 body.commitment(),
             )
             .unwrap();
-            NewEntry { leaf, body }
+            NewEntry {
+                leaf,
+                body,
+                seal: None,
+            }
         })
         .collect();
     for chunk in entries.chunks(batch as usize) {
@@ -888,6 +896,7 @@ impl pb::audit_service_server::AuditService for Served {
                     leaf,
                     body,
                     redacted,
+                    erased_by: None,
                 }
             })
             .collect();

@@ -109,6 +109,11 @@ pub enum ApplyError {
         /// The consent.
         id: ConsentId,
     },
+    /// An erasure's consequences are not the ones its entries imply: it names entries at or
+    /// after itself, or the consents it drops or the state it leaves differ from what erasing
+    /// those entries does to the patient's state.
+    #[error("the erasure does not match the state: {0}")]
+    ErasureMismatch(&'static str),
     /// A patient would hold more unrevoked consents than allowed.
     #[error("the patient already holds {max} consents")]
     TooManyConsents {
@@ -229,6 +234,62 @@ fn first_issue(issues: &[ValidationIssue]) -> String {
 /// fails (the caller's transaction must then be dropped).
 pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), ApplyError> {
     check(&*kv, event, index)?;
+    write(kv, event, index)
+}
+
+/// Applies erasure `event` at leaf `index` as logged, checking only that it leaves the patient
+/// no wider a consent state than the state shows: no consent the state does not hold, no
+/// opt-out or exclusion fewer. This is how a replay takes an erasure it cannot check fully (the
+/// bodies it erased are gone, so the replayed state may lack what they did); the server checks
+/// every erasure with [`check`].
+///
+/// # Errors
+///
+/// [`ApplyError::ErasureMismatch`] when the erasure widens the state or is not an erasure; as
+/// [`apply`] otherwise.
+pub fn adopt_erasure(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), ApplyError> {
+    let Event::EraseEntries {
+        subject,
+        state_after,
+        ..
+    } = event
+    else {
+        return Err(ApplyError::ErasureMismatch("the event is not an erasure"));
+    };
+    let known = consent_state(&*kv, subject)?;
+    let narrower = state_after
+        .consents
+        .iter()
+        .all(|c| known.consents.contains(c))
+        && known
+            .opt_outs
+            .iter()
+            .all(|p| state_after.opt_outs.contains(p))
+        && known
+            .excluded_by_facilities
+            .iter()
+            .all(|f| state_after.excluded_by_facilities.contains(f))
+        && known
+            .excluded_by_groups
+            .iter()
+            .all(|g| state_after.excluded_by_groups.contains(g));
+    if !narrower {
+        return Err(ApplyError::ErasureMismatch(
+            "it leaves the patient a consent the log does not show, or drops an opt-out or \
+             exclusion",
+        ));
+    }
+    event.check()?;
+    if let Some(last) = last_applied(&*kv)?
+        && index <= last
+    {
+        return Err(ApplyError::OutOfOrder { index, last });
+    }
+    write(kv, event, index)
+}
+
+/// Writes what `event` at leaf `index` changes, once it has been checked.
+fn write(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), ApplyError> {
     match event {
         Event::UpsertOrganization(org) => put_json(kv, &key(ORG, org.id.as_str()), org)?,
         Event::UpsertFacility(facility) => {
@@ -283,6 +344,24 @@ pub fn apply(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result<(), App
             state.consents.retain(|c| &c.id != consent_id);
             state.prune_indices();
             put_subject_state(kv, subject, &state)?;
+        }
+        Event::EraseEntries {
+            subject,
+            dropped_consents,
+            state_after,
+            ..
+        } => {
+            for id in dropped_consents {
+                let k = key(CONSENT, id.as_str());
+                if let Some(mut record) = get_json::<ConsentRecord>(&*kv, &k, "consent")?
+                    && record.revoked.is_none()
+                {
+                    // Ended by the erasure: the id cannot be revoked again, nor granted anew.
+                    record.revoked = Some(index);
+                    put_json(kv, &k, &record)?;
+                }
+            }
+            put_subject_state(kv, subject, state_after)?;
         }
         Event::RecordOptOut { subject, purposes } => {
             let mut state = consent_state(&*kv, subject)?;
@@ -518,6 +597,21 @@ pub fn check(kv: &impl KvRead, event: &Event, index: u64) -> Result<(), ApplyErr
             ..
         } => check_revoke(kv, subject, consent_id)?,
         Event::RecordOptOut { .. } => {}
+        Event::EraseEntries {
+            subject,
+            through,
+            indices,
+            dropped_consents,
+            state_after,
+            ..
+        } => check_erasure(
+            kv,
+            subject,
+            (*through, indices),
+            dropped_consents,
+            state_after,
+            index,
+        )?,
         Event::ActivatePolicySet { policies, hash } => check_policy_text(policies, *hash)?,
         Event::ProposePolicySet { policies, hash } => {
             check_policy_text(policies, *hash)?;
@@ -620,6 +714,64 @@ pub fn check_grant(kv: &impl KvRead, consent: &Consent) -> Result<(), ApplyError
         return Err(ApplyError::TooManyConsents {
             max: MAX_CONSENTS_PER_SUBJECT,
         });
+    }
+    Ok(())
+}
+
+/// What erasing the entries `erased` says of (`through`: every entry up to it; `indices`: those
+/// named) does to `subject`'s consent state: the consents whose grants were erased (they stop
+/// counting), and the state that is left. Opt-outs, exclusions and revocations keep their
+/// effect, so that an erasure never widens what may be done with the patient's data. A consent
+/// stored before grant indices were kept counts as erased only by an erasure of everything.
+///
+/// # Errors
+///
+/// A [`StateError`] when the state cannot be read.
+pub fn erasure_effect(
+    kv: &impl KvRead,
+    subject: &SubjectId,
+    (through, indices): (Option<u64>, &[u64]),
+) -> Result<(Vec<ConsentId>, SubjectState), StateError> {
+    let mut state = consent_state(kv, subject)?;
+    let erased = |consent: &ConsentId| match state.consent_indices.get(consent) {
+        Some(at) => through.is_some_and(|t| *at <= t) || indices.binary_search(at).is_ok(),
+        None => through.is_some(),
+    };
+    let dropped: Vec<ConsentId> = state
+        .consents
+        .iter()
+        .map(|c| c.id.clone())
+        .filter(|id| erased(id))
+        .collect();
+    state.consents.retain(|c| !dropped.contains(&c.id));
+    state.prune_indices();
+    Ok((dropped, state))
+}
+
+fn check_erasure(
+    kv: &impl KvRead,
+    subject: &SubjectId,
+    (through, indices): (Option<u64>, &[u64]),
+    dropped: &[ConsentId],
+    state_after: &SubjectState,
+    index: u64,
+) -> Result<(), ApplyError> {
+    if through.is_some_and(|t| t >= index) || indices.last().is_some_and(|last| *last >= index) {
+        return Err(ApplyError::ErasureMismatch(
+            "it names an entry at or after itself",
+        ));
+    }
+    if !indices.is_sorted_by(|a, b| a < b) {
+        return Err(ApplyError::ErasureMismatch(
+            "its indices are not strictly ascending",
+        ));
+    }
+    let (expected_dropped, expected_state) = erasure_effect(kv, subject, (through, indices))?;
+    if expected_dropped != dropped {
+        return Err(ApplyError::ErasureMismatch("the consents it drops"));
+    }
+    if &expected_state != state_after {
+        return Err(ApplyError::ErasureMismatch("the state it leaves"));
     }
     Ok(())
 }

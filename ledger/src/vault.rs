@@ -1,0 +1,597 @@
+//! The body key vault: crypto-shredding for lawful erasure.
+//!
+//! Every private body about a patient is stored *sealed*: encrypted with ChaCha20-Poly1305 under
+//! that patient's own random [`BodyKey`] ([`seal_body`], [`open_body`]). The keys live in this
+//! vault, a file of its own kept **outside** the main store. Erasing a patient's bodies is then
+//! [`KeyVault::shred`]: overwriting their key in place. Every copy of the sealed bodies (the live
+//! store, its replicas, and backups of the store taken before the erasure) becomes unreadable at
+//! once, without rewriting the append-only log or hunting down old backups.
+//!
+//! # File format
+//!
+//! The vault is the file `body-keys` in the folder given to [`KeyVault::open`] (created mode
+//! 0600, its folder 0700 when missing):
+//!
+//! ```text
+//! magic  b"akashi-keyvault1"                       16 bytes
+//! slot 0 tag (8 random bytes, never zero) || key (32)  40 bytes
+//! slot 1 ...                                           40 bytes
+//! ```
+//!
+//! A [`KeyId`] is a slot number (u64, big-endian) followed by that slot's tag, so an id names
+//! exactly one key: a stale id whose slot holds another tag finds nothing. A slot of all zeros
+//! (tag zero) is shredded, or was never handed out.
+//!
+//! A sealed body is `key id (16) || nonce (12) || ciphertext and Poly1305 tag`, with the
+//! associated data `b"akashi/sealed-body/v1" || leaf index (u64, big-endian) || key id`: a sealed
+//! body opens only at the leaf index it was sealed for. Nonces are random (96 bits); a patient's
+//! key seals far fewer than the 2^32 bodies where random nonces start to risk a collision.
+//!
+//! # Durability
+//!
+//! - Keys are generated ahead, [`BLOCK_SLOTS`] at a time, from the operating system's random
+//!   number generator. [`KeyVault::allocate`] hands out the next slot of the region already
+//!   synced; when that region is used up it appends a new block and `fsync`s the file before
+//!   handing one out: one sync per [`BLOCK_SLOTS`] keys. The file is created whole (header
+//!   written to a temporary file, synced, renamed into place, folder synced), so it is either
+//!   absent or has its header.
+//! - The vault does not remember which slots it handed out: the caller keeps that high-water
+//!   mark in its own store, written atomically with the first entry sealed under the key, and
+//!   after every open passes it to [`KeyVault::set_floor`] **before** allocating (the cursor
+//!   starts at slot 0). A key handed out whose first entry never committed is handed out again,
+//!   which is harmless: nothing durable was sealed under it.
+//! - On open, a tail shorter than a slot (an append torn by a crash; none of its slots were handed
+//!   out, since allocation returns only after the sync) is cut off and the file synced.
+//! - [`KeyVault::shred`] overwrites the slot with zeros and `fdatasync`s before returning. It is
+//!   idempotent, and shredding a slot that already reads as shredded writes and syncs the zeros
+//!   again, so re-running an erasure whose acknowledgement was lost (a crash, or a failed sync)
+//!   completes it. Callers re-run the shreds of erasures not known to be complete after a crash.
+//! - Keys are never cached in memory: [`KeyVault::key`] reads the file every time (the page
+//!   cache makes that cheap), so a shredded key is never served. A [`BodyKey`] is wiped when
+//!   dropped.
+//!
+//! # Limits
+//!
+//! - Shredding overwrites the key in place. That destroys it only if the filesystem and device
+//!   do not keep the old blocks: copy-on-write filesystems (btrfs, ZFS, some overlay and
+//!   snapshotting layers), filesystem or volume snapshots, and SSD wear levelling can keep the
+//!   old contents. Put the vault on a filesystem that overwrites in place, with no snapshots,
+//!   preferably on an encrypted volume so that discarded blocks are unreadable too.
+//! - The vault must **not** be copied into the store's backups, or those backups would carry
+//!   the keys that make them readable. It is backed up on its own terms: restoring a vault
+//!   backup brings back every key shredded after it was taken, so such backups need a retention
+//!   short enough for erasure deadlines, and after a restore every erasure recorded since must be
+//!   shredded again.
+//! - Losing the vault loses every sealed body; losing a block of it loses the bodies of its keys.
+//! - One process at a time: the file is locked while open ([`VaultError::Locked`]).
+//! - Unix only (positioned reads and writes, file modes).
+
+use std::{
+    fmt,
+    fs::{self, DirBuilder, File, OpenOptions, TryLockError},
+    io,
+    os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{
+        Mutex, PoisonError, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use chacha20poly1305::{
+    ChaCha20Poly1305, KeyInit as _,
+    aead::{Aead as _, Payload},
+};
+use rand::{CryptoRng, RngCore, rngs::OsRng};
+use zeroize::{Zeroize as _, Zeroizing};
+
+/// The vault's file name inside the folder given to [`KeyVault::open`].
+pub const FILE_NAME: &str = "body-keys";
+
+/// Bytes per slot: tag (8) then key (32).
+pub const SLOT_LEN: usize = TAG_LEN + BodyKey::LEN;
+
+/// Slots generated and synced at a time when the vault grows.
+pub const BLOCK_SLOTS: u64 = 1024;
+
+/// The file's first bytes.
+const MAGIC: &[u8; 16] = b"akashi-keyvault1";
+/// [`MAGIC`]'s length, as a file offset.
+const HEADER_LEN: u64 = 16;
+const SLOT_LEN_U64: u64 = 40;
+const TAG_LEN: usize = 8;
+const NONCE_LEN: usize = 12;
+const AEAD_TAG_LEN: usize = 16;
+/// The start of the associated data of a sealed body.
+const SEALED_AAD_PREFIX: &[u8] = b"akashi/sealed-body/v1";
+/// The shortest sealed body: key id, nonce and Poly1305 tag around an empty body.
+const SEALED_MIN_LEN: usize = KeyId::LEN + NONCE_LEN + AEAD_TAG_LEN;
+/// The largest file offset a slot may end at (file offsets are signed 64-bit).
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// A key's id: its slot number (u64 big-endian) then an 8-byte random tag (never all zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId([u8; 16]);
+
+impl KeyId {
+    /// Bytes in an encoded id.
+    pub const LEN: usize = 16;
+
+    /// The id encoded as `bytes` (slot, big-endian, then tag).
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's encoding: slot (u64, big-endian) then tag.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The slot of the vault holding the key.
+    pub const fn slot(self) -> u64 {
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        u64::from_be_bytes([a, b, c, d, e, f, g, h])
+    }
+
+    /// The id encoded in `bytes`, or `None` unless it is exactly [`KeyId::LEN`] bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 16]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The random tag that tells this key from any other that ever used its slot.
+    const fn tag(self) -> [u8; TAG_LEN] {
+        let [.., a, b, c, d, e, f, g, h] = self.0;
+        [a, b, c, d, e, f, g, h]
+    }
+
+    fn new(slot: u64, tag: [u8; TAG_LEN]) -> Self {
+        let mut bytes = [0u8; 16];
+        let (slot_bytes, tag_bytes) = bytes.split_at_mut(8);
+        slot_bytes.copy_from_slice(&slot.to_be_bytes());
+        tag_bytes.copy_from_slice(&tag);
+        Self(bytes)
+    }
+}
+
+/// A 32-byte body key. Wiped from memory when dropped; never printed.
+pub struct BodyKey([u8; 32]);
+
+impl BodyKey {
+    /// Bytes in a key.
+    const LEN: usize = 32;
+}
+
+impl Drop for BodyKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for BodyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyKey(<redacted>)")
+    }
+}
+
+/// Why the vault, or a sealed body, could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// A file operation failed.
+    #[error("key vault `{path}`: i/o error while {context}: {source}")]
+    Io {
+        /// The vault file (or its folder).
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file does not start with the vault header: not a key vault, or damaged.
+    #[error("`{path}` is not a key vault: it does not start with the vault header")]
+    Malformed {
+        /// The vault file.
+        path: PathBuf,
+    },
+    /// Another open vault (in this process or another) holds the file.
+    #[error("the key vault `{path}` is already open elsewhere")]
+    Locked {
+        /// The vault file.
+        path: PathBuf,
+    },
+    /// The operating system's random number generator failed.
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(#[source] rand::Error),
+    /// The slot to allocate lies beyond the largest file offset.
+    #[error("key vault slot {slot} lies beyond the largest file offset")]
+    Exhausted {
+        /// The slot.
+        slot: u64,
+    },
+    /// A sealed record that is malformed, was moved to another leaf index, was tampered with,
+    /// or was opened with the wrong key.
+    #[error("a sealed body failed to open")]
+    Sealed,
+}
+
+/// The key vault: the file of body keys, outside the main store (see the [module docs](self)).
+///
+/// Many threads may read keys at once; allocations and shreds take turns.
+pub struct KeyVault {
+    path: PathBuf,
+    file: File,
+    /// Serialises writers (allocate, set_floor, shred), held across their syncs.
+    writer: Mutex<()>,
+    /// Held shared while reading a slot and exclusively while writing one, so a read never sees
+    /// a half-written slot; never held across a sync.
+    io: RwLock<()>,
+    /// Whole slots in the file that were synced; only writers change it.
+    slots: AtomicU64,
+    /// The slot the next allocation considers; only writers change it.
+    next: AtomicU64,
+}
+
+impl fmt::Debug for KeyVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVault")
+            .field("path", &self.path)
+            .field("slots", &self.slots.load(Ordering::Acquire))
+            .field("next_slot", &self.next.load(Ordering::Acquire))
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyVault {
+    /// Opens the vault file `dir/body-keys`, creating it (mode 0600, in a folder created mode
+    /// 0700 if missing) when absent. A torn tail is cut off and synced. The file is locked
+    /// while the vault is open. The allocation cursor starts at slot 0: call
+    /// [`KeyVault::set_floor`] with the caller's high-water mark before allocating.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Malformed`] for a file without the vault header, [`VaultError::Locked`]
+    /// when the vault is open elsewhere, [`VaultError::Io`].
+    pub fn open(dir: &Path) -> Result<Self, VaultError> {
+        let path = dir.join(FILE_NAME);
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => create(dir, &path)?,
+            Err(source) => return Err(io_error(&path, "opening it", source)),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(VaultError::Locked { path }),
+            Err(TryLockError::Error(source)) => {
+                return Err(io_error(&path, "locking it", source));
+            }
+        }
+        let len = file
+            .metadata()
+            .map_err(|source| io_error(&path, "reading its length", source))?
+            .len();
+        if len < HEADER_LEN {
+            return Err(VaultError::Malformed { path });
+        }
+        let mut magic = [0u8; 16];
+        file.read_exact_at(&mut magic, 0)
+            .map_err(|source| io_error(&path, "reading its header", source))?;
+        if &magic != MAGIC {
+            return Err(VaultError::Malformed { path });
+        }
+        let body = len - HEADER_LEN;
+        let torn = body % SLOT_LEN_U64;
+        if torn != 0 {
+            file.set_len(len - torn)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| io_error(&path, "cutting off a torn tail", source))?;
+        }
+        Ok(Self {
+            path,
+            file,
+            writer: Mutex::new(()),
+            io: RwLock::new(()),
+            slots: AtomicU64::new(body / SLOT_LEN_U64),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// The vault file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Allocation never hands out a slot below `next` (the caller keeps the durable
+    /// high-water mark in its own store, written atomically with the first entry sealed under
+    /// the key; after a crash the caller calls this with it). Never lowers the cursor.
+    pub fn set_floor(&self, next: u64) {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.next.fetch_max(next, Ordering::AcqRel);
+    }
+
+    /// The slot the next [`KeyVault::allocate`] returns (or, if that slot reads as
+    /// shredded, the first after it that does not).
+    pub fn next_slot(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// A fresh key, durable on disk before this returns. Appends (and syncs) a block of
+    /// [`BLOCK_SLOTS`] new keys when the synced ones are used up; skips slots that read as
+    /// shredded.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Random`], [`VaultError::Exhausted`]; the cursor is then
+    /// unchanged and nothing was handed out.
+    pub fn allocate(&self) -> Result<KeyId, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let slot = self.next.load(Ordering::Acquire);
+            let after = slot.checked_add(1).ok_or(VaultError::Exhausted { slot })?;
+            if slot >= self.slots.load(Ordering::Acquire) {
+                self.append_block(slot)?;
+            }
+            let bytes = self.read_slot(slot)?;
+            self.next.store(after, Ordering::Release);
+            let (tag, _) = split_slot(&bytes);
+            if tag != [0; TAG_LEN] {
+                return Ok(KeyId::new(slot, tag));
+            }
+        }
+    }
+
+    /// The key, or `None` when it was shredded, its tag does not match, or the slot was never
+    /// written.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`].
+    pub fn key(&self, id: KeyId) -> Result<Option<BodyKey>, VaultError> {
+        let slot = id.slot();
+        if slot >= self.slots.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let bytes = self.read_slot(slot)?;
+        let (tag, key) = split_slot(&bytes);
+        if tag == [0; TAG_LEN] || tag != id.tag() {
+            return Ok(None);
+        }
+        Ok(Some(BodyKey(*key)))
+    }
+
+    /// Destroys the key: overwrites its slot with zeros and syncs (`fdatasync`) before
+    /// returning. Returns whether the key was there. Idempotent: a slot that already reads as
+    /// shredded is overwritten and synced again (completing a shred interrupted by a crash or a
+    /// failed sync) and `false` returned. A slot holding another key (another tag) is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`]; the key may then be destroyed or not, and the shred must be retried.
+    pub fn shred(&self, id: KeyId) -> Result<bool, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = id.slot();
+        if slot >= self.slots.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
+        let bytes = self.read_slot(slot)?;
+        let (tag, _) = split_slot(&bytes);
+        let shredded = tag == [0; TAG_LEN];
+        if !shredded && tag != id.tag() {
+            return Ok(false);
+        }
+        {
+            let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
+            self.file
+                .write_all_at(&[0; SLOT_LEN], offset)
+                .map_err(|source| io_error(&self.path, "overwriting a key", source))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|source| io_error(&self.path, "syncing a shred", source))?;
+        Ok(!shredded)
+    }
+
+    /// Reads slot `slot` (which must lie in the file).
+    fn read_slot(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError> {
+        let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
+        let mut bytes = Zeroizing::new([0u8; SLOT_LEN]);
+        let _io = self.io.read().unwrap_or_else(PoisonError::into_inner);
+        self.file
+            .read_exact_at(bytes.as_mut_slice(), offset)
+            .map_err(|source| io_error(&self.path, "reading a key", source))?;
+        Ok(bytes)
+    }
+
+    /// Writes [`BLOCK_SLOTS`] fresh slots from `first` on (slots between the file's end and
+    /// `first` are left as a hole: zeros, never handed out) and syncs the file. Called with the
+    /// writer lock held.
+    fn append_block(&self, first: u64) -> Result<(), VaultError> {
+        let end = first
+            .checked_add(BLOCK_SLOTS)
+            .filter(|&end| slot_offset(end).is_some())
+            .ok_or(VaultError::Exhausted { slot: first })?;
+        let offset = slot_offset(first).ok_or(VaultError::Exhausted { slot: first })?;
+        let mut block = Zeroizing::new(vec![0u8; SLOT_LEN * BLOCK_SLOTS as usize]);
+        OsRng
+            .try_fill_bytes(block.as_mut_slice())
+            .map_err(VaultError::Random)?;
+        for slot in block.chunks_exact_mut(SLOT_LEN) {
+            let Some((tag, _)) = slot.split_first_chunk_mut::<TAG_LEN>() else {
+                continue;
+            };
+            while *tag == [0; TAG_LEN] {
+                OsRng.try_fill_bytes(tag).map_err(VaultError::Random)?;
+            }
+        }
+        {
+            let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
+            self.file
+                .write_all_at(block.as_slice(), offset)
+                .map_err(|source| io_error(&self.path, "appending keys", source))?;
+        }
+        self.file
+            .sync_all()
+            .map_err(|source| io_error(&self.path, "syncing new keys", source))?;
+        self.slots.store(end, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Creates the vault file whole, holding only the header: written to a temporary file (mode
+/// 0600), synced, renamed into place and the folder synced. Creates the folder (mode 0700)
+/// first if it is missing, and then syncs its parent too.
+fn create(dir: &Path, path: &Path) -> Result<File, VaultError> {
+    let created_dir = match fs::metadata(dir) {
+        Ok(_) => false,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| io_error(dir, "creating its folder", source))?;
+            true
+        }
+        Err(source) => return Err(io_error(dir, "reading its folder", source)),
+    };
+    let tmp = path.with_extension("tmp");
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(io_error(&tmp, "removing a leftover temporary file", source)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|source| io_error(&tmp, "creating it", source))?;
+    file.write_all_at(MAGIC, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io_error(&tmp, "writing its header", source))?;
+    fs::rename(&tmp, path).map_err(|source| io_error(path, "renaming it into place", source))?;
+    sync_dir(dir)?;
+    if created_dir && let Some(parent) = dir.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        sync_dir(parent)?;
+    }
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), VaultError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| io_error(dir, "syncing its folder", source))
+}
+
+/// The file offset of slot `slot`, if the slot ends within the largest file offset.
+fn slot_offset(slot: u64) -> Option<u64> {
+    let offset = slot.checked_mul(SLOT_LEN_U64)?.checked_add(HEADER_LEN)?;
+    (offset.checked_add(SLOT_LEN_U64)? <= MAX_OFFSET).then_some(offset)
+}
+
+/// A slot's tag and key.
+fn split_slot(bytes: &[u8; SLOT_LEN]) -> ([u8; TAG_LEN], &[u8; BodyKey::LEN]) {
+    let [a, b, c, d, e, f, g, h, key @ ..] = bytes;
+    ([*a, *b, *c, *d, *e, *f, *g, *h], key)
+}
+
+fn io_error(path: &Path, context: &'static str, source: io::Error) -> VaultError {
+    VaultError::Io {
+        path: path.to_owned(),
+        context,
+        source,
+    }
+}
+
+/// The associated data of a sealed body: prefix, leaf index, key id.
+fn sealed_aad(index: u64, id: KeyId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(SEALED_AAD_PREFIX.len() + 8 + KeyId::LEN);
+    aad.extend_from_slice(SEALED_AAD_PREFIX);
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad.extend_from_slice(&id.to_bytes());
+    aad
+}
+
+/// Seals `body` (a private body) stored at leaf `index` under `key`, whose id is `id`:
+/// returns `id (16) || nonce (12) || ChaCha20-Poly1305 ciphertext and tag`, with associated
+/// data `b"akashi/sealed-body/v1" || index (u64, big-endian) || id`. The nonce is drawn from
+/// `rng`.
+///
+/// # Panics
+///
+/// If `body` is longer than ChaCha20 can encrypt under one nonce (256 GiB).
+pub fn seal_body(
+    key: &BodyKey,
+    id: KeyId,
+    index: u64,
+    body: &[u8],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let cipher = ChaCha20Poly1305::new((&key.0).into());
+    let aad = sealed_aad(index, id);
+    #[expect(
+        clippy::expect_used,
+        reason = "ChaCha20-Poly1305 fails only for a message over 256 GiB, which no body is"
+    )]
+    let ciphertext = cipher
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: body,
+                aad: &aad,
+            },
+        )
+        .expect("a body shorter than 256 GiB seals");
+    let mut sealed = Vec::with_capacity(KeyId::LEN + NONCE_LEN + ciphertext.len());
+    sealed.extend_from_slice(&id.to_bytes());
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    sealed
+}
+
+/// The key id a sealed record names (`None` when it is too short to hold one).
+pub fn sealed_key_id(sealed: &[u8]) -> Option<KeyId> {
+    sealed
+        .first_chunk::<{ KeyId::LEN }>()
+        .map(|id| KeyId::from_bytes(*id))
+}
+
+/// Opens a record sealed by [`seal_body`] for leaf `index`.
+///
+/// # Errors
+///
+/// [`VaultError::Sealed`] when the record is malformed, was sealed for another index, was
+/// tampered with, or `key` is not the key it was sealed under.
+pub fn open_body(key: &BodyKey, index: u64, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    if sealed.len() < SEALED_MIN_LEN {
+        return Err(VaultError::Sealed);
+    }
+    let (id, rest) = sealed
+        .split_first_chunk::<{ KeyId::LEN }>()
+        .ok_or(VaultError::Sealed)?;
+    let (nonce, ciphertext) = rest
+        .split_first_chunk::<NONCE_LEN>()
+        .ok_or(VaultError::Sealed)?;
+    let aad = sealed_aad(index, KeyId::from_bytes(*id));
+    let cipher = ChaCha20Poly1305::new((&key.0).into());
+    cipher
+        .decrypt(
+            nonce.into(),
+            Payload {
+                msg: ciphertext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| VaultError::Sealed)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,376 @@
+//! Lawful erasure (APPI 35条) by crypto-shredding: how a patient's entries are sealed, erased,
+//! and kept erased in every copy of the store.
+//!
+//! **Sealing.** Every entry about a patient (grants, revocations, opt-outs, decisions, erasures)
+//! has its private body stored sealed under that patient's own key, held in the log's key vault
+//! (`ledger::vault`), which lives beside the store and is not part of its backups. The state
+//! keeps which key is the patient's (`sealkey/<pseudonym>`), written in the same batch as the
+//! first entry sealed under it, and the vault's allocation high-water mark (`sealmeta/next`), so
+//! that a restart never hands out a slot a committed entry uses. Directory and policy entries
+//! name no patient and stay in the clear.
+//!
+//! **Erasing.** An erasure is an entry about the patient ([`Event::EraseEntries`]): checked and
+//! sequenced like any write, against the retention period (refused with the first day it is
+//! allowed, unless a regulator forces it), it drops the consents whose grants it erases and
+//! moves the patient to a fresh key. Its batch also records, atomically, which erasure erased
+//! each entry (`erased/<index>`, which auditors read to account for a missing body) and the work
+//! left to do (`erase/pending/<index>`). Once the batch is durable, [`execute`] deletes the
+//! erased bodies, re-seals the patient's other bodies under the new key, destroys the old key,
+//! and only then clears the pending record; a restart resumes every pending erasure
+//! ([`resume`]) before serving. With the old key gone, a copy of the store taken before the
+//! erasure (a backup, a replica) can no longer read any body sealed under it.
+//!
+//! What an erasure keeps: leaves and commitments (so every proof stays valid), the patient's
+//! listing of leaf indices, and the consent state that honours the patient's standing wishes
+//! (opt-outs, revocations). Bodies stored in the clear before sealing existed are deleted from
+//! the live store, but copies taken before cannot be reached by destroying a key.
+
+use std::sync::Mutex;
+
+use ledger::{
+    entry::{Day, Leaf},
+    hash::LeafIndex,
+    log::Log,
+    vault::KeyId,
+};
+use policy::{
+    domain::{SubjectId, Timestamp},
+    event::Event,
+    state::{self, KvRead, KvWrite},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::Error,
+    state_machine::{LogKv, TxKv, unavailable, unavailable_kv},
+};
+
+/// Prefix of the patient's current sealing key (16 bytes).
+const SEAL_KEY: &[u8] = b"sealkey/";
+/// The vault's allocation high-water mark (8 bytes, big-endian).
+const SEAL_NEXT: &[u8] = b"sealmeta/next";
+/// Prefix of the erasure work still to do after an erasure's batch, by its leaf index.
+const PENDING: &[u8] = b"erase/pending/";
+/// Prefix of the erasure that erased each entry, by the entry's leaf index.
+const ERASED_BY: &[u8] = b"erased/";
+
+/// Erasures run one at a time: two of the same patient must re-seal in order.
+static EXECUTING: Mutex<()> = Mutex::new(());
+
+/// An erasure as the writer checks it at its position in the log.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) subject: SubjectId,
+    /// Named entries, ascending and distinct; empty: every entry about the patient.
+    pub(crate) indices: Vec<u64>,
+    pub(crate) reason: String,
+    pub(crate) force: bool,
+    pub(crate) retention_days: u32,
+}
+
+/// The work an erasure's batch leaves for [`execute`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    /// The patient (pseudonym).
+    subject: SubjectId,
+    /// Every entry erased, ascending.
+    erased: Vec<u64>,
+    /// The key the patient's bodies were sealed under before (hex), to destroy.
+    old_key: Option<String>,
+}
+
+impl Request {
+    /// The erasure event, or why it is refused: no entries, an index not about the patient, or
+    /// (unless forced) an entry still under the retention period.
+    pub(crate) fn event(
+        self,
+        log: &Log,
+        kv: &TxKv<'_, '_>,
+        now: Timestamp,
+    ) -> Result<Event, Error> {
+        let Request {
+            subject,
+            indices,
+            reason,
+            force,
+            retention_days,
+        } = self;
+        let listing =
+            state::subject_entries_after(kv, &subject, None, usize::MAX).map_err(unavailable)?;
+        let Some(&last) = listing.last() else {
+            return Err(Error::FailedPrecondition(
+                "there is no entry about the patient to erase".to_owned(),
+            ));
+        };
+        let through = indices.is_empty().then_some(last);
+        if let Some((position, index)) = indices
+            .iter()
+            .enumerate()
+            .find(|(_, i)| listing.binary_search(i).is_err())
+        {
+            return Err(Error::Rejected(format!(
+                "`leaf_indices[{position}]` ({index}) is not an entry about this patient"
+            )));
+        }
+        let newest = indices.last().copied().unwrap_or(last);
+        let today = day_of(now)?;
+        let until = retained_until(log, newest, today, retention_days)?;
+        if today < until && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "entries about the patient are kept for {retention_days} days (APPI 29条 \
+                 provision records): the newest one named can be erased from {until} on, or now \
+                 by a regulator with `force`"
+            )));
+        }
+        let (dropped_consents, state_after) =
+            state::erasure_effect(kv, &subject, (through, &indices)).map_err(unavailable)?;
+        Ok(Event::EraseEntries {
+            subject,
+            through,
+            indices,
+            reason,
+            forced: force && today < until,
+            time: now,
+            dropped_consents,
+            state_after: Box::new(state_after),
+        })
+    }
+}
+
+/// The day of `now`, as leaves date entries.
+fn day_of(now: Timestamp) -> Result<Day, Error> {
+    Day::from_unix_seconds(now.unix_millis().div_euclid(1000))
+        .map_err(|_| Error::Internal("bad entry day"))
+}
+
+/// The first day entry `index` may be erased without force: its day plus the retention period.
+/// An entry of a batch not yet durable is today's.
+fn retained_until(log: &Log, index: u64, today: Day, days: u32) -> Result<Day, Error> {
+    let day = match log.leaves(LeafIndex(index), 1) {
+        Ok(leaves) => match leaves.first().map(|bytes| Leaf::decode(bytes)) {
+            Some(Ok(leaf)) => leaf.day,
+            _ => return Err(Error::Internal("a stored leaf does not decode")),
+        },
+        Err(_) if index >= log.size().get() => today,
+        Err(err) => return Err(Error::Unavailable(Box::new(err))),
+    };
+    Day::from_unix_seconds(day.to_unix_seconds() + i64::from(days) * 86_400)
+        .map_err(|_| Error::Internal("the retention period ends after 9999"))
+}
+
+/// The key entry `index` about `subject` is sealed under, allocating the patient's first key
+/// (or, for an erasure, a fresh one) in the log's vault; none when the log has no vault. For an
+/// erasure this also records which erasure erased each entry and the work left to do, in the
+/// same batch.
+pub(crate) fn seal_key(
+    log: &Log,
+    kv: &mut TxKv<'_, '_>,
+    subject: &SubjectId,
+    event: &Event,
+    index: u64,
+) -> Result<Option<KeyId>, Error> {
+    let Some(vault) = log.vault() else {
+        return Ok(None);
+    };
+    let vault_failed = |err: ledger::vault::VaultError| Error::Unavailable(Box::new(err));
+    let key_name = seal_key_name(subject);
+    let current = kv
+        .get(&key_name)
+        .map_err(unavailable_kv)?
+        .as_deref()
+        .and_then(KeyId::from_slice);
+    if let Event::EraseEntries {
+        through, indices, ..
+    } = event
+    {
+        // Every entry erased: the named ones, or the whole listing up to `through` (which
+        // now ends with this erasure itself).
+        let erased: Vec<u64> = match through {
+            Some(through) => state::subject_entries_after(&*kv, subject, None, usize::MAX)
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|i| i <= through)
+                .collect(),
+            None => indices.clone(),
+        };
+        for i in &erased {
+            kv.put(&indexed(ERASED_BY, *i), &index.to_be_bytes())
+                .map_err(unavailable_kv)?;
+        }
+        let pending = Pending {
+            subject: subject.clone(),
+            erased,
+            old_key: current.map(|k| hex::encode(k.to_bytes())),
+        };
+        let bytes = serde_json::to_vec(&pending).map_err(|_| Error::Internal("pending erasure"))?;
+        kv.put(&indexed(PENDING, index), &bytes)
+            .map_err(unavailable_kv)?;
+    } else if let Some(id) = current
+        && vault.key(id).map_err(vault_failed)?.is_some()
+    {
+        return Ok(Some(id));
+    }
+    // A first entry, an erasure, or a key that is gone (a store restored from a copy taken
+    // before an erasure): a fresh key, recorded with the batch.
+    let id = vault.allocate().map_err(vault_failed)?;
+    kv.put(&key_name, &id.to_bytes()).map_err(unavailable_kv)?;
+    kv.put(SEAL_NEXT, &(id.slot() + 1).to_be_bytes())
+        .map_err(unavailable_kv)?;
+    Ok(Some(id))
+}
+
+/// The state key of a patient's sealing key.
+pub(crate) fn seal_key_name(subject: &SubjectId) -> Vec<u8> {
+    let mut key = SEAL_KEY.to_vec();
+    key.extend_from_slice(subject.as_str().as_bytes());
+    key
+}
+
+fn indexed(prefix: &[u8], index: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Raises the vault's allocation floor to the state's high-water mark: call once the log is
+/// open and its vault set, before the first batch.
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read; `INTERNAL` when the mark is corrupt.
+pub fn restore_floor(log: &Log) -> Result<(), Error> {
+    let Some(vault) = log.vault() else {
+        return Ok(());
+    };
+    if let Some(bytes) = log
+        .state_get(SEAL_NEXT)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+    {
+        let next: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::Internal("the vault's high-water mark is corrupt"))?;
+        vault.set_floor(u64::from_be_bytes(next));
+    }
+    Ok(())
+}
+
+/// Whether the state says keys were handed out (then a missing vault is damage, not a new log).
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read.
+pub fn keys_allocated(log: &Log) -> Result<bool, Error> {
+    Ok(log
+        .state_get(SEAL_NEXT)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+        .is_some())
+}
+
+/// The erasure entry that erased entry `index`, if one did.
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read.
+pub fn erased_by(log: &Log, index: u64) -> Result<Option<u64>, Error> {
+    let value = log
+        .state_get(&indexed(ERASED_BY, index))
+        .map_err(|e| Error::Unavailable(Box::new(e)))?;
+    Ok(value
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(u64::from_be_bytes))
+}
+
+/// Carries out the erasure logged at `index` once its batch is durable: deletes the erased
+/// bodies, re-seals the patient's other bodies under the patient's current key, destroys the
+/// old key, then clears the pending record. Returns how many entries the erasure named; does
+/// nothing (and returns 0) when no work is pending for `index`. Idempotent: a crash anywhere
+/// leaves the record, and running it again finishes the work.
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the store or the vault fails (the record stays, so a restart resumes it).
+pub fn execute(log: &Log, index: u64) -> Result<u64, Error> {
+    let _one_at_a_time = EXECUTING.lock().unwrap_or_else(|e| e.into_inner());
+    let store_failed = |e: ledger::log::ReadError| Error::Unavailable(Box::new(e));
+    let key = indexed(PENDING, index);
+    let Some(bytes) = log
+        .state_get(&key)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+    else {
+        return Ok(0);
+    };
+    let pending: Pending =
+        serde_json::from_slice(&bytes).map_err(|_| Error::Internal("a pending erasure is bad"))?;
+    let erased: Vec<LeafIndex> = pending.erased.iter().map(|i| LeafIndex(*i)).collect();
+    log.redact_bodies(&erased).map_err(store_failed)?;
+    let kv = LogKv(log);
+    let current = kv
+        .get(&seal_key_name(&pending.subject))
+        .map_err(unavailable_kv)?
+        .as_deref()
+        .and_then(KeyId::from_slice);
+    if let Some(current) = current {
+        let size = log.size().get();
+        let keep: Vec<LeafIndex> =
+            state::subject_entries_after(&kv, &pending.subject, None, usize::MAX)
+                .map_err(unavailable)?
+                .into_iter()
+                .filter(|i| *i < size && pending.erased.binary_search(i).is_err())
+                .map(LeafIndex)
+                .collect();
+        log.reseal_bodies(&keep, current).map_err(store_failed)?;
+    }
+    let old = pending
+        .old_key
+        .as_deref()
+        .and_then(|hex| hex::decode(hex).ok())
+        .and_then(|bytes| KeyId::from_slice(&bytes));
+    if let (Some(old), Some(vault)) = (old, log.vault())
+        && Some(old) != current
+    {
+        vault
+            .shred(old)
+            .map_err(|e| Error::Unavailable(Box::new(e)))?;
+    }
+    log.delete_bookkeeping(&key).map_err(store_failed)?;
+    tracing::info!(
+        index,
+        erased = pending.erased.len(),
+        "erasure carried out: bodies deleted, the old key destroyed"
+    );
+    Ok(pending.erased.len() as u64)
+}
+
+/// Finishes every erasure whose batch is durable but whose work a stop interrupted. Returns how
+/// many it finished.
+///
+/// # Errors
+///
+/// As [`execute`].
+pub fn resume(log: &Log) -> Result<usize, Error> {
+    let mut end = PENDING.to_vec();
+    end.push(0xff);
+    let pending = log
+        .state_range(PENDING, Some(&end), usize::MAX)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?;
+    let size = log.size().get();
+    let mut done = 0;
+    for (key, _) in pending {
+        let Some(index) = key
+            .strip_prefix(PENDING)
+            .and_then(|rest| <[u8; 8]>::try_from(rest).ok())
+            .map(u64::from_be_bytes)
+        else {
+            continue;
+        };
+        if index < size {
+            execute(log, index)?;
+            done += 1;
+        }
+    }
+    if done > 0 {
+        tracing::warn!(done, "resumed erasures a stop had interrupted");
+    }
+    Ok(done)
+}
