@@ -24,6 +24,7 @@ mod data_dir;
 mod directory;
 mod disclosure;
 mod edge;
+mod erasure;
 mod fhir;
 mod flows;
 mod harness;
