@@ -464,6 +464,8 @@ impl Default for DecisionCheck {
 pub fn merge(entries: Report, decisions: Report) -> Report {
     let mut merged = Report {
         events_applied: decisions.events_applied,
+        erasures: decisions.erasures,
+        withdrawn_after_erasure: decisions.withdrawn_after_erasure,
         decisions_checked: decisions.decisions_checked,
         decisions_matching: decisions.decisions_matching,
         findings: Vec::with_capacity(entries.findings.len() + decisions.findings.len()),

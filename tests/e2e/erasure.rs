@@ -590,3 +590,185 @@ async fn erase_is_idempotent_with_request_id() {
     assert_eq!(api.size().await, size + 1);
     server.stop().await;
 }
+
+/// The regulator's replay of a log with an erasure: the erased grant's body is accounted for by
+/// the erasure that names it, the decision that relied on it is withdrawn (counted, not a
+/// finding), everything else is re-decided; the patient's own history still verifies complete,
+/// with the erased entry marked. A body deleted outside an erasure is a finding.
+#[tokio::test]
+async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_without_one() {
+    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let (_, grant_index) = grant_research(&api, "p1").await;
+    assert!(allowed(&api.authorize(research_ask("p1")).await));
+    let (_, p2_grant) = grant_research(&api, "p2").await;
+    assert!(allowed(&api.authorize(research_ask("p2")).await));
+    // Only the grant: the decision that relied on it stays, with its body.
+    let platform = server.token(Role::Platform, None);
+    let erased = erase(
+        &server,
+        &platform,
+        erase_request("p1", &[grant_index], "withdrawn"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(erased.erased, 1);
+    assert!(!allowed(&api.authorize(research_ask("p1")).await));
+
+    let verifier = ledger::note::NoteVerifier::from_vkey(&server.vkey).unwrap();
+    let grpc = format!("http://{}", server.grpc_addr);
+    let config = auditor::cli::ReplayConfig {
+        verifier: verifier.clone(),
+        grpc: grpc.clone(),
+        token: server.token(Role::Regulator, None),
+    };
+    let report = auditor::cli::replay(&config, false).await.unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.redacted, 1);
+    assert_eq!(report.erasures, 1);
+    assert_eq!(
+        report.withdrawn_after_erasure, 1,
+        "p1's first decision rested on the erased grant"
+    );
+    // p2's decision and p1's decision after the erasure are re-decided and agree; p1's first
+    // decision names the erased grant as the patient's previous entry, which replay cannot see.
+    assert_eq!(report.decisions_checked, 2);
+    assert_eq!(report.decisions_matching, 2);
+    assert!(report.subject_maps_unchecked_after_erasure >= 1);
+
+    let history = auditor::cli::history(&auditor::cli::HistoryConfig {
+        verifier: verifier.clone(),
+        grpc: grpc.clone(),
+        token: server.token(Role::Patient, Some("p1")),
+        patient: None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(history.findings.is_empty(), "{:?}", history.findings);
+    assert!(history.is_valid());
+    let erased_rows: Vec<u64> = history
+        .rows
+        .iter()
+        .filter(|row| row.erased)
+        .map(|row| row.index)
+        .collect();
+    assert_eq!(erased_rows, [grant_index]);
+    assert!(matches!(
+        history.completeness,
+        auditor::history::Completeness::Complete { entries: 4, .. }
+    ));
+
+    // The operator deletes p2's grant body behind the log's back (server stopped, store
+    // opened directly): replay names it.
+    let data_dir = server.data_dir();
+    let dir = server.stop().await;
+    {
+        let keys =
+            akashi::keys::Keys::load(&data_dir, &akashi::config::Config::default().origin).unwrap();
+        let log = akashi::server::open_log(&data_dir, keys.checkpoint_signer).unwrap();
+        assert!(log.redact_body(LeafIndex(p2_grant)).unwrap());
+    }
+    let server = TestServer::start_in(dir).await;
+    let grpc = format!("http://{}", server.grpc_addr);
+    let report = auditor::cli::replay(
+        &auditor::cli::ReplayConfig {
+            verifier,
+            grpc,
+            token: server.token(Role::Regulator, None),
+        },
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f, auditor::report::Finding::ErasedWithoutErasure { index } if *index == p2_grant)),
+        "{:?}",
+        report.findings
+    );
+    server.stop().await;
+}
+
+/// An erasure whose entry is durable but whose work a stop cut off (the process died between
+/// the batch's sync and the deletion) is finished at the next start, before anything is served:
+/// the bodies are gone and the old key destroyed.
+#[tokio::test]
+async fn an_erasure_cut_off_by_a_stop_is_finished_at_the_next_start() {
+    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let (_, grant_index) = grant_research(&api, "p1").await;
+    let data_dir = server.data_dir();
+    let dir = server.stop().await;
+
+    // The erasure logged through the sequencer alone: what a stop right after its batch leaves.
+    let logged = {
+        let config = akashi::config::Config {
+            data_dir: data_dir.clone(),
+            erasure_retention_days: 0,
+            ..akashi::config::Config::default()
+        };
+        let server = akashi::server::Server::open(config).unwrap();
+        let core = server.core().clone();
+        let subject = core.subject("patient_id", "p1").unwrap();
+        let (receipt, _) = core
+            .submit(akashi::state_machine::Command::Erase {
+                subject,
+                indices: Vec::new(),
+                reason: "patient request".to_owned(),
+                force: false,
+                retention_days: 0,
+            })
+            .await
+            .unwrap();
+        // Before the restart the body is still there: nothing but the entry was done.
+        assert!(matches!(
+            core.log().body(LeafIndex(grant_index)).unwrap(),
+            ledger::chunk::Record::Present(_)
+        ));
+        core.sequencer().shutdown().await;
+        receipt.leaf_index.get()
+    };
+
+    let server = start_without_retention(dir).await;
+    let auditor = Api::new(&server, Role::Auditor, None).await;
+    let entries = all_entries(&auditor).await;
+    let grant = &entries[usize::try_from(grant_index).unwrap()];
+    assert!(grant.redacted && grant.body.is_empty(), "{grant:?}");
+    assert_eq!(grant.erased_by, Some(logged));
+    // The patient's later entries are sealed under the fresh key and read back.
+    assert!(!allowed(
+        &api_for(&server).await.authorize(research_ask("p1")).await
+    ));
+    server.stop().await;
+}
+
+async fn api_for(server: &TestServer) -> Api {
+    Api::new(server, Role::Platform, None).await
+}
+
+/// A data dir whose vault is gone is refused at start, never served with every sealed body
+/// reading as erased.
+#[tokio::test]
+async fn a_store_without_its_vault_is_refused() {
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    grant_research(&api, "p1").await;
+    let data_dir = server.data_dir();
+    let _dir = server.stop().await;
+    std::fs::remove_dir_all(data_dir.join(akashi::server::VAULT_DIR)).unwrap();
+    let config = akashi::config::Config {
+        data_dir,
+        ..akashi::config::Config::default()
+    };
+    let err = akashi::server::Server::open(config).unwrap_err();
+    assert!(
+        matches!(&err, akashi::error::StartError::Vault(message) if message.contains("missing")),
+        "{err}"
+    );
+}
