@@ -7,7 +7,9 @@
 //! keeps which key is the patient's (`sealkey/<pseudonym>`), written in the same batch as the
 //! first entry sealed under it, and the vault's allocation high-water mark (`sealmeta/next`), so
 //! that a restart never hands out a slot a committed entry uses. Directory and policy entries
-//! name no patient and stay in the clear.
+//! name no patient and stay in the clear. The patient's consent-state record (`subj/…/s`: the
+//! terms of their consents, their opt-outs) is sealed under the same key by the state adapters
+//! ([`seal_state`], [`open_state`]), so that the terms are not left readable in a copy either.
 //!
 //! **Erasing.** An erasure is an entry about the patient ([`Event::EraseEntries`]): checked and
 //! sequenced like any write, against the retention period (refused with the first day it is
@@ -34,9 +36,9 @@ use ledger::{
     vault::KeyId,
 };
 use policy::{
-    domain::{SubjectId, Timestamp},
+    domain::{Purpose, SubjectId, Timestamp},
     event::Event,
-    state::{self, KvRead, KvWrite},
+    state::{self, KvError, KvRead, KvWrite},
 };
 use serde::{Deserialize, Serialize};
 
@@ -158,19 +160,19 @@ fn retained_until(log: &Log, index: u64, today: Day, days: u32) -> Result<Day, E
         .map_err(|_| Error::Internal("the retention period ends after 9999"))
 }
 
-/// The key entry `index` about `subject` is sealed under, allocating the patient's first key
-/// (or, for an erasure, a fresh one) in the log's vault; none when the log has no vault. For an
-/// erasure this also records which erasure erased each entry and the work left to do, in the
-/// same batch.
-pub(crate) fn seal_key(
+/// The key entry about `subject` is sealed under — and the patient's consent-state record with
+/// it —, chosen before the event is applied: the patient's key, or a fresh one for their first
+/// entry, for an erasure, or when theirs is gone (a store restored from a copy taken before an
+/// erasure). Returns the key (none when the log has no vault) and, for an erasure, the key it
+/// replaces.
+pub(crate) fn choose_key(
     log: &Log,
     kv: &mut TxKv<'_, '_>,
     subject: &SubjectId,
-    event: &Event,
-    index: u64,
-) -> Result<Option<KeyId>, Error> {
+    erasure: bool,
+) -> Result<(Option<KeyId>, Option<KeyId>), Error> {
     let Some(vault) = log.vault() else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let vault_failed = |err: ledger::vault::VaultError| Error::Unavailable(Box::new(err));
     let key_name = seal_key_name(subject);
@@ -179,51 +181,150 @@ pub(crate) fn seal_key(
         .map_err(unavailable_kv)?
         .as_deref()
         .and_then(KeyId::from_slice);
-    if let Event::EraseEntries {
-        through, indices, ..
-    } = event
-    {
-        // Every entry erased: the named ones, or the whole listing up to `through` (which
-        // now ends with this erasure itself).
-        let erased: Vec<u64> = match through {
-            Some(through) => state::subject_entries_after(&*kv, subject, None, usize::MAX)
-                .map_err(unavailable)?
-                .into_iter()
-                .filter(|i| i <= through)
-                .collect(),
-            None => indices.clone(),
-        };
-        for i in &erased {
-            kv.put(&indexed(ERASED_BY, *i), &index.to_be_bytes())
-                .map_err(unavailable_kv)?;
-        }
-        let pending = Pending {
-            subject: subject.clone(),
-            erased,
-            old_key: current.map(|k| hex::encode(k.to_bytes())),
-        };
-        let bytes = serde_json::to_vec(&pending).map_err(|_| Error::Internal("pending erasure"))?;
-        kv.put(&indexed(PENDING, index), &bytes)
-            .map_err(unavailable_kv)?;
-    } else if let Some(id) = current
+    if !erasure
+        && let Some(id) = current
         && vault.key(id).map_err(vault_failed)?.is_some()
     {
-        return Ok(Some(id));
+        return Ok((Some(id), None));
     }
-    // A first entry, an erasure, or a key that is gone (a store restored from a copy taken
-    // before an erasure): a fresh key, recorded with the batch.
     let id = vault.allocate().map_err(vault_failed)?;
     kv.put(&key_name, &id.to_bytes()).map_err(unavailable_kv)?;
     kv.put(SEAL_NEXT, &(id.slot() + 1).to_be_bytes())
         .map_err(unavailable_kv)?;
-    Ok(Some(id))
+    Ok((Some(id), current.filter(|_| erasure)))
 }
+
+/// Records, with erasure `event` at `index` (applied), which erasure erased each entry and the
+/// work left to do once the batch is durable.
+pub(crate) fn record_erasure(
+    kv: &mut TxKv<'_, '_>,
+    event: &Event,
+    index: u64,
+    old_key: Option<KeyId>,
+) -> Result<(), Error> {
+    let Event::EraseEntries {
+        subject,
+        through,
+        indices,
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    // Every entry erased: the named ones, or the whole listing up to `through` (which now ends
+    // with this erasure itself).
+    let erased: Vec<u64> = match through {
+        Some(through) => state::subject_entries_after(&*kv, subject, None, usize::MAX)
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|i| i <= through)
+            .collect(),
+        None => indices.clone(),
+    };
+    for i in &erased {
+        kv.put(&indexed(ERASED_BY, *i), &index.to_be_bytes())
+            .map_err(unavailable_kv)?;
+    }
+    let pending = Pending {
+        subject: subject.clone(),
+        erased,
+        old_key: old_key.map(|k| hex::encode(k.to_bytes())),
+    };
+    let bytes = serde_json::to_vec(&pending).map_err(|_| Error::Internal("pending erasure"))?;
+    kv.put(&indexed(PENDING, index), &bytes)
+        .map_err(unavailable_kv)
+}
+
+/// The patient whose consent-state record (`subj/<pseudonym>/s`) state key `key` is.
+fn state_record_subject(key: &[u8]) -> Option<&[u8]> {
+    let pseudonym = key.strip_prefix(b"subj/")?.strip_suffix(b"/s")?;
+    (!pseudonym.is_empty() && !pseudonym.contains(&b'/')).then_some(pseudonym)
+}
+
+/// The state key of the sealing key of the patient `pseudonym`.
+fn seal_key_name_of(pseudonym: &[u8]) -> Vec<u8> {
+    let mut key = SEAL_KEY.to_vec();
+    key.extend_from_slice(pseudonym);
+    key
+}
+
+/// `value` of state key `key` as it is to be stored: a patient's consent-state record sealed
+/// under the patient's current key (`current` reads a state key), so that destroying the key
+/// makes the record unreadable in every copy of the store too; anything else, or a patient with
+/// no usable key (none yet; a directory change naming them), as it is.
+pub(crate) fn seal_state(
+    log: &Log,
+    current: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, KvError>,
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<Vec<u8>>, KvError> {
+    let (Some(pseudonym), Some(vault)) = (state_record_subject(key), log.vault()) else {
+        return Ok(None);
+    };
+    let Some(id) = current(&seal_key_name_of(pseudonym))?
+        .as_deref()
+        .and_then(KeyId::from_slice)
+    else {
+        return Ok(None);
+    };
+    let Some(body_key) = vault.key(id).map_err(KvError::new)? else {
+        return Ok(None);
+    };
+    let mut sealed = vec![SEALED_STATE];
+    sealed.extend(ledger::vault::seal_record(
+        &body_key,
+        id,
+        key,
+        value,
+        &mut rand::thread_rng(),
+    ));
+    Ok(Some(sealed))
+}
+
+/// A stored state value as readers see it: a sealed consent-state record opened. One sealed
+/// under a destroyed key (a store restored from a copy taken before the patient's erasure)
+/// reads as no consents and an opt-out of every secondary use, so that nothing the erasure
+/// ended comes back; care and emergency access are not refused.
+pub(crate) fn open_state(log: &Log, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, KvError> {
+    let Some((&SEALED_STATE, sealed)) = value.split_first() else {
+        return Ok(value);
+    };
+    let vault = log
+        .vault()
+        .ok_or_else(|| KvError::new(SealedStateError("the log has no key vault")))?;
+    let id = ledger::vault::sealed_key_id(sealed)
+        .ok_or_else(|| KvError::new(SealedStateError("a sealed state record is malformed")))?;
+    match vault.key(id).map_err(KvError::new)? {
+        Some(body_key) => ledger::vault::open_record(&body_key, key, sealed).map_err(KvError::new),
+        None => Ok(state::encode_subject_state(&state::SubjectState {
+            opt_outs: SECONDARY_USES.to_vec(),
+            ..state::SubjectState::default()
+        })),
+    }
+}
+
+/// What a consent-state record sealed under a destroyed key opts out of: every purpose but the
+/// patient's care (treatment, emergency) and the facility's operations.
+const SECONDARY_USES: &[Purpose] = &[
+    Purpose::Research,
+    Purpose::ProductDevelopment,
+    Purpose::Insurance,
+    Purpose::HealthGuidance,
+    Purpose::PublicHealth,
+    Purpose::Marketing,
+];
+
+/// The first byte of a sealed consent-state record (a record in the clear is JSON: `{`).
+const SEALED_STATE: u8 = 0x01;
+
+/// A sealed state record that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SealedStateError(&'static str);
 
 /// The state key of a patient's sealing key.
 pub(crate) fn seal_key_name(subject: &SubjectId) -> Vec<u8> {
-    let mut key = SEAL_KEY.to_vec();
-    key.extend_from_slice(subject.as_str().as_bytes());
-    key
+    seal_key_name_of(subject.as_str().as_bytes())
 }
 
 fn indexed(prefix: &[u8], index: u64) -> Vec<u8> {

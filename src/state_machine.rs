@@ -618,7 +618,8 @@ impl StateMachine for DomainStateMachine {
         let index = tx.index().get();
         let now = Timestamp::from_unix_millis(tx.time_millis())
             .ok_or(Error::Internal("the clock is outside 1970-9999"))?;
-        let mut kv = TxKv(tx);
+        let log = self.log.clone();
+        let mut kv = TxKv(tx, &log);
         // A request id seen before (in this batch too) appends nothing: the caller gets the
         // first answer, or ALREADY_EXISTS for another request under the same id.
         if let Some(request) = &request
@@ -642,9 +643,16 @@ impl StateMachine for DomainStateMachine {
         // in-memory directory took in, which the next committed batch would publish to
         // decisions without a log entry behind it.
         let mut entry = frame_with(&event, now, beta.as_ref())?;
+        // The key first: the patient's consent-state record is sealed under it as it is written.
+        let erasure = matches!(event, Event::EraseEntries { .. });
+        let (seal, replaced) = match event.subject() {
+            Some(subject) => crate::erasure::choose_key(&self.log, &mut kv, subject, erasure)?,
+            None => (None, None),
+        };
+        entry.seal = seal;
         state::apply(&mut kv, &event, index).map_err(Error::from)?;
-        if let Some(subject) = event.subject() {
-            entry.seal = crate::erasure::seal_key(&self.log, &mut kv, subject, &event, index)?;
+        if erasure {
+            crate::erasure::record_erasure(&mut kv, &event, index, replaced)?;
         }
         // The state accepted it, so the directory does too (same checks); it takes effect at
         // the next decision's flush.
@@ -855,8 +863,9 @@ pub fn frame_with(
     })
 }
 
-/// The derived state as a command sees it: the sequencer's transaction.
-pub(crate) struct TxKv<'a, 'b>(pub(crate) &'a mut Tx<'b>);
+/// The derived state as a command sees it: the sequencer's transaction, and the log whose vault
+/// seals and opens patients' consent-state records (`crate::erasure`).
+pub(crate) struct TxKv<'a, 'b>(pub(crate) &'a mut Tx<'b>, pub(crate) &'a Log);
 
 /// The same, read only.
 struct TxRead<'a, 'b>(&'a Tx<'b>);
@@ -869,13 +878,21 @@ impl KvRead for TxRead<'_, '_> {
 
 impl KvRead for TxKv<'_, '_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.0.get(key).map_err(KvError::new)
+        match self.0.get(key).map_err(KvError::new)? {
+            Some(value) => crate::erasure::open_state(self.1, key, value).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
 impl KvWrite for TxKv<'_, '_> {
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.0.put(key, value);
+        let tx = &*self.0;
+        let current = |name: &[u8]| tx.get(name).map_err(KvError::new);
+        match crate::erasure::seal_state(self.1, current, key, value)? {
+            Some(sealed) => self.0.put(key, &sealed),
+            None => self.0.put(key, value),
+        }
         Ok(())
     }
 
@@ -902,7 +919,10 @@ pub struct LogKv<'a>(pub &'a Log);
 
 impl policy::state::KvRead for LogKv<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, policy::state::KvError> {
-        self.0.state_get(key).map_err(policy::state::KvError::new)
+        match self.0.state_get(key).map_err(policy::state::KvError::new)? {
+            Some(value) => crate::erasure::open_state(self.0, key, value).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -104,6 +104,8 @@ const NONCE_LEN: usize = 12;
 const AEAD_TAG_LEN: usize = 16;
 /// The start of the associated data of a sealed body.
 const SEALED_AAD_PREFIX: &[u8] = b"akashi/sealed-body/v1";
+/// The first bytes of every sealed record's associated data.
+const RECORD_AAD_PREFIX: &[u8] = b"akashi/sealed-record/v1";
 /// The shortest sealed body: key id, nonce and Poly1305 tag around an empty body.
 const SEALED_MIN_LEN: usize = KeyId::LEN + NONCE_LEN + AEAD_TAG_LEN;
 /// The largest file offset a slot may end at (file offsets are signed 64-bit).
@@ -533,22 +535,63 @@ pub fn seal_body(
     body: &[u8],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Vec<u8> {
+    seal_with(key, id, &sealed_aad(index, id), body, rng)
+}
+
+/// The associated data of a sealed record: prefix, the context's length and bytes, key id.
+fn record_aad(context: &[u8], id: KeyId) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(RECORD_AAD_PREFIX.len() + 8 + context.len() + KeyId::LEN);
+    aad.extend_from_slice(RECORD_AAD_PREFIX);
+    aad.extend_from_slice(&(context.len() as u64).to_be_bytes());
+    aad.extend_from_slice(context);
+    aad.extend_from_slice(&id.to_bytes());
+    aad
+}
+
+/// Seals `data` — a record other than a body, such as a patient's consent state — under `key`,
+/// bound to `context` (the record's name, so that it cannot be moved to another): the same
+/// layout as [`seal_body`], with associated data
+/// `b"akashi/sealed-record/v1" || len(context) (u64, big-endian) || context || id`.
+///
+/// # Panics
+///
+/// If `data` is longer than ChaCha20 can encrypt under one nonce (256 GiB).
+pub fn seal_record(
+    key: &BodyKey,
+    id: KeyId,
+    context: &[u8],
+    data: &[u8],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Vec<u8> {
+    seal_with(key, id, &record_aad(context, id), data, rng)
+}
+
+/// Opens a record sealed by [`seal_record`] for `context`.
+///
+/// # Errors
+///
+/// As [`open_body`].
+pub fn open_record(key: &BodyKey, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let id = sealed_key_id(sealed).ok_or(VaultError::Sealed)?;
+    open_with(key, &record_aad(context, id), sealed)
+}
+
+fn seal_with(
+    key: &BodyKey,
+    id: KeyId,
+    aad: &[u8],
+    body: &[u8],
+    rng: &mut (impl RngCore + CryptoRng),
+) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rng.fill_bytes(&mut nonce);
     let cipher = ChaCha20Poly1305::new((&key.0).into());
-    let aad = sealed_aad(index, id);
     #[expect(
         clippy::expect_used,
         reason = "ChaCha20-Poly1305 fails only for a message over 256 GiB, which no body is"
     )]
     let ciphertext = cipher
-        .encrypt(
-            (&nonce).into(),
-            Payload {
-                msg: body,
-                aad: &aad,
-            },
-        )
+        .encrypt((&nonce).into(), Payload { msg: body, aad })
         .expect("a body shorter than 256 GiB seals");
     let mut sealed = Vec::with_capacity(KeyId::LEN + NONCE_LEN + ciphertext.len());
     sealed.extend_from_slice(&id.to_bytes());
@@ -571,23 +614,27 @@ pub fn sealed_key_id(sealed: &[u8]) -> Option<KeyId> {
 /// [`VaultError::Sealed`] when the record is malformed, was sealed for another index, was
 /// tampered with, or `key` is not the key it was sealed under.
 pub fn open_body(key: &BodyKey, index: u64, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let id = sealed_key_id(sealed).ok_or(VaultError::Sealed)?;
+    open_with(key, &sealed_aad(index, id), sealed)
+}
+
+fn open_with(key: &BodyKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
     if sealed.len() < SEALED_MIN_LEN {
         return Err(VaultError::Sealed);
     }
-    let (id, rest) = sealed
+    let (_, rest) = sealed
         .split_first_chunk::<{ KeyId::LEN }>()
         .ok_or(VaultError::Sealed)?;
     let (nonce, ciphertext) = rest
         .split_first_chunk::<NONCE_LEN>()
         .ok_or(VaultError::Sealed)?;
-    let aad = sealed_aad(index, KeyId::from_bytes(*id));
     let cipher = ChaCha20Poly1305::new((&key.0).into());
     cipher
         .decrypt(
             nonce.into(),
             Payload {
                 msg: ciphertext,
-                aad: &aad,
+                aad,
             },
         )
         .map_err(|_| VaultError::Sealed)

@@ -80,8 +80,8 @@ pub use records::{
     OrganizationRecord, Page, PendingPolicySet,
 };
 pub use subject::{
-    KeyValues, SubjectHead, SubjectState, consent_state, subject_entries, subject_entries_after,
-    subject_entry_reads, subject_head,
+    KeyValues, SubjectHead, SubjectState, consent_state, encode_subject_state, subject_entries,
+    subject_entries_after, subject_entry_reads, subject_head,
 };
 
 pub(crate) use kv::prefix_end;

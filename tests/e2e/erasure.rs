@@ -513,6 +513,10 @@ async fn erasure_reaches_a_backup_taken_before_it() {
             );
         }
     }
+    // Nor do the consent-state records hold a consent's terms in the clear (their compact
+    // field names: purposes `p`, data categories `d`, recipients `r`).
+    let terms = br#""p":["research"],"d":["clinical"],"r":["uni"]"#;
+    assert!(holding(&files, terms).is_empty(), "consent terms at rest");
 
     let server = start_without_retention(backup).await;
     let api = Api::new(&server, Role::Platform, None).await;
@@ -534,17 +538,20 @@ async fn erasure_reaches_a_backup_taken_before_it() {
     assert_eq!(restored[grant2 as usize], before[grant2 as usize]);
     assert_eq!(restored[org as usize], before[org as usize]);
 
-    // The restored server still decides about p1 and logs it, sealed under a fresh key. (Its
-    // derived state predates the erasure: it still holds p1's consent in the clear, so this
-    // decision counts the erased grant.)
+    // The restored server still decides about p1 and logs it, sealed under a fresh key. Its
+    // derived state predates the erasure, but p1's consent-state record was sealed under the
+    // destroyed key too: it reads as no consent and an opt-out of every secondary use, so the
+    // erased grant does not come back. p2's consent still counts.
     let size = api.size().await;
     let decided = api.authorize(research_ask("p1")).await;
+    assert!(!allowed(&decided), "{decided:?}");
     let receipt = decided.receipt.unwrap();
     assert_eq!(receipt.leaf_index, size);
     verify_receipt(&receipt, &server.vkey);
     assert_eq!(api.size().await, size + 1);
     let entries = all_entries(&regulator).await;
     assert!(!payload(&entries[receipt.leaf_index as usize]).is_empty());
+    assert!(allowed(&api.authorize(research_ask("p2")).await));
     server.stop().await;
 }
 

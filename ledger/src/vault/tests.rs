@@ -428,3 +428,27 @@ fn concurrent_reads_and_allocations() {
     assert_eq!(all.len(), 1200);
     assert_eq!(vault.next_slot(), 1201);
 }
+
+#[test]
+fn records_open_only_under_their_context_and_never_as_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = KeyVault::open(dir.path()).unwrap();
+    let id = vault.allocate().unwrap();
+    let key = vault.key(id).unwrap().unwrap();
+    let sealed = seal_record(&key, id, b"subj/aa/s", b"{\"c\":[]}", &mut OsRng);
+    assert_eq!(sealed_key_id(&sealed), Some(id));
+    assert_eq!(
+        open_record(&key, b"subj/aa/s", &sealed).unwrap(),
+        b"{\"c\":[]}"
+    );
+    // Moved to another record, or read as a body, it does not open.
+    assert!(open_record(&key, b"subj/bb/s", &sealed).is_err());
+    assert!(open_body(&key, 0, &sealed).is_err());
+    let body = seal_body(&key, id, 0, b"body", &mut OsRng);
+    assert!(open_record(&key, b"", &body).is_err());
+    let mut flipped = sealed.clone();
+    if let Some(last) = flipped.last_mut() {
+        *last ^= 1;
+    }
+    assert!(open_record(&key, b"subj/aa/s", &flipped).is_err());
+}

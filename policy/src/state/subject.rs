@@ -279,6 +279,14 @@ pub fn subject_entries_after(
     Ok(out)
 }
 
+/// The bytes [`consent_state`] reads `state` from: what the state stores for a patient, for a
+/// store that keeps the record in another form (sealed) and must hand the same bytes back.
+pub fn encode_subject_state(state: &SubjectState) -> Vec<u8> {
+    // INVARIANT: the record is a plain struct of strings, numbers and lists, which serde_json
+    // always serialises.
+    serde_json::to_vec(&StoredSubject::from_state(state)).unwrap_or_default()
+}
+
 pub(super) fn put_subject_state(
     kv: &mut impl KvWrite,
     subject: &SubjectId,

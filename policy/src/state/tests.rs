@@ -758,3 +758,134 @@ fn proposals_wait_until_approved_and_approvals_need_a_waiting_set() {
         MAX_PENDING_POLICY_SETS - 3
     );
 }
+
+fn erasure(
+    subject: SubjectId,
+    (through, indices): (Option<u64>, Vec<u64>),
+    dropped_consents: Vec<ConsentId>,
+    state_after: SubjectState,
+) -> Event {
+    Event::EraseEntries {
+        subject,
+        through,
+        indices,
+        reason: "patient request".to_owned(),
+        forced: false,
+        time: ts("2026-02-01T00:00:00Z"),
+        dropped_consents,
+        state_after: Box::new(state_after),
+    }
+}
+
+#[test]
+fn an_erasure_ends_erased_grants_and_keeps_refusals() {
+    let mut kv = Kv::new();
+    // 0: org, 1: grant c1, 2: grant c2, 3: opt-out, 4: revoke c2.
+    let next = apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), None)),
+            Event::GrantConsent(consent("c2", p(1), None)),
+            opt_out(p(1)),
+        ],
+    );
+    assert_eq!(next, 4);
+    // Erasing the opt-out's entry (3) ends nothing and keeps the opt-out.
+    let (dropped, after) = erasure_effect(&kv, &p(1), (None, &[3])).unwrap();
+    assert!(dropped.is_empty());
+    assert_eq!(after, consent_state(&kv, &p(1)).unwrap());
+    // Erasing c1's grant ends c1 only; the opt-out stays.
+    let (dropped, after) = erasure_effect(&kv, &p(1), (None, &[1])).unwrap();
+    assert_eq!(dropped, [ConsentId::new("c1").unwrap()]);
+    assert_eq!(after.consents.len(), 1);
+    assert_eq!(after.consents[0].id.as_str(), "c2");
+    assert!(!after.opt_outs.is_empty());
+    // Everything: both consents end.
+    let (all, emptied) = erasure_effect(&kv, &p(1), (Some(3), &[])).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(emptied.consents.is_empty() && !emptied.opt_outs.is_empty());
+
+    // The server's check holds an erasure to exactly that effect.
+    let wrong = erasure(p(1), (None, vec![1]), vec![], after.clone());
+    assert!(matches!(
+        check(&kv, &wrong, 4),
+        Err(ApplyError::ErasureMismatch(_))
+    ));
+    let widening = erasure(
+        p(1),
+        (None, vec![1]),
+        dropped.clone(),
+        consent_state(&kv, &p(1)).unwrap(),
+    );
+    assert!(matches!(
+        check(&kv, &widening, 4),
+        Err(ApplyError::ErasureMismatch(_))
+    ));
+    let itself = erasure(p(1), (Some(4), vec![]), all.clone(), emptied.clone());
+    assert!(matches!(
+        check(&kv, &itself, 4),
+        Err(ApplyError::ErasureMismatch(_))
+    ));
+    let right = erasure(p(1), (None, vec![1]), dropped, after);
+    apply(&mut kv, &right, 4).unwrap();
+    let state = consent_state(&kv, &p(1)).unwrap();
+    assert_eq!(state.consents.len(), 1);
+    // The ended consent cannot be revoked again.
+    assert!(matches!(
+        check_revoke(&kv, &p(1), &ConsentId::new("c1").unwrap()),
+        Err(ApplyError::AlreadyRevoked { .. })
+    ));
+}
+
+#[test]
+fn a_replay_adopts_an_erasure_only_if_it_widens_nothing() {
+    let mut kv = Kv::new();
+    apply_all(
+        &mut kv,
+        &[
+            org("univ-a"),
+            Event::GrantConsent(consent("c1", p(1), None)),
+            opt_out(p(1)),
+        ],
+    );
+    let known = consent_state(&kv, &p(1)).unwrap();
+    // A replay that could not read erased entries: the server's state after may hold less.
+    let narrower = SubjectState {
+        consents: Vec::new(),
+        consent_indices: Default::default(),
+        ..known.clone()
+    };
+    let mut adopted = kv.clone();
+    adopt_erasure(
+        &mut adopted,
+        &erasure(p(1), (Some(2), vec![]), vec![], narrower.clone()),
+        3,
+    )
+    .unwrap();
+    assert_eq!(consent_state(&adopted, &p(1)).unwrap(), narrower);
+    // A consent the log does not show, or an opt-out dropped, is refused.
+    let mut extra = known.clone();
+    extra.consents.push(consent("c9", p(1), None));
+    assert!(
+        adopt_erasure(
+            &mut kv.clone(),
+            &erasure(p(1), (Some(2), vec![]), vec![], extra),
+            3
+        )
+        .is_err()
+    );
+    let fewer_opt_outs = SubjectState {
+        opt_outs: Vec::new(),
+        opt_out_indices: Default::default(),
+        ..known
+    };
+    assert!(
+        adopt_erasure(
+            &mut kv.clone(),
+            &erasure(p(1), (Some(2), vec![]), vec![], fewer_opt_outs),
+            3
+        )
+        .is_err()
+    );
+}
