@@ -9,7 +9,7 @@
 //! that a restart never hands out a slot a committed entry uses. Directory and policy entries
 //! name no patient and stay in the clear. The patient's consent-state record (`subj/…/s`: the
 //! terms of their consents, their opt-outs) is sealed under the same key by the state adapters
-//! ([`seal_state`], [`open_state`]), so that the terms are not left readable in a copy either.
+//! (`seal_state`, `open_state`), so that the terms are not left readable in a copy either.
 //!
 //! **Erasing.** An erasure is an entry about the patient ([`Event::EraseEntries`]): checked and
 //! sequenced like any write, against the retention period (refused with the first day it is
