@@ -29,6 +29,27 @@ async fn start_without_retention(dir: TempDir) -> TestServer {
     TestServer::start_with(dir, |config| config.erasure_retention_days = 0).await
 }
 
+/// A server without a retention period, and a platform client that registered `uni`.
+async fn with_uni() -> (TestServer, Api) {
+    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    (server, api)
+}
+
+/// The regulator's replay of `server`'s log.
+async fn regulator_replay(
+    server: &TestServer,
+    verifier: &ledger::note::NoteVerifier,
+) -> auditor::report::Report {
+    let config = auditor::cli::ReplayConfig {
+        verifier: verifier.clone(),
+        grpc: format!("http://{}", server.grpc_addr),
+        token: server.token(Role::Regulator, None),
+    };
+    auditor::cli::replay(&config, false).await.unwrap()
+}
+
 /// `patient`'s research consent to `uni` (as in restart.rs).
 fn research_grant(patient: &str) -> pb::GrantConsentRequest {
     grant(
@@ -557,9 +578,7 @@ async fn erasure_reaches_a_backup_taken_before_it() {
 
 #[tokio::test]
 async fn erase_is_idempotent_with_request_id() {
-    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
-    let api = Api::new(&server, Role::Platform, None).await;
-    api.org("uni", "university").await;
+    let (server, api) = with_uni().await;
     grant_research(&api, "p1").await;
     assert!(allowed(&api.authorize(research_ask("p1")).await));
     grant_research(&api, "p2").await;
@@ -604,9 +623,7 @@ async fn erase_is_idempotent_with_request_id() {
 /// with the erased entry marked. A body deleted outside an erasure is a finding.
 #[tokio::test]
 async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_without_one() {
-    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
-    let api = Api::new(&server, Role::Platform, None).await;
-    api.org("uni", "university").await;
+    let (server, api) = with_uni().await;
     let (_, grant_index) = grant_research(&api, "p1").await;
     assert!(allowed(&api.authorize(research_ask("p1")).await));
     let (_, p2_grant) = grant_research(&api, "p2").await;
@@ -625,12 +642,7 @@ async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_with
 
     let verifier = ledger::note::NoteVerifier::from_vkey(&server.vkey).unwrap();
     let grpc = format!("http://{}", server.grpc_addr);
-    let config = auditor::cli::ReplayConfig {
-        verifier: verifier.clone(),
-        grpc: grpc.clone(),
-        token: server.token(Role::Regulator, None),
-    };
-    let report = auditor::cli::replay(&config, false).await.unwrap();
+    let report = regulator_replay(&server, &verifier).await;
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.redacted, 1);
     assert_eq!(report.erasures, 1);
@@ -678,17 +690,7 @@ async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_with
         assert!(log.redact_body(LeafIndex(p2_grant)).unwrap());
     }
     let server = TestServer::start_in(dir).await;
-    let grpc = format!("http://{}", server.grpc_addr);
-    let report = auditor::cli::replay(
-        &auditor::cli::ReplayConfig {
-            verifier,
-            grpc,
-            token: server.token(Role::Regulator, None),
-        },
-        false,
-    )
-    .await
-    .unwrap();
+    let report = regulator_replay(&server, &verifier).await;
     assert!(
         report
             .findings
@@ -705,9 +707,7 @@ async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_with
 /// the bodies are gone and the old key destroyed.
 #[tokio::test]
 async fn an_erasure_cut_off_by_a_stop_is_finished_at_the_next_start() {
-    let server = start_without_retention(tempfile::tempdir().unwrap()).await;
-    let api = Api::new(&server, Role::Platform, None).await;
-    api.org("uni", "university").await;
+    let (server, api) = with_uni().await;
     let (_, grant_index) = grant_research(&api, "p1").await;
     let data_dir = server.data_dir();
     let dir = server.stop().await;
