@@ -15,7 +15,8 @@
 //!
 //! Feature `store`: `store` (the [`store::Store`] trait and the in-memory store), `anchor`
 //! (the file that remembers the newest acknowledged checkpoint), `tree`
-//! (tiled hash storage), `chunk`, `log` (open, recover, append, read) and `sequencer` (group
+//! (tiled hash storage), `chunk`, `log` (open, recover, append, read), `vault` (the per-patient
+//! keys bodies are sealed under, for erasure by crypto-shredding) and `sequencer` (group
 //! commit). Feature `sled` adds `store::SledStore`. This crate does not know what entries mean:
 //! the server's state machine decides that.
 //!
@@ -82,6 +83,7 @@ pub mod tile;
 pub mod tlog_proof;
 #[cfg(feature = "store")]
 pub mod tree;
+#[cfg(feature = "store")]
 pub mod vault;
 pub mod vrf;
 pub mod witness;
