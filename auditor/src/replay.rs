@@ -9,7 +9,9 @@
 //! An erasure is applied as logged when it leaves the patient no wider a consent state than the
 //! replay shows (`policy::state::adopt_erasure`), and findings about the patient's entries
 //! between the first erased entry and the erasure are withdrawn and counted: a decision that
-//! relied on an erased consent cannot be re-decided.
+//! relied on an erased consent cannot be re-decided. [`EntryCheck::look_ahead`] takes an erasure
+//! entry before the entries it erased, so that the subject map can place them (the erasure's
+//! body carries the patient's VRF output).
 //!
 //! [`EntryCheck`] also recomputes the per-patient subject map (`ledger::completeness`) from
 //! each body's `subject_vrf_output` and compares it with every checkpoint that commits to one
@@ -99,6 +101,17 @@ pub struct EntryCheck {
     map: SubjectMapCheck,
     /// Erased entries by the erasure entry said to have erased them, until it is reached.
     awaiting: std::collections::BTreeMap<u64, Vec<u64>>,
+    /// Erasure entries read ahead ([`EntryCheck::look_ahead`]), until reached.
+    ahead: std::collections::BTreeMap<u64, Ahead>,
+}
+
+/// An erasure entry read ahead of the entries it erased: its leaf, its payload (which carries
+/// the patient's `subject_vrf_output`) and the patient.
+#[derive(Debug)]
+struct Ahead {
+    leaf: Vec<u8>,
+    payload: Vec<u8>,
+    subject: policy::domain::SubjectId,
 }
 
 impl EntryCheck {
@@ -108,6 +121,7 @@ impl EntryCheck {
             scan: LogScan::new(verifier),
             map: SubjectMapCheck::default(),
             awaiting: std::collections::BTreeMap::new(),
+            ahead: std::collections::BTreeMap::new(),
         }
     }
 
@@ -178,6 +192,37 @@ impl EntryCheck {
         self.check_inner(index, leaf, body, Some(erased_by))
     }
 
+    /// Takes in erasure entry `index` (its leaf and body) ahead of its turn, so that the entries
+    /// it erased, met first, can still be placed in the subject map: their patient is the
+    /// erasure's. Its body must match its leaf's commitment, and the leaf must be the one the
+    /// log holds at `index` when the check gets there (else a finding). Anything else is
+    /// ignored: the entries then count as unattributable, as without it.
+    pub fn look_ahead(&mut self, index: u64, leaf: &[u8], body: Option<&[u8]>) {
+        if index < self.scan.size().get() {
+            return;
+        }
+        let (Ok(decoded), Some(body)) = (Leaf::decode(leaf), body) else {
+            return;
+        };
+        if ledger::entry::verify_commitment(&decoded, body).is_err() {
+            return;
+        }
+        let payload = body
+            .get(ledger::entry::BODY_NONCE_LEN..)
+            .unwrap_or_default()
+            .to_vec();
+        if let Ok(Event::EraseEntries { subject, .. }) = Event::from_json(&payload) {
+            self.ahead.insert(
+                index,
+                Ahead {
+                    leaf: leaf.to_vec(),
+                    payload,
+                    subject,
+                },
+            );
+        }
+    }
+
     fn check_inner(
         &mut self,
         index: LeafIndex,
@@ -192,7 +237,18 @@ impl EntryCheck {
             }
             None => (None, &[][..]),
         };
+        let ahead = match erased_by {
+            Some(Some(erasure)) => self.ahead.get(&erasure),
+            _ => None,
+        };
         let about = match (&event, body) {
+            (_, None) if ahead.is_some() => match ahead {
+                Some(ahead) => About::Patient {
+                    subject: &ahead.subject,
+                    payload: &ahead.payload,
+                },
+                None => About::Unattributable(Unattributable::LawfullyErased),
+            },
             (_, None) if matches!(erased_by, Some(Some(_))) => {
                 About::Unattributable(Unattributable::LawfullyErased)
             }
@@ -207,10 +263,16 @@ impl EntryCheck {
             },
         };
         let index = index.get();
+        self.map.entry(index, leaf, about, self.scan.report_mut());
         if let Some(erased) = self.awaiting.remove(&index) {
             self.account(index, &erased, event.as_ref());
         }
-        self.map.entry(index, leaf, about, self.scan.report_mut());
+        if let Some(ahead) = self.ahead.remove(&index)
+            && ahead.leaf != leaf
+        {
+            self.scan
+                .add_finding(Finding::ErasureServedTwice { erasure: index });
+        }
         self.map
             .reached(self.scan.size().get(), self.scan.report_mut());
         Ok(event)

@@ -114,6 +114,11 @@ pub enum Finding {
         /// The entry said to have erased it.
         erasure: u64,
     },
+    /// An erasure entry read ahead of its turn is not the one the log holds at its index.
+    ErasureServedTwice {
+        /// The erasure entry.
+        erasure: u64,
+    },
     /// A body is said to have been erased by an entry the replay never reached.
     ErasureMissing {
         /// The entry whose body is gone.
@@ -361,6 +366,7 @@ impl Finding {
             | Self::ErasedWithoutErasure { index }
             | Self::ErasureDoesNotName { index, .. }
             | Self::ErasureMissing { index, .. }
+            | Self::ErasureServedTwice { erasure: index }
             | Self::BadLeaf { index, .. }
             | Self::DecisionMismatch { index, .. }
             | Self::RecipientMismatch { index, .. }
@@ -472,6 +478,10 @@ impl fmt::Display for Finding {
                 f,
                 "entry {index}: its body is said to be erased by entry {erasure}, which is not \
                  an erasure naming it"
+            ),
+            Self::ErasureServedTwice { erasure } => write!(
+                f,
+                "entry {erasure}: the erasure read ahead of its turn differs from the one in the log"
             ),
             Self::ErasureMissing { index, erasure } => write!(
                 f,

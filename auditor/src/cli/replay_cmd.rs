@@ -228,7 +228,22 @@ async fn replay_full(
                         entries.add_checkpoint(&note)?;
                     }
                 }
+                Page::Erasures(erasures) => {
+                    for erasure in erasures {
+                        let body = (!erasure.redacted).then_some(erasure.body.as_slice());
+                        entries.look_ahead(erasure.leaf_index, &erasure.leaf, body);
+                    }
+                }
                 Page::Entries(page) => {
+                    // Erasures of this page, ahead of the entries before them they erased.
+                    let erasures: std::collections::HashSet<u64> =
+                        page.iter().filter_map(|e| e.erased_by).collect();
+                    for entry in page
+                        .iter()
+                        .filter(|e| !e.redacted && erasures.contains(&e.leaf_index))
+                    {
+                        entries.look_ahead(entry.leaf_index, &entry.leaf, Some(&entry.body));
+                    }
                     let mut decoded = Vec::with_capacity(page.len());
                     for entry in page {
                         let body = (!entry.redacted).then_some(entry.body.as_slice());
@@ -564,6 +579,9 @@ fn completeness_proof(c: pb::SubjectCompleteness) -> CompletenessProof {
 enum Page {
     Checkpoints(Vec<String>),
     Entries(Vec<pb::AuditEntry>),
+    /// Erasure entries ahead of the entries they erased, fetched early so that the replay knows
+    /// whose map record an erased entry updated.
+    Erasures(Vec<pb::AuditEntry>),
 }
 
 async fn fetch_pages(
@@ -576,6 +594,7 @@ async fn fetch_pages(
     let mut client = pb::audit_service_client::AuditServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let mut checkpoints = CheckpointPager::default();
+    let mut fetched_erasures = std::collections::HashSet::new();
     let mut next = 0u64;
     while next < size.get() {
         let end = next.saturating_add(u64::from(PAGE)).min(size.get());
@@ -613,6 +632,31 @@ async fn fetch_pages(
         let mut entries = response.entries;
         entries.truncate(usize::try_from(end - next).unwrap_or(usize::MAX));
         next = next.saturating_add(entries.len() as u64);
+        let mut wanted: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| e.erased_by)
+            .filter(|e| *e >= next && *e < size.get() && fetched_erasures.insert(*e))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut erasures = Vec::with_capacity(wanted.len());
+        for erasure in wanted {
+            let response = client
+                .get_entries(net::authorized(
+                    pb::GetEntriesRequest {
+                        start: erasure,
+                        count: 1,
+                    },
+                    &token,
+                )?)
+                .await
+                .with_context(|| format!("while fetching erasure entry {erasure}"))?
+                .into_inner();
+            erasures.extend(response.entries.into_iter().take(1));
+        }
+        if !erasures.is_empty() && tx.send(Page::Erasures(erasures)).await.is_err() {
+            return Ok(());
+        }
         if tx.send(Page::Entries(entries)).await.is_err() {
             return Ok(());
         }
