@@ -56,6 +56,11 @@ const PENDING: &[u8] = b"erase/pending/";
 /// Prefix of the erasure that erased each entry, by the entry's leaf index.
 const ERASED_BY: &[u8] = b"erased/";
 
+/// The most entries one erasure of everything about a patient reaches: its batch records each
+/// (`erased/<index>`), and the work after it deletes and re-seals them, so one request's work is
+/// bounded. A patient with more is erased in parts (`leaf_indices`, oldest first).
+pub const MAX_ERASED_AT_ONCE: usize = 100_000;
+
 /// Erasures run one at a time: two of the same patient must re-seal in order.
 static EXECUTING: Mutex<()> = Mutex::new(());
 
@@ -104,6 +109,13 @@ impl Request {
                 "there is no entry about the patient to erase".to_owned(),
             ));
         };
+        if indices.is_empty() && listing.len() > MAX_ERASED_AT_ONCE {
+            return Err(Error::FailedPrecondition(format!(
+                "the patient has {} entries, more than one erasure reaches ({MAX_ERASED_AT_ONCE}): \
+                 erase them in parts with `leaf_indices`",
+                listing.len()
+            )));
+        }
         let through = indices.is_empty().then_some(last);
         if let Some((position, index)) = indices
             .iter()
