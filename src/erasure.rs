@@ -102,6 +102,16 @@ impl Request {
             force,
             retention_days,
         } = self;
+        // The count first, from the patient's head: the listing is read only when bounded.
+        let count = state::subject_head(kv, &subject)
+            .map_err(unavailable)?
+            .map_or(0, |head| head.count);
+        if indices.is_empty() && count > MAX_ERASED_AT_ONCE as u64 {
+            return Err(Error::FailedPrecondition(format!(
+                "the patient has {count} entries, more than one erasure reaches \
+                 ({MAX_ERASED_AT_ONCE}): erase them in parts with `leaf_indices`"
+            )));
+        }
         let listing =
             state::subject_entries_after(kv, &subject, None, usize::MAX).map_err(unavailable)?;
         let Some(&last) = listing.last() else {
@@ -109,13 +119,6 @@ impl Request {
                 "there is no entry about the patient to erase".to_owned(),
             ));
         };
-        if indices.is_empty() && listing.len() > MAX_ERASED_AT_ONCE {
-            return Err(Error::FailedPrecondition(format!(
-                "the patient has {} entries, more than one erasure reaches ({MAX_ERASED_AT_ONCE}): \
-                 erase them in parts with `leaf_indices`",
-                listing.len()
-            )));
-        }
         let through = indices.is_empty().then_some(last);
         if let Some((position, index)) = indices
             .iter()
@@ -295,9 +298,15 @@ pub(crate) fn seal_state(
 
 /// A stored state value as readers see it: a sealed consent-state record opened. One sealed
 /// under a destroyed key (a store restored from a copy taken before the patient's erasure)
-/// reads as no consents and an opt-out of every secondary use, so that nothing the erasure
-/// ended comes back; care and emergency access are not refused.
+/// reads as no consents and an opt-out of every purpose, so that nothing the erasure ended
+/// comes back and nothing it held (an exclusion, an opt-out) is lost: the patient's data is
+/// refused for every use until the patient's opt-outs are withdrawn anew.
 pub(crate) fn open_state(log: &Log, key: &[u8], value: Vec<u8>) -> Result<Vec<u8>, KvError> {
+    // Only consent-state records are ever sealed: any other value (a raw hash, a page of
+    // indices) is stored as it is, whatever its first byte.
+    if state_record_subject(key).is_none() {
+        return Ok(value);
+    }
     let Some((&SEALED_STATE, sealed)) = value.split_first() else {
         return Ok(value);
     };
@@ -308,23 +317,13 @@ pub(crate) fn open_state(log: &Log, key: &[u8], value: Vec<u8>) -> Result<Vec<u8
         .ok_or_else(|| KvError::new(SealedStateError("a sealed state record is malformed")))?;
     match vault.key(id).map_err(KvError::new)? {
         Some(body_key) => ledger::vault::open_record(&body_key, key, sealed).map_err(KvError::new),
+        // Nothing the record held can be known, exclusions included: refuse every purpose.
         None => Ok(state::encode_subject_state(&state::SubjectState {
-            opt_outs: SECONDARY_USES.to_vec(),
+            opt_outs: Purpose::ALL.to_vec(),
             ..state::SubjectState::default()
         })),
     }
 }
-
-/// What a consent-state record sealed under a destroyed key opts out of: every purpose but the
-/// patient's care (treatment, emergency) and the facility's operations.
-const SECONDARY_USES: &[Purpose] = &[
-    Purpose::Research,
-    Purpose::ProductDevelopment,
-    Purpose::Insurance,
-    Purpose::HealthGuidance,
-    Purpose::PublicHealth,
-    Purpose::Marketing,
-];
 
 /// The first byte of a sealed consent-state record (a record in the clear is JSON: `{`).
 const SEALED_STATE: u8 = 0x01;
@@ -363,7 +362,17 @@ pub fn restore_floor(log: &Log) -> Result<(), Error> {
             .as_slice()
             .try_into()
             .map_err(|_| Error::Internal("the vault's high-water mark is corrupt"))?;
-        vault.set_floor(u64::from_be_bytes(next));
+        let next = u64::from_be_bytes(next);
+        if vault.slots() < next {
+            // An older copy of the vault, or a damaged one: the keys of the newest patients are
+            // missing, and their bodies would read as erased. Refuse rather than pretend.
+            return Err(Error::FailedPrecondition(format!(
+                "the key vault holds {} key slots, but the store has handed out {next}: it is \
+                 an older copy or damaged; restore the vault that belongs to this store",
+                vault.slots()
+            )));
+        }
+        vault.set_floor(next);
     }
     Ok(())
 }
@@ -423,7 +432,16 @@ pub fn execute(log: &Log, index: u64) -> Result<u64, Error> {
         .map_err(unavailable_kv)?
         .as_deref()
         .and_then(KeyId::from_slice);
-    if let Some(current) = current {
+    // A current key already destroyed (a store restored from a copy taken mid-erasure, whose
+    // key a later erasure destroyed): its bodies cannot be read, so there is nothing to keep.
+    let current_usable = match (current, log.vault()) {
+        (Some(id), Some(vault)) => vault
+            .key(id)
+            .map_err(|e| Error::Unavailable(Box::new(e)))?
+            .is_some(),
+        _ => false,
+    };
+    if let Some(current) = current.filter(|_| current_usable) {
         let size = log.size().get();
         let keep: Vec<LeafIndex> =
             state::subject_entries_after(&kv, &pending.subject, None, usize::MAX)
@@ -487,3 +505,6 @@ pub fn resume(log: &Log) -> Result<usize, Error> {
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests;

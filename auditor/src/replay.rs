@@ -175,8 +175,25 @@ impl EntryCheck {
         body: Option<&[u8]>,
         erased_by: Option<u64>,
     ) -> Result<Option<Event>, ScanError> {
+        // Only entries about a patient are sealed, so only they can be erased.
+        let about_patient = Leaf::decode(leaf).is_ok_and(|leaf| {
+            matches!(
+                leaf.kind.as_str(),
+                "consent.grant"
+                    | "consent.revoke"
+                    | "consent.opt_out"
+                    | "consent.erase"
+                    | "access.decision"
+            )
+        });
         if body.is_none() {
             match erased_by {
+                Some(erasure) if !about_patient => {
+                    self.scan.add_finding(Finding::ErasureDoesNotName {
+                        index: index.get(),
+                        erasure,
+                    });
+                }
                 Some(erasure) if erasure > index.get() => {
                     self.awaiting.entry(erasure).or_default().push(index.get());
                 }

@@ -227,6 +227,53 @@ pub(crate) fn redact(store: &dyn Store, prefix: u8, index: u64) -> Result<bool, 
     Ok(was_there)
 }
 
+/// Rewrites, in the one chunk that holds `indices[0]`, every record of `indices` (ascending)
+/// that the chunk holds, with what `change` makes of it (`None`: leave it), reading and writing
+/// the chunk once. Returns how many of `indices` the chunk held (they are done) and how many
+/// records changed.
+pub(crate) fn rewrite_chunk<E: From<ChunkError>>(
+    store: &dyn Store,
+    prefix: u8,
+    indices: &[u64],
+    mut change: impl FnMut(u64, &Raw) -> Result<Option<Raw>, E>,
+) -> Result<(usize, u64), E> {
+    let Some(&first) = indices.first() else {
+        return Ok((0, 0));
+    };
+    let (key, value) = store
+        .last_at_or_before(&[prefix], &layout::indexed(prefix, first))
+        .map_err(ChunkError::from)?
+        .ok_or(ChunkError::Missing { index: first })?;
+    let chunk_start = layout::index_of(&key).ok_or(ChunkError::Malformed { start: first })?;
+    let mut records = decode(chunk_start, &value)?;
+    let end = chunk_start + records.len() as u64;
+    if first >= end {
+        return Err(ChunkError::Missing { index: first }.into());
+    }
+    let held = indices.iter().take_while(|i| **i < end).count();
+    let mut changed = 0;
+    for &index in indices.iter().take(held) {
+        let Some(slot) = usize::try_from(index - chunk_start)
+            .ok()
+            .and_then(|offset| records.get_mut(offset))
+        else {
+            return Err(ChunkError::Missing { index }.into());
+        };
+        if let Some(new) = change(index, slot)? {
+            *slot = new;
+            changed += 1;
+        }
+    }
+    if changed > 0 {
+        let mut bytes = Vec::with_capacity(value.len());
+        for record in &records {
+            push_raw(&mut bytes, record);
+        }
+        store.put(&key, &bytes).map_err(ChunkError::from)?;
+    }
+    Ok((held, changed))
+}
+
 /// Rewrites record `index` under `prefix` with what `change` makes of it (`None`: leave the
 /// chunk as it is). Returns whether it was rewritten.
 pub(crate) fn replace(

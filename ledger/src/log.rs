@@ -839,7 +839,25 @@ impl Log {
         let id = vault::sealed_key_id(&sealed)
             .ok_or_else(|| failed(SealError::Vault(VaultError::Sealed)))?;
         match vault.key(id).map_err(|e| failed(e.into()))? {
-            None => Ok(Record::Redacted),
+            None => {
+                // The key may have been destroyed just after this read, by an erasure that
+                // re-sealed the body under the patient's new key first: read it once more.
+                let again = chunk::read_raw(self.store.as_ref(), layout::BODIES, index, 1)?;
+                match again.into_iter().next() {
+                    Some(Raw::Sealed(now)) if vault::sealed_key_id(&now) != Some(id) => {
+                        let id = vault::sealed_key_id(&now)
+                            .ok_or_else(|| failed(SealError::Vault(VaultError::Sealed)))?;
+                        match vault.key(id).map_err(|e| failed(e.into()))? {
+                            None => Ok(Record::Redacted),
+                            Some(key) => Ok(Record::Present(
+                                vault::open_body(&key, index, &now)
+                                    .map_err(|e| failed(e.into()))?,
+                            )),
+                        }
+                    }
+                    _ => Ok(Record::Redacted),
+                }
+            }
             Some(key) => Ok(Record::Present(
                 vault::open_body(&key, index, &sealed).map_err(|e| failed(e.into()))?,
             )),
@@ -884,15 +902,23 @@ impl Log {
         if let Some(bad) = indices.iter().find(|i| i.get() >= size) {
             return Err(out_of_range(Position::LeafIndex, bad.get(), size));
         }
+        let mut sorted: Vec<u64> = indices.iter().map(|i| i.get()).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
         let mut deleted = 0;
-        for index in indices {
-            // One at a time, so that batches are not held up for the whole erasure.
+        let mut rest = sorted.as_slice();
+        while !rest.is_empty() {
+            // One chunk at a time, each read and written once, so that batches are not held up
+            // for the whole erasure.
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            deleted += u64::from(chunk::redact(
+            let (done, changed) = chunk::rewrite_chunk::<ReadError>(
                 self.store.as_ref(),
                 layout::BODIES,
-                index.get(),
-            )?);
+                rest,
+                |_, record| Ok((!matches!(record, Raw::Redacted)).then_some(Raw::Redacted)),
+            )?;
+            deleted += changed;
+            rest = rest.get(done.max(1)..).unwrap_or_default();
         }
         self.sync_maintenance("a redaction")?;
         Ok(deleted)
@@ -917,32 +943,39 @@ impl Log {
             return Ok(0);
         };
         let failed = |index: u64, source: SealError| ReadError::Sealed { index, source };
+        let key = vault
+            .key(to)
+            .map_err(|e| failed(0, e.into()))?
+            .ok_or_else(|| failed(0, SealError::NoKey(to)))?;
+        let mut sorted: Vec<u64> = indices.iter().map(|i| i.get()).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
         let mut resealed = 0;
-        for index in indices {
-            let index = index.get();
-            let key = vault
-                .key(to)
-                .map_err(|e| failed(index, e.into()))?
-                .ok_or_else(|| failed(index, SealError::NoKey(to)))?;
+        let mut rest = sorted.as_slice();
+        while !rest.is_empty() {
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let raw = chunk::read_raw(self.store.as_ref(), layout::BODIES, index, 1)?
-                .into_iter()
-                .next()
-                .ok_or(ChunkError::Missing { index })?;
-            let body = match &raw {
-                Raw::Redacted => continue,
-                Raw::Present(body) => body.clone(),
-                Raw::Sealed(sealed) if vault::sealed_key_id(sealed) == Some(to) => continue,
-                Raw::Sealed(_) => match self.open_raw(index, raw.clone())? {
-                    Record::Present(body) => body,
-                    Record::Redacted => continue,
+            let (done, changed) = chunk::rewrite_chunk::<ReadError>(
+                self.store.as_ref(),
+                layout::BODIES,
+                rest,
+                |index, raw| {
+                    let body = match raw {
+                        Raw::Redacted => return Ok(None),
+                        Raw::Present(body) => body.clone(),
+                        Raw::Sealed(sealed) if vault::sealed_key_id(sealed) == Some(to) => {
+                            return Ok(None);
+                        }
+                        Raw::Sealed(_) => match self.open_raw(index, raw.clone())? {
+                            Record::Present(body) => body,
+                            Record::Redacted => return Ok(None),
+                        },
+                    };
+                    let sealed = vault::seal_body(&key, to, index, &body, &mut rand::rngs::OsRng);
+                    Ok(Some(Raw::Sealed(sealed)))
                 },
-            };
-            let sealed = vault::seal_body(&key, to, index, &body, &mut rand::rngs::OsRng);
-            chunk::replace(self.store.as_ref(), layout::BODIES, index, |_| {
-                Some(Raw::Sealed(sealed))
-            })?;
-            resealed += 1;
+            )?;
+            resealed += changed;
+            rest = rest.get(done.max(1)..).unwrap_or_default();
         }
         self.sync_maintenance("a re-sealing")?;
         Ok(resealed)

@@ -285,9 +285,13 @@ impl KeyVault {
         let torn = body % SLOT_LEN_U64;
         if torn != 0 {
             file.set_len(len - torn)
-                .and_then(|()| file.sync_all())
                 .map_err(|source| io_error(&path, "cutting off a torn tail", source))?;
         }
+        // Keys a stopped process wrote but may not have synced (it died between writing a block
+        // and syncing it, or the sync failed) are made durable before any is handed out: a
+        // body is never sealed under a key the disk might forget.
+        file.sync_all()
+            .map_err(|source| io_error(&path, "syncing it on open", source))?;
         Ok(Self {
             path,
             file,
@@ -426,17 +430,33 @@ impl KeyVault {
                 OsRng.try_fill_bytes(tag).map_err(VaultError::Random)?;
             }
         }
-        {
+        let written = {
             let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
             self.file
                 .write_all_at(block.as_slice(), offset)
-                .map_err(|source| io_error(&self.path, "appending keys", source))?;
+                .map_err(|source| io_error(&self.path, "appending keys", source))
+        };
+        if let Err(err) = written.and_then(|()| {
+            self.file
+                .sync_all()
+                .map_err(|source| io_error(&self.path, "syncing new keys", source))
+        }) {
+            // None of the block is handed out; cut it off so that no later open counts it.
+            let old = HEADER_LEN + self.slots.load(Ordering::Acquire) * SLOT_LEN_U64;
+            let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
+            if let Err(cause) = self.file.set_len(old) {
+                // The next open syncs whatever is left: a block never handed out is harmless.
+                tracing::warn!(%cause, "an unsynced block of keys could not be cut off");
+            }
+            return Err(err);
         }
-        self.file
-            .sync_all()
-            .map_err(|source| io_error(&self.path, "syncing new keys", source))?;
         self.slots.store(end, Ordering::Release);
         Ok(())
+    }
+
+    /// How many slots the file holds (handed out, free or shredded).
+    pub fn slots(&self) -> u64 {
+        self.slots.load(Ordering::Acquire)
     }
 }
 

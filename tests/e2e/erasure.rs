@@ -796,14 +796,22 @@ async fn a_store_without_its_vault_is_refused() {
     grant_research(&api, "p1").await;
     let data_dir = server.data_dir();
     let _dir = server.stop().await;
-    std::fs::remove_dir_all(data_dir.join(akashi::server::VAULT_DIR)).unwrap();
+    let vault_dir = data_dir.join(akashi::server::VAULT_DIR);
+    std::fs::remove_dir_all(&vault_dir).unwrap();
     let config = akashi::config::Config {
         data_dir,
         ..akashi::config::Config::default()
     };
-    let err = akashi::server::Server::open(config).unwrap_err();
+    let err = akashi::server::Server::open(config.clone()).unwrap_err();
     assert!(
         matches!(&err, akashi::error::StartError::Vault(message) if message.contains("missing")),
+        "{err}"
+    );
+    // Another vault (an older copy, say) without the keys the store handed out is refused too.
+    drop(ledger::vault::KeyVault::open(&vault_dir).unwrap());
+    let err = akashi::server::Server::open(config).unwrap_err();
+    assert!(
+        matches!(&err, akashi::error::StartError::Vault(message) if message.contains("older copy")),
         "{err}"
     );
 }

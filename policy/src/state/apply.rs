@@ -261,10 +261,22 @@ pub fn adopt_erasure(kv: &mut impl KvWrite, event: &Event, index: u64) -> Result
         .consents
         .iter()
         .all(|c| known.consents.contains(c))
-        && known
-            .opt_outs
+        // A consent the replay knows was granted where the replay saw it.
+        && state_after
+            .consent_indices
             .iter()
-            .all(|p| state_after.opt_outs.contains(p))
+            .all(|(id, at)| known.consent_indices.get(id).is_none_or(|k| k == at))
+        // An opt-out the replay knows stays, in force since then or earlier (an erased
+        // opt-out may have started it sooner), never later: a later start would let consents
+        // granted in between override it.
+        && known.opt_outs.iter().all(|p| {
+            state_after.opt_outs.contains(p)
+                && match (known.opt_out_indices.get(p), state_after.opt_out_indices.get(p)) {
+                    (Some(k), Some(after)) => after <= k,
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+        })
         && known
             .excluded_by_facilities
             .iter()
