@@ -11,7 +11,8 @@
 //! no recipient, every consent change concerns the subscriber. An expiry is not an entry: a
 //! grant states its `valid_until`, after which the consent no longer covers anything with no
 //! further change. An entry whose body was erased is skipped, except that a revocation of a
-//! grant whose body was erased is still told, from the grant's public leaf. Patients appear as
+//! grant whose body was erased is still told, from the grant's public leaf, and so is every
+//! consent an erasure ended (as a revocation at the erasure's entry). Patients appear as
 //! [`SubjectKey::recipient_reference`](crate::keys::SubjectKey::recipient_reference)s, stable for
 //! one recipient and unrelated across recipients.
 //!
@@ -304,13 +305,36 @@ fn changes(
         let leaf = Leaf::decode(leaf).map_err(|_| Error::Internal("a stored leaf is bad"))?;
         if !matches!(
             leaf.kind.as_str(),
-            "consent.grant" | "consent.revoke" | "consent.opt_out"
+            "consent.grant" | "consent.revoke" | "consent.opt_out" | "consent.erase"
         ) {
             continue;
         }
         let Some(event) = event_at(log, index)? else {
             continue;
         };
+        if let Event::EraseEntries {
+            subject,
+            dropped_consents,
+            time,
+            ..
+        } = &event
+        {
+            // The consents an erasure ended are told as revocations: the recipient must stop
+            // using what they covered, as for a revocation.
+            let reference = key.recipient_reference(&subscriber.name, subject.as_str());
+            for consent_id in dropped_consents {
+                if let Some(covered) = ended(log, subscriber, consent_id)? {
+                    out.push(pb::ConsentChange {
+                        leaf_index: index,
+                        kind: "revoke".into(),
+                        patient_ref: reference.clone(),
+                        time: time.to_rfc3339(),
+                        ..covered
+                    });
+                }
+            }
+            continue;
+        }
         if let Some(change) = change(log, key, subscriber, index, &event)? {
             out.push(change);
         }
@@ -351,31 +375,13 @@ fn change(
             subject,
             consent_id,
             revoked_at,
-        } => {
-            // What the revoked consent covered, from its grant: the body, or (erased) the
-            // grant's public leaf, which names its recipients, classes, purposes and level.
-            let record = state::consent_record(&LogKv(log), consent_id)
-                .map_err(|e| Error::Unavailable(Box::new(e)))?;
-            let covered_by = match record {
-                Some(record) => match event_at(log, record.granted)? {
-                    Some(Event::GrantConsent(consent)) => {
-                        names(subscriber, &consent).then(|| covered(&consent))
-                    }
-                    _ => grant_leaf(log, subscriber, record.granted)?.map(|mut change| {
-                        change.consent_id = consent_id.to_string();
-                        change
-                    }),
-                },
-                None => None,
-            };
-            covered_by.map(|covered| pb::ConsentChange {
-                leaf_index: index,
-                kind: "revoke".into(),
-                patient_ref: reference(subject),
-                time: revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                ..covered
-            })
-        }
+        } => ended(log, subscriber, consent_id)?.map(|covered| pb::ConsentChange {
+            leaf_index: index,
+            kind: "revoke".into(),
+            patient_ref: reference(subject),
+            time: revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            ..covered
+        }),
         Event::RecordOptOut { subject, purposes } => {
             let concerns = match &subscriber.recipient {
                 None => true,
@@ -390,6 +396,30 @@ fn change(
             })
         }
         _ => None,
+    })
+}
+
+/// What the consent `consent_id`, now ended, covered, if it names the subscriber or its class:
+/// from its grant's body, or (erased) the grant's public leaf, which names its recipients,
+/// classes, purposes and level.
+fn ended(
+    log: &Log,
+    subscriber: &Subscriber,
+    consent_id: &policy::domain::ConsentId,
+) -> Result<Option<pb::ConsentChange>, Error> {
+    let record = state::consent_record(&LogKv(log), consent_id)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?;
+    Ok(match record {
+        Some(record) => match event_at(log, record.granted)? {
+            Some(Event::GrantConsent(consent)) => {
+                names(subscriber, &consent).then(|| covered(&consent))
+            }
+            _ => grant_leaf(log, subscriber, record.granted)?.map(|mut change| {
+                change.consent_id = consent_id.to_string();
+                change
+            }),
+        },
+        None => None,
     })
 }
 

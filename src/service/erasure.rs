@@ -117,9 +117,17 @@ impl ErasureService for Erasure {
         let log = self.core.log().clone();
         // The batch is durable: now the bodies go and the old key is destroyed. Until this
         // is done the caller is not answered (a failure leaves the work to the next start).
-        let erased = tokio::task::spawn_blocking(move || erasure::execute(&log, index))
-            .await
-            .map_err(|_| Error::Internal("the erasure task failed"))??;
+        let erased = tokio::task::spawn_blocking(move || {
+            let erased = erasure::execute(&log, index)?;
+            // Any earlier erasure whose work failed after its batch is finished now too, not
+            // only at the next start.
+            if let Err(err) = erasure::resume(&log) {
+                tracing::warn!(cause = %err, "an earlier erasure is still not carried out");
+            }
+            Ok::<_, Error>(erased)
+        })
+        .await
+        .map_err(|_| Error::Internal("the erasure task failed"))??;
         let erased = match erased {
             0 => self.erased_count(index)?,
             n => n,

@@ -815,3 +815,47 @@ async fn a_store_without_its_vault_is_refused() {
         "{err}"
     );
 }
+
+/// A recipient watching consent changes learns that an erasure ended the consent it held: a
+/// revocation at the erasure's entry, naming the consent, although the grant's body is gone.
+#[tokio::test]
+async fn recipients_learn_that_an_erasure_ended_their_consent() {
+    let (server, api) = with_uni().await;
+    let (consent_id, grant_index) = grant_research(&api, "p1").await;
+    let mut stream = api
+        .consent()
+        .watch_consent_changes(api.req(pb::WatchConsentChangesRequest {
+            recipient: "uni".into(),
+            after_index: Some(grant_index),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let platform = server.token(Role::Platform, None);
+    let erased = erase(
+        &server,
+        &platform,
+        erase_request("p1", &[], "patient request"),
+    )
+    .await
+    .unwrap();
+    let erasure_index = erased.receipt.unwrap().leaf_index;
+    let change = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let message = stream.message().await.unwrap().expect("the stream ended");
+            if let Some(change) = message.changes.into_iter().next() {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("no change within 30 s");
+    assert_eq!(change.kind, "revoke");
+    assert_eq!(change.leaf_index, erasure_index);
+    assert_eq!(change.consent_id, consent_id);
+    assert!(
+        change.purposes.contains(&"research".to_owned()),
+        "{change:?}"
+    );
+    server.stop().await;
+}
