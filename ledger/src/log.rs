@@ -898,6 +898,20 @@ impl Log {
     ///
     /// As [`Log::redact_body`]; indices before a failure may already be deleted.
     pub fn redact_bodies(&self, indices: &[LeafIndex]) -> Result<u64, ReadError> {
+        self.rewrite_bodies(indices, "a redaction", |_, record| {
+            Ok((!matches!(record, Raw::Redacted)).then_some(Raw::Redacted))
+        })
+    }
+
+    /// Rewrites the bodies of `indices` with what `change` makes of each (`None`: leave it),
+    /// one chunk at a time under the writer's lock (so that batches are not held up for the
+    /// whole of it), each chunk read and written once, then syncs. Returns how many changed.
+    fn rewrite_bodies(
+        &self,
+        indices: &[LeafIndex],
+        what: &'static str,
+        mut change: impl FnMut(u64, &Raw) -> Result<Option<Raw>, ReadError>,
+    ) -> Result<u64, ReadError> {
         let size = self.size().get();
         if let Some(bad) = indices.iter().find(|i| i.get() >= size) {
             return Err(out_of_range(Position::LeafIndex, bad.get(), size));
@@ -905,23 +919,21 @@ impl Log {
         let mut sorted: Vec<u64> = indices.iter().map(|i| i.get()).collect();
         sorted.sort_unstable();
         sorted.dedup();
-        let mut deleted = 0;
+        let mut changed = 0;
         let mut rest = sorted.as_slice();
         while !rest.is_empty() {
-            // One chunk at a time, each read and written once, so that batches are not held up
-            // for the whole erasure.
             let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let (done, changed) = chunk::rewrite_chunk::<ReadError>(
+            let (done, in_chunk) = chunk::rewrite_chunk::<ReadError>(
                 self.store.as_ref(),
                 layout::BODIES,
                 rest,
-                |_, record| Ok((!matches!(record, Raw::Redacted)).then_some(Raw::Redacted)),
+                &mut change,
             )?;
-            deleted += changed;
+            changed += in_chunk;
             rest = rest.get(done.max(1)..).unwrap_or_default();
         }
-        self.sync_maintenance("a redaction")?;
-        Ok(deleted)
+        self.sync_maintenance(what)?;
+        Ok(changed)
     }
 
     /// Seals the bodies of `indices` under `to` (opening each under the key it is sealed under,
@@ -935,10 +947,6 @@ impl Log {
     /// [`ReadError::Sealed`] when the log has no vault or `to` is not in it, or a body fails to
     /// open; a storage error as [`Log::redact_body`].
     pub fn reseal_bodies(&self, indices: &[LeafIndex], to: KeyId) -> Result<u64, ReadError> {
-        let size = self.size().get();
-        if let Some(bad) = indices.iter().find(|i| i.get() >= size) {
-            return Err(out_of_range(Position::LeafIndex, bad.get(), size));
-        }
         let Some(vault) = self.vault.get() else {
             return Ok(0);
         };
@@ -947,38 +955,21 @@ impl Log {
             .key(to)
             .map_err(|e| failed(0, e.into()))?
             .ok_or_else(|| failed(0, SealError::NoKey(to)))?;
-        let mut sorted: Vec<u64> = indices.iter().map(|i| i.get()).collect();
-        sorted.sort_unstable();
-        sorted.dedup();
-        let mut resealed = 0;
-        let mut rest = sorted.as_slice();
-        while !rest.is_empty() {
-            let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-            let (done, changed) = chunk::rewrite_chunk::<ReadError>(
-                self.store.as_ref(),
-                layout::BODIES,
-                rest,
-                |index, raw| {
-                    let body = match raw {
-                        Raw::Redacted => return Ok(None),
-                        Raw::Present(body) => body.clone(),
-                        Raw::Sealed(sealed) if vault::sealed_key_id(sealed) == Some(to) => {
-                            return Ok(None);
-                        }
-                        Raw::Sealed(_) => match self.open_raw(index, raw.clone())? {
-                            Record::Present(body) => body,
-                            Record::Redacted => return Ok(None),
-                        },
-                    };
-                    let sealed = vault::seal_body(&key, to, index, &body, &mut rand::rngs::OsRng);
-                    Ok(Some(Raw::Sealed(sealed)))
+        self.rewrite_bodies(indices, "a re-sealing", |index, raw| {
+            let body = match raw {
+                Raw::Redacted => return Ok(None),
+                Raw::Present(body) => body.clone(),
+                Raw::Sealed(sealed) if vault::sealed_key_id(sealed) == Some(to) => {
+                    return Ok(None);
+                }
+                Raw::Sealed(_) => match self.open_raw(index, raw.clone())? {
+                    Record::Present(body) => body,
+                    Record::Redacted => return Ok(None),
                 },
-            )?;
-            resealed += changed;
-            rest = rest.get(done.max(1)..).unwrap_or_default();
-        }
-        self.sync_maintenance("a re-sealing")?;
-        Ok(resealed)
+            };
+            let sealed = vault::seal_body(&key, to, index, &body, &mut rand::rngs::OsRng);
+            Ok(Some(Raw::Sealed(sealed)))
+        })
     }
 
     /// Syncs the store after maintenance outside batches; a failed sync poisons the log.
