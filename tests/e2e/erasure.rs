@@ -50,6 +50,21 @@ async fn regulator_replay(
     auditor::cli::replay(&config, false).await.unwrap()
 }
 
+/// Asks the research question about `patient`: it must be denied, logged as the next entry
+/// with a valid receipt, and its body readable by `regulator` (sealed under the patient's
+/// current key).
+async fn denied_and_logged(server: &TestServer, api: &Api, regulator: &Api, patient: &str) {
+    let size = api.size().await;
+    let decided = api.authorize(research_ask(patient)).await;
+    assert!(!allowed(&decided), "{decided:?}");
+    let receipt = decided.receipt.unwrap();
+    assert_eq!(receipt.leaf_index, size);
+    verify_receipt(&receipt, &server.vkey);
+    assert_eq!(api.size().await, size + 1);
+    let entries = all_entries(regulator).await;
+    assert!(!payload(&entries[receipt.leaf_index as usize]).is_empty());
+}
+
 /// `patient`'s research consent to `uni` (as in restart.rs).
 fn research_grant(patient: &str) -> pb::GrantConsentRequest {
     grant(
@@ -235,16 +250,8 @@ async fn erasure_deletes_bodies_keeps_proofs_and_later_decisions_work() {
     }
 
     // The same question again: decided without the erased consent, and logged.
-    let size = api.size().await;
-    let again = api.authorize(research_ask("p1")).await;
-    assert!(!allowed(&again), "the erased consent must not count");
-    let receipt = again.receipt.unwrap();
-    assert_eq!(receipt.leaf_index, size);
-    verify_receipt(&receipt, &server.vkey);
-    assert_eq!(api.size().await, size + 1);
     // Its body is sealed under the patient's new key, and readable.
-    let entries = all_entries(&regulator).await;
-    assert!(!payload(&entries[receipt.leaf_index as usize]).is_empty());
+    denied_and_logged(&server, &api, &regulator, "p1").await;
     assert!(api.consent_state("p1").await.consents.is_empty());
     assert_eq!(api.consent_state("p2").await.consents.len(), 1);
     expect_status(
@@ -563,15 +570,7 @@ async fn erasure_reaches_a_backup_taken_before_it() {
     // derived state predates the erasure, but p1's consent-state record was sealed under the
     // destroyed key too: it reads as no consent and an opt-out of every secondary use, so the
     // erased grant does not come back. p2's consent still counts.
-    let size = api.size().await;
-    let decided = api.authorize(research_ask("p1")).await;
-    assert!(!allowed(&decided), "{decided:?}");
-    let receipt = decided.receipt.unwrap();
-    assert_eq!(receipt.leaf_index, size);
-    verify_receipt(&receipt, &server.vkey);
-    assert_eq!(api.size().await, size + 1);
-    let entries = all_entries(&regulator).await;
-    assert!(!payload(&entries[receipt.leaf_index as usize]).is_empty());
+    denied_and_logged(&server, &api, &regulator, "p1").await;
     assert!(allowed(&api.authorize(research_ask("p2")).await));
     server.stop().await;
 }
