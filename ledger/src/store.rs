@@ -4,18 +4,23 @@
 //! commit record and derived state) lives in one ordered keyspace behind [`Store`]. The trait is
 //! deliberately small (point reads, ordered scans, puts, deletes and [`Store::sync`]) so that
 //! other engines can sit behind it later; atomicity of a batch does not come from the engine but
-//! from write ordering plus the commit record (see `log.rs`). Two implementations exist: the
-//! durable sled store (feature `sled`) and [`MemoryStore`], which can also simulate a crash.
+//! from write ordering plus the commit record (see `log.rs`). Three implementations exist: the
+//! durable sled store (feature `sled`), the PostgreSQL store (feature `postgres`) and
+//! [`MemoryStore`], which can also simulate a crash.
 //!
 //! This module knows nothing about what the keys mean.
 
 use std::{ops::Deref, sync::Arc};
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sled")]
 mod sled_store;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "sled")]
 pub use sled_store::{LOCK_WAIT, SledOptions, SledStore};
 
@@ -133,6 +138,16 @@ pub enum StoreError {
     /// The engine found its files corrupt (a damaged or truncated store).
     #[error("the storage engine found its files corrupt")]
     Corrupt,
+    /// Another process took the store over (the PostgreSQL store's lease moved to a newer
+    /// epoch): this one may never commit again, whatever it holds in memory.
+    #[error(
+        "another akashi server took this store over (our lease epoch {epoch} is no longer \
+         current): this server no longer commits"
+    )]
+    Fenced {
+        /// The epoch this process held.
+        epoch: i64,
+    },
     /// A write was refused because failure injection is armed (tests only).
     #[error("injected storage failure")]
     Injected,

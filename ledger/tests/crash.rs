@@ -7,6 +7,10 @@
 //! store. Some writers submit groups of entries ([`Sequencer::submit_group`]): after recovery
 //! every group is in the log whole or not at all. Three kill/restart cycles run on the same store.
 //!
+//! The same three cycles then run on the PostgreSQL store (a throwaway cluster, see
+//! `ledger::store::postgres::testing`): the child is killed while it holds the database's lease,
+//! so each restart also waits out the lease, as a standby taking over would.
+//!
 //! This binary is both parent and child (`harness = false`): with `AKASHI_CRASH_CHILD` set it
 //! is the child writer.
 
@@ -34,11 +38,13 @@ use ledger::{
     log::Log,
     note::NoteSigner,
     sequencer::{Applied, Sequencer, SequencerOptions, StateMachine, Tx},
-    store::{SledOptions, SledStore},
+    store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store},
 };
 
 const CHILD_ENV: &str = "AKASHI_CRASH_CHILD";
 const KEY_ENV: &str = "AKASHI_CRASH_KEY";
+/// The PostgreSQL URL of the store, when the cycle runs on PostgreSQL rather than sled.
+const STORE_ENV: &str = "AKASHI_CRASH_STORE";
 const ACKS_BEFORE_KILL: usize = 3000;
 
 const GROUP_SIZE: u32 = 200;
@@ -82,26 +88,39 @@ impl StateMachine for Counter {
     }
 }
 
-/// The data dir `dir` holds the sled store in `ledger/` and the anchor beside it.
-fn open_log(dir: &Path, skey: &str) -> Log {
-    let store = SledStore::open(&dir.join("ledger"), &SledOptions::default()).unwrap();
+/// The data dir `dir` holds the anchor and, unless the store is on PostgreSQL (`pg`), the sled
+/// store in `ledger/`.
+fn open_log(dir: &Path, skey: &str, pg: Option<&str>) -> Log {
+    let store: Arc<dyn Store> = match pg {
+        Some(url) => Arc::new(PostgresStore::open(url, &pg_options()).unwrap()),
+        None => Arc::new(SledStore::open(&dir.join("ledger"), &SledOptions::default()).unwrap()),
+    };
     let signer = NoteSigner::from_skey(skey).unwrap();
     let anchor = Anchor::open(&anchor_path(dir), &signer.verifier()).unwrap();
-    Log::open_anchored(Arc::new(store), signer, anchor).unwrap()
+    Log::open_anchored(store, signer, anchor).unwrap()
+}
+
+/// A short lease, so that a restart after the kill waits little for it to expire.
+fn pg_options() -> PostgresOptions {
+    PostgresOptions {
+        lease_ttl: std::time::Duration::from_secs(1),
+        lease_wait: std::time::Duration::from_secs(15),
+        ..PostgresOptions::default()
+    }
 }
 
 fn anchor_path(dir: &Path) -> std::path::PathBuf {
     dir.join("ledger.anchor")
 }
 
-fn child(dir: &str, skey: &str) {
+fn child(dir: &str, skey: &str, pg: Option<&str>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let log = Arc::new(open_log(Path::new(dir), skey));
+        let log = Arc::new(open_log(Path::new(dir), skey, pg));
         // Batches far smaller than a group: a group must still be written whole, in one batch.
         let options = SequencerOptions {
             max_batch: 64,
@@ -175,13 +194,13 @@ fn child(dir: &str, skey: &str) {
     });
 }
 
-fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(CHILD_ENV, dir)
-        .env(KEY_ENV, skey)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+fn cycle(dir: &Path, skey: &str, round: usize, pg: Option<&str>) -> (usize, usize) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(CHILD_ENV, dir).env(KEY_ENV, skey);
+    if let Some(url) = pg {
+        command.env(STORE_ENV, url);
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut acked: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut checkpoints: BTreeMap<u64, Hash> = BTreeMap::new();
@@ -212,7 +231,7 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
         "round {round}: checkpoint {newest} was handed out but the anchor holds {anchored}"
     );
 
-    let log = open_log(dir, skey);
+    let log = open_log(dir, skey, pg);
     let size = log.size();
     let root = log.checkpoint().checkpoint().root;
     for (&index, hash) in &acked {
@@ -277,21 +296,34 @@ fn cycle(dir: &Path, skey: &str, round: usize) -> (usize, usize) {
 
 fn main() {
     if let (Ok(dir), Ok(skey)) = (std::env::var(CHILD_ENV), std::env::var(KEY_ENV)) {
-        child(&dir, &skey);
+        child(&dir, &skey, std::env::var(STORE_ENV).ok().as_deref());
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let skey = conformance::test_signer().to_skey();
-    let mut acks = 0;
-    let mut checkpoints = 0;
-    for round in 0..3 {
-        let (a, c) = cycle(dir.path(), &skey, round);
-        acks += a;
-        checkpoints += c;
+    let mut passed = 0;
+    for (name, pg) in [
+        ("sled", None),
+        (
+            "postgres",
+            ledger::store::postgres::testing::fresh_database("crash on postgres"),
+        ),
+    ] {
+        if name == "postgres" && pg.is_none() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let skey = conformance::test_signer().to_skey();
+        let mut acks = 0;
+        let mut checkpoints = 0;
+        for round in 0..3 {
+            let (a, c) = cycle(dir.path(), &skey, round, pg.as_deref());
+            acks += a;
+            checkpoints += c;
+        }
+        println!(
+            "crash ({name}): 3 kill -9 cycles, {acks} acknowledged entries all present, \
+             {checkpoints} checkpoints all consistent with the recovered tree"
+        );
+        passed += 1;
     }
-    println!(
-        "crash: 3 kill -9 cycles, {acks} acknowledged entries all present, {checkpoints} \
-         checkpoints all consistent with the recovered tree"
-    );
-    println!("1 passed, 0 failed");
+    println!("{passed} passed, 0 failed");
 }

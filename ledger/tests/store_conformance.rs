@@ -57,3 +57,214 @@ fn a_folder_held_by_a_live_store_is_refused_after_the_wait() {
         .unwrap();
     assert!(err.to_string().contains("lock"), "{err}");
 }
+
+/// The PostgreSQL store, on a throwaway cluster (`ledger::store::postgres::testing`).
+mod postgres {
+    use std::{sync::Arc, time::Duration};
+
+    use ledger::{
+        conformance::{self, Harness},
+        store::{
+            MemoryStore, PostgresOptions, PostgresStore, Store, StoreError,
+            postgres::testing::{cluster, fresh_database},
+        },
+    };
+    use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+    fn options() -> PostgresOptions {
+        PostgresOptions {
+            lease_ttl: Duration::from_millis(1_500),
+            lease_wait: Duration::from_secs(3),
+            ..PostgresOptions::default()
+        }
+    }
+
+    struct Pg(String);
+
+    impl Harness for Pg {
+        fn open(&self) -> Arc<dyn Store> {
+            // The previous handle released the lease when it was dropped: no wait.
+            Arc::new(PostgresStore::open(&self.0, &options()).unwrap())
+        }
+    }
+
+    #[test]
+    fn postgres_store_passes_the_suite() {
+        if cluster().is_none() {
+            let _ = fresh_database("postgres_store_passes_the_suite");
+            return;
+        }
+        conformance::run_all(|| Pg(fresh_database("suite").unwrap()));
+    }
+
+    /// Random puts, deletes, syncs and reads over a small keyspace give exactly what the
+    /// in-memory store gives: the overlay of writes not yet committed merges with the
+    /// database's rows in every read (point, scan with limits, last-at-or-before).
+    #[test]
+    fn reads_agree_with_the_memory_store_around_commits() {
+        let Some(url) = fresh_database("reads_agree_with_the_memory_store_around_commits") else {
+            return;
+        };
+        let pg = PostgresStore::open(&url, &options()).unwrap();
+        let memory = MemoryStore::new();
+        let mut rng = StdRng::seed_from_u64(0x616b_6173);
+        let key = |rng: &mut StdRng| format!("k/{:02}", rng.gen_range(0..40)).into_bytes();
+        for step in 0..3_000 {
+            match rng.gen_range(0..100) {
+                0..=34 => {
+                    let (k, v) = (key(&mut rng), format!("v{step}").into_bytes());
+                    pg.put(&k, &v).unwrap();
+                    memory.put(&k, &v).unwrap();
+                }
+                35..=54 => {
+                    let k = key(&mut rng);
+                    pg.delete(&k).unwrap();
+                    memory.delete(&k).unwrap();
+                }
+                55..=61 => {
+                    pg.sync().unwrap();
+                    memory.sync().unwrap();
+                }
+                62..=74 => {
+                    let k = key(&mut rng);
+                    let got = pg.get(&k).unwrap().map(|v| v.to_vec());
+                    let want = memory.get(&k).unwrap().map(|v| v.to_vec());
+                    assert_eq!(got, want, "step {step}: get {k:?}");
+                }
+                75..=87 => {
+                    let (a, b) = (key(&mut rng), key(&mut rng));
+                    let limit = rng.gen_range(0..12);
+                    let flat = |kvs: Vec<ledger::store::KeyValue>| {
+                        kvs.into_iter()
+                            .map(|(k, v)| (k, v.to_vec()))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(
+                        flat(pg.scan(&a, &b, limit).unwrap()),
+                        flat(memory.scan(&a, &b, limit).unwrap()),
+                        "step {step}: scan {a:?}..{b:?} limit {limit}"
+                    );
+                }
+                _ => {
+                    let prefix = format!("k/{}", rng.gen_range(0..4)).into_bytes();
+                    let k = key(&mut rng);
+                    let flat =
+                        |kv: Option<ledger::store::KeyValue>| kv.map(|(k, v)| (k, v.to_vec()));
+                    assert_eq!(
+                        flat(pg.last_at_or_before(&prefix, &k).unwrap()),
+                        flat(memory.last_at_or_before(&prefix, &k).unwrap()),
+                        "step {step}: last at or before {k:?} under {prefix:?}"
+                    );
+                }
+            }
+        }
+        pg.sync().unwrap();
+        drop(pg);
+        // What the database holds after the last sync is what the memory store holds.
+        let reopened = PostgresStore::open(&url, &options()).unwrap();
+        let all = |s: &dyn Store| {
+            s.scan(b"k/", b"k0", usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(&reopened), all(&memory));
+    }
+
+    #[test]
+    fn a_database_held_by_a_live_store_is_refused_after_the_wait() {
+        let Some(url) = fresh_database("a_database_held_by_a_live_store_is_refused") else {
+            return;
+        };
+        let _held = PostgresStore::open(&url, &options()).unwrap();
+        let quick = PostgresOptions {
+            lease_wait: Duration::from_millis(300),
+            holder: "second".into(),
+            ..options()
+        };
+        let err = PostgresStore::open(&url, &quick).err().unwrap();
+        assert!(
+            err.to_string().contains("holds this database's lease"),
+            "{err}"
+        );
+    }
+
+    /// A writer whose lease was taken over (it was paused or cut off for longer than the lease)
+    /// can never commit again: its next sync fails and nothing it wrote reaches the database.
+    #[test]
+    fn a_deposed_writer_can_never_commit_again() {
+        let Some(url) = fresh_database("a_deposed_writer_can_never_commit_again") else {
+            return;
+        };
+        let cluster = cluster().unwrap();
+        let old = PostgresStore::open(&url, &options()).unwrap();
+        old.put(b"k", b"old").unwrap();
+        old.sync().unwrap();
+        let first_epoch = old.lease().epoch;
+        // As if the old writer had been paused past its lease: the lease lapses.
+        let db = url
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///");
+        cluster.psql(db, "UPDATE akashi_lease SET expires_at = '-infinity'");
+        let new = PostgresStore::open(&url, &options()).unwrap();
+        assert_eq!(new.lease().epoch, first_epoch + 1);
+        old.put(b"k", b"forked").unwrap();
+        let err = old.sync().unwrap_err();
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+        assert!(old.lease().fenced);
+        // And it stays fenced, whatever it tries.
+        assert!(matches!(old.sync(), Err(StoreError::Fenced { .. })));
+        assert_eq!(new.get(b"k").unwrap().as_deref(), Some(&b"old"[..]));
+        new.put(b"k", b"new").unwrap();
+        new.sync().unwrap();
+        drop(old);
+        // The deposed writer's drop does not release the new holder's lease.
+        let err = PostgresStore::open(
+            &url,
+            &PostgresOptions {
+                lease_wait: Duration::from_millis(200),
+                ..options()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("lease"), "{err}");
+    }
+
+    #[test]
+    fn a_schema_newer_than_the_build_is_refused() {
+        let Some(url) = fresh_database("a_schema_newer_than_the_build_is_refused") else {
+            return;
+        };
+        drop(PostgresStore::open(&url, &options()).unwrap());
+        let db = url
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///");
+        cluster().unwrap().psql(
+            db,
+            "INSERT INTO akashi_schema_migrations (version) VALUES (99)",
+        );
+        let err = PostgresStore::open(&url, &options()).err().unwrap();
+        assert!(err.to_string().contains("version 99"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_clear_error() {
+        let Some(cluster) = cluster() else {
+            let _ = fresh_database("an_unreachable_database_is_a_clear_error");
+            return;
+        };
+        let url = cluster.url("no_such_database");
+        let err = PostgresStore::open(&url, &options()).err().unwrap();
+        assert!(err.to_string().contains("no_such_database"), "{err}");
+        let err = PostgresStore::open("postgres://[bad", &options())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("does not parse"), "{err}");
+    }
+}

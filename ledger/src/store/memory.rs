@@ -134,6 +134,9 @@ impl Store for MemoryStore {
     }
 
     fn last_at_or_before(&self, prefix: &[u8], key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        if prefix > key {
+            return Ok(None);
+        }
         let inner = self.lock();
         let found = inner
             .volatile

@@ -226,6 +226,9 @@ impl Store for SledStore {
     }
 
     fn last_at_or_before(&self, prefix: &[u8], key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        if prefix > key {
+            return Ok(None);
+        }
         match self.db.range(prefix..=key).next_back() {
             None => Ok(None),
             Some(item) => {

@@ -1,0 +1,750 @@
+//! The [`Store`] on PostgreSQL: the log's ordered keyspace as one table, for operators who keep
+//! their data on a database engine they already run, back up and replicate.
+//!
+//! **Layout.** One table, `akashi_kv (k bytea PRIMARY KEY, v bytea)`: PostgreSQL compares
+//! `bytea` byte by byte, which is exactly the order the log's layout relies on. The schema is
+//! created and migrated by the store itself (`akashi_schema_migrations` records the versions
+//! applied; a database migrated by a newer akashi is refused rather than misread).
+//!
+//! **Writes and durability.** [`Store::put`] and [`Store::delete`] only record the write in an
+//! in-memory overlay, which every read consults before the database, so writes are visible at
+//! once as the trait requires. [`Store::sync`] commits everything recorded since the last sync in
+//! one transaction (a multi-row upsert and a delete), with `synchronous_commit = on` forced on
+//! every connection, so a returned sync means the database has the writes on stable storage (and
+//! on its synchronous standbys, when the operator configured any). A transaction is all or
+//! nothing, which is the prefix the trait promises after a crash. While one sync commits, new
+//! writes gather for the next: the writer stages batch N+1 while batch N commits, as on sled.
+//! A failed commit puts its writes back under the newer ones, so the next sync retries them
+//! (upserts are idempotent, so a commit whose outcome was unknown is harmless to repeat).
+//!
+//! **One writer, fenced.** Two processes writing one log would fork it. Opening the store takes
+//! the database's lease (`akashi_lease`: one row with an epoch, a holder and an expiry on the
+//! database's clock): only when it is free or expired, bumping the epoch. A background task
+//! renews it. Every sync's transaction first reads the epoch (`FOR SHARE`, so a takeover waits
+//! for the commit or the commit sees the takeover) and refuses to commit under any other: a
+//! writer that was paused, cut off or replaced can never commit again, whatever it believes.
+//! Dropping the store releases the lease, so a restart does not wait for it to expire.
+//!
+//! **Threads.** The trait is synchronous and is called from plain threads and from inside tokio
+//! tasks alike; the client is asynchronous. The store therefore owns a small runtime of its own
+//! and each call waits on a plain channel for its task there (never `block_on`, which would panic
+//! inside a caller's runtime). Connections come from a `deadpool-postgres` pool.
+//!
+//! Connections are made without TLS: run akashi next to its database (a Unix socket, or a
+//! private network), or behind a TLS-terminating proxy.
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    ops::Bound,
+    str::FromStr as _,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::{Bytes, KeyValue, Store, StoreError};
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+/// The schema versions this build knows, in order: each is applied once, in a transaction.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE akashi_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+     CREATE TABLE akashi_lease (
+         id integer PRIMARY KEY CHECK (id = 1),
+         epoch bigint NOT NULL,
+         holder text NOT NULL,
+         expires_at timestamptz NOT NULL
+     );
+     INSERT INTO akashi_lease (id, epoch, holder, expires_at) VALUES (1, 0, '', '-infinity');",
+)];
+
+/// Serialises schema migrations between processes (`pg_advisory_xact_lock`); the bytes spell
+/// "akashi" so that no other application's lock is likely to share it.
+const MIGRATION_LOCK: i64 = 0x616b_6173_6869;
+
+/// Whether `spec` names a PostgreSQL database (`postgres://…` or `postgresql://…`).
+pub fn is_postgres_url(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+/// Tuning for the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections open at once.
+    pub pool_size: usize,
+    /// How long a lease lasts without renewal: after a crash, another process can take the
+    /// store over after at most this long. Renewed every quarter of it.
+    pub lease_ttl: Duration,
+    /// How long [`PostgresStore::open`] waits for a held lease to be released or to expire.
+    pub lease_wait: Duration,
+    /// Longest wait for one database operation (a connection, a query, a commit); an operation
+    /// that takes longer fails, and a sync that fails is never an acknowledgement.
+    pub operation_timeout: Duration,
+    /// Who holds the lease, as shown to another process that finds it held.
+    pub holder: String,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 4,
+            lease_ttl: Duration::from_secs(6),
+            lease_wait: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
+            holder: default_holder(),
+        }
+    }
+}
+
+/// `hostname:pid`, or just the pid where the host name cannot be read.
+fn default_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if host.is_empty() {
+        format!("pid {}", std::process::id())
+    } else {
+        format!("{host}:{}", std::process::id())
+    }
+}
+
+/// The lease this store holds, for metrics and health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The epoch taken at open: every commit checks that the database still shows it.
+    pub epoch: i64,
+    /// Whether the lease was lost (another process took the store over): no commit can succeed.
+    pub fenced: bool,
+    /// Time since the lease was last renewed (or taken).
+    pub since_renewal: Duration,
+}
+
+/// A write not yet committed: the new value, or `None` for a delete.
+type Layer = BTreeMap<Vec<u8>, Option<Arc<[u8]>>>;
+
+/// Writes the database does not have yet: those gathering for the next sync, and those the sync
+/// in progress is committing. Reads look at `pending`, then `committing`, then the database.
+#[derive(Default)]
+struct Overlay {
+    pending: Layer,
+    committing: Arc<Layer>,
+}
+
+impl Overlay {
+    /// The overlay's view of `key`: `Some(None)` for a delete, `None` when it has no write.
+    fn get(&self, key: &[u8]) -> Option<Option<Arc<[u8]>>> {
+        self.pending
+            .get(key)
+            .or_else(|| self.committing.get(key))
+            .cloned()
+    }
+
+    /// Every write to keys in `range`, the newer layer over the older.
+    fn range(&self, range: (Bound<&[u8]>, Bound<&[u8]>)) -> Layer {
+        let mut out: Layer = self
+            .committing
+            .range::<[u8], _>(range)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in self.pending.range::<[u8], _>(range) {
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+}
+
+/// What the lease renewal task and the commits share.
+struct Lease {
+    epoch: i64,
+    fenced: AtomicBool,
+    /// Milliseconds since the Unix epoch of the last renewal.
+    renewed_ms: AtomicI64,
+    /// Set when the store is dropped: the renewal task stops.
+    closed: AtomicBool,
+}
+
+/// The PostgreSQL store. Open it once per process and share it behind an `Arc`.
+pub struct PostgresStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: Pool,
+    overlay: Mutex<Overlay>,
+    /// Held for the whole of a sync, so that commits happen one at a time and in order.
+    syncing: Mutex<()>,
+    lease: Arc<Lease>,
+    timeout: Duration,
+    commits: AtomicU64,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("epoch", &self.lease.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database `url` (`postgres://…`, or `key=value` connection settings),
+    /// creates or migrates the schema, and takes the lease (waiting up to
+    /// [`PostgresOptions::lease_wait`] for another holder to release it or let it expire).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`] when the URL does not parse, the database cannot be reached or
+    /// migrated, its schema is newer than this build's, or the lease stays held by another
+    /// process.
+    pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Engine(format!("the PostgreSQL URL does not parse: {e}")))?;
+        // Durability is the store's promise, not the database default's: force it.
+        let options_text = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
+        };
+        config.options(&options_text);
+        if config.get_application_name().is_none() {
+            config.application_name("akashi");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.operation_timeout);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("akashi-pg")
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Io {
+                context: "starting the PostgreSQL client's runtime",
+                source,
+            })?;
+        let handle = runtime.handle().clone();
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            // The pool's timers belong to the store's runtime.
+            let _entered = handle.enter();
+            Pool::builder(manager)
+                .max_size(options.pool_size.max(1))
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(options.operation_timeout))
+                .create_timeout(Some(options.operation_timeout))
+                .recycle_timeout(Some(options.operation_timeout))
+                .build()
+                .map_err(|e| StoreError::Engine(format!("PostgreSQL pool: {e}")))?
+        };
+        let mut store = Self {
+            runtime: Some(runtime),
+            handle,
+            pool,
+            overlay: Mutex::new(Overlay::default()),
+            syncing: Mutex::new(()),
+            // Not held yet: nothing to release if opening fails.
+            lease: Arc::new(Lease {
+                epoch: 0,
+                fenced: AtomicBool::new(true),
+                renewed_ms: AtomicI64::new(now_ms()),
+                closed: AtomicBool::new(false),
+            }),
+            timeout: options.operation_timeout,
+            commits: AtomicU64::new(0),
+        };
+        let pool = store.pool.clone();
+        store.run(async move { migrate(&pool).await })?;
+        let epoch = store.acquire(options)?;
+        store.lease = Arc::new(Lease {
+            epoch,
+            fenced: AtomicBool::new(false),
+            renewed_ms: AtomicI64::new(now_ms()),
+            closed: AtomicBool::new(false),
+        });
+        store.handle.spawn(renew(
+            store.pool.clone(),
+            store.lease.clone(),
+            options.lease_ttl,
+        ));
+        tracing::info!(epoch, "took the PostgreSQL store's lease");
+        Ok(store)
+    }
+
+    /// The lease this store holds.
+    pub fn lease(&self) -> LeaseStatus {
+        let renewed = self.lease.renewed_ms.load(Ordering::Relaxed);
+        LeaseStatus {
+            epoch: self.lease.epoch,
+            fenced: self.lease.fenced.load(Ordering::Relaxed),
+            since_renewal: Duration::from_millis(
+                u64::try_from(now_ms().saturating_sub(renewed)).unwrap_or(0),
+            ),
+        }
+    }
+
+    /// How many transactions [`Store::sync`] committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Takes the lease: free, expired or released. Returns the new epoch.
+    fn acquire(&self, options: &PostgresOptions) -> Result<i64, StoreError> {
+        let deadline = Instant::now() + options.lease_wait;
+        let ttl_ms = options.lease_ttl.as_secs_f64() * 1000.0;
+        loop {
+            let pool = self.pool.clone();
+            let holder = options.holder.clone();
+            let taken = self.run(async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                let row = client
+                    .query_opt(
+                        "UPDATE akashi_lease SET epoch = epoch + 1, holder = $1,
+                             expires_at = now() + $2 * interval '1 millisecond'
+                         WHERE id = 1 AND expires_at < now() RETURNING epoch",
+                        &[&holder, &ttl_ms],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                match row {
+                    Some(row) => Ok(Ok(row.try_get::<_, i64>(0).map_err(pg_error)?)),
+                    None => {
+                        let held = client
+                            .query_one(
+                                "SELECT holder, extract(epoch FROM expires_at - now())::float8
+                                 FROM akashi_lease WHERE id = 1",
+                                &[],
+                            )
+                            .await
+                            .map_err(pg_error)?;
+                        let holder: String = held.try_get(0).map_err(pg_error)?;
+                        let left: f64 = held.try_get(1).map_err(pg_error)?;
+                        Ok(Err((holder, left)))
+                    }
+                }
+            })?;
+            match taken {
+                Ok(epoch) => return Ok(epoch),
+                Err((holder, left)) if Instant::now() >= deadline => {
+                    return Err(StoreError::Engine(format!(
+                        "another akashi server ({holder}) holds this database's lease for \
+                         {left:.1} s more: one server writes a log at a time"
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Runs `work` on the store's runtime and waits for it, from any thread (inside a caller's
+    /// tokio runtime too), within the operation timeout.
+    fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.timeout;
+        self.handle.spawn(async move {
+            let result = match tokio::time::timeout(timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Engine(format!(
+                    "PostgreSQL did not answer within {timeout:?}"
+                ))),
+            };
+            // The caller may have given up waiting; nothing to do then.
+            let _ = tx.send(result);
+        });
+        rx.recv()
+            .map_err(|_| StoreError::Engine("the PostgreSQL client's runtime stopped".to_owned()))?
+    }
+
+    fn overlay(&self) -> MutexGuard<'_, Overlay> {
+        // Every mutation of the overlay is a whole insert, swap or merge: a panic elsewhere
+        // cannot leave it half-changed.
+        self.overlay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, key: &[u8], value: Option<&[u8]>) {
+        self.overlay()
+            .pending
+            .insert(key.to_vec(), value.map(Arc::from));
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.lease.closed.store(true, Ordering::SeqCst);
+        if !self.lease.fenced.load(Ordering::SeqCst) {
+            // Release the lease so that the next process need not wait for it to expire. A
+            // failure only means it expires on its own.
+            let pool = self.pool.clone();
+            let epoch = self.lease.epoch;
+            let released = self.run(async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                client
+                    .execute(
+                        "UPDATE akashi_lease SET expires_at = '-infinity'
+                         WHERE id = 1 AND epoch = $1",
+                        &[&epoch],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                Ok(())
+            });
+            if let Err(err) = released {
+                tracing::warn!(cause = %err, "PostgreSQL store's lease not released");
+            }
+        }
+        self.pool.close();
+        if let Some(runtime) = self.runtime.take() {
+            // Allowed inside another runtime, unlike dropping it.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Store for PostgresStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        if let Some(value) = self.overlay().get(key) {
+            return Ok(value.map(Bytes::from_shared));
+        }
+        let pool = self.pool.clone();
+        let key = key.to_vec();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt("SELECT v FROM akashi_kv WHERE k = $1", &[&key])
+                .await
+                .map_err(pg_error)?;
+            row.map(|row| row.try_get::<_, Vec<u8>>(0).map(shared))
+                .transpose()
+                .map_err(pg_error)
+        })
+    }
+
+    fn last_at_or_before(&self, prefix: &[u8], key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
+        if prefix > key {
+            return Ok(None);
+        }
+        let writes = self
+            .overlay()
+            .range((Bound::Included(prefix), Bound::Included(key)));
+        let deletes = writes.values().filter(|v| v.is_none()).count();
+        let limit = deletes.saturating_add(1);
+        let pool = self.pool.clone();
+        let (low, high) = (prefix.to_vec(), key.to_vec());
+        let rows = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k <= $2 ORDER BY k DESC LIMIT $3",
+                    &[&low, &high, &sql_limit(limit)],
+                )
+                .await
+                .map_err(pg_error)?;
+            key_values(rows)
+        })?;
+        // Writes below the lowest row fetched are not comparable with rows not fetched; with
+        // `deletes + 1` rows, at least one survives the deletes, so the greatest key is among
+        // the rows or the writes above the lowest of them.
+        let floor = (rows.len() == limit)
+            .then(|| rows.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let merged = merge(rows, writes, floor.as_deref(), None);
+        Ok(merged
+            .into_iter()
+            .next_back()
+            .filter(|(k, _)| k.starts_with(prefix)))
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        if start >= end || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let writes = self
+            .overlay()
+            .range((Bound::Included(start), Bound::Excluded(end)));
+        let deletes = writes.values().filter(|v| v.is_none()).count();
+        let fetch = limit.saturating_add(deletes);
+        let pool = self.pool.clone();
+        let (low, high) = (start.to_vec(), end.to_vec());
+        let rows = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+                    &[&low, &high, &sql_limit(fetch)],
+                )
+                .await
+                .map_err(pg_error)?;
+            key_values(rows)
+        })?;
+        // With `limit + deletes` rows fetched, at least `limit` survive below the last of them;
+        // writes above it would overtake rows not fetched.
+        let ceiling = (rows.len() == fetch)
+            .then(|| rows.last().map(|(k, _)| k.clone()))
+            .flatten();
+        let mut merged = merge(rows, writes, None, ceiling.as_deref());
+        merged.truncate(limit);
+        Ok(merged)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.write(key, Some(value));
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.write(key, None);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.lease.fenced.load(Ordering::SeqCst) {
+            return Err(fenced(self.lease.epoch));
+        }
+        let layer = {
+            let mut overlay = self.overlay();
+            if overlay.pending.is_empty() {
+                return Ok(());
+            }
+            let layer = Arc::new(std::mem::take(&mut overlay.pending));
+            overlay.committing = layer.clone();
+            layer
+        };
+        let pool = self.pool.clone();
+        let lease = self.lease.clone();
+        let commit = layer.clone();
+        let result = self.run(async move { commit_layer(&pool, &lease, &commit).await });
+        let mut overlay = self.overlay();
+        overlay.committing = Arc::new(Layer::new());
+        match result {
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                // Not committed (or not known to be): keep the writes, under any newer ones,
+                // for the next sync.
+                let layer = Arc::try_unwrap(layer).unwrap_or_else(|shared| (*shared).clone());
+                for (key, value) in layer {
+                    overlay.pending.entry(key).or_insert(value);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Commits one layer of writes in a transaction that first checks the lease's epoch.
+async fn commit_layer(pool: &Pool, lease: &Lease, layer: &Layer) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let epoch: i64 = tx
+        .query_one("SELECT epoch FROM akashi_lease WHERE id = 1 FOR SHARE", &[])
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    if epoch != lease.epoch {
+        lease.fenced.store(true, Ordering::SeqCst);
+        tracing::error!(
+            ours = lease.epoch,
+            now = epoch,
+            "another akashi server took over the PostgreSQL store: this one no longer commits"
+        );
+        return Err(fenced(lease.epoch));
+    }
+    let mut put_keys: Vec<&[u8]> = Vec::new();
+    let mut put_values: Vec<&[u8]> = Vec::new();
+    let mut deleted: Vec<&[u8]> = Vec::new();
+    for (key, value) in layer {
+        match value {
+            Some(value) => {
+                put_keys.push(key);
+                put_values.push(value);
+            }
+            None => deleted.push(key),
+        }
+    }
+    if !put_keys.is_empty() {
+        tx.execute(
+            "INSERT INTO akashi_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&put_keys, &put_values],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    if !deleted.is_empty() {
+        tx.execute("DELETE FROM akashi_kv WHERE k = ANY($1)", &[&deleted])
+            .await
+            .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// Keeps the lease alive every quarter of its lifetime until the store is dropped or the lease
+/// is lost.
+async fn renew(pool: Pool, lease: Arc<Lease>, ttl: Duration) {
+    let ttl_ms = ttl.as_secs_f64() * 1000.0;
+    let every = (ttl / 4).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        if lease.closed.load(Ordering::SeqCst) || lease.fenced.load(Ordering::SeqCst) {
+            return;
+        }
+        let renewed = async {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "UPDATE akashi_lease SET expires_at = now() + $2 * interval '1 millisecond'
+                     WHERE id = 1 AND epoch = $1",
+                    &[&lease.epoch, &ttl_ms],
+                )
+                .await
+                .map_err(pg_error)
+        };
+        match tokio::time::timeout(ttl, renewed).await {
+            Ok(Ok(1)) => lease.renewed_ms.store(now_ms(), Ordering::Relaxed),
+            Ok(Ok(_)) => {
+                lease.fenced.store(true, Ordering::SeqCst);
+                tracing::error!(
+                    epoch = lease.epoch,
+                    "the PostgreSQL store's lease was taken over: this server no longer commits"
+                );
+                return;
+            }
+            Ok(Err(err)) => tracing::warn!(cause = %err, "PostgreSQL store's lease not renewed"),
+            Err(_) => tracing::warn!("PostgreSQL store's lease renewal timed out"),
+        }
+    }
+}
+
+/// Creates the schema or brings it up to this build's version, one transaction per version,
+/// under an advisory lock so that two processes starting together do not race.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS akashi_schema_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(pg_error)?;
+    let applied: Option<i32> = tx
+        .query_one("SELECT max(version) FROM akashi_schema_migrations", &[])
+        .await
+        .map_err(pg_error)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    let applied = applied.unwrap_or(0);
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if applied > known {
+        return Err(StoreError::Engine(format!(
+            "the database's akashi schema is version {applied}, newer than this build knows \
+             ({known}): run a newer akashi"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+        tx.batch_execute(sql).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO akashi_schema_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(pg_error)?;
+        tracing::info!(version, "migrated the PostgreSQL schema");
+    }
+    tx.commit().await.map_err(pg_error)
+}
+
+/// Rows fetched and writes not committed, merged: the writes win, deletes remove. Writes below
+/// `floor` or above `ceiling` are left out (they cannot be ordered against rows not fetched).
+fn merge(
+    rows: Vec<KeyValue>,
+    writes: Layer,
+    floor: Option<&[u8]>,
+    ceiling: Option<&[u8]>,
+) -> Vec<KeyValue> {
+    let mut merged: BTreeMap<Vec<u8>, Bytes> = rows.into_iter().collect();
+    for (key, value) in writes {
+        if floor.is_some_and(|floor| key.as_slice() < floor)
+            || ceiling.is_some_and(|ceiling| key.as_slice() > ceiling)
+        {
+            continue;
+        }
+        match value {
+            Some(value) => merged.insert(key, Bytes::from_shared(value)),
+            None => merged.remove(&key),
+        };
+    }
+    merged.into_iter().collect()
+}
+
+fn key_values(rows: Vec<tokio_postgres::Row>) -> Result<Vec<KeyValue>, StoreError> {
+    rows.into_iter()
+        .map(|row| {
+            let key: Vec<u8> = row.try_get(0).map_err(pg_error)?;
+            let value: Vec<u8> = row.try_get(1).map_err(pg_error)?;
+            Ok((key, shared(value)))
+        })
+        .collect()
+}
+
+fn shared(value: Vec<u8>) -> Bytes {
+    Bytes::from_shared(Arc::from(value))
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn fenced(epoch: i64) -> StoreError {
+    StoreError::Fenced { epoch }
+}
+
+fn pg_error(err: tokio_postgres::Error) -> StoreError {
+    // The database's own message (with its SQLSTATE) says more than the client's summary.
+    match err.as_db_error() {
+        Some(db) => StoreError::Engine(format!(
+            "PostgreSQL: {} ({})",
+            db.message(),
+            db.code().code()
+        )),
+        None => StoreError::Engine(format!("PostgreSQL: {err}")),
+    }
+}
+
+fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
+    match err {
+        // The database's own reason (no such database, authentication failed …).
+        deadpool_postgres::PoolError::Backend(err) => pg_error(err),
+        other => StoreError::Engine(format!("PostgreSQL connection: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
