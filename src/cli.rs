@@ -1,5 +1,5 @@
 //! The command line of the `akashi` binary (clap derive): `akashi [serve] [FLAGS]`,
-//! `akashi token` and `akashi fsck`. It turns flags into [`Overrides`] for `config.rs` and does no I/O itself.
+//! `akashi token`, `akashi fsck` and `akashi store copy`. It turns flags into [`Overrides`] for `config.rs` and does no I/O itself.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -36,6 +36,44 @@ pub enum Command {
     /// Check a stopped server's data dir: every entry, tile and checkpoint (exit 0 intact,
     /// 2 damaged, 1 when the check cannot run).
     Fsck(FsckArgs),
+    /// Operate on a stopped server's store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `akashi store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a log from one store to another and verify the copy (exit 0 copied and verified,
+    /// 2 the copy does not verify, 1 when it cannot run).
+    Copy(StoreCopyArgs),
+}
+
+/// Flags of `akashi store copy`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreCopyArgs {
+    /// The source: a data dir (its sled store) or a `postgres://` URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub from: String,
+    /// The destination, empty: a data dir (its sled store) or a `postgres://` URL.
+    #[arg(long, value_name = "DIR|URL")]
+    pub to: String,
+    /// The data dir holding the log's checkpoint key, which verifies the copy [default: the
+    /// data dir among --from and --to, the source's first].
+    #[arg(long, value_name = "DIR")]
+    pub keys: Option<PathBuf>,
+}
+
+impl StoreCopyArgs {
+    /// The data dir whose checkpoint key verifies the copy.
+    pub fn keys_dir(&self) -> Option<PathBuf> {
+        self.keys.clone().or_else(|| {
+            [&self.from, &self.to]
+                .into_iter()
+                .find(|spec| !ledger::store::postgres::is_postgres_url(spec))
+                .map(PathBuf::from)
+        })
+    }
 }
 
 /// Flags of `akashi serve`. Each overrides the config file and the `AKASHI_*` environment.
@@ -47,6 +85,10 @@ pub struct ServeArgs {
     /// Data directory (keys and ledger) [default: ./akashi-data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep the log in this PostgreSQL database (`postgres://…`) instead of the sled store in
+    /// the data dir [default: sled in the data dir].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -141,6 +183,10 @@ pub struct FsckArgs {
     /// Data directory to check (as for `serve`, also from `AKASHI_DATA_DIR`).
     #[arg(long, value_name = "DIR", env = "AKASHI_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// The log's PostgreSQL database, when it is not the sled store in the data dir (as for
+    /// `serve`, also from `AKASHI_STORE`). The server must be stopped: fsck takes its lease.
+    #[arg(long, value_name = "URL", env = "AKASHI_STORE", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 impl Cli {
@@ -149,7 +195,7 @@ impl Cli {
         match &self.command {
             None => Some(&self.serve),
             Some(Command::Serve(args)) => Some(args),
-            Some(Command::Token(_) | Command::Fsck(_)) => None,
+            Some(Command::Token(_) | Command::Fsck(_) | Command::Store(_)) => None,
         }
     }
 }
@@ -164,6 +210,7 @@ impl ServeArgs {
             authzen_addr: self.authzen_addr,
             fhir_addr: self.fhir_addr,
             data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,
             batch_max_wait: self.batch_max_wait.map(|d| d.0),

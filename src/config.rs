@@ -43,6 +43,8 @@ pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
 pub const DEFAULT_ERASURE_RETENTION_DAYS: u32 = 1095;
 /// Longest retention period accepted, in days (a hundred years).
 pub const MAX_ERASURE_RETENTION_DAYS: u32 = 36_500;
+/// Longest accepted [`Config::store`] URL, in bytes.
+pub const MAX_STORE_URL: usize = 4096;
 /// Longest accepted origin (c2sp.org/tlog-checkpoint sets no limit; notes need a sane one).
 pub const MAX_ORIGIN_LEN: usize = 256;
 /// Prefix of the environment variables that override the config file.
@@ -64,8 +66,13 @@ pub struct Config {
     pub authzen_addr: Option<SocketAddr>,
     /// The FHIR R4 `Consent` endpoint's listen address (`crate::fhir`); off unless set.
     pub fhir_addr: Option<SocketAddr>,
-    /// Data directory: keys and the ledger. Default [`DEFAULT_DATA_DIR`].
+    /// Data directory: keys, the key vault, the checkpoint anchor and (unless `store` names a
+    /// database) the ledger. Default [`DEFAULT_DATA_DIR`].
     pub data_dir: PathBuf,
+    /// Where the log is kept: absent (the default) for the sled store in the data dir, or a
+    /// PostgreSQL URL (`postgres://…` or `postgresql://…`, see `ledger::store::postgres`).
+    /// Never logged: it may carry a password.
+    pub store: Option<String>,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
     /// Default [`DEFAULT_ORIGIN`].
     pub origin: String,
@@ -291,6 +298,8 @@ pub struct Overrides {
     pub fhir_addr: Option<SocketAddr>,
     /// Overrides [`Config::data_dir`].
     pub data_dir: Option<PathBuf>,
+    /// Overrides [`Config::store`].
+    pub store: Option<String>,
     /// Overrides [`Config::origin`].
     pub origin: Option<String>,
     /// Overrides [`Config::batch_max_entries`].
@@ -390,6 +399,7 @@ impl Default for Config {
             authzen_addr: None,
             fhir_addr: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            store: None,
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
@@ -486,6 +496,9 @@ impl Config {
         }
         if let Some(v) = o.data_dir {
             self.data_dir = v;
+        }
+        if let Some(v) = o.store {
+            self.store = Some(v);
         }
         if let Some(v) = o.origin {
             self.origin = v;
@@ -591,6 +604,18 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
+        }
+        if let Some(store) = &self.store {
+            if store.len() > MAX_STORE_URL {
+                return invalid("store", "is longer than 4096 bytes");
+            }
+            if !ledger::store::postgres::is_postgres_url(store) {
+                return invalid(
+                    "store",
+                    "must be a postgres:// or postgresql:// URL (leave it unset for the sled \
+                     store in the data dir)",
+                );
+            }
         }
         if self.batch_max_entries == 0 || self.batch_max_entries > MAX_BATCH_MAX_ENTRIES {
             return invalid("batch_max_entries", "must be between 1 and 65536");
@@ -709,6 +734,7 @@ impl Overrides {
                 "OIDC_ROLE_CLAIM" => out.oidc_role_claim = Some(value),
                 "OIDC_PATIENT_CLAIM" => out.oidc_patient_claim = Some(value),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
+                "STORE" => out.store = Some(value),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
                 "BATCH_MAX_WAIT" => {

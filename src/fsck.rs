@@ -23,9 +23,10 @@ pub const EXIT_DAMAGED: u8 = 2;
 /// Exit code for a check that could not run.
 pub const EXIT_ERROR: u8 = 1;
 
-/// Checks `data_dir`, printing a summary to stdout or the problem to stderr.
-pub fn run(data_dir: &Path) -> ExitCode {
-    match check(data_dir) {
+/// Checks the log of `data_dir` (in the sled store there, or in the PostgreSQL database
+/// `store` names), printing a summary to stdout or the problem to stderr.
+pub fn run(data_dir: &Path, store: Option<&str>) -> ExitCode {
+    match check(data_dir, store) {
         Ok(summary) => {
             println!("{summary}");
             ExitCode::SUCCESS
@@ -68,20 +69,27 @@ impl Problem {
     }
 }
 
-fn check(data_dir: &Path) -> Result<String, Problem> {
+fn check(data_dir: &Path, store: Option<&str>) -> Result<String, Problem> {
     let signer = keys::load_checkpoint_signer(data_dir).map_err(Problem::error)?;
-    if !server::holds_log(data_dir).map_err(Problem::error)? {
-        return Err(Problem::error(format_args!(
-            "`{}` holds no log",
-            data_dir.display()
-        )));
+    let no_log = || Problem::error(format_args!("`{}` holds no log", data_dir.display()));
+    // An empty sled folder is not opened: opening it would create a store.
+    if store.is_none() && !sled_folder_used(data_dir).map_err(Problem::error)? {
+        return Err(no_log());
     }
-    let log = server::open_log(data_dir, signer).map_err(|err| match &err {
+    let opened = server::open_store(data_dir, store).and_then(|opened| {
+        if server::holds_log(data_dir, opened.as_ref())? {
+            server::open_log(data_dir, opened, signer).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let log = opened.map_err(|err| match &err {
         StartError::LedgerStore(store) if !store_damaged(store) => Problem::error(&err),
         StartError::LedgerOpen(open) if !open_damaged(open) => Problem::error(&err),
         StartError::LedgerOpen(open) => Problem::damage(&err, open.first_bad_entry()),
         _ => Problem::damage(&err, None),
     })?;
+    let log = log.ok_or_else(no_log)?;
     let report = log.fsck().map_err(|err| match &err {
         FsckError::Entry { index } => Problem::damage(&err, Some(*index)),
         FsckError::Read(ReadError::Store(store)) if !store_damaged(store) => Problem::error(&err),
@@ -112,5 +120,17 @@ fn open_damaged(err: &OpenError) -> bool {
         OpenError::Store(store) => store_damaged(store),
         OpenError::Anchor(AnchorError::Io { .. }) => false,
         _ => true,
+    }
+}
+
+/// Whether the data dir has a checkpoint anchor or a non-empty sled folder.
+fn sled_folder_used(data_dir: &Path) -> std::io::Result<bool> {
+    if data_dir.join(server::ANCHOR_FILE).try_exists()? {
+        return Ok(true);
+    }
+    match std::fs::read_dir(data_dir.join(server::LEDGER_DIR)) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
     }
 }

@@ -49,6 +49,7 @@ pub mod public;
 pub mod server;
 pub mod service;
 pub mod state_machine;
+pub mod store_copy;
 pub mod subject_map;
 pub mod supervisor;
 pub mod telemetry;

@@ -15,7 +15,7 @@ use tracing_subscriber::{
 };
 
 use akashi::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, StoreCommand},
     config,
     config::Config,
     fsck, keys, supervisor,
@@ -35,7 +35,15 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     if let Some(Command::Fsck(args)) = &cli.command {
-        return Ok(fsck::run(&args.data_dir));
+        return Ok(fsck::run(&args.data_dir, args.store.as_deref()));
+    }
+    if let Some(Command::Store(StoreCommand::Copy(args))) = &cli.command {
+        let Some(keys) = args.keys_dir() else {
+            anyhow::bail!(
+                "both stores are databases: name the data dir with the log's keys (--keys)"
+            );
+        };
+        return Ok(akashi::store_copy::run(&args.from, &args.to, &keys));
     }
     if let Some(Command::Token(args)) = &cli.command {
         let token = keys::mint_token(

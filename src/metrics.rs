@@ -70,6 +70,8 @@ pub struct Metrics {
     tree_size: AtomicU64,
     decisions: OnceLock<Arc<Decisions>>,
     health: OnceLock<Health>,
+    /// The PostgreSQL store's lease, when the log is on PostgreSQL.
+    store_lease: OnceLock<Arc<ledger::store::PostgresStore>>,
 }
 
 /// What `/metrics` reads about the store's and the witnesses' health.
@@ -189,7 +191,47 @@ impl Metrics {
             tree_size: AtomicU64::new(0),
             decisions: OnceLock::new(),
             health: OnceLock::new(),
+            store_lease: OnceLock::new(),
         }
+    }
+
+    /// Reports the lease of the PostgreSQL store the log is on (set once, by the server).
+    pub fn watch_store_lease(&self, store: Arc<ledger::store::PostgresStore>) {
+        let _ = self.store_lease.set(store);
+    }
+
+    fn render_store_lease(&self, out: &mut String) {
+        let Some(store) = self.store_lease.get() else {
+            return;
+        };
+        let lease = store.lease();
+        header(
+            out,
+            "akashi_store_lease_epoch",
+            "gauge",
+            "The epoch of the PostgreSQL store's lease this server took: every commit checks \
+             that the database still shows it.",
+        );
+        let _ = writeln!(out, "akashi_store_lease_epoch {}", lease.epoch);
+        header(
+            out,
+            "akashi_store_lease_fenced",
+            "gauge",
+            "1 once another server took the store over: this one never commits again (its role \
+             is then none), else 0 (it is the store's one writer).",
+        );
+        let _ = writeln!(out, "akashi_store_lease_fenced {}", u8::from(lease.fenced));
+        header(
+            out,
+            "akashi_store_lease_age_seconds",
+            "gauge",
+            "Time since the lease was last renewed (renewed every quarter of its lifetime).",
+        );
+        let _ = writeln!(
+            out,
+            "akashi_store_lease_age_seconds {:.3}",
+            lease.since_renewal.as_secs_f64()
+        );
     }
 
     /// Reports the health of `log`'s store, the newest checkpoint `witnessed`, and what each
@@ -396,6 +438,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_store_lease(&mut out);
         if let Some(health) = self.health.get() {
             health.render(&mut out);
         }

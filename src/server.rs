@@ -37,7 +37,7 @@ use ledger::{
     log::{Log, OpenError},
     note::NoteSigner,
     sequencer::{BatchReport, CommitHook, Sequencer, SequencerOptions},
-    store::{SledOptions, SledStore},
+    store::{PostgresOptions, PostgresStore, SledOptions, SledStore, Store},
 };
 use policy::engine::PolicyEngine;
 use proto::pb::{
@@ -132,13 +132,17 @@ impl Server {
     /// opened or that differs from the newest checkpoint the log acknowledged.
     pub fn open(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let keys = if holds_log(&config.data_dir)? {
+        let (store, postgres) = open_store_watched(&config.data_dir, config.store.as_deref())?;
+        let keys = if holds_log(&config.data_dir, store.as_ref())? {
             Keys::load(&config.data_dir, &config.origin)?
         } else {
             Keys::load_or_generate(&config.data_dir, &config.origin)?
         };
         let metrics = Arc::new(Metrics::new());
-        let log = open_log(&config.data_dir, keys.checkpoint_signer.clone())?;
+        if let Some(postgres) = postgres {
+            metrics.watch_store_lease(postgres);
+        }
+        let log = open_log(&config.data_dir, store, keys.checkpoint_signer.clone())?;
         // Erasures a stop interrupted are finished before anything is served.
         crate::erasure::resume(&log).map_err(|err| StartError::Vault(err.to_string()))?;
         metrics.set_tree_size(log.size().get());
@@ -500,13 +504,45 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Whether `data_dir` holds a log: a checkpoint anchor, or a ledger folder with anything in it.
-/// Keys are created only for a data dir that does not.
+/// Opens the store the log lives in: the sled store in the data dir's [`LEDGER_DIR`], or the
+/// PostgreSQL database `store` names (taking its lease: one server writes a log at a time).
 ///
 /// # Errors
 ///
-/// [`StartError::Io`] when the data dir cannot be examined.
-pub fn holds_log(data_dir: &Path) -> Result<bool, StartError> {
+/// [`StartError::LedgerStore`] when the store cannot be opened (sled's folder held by another
+/// process, the database unreachable, its lease held, its schema newer than this build's).
+pub fn open_store(data_dir: &Path, store: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
+    Ok(open_store_watched(data_dir, store)?.0)
+}
+
+/// [`open_store`], with the PostgreSQL store's handle apart (for its lease's metrics).
+fn open_store_watched(
+    data_dir: &Path,
+    store: Option<&str>,
+) -> Result<(Arc<dyn Store>, Option<Arc<PostgresStore>>), StartError> {
+    Ok(match store {
+        Some(url) => {
+            let postgres = Arc::new(PostgresStore::open(url, &PostgresOptions::default())?);
+            (postgres.clone(), Some(postgres))
+        }
+        None => (
+            Arc::new(SledStore::open(
+                &data_dir.join(LEDGER_DIR),
+                &SledOptions::default(),
+            )?),
+            None,
+        ),
+    })
+}
+
+/// Whether a log exists: a checkpoint anchor in `data_dir`, or anything in `store`. Keys are
+/// created only when neither holds one.
+///
+/// # Errors
+///
+/// [`StartError::Io`] when the data dir cannot be examined, [`StartError::LedgerStore`] when
+/// the store cannot be read.
+pub fn holds_log(data_dir: &Path, store: &dyn Store) -> Result<bool, StartError> {
     let io = |source| StartError::Io {
         context: "examining the data dir for a log",
         source,
@@ -514,25 +550,25 @@ pub fn holds_log(data_dir: &Path) -> Result<bool, StartError> {
     if data_dir.join(ANCHOR_FILE).try_exists().map_err(io)? {
         return Ok(true);
     }
-    match std::fs::read_dir(data_dir.join(LEDGER_DIR)) {
-        Ok(mut entries) => Ok(entries.next().is_some()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(err) => Err(io(err)),
-    }
+    // The log's keys are all printable: everything sorts below 0xff.
+    Ok(!store.scan(b"", b"\xff", 1)?.is_empty())
 }
 
-/// Opens the log of `data_dir` (the sled store in [`LEDGER_DIR`], held to [`ANCHOR_FILE`]),
-/// signing with `signer`. The server must not be running on it (sled's lock refuses).
+/// Opens the log in `store`, held to the data dir's [`ANCHOR_FILE`], signing with `signer`, with
+/// the data dir's key vault.
 ///
 /// # Errors
 ///
-/// [`StartError::LedgerStore`] when the store cannot be opened, [`StartError::LedgerOpen`] when the log
-/// refuses it (see `ledger::log::Log::open_anchored`).
-pub fn open_log(data_dir: &Path, signer: NoteSigner) -> Result<Log, StartError> {
-    let store = SledStore::open(&data_dir.join(LEDGER_DIR), &SledOptions::default())?;
+/// [`StartError::LedgerOpen`] when the log refuses the store (see
+/// `ledger::log::Log::open_anchored`), [`StartError::Vault`] for a missing or unusable vault.
+pub fn open_log(
+    data_dir: &Path,
+    store: Arc<dyn Store>,
+    signer: NoteSigner,
+) -> Result<Log, StartError> {
     let anchor =
         Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
-    let log = Log::open_anchored(Arc::new(store), signer, anchor)?;
+    let log = Log::open_anchored(store, signer, anchor)?;
     let vault_dir = data_dir.join(VAULT_DIR);
     let vault_exists = vault_dir
         .join(ledger::vault::FILE_NAME)

@@ -3,6 +3,8 @@
 //! [`TestServer::start`] binds both listeners on 127.0.0.1:0 in a fresh temporary data dir, runs
 //! `akashi::server::Server` on them and stops it through a shutdown channel ([`TestServer::stop`]).
 //! Tokens are minted with `akashi::keys::mint_token`, the function `akashi token` uses.
+//! With `AKASHI_E2E_STORE=postgres`, every server keeps its log in a fresh database of the
+//! throwaway PostgreSQL cluster instead of the data dir's sled store.
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -66,6 +68,9 @@ impl TestServer {
             fhir_addr: Some(fhir_addr),
             ..Config::default()
         };
+        if std::env::var("AKASHI_E2E_STORE").is_ok_and(|v| v == "postgres") {
+            config.store = ledger::store::postgres::testing::fresh_database("e2e");
+        }
         edit(&mut config);
         let mut server = Server::open(config).unwrap();
         server

@@ -35,6 +35,7 @@ mod mtls;
 mod oidc;
 mod policy_limits;
 mod policy_review;
+mod postgres;
 mod protocol;
 mod provision;
 mod public_http;

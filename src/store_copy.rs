@@ -1,0 +1,190 @@
+//! `akashi store copy`: moves a stopped server's log from one store to another (the sled store
+//! of a data dir to a PostgreSQL database, or back, or between databases) and proves the copy.
+//!
+//! The copy is record for record: every key and value of the source, in key order, in pages,
+//! committed to the destination in transactions of bounded size. The destination must be empty.
+//! Then it is verified three ways before the command says so: a second pass compares every
+//! record of both stores byte for byte; the log opened on the copy checks every entry against
+//! its leaf hash, every full tile and the root against the last signed checkpoint
+//! (`ledger::log::Log::fsck`); and the copy's newest signed checkpoint must be the source's.
+//!
+//! The data dir's other files are not copied: the signing and token keys, the key vault and the
+//! checkpoint anchor stay where they are, and the server is then started with the same data dir
+//! and the new `--store` (see the README). Exit codes: 0 copied and verified, 2 the copy differs
+//! or does not verify, 1 when the copy cannot run.
+
+use std::{path::Path, process::ExitCode, sync::Arc};
+
+use ledger::{log::Log, store::Store};
+
+use crate::{keys, server};
+
+/// Exit code for a copy that does not verify.
+pub const EXIT_MISMATCH: u8 = 2;
+/// Exit code for a copy that could not run.
+pub const EXIT_ERROR: u8 = 1;
+
+/// Records read per page.
+const PAGE: usize = 1024;
+/// Bytes written before the destination commits (a transaction on PostgreSQL).
+const COMMIT_BYTES: usize = 32 << 20;
+
+/// A store named on the command line: a data dir (its sled store) or a PostgreSQL URL.
+fn open(spec: &str) -> Result<Arc<dyn Store>, String> {
+    if ledger::store::postgres::is_postgres_url(spec) {
+        server::open_store(Path::new(""), Some(spec)).map_err(|e| e.to_string())
+    } else {
+        server::open_store(Path::new(spec), None).map_err(|e| e.to_string())
+    }
+}
+
+/// Copies `from` to `to` and verifies the copy with the checkpoint key of `keys_dir`.
+pub fn run(from: &str, to: &str, keys_dir: &Path) -> ExitCode {
+    match copy(from, to, keys_dir) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Error(message)) => {
+            eprintln!("akashi store copy: {message}");
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(Failure::Mismatch(message)) => {
+            eprintln!("akashi store copy: the copy does not verify: {message}");
+            ExitCode::from(EXIT_MISMATCH)
+        }
+    }
+}
+
+enum Failure {
+    Error(String),
+    Mismatch(String),
+}
+
+fn error(message: impl std::fmt::Display) -> Failure {
+    Failure::Error(message.to_string())
+}
+
+fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
+    if from == to {
+        return Err(error("--from and --to name the same store"));
+    }
+    let signer = keys::load_checkpoint_signer(keys_dir).map_err(|e| {
+        error(format_args!(
+            "{e} (the checkpoint key verifies the copy: name the data dir that holds it with \
+             --keys)"
+        ))
+    })?;
+    let source = open(from).map_err(|e| error(format_args!("the source: {e}")))?;
+    if first_record(source.as_ref())?.is_none() {
+        return Err(error("the source holds no log"));
+    }
+    let destination = open(to).map_err(|e| error(format_args!("the destination: {e}")))?;
+    if first_record(destination.as_ref())?.is_some() {
+        return Err(error(
+            "the destination is not empty: copy only into a new data dir or an empty database",
+        ));
+    }
+    // Both checks open the log on the source first: a log that does not open is not copied.
+    let source_log = Log::open(source.clone(), clone_signer(&signer)?)
+        .map_err(|e| error(format_args!("the source's log does not open: {e}")))?;
+    let source_checkpoint = source_log.checkpoint().note().to_owned();
+    drop(source_log);
+
+    let (records, bytes) = copy_records(source.as_ref(), destination.as_ref())?;
+    compare(source.as_ref(), destination.as_ref())?;
+    let log = Log::open(destination, signer)
+        .map_err(|e| Failure::Mismatch(format!("the copied log does not open: {e}")))?;
+    let report = log
+        .fsck()
+        .map_err(|e| Failure::Mismatch(format!("the copied log is damaged: {e}")))?;
+    if log.checkpoint().note() != source_checkpoint {
+        return Err(Failure::Mismatch(
+            "the copy's newest signed checkpoint is not the source's".to_owned(),
+        ));
+    }
+    Ok(format!(
+        "copied {records} records ({bytes} bytes); verified: every record equal, {} entries and \
+         {} full tiles checked, root {} matches the newest signed checkpoint (size {})",
+        report.leaves,
+        report.full_tiles,
+        report.root,
+        log.checkpoint().checkpoint().size
+    ))
+}
+
+fn clone_signer(signer: &ledger::note::NoteSigner) -> Result<ledger::note::NoteSigner, Failure> {
+    ledger::note::NoteSigner::from_skey(&signer.to_skey()).map_err(error)
+}
+
+/// The log's keys are all printable: everything sorts below 0xff.
+const END: &[u8] = b"\xff";
+
+fn first_record(store: &dyn Store) -> Result<Option<Vec<u8>>, Failure> {
+    Ok(store
+        .scan(b"", END, 1)
+        .map_err(error)?
+        .into_iter()
+        .next()
+        .map(|(k, _)| k))
+}
+
+/// Every record, page by page, committed every [`COMMIT_BYTES`] and at the end.
+fn copy_records(source: &dyn Store, destination: &dyn Store) -> Result<(u64, u64), Failure> {
+    let (mut records, mut bytes, mut unsynced) = (0_u64, 0_u64, 0_usize);
+    let mut start = Vec::new();
+    loop {
+        let page = source.scan(&start, END, PAGE).map_err(error)?;
+        let Some((last, _)) = page.last() else { break };
+        start = successor(last);
+        for (key, value) in &page {
+            destination.put(key, value).map_err(error)?;
+            records += 1;
+            let size = key.len() + value.len();
+            bytes += size as u64;
+            unsynced += size;
+        }
+        if unsynced >= COMMIT_BYTES {
+            destination.sync().map_err(error)?;
+            unsynced = 0;
+        }
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    destination.sync().map_err(error)?;
+    Ok((records, bytes))
+}
+
+/// Both stores hold exactly the same records.
+fn compare(source: &dyn Store, destination: &dyn Store) -> Result<(), Failure> {
+    let mut start = Vec::new();
+    loop {
+        let left = source.scan(&start, END, PAGE).map_err(error)?;
+        let right = destination.scan(&start, END, PAGE).map_err(error)?;
+        for (a, b) in left.iter().zip(&right) {
+            if a.0 != b.0 || *a.1 != *b.1 {
+                return Err(Failure::Mismatch(format!(
+                    "record {} differs",
+                    String::from_utf8_lossy(&a.0)
+                )));
+            }
+        }
+        if left.len() != right.len() {
+            return Err(Failure::Mismatch(
+                "the stores hold different numbers of records".to_owned(),
+            ));
+        }
+        match left.last() {
+            Some((last, _)) if left.len() == PAGE => start = successor(last),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The smallest key after `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}

@@ -1,0 +1,253 @@
+//! The server on the PostgreSQL store (`--store postgres://…`), on a throwaway cluster
+//! (`ledger::store::postgres::testing`): decisions, histories and receipts across a restart; a
+//! server whose lease another node took fails closed; `akashi store copy` from a data dir to a
+//! database and back, after which the server runs on the copy.
+//!
+//! Without PostgreSQL's server binaries each test says so and does nothing, unless
+//! `AKASHI_REQUIRE_POSTGRES=1` (CI) makes that a failure. `AKASHI_E2E_STORE=postgres` runs every
+//! other end-to-end test on PostgreSQL too (see `harness.rs`).
+
+use std::process::Command;
+
+use akashi::auth::Role;
+use ledger::store::postgres::testing::{cluster, fresh_database};
+use proto::pb;
+use tonic::Code;
+
+use crate::{
+    api::{Api, allowed, ask, checkpoint_root, grant, verify_receipt},
+    harness::TestServer,
+};
+
+const AKASHI: &str = env!("CARGO_BIN_EXE_akashi");
+
+/// The database name inside a test cluster URL (`postgres:///NAME?…`).
+fn database_name(url: &str) -> &str {
+    url.split('?')
+        .next()
+        .unwrap()
+        .trim_start_matches("postgres:///")
+}
+
+fn research_question(patient: &str) -> pb::AuthorizeRequest {
+    ask(
+        "Organization",
+        "uni",
+        "secondary_use",
+        patient,
+        "lab_result",
+        "research",
+        "IDENTIFIED",
+    )
+}
+
+/// Registers `uni`, gives `patient`'s consent to it and asks once: allowed.
+async fn consent_and_decide(api: &Api, patient: &str) -> pb::AuthorizeResponse {
+    api.grant(grant(
+        patient,
+        &["research"],
+        &["clinical"],
+        &["uni"],
+        &[],
+        "IDENTIFIED",
+    ))
+    .await;
+    let answer = api.authorize(research_question(patient)).await;
+    assert!(allowed(&answer), "{answer:?}");
+    answer
+}
+
+#[tokio::test]
+async fn a_server_on_postgres_keeps_its_log_across_a_restart() {
+    let Some(url) = fresh_database("a_server_on_postgres_keeps_its_log_across_a_restart") else {
+        return;
+    };
+    let with_store = |url: String| move |c: &mut akashi::config::Config| c.store = Some(url);
+    let server =
+        TestServer::start_with(tempfile::tempdir().unwrap(), with_store(url.clone())).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let first = consent_and_decide(&api, "p1").await;
+    let receipt = first.receipt.unwrap();
+    verify_receipt(&receipt, &server.vkey);
+    let (old_size, old_root) = checkpoint_root(&receipt.checkpoint, &server.vkey);
+    // Nothing of the log is in the data dir: the sled folder was never made.
+    assert!(!server.data_dir().join("ledger").exists());
+    let vkey = server.vkey.clone();
+    let dir = server.stop().await;
+
+    let server = TestServer::start_with(dir, with_store(url.clone())).await;
+    assert_eq!(server.vkey, vkey);
+    let api = Api::new(&server, Role::Platform, None).await;
+    assert_eq!(api.size().await, old_size.get());
+    let again = api.authorize(research_question("p1")).await;
+    assert!(allowed(&again), "the consent survived the restart");
+    let receipt = again.receipt.unwrap();
+    let new_size = verify_receipt(&receipt, &vkey);
+    let (_, new_root) = checkpoint_root(&receipt.checkpoint, &vkey);
+    let proof = api
+        .transparency()
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: old_size.get(),
+            new_size,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ledger::proof::ConsistencyProof {
+        old_size,
+        new_size: ledger::hash::TreeSize(new_size),
+        path: proof
+            .path
+            .iter()
+            .map(|h| ledger::hash::Hash::from_slice(h).unwrap())
+            .collect(),
+    }
+    .verify(&old_root, &new_root)
+    .unwrap();
+    // The patient's history (sealed bodies, read through the data dir's key vault) is whole.
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    let history = regulator.subject_history("p1").await.unwrap();
+    assert_eq!(history.entries.len(), 3, "grant and two decisions");
+    let records = cluster()
+        .unwrap()
+        .psql(database_name(&url), "SELECT count(*) FROM akashi_kv");
+    assert!(records.parse::<u64>().unwrap() > 10, "{records}");
+    server.stop().await;
+}
+
+/// A server whose lease another node took (it was paused past its lease, say) must never
+/// commit again: its next decision is refused, not allowed, and nothing reaches the database.
+#[tokio::test]
+async fn a_server_whose_lease_was_taken_fails_closed() {
+    let Some(url) = fresh_database("a_server_whose_lease_was_taken_fails_closed") else {
+        return;
+    };
+    let db = database_name(&url).to_owned();
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.store = Some(url.clone());
+    })
+    .await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    consent_and_decide(&api, "p1").await;
+    let cluster = cluster().unwrap();
+    let count = || cluster.psql(&db, "SELECT count(*) FROM akashi_kv");
+    let before = count();
+    // Another node takes the store over, as it would once the lease expired.
+    cluster.psql(
+        &db,
+        "UPDATE akashi_lease SET epoch = epoch + 1, holder = 'another node'",
+    );
+    let refused = api
+        .access()
+        .authorize(api.req(research_question("p1")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(count(), before, "nothing was committed under the old epoch");
+    let (status, _) = crate::harness::http_get(server.admin_addr, "/readyz").await;
+    assert_eq!(status, 503);
+    let (_, metrics) = crate::harness::http_get(server.admin_addr, "/metrics").await;
+    assert_eq!(
+        crate::audit::counter(&metrics, "akashi_store_lease_fenced"),
+        1,
+        "{metrics}"
+    );
+    // Reads go on.
+    assert!(api.size().await > 0);
+    drop(server);
+}
+
+fn store_copy(from: &str, to: &str, keys: Option<&std::path::Path>) -> std::process::Output {
+    let mut command = Command::new(AKASHI);
+    command.args(["store", "copy", "--from", from, "--to", to]);
+    if let Some(keys) = keys {
+        command.arg("--keys").arg(keys);
+    }
+    command.env("AKASHI_LOG", "warn").output().unwrap()
+}
+
+#[tokio::test]
+async fn store_copy_moves_a_log_to_postgres_and_back() {
+    let Some(url) = fresh_database("store_copy_moves_a_log_to_postgres_and_back") else {
+        return;
+    };
+    // A log on sled.
+    let server = TestServer::start().await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    let answer = consent_and_decide(&api, "p1").await;
+    let (size, root) = checkpoint_root(&answer.receipt.unwrap().checkpoint, &server.vkey);
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    let data_text = data.to_str().unwrap();
+
+    let output = store_copy(data_text, &url, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("verified"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("(size {})", size.get())),
+        "{stdout}"
+    );
+    // Into a store that is not empty: refused, nothing touched.
+    let again = store_copy(data_text, &url, None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not empty"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // The server runs on the copy with the same data dir (keys, vault, anchor): same log.
+    let server = TestServer::start_with(dir, |c| c.store = Some(url.clone())).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    assert_eq!(api.size().await, size.get());
+    let after = api.authorize(research_question("p1")).await;
+    assert!(allowed(&after));
+    let receipt = after.receipt.unwrap();
+    let (new_size, new_root) = checkpoint_root(&receipt.checkpoint, &server.vkey);
+    let proof = api
+        .transparency()
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: size.get(),
+            new_size: new_size.get(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ledger::proof::ConsistencyProof {
+        old_size: size,
+        new_size,
+        path: proof
+            .path
+            .iter()
+            .map(|h| ledger::hash::Hash::from_slice(h).unwrap())
+            .collect(),
+    }
+    .verify(&root, &new_root)
+    .unwrap();
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    assert_eq!(
+        regulator.subject_history("p1").await.unwrap().entries.len(),
+        3
+    );
+    let dir = server.stop().await;
+
+    // And back, into a new data dir's sled store, verified with the first data dir's key.
+    let back = tempfile::tempdir().unwrap();
+    let back_text = back.path().to_str().unwrap();
+    let output = store_copy(&url, back_text, Some(&data));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(back.path().join("ledger").is_dir());
+    drop(dir);
+}
