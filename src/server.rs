@@ -515,11 +515,11 @@ pub fn open_store(data_dir: &Path, store: Option<&str>) -> Result<Arc<dyn Store>
     Ok(open_store_watched(data_dir, store)?.0)
 }
 
-/// [`open_store`], with the PostgreSQL store's handle apart (for its lease's metrics).
-fn open_store_watched(
-    data_dir: &Path,
-    store: Option<&str>,
-) -> Result<(Arc<dyn Store>, Option<Arc<PostgresStore>>), StartError> {
+/// An opened store, with the PostgreSQL store's handle apart (for its lease's metrics).
+type OpenedStore = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
+
+/// [`open_store`], keeping the PostgreSQL store's handle.
+fn open_store_watched(data_dir: &Path, store: Option<&str>) -> Result<OpenedStore, StartError> {
     Ok(match store {
         Some(url) => {
             let postgres = Arc::new(PostgresStore::open(url, &PostgresOptions::default())?);
