@@ -69,7 +69,18 @@ impl TestServer {
             ..Config::default()
         };
         if std::env::var("AKASHI_E2E_STORE").is_ok_and(|v| v == "postgres") {
-            config.store = ledger::store::postgres::testing::fresh_database("e2e");
+            // One database per data dir, kept across restarts of the same dir.
+            let named = dir.path().join("postgres-url");
+            config.store = match std::fs::read_to_string(&named) {
+                Ok(url) => Some(url),
+                Err(_) => {
+                    let url = ledger::store::postgres::testing::fresh_database("e2e");
+                    if let Some(url) = &url {
+                        std::fs::write(&named, url).unwrap();
+                    }
+                    url
+                }
+            };
         }
         edit(&mut config);
         let mut server = Server::open(config).unwrap();
