@@ -232,6 +232,21 @@ impl Metrics {
             "akashi_store_lease_age_seconds {:.3}",
             lease.since_renewal.as_secs_f64()
         );
+        header(
+            out,
+            "akashi_store_commits_total",
+            "counter",
+            "Transactions the PostgreSQL store committed (one per batch).",
+        );
+        let _ = writeln!(out, "akashi_store_commits_total {}", store.commits());
+        header(
+            out,
+            "akashi_store_round_trips_total",
+            "counter",
+            "Reads the PostgreSQL store sent to the database (the others were answered from \
+             writes not yet committed or from its read cache).",
+        );
+        let _ = writeln!(out, "akashi_store_round_trips_total {}", store.round_trips());
     }
 
     /// Reports the health of `log`'s store, the newest checkpoint `witnessed`, and what each

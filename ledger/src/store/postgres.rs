@@ -9,7 +9,8 @@
 //! **Writes and durability.** [`Store::put`] and [`Store::delete`] only record the write in an
 //! in-memory overlay, which every read consults before the database, so writes are visible at
 //! once as the trait requires. [`Store::sync`] commits everything recorded since the last sync in
-//! one transaction (a multi-row upsert and a delete), with `synchronous_commit = on` forced on
+//! one statement, so one transaction and one round trip (a multi-row upsert and a delete, guarded
+//! by the lease below), with `synchronous_commit = on` forced on
 //! every connection, so a returned sync means the database has the writes on stable storage (and
 //! on its synchronous standbys, when the operator configured any). A transaction is all or
 //! nothing, which is the prefix the trait promises after a crash. While one sync commits, new
@@ -20,9 +21,15 @@
 //! **One writer, fenced.** Two processes writing one log would fork it. Opening the store takes
 //! the database's lease (`akashi_lease`: one row with an epoch, a holder and an expiry on the
 //! database's clock): only when it is free or expired, bumping the epoch. A background task
-//! renews it. Every sync's transaction first reads the epoch (`FOR SHARE`, so a takeover waits
-//! for the commit or the commit sees the takeover) and refuses to commit under any other: a
-//! writer that was paused, cut off or replaced can never commit again, whatever it believes.
+//! renews it. Every sync's statement reads the lease row with its epoch (`FOR SHARE`, so a
+//! takeover waits for the commit or the commit sees the takeover) and writes nothing under any
+//! other: a writer that was paused, cut off or replaced can never commit again, whatever it
+//! believes.
+//!
+//! **Reads.** Besides the overlay, point reads are answered from a bounded cache of values this
+//! process read or committed (and of keys it found absent): sound because, while it holds the
+//! lease, only its own commits change the table, and they update the cache as they land. Hot
+//! statements are prepared once per connection.
 //! Dropping the store releases the lease, so a restart does not wait for it to expire.
 //!
 //! **Threads.** The trait is synchronous and is called from plain threads and from inside tokio
@@ -34,7 +41,7 @@
 //! private network), or behind a TLS-terminating proxy.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     future::Future,
     ops::Bound,
     str::FromStr as _,
@@ -90,6 +97,8 @@ pub struct PostgresOptions {
     pub operation_timeout: Duration,
     /// Who holds the lease, as shown to another process that finds it held.
     pub holder: String,
+    /// Bytes of values kept to answer point reads without a round trip (0: none).
+    pub cache_bytes: usize,
 }
 
 impl Default for PostgresOptions {
@@ -100,6 +109,7 @@ impl Default for PostgresOptions {
             lease_wait: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
             holder: default_holder(),
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -161,6 +171,58 @@ impl Overlay {
     }
 }
 
+/// Values read from or committed to the database, so that a read of a key this process read or
+/// wrote recently costs no round trip. Sound because this process is the database's only writer
+/// while it holds the lease: the table changes only through its own commits, which update the
+/// cache as they land. Bounded by bytes in two generations: entries are inserted into `young`;
+/// when it is full it becomes `old` (the previous `old` is dropped); a hit in `old` moves back
+/// to `young`. Absent keys are cached too (`None`): asking for what does not exist is common.
+struct ReadCache {
+    young: HashMap<Vec<u8>, Option<Arc<[u8]>>>,
+    old: HashMap<Vec<u8>, Option<Arc<[u8]>>>,
+    young_bytes: usize,
+    /// Bytes one generation may hold.
+    budget: usize,
+    /// Bumped by every commit: a value read from the database while a commit landed may be
+    /// older than the commit's, and is not cached.
+    generation: u64,
+}
+
+impl ReadCache {
+    fn new(budget: usize) -> Self {
+        Self {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            young_bytes: 0,
+            budget: budget / 2,
+            generation: 0,
+        }
+    }
+
+    fn get(&mut self, key: &[u8]) -> Option<Option<Arc<[u8]>>> {
+        if let Some(value) = self.young.get(key) {
+            return Some(value.clone());
+        }
+        let value = self.old.remove(key)?;
+        self.insert(key.to_vec(), value.clone());
+        Some(value)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Arc<[u8]>>) {
+        if self.budget == 0 {
+            return;
+        }
+        let size = key.len() + value.as_ref().map_or(0, |v| v.len()) + 64;
+        if self.young_bytes + size > self.budget {
+            self.old = std::mem::take(&mut self.young);
+            self.young_bytes = 0;
+        }
+        self.young_bytes += size;
+        self.old.remove(&key);
+        self.young.insert(key, value);
+    }
+}
+
 /// What the lease renewal task and the commits share.
 struct Lease {
     epoch: i64,
@@ -182,6 +244,9 @@ pub struct PostgresStore {
     lease: Arc<Lease>,
     timeout: Duration,
     commits: AtomicU64,
+    cache: Mutex<ReadCache>,
+    /// Point reads and range reads that went to the database.
+    round_trips: AtomicU64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -261,6 +326,8 @@ impl PostgresStore {
             }),
             timeout: options.operation_timeout,
             commits: AtomicU64::new(0),
+            cache: Mutex::new(ReadCache::new(options.cache_bytes)),
+            round_trips: AtomicU64::new(0),
         };
         let pool = store.pool.clone();
         store.run(async move { migrate(&pool).await })?;
@@ -295,6 +362,16 @@ impl PostgresStore {
     /// How many transactions [`Store::sync`] committed.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many reads went to the database (the others were answered from memory).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, ReadCache> {
+        // Every mutation is a whole insert or swap.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the lease: free, expired or released. Returns the new epoch.
@@ -418,18 +495,35 @@ impl Store for PostgresStore {
         if let Some(value) = self.overlay().get(key) {
             return Ok(value.map(Bytes::from_shared));
         }
+        let generation = {
+            let mut cache = self.cache();
+            if let Some(value) = cache.get(key) {
+                return Ok(value.map(Bytes::from_shared));
+            }
+            cache.generation
+        };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
-        let key = key.to_vec();
-        self.run(async move {
+        let owned = key.to_vec();
+        let value = self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt("SELECT v FROM akashi_kv WHERE k = $1", &[&key])
+            let statement = client
+                .prepare_cached("SELECT v FROM akashi_kv WHERE k = $1")
                 .await
                 .map_err(pg_error)?;
-            row.map(|row| row.try_get::<_, Vec<u8>>(0).map(shared))
+            let row = client
+                .query_opt(&statement, &[&owned])
+                .await
+                .map_err(pg_error)?;
+            row.map(|row| row.try_get::<_, Vec<u8>>(0).map(Arc::<[u8]>::from))
                 .transpose()
                 .map_err(pg_error)
-        })
+        })?;
+        let mut cache = self.cache();
+        if cache.generation == generation {
+            cache.insert(key.to_vec(), value.clone());
+        }
+        Ok(value.map(Bytes::from_shared))
     }
 
     fn last_at_or_before(&self, prefix: &[u8], key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
@@ -441,15 +535,19 @@ impl Store for PostgresStore {
             .range((Bound::Included(prefix), Bound::Included(key)));
         let deletes = writes.values().filter(|v| v.is_none()).count();
         let limit = deletes.saturating_add(1);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
         let (low, high) = (prefix.to_vec(), key.to_vec());
         let rows = self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let rows = client
-                .query(
+            let statement = client
+                .prepare_cached(
                     "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k <= $2 ORDER BY k DESC LIMIT $3",
-                    &[&low, &high, &sql_limit(limit)],
                 )
+                .await
+                .map_err(pg_error)?;
+            let rows = client
+                .query(&statement, &[&low, &high, &sql_limit(limit)])
                 .await
                 .map_err(pg_error)?;
             key_values(rows)
@@ -476,15 +574,19 @@ impl Store for PostgresStore {
             .range((Bound::Included(start), Bound::Excluded(end)));
         let deletes = writes.values().filter(|v| v.is_none()).count();
         let fetch = limit.saturating_add(deletes);
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
         let pool = self.pool.clone();
         let (low, high) = (start.to_vec(), end.to_vec());
         let rows = self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let rows = client
-                .query(
+            let statement = client
+                .prepare_cached(
                     "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-                    &[&low, &high, &sql_limit(fetch)],
                 )
+                .await
+                .map_err(pg_error)?;
+            let rows = client
+                .query(&statement, &[&low, &high, &sql_limit(fetch)])
                 .await
                 .map_err(pg_error)?;
             key_values(rows)
@@ -528,6 +630,17 @@ impl Store for PostgresStore {
         let commit = layer.clone();
         let result = self.run(async move { commit_layer(&pool, &lease, &commit).await });
         let mut overlay = self.overlay();
+        {
+            // Under the overlay's lock, so no read sees the layer in neither place. A read that
+            // went to the database during the commit does not cache what it found.
+            let mut cache = self.cache();
+            cache.generation += 1;
+            if result.is_ok() {
+                for (key, value) in layer.iter() {
+                    cache.insert(key.clone(), value.clone());
+                }
+            }
+        }
         overlay.committing = Arc::new(Layer::new());
         match result {
             Ok(()) => {
@@ -547,25 +660,27 @@ impl Store for PostgresStore {
     }
 }
 
-/// Commits one layer of writes in a transaction that first checks the lease's epoch.
+/// Commits one layer of writes and checks the lease's epoch in one statement, so in one
+/// transaction and one round trip: the lease row is read `FOR SHARE` with the epoch this store
+/// took (a takeover that committed first leaves no such row, one that comes later waits for this
+/// commit), and the upsert and the delete only write when that row was found. With
+/// `synchronous_commit = on`, the statement returns once the transaction is durable.
+const COMMIT: &str = "WITH lease AS (
+         SELECT epoch FROM akashi_lease WHERE id = 1 AND epoch = $1 FOR SHARE
+     ), upserted AS (
+         INSERT INTO akashi_kv (k, v)
+         SELECT k, v FROM unnest($2::bytea[], $3::bytea[]) AS w(k, v)
+         WHERE EXISTS (SELECT 1 FROM lease)
+         ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v
+         RETURNING 1
+     ), deleted AS (
+         DELETE FROM akashi_kv WHERE k = ANY($4::bytea[]) AND EXISTS (SELECT 1 FROM lease)
+         RETURNING 1
+     )
+     SELECT (SELECT count(*) FROM lease), (SELECT count(*) FROM upserted),
+            (SELECT count(*) FROM deleted)";
+
 async fn commit_layer(pool: &Pool, lease: &Lease, layer: &Layer) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(pg_error)?;
-    let epoch: i64 = tx
-        .query_one("SELECT epoch FROM akashi_lease WHERE id = 1 FOR SHARE", &[])
-        .await
-        .map_err(pg_error)?
-        .try_get(0)
-        .map_err(pg_error)?;
-    if epoch != lease.epoch {
-        lease.fenced.store(true, Ordering::SeqCst);
-        tracing::error!(
-            ours = lease.epoch,
-            now = epoch,
-            "another akashi server took over the PostgreSQL store: this one no longer commits"
-        );
-        return Err(fenced(lease.epoch));
-    }
     let mut put_keys: Vec<&[u8]> = Vec::new();
     let mut put_values: Vec<&[u8]> = Vec::new();
     let mut deleted: Vec<&[u8]> = Vec::new();
@@ -578,21 +693,25 @@ async fn commit_layer(pool: &Pool, lease: &Lease, layer: &Layer) -> Result<(), S
             None => deleted.push(key),
         }
     }
-    if !put_keys.is_empty() {
-        tx.execute(
-            "INSERT INTO akashi_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[])
-             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-            &[&put_keys, &put_values],
+    let client = pool.get().await.map_err(pool_error)?;
+    let statement = client.prepare_cached(COMMIT).await.map_err(pg_error)?;
+    let row = client
+        .query_one(
+            &statement,
+            &[&lease.epoch, &put_keys, &put_values, &deleted],
         )
         .await
         .map_err(pg_error)?;
+    let held: i64 = row.try_get(0).map_err(pg_error)?;
+    if held != 1 {
+        lease.fenced.store(true, Ordering::SeqCst);
+        tracing::error!(
+            ours = lease.epoch,
+            "another akashi server took over the PostgreSQL store: this one no longer commits"
+        );
+        return Err(fenced(lease.epoch));
     }
-    if !deleted.is_empty() {
-        tx.execute("DELETE FROM akashi_kv WHERE k = ANY($1)", &[&deleted])
-            .await
-            .map_err(pg_error)?;
-    }
-    tx.commit().await.map_err(pg_error)
+    Ok(())
 }
 
 /// Keeps the lease alive every quarter of its lifetime until the store is dropped or the lease
