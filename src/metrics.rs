@@ -246,7 +246,11 @@ impl Metrics {
             "Reads the PostgreSQL store sent to the database (the others were answered from \
              writes not yet committed or from its read cache).",
         );
-        let _ = writeln!(out, "akashi_store_round_trips_total {}", store.round_trips());
+        let _ = writeln!(
+            out,
+            "akashi_store_round_trips_total {}",
+            store.round_trips()
+        );
     }
 
     /// Reports the health of `log`'s store, the newest checkpoint `witnessed`, and what each

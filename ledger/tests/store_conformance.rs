@@ -268,3 +268,83 @@ mod postgres {
         assert!(err.to_string().contains("does not parse"), "{err}");
     }
 }
+
+/// The PostgreSQL store over TCP with TLS (`sslrootcert=`), on the same throwaway cluster.
+mod postgres_tls {
+    use std::time::Duration;
+
+    use ledger::store::{
+        PostgresOptions, PostgresStore, Store as _,
+        postgres::testing::{cluster, fresh_database},
+    };
+
+    fn options() -> PostgresOptions {
+        PostgresOptions {
+            lease_wait: Duration::from_secs(2),
+            operation_timeout: Duration::from_secs(10),
+            ..PostgresOptions::default()
+        }
+    }
+
+    #[test]
+    fn connections_are_tls_verified_against_the_given_ca() {
+        let Some(socket_url) = fresh_database("connections_are_tls_verified_against_the_given_ca")
+        else {
+            return;
+        };
+        let cluster = cluster().unwrap();
+        let db = socket_url
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///")
+            .to_owned();
+        let store = PostgresStore::open(&cluster.tls_url(&db), &options()).unwrap();
+        store.put(b"k", b"v").unwrap();
+        store.sync().unwrap();
+        // Other tests' stores use the same cluster: count this database's connections only.
+        let encrypted = cluster.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name = 'akashi' AND datname = current_database() AND ssl",
+        );
+        assert!(encrypted.parse::<u32>().unwrap() >= 1, "{encrypted}");
+        let plain = cluster.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name = 'akashi' AND datname = current_database() AND NOT ssl",
+        );
+        assert_eq!(plain, "0");
+        drop(store);
+
+        // A CA that did not sign the database's certificate: refused, nothing sent in clear.
+        let wrong = cluster.tls_url(&db).replace(
+            &format!(
+                "sslrootcert={}",
+                cluster.tls_url(&db).rsplit('=').next().unwrap()
+            ),
+            &format!("sslrootcert={}", cluster.other_ca().display()),
+        );
+        let err = PostgresStore::open(&wrong, &options()).err().unwrap();
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
+
+        // Asked for TLS with nothing to verify it by, or told both ways: refused.
+        let plain_url = cluster.tls_url(&db);
+        let base = plain_url.split('?').next().unwrap();
+        let err = PostgresStore::open(&format!("{base}?sslmode=require"), &options())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
+        let err = PostgresStore::open(&format!("{plain_url}&sslmode=disable"), &options())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("sslmode=disable"), "{err}");
+        let err = PostgresStore::open(&format!("{base}?sslrootcert=/no/such/ca.pem"), &options())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/no/such/ca.pem"), "{err}");
+    }
+}

@@ -37,8 +37,12 @@
 //! and each call waits on a plain channel for its task there (never `block_on`, which would panic
 //! inside a caller's runtime). Connections come from a `deadpool-postgres` pool.
 //!
-//! Connections are made without TLS: run akashi next to its database (a Unix socket, or a
-//! private network), or behind a TLS-terminating proxy.
+//! **TLS.** `sslrootcert=FILE` in the URL's query (the CA, PEM, that signed the database's
+//! certificate) makes every connection TLS (rustls), with the certificate verified against that
+//! CA and the URL's host name: `sslmode` is then `require` (`prefer`, the client default, would
+//! fall back to plaintext) and `disable` is refused. `sslmode=require` without `sslrootcert` is
+//! refused rather than connecting to a server it cannot verify. Without either, connections are
+//! plaintext: for a Unix socket or a private network.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -268,8 +272,10 @@ impl PostgresStore {
     /// migrated, its schema is newer than this build's, or the lease stays held by another
     /// process.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let (url, root_cert) = split_root_cert(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Engine(format!("the PostgreSQL URL does not parse: {e}")))?;
+        let tls = tls_for(&mut config, root_cert.as_deref())?;
         // Durability is the store's promise, not the database default's: force it.
         let options_text = match config.get_options() {
             Some(given) => format!("{given} -c synchronous_commit=on"),
@@ -292,13 +298,13 @@ impl PostgresStore {
                 source,
             })?;
         let handle = runtime.handle().clone();
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_config(config, NoTls, manager_config),
+        };
         let pool = {
             // The pool's timers belong to the store's runtime.
             let _entered = handle.enter();
@@ -794,6 +800,90 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     tx.commit().await.map_err(pg_error)
 }
 
+/// Takes `sslrootcert=FILE` out of the URL's query (tokio-postgres does not know it), returning
+/// the rest of the URL and the file.
+fn split_root_cert(url: &str) -> Result<(String, Option<std::path::PathBuf>), StoreError> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut root_cert = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("sslrootcert=") {
+            Some(value) => root_cert = Some(std::path::PathBuf::from(percent_decode(value)?)),
+            None => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, root_cert))
+}
+
+fn percent_decode(text: &str) -> Result<String, StoreError> {
+    let bad = || StoreError::Engine("the PostgreSQL URL's sslrootcert is not valid".to_owned());
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(byte);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// The TLS connector for `root_cert` (and `sslmode` set to `require`), or none for plaintext.
+fn tls_for(
+    config: &mut tokio_postgres::Config,
+    root_cert: Option<&std::path::Path>,
+) -> Result<Option<tokio_postgres_rustls::MakeRustlsConnect>, StoreError> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    use tokio_postgres::config::SslMode;
+    use tokio_rustls::rustls;
+    let Some(path) = root_cert else {
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(StoreError::Engine(
+                "sslmode=require needs sslrootcert=FILE in the PostgreSQL URL: the CA that \
+                 signed the database's certificate, to verify it"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    if config.get_ssl_mode() == SslMode::Disable {
+        return Err(StoreError::Engine(
+            "the PostgreSQL URL has both sslrootcert and sslmode=disable".to_owned(),
+        ));
+    }
+    config.ssl_mode(SslMode::Require);
+    let bad = |e: &dyn std::fmt::Display| {
+        StoreError::Engine(format!("the PostgreSQL CA file {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"holds no certificate"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_postgres_rustls::MakeRustlsConnect::new(client)))
+}
+
 /// Rows fetched and writes not committed, merged: the writes win, deletes remove. Writes below
 /// `floor` or above `ceiling` are left out (they cannot be ordered against rows not fetched).
 fn merge(
@@ -853,7 +943,17 @@ fn pg_error(err: tokio_postgres::Error) -> StoreError {
             db.message(),
             db.code().code()
         )),
-        None => StoreError::Engine(format!("PostgreSQL: {err}")),
+        None => {
+            // The client's summary ("error performing TLS handshake") hides the reason in its
+            // source chain ("invalid peer certificate: UnknownIssuer").
+            let mut message = format!("PostgreSQL: {err}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            StoreError::Engine(message)
+        }
     }
 }
 

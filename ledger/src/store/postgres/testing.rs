@@ -8,7 +8,8 @@
 //! as the `postgres` user. Without the binaries, [`cluster`] returns `None` and the caller skips,
 //! saying so on stderr, unless `AKASHI_REQUIRE_POSTGRES=1` is set (CI sets it): then it panics.
 //! The cluster runs with `fsync=off`: tests kill akashi, never the database, and it is
-//! several times faster.
+//! several times faster. It also listens on a free loopback TCP port with TLS, under a
+//! certificate from a test CA made with `openssl` at start ([`TestCluster::tls_url`]).
 
 #![allow(
     clippy::expect_used,
@@ -30,6 +31,8 @@ use std::{
 pub struct TestCluster {
     bin: PathBuf,
     socket_dir: PathBuf,
+    port: u16,
+    tls_dir: PathBuf,
     as_postgres: bool,
     next_db: AtomicU32,
 }
@@ -68,9 +71,24 @@ impl TestCluster {
     /// The URL of database `name` in this cluster.
     pub fn url(&self, name: &str) -> String {
         format!(
-            "postgres:///{name}?host={}&user=postgres",
-            self.socket_dir.display()
+            "postgres:///{name}?host={}&port={}&user=postgres",
+            self.socket_dir.display(),
+            self.port
         )
+    }
+
+    /// The URL of database `name` over TCP with TLS, verified against the test CA.
+    pub fn tls_url(&self, name: &str) -> String {
+        format!(
+            "postgres://postgres@localhost:{}/{name}?sslrootcert={}",
+            self.port,
+            self.tls_dir.join("ca.pem").display()
+        )
+    }
+
+    /// A CA that did not sign the cluster's certificate (PEM file).
+    pub fn other_ca(&self) -> PathBuf {
+        self.tls_dir.join("other-ca.pem")
     }
 
     /// Runs one SQL command in database `db` with `psql`, returning its unaligned output.
@@ -84,7 +102,16 @@ impl TestCluster {
             .command("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&socket)
-            .args(["-U", "postgres", "-d", db, "-c", sql])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run psql");
@@ -122,9 +149,15 @@ fn start() -> Option<TestCluster> {
     ));
     let data = root.join("data");
     let socket_dir = root.join("socket");
-    for dir in [&root, &data, &socket_dir] {
+    let tls_dir = root.join("tls");
+    for dir in [&root, &data, &socket_dir, &tls_dir] {
         std::fs::create_dir_all(dir).expect("create the test cluster's folders");
     }
+    make_certificates(&tls_dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("find a free port")
+        .port();
     if as_postgres {
         // The postgres user must reach the data and socket folders.
         run(Command::new("chmod").arg("755").arg(&root), "chmod");
@@ -143,8 +176,27 @@ fn start() -> Option<TestCluster> {
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
         "initdb",
     );
+    for file in ["server.pem", "server.key"] {
+        std::fs::copy(tls_dir.join(file), data.join(file)).expect("copy the server's certificate");
+    }
+    run(
+        Command::new("chmod")
+            .arg("600")
+            .arg(data.join("server.key")),
+        "chmod",
+    );
+    if as_postgres {
+        run(
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(data.join("server.pem"))
+                .arg(data.join("server.key")),
+            "chown",
+        );
+    }
     let options = format!(
-        "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200",
+        "-k {} -p {port} -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=server.pem \
+         -c ssl_key_file=server.key -c fsync=off -c max_connections=200",
         socket_dir.display()
     );
     run(
@@ -160,6 +212,8 @@ fn start() -> Option<TestCluster> {
     Some(TestCluster {
         bin,
         socket_dir,
+        port,
+        tls_dir,
         as_postgres,
         next_db: AtomicU32::new(0),
     })
@@ -196,6 +250,23 @@ fn watch_over(root: &Path, data: &Path, bin: &Path, as_postgres: bool) {
         .stderr(Stdio::null())
         .status()
         .expect("start the test cluster's watchdog");
+}
+
+/// A test CA, a server certificate it signed for `localhost` and 127.0.0.1, and another CA.
+fn make_certificates(dir: &Path) {
+    let script = r#"set -e
+key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $key -keyout ca.key -out ca.pem -days 3650 -subj "/CN=akashi test CA"
+openssl req -x509 $key -keyout other-ca.key -out other-ca.pem -days 3650 -subj "/CN=other CA"
+openssl req $key -keyout server.key -out server.csr -subj "/CN=localhost"
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1
+' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem   -days 3650 -extfile server.ext
+"#;
+    run(
+        Command::new("sh").args(["-c", script]).current_dir(dir),
+        "openssl (the test cluster's certificates)",
+    );
 }
 
 fn find_bin() -> Option<PathBuf> {
