@@ -2,11 +2,13 @@
 //! of a data dir to a PostgreSQL database, or back, or between databases) and proves the copy.
 //!
 //! The copy is record for record: every key and value of the source, in key order, in pages,
-//! committed to the destination in transactions of bounded size. The destination must be empty.
-//! Then it is verified three ways before the command says so: a second pass compares every
-//! record of both stores byte for byte; the log opened on the copy checks every entry against
-//! its leaf hash, every full tile and the root against the last signed checkpoint
-//! (`ledger::log::Log::fsck`); and the copy's newest signed checkpoint must be the source's.
+//! committed to the destination in transactions of bounded size. The source is only read, never
+//! recovered or written (it must hold a commit record); the destination must be empty. Then the
+//! copy is verified before the command says so: a second pass compares every record of both
+//! stores byte for byte; the log opened on the copy (recovery runs there, on the copy) checks
+//! every entry against its leaf hash, every full tile and the root against the last signed
+//! checkpoint (`ledger::log::Log::fsck`); and when the keys' data dir has a checkpoint anchor,
+//! the copy must reach the anchored checkpoint with the same root, as a server start requires.
 //!
 //! The data dir's other files are not copied: the signing and token keys, the key vault and the
 //! checkpoint anchor stay where they are, and the server is then started with the same data dir
@@ -15,7 +17,11 @@
 
 use std::{path::Path, process::ExitCode, sync::Arc};
 
-use ledger::{log::Log, store::Store};
+use ledger::{
+    anchor::Anchor,
+    log::{Log, holds_committed_log},
+    store::Store,
+};
 
 use crate::{keys, server};
 
@@ -75,9 +81,13 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
              --keys)"
         ))
     })?;
+    let verifier = signer.verifier();
+    let anchor = Anchor::open(&keys_dir.join(server::ANCHOR_FILE), &verifier)
+        .map_err(|e| error(format_args!("the checkpoint anchor: {e}")))?;
+    let anchored = anchor.checkpoint().map(|c| c.checkpoint().clone());
     let source = open(from).map_err(|e| error(format_args!("the source: {e}")))?;
-    if first_record(source.as_ref())?.is_none() {
-        return Err(error("the source holds no log"));
+    if !holds_committed_log(source.as_ref()).map_err(error)? {
+        return Err(error("the source holds no committed log"));
     }
     let destination = open(to).map_err(|e| error(format_args!("the destination: {e}")))?;
     if first_record(destination.as_ref())?.is_some() {
@@ -85,11 +95,6 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
             "the destination is not empty: copy only into a new data dir or an empty database",
         ));
     }
-    // Both checks open the log on the source first: a log that does not open is not copied.
-    let source_log = Log::open(source.clone(), clone_signer(&signer)?)
-        .map_err(|e| error(format_args!("the source's log does not open: {e}")))?;
-    let source_checkpoint = source_log.checkpoint().note().to_owned();
-    drop(source_log);
 
     let (records, bytes) = copy_records(source.as_ref(), destination.as_ref())?;
     compare(source.as_ref(), destination.as_ref())?;
@@ -98,23 +103,35 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
     let report = log
         .fsck()
         .map_err(|e| Failure::Mismatch(format!("the copied log is damaged: {e}")))?;
-    if log.checkpoint().note() != source_checkpoint {
-        return Err(Failure::Mismatch(
-            "the copy's newest signed checkpoint is not the source's".to_owned(),
-        ));
-    }
+    let anchor_check = match &anchored {
+        Some(anchored) => {
+            let reaches = anchored.size <= log.size()
+                && log
+                    .root(anchored.size)
+                    .is_ok_and(|root| root == anchored.root);
+            if !reaches {
+                return Err(Failure::Mismatch(format!(
+                    "the copy (size {}) does not reach the anchored checkpoint (size {}) with \
+                     its root: the source is older than the log this data dir acknowledged",
+                    log.size(),
+                    anchored.size
+                )));
+            }
+            format!(
+                "; it reaches the anchored checkpoint (size {})",
+                anchored.size
+            )
+        }
+        None => "; the keys' data dir has no checkpoint anchor to compare with".to_owned(),
+    };
     Ok(format!(
         "copied {records} records ({bytes} bytes); verified: every record equal, {} entries and \
-         {} full tiles checked, root {} matches the newest signed checkpoint (size {})",
+         {} full tiles checked, root {} matches the newest signed checkpoint (size {}){anchor_check}",
         report.leaves,
         report.full_tiles,
         report.root,
         log.checkpoint().checkpoint().size
     ))
-}
-
-fn clone_signer(signer: &ledger::note::NoteSigner) -> Result<ledger::note::NoteSigner, Failure> {
-    ledger::note::NoteSigner::from_skey(&signer.to_skey()).map_err(error)
 }
 
 /// The log's keys are all printable: everything sorts below 0xff.

@@ -396,6 +396,16 @@ pub struct Log {
     vault: OnceLock<Arc<KeyVault>>,
 }
 
+/// Whether `store` holds a log's commit record: a log was committed into it (what
+/// [`Log::open`] recovers from), read without writing anything.
+///
+/// # Errors
+///
+/// [`StoreError`] when the store cannot be read.
+pub fn holds_committed_log(store: &dyn Store) -> Result<bool, StoreError> {
+    Ok(store.get(layout::COMMIT)?.is_some())
+}
+
 impl Log {
     /// Opens the log in `store`, signing checkpoints with `signer` (whose key name is the
     /// checkpoint origin). A new store gets a signed checkpoint of the empty tree.

@@ -234,6 +234,71 @@ mod postgres {
         assert!(err.to_string().contains("lease"), "{err}");
     }
 
+    /// A commit that timed out may still be running on the server and land later: after it,
+    /// the store commits nothing more (a retry could be undone by the stale statement), and the
+    /// store opened anew takes a new epoch, after which acknowledged writes stay.
+    #[test]
+    fn after_a_commit_of_unknown_outcome_the_store_commits_nothing_more() {
+        use std::io::Write as _;
+        let Some(url) = fresh_database("after_a_commit_of_unknown_outcome") else {
+            return;
+        };
+        let cluster = cluster().unwrap();
+        let db = url
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///")
+            .to_owned();
+        let quick = PostgresOptions {
+            operation_timeout: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(60),
+            ..options()
+        };
+        let store = PostgresStore::open(&url, &quick).unwrap();
+        store.put(b"x", b"0").unwrap();
+        store.sync().unwrap();
+        // Another session holds x's row: the next commit blocks on the server and times out.
+        let mut blocker = cluster
+            .psql_session(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut sql = blocker.stdin.take().unwrap();
+        writeln!(
+            sql,
+            "BEGIN; SELECT k FROM akashi_kv WHERE k = 'x'::bytea FOR UPDATE;"
+        )
+        .unwrap();
+        sql.flush().unwrap();
+        let idle = "SELECT count(*) FROM pg_stat_activity \
+                    WHERE datname = current_database() AND state = 'idle in transaction'";
+        while cluster.psql(&db, idle) != "1" {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        store.put(b"a", b"from the stale batch").unwrap();
+        store.put(b"x", b"1").unwrap();
+        assert!(store.sync().is_err(), "the blocked commit times out");
+        // The retry is refused, not acknowledged: the stale statement could undo it.
+        store.delete(b"a").unwrap();
+        let err = store.sync().unwrap_err();
+        assert!(err.to_string().contains("opened again"), "{err}");
+        writeln!(sql, "COMMIT;").unwrap();
+        drop(sql);
+        blocker.wait().unwrap();
+        drop(store);
+        let reopened = PostgresStore::open(&url, &quick).unwrap();
+        reopened.delete(b"a").unwrap();
+        reopened.sync().unwrap();
+        drop(reopened);
+        let last = PostgresStore::open(&url, &quick).unwrap();
+        assert!(
+            last.get(b"a").unwrap().is_none(),
+            "an acknowledged delete stays"
+        );
+    }
+
     #[test]
     fn a_schema_newer_than_the_build_is_refused() {
         let Some(url) = fresh_database("a_schema_newer_than_the_build_is_refused") else {

@@ -249,5 +249,20 @@ async fn store_copy_moves_a_log_to_postgres_and_back() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(back.path().join("ledger").is_dir());
+    // A store with records but no committed log is not a source; nothing is written to it.
+    let junk = tempfile::tempdir().unwrap();
+    {
+        let store = akashi::server::open_store(junk.path(), None).unwrap();
+        store.put(b"e\x00junk", b"not a log").unwrap();
+        store.sync().unwrap();
+    }
+    let empty_target = cluster().unwrap().create_database();
+    let output = store_copy(junk.path().to_str().unwrap(), &empty_target, Some(&data));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no committed log"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     drop(dir);
 }

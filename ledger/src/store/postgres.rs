@@ -15,8 +15,11 @@
 //! on its synchronous standbys, when the operator configured any). A transaction is all or
 //! nothing, which is the prefix the trait promises after a crash. While one sync commits, new
 //! writes gather for the next: the writer stages batch N+1 while batch N commits, as on sled.
-//! A failed commit puts its writes back under the newer ones, so the next sync retries them
-//! (upserts are idempotent, so a commit whose outcome was unknown is harmless to repeat).
+//! A failed commit leaves the store unable to commit again: its statement may still be running
+//! on the server (a timeout does not stop it) and could land after a retry, undoing the retry's
+//! writes. The log is poisoned by a failed sync anyway and reopened (`akashi::supervisor`); the
+//! new store's lease takes a new epoch, which waits for such a statement and fences any later
+//! one.
 //!
 //! **One writer, fenced.** Two processes writing one log would fork it. Opening the store takes
 //! the database's lease (`akashi_lease`: one row with an epoch, a holder and an expiry on the
@@ -251,6 +254,12 @@ pub struct PostgresStore {
     cache: Mutex<ReadCache>,
     /// Point reads and range reads that went to the database.
     round_trips: AtomicU64,
+    /// Set by a commit that failed without being fenced: its statement may still be running on
+    /// the server and land later, after a retry, undoing what the retry wrote. So this store
+    /// never commits again; opening the store anew bumps the lease's epoch, which waits for such
+    /// a statement and fences any later one.
+    broken: AtomicBool,
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -262,7 +271,8 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to the database `url` (`postgres://…`, or `key=value` connection settings),
+    /// Connects to the database `url` (`postgres://…`; `sslrootcert` is read only from a URL's
+    /// query, not from `key=value` connection settings),
     /// creates or migrates the schema, and takes the lease (waiting up to
     /// [`PostgresOptions::lease_wait`] for another holder to release it or let it expire).
     ///
@@ -305,7 +315,7 @@ impl PostgresStore {
             Some(tls) => Manager::from_config(config, tls, manager_config),
             None => Manager::from_config(config, NoTls, manager_config),
         };
-        let pool = {
+        let built = {
             // The pool's timers belong to the store's runtime.
             let _entered = handle.enter();
             Pool::builder(manager)
@@ -315,7 +325,14 @@ impl PostgresStore {
                 .create_timeout(Some(options.operation_timeout))
                 .recycle_timeout(Some(options.operation_timeout))
                 .build()
-                .map_err(|e| StoreError::Engine(format!("PostgreSQL pool: {e}")))?
+        };
+        let pool = match built {
+            Ok(pool) => pool,
+            Err(e) => {
+                // Dropping a runtime inside the caller's runtime would panic.
+                runtime.shutdown_background();
+                return Err(StoreError::Engine(format!("PostgreSQL pool: {e}")));
+            }
         };
         let mut store = Self {
             runtime: Some(runtime),
@@ -334,6 +351,8 @@ impl PostgresStore {
             commits: AtomicU64::new(0),
             cache: Mutex::new(ReadCache::new(options.cache_bytes)),
             round_trips: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
+            renewal: None,
         };
         let pool = store.pool.clone();
         store.run(async move { migrate(&pool).await })?;
@@ -344,11 +363,11 @@ impl PostgresStore {
             renewed_ms: AtomicI64::new(now_ms()),
             closed: AtomicBool::new(false),
         });
-        store.handle.spawn(renew(
+        store.renewal = Some(store.handle.spawn(renew(
             store.pool.clone(),
             store.lease.clone(),
             options.lease_ttl,
-        ));
+        )));
         tracing::info!(epoch, "took the PostgreSQL store's lease");
         Ok(store)
     }
@@ -467,6 +486,10 @@ impl PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.lease.closed.store(true, Ordering::SeqCst);
+        if let Some(renewal) = self.renewal.take() {
+            // So that no renewal extends the lease after it is released below.
+            renewal.abort();
+        }
         if !self.lease.fenced.load(Ordering::SeqCst) {
             // Release the lease so that the next process need not wait for it to expire. A
             // failure only means it expires on its own.
@@ -622,6 +645,13 @@ impl Store for PostgresStore {
         if self.lease.fenced.load(Ordering::SeqCst) {
             return Err(fenced(self.lease.epoch));
         }
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Engine(
+                "an earlier commit to PostgreSQL failed and may still land: this store commits \
+                 nothing more until it is opened again"
+                    .to_owned(),
+            ));
+        }
         let layer = {
             let mut overlay = self.overlay();
             if overlay.pending.is_empty() {
@@ -654,8 +684,11 @@ impl Store for PostgresStore {
                 Ok(())
             }
             Err(err) => {
-                // Not committed (or not known to be): keep the writes, under any newer ones,
-                // for the next sync.
+                if !matches!(err, StoreError::Fenced { .. }) {
+                    self.broken.store(true, Ordering::SeqCst);
+                }
+                // Not committed (or not known to be): keep the writes, under any newer ones, so
+                // that reads still see them until the store is opened again.
                 let layer = Arc::try_unwrap(layer).unwrap_or_else(|shared| (*shared).clone());
                 for (key, value) in layer {
                     overlay.pending.entry(key).or_insert(value);

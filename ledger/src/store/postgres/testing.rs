@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL cluster for tests: started once per test process in a temporary
-//! folder, reached on a Unix socket only (no TCP port, so parallel test binaries never collide),
-//! one fresh database per caller, and stopped and deleted by a watchdog when the test process
-//! exits (however it exits).
+//! folder, reached on a Unix socket in that folder (and on a free loopback port for TLS; the port
+//! is picked by binding and releasing it, so two test binaries could in rare cases race for
+//! one), one fresh database per caller, and stopped and deleted by a watchdog when the test
+//! process exits (however it exits).
 //!
 //! The server binaries come from `AKASHI_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`
 //! (Debian's `postgresql` package). `initdb` refuses to run as root, so as root the cluster runs
@@ -123,6 +124,17 @@ impl TestCluster {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// `psql` connected to database `db`, for a test to drive a session of its own (reading
+    /// commands from its stdin).
+    pub fn psql_session(&self, db: &str) -> Command {
+        let mut command = self.command("psql");
+        command
+            .args(["-X", "-q", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db]);
+        command
+    }
+
     fn command(&self, program: &str) -> Command {
         as_user(self.as_postgres, &self.bin.join(program))
     }
@@ -153,6 +165,8 @@ fn start() -> Option<TestCluster> {
     for dir in [&root, &data, &socket_dir, &tls_dir] {
         std::fs::create_dir_all(dir).expect("create the test cluster's folders");
     }
+    // Armed first: a failed initdb or start still leaves nothing behind.
+    watch_over(&root, &data, &bin, as_postgres);
     make_certificates(&tls_dir);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -208,7 +222,6 @@ fn start() -> Option<TestCluster> {
             .args(["-w", "-o", &options, "start"]),
         "pg_ctl start",
     );
-    watch_over(&root, &data, &bin, as_postgres);
     Some(TestCluster {
         bin,
         socket_dir,
