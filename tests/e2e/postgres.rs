@@ -1,6 +1,7 @@
 //! The server on the PostgreSQL store (`--store postgres://…`), on a throwaway cluster
 //! (`ledger::store::postgres::testing`): decisions, histories and receipts across a restart; a
-//! server whose lease another node took fails closed; `akashi store copy` from a data dir to a
+//! server whose lease another node took fails closed; a database restored from an older backup,
+//! or emptied, is refused by the data dir's anchor; `akashi store copy` from a data dir to a
 //! database and back, after which the server runs on the copy.
 //!
 //! Without PostgreSQL's server binaries each test says so and does nothing, unless
@@ -265,4 +266,70 @@ async fn store_copy_moves_a_log_to_postgres_and_back() {
         String::from_utf8_lossy(&output.stderr)
     );
     drop(dir);
+}
+
+/// The log never rolls back silently on PostgreSQL either: a database restored from an older
+/// backup is refused naming both sizes, and an emptied one is refused rather than started
+/// afresh, by the checkpoint anchor kept in the data dir.
+#[tokio::test]
+async fn a_database_restored_from_an_older_backup_is_refused() {
+    use akashi::error::StartError;
+    use ledger::log::OpenError;
+    let Some(url) = fresh_database("a_database_restored_from_an_older_backup_is_refused") else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let db = database_name(&url).to_owned();
+    let with_store = |url: String| move |c: &mut akashi::config::Config| c.store = Some(url);
+    let server =
+        TestServer::start_with(tempfile::tempdir().unwrap(), with_store(url.clone())).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    consent_and_decide(&api, "p1").await;
+    let backup_size = api.size().await;
+    // The operator's backup, taken while the server runs.
+    cluster.psql(&db, "CREATE TABLE backup AS SELECT * FROM akashi_kv");
+    consent_and_decide(&api, "p2").await;
+    let size = api.size().await;
+    assert!(size > backup_size);
+    let config = |dir: &std::path::Path| akashi::config::Config {
+        data_dir: dir.join("data"),
+        store: Some(url.clone()),
+        ..akashi::config::Config::default()
+    };
+    let dir = server.stop().await;
+
+    cluster.psql(
+        &db,
+        "BEGIN; DELETE FROM akashi_kv; INSERT INTO akashi_kv SELECT * FROM backup; COMMIT;",
+    );
+    let Err(err) = akashi::server::Server::open(config(dir.path())) else {
+        panic!("a database behind its anchor was opened");
+    };
+    assert!(
+        matches!(
+            err,
+            StartError::LedgerOpen(OpenError::StoreBehindAnchor { store_size, anchored_size })
+                if store_size == backup_size && anchored_size == size
+        ),
+        "{err}"
+    );
+    // Nothing was written to it: the restored rows are the backup's, unchanged.
+    let differing = cluster.psql(
+        &db,
+        "SELECT count(*) FROM (SELECT * FROM akashi_kv EXCEPT SELECT * FROM backup) changed",
+    );
+    assert_eq!(differing, "0");
+
+    cluster.psql(&db, "DELETE FROM akashi_kv");
+    let Err(err) = akashi::server::Server::open(config(dir.path())) else {
+        panic!("an emptied database was started afresh");
+    };
+    assert!(
+        matches!(
+            err,
+            StartError::LedgerOpen(OpenError::StoreEmpty { anchored_size }) if anchored_size == size
+        ),
+        "{err}"
+    );
 }
