@@ -118,6 +118,8 @@ pub struct Server {
     oidc: Option<Arc<Oidc>>,
     /// Ends the services' streams when the server begins to stop.
     stopping: watch::Sender<bool>,
+    /// The PostgreSQL store under the log, when it is on PostgreSQL (for its lease).
+    postgres: Option<Arc<PostgresStore>>,
 }
 
 impl Server {
@@ -139,8 +141,8 @@ impl Server {
             Keys::load_or_generate(&config.data_dir, &config.origin)?
         };
         let metrics = Arc::new(Metrics::new());
-        if let Some(postgres) = postgres {
-            metrics.watch_store_lease(postgres);
+        if let Some(postgres) = &postgres {
+            metrics.watch_store_lease(postgres.clone());
         }
         let log = open_log(&config.data_dir, store, keys.checkpoint_signer.clone())?;
         // Erasures a stop interrupted are finished before anything is served.
@@ -215,6 +217,7 @@ impl Server {
             witnessing,
             oidc,
             stopping,
+            postgres,
         };
         server
             .add_service(
@@ -276,6 +279,11 @@ impl Server {
     /// The gRPC health reporter (what `grpc.health.v1.Health` answers).
     pub fn health(&self) -> &HealthReporter {
         &self.health
+    }
+
+    /// The PostgreSQL store under the log, when the log is on PostgreSQL.
+    pub fn postgres_store(&self) -> Option<&Arc<PostgresStore>> {
+        self.postgres.as_ref()
     }
 
     /// Hosts a gRPC service, reported SERVING by health and listed by reflection. It needs a
@@ -353,6 +361,7 @@ impl Server {
             witnessing,
             oidc,
             stopping,
+            postgres: _,
         } = self;
         let verifier = match &oidc {
             Some(oidc) => keys.token_issuer.verifier().with_oidc(oidc.clone()),

@@ -6,8 +6,10 @@
 //! (`DirectoryService`, `ConsentService`, `AccessService`, `PolicyService` and the overall
 //! status) `NOT_SERVING`, and once a probe file in the data dir can be written and synced
 //! again, the server is drained, every handle on the store is dropped, and the server is opened
-//! anew, which re-runs the ledger's recovery, on the same listeners. Reads keep being served
-//! while the log is poisoned. Clients of the old server see their calls finish (writes
+//! anew, which re-runs the ledger's recovery, on the same listeners. A server on PostgreSQL
+//! whose lease another server took (`ledger::store::postgres`) does the same at once: it stops
+//! serving what may be stale, and its reopening waits for the lease like a standby. Reads keep
+//! being served while the log is poisoned. Clients of the old server see their calls finish (writes
 //! `UNAVAILABLE`) and their connections close; new connections wait in the listen backlog
 //! while the store is reopened.
 //!
@@ -87,13 +89,16 @@ pub async fn serve(
         let stop = {
             let shutdown = shutdown.clone();
             let log = server.core().log().clone();
+            let postgres = server.postgres_store().cloned();
             let health = server.health().clone();
             let data_dir = config.data_dir.clone();
             let restart = restart.clone();
             async move {
                 tokio::select! {
                     () = shutdown => {}
-                    () = recovered(log, health, data_dir) => restart.store(true, Ordering::SeqCst),
+                    () = recovered(log, postgres, health, data_dir) => {
+                        restart.store(true, Ordering::SeqCst);
+                    }
                 }
             }
         };
@@ -130,17 +135,34 @@ pub async fn serve(
     }
 }
 
-/// Resolves once the log has been poisoned and the data dir then accepts a synced write;
-/// meanwhile reports the write path `NOT_SERVING`. Never resolves for a healthy log.
-async fn recovered(log: Arc<Log>, health: HealthReporter, data_dir: PathBuf) {
-    while !log.is_poisoned() {
+/// Resolves once the log has been poisoned (or, on PostgreSQL, its lease was taken over by
+/// another server) and the data dir then accepts a synced write; meanwhile reports the write
+/// path `NOT_SERVING`. Never resolves for a healthy log.
+async fn recovered(
+    log: Arc<Log>,
+    postgres: Option<Arc<ledger::store::PostgresStore>>,
+    health: HealthReporter,
+    data_dir: PathBuf,
+) {
+    let replaced = || postgres.as_ref().is_some_and(|store| store.lease().fenced);
+    while !log.is_poisoned() && !replaced() {
         tokio::time::sleep(POISON_POLL).await;
+    }
+    if replaced() {
+        // Another server writes the log now: this one's caches fall behind it, so it stops
+        // serving and waits to take the lease again, as a server starting would.
+        tracing::error!(
+            "another akashi server took the PostgreSQL store over: this one stops serving and \
+             waits for the store's lease"
+        );
+    } else {
+        tracing::error!(
+            "the log is poisoned by a storage failure: writes are refused until it is reopened"
+        );
     }
     // The watcher must not keep the store open across the reopen.
     drop(log);
-    tracing::error!(
-        "the log is poisoned by a storage failure: writes are refused until it is reopened"
-    );
+    drop(postgres);
     for name in WRITE_SERVICES {
         health
             .set_service_status(name, ServingStatus::NotServing)

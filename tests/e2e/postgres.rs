@@ -333,3 +333,137 @@ async fn a_database_restored_from_an_older_backup_is_refused() {
         "{err}"
     );
 }
+
+/// Under the supervisor (as `akashi serve` runs), a server that learns its lease was taken stops
+/// serving, waits for the lease like a standby, and takes the store over again once the other
+/// holder lets it go, with a new epoch and every acknowledged entry.
+#[tokio::test]
+async fn a_replaced_server_steps_down_and_takes_over_again_when_the_lease_is_free() {
+    use proto::pb::directory_service_client::DirectoryServiceClient;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let Some(url) = fresh_database("a_replaced_server_steps_down") else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let db = database_name(&url).to_owned();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = grpc.local_addr().unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = akashi::config::Config {
+        data_dir: dir.path().join("data"),
+        store: Some(url.clone()),
+        ..akashi::config::Config::default()
+    };
+    let data_dir = config.data_dir.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(akashi::supervisor::serve(
+        config,
+        grpc,
+        http,
+        admin,
+        akashi::supervisor::OptionalApis::default(),
+        async {
+            let _ = stopped.await;
+        },
+        |_| {},
+    ));
+    // Serving: a health check on a fresh connection answers.
+    let serving = || async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .timeout(std::time::Duration::from_secs(1))
+            .connect()
+            .await
+            .ok()?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()
+            .map(|answer| answer.into_inner().status)
+    };
+    let wait_until = |want_serving: bool| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            let status = serving().await;
+            if status.is_some() == want_serving {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "serving never became {want_serving}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    wait_until(true).await;
+    let token = crate::harness::mint(&data_dir, Role::Platform, None);
+    let upsert = |n: usize| {
+        crate::harness::with_token(
+            pb::UpsertOrganizationRequest {
+                request_id: String::new(),
+                id: format!("org-{n}"),
+                name: format!("organisation {n}"),
+                recipient_class: "university".into(),
+            },
+            &token,
+        )
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let first = DirectoryServiceClient::new(channel)
+        .upsert_organization(upsert(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    let epoch = || {
+        cluster
+            .psql(&db, "SELECT epoch FROM akashi_lease")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let first_epoch = epoch();
+
+    // Another server takes the store over and holds the lease for a while.
+    cluster.psql(
+        &db,
+        "UPDATE akashi_lease SET epoch = epoch + 1, holder = 'another server', \
+         expires_at = now() + interval '1 hour'",
+    );
+    wait_until(false).await;
+    // It lets the lease go: the first server takes the store again.
+    cluster.psql(&db, "UPDATE akashi_lease SET expires_at = '-infinity'");
+    wait_until(true).await;
+    assert_eq!(epoch(), first_epoch + 2);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let second = DirectoryServiceClient::new(channel)
+        .upsert_organization(upsert(2))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    assert!(second.leaf_index > first.leaf_index);
+    let (_, metrics) = crate::harness::http_get(admin_addr, "/metrics").await;
+    assert_eq!(
+        crate::audit::counter(&metrics, "akashi_store_lease_epoch"),
+        u64::try_from(first_epoch + 2).unwrap(),
+        "{metrics}"
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
