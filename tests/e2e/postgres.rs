@@ -114,7 +114,28 @@ async fn a_server_on_postgres_keeps_its_log_across_a_restart() {
         .unwrap()
         .psql(database_name(&url), "SELECT count(*) FROM akashi_kv");
     assert!(records.parse::<u64>().unwrap() > 10, "{records}");
-    server.stop().await;
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    // `akashi fsck` checks the log in the database, held to the data dir's anchor.
+    let output = Command::new(AKASHI)
+        .arg("fsck")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--store", &url])
+        .env("AKASHI_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("ok: {new_size} entries")),
+        "{stdout}"
+    );
+    drop(dir);
 }
 
 /// A server whose lease another node took (it was paused past its lease, say) must never
