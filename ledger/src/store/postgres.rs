@@ -38,7 +38,9 @@
 //! **Threads.** The trait is synchronous and is called from plain threads and from inside tokio
 //! tasks alike; the client is asynchronous. The store therefore owns a small runtime of its own
 //! and each call waits on a plain channel for its task there (never `block_on`, which would panic
-//! inside a caller's runtime). Connections come from a `deadpool-postgres` pool.
+//! inside a caller's runtime); on a worker of a caller's multi-threaded runtime it waits inside
+//! `block_in_place`, so the caller's other tasks are not held up by the database. Connections
+//! come from a `deadpool-postgres` pool.
 //!
 //! **TLS.** `sslrootcert=FILE` in the URL's query (the CA, PEM, that signed the database's
 //! certificate) makes every connection TLS (rustls), with the certificate verified against that
@@ -466,8 +468,22 @@ impl PostgresStore {
             // The caller may have given up waiting; nothing to do then.
             let _ = tx.send(result);
         });
-        rx.recv()
-            .map_err(|_| StoreError::Engine("the PostgreSQL client's runtime stopped".to_owned()))?
+        let wait = move || {
+            rx.recv().map_err(|_| {
+                StoreError::Engine("the PostgreSQL client's runtime stopped".to_owned())
+            })
+        };
+        // On a worker of the caller's multi-threaded runtime (a gRPC handler reading), tell the
+        // runtime this thread is about to block, so that its other tasks move to another thread
+        // rather than wait for the database too.
+        let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+            handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if on_worker {
+            tokio::task::block_in_place(wait)?
+        } else {
+            wait()?
+        }
     }
 
     fn overlay(&self) -> MutexGuard<'_, Overlay> {
