@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// the data dir [default: sled in the data dir].
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// With `--store`: wait for the server holding the store to stop or die, then take it over
+    /// (a hot standby on the same data dir) [default: refuse to start while it is held].
+    #[arg(long)]
+    pub standby: bool,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -211,6 +215,7 @@ impl ServeArgs {
             fhir_addr: self.fhir_addr,
             data_dir: self.data_dir.clone(),
             store: self.store.clone(),
+            standby: self.standby.then_some(true),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,
             batch_max_wait: self.batch_max_wait.map(|d| d.0),

@@ -73,6 +73,9 @@ pub struct Config {
     /// PostgreSQL URL (`postgres://…` or `postgresql://…`, see `ledger::store::postgres`).
     /// Never logged: it may carry a password.
     pub store: Option<String>,
+    /// Start as a standby: when another server holds the PostgreSQL store's lease, wait for it
+    /// (without end) instead of refusing to start, then take the store over. Needs `store`.
+    pub standby: bool,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
     /// Default [`DEFAULT_ORIGIN`].
     pub origin: String,
@@ -300,6 +303,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// Overrides [`Config::store`].
     pub store: Option<String>,
+    /// Overrides [`Config::standby`] (only to turn it on).
+    pub standby: Option<bool>,
     /// Overrides [`Config::origin`].
     pub origin: Option<String>,
     /// Overrides [`Config::batch_max_entries`].
@@ -400,6 +405,7 @@ impl Default for Config {
             fhir_addr: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             store: None,
+            standby: false,
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
@@ -499,6 +505,9 @@ impl Config {
         }
         if let Some(v) = o.store {
             self.store = Some(v);
+        }
+        if let Some(v) = o.standby {
+            self.standby = v;
         }
         if let Some(v) = o.origin {
             self.origin = v;
@@ -604,6 +613,12 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must not be empty");
+        }
+        if self.standby && self.store.is_none() {
+            return invalid(
+                "standby",
+                "needs `store`: a standby waits for a PostgreSQL store's lease",
+            );
         }
         if let Some(store) = &self.store {
             if store.len() > MAX_STORE_URL {
@@ -735,6 +750,7 @@ impl Overrides {
                 "OIDC_PATIENT_CLAIM" => out.oidc_patient_claim = Some(value),
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "STORE" => out.store = Some(value),
+                "STANDBY" => out.standby = Some(parse_env(&name, &value)?),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
                 "BATCH_MAX_WAIT" => {

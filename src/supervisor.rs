@@ -82,7 +82,16 @@ pub async fn serve(
     mut on_open: impl FnMut(&Server) + Send,
 ) -> Result<(), StartError> {
     let shutdown = shutdown.boxed().shared();
-    let mut server = Server::open(config.clone())?;
+    let mut server = if config.standby {
+        // A standby: the store's lease is held by the server it stands by for; wait for it.
+        tracing::info!("standing by: waiting for the PostgreSQL store's lease");
+        match open_until_it_opens(&config, shutdown.clone()).await {
+            Some(server) => server,
+            None => return Ok(()),
+        }
+    } else {
+        Server::open(config.clone())?
+    };
     loop {
         on_open(&server);
         let restart = Arc::new(AtomicBool::new(false));
@@ -114,24 +123,43 @@ pub async fn serve(
             return Ok(());
         }
         tracing::warn!("reopening the store after a storage failure");
-        let mut backoff = FIRST_BACKOFF;
-        server = loop {
-            match Server::open(config.clone()) {
-                Ok(server) => break server,
-                Err(err) => {
-                    tracing::error!(cause = %err, "the store cannot be reopened yet");
-                    tokio::select! {
-                        () = shutdown.clone() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+        server = match open_until_it_opens(&config, shutdown.clone()).await {
+            Some(server) => server,
+            None => return Ok(()),
         };
         tracing::info!(
             tree_size = server.core().log().size().get(),
             "the store was reopened and recovered"
         );
+    }
+}
+
+/// Opens the server, retrying with a growing pause until it opens (`Some`) or `shutdown`
+/// completes (`None`).
+async fn open_until_it_opens(
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Clone,
+) -> Option<Server> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        // Opening may wait for a store's lease for seconds: on a blocking thread, so that no
+        // worker of the runtime waits with it, and a shutdown is heard meanwhile.
+        let attempt = config.clone();
+        let opening = tokio::task::spawn_blocking(move || Server::open(attempt));
+        let opened = tokio::select! {
+            () = shutdown.clone() => return None,
+            opened = opening => opened,
+        };
+        match opened {
+            Ok(Ok(server)) => return Some(server),
+            Ok(Err(err)) => tracing::error!(cause = %err, "the store cannot be opened yet"),
+            Err(err) => tracing::error!(cause = %err, "opening the store did not finish"),
+        }
+        tokio::select! {
+            () = shutdown.clone() => return None,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -203,6 +203,12 @@ fn validate_refuses_out_of_range_settings() {
     check(&|c| c.origin = String::new(), "origin");
     check(&|c| c.origin = "x".repeat(300), "origin");
     check(&|c| c.data_dir = PathBuf::new(), "data_dir");
+    check(&|c| c.store = Some("/var/lib/akashi".into()), "store");
+    check(
+        &|c| c.store = Some(format!("postgres://h/{}", "d".repeat(5000))),
+        "store",
+    );
+    check(&|c| c.standby = true, "standby");
     check(
         &|c| {
             c.apply(&Overrides {
@@ -483,4 +489,28 @@ fn an_oidc_key_set_url_is_https_or_loopback_and_only_one_source_is_given() {
     both.apply(&overrides);
     let err = both.validate().unwrap_err();
     assert!(err.to_string().contains("give only one"), "{err}");
+}
+
+#[test]
+fn the_store_and_standby_come_from_toml_env_and_flags() {
+    let overrides = Overrides::from_env(env(&[
+        ("AKASHI_STORE", "postgres://db.example/akashi"),
+        ("AKASHI_STANDBY", "true"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        overrides.store.as_deref(),
+        Some("postgres://db.example/akashi")
+    );
+    assert_eq!(overrides.standby, Some(true));
+    let mut config = Config::default();
+    config.apply(&overrides);
+    config.validate().unwrap();
+    assert!(config.standby);
+    let from_toml: Config =
+        toml::from_str("store = \"postgresql:///akashi?host=/run/postgresql\"\nstandby = true\n")
+            .unwrap();
+    from_toml.validate().unwrap();
+    assert_eq!(Config::default().store, None);
+    assert!(!Config::default().standby);
 }

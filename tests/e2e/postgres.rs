@@ -488,3 +488,128 @@ async fn a_replaced_server_steps_down_and_takes_over_again_when_the_lease_is_fre
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A standby (`--standby`) on the same data dir waits while the server it stands by for holds
+/// the store, and takes it over, with every acknowledged entry, once that server stops: a
+/// restart or an upgrade without refusing a single call for longer than the takeover.
+#[tokio::test]
+async fn a_standby_takes_the_store_over_when_the_server_stops() {
+    use proto::pb::directory_service_client::DirectoryServiceClient;
+    let Some(url) = fresh_database("a_standby_takes_the_store_over") else {
+        return;
+    };
+    let cluster = cluster().unwrap();
+    let db = database_name(&url).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = akashi::config::Config {
+        data_dir: dir.path().join("data"),
+        store: Some(url.clone()),
+        ..akashi::config::Config::default()
+    };
+    let start = |config: akashi::config::Config| {
+        let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = grpc.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(akashi::supervisor::serve(
+            config,
+            grpc,
+            http,
+            admin,
+            akashi::supervisor::OptionalApis::default(),
+            async {
+                let _ = stopped.await;
+            },
+            |_| {},
+        ));
+        (addr, stop, task)
+    };
+    let connect = |addr: std::net::SocketAddr| async move {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()
+    };
+    let token = || crate::harness::mint(&dir.path().join("data"), Role::Platform, None);
+    let upsert = |n: usize, token: &str| {
+        crate::harness::with_token(
+            pb::UpsertOrganizationRequest {
+                request_id: String::new(),
+                id: format!("org-{n}"),
+                name: format!("organisation {n}"),
+                recipient_class: "university".into(),
+            },
+            token,
+        )
+    };
+    // Until `addr` serves a write, for at most 40 s.
+    let write = |addr: std::net::SocketAddr, n: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            if let Some(channel) = connect(addr).await
+                && let Ok(answer) = DirectoryServiceClient::new(channel)
+                    .upsert_organization(upsert(n, &token()))
+                    .await
+            {
+                return answer.into_inner().receipt.unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "{addr} never served");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+
+    let (first_addr, stop_first, first) = start(config.clone());
+    let before = write(first_addr, 1).await;
+    let epoch = || {
+        cluster
+            .psql(&db, "SELECT epoch FROM akashi_lease")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let first_epoch = epoch();
+    let (standby_addr, stop_standby, standby) = start(akashi::config::Config {
+        standby: true,
+        ..config.clone()
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let standby_answers = match connect(standby_addr).await {
+        Some(channel) => tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok(),
+        None => false,
+    };
+    assert!(
+        !standby_answers,
+        "the standby serves nothing while the store is held"
+    );
+    let during = write(first_addr, 2).await;
+
+    stop_first.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let after = write(standby_addr, 3).await;
+    assert_eq!(epoch(), first_epoch + 1);
+    assert!(after.leaf_index > during.leaf_index && during.leaf_index > before.leaf_index);
+    // Every entry the first server acknowledged is in the log the standby serves.
+    let channel = connect(standby_addr).await.unwrap();
+    let mut transparency = pb::transparency_service_client::TransparencyServiceClient::new(channel);
+    for receipt in [&before, &during] {
+        let proof = transparency
+            .get_inclusion_proof(pb::GetInclusionProofRequest {
+                leaf_index: receipt.leaf_index,
+                tree_size: after.leaf_index + 1,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(proof.leaf_index, receipt.leaf_index);
+    }
+    stop_standby.send(()).unwrap();
+    standby.await.unwrap().unwrap();
+}
