@@ -303,7 +303,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// Overrides [`Config::store`].
     pub store: Option<String>,
-    /// Overrides [`Config::standby`] (only to turn it on).
+    /// Overrides [`Config::standby`] (the flag only turns it on; `AKASHI_STANDBY` sets either).
     pub standby: Option<bool>,
     /// Overrides [`Config::origin`].
     pub origin: Option<String>,

@@ -2,8 +2,10 @@
 //! of a data dir to a PostgreSQL database, or back, or between databases) and proves the copy.
 //!
 //! The copy is record for record: every key and value of the source, in key order, in pages,
-//! committed to the destination in transactions of bounded size. The source is only read, never
-//! recovered or written (it must hold a commit record); the destination must be empty. Then the
+//! committed to the destination in transactions of bounded size. The source's records are only
+//! read, never recovered or rewritten (it must hold a commit record; a PostgreSQL source's lease
+//! is taken while it is read); the destination must be empty, and a copy that does not verify
+//! is left there to be examined. Then the
 //! copy is verified before the command says so: a second pass compares every record of both
 //! stores byte for byte; the log opened on the copy (recovery runs there, on the copy) checks
 //! every entry against its leaf hash, every full tile and the root against the last signed

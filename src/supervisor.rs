@@ -85,7 +85,7 @@ pub async fn serve(
     let mut server = if config.standby {
         // A standby: the store's lease is held by the server it stands by for; wait for it.
         tracing::info!("standing by: waiting for the PostgreSQL store's lease");
-        match open_until_it_opens(&config, shutdown.clone()).await {
+        match open_until_it_opens(&config, shutdown.clone(), Retry::WhileHeld).await? {
             Some(server) => server,
             None => return Ok(()),
         }
@@ -123,7 +123,7 @@ pub async fn serve(
             return Ok(());
         }
         tracing::warn!("reopening the store after a storage failure");
-        server = match open_until_it_opens(&config, shutdown.clone()).await {
+        server = match open_until_it_opens(&config, shutdown.clone(), Retry::Always).await? {
             Some(server) => server,
             None => return Ok(()),
         };
@@ -134,12 +134,34 @@ pub async fn serve(
     }
 }
 
-/// Opens the server, retrying with a growing pause until it opens (`Some`) or `shutdown`
-/// completes (`None`).
+/// Which failures to open are waited out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Every failure: reopening after a store failure, until the store comes back.
+    Always,
+    /// Only the store (its lease, or the key vault's lock) being held by another server: a
+    /// standby. Anything else (a store behind its anchor, bad keys, a database refusing the
+    /// login) is the operator's to fix, and stops the standby as it stops a start.
+    WhileHeld,
+}
+
+/// Whether `err` says that another server holds the store or the key vault.
+fn held_elsewhere(err: &StartError) -> bool {
+    match err {
+        StartError::LedgerStore(ledger::store::StoreError::LeaseHeld { .. }) => true,
+        StartError::Vault(message) => message.contains("already open elsewhere"),
+        _ => false,
+    }
+}
+
+/// Opens the server, retrying as `retry` says with a growing pause (none while the store is
+/// held: its lease wait paces the attempts), until it opens (`Some`) or `shutdown` completes
+/// (`None`).
 async fn open_until_it_opens(
     config: &Config,
     shutdown: impl Future<Output = ()> + Clone,
-) -> Option<Server> {
+    retry: Retry,
+) -> Result<Option<Server>, StartError> {
     let mut backoff = FIRST_BACKOFF;
     loop {
         // Opening may wait for a store's lease for seconds: on a blocking thread, so that no
@@ -147,17 +169,28 @@ async fn open_until_it_opens(
         let attempt = config.clone();
         let opening = tokio::task::spawn_blocking(move || Server::open(attempt));
         let opened = tokio::select! {
-            () = shutdown.clone() => return None,
+            () = shutdown.clone() => return Ok(None),
             opened = opening => opened,
         };
-        match opened {
-            Ok(Ok(server)) => return Some(server),
-            Ok(Err(err)) => tracing::error!(cause = %err, "the store cannot be opened yet"),
-            Err(err) => tracing::error!(cause = %err, "opening the store did not finish"),
-        }
+        let pause = match opened {
+            Ok(Ok(server)) => return Ok(Some(server)),
+            Ok(Err(err)) if held_elsewhere(&err) => {
+                tracing::info!(cause = %err, "the store is held by another server: waiting");
+                FIRST_BACKOFF
+            }
+            Ok(Err(err)) if retry == Retry::WhileHeld => return Err(err),
+            Ok(Err(err)) => {
+                tracing::error!(cause = %err, "the store cannot be opened yet");
+                backoff
+            }
+            Err(err) => {
+                tracing::error!(cause = %err, "opening the store did not finish");
+                backoff
+            }
+        };
         tokio::select! {
-            () = shutdown.clone() => return None,
-            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.clone() => return Ok(None),
+            () = tokio::time::sleep(pause) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -172,22 +205,35 @@ async fn recovered(
     health: HealthReporter,
     data_dir: PathBuf,
 ) {
-    let replaced = || postgres.as_ref().is_some_and(|store| store.lease().fenced);
+    let replaced = || {
+        postgres.as_ref().is_some_and(|store| {
+            let lease = store.lease();
+            lease.fenced || lease.lapsed
+        })
+    };
     while !log.is_poisoned() && !replaced() {
         tokio::time::sleep(POISON_POLL).await;
     }
     if replaced() {
-        // Another server writes the log now: this one's caches fall behind it, so it stops
-        // serving and waits to take the lease again, as a server starting would.
-        tracing::error!(
-            "another akashi server took the PostgreSQL store over: this one stops serving and \
-             waits for the store's lease"
+        // Another server writes the log now, or may (the lease lapsed unrenewed): this one's
+        // memory may fall behind it, so it stops serving at once (the data dir's probe is about
+        // local storage, not about this) and waits to take the lease again, as a start would.
+        tracing::warn!(
+            "the PostgreSQL store's lease was taken over or lapsed: this server stops serving \
+             and waits for the lease"
         );
-    } else {
-        tracing::error!(
-            "the log is poisoned by a storage failure: writes are refused until it is reopened"
-        );
+        for name in WRITE_SERVICES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        drop(log);
+        drop(postgres);
+        return;
     }
+    tracing::error!(
+        "the log is poisoned by a storage failure: writes are refused until it is reopened"
+    );
     // The watcher must not keep the store open across the reopen.
     drop(log);
     drop(postgres);

@@ -378,6 +378,10 @@ struct Published {
 
 /// The log. Share it behind an `Arc`; reads are concurrent, appends are serialised.
 pub struct Log {
+    /// The vault of the keys bodies are sealed under, once set ([`Log::set_vault`]). Declared
+    /// before `store`, so that it is dropped first: its file lock is let go before a PostgreSQL
+    /// store's lease, and a standby that takes the lease finds the vault free.
+    vault: OnceLock<Arc<KeyVault>>,
     store: Arc<dyn Store>,
     signer: NoteSigner,
     verifier: NoteVerifier,
@@ -392,8 +396,6 @@ pub struct Log {
     /// The newest acknowledged checkpoint, kept beside the store (absent for logs opened
     /// without one, such as in-memory test logs).
     anchor: Option<Mutex<Anchor>>,
-    /// The vault of the keys bodies are sealed under, once set ([`Log::set_vault`]).
-    vault: OnceLock<Arc<KeyVault>>,
 }
 
 /// Whether `store` holds a log's commit record: a log was committed into it (what

@@ -148,6 +148,18 @@ pub enum StoreError {
         /// The epoch this process held.
         epoch: i64,
     },
+    /// Another process holds the store (the PostgreSQL store's lease) and did not let it go
+    /// within the wait.
+    #[error(
+        "another akashi server ({holder}) holds this database's lease for {seconds:.1} s more: \
+         one server writes a log at a time"
+    )]
+    LeaseHeld {
+        /// Who holds it, as that process named itself.
+        holder: String,
+        /// How long its lease runs still, by the database's clock.
+        seconds: f64,
+    },
     /// A write was refused because failure injection is armed (tests only).
     #[error("injected storage failure")]
     Injected,

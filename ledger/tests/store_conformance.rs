@@ -274,7 +274,12 @@ mod postgres {
         sql.flush().unwrap();
         let idle = "SELECT count(*) FROM pg_stat_activity \
                     WHERE datname = current_database() AND state = 'idle in transaction'";
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while cluster.psql(&db, idle) != "1" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the psql session never began"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         store.put(b"a", b"from the stale batch").unwrap();
@@ -297,6 +302,59 @@ mod postgres {
             last.get(b"a").unwrap().is_none(),
             "an acknowledged delete stays"
         );
+    }
+
+    /// A lease whose renewals do not reach the database for longer than its lifetime reads as
+    /// lapsed (another server may have taken over unseen), and as held again once one does.
+    #[test]
+    fn a_lease_unrenewed_for_its_lifetime_reads_as_lapsed() {
+        use std::io::Write as _;
+        let Some(url) = fresh_database("a_lease_unrenewed_for_its_lifetime_reads_as_lapsed") else {
+            return;
+        };
+        let cluster = cluster().unwrap();
+        let db = url
+            .split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///")
+            .to_owned();
+        let short = PostgresOptions {
+            lease_ttl: Duration::from_millis(800),
+            ..options()
+        };
+        let store = PostgresStore::open(&url, &short).unwrap();
+        assert!(!store.lease().lapsed);
+        // Another session holds the lease row: renewals wait and time out.
+        let mut blocker = cluster
+            .psql_session(&db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut sql = blocker.stdin.take().unwrap();
+        writeln!(sql, "BEGIN; SELECT epoch FROM akashi_lease FOR UPDATE;").unwrap();
+        sql.flush().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !store.lease().lapsed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never lapsed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!store.lease().fenced, "lapsed, not taken over");
+        writeln!(sql, "COMMIT;").unwrap();
+        drop(sql);
+        blocker.wait().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while store.lease().lapsed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease was never renewed again"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

@@ -69,6 +69,9 @@ use super::{Bytes, KeyValue, Store, StoreError};
 #[cfg(feature = "test-util")]
 pub mod testing;
 
+/// Most calls at once that wait in `block_in_place` (the others block their thread plainly).
+const MAX_HANDED_OFF: usize = 8;
+
 /// The schema versions this build knows, in order: each is applied once, in a transaction.
 const MIGRATIONS: &[(i32, &str)] = &[(
     1,
@@ -142,6 +145,10 @@ pub struct LeaseStatus {
     pub epoch: i64,
     /// Whether the lease was lost (another process took the store over): no commit can succeed.
     pub fenced: bool,
+    /// Whether the lease may have lapsed: no renewal sent within its lifetime reached the
+    /// database (an outage, a pause), so another server may have taken the store over without
+    /// this one knowing yet. Its commits would be fenced; what it holds in memory may be stale.
+    pub lapsed: bool,
     /// Time since the lease was last renewed (or taken).
     pub since_renewal: Duration,
 }
@@ -236,8 +243,10 @@ impl ReadCache {
 struct Lease {
     epoch: i64,
     fenced: AtomicBool,
-    /// Milliseconds since the Unix epoch of the last renewal.
+    /// Milliseconds since the Unix epoch at which the last successful renewal was sent.
     renewed_ms: AtomicI64,
+    /// The lease's lifetime, in milliseconds.
+    ttl_ms: i64,
     /// Set when the store is dropped: the renewal task stops.
     closed: AtomicBool,
 }
@@ -262,6 +271,8 @@ pub struct PostgresStore {
     /// a statement and fences any later one.
     broken: AtomicBool,
     renewal: Option<tokio::task::JoinHandle<()>>,
+    /// Calls now waiting in `block_in_place`.
+    handed_off: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -347,6 +358,7 @@ impl PostgresStore {
                 epoch: 0,
                 fenced: AtomicBool::new(true),
                 renewed_ms: AtomicI64::new(now_ms()),
+                ttl_ms: 0,
                 closed: AtomicBool::new(false),
             }),
             timeout: options.operation_timeout,
@@ -355,14 +367,16 @@ impl PostgresStore {
             round_trips: AtomicU64::new(0),
             broken: AtomicBool::new(false),
             renewal: None,
+            handed_off: std::sync::atomic::AtomicUsize::new(0),
         };
         let pool = store.pool.clone();
         store.run(async move { migrate(&pool).await })?;
-        let epoch = store.acquire(options)?;
+        let (epoch, asked) = store.acquire(options)?;
         store.lease = Arc::new(Lease {
             epoch,
             fenced: AtomicBool::new(false),
-            renewed_ms: AtomicI64::new(now_ms()),
+            renewed_ms: AtomicI64::new(asked),
+            ttl_ms: i64::try_from(options.lease_ttl.as_millis()).unwrap_or(i64::MAX),
             closed: AtomicBool::new(false),
         });
         store.renewal = Some(store.handle.spawn(renew(
@@ -380,6 +394,7 @@ impl PostgresStore {
         LeaseStatus {
             epoch: self.lease.epoch,
             fenced: self.lease.fenced.load(Ordering::Relaxed),
+            lapsed: now_ms().saturating_sub(renewed) > self.lease.ttl_ms,
             since_renewal: Duration::from_millis(
                 u64::try_from(now_ms().saturating_sub(renewed)).unwrap_or(0),
             ),
@@ -401,13 +416,15 @@ impl PostgresStore {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the lease: free, expired or released. Returns the new epoch.
-    fn acquire(&self, options: &PostgresOptions) -> Result<i64, StoreError> {
+    /// Takes the lease: free, expired or released. Returns the new epoch and when (ms since the
+    /// Unix epoch) the request that took it was sent: the lease runs from no earlier than that.
+    fn acquire(&self, options: &PostgresOptions) -> Result<(i64, i64), StoreError> {
         let deadline = Instant::now() + options.lease_wait;
         let ttl_ms = options.lease_ttl.as_secs_f64() * 1000.0;
         loop {
             let pool = self.pool.clone();
             let holder = options.holder.clone();
+            let sent = now_ms();
             let taken = self.run(async move {
                 let client = pool.get().await.map_err(pool_error)?;
                 let row = client
@@ -437,12 +454,12 @@ impl PostgresStore {
                 }
             })?;
             match taken {
-                Ok(epoch) => return Ok(epoch),
+                Ok(epoch) => return Ok((epoch, sent)),
                 Err((holder, left)) if Instant::now() >= deadline => {
-                    return Err(StoreError::Engine(format!(
-                        "another akashi server ({holder}) holds this database's lease for \
-                         {left:.1} s more: one server writes a log at a time"
-                    )));
+                    return Err(StoreError::LeaseHeld {
+                        holder,
+                        seconds: left,
+                    });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
@@ -476,12 +493,19 @@ impl PostgresStore {
         // On a worker of the caller's multi-threaded runtime (a gRPC handler reading), tell the
         // runtime this thread is about to block, so that its other tasks move to another thread
         // rather than wait for the database too.
+        // At most `MAX_HANDED_OFF` at once: each hands its worker's core to another thread,
+        // and a hung database must not grow the runtime's threads without bound.
         let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
             handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
         });
-        if on_worker {
-            tokio::task::block_in_place(wait)?
+        if on_worker && self.handed_off.fetch_add(1, Ordering::AcqRel) < MAX_HANDED_OFF {
+            let result = tokio::task::block_in_place(wait);
+            self.handed_off.fetch_sub(1, Ordering::AcqRel);
+            result?
         } else {
+            if on_worker {
+                self.handed_off.fetch_sub(1, Ordering::AcqRel);
+            }
             wait()?
         }
     }
@@ -779,19 +803,20 @@ async fn renew(pool: Pool, lease: Arc<Lease>, ttl: Duration) {
         if lease.closed.load(Ordering::SeqCst) || lease.fenced.load(Ordering::SeqCst) {
             return;
         }
+        let sent = now_ms();
         let renewed = async {
             let client = pool.get().await.map_err(pool_error)?;
             client
                 .execute(
                     "UPDATE akashi_lease SET expires_at = now() + $2 * interval '1 millisecond'
-                     WHERE id = 1 AND epoch = $1",
+                     WHERE id = 1 AND epoch = $1 AND expires_at <> '-infinity'",
                     &[&lease.epoch, &ttl_ms],
                 )
                 .await
                 .map_err(pg_error)
         };
         match tokio::time::timeout(ttl, renewed).await {
-            Ok(Ok(1)) => lease.renewed_ms.store(now_ms(), Ordering::Relaxed),
+            Ok(Ok(1)) => lease.renewed_ms.store(sent, Ordering::Relaxed),
             Ok(Ok(_)) => {
                 lease.fenced.store(true, Ordering::SeqCst);
                 tracing::error!(
