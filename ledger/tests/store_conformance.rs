@@ -81,6 +81,58 @@ mod postgres {
 
     struct Pg(String);
 
+    /// The database name inside a test cluster URL (`postgres:///NAME?…`).
+    pub(super) fn database_name(url: &str) -> String {
+        url.split('?')
+            .next()
+            .unwrap()
+            .trim_start_matches("postgres:///")
+            .to_owned()
+    }
+
+    /// A `psql` session of its own holding row locks in an open transaction.
+    struct RowLock {
+        session: std::process::Child,
+        input: std::process::ChildStdin,
+    }
+
+    impl RowLock {
+        /// Runs `select_for_update` in a transaction left open in database `db`, once the
+        /// session is seen waiting in it.
+        fn take(db: &str, select_for_update: &str) -> Self {
+            use std::io::Write as _;
+            let cluster = cluster().unwrap();
+            let mut session = cluster
+                .psql_session(db)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut input = session.stdin.take().unwrap();
+            writeln!(input, "BEGIN; {select_for_update};").unwrap();
+            input.flush().unwrap();
+            let idle = "SELECT count(*) FROM pg_stat_activity \
+                        WHERE datname = current_database() AND state = 'idle in transaction'";
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while cluster.psql(db, idle) != "1" {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the psql session never began"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self { session, input }
+        }
+
+        /// Commits the transaction, letting the rows go, and ends the session.
+        fn release(mut self) {
+            use std::io::Write as _;
+            writeln!(self.input, "COMMIT;").unwrap();
+            drop(self.input);
+            self.session.wait().unwrap();
+        }
+    }
+
     impl Harness for Pg {
         fn open(&self) -> Arc<dyn Store> {
             // The previous handle released the lease when it was dropped: no wait.
@@ -203,12 +255,8 @@ mod postgres {
         old.sync().unwrap();
         let first_epoch = old.lease().epoch;
         // As if the old writer had been paused past its lease: the lease lapses.
-        let db = url
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///");
-        cluster.psql(db, "UPDATE akashi_lease SET expires_at = '-infinity'");
+        let db = database_name(&url);
+        cluster.psql(&db, "UPDATE akashi_lease SET expires_at = '-infinity'");
         let new = PostgresStore::open(&url, &options()).unwrap();
         assert_eq!(new.lease().epoch, first_epoch + 1);
         old.put(b"k", b"forked").unwrap();
@@ -239,17 +287,10 @@ mod postgres {
     /// store opened anew takes a new epoch, after which acknowledged writes stay.
     #[test]
     fn after_a_commit_of_unknown_outcome_the_store_commits_nothing_more() {
-        use std::io::Write as _;
         let Some(url) = fresh_database("after_a_commit_of_unknown_outcome") else {
             return;
         };
-        let cluster = cluster().unwrap();
-        let db = url
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///")
-            .to_owned();
+        let db = database_name(&url);
         let quick = PostgresOptions {
             operation_timeout: Duration::from_secs(2),
             lease_ttl: Duration::from_secs(60),
@@ -259,29 +300,10 @@ mod postgres {
         store.put(b"x", b"0").unwrap();
         store.sync().unwrap();
         // Another session holds x's row: the next commit blocks on the server and times out.
-        let mut blocker = cluster
-            .psql_session(&db)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut sql = blocker.stdin.take().unwrap();
-        writeln!(
-            sql,
-            "BEGIN; SELECT k FROM akashi_kv WHERE k = 'x'::bytea FOR UPDATE;"
-        )
-        .unwrap();
-        sql.flush().unwrap();
-        let idle = "SELECT count(*) FROM pg_stat_activity \
-                    WHERE datname = current_database() AND state = 'idle in transaction'";
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while cluster.psql(&db, idle) != "1" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the psql session never began"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let blocker = RowLock::take(
+            &db,
+            "SELECT k FROM akashi_kv WHERE k = 'x'::bytea FOR UPDATE",
+        );
         store.put(b"a", b"from the stale batch").unwrap();
         store.put(b"x", b"1").unwrap();
         assert!(store.sync().is_err(), "the blocked commit times out");
@@ -289,9 +311,7 @@ mod postgres {
         store.delete(b"a").unwrap();
         let err = store.sync().unwrap_err();
         assert!(err.to_string().contains("opened again"), "{err}");
-        writeln!(sql, "COMMIT;").unwrap();
-        drop(sql);
-        blocker.wait().unwrap();
+        blocker.release();
         drop(store);
         let reopened = PostgresStore::open(&url, &quick).unwrap();
         reopened.delete(b"a").unwrap();
@@ -308,17 +328,10 @@ mod postgres {
     /// lapsed (another server may have taken over unseen), and as held again once one does.
     #[test]
     fn a_lease_unrenewed_for_its_lifetime_reads_as_lapsed() {
-        use std::io::Write as _;
         let Some(url) = fresh_database("a_lease_unrenewed_for_its_lifetime_reads_as_lapsed") else {
             return;
         };
-        let cluster = cluster().unwrap();
-        let db = url
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///")
-            .to_owned();
+        let db = database_name(&url);
         let short = PostgresOptions {
             lease_ttl: Duration::from_millis(800),
             ..options()
@@ -326,15 +339,7 @@ mod postgres {
         let store = PostgresStore::open(&url, &short).unwrap();
         assert!(!store.lease().lapsed);
         // Another session holds the lease row: renewals wait and time out.
-        let mut blocker = cluster
-            .psql_session(&db)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut sql = blocker.stdin.take().unwrap();
-        writeln!(sql, "BEGIN; SELECT epoch FROM akashi_lease FOR UPDATE;").unwrap();
-        sql.flush().unwrap();
+        let blocker = RowLock::take(&db, "SELECT epoch FROM akashi_lease FOR UPDATE");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !store.lease().lapsed {
             assert!(
@@ -344,9 +349,7 @@ mod postgres {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!store.lease().fenced, "lapsed, not taken over");
-        writeln!(sql, "COMMIT;").unwrap();
-        drop(sql);
-        blocker.wait().unwrap();
+        blocker.release();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while store.lease().lapsed {
             assert!(
@@ -363,13 +366,9 @@ mod postgres {
             return;
         };
         drop(PostgresStore::open(&url, &options()).unwrap());
-        let db = url
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///");
+        let db = database_name(&url);
         cluster().unwrap().psql(
-            db,
+            &db,
             "INSERT INTO akashi_schema_migrations (version) VALUES (99)",
         );
         let err = PostgresStore::open(&url, &options()).err().unwrap();
@@ -416,12 +415,7 @@ mod postgres_tls {
             return;
         };
         let cluster = cluster().unwrap();
-        let db = socket_url
-            .split('?')
-            .next()
-            .unwrap()
-            .trim_start_matches("postgres:///")
-            .to_owned();
+        let db = super::postgres::database_name(&socket_url);
         let store = PostgresStore::open(&cluster.tls_url(&db), &options()).unwrap();
         store.put(b"k", b"v").unwrap();
         store.sync().unwrap();

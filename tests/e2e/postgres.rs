@@ -58,6 +58,34 @@ async fn consent_and_decide(api: &Api, patient: &str) -> pb::AuthorizeResponse {
     answer
 }
 
+/// The server's consistency proof takes the tree at `old` to the tree at `new`.
+async fn assert_consistent(
+    api: &Api,
+    (old_size, old_root): (ledger::hash::TreeSize, ledger::hash::Hash),
+    (new_size, new_root): (ledger::hash::TreeSize, ledger::hash::Hash),
+) {
+    let proof = api
+        .transparency()
+        .get_consistency_proof(pb::GetConsistencyProofRequest {
+            old_size: old_size.get(),
+            new_size: new_size.get(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    ledger::proof::ConsistencyProof {
+        old_size,
+        new_size,
+        path: proof
+            .path
+            .iter()
+            .map(|h| ledger::hash::Hash::from_slice(h).unwrap())
+            .collect(),
+    }
+    .verify(&old_root, &new_root)
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_server_on_postgres_keeps_its_log_across_a_restart() {
     let Some(url) = fresh_database("a_server_on_postgres_keeps_its_log_across_a_restart") else {
@@ -86,26 +114,12 @@ async fn a_server_on_postgres_keeps_its_log_across_a_restart() {
     let receipt = again.receipt.unwrap();
     let new_size = verify_receipt(&receipt, &vkey);
     let (_, new_root) = checkpoint_root(&receipt.checkpoint, &vkey);
-    let proof = api
-        .transparency()
-        .get_consistency_proof(pb::GetConsistencyProofRequest {
-            old_size: old_size.get(),
-            new_size,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ledger::proof::ConsistencyProof {
-        old_size,
-        new_size: ledger::hash::TreeSize(new_size),
-        path: proof
-            .path
-            .iter()
-            .map(|h| ledger::hash::Hash::from_slice(h).unwrap())
-            .collect(),
-    }
-    .verify(&old_root, &new_root)
-    .unwrap();
+    assert_consistent(
+        &api,
+        (old_size, old_root),
+        (ledger::hash::TreeSize(new_size), new_root),
+    )
+    .await;
     // The patient's history (sealed bodies, read through the data dir's key vault) is whole.
     let regulator = Api::new(&server, Role::Regulator, None).await;
     let history = regulator.subject_history("p1").await.unwrap();
@@ -234,26 +248,7 @@ async fn store_copy_moves_a_log_to_postgres_and_back() {
     assert!(allowed(&after));
     let receipt = after.receipt.unwrap();
     let (new_size, new_root) = checkpoint_root(&receipt.checkpoint, &server.vkey);
-    let proof = api
-        .transparency()
-        .get_consistency_proof(pb::GetConsistencyProofRequest {
-            old_size: size.get(),
-            new_size: new_size.get(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ledger::proof::ConsistencyProof {
-        old_size: size,
-        new_size,
-        path: proof
-            .path
-            .iter()
-            .map(|h| ledger::hash::Hash::from_slice(h).unwrap())
-            .collect(),
-    }
-    .verify(&root, &new_root)
-    .unwrap();
+    assert_consistent(&api, (size, root), (new_size, new_root)).await;
     let regulator = Api::new(&server, Role::Regulator, None).await;
     assert_eq!(
         regulator.subject_history("p1").await.unwrap().entries.len(),
@@ -356,162 +351,21 @@ async fn a_database_restored_from_an_older_backup_is_refused() {
     );
 }
 
-/// Under the supervisor (as `akashi serve` runs), a server that learns its lease was taken stops
-/// serving, waits for the lease like a standby, and takes the store over again once the other
-/// holder lets it go, with a new epoch and every acknowledged entry.
-#[tokio::test]
-async fn a_replaced_server_steps_down_and_takes_over_again_when_the_lease_is_free() {
-    use proto::pb::directory_service_client::DirectoryServiceClient;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let Some(url) = fresh_database("a_replaced_server_steps_down") else {
-        return;
-    };
-    let cluster = cluster().unwrap();
-    let db = database_name(&url).to_owned();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = grpc.local_addr().unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = akashi::config::Config {
-        data_dir: dir.path().join("data"),
-        store: Some(url.clone()),
-        ..akashi::config::Config::default()
-    };
-    let data_dir = config.data_dir.clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(akashi::supervisor::serve(
-        config,
-        grpc,
-        http,
-        admin,
-        akashi::supervisor::OptionalApis::default(),
-        async {
-            let _ = stopped.await;
-        },
-        |_| {},
-    ));
-    // Serving: a health check on a fresh connection answers.
-    let serving = || async move {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_timeout(std::time::Duration::from_secs(1))
-            .timeout(std::time::Duration::from_secs(1))
-            .connect()
-            .await
-            .ok()?;
-        HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()
-            .map(|answer| answer.into_inner().status)
-    };
-    let wait_until = |want_serving: bool| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-        loop {
-            let status = serving().await;
-            if status.is_some() == want_serving {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "serving never became {want_serving}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    };
-    wait_until(true).await;
-    let token = crate::harness::mint(&data_dir, Role::Platform, None);
-    let upsert = |n: usize| {
-        crate::harness::with_token(
-            pb::UpsertOrganizationRequest {
-                request_id: String::new(),
-                id: format!("org-{n}"),
-                name: format!("organisation {n}"),
-                recipient_class: "university".into(),
-            },
-            &token,
-        )
-    };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let first = DirectoryServiceClient::new(channel)
-        .upsert_organization(upsert(1))
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap();
-    let epoch = || {
-        cluster
-            .psql(&db, "SELECT epoch FROM akashi_lease")
-            .parse::<i64>()
-            .unwrap()
-    };
-    let first_epoch = epoch();
-
-    // Another server takes the store over and holds the lease for a while.
-    cluster.psql(
-        &db,
-        "UPDATE akashi_lease SET epoch = epoch + 1, holder = 'another server', \
-         expires_at = now() + interval '1 hour'",
-    );
-    wait_until(false).await;
-    // It lets the lease go: the first server takes the store again.
-    cluster.psql(&db, "UPDATE akashi_lease SET expires_at = '-infinity'");
-    wait_until(true).await;
-    assert_eq!(epoch(), first_epoch + 2);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let second = DirectoryServiceClient::new(channel)
-        .upsert_organization(upsert(2))
-        .await
-        .unwrap()
-        .into_inner()
-        .receipt
-        .unwrap();
-    assert!(second.leaf_index > first.leaf_index);
-    let (_, metrics) = crate::harness::http_get(admin_addr, "/metrics").await;
-    assert_eq!(
-        crate::audit::counter(&metrics, "akashi_store_lease_epoch"),
-        u64::try_from(first_epoch + 2).unwrap(),
-        "{metrics}"
-    );
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+/// A server run as `akashi serve` runs it (under `akashi::supervisor`), on fresh loopback ports.
+struct Supervised {
+    addr: std::net::SocketAddr,
+    admin_addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), akashi::error::StartError>>,
 }
 
-/// A standby (`--standby`) on the same data dir waits while the server it stands by for holds
-/// the store, and takes it over, with every acknowledged entry, once that server stops: a
-/// restart or an upgrade without refusing a single call for longer than the takeover.
-#[tokio::test]
-async fn a_standby_takes_the_store_over_when_the_server_stops() {
-    use proto::pb::directory_service_client::DirectoryServiceClient;
-    let Some(url) = fresh_database("a_standby_takes_the_store_over") else {
-        return;
-    };
-    let cluster = cluster().unwrap();
-    let db = database_name(&url).to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let config = akashi::config::Config {
-        data_dir: dir.path().join("data"),
-        store: Some(url.clone()),
-        ..akashi::config::Config::default()
-    };
-    let start = |config: akashi::config::Config| {
+impl Supervised {
+    fn start(config: akashi::config::Config) -> Self {
         let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = grpc.local_addr().unwrap();
+        let admin_addr = admin.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(akashi::supervisor::serve(
             config,
@@ -524,81 +378,194 @@ async fn a_standby_takes_the_store_over_when_the_server_stops() {
             },
             |_| {},
         ));
-        (addr, stop, task)
-    };
-    let connect = |addr: std::net::SocketAddr| async move {
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        Self {
+            addr,
+            admin_addr,
+            stop,
+            task,
+        }
+    }
+
+    /// Whether it answers a health check on a fresh connection within a second or two.
+    async fn answers(&self) -> bool {
+        let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect_timeout(std::time::Duration::from_secs(1))
-            .timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(1))
             .connect()
             .await
-            .ok()
-    };
-    let token = || crate::harness::mint(&dir.path().join("data"), Role::Platform, None);
-    let upsert = |n: usize, token: &str| {
-        crate::harness::with_token(
-            pb::UpsertOrganizationRequest {
-                request_id: String::new(),
-                id: format!("org-{n}"),
-                name: format!("organisation {n}"),
-                recipient_class: "university".into(),
-            },
-            token,
-        )
-    };
-    // Until `addr` serves a write, for at most 40 s.
-    let write = |addr: std::net::SocketAddr, n: usize| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-        loop {
-            if let Some(channel) = connect(addr).await
-                && let Ok(answer) = DirectoryServiceClient::new(channel)
-                    .upsert_organization(upsert(n, &token()))
-                    .await
-            {
-                return answer.into_inner().receipt.unwrap();
-            }
-            assert!(std::time::Instant::now() < deadline, "{addr} never served");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    };
-
-    let (first_addr, stop_first, first) = start(config.clone());
-    let before = write(first_addr, 1).await;
-    let epoch = || {
-        cluster
-            .psql(&db, "SELECT epoch FROM akashi_lease")
-            .parse::<i64>()
-            .unwrap()
-    };
-    let first_epoch = epoch();
-    let (standby_addr, stop_standby, standby) = start(akashi::config::Config {
-        standby: true,
-        ..config.clone()
-    });
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let standby_answers = match connect(standby_addr).await {
-        Some(channel) => tonic_health::pb::health_client::HealthClient::new(channel)
+        else {
+            return false;
+        };
+        tonic_health::pb::health_client::HealthClient::new(channel)
             .check(tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
             })
             .await
-            .is_ok(),
-        None => false,
+            .is_ok()
+    }
+
+    /// Waits (at most 40 s) until it answers, or until it stopped answering.
+    async fn wait_until_it_answers(&self, answering: bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        while self.answers().await != answering {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "answering never became {answering}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Registers organisation `n` with a platform token of `data_dir`, retrying (at most 40 s)
+    /// until the server takes it (a token that cannot be minted yet is sent empty and refused).
+    async fn write(&self, data_dir: &std::path::Path, n: usize) -> pb::Receipt {
+        use proto::pb::directory_service_client::DirectoryServiceClient;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            // The keys appear when the server first opens: minted in the loop.
+            let token = akashi::keys::mint_token(
+                data_dir,
+                Role::Platform,
+                None,
+                std::time::Duration::from_secs(600),
+            )
+            .unwrap_or_default();
+            let request = crate::harness::with_token(
+                pb::UpsertOrganizationRequest {
+                    request_id: String::new(),
+                    id: format!("org-{n}"),
+                    name: format!("organisation {n}"),
+                    recipient_class: "university".into(),
+                },
+                &token,
+            );
+            if let Ok(channel) =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+                    .unwrap()
+                    .connect_timeout(std::time::Duration::from_secs(1))
+                    .timeout(std::time::Duration::from_secs(2))
+                    .connect()
+                    .await
+                && let Ok(answer) = DirectoryServiceClient::new(channel)
+                    .upsert_organization(request)
+                    .await
+            {
+                return answer.into_inner().receipt.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never took a write",
+                self.addr
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The epoch in database `db`'s lease row.
+fn lease_epoch(db: &str) -> i64 {
+    cluster()
+        .unwrap()
+        .psql(db, "SELECT epoch FROM akashi_lease")
+        .parse()
+        .unwrap()
+}
+
+/// A configuration with its data dir in `dir` and its log in the database `url`.
+fn on_postgres(dir: &tempfile::TempDir, url: &str) -> akashi::config::Config {
+    akashi::config::Config {
+        data_dir: dir.path().join("data"),
+        store: Some(url.to_owned()),
+        ..akashi::config::Config::default()
+    }
+}
+
+/// Under the supervisor (as `akashi serve` runs), a server that learns its lease was taken stops
+/// serving, waits for the lease like a standby, and takes the store over again once the other
+/// holder lets it go, with a new epoch and every acknowledged entry.
+#[tokio::test]
+async fn a_replaced_server_steps_down_and_takes_over_again_when_the_lease_is_free() {
+    let Some(url) = fresh_database("a_replaced_server_steps_down") else {
+        return;
     };
+    let db = database_name(&url).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_postgres(&dir, &url);
+    let data_dir = config.data_dir.clone();
+    let server = Supervised::start(config);
+    server.wait_until_it_answers(true).await;
+    let first = server.write(&data_dir, 1).await;
+    let first_epoch = lease_epoch(&db);
+
+    // Another server takes the store over and holds the lease for a while.
+    cluster().unwrap().psql(
+        &db,
+        "UPDATE akashi_lease SET epoch = epoch + 1, holder = 'another server', \
+         expires_at = now() + interval '1 hour'",
+    );
+    server.wait_until_it_answers(false).await;
+    // It lets the lease go: the first server takes the store again.
+    cluster()
+        .unwrap()
+        .psql(&db, "UPDATE akashi_lease SET expires_at = '-infinity'");
+    server.wait_until_it_answers(true).await;
+    assert_eq!(lease_epoch(&db), first_epoch + 2);
+    let second = server.write(&data_dir, 2).await;
+    assert!(second.leaf_index > first.leaf_index);
+    let (_, metrics) = crate::harness::http_get(server.admin_addr, "/metrics").await;
+    assert_eq!(
+        crate::audit::counter(&metrics, "akashi_store_lease_epoch"),
+        u64::try_from(first_epoch + 2).unwrap(),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+/// A standby (`--standby`) on the same data dir waits while the server it stands by for holds
+/// the store, and takes it over, with every acknowledged entry, once that server stops: a
+/// restart or an upgrade without refusing a single call for longer than the takeover.
+#[tokio::test]
+async fn a_standby_takes_the_store_over_when_the_server_stops() {
+    let Some(url) = fresh_database("a_standby_takes_the_store_over") else {
+        return;
+    };
+    let db = database_name(&url).to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = on_postgres(&dir, &url);
+    let data_dir = config.data_dir.clone();
+    let first = Supervised::start(config.clone());
+    let before = first.write(&data_dir, 1).await;
+    let first_epoch = lease_epoch(&db);
+    let standby = Supervised::start(akashi::config::Config {
+        standby: true,
+        ..config
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert!(
-        !standby_answers,
+        !standby.answers().await,
         "the standby serves nothing while the store is held"
     );
-    let during = write(first_addr, 2).await;
+    let during = first.write(&data_dir, 2).await;
 
-    stop_first.send(()).unwrap();
-    first.await.unwrap().unwrap();
-    let after = write(standby_addr, 3).await;
-    assert!(epoch() > first_epoch, "the standby took a new epoch");
+    first.stop().await;
+    let after = standby.write(&data_dir, 3).await;
+    assert!(
+        lease_epoch(&db) > first_epoch,
+        "the standby took a new epoch"
+    );
     assert!(after.leaf_index > during.leaf_index && during.leaf_index > before.leaf_index);
     // Every entry the first server acknowledged is in the log the standby serves.
-    let channel = connect(standby_addr).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", standby.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut transparency = pb::transparency_service_client::TransparencyServiceClient::new(channel);
     for receipt in [&before, &during] {
         let proof = transparency
@@ -611,8 +578,7 @@ async fn a_standby_takes_the_store_over_when_the_server_stops() {
             .into_inner();
         assert_eq!(proof.leaf_index, receipt.leaf_index);
     }
-    stop_standby.send(()).unwrap();
-    standby.await.unwrap().unwrap();
+    standby.stop().await;
 }
 
 /// A standby waits only for a store another server holds: any other reason not to open (here,
