@@ -510,6 +510,29 @@ impl PostgresStore {
         }
     }
 
+    /// The rows a range `query` (bounds `$1`, `$2`, limit `$3`, prepared once per connection)
+    /// returns from the database.
+    fn rows(
+        &self,
+        query: &'static str,
+        low: &[u8],
+        high: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let pool = self.pool.clone();
+        let (low, high) = (low.to_vec(), high.to_vec());
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let statement = client.prepare_cached(query).await.map_err(pg_error)?;
+            let rows = client
+                .query(&statement, &[&low, &high, &sql_limit(limit)])
+                .await
+                .map_err(pg_error)?;
+            key_values(rows)
+        })
+    }
+
     fn overlay(&self) -> MutexGuard<'_, Overlay> {
         // Every mutation of the overlay is a whole insert, swap or merge: a panic elsewhere
         // cannot leave it half-changed.
@@ -604,23 +627,12 @@ impl Store for PostgresStore {
             .range((Bound::Included(prefix), Bound::Included(key)));
         let deletes = writes.values().filter(|v| v.is_none()).count();
         let limit = deletes.saturating_add(1);
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let pool = self.pool.clone();
-        let (low, high) = (prefix.to_vec(), key.to_vec());
-        let rows = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached(
-                    "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k <= $2 ORDER BY k DESC LIMIT $3",
-                )
-                .await
-                .map_err(pg_error)?;
-            let rows = client
-                .query(&statement, &[&low, &high, &sql_limit(limit)])
-                .await
-                .map_err(pg_error)?;
-            key_values(rows)
-        })?;
+        let rows = self.rows(
+            "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k <= $2 ORDER BY k DESC LIMIT $3",
+            prefix,
+            key,
+            limit,
+        )?;
         // Writes below the lowest row fetched are not comparable with rows not fetched; with
         // `deletes + 1` rows, at least one survives the deletes, so the greatest key is among
         // the rows or the writes above the lowest of them.
@@ -643,23 +655,12 @@ impl Store for PostgresStore {
             .range((Bound::Included(start), Bound::Excluded(end)));
         let deletes = writes.values().filter(|v| v.is_none()).count();
         let fetch = limit.saturating_add(deletes);
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let pool = self.pool.clone();
-        let (low, high) = (start.to_vec(), end.to_vec());
-        let rows = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached(
-                    "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
-                )
-                .await
-                .map_err(pg_error)?;
-            let rows = client
-                .query(&statement, &[&low, &high, &sql_limit(fetch)])
-                .await
-                .map_err(pg_error)?;
-            key_values(rows)
-        })?;
+        let rows = self.rows(
+            "SELECT k, v FROM akashi_kv WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3",
+            start,
+            end,
+            fetch,
+        )?;
         // With `limit + deletes` rows fetched, at least `limit` survive below the last of them;
         // writes above it would overtake rows not fetched.
         let ceiling = (rows.len() == fetch)
