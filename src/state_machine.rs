@@ -745,6 +745,9 @@ impl StateMachine for DomainStateMachine {
     }
 
     fn committed(&mut self) {
+        if let Some(map) = &mut self.map {
+            map.committed();
+        }
         // Publish the committed directory for prepared decisions, once per change.
         if self.directory.has_pending() && self.directory.flush().is_err() {
             self.reload_directory();

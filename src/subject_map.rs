@@ -26,7 +26,10 @@
 //! nothing about any patient was logged since they cosigned. A proof that a concurrent batch moved
 //! is read again.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use ledger::{
     checkpoint::{Checkpoint, SignedCheckpoint},
@@ -34,7 +37,7 @@ use ledger::{
     cosignature::WitnessedCheckpoint,
     hash::{Hash, hash_leaf},
     log::Log,
-    map::{self, MapError, MapProof, NodeRead, NodeWrite, Terminal},
+    map::{self, MapError, MapKey, MapProof, NodeRead, Terminal, TileCache},
     sequencer::Tx,
     store::StoreError,
     vrf::{OUTPUT_LEN, VrfOutput, VrfSecretKey},
@@ -52,6 +55,9 @@ const ROOT: &[u8] = b"map/root";
 const VRF_KEY: &[u8] = b"map/vrf";
 /// Prefix of patients' records: `map/s/<pseudonym>` → VRF output, then the record.
 const RECORDS: &[u8] = b"map/s/";
+/// Prefix of the map's journal: `map/j/<8-byte big-endian tree size after the batch>` → the
+/// batch's map updates, each the 32-byte map key then the 32-byte value hash.
+const JOURNAL: &[u8] = b"map/j/";
 
 /// Attempts at pairing a proof with a checkpoint before giving up.
 const PROVE_ATTEMPTS: usize = 50;
@@ -89,14 +95,67 @@ fn decode_root(bytes: &[u8]) -> Option<(u64, Hash)> {
     ))
 }
 
-/// The log's VRF key, shared by the services that compute VRF outputs and proofs.
+/// The log's VRF key, shared by the services that compute VRF outputs and proofs, and the map's
+/// tiles that are newer in memory than in the state (see [`MapWriter`]), which proofs read
+/// first.
 #[derive(Clone)]
-pub struct SubjectMapKey(Arc<VrfSecretKey>);
+pub struct SubjectMapKey {
+    vrf: Arc<VrfSecretKey>,
+    front: Arc<Front>,
+    limits: WriteBehind,
+}
+
+/// When the writer writes the tiles it holds out to the state ([`MapWriter`]): once they pass
+/// `tiles` tiles (memory: about [`TileCache::TILE_BYTES`] each) or the journal passes `updates`
+/// map updates (the replay at start). The defaults are [`CACHE_TILES`] and
+/// [`JOURNAL_UPDATES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBehind {
+    /// Tiles held before a write-out.
+    pub tiles: usize,
+    /// Journaled map updates before a write-out.
+    pub updates: usize,
+}
+
+impl Default for WriteBehind {
+    fn default() -> Self {
+        Self {
+            tiles: CACHE_TILES,
+            updates: JOURNAL_UPDATES,
+        }
+    }
+}
+
+/// The writer's tiles not yet written out, for the log they belong to.
+#[derive(Default)]
+struct Front(RwLock<Option<FrontTiles>>);
+
+struct FrontTiles {
+    /// The address of the [`Log`] whose writer holds them: a proof for another log (the server
+    /// reopened it) does not read them.
+    log: usize,
+    tiles: TileCache,
+}
+
+fn log_id(log: &Log) -> usize {
+    std::ptr::from_ref(log) as usize
+}
 
 impl SubjectMapKey {
     /// Wraps a key.
     pub fn new(key: VrfSecretKey) -> Self {
-        Self(Arc::new(key))
+        Self {
+            vrf: Arc::new(key),
+            front: Arc::default(),
+            limits: WriteBehind::default(),
+        }
+    }
+
+    /// The same key with other write-behind limits for the map's writer.
+    #[must_use]
+    pub fn with_write_behind(mut self, limits: WriteBehind) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The patient's VRF output if the writer will need it: `None` when the state already
@@ -116,24 +175,17 @@ impl SubjectMapKey {
             .state_get(&record_key(subject))
             .map_err(|e| Error::Unavailable(Box::new(e)))?
             .is_some();
-        Ok((!known).then(|| self.0.output(patient_id.as_bytes())))
+        Ok((!known).then(|| self.vrf.output(patient_id.as_bytes())))
     }
 }
 
 /// Map nodes in the sequencer's transaction.
-struct TxNodes<'a, 'b>(&'a mut Tx<'b>);
+struct TxNodes<'a, 'b>(&'a Tx<'b>);
 
 impl NodeRead for TxNodes<'_, '_> {
     type Error = StoreError;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get(key)
-    }
-}
-
-impl NodeWrite for TxNodes<'_, '_> {
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.0.put(key, value);
-        Ok(())
     }
 }
 
@@ -147,13 +199,85 @@ impl NodeRead for LogNodes<'_> {
     }
 }
 
-/// The writer thread's side of the map: records advanced entry by entry, the map sealed per batch.
-#[derive(Debug)]
+/// The state key of the journal record of the batch that ends at tree size `size`.
+fn journal_key(size: u64) -> Vec<u8> {
+    let mut key = JOURNAL.to_vec();
+    key.extend_from_slice(&size.to_be_bytes());
+    key
+}
+
+/// A journal record's updates: `(map key, value hash)` pairs of 64 bytes.
+fn decode_journal(bytes: &[u8]) -> Option<Vec<(MapKey, Hash)>> {
+    if !bytes.len().is_multiple_of(64) {
+        return None;
+    }
+    bytes
+        .chunks_exact(64)
+        .map(|pair| {
+            let (key, value) = pair.split_at(32);
+            Some((key.try_into().ok()?, Hash::from_slice(value).ok()?))
+        })
+        .collect()
+}
+
+/// The writer thread's side of the map: records advanced entry by entry, the map sealed per
+/// batch.
+///
+/// **Tiles written behind a journal.** Rewriting every tile on a batch's paths into the state
+/// costs the store ≈ 3 tiles of up to 1 KB per patient. Instead, [`seal`](MapWriter::seal)
+/// writes the batch's map updates (64 bytes per patient) as one journal record
+/// (`map/j/<tree size>`) in the batch's state writes, and keeps the changed tiles in memory
+/// (shared with proofs through [`SubjectMapKey`]). When they pass [`WriteBehind::tiles`] or the
+/// journal passes [`WriteBehind::updates`], one batch writes them all out and deletes the
+/// journal, so the state always holds the tiles as of some batch plus the journal since. The
+/// map root every checkpoint commits to is computed from both, so the map and the log still
+/// commit together; opening the writer (at start, after a failed batch) replays the journal
+/// over the stored tiles and checks the result against the stored root.
 pub struct MapWriter {
+    log: Arc<Log>,
     vrf_key: [u8; 32],
+    front: Arc<Front>,
+    limits: WriteBehind,
     /// Patients whose records this batch changed, in order (repeats possible).
     touched: Vec<SubjectId>,
+    /// The journal's records in the state, oldest first, and how many updates they hold.
+    journal: Vec<Vec<u8>>,
+    journaled: usize,
+    /// What the sealed batch changes in the held tiles and the journal, applied once the batch
+    /// is staged ([`committed`](MapWriter::committed)): until then proofs read the tiles as of
+    /// the state they read, and a failed batch leaves nothing to undo.
+    pending: Option<Pending>,
+    /// The held tiles missed a staged batch (they could not be locked): read them again from
+    /// the state before the next batch.
+    stale: bool,
 }
+
+/// A sealed batch's effect on the writer, waiting for the batch to be staged.
+enum Pending {
+    /// The batch's tiles join the held ones; its journal record (key, updates) joins the
+    /// journal.
+    Hold {
+        sealed: map::Sealed,
+        journal: Option<(Vec<u8>, usize)>,
+    },
+    /// The batch wrote every held tile out and deleted the journal.
+    WroteOut,
+}
+
+impl std::fmt::Debug for MapWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapWriter")
+            .field("touched", &self.touched.len())
+            .field("journal", &self.journal.len())
+            .field("journaled", &self.journaled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tiles held in memory before the writer writes them out (≈ 1 KB each).
+pub const CACHE_TILES: usize = 32_768;
+/// Journaled map updates before the writer writes the tiles out: bounds the replay at start.
+pub const JOURNAL_UPDATES: usize = 65_536;
 
 impl MapWriter {
     /// The writer for `log`, or `None` when the log keeps no map: its state has no VRF key and
@@ -163,16 +287,29 @@ impl MapWriter {
     ///
     /// [`StartError::SubjectMap`] when the state names a VRF key and the server has none or
     /// another one (serving it would change every patient's map key), or when the log is new
-    /// and there is no key.
-    pub fn open(log: &Log, key: Option<&SubjectMapKey>) -> Result<Option<Self>, StartError> {
+    /// and there is no key; also when the stored tiles and journal do not give the stored root.
+    pub fn open(log: &Arc<Log>, key: Option<&SubjectMapKey>) -> Result<Option<Self>, StartError> {
         let stored = log
             .state_get(VRF_KEY)
             .map_err(|e| StartError::SubjectMap(format!("cannot read the state: {e}")))?;
-        let ours = key.map(|k| k.0.public().to_bytes());
+        let ours = key.map(|k| (k.vrf.public().to_bytes(), Arc::clone(&k.front), k.limits));
+        let open = |(vrf_key, front, limits): ([u8; 32], Arc<Front>, WriteBehind)| {
+            let mut writer = Self {
+                log: Arc::clone(log),
+                vrf_key,
+                front,
+                limits,
+                touched: Vec::new(),
+                journal: Vec::new(),
+                journaled: 0,
+                pending: None,
+                stale: true,
+            };
+            writer.reload().map_err(StartError::SubjectMap)?;
+            Ok(Some(writer))
+        };
         match (stored, ours) {
-            (Some(stored), Some(ours)) if stored.as_slice() == ours.as_slice() => {
-                Ok(Some(Self::new(ours)))
-            }
+            (Some(stored), Some(ours)) if stored.as_slice() == ours.0.as_slice() => open(ours),
             (Some(_), Some(_)) => Err(StartError::SubjectMap(format!(
                 "`{}` is not the key this log's subject map was built with",
                 crate::keys::SUBJECT_MAP_KEY_FILE
@@ -181,7 +318,7 @@ impl MapWriter {
                 "the log keeps a subject map but `{}` is missing",
                 crate::keys::SUBJECT_MAP_KEY_FILE
             ))),
-            (None, Some(ours)) if log.size().get() == 0 => Ok(Some(Self::new(ours))),
+            (None, Some(ours)) if log.size().get() == 0 => open(ours),
             // A new log must start its map with its first entry: once it holds entries without
             // one it never gets one.
             (None, None) if log.size().get() == 0 => Err(StartError::SubjectMap(format!(
@@ -192,11 +329,75 @@ impl MapWriter {
         }
     }
 
-    fn new(vrf_key: [u8; 32]) -> Self {
-        Self {
-            vrf_key,
-            touched: Vec::new(),
+    /// Reads the held tiles again from the state: the journal replayed over the stored tiles,
+    /// checked against the stored root. On failure nothing is held.
+    fn reload(&mut self) -> Result<(), String> {
+        let log = Arc::clone(&self.log);
+        let id = log_id(&log);
+        // Proofs must not read what this writer held before: drop it first.
+        *self
+            .front
+            .0
+            .write()
+            .map_err(|_| "the subject map's tiles are poisoned")? = None;
+        let mut tiles = TileCache::default();
+        let mut journal = Vec::new();
+        let mut journaled = 0;
+        let mut root = None;
+        let mut start = JOURNAL.to_vec();
+        let end = ledger_prefix_end(JOURNAL);
+        loop {
+            let page = log
+                .state_range(&start, Some(&end), 256)
+                .map_err(|e| format!("cannot read the subject map's journal: {e}"))?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            for (key, value) in page {
+                let updates = decode_journal(&value)
+                    .ok_or("a record of the subject map's journal is corrupt")?;
+                let nodes = LogNodes(&log);
+                let mut batch = map::Batch::over(&nodes, NODES, &tiles);
+                for (k, v) in &updates {
+                    batch.update(k, v).map_err(|e| map_error(&e))?;
+                }
+                let sealed = batch.finish().map_err(|e| map_error(&e))?;
+                root = Some(sealed.into_cache(&mut tiles));
+                journaled += updates.len();
+                journal.push(key);
+            }
         }
+        if let Some(root) = root {
+            let stored = log
+                .state_get(ROOT)
+                .map_err(|e| format!("cannot read the state: {e}"))?
+                .and_then(|bytes| decode_root(&bytes))
+                .map(|(_, root)| root);
+            if stored != Some(root) {
+                return Err(
+                    "the subject map's stored tiles and journal do not give its stored root".into(),
+                );
+            }
+        }
+        tracing::debug!(
+            journal = journal.len(),
+            updates = journaled,
+            tiles = tiles.len(),
+            "subject map: journal replayed over the stored tiles"
+        );
+        *self
+            .front
+            .0
+            .write()
+            .map_err(|_| "the subject map's tiles are poisoned")? =
+            Some(FrontTiles { log: id, tiles });
+        self.journal = journal;
+        self.journaled = journaled;
+        self.pending = None;
+        self.stale = false;
+        Ok(())
     }
 
     /// The patient's VRF output: from their stored record, else `supplied` (computed at the
@@ -243,52 +444,106 @@ impl MapWriter {
         Ok(())
     }
 
-    /// Writes the batch's records into the map and returns the checkpoint's subject-map line.
+    /// Writes the batch's records into the map (its journal record, and the held tiles; or all
+    /// held tiles out, see [`MapWriter`]) and returns the checkpoint's subject-map line.
     ///
     /// # Errors
     ///
     /// The reason, when the state cannot be read or the stored map is corrupt.
     pub fn seal(&mut self, tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
         let touched = std::mem::take(&mut self.touched);
+        self.pending = None;
+        if self.stale {
+            self.reload()?;
+        }
         let stored = tx.get(ROOT).map_err(|e| e.to_string())?;
         let first = stored.is_none();
-        let mut root = match stored {
-            Some(bytes) => {
-                decode_root(&bytes)
-                    .ok_or("the subject map's root record is corrupt")?
-                    .1
-            }
-            None => {
-                tx.put(VRF_KEY, &self.vrf_key);
-                map::EMPTY
-            }
-        };
+        if first {
+            tx.put(VRF_KEY, &self.vrf_key);
+        } else if stored.as_deref().and_then(decode_root).is_none() {
+            return Err("the subject map's root record is corrupt".into());
+        }
         let mut seen = std::collections::HashSet::with_capacity(touched.len());
-        let mut changed = false;
-        let mut nodes = TxNodes(tx);
-        let mut batch = map::Batch::new(&mut nodes, NODES);
+        let mut updates = Vec::with_capacity(touched.len());
         for subject in &touched {
             if !seen.insert(subject) {
                 continue;
             }
             // Read back through the transaction: a command the sequencer refused after it was
             // applied left no record write, and must leave no map change either.
-            let Some((beta, record)) =
-                stored_record(batch.store().0, subject).map_err(|e| e.to_string())?
+            let Some((beta, record)) = stored_record(tx, subject).map_err(|e| e.to_string())?
             else {
                 continue;
             };
-            root = batch
-                .update(&map_key(&beta), &record.value_hash())
-                .map_err(|e| map_error(&e))?;
-            changed = true;
+            updates.push((map_key(&beta), record.value_hash()));
         }
-        batch.finish().map_err(|e| map_error(&e))?;
-        if changed || first {
+        // Only this thread changes the held tiles (in `committed`), so they cannot move while
+        // the batch reads them.
+        let front = self
+            .front
+            .0
+            .read()
+            .map_err(|_| "the subject map's tiles are poisoned")?;
+        let held = front
+            .as_ref()
+            .ok_or("the subject map's tiles are not loaded")?;
+        let sealed = {
+            let nodes = TxNodes(tx);
+            let mut batch = map::Batch::over(&nodes, NODES, &held.tiles);
+            for (k, v) in &updates {
+                batch.update(k, v).map_err(|e| map_error(&e))?;
+            }
+            batch.finish().map_err(|e| map_error(&e))?
+        };
+        let root = sealed.root();
+        let write_out = !updates.is_empty()
+            && (held.tiles.len() + sealed.changed() > self.limits.tiles
+                || self.journaled + updates.len() > self.limits.updates);
+        let pending = if write_out {
+            for (key, record) in held.tiles.encoded(NODES) {
+                tx.put(&key, &record);
+            }
+            // The batch's own tiles last: they replace the held ones they are newer than.
+            for (key, record) in sealed.encoded(NODES) {
+                tx.put(&key, &record);
+            }
+            for key in &self.journal {
+                tx.delete(key);
+            }
+            Pending::WroteOut
+        } else if updates.is_empty() {
+            Pending::Hold {
+                sealed,
+                journal: None,
+            }
+        } else {
+            let mut record = Vec::with_capacity(updates.len() * 64);
+            for (k, v) in &updates {
+                record.extend_from_slice(k);
+                record.extend_from_slice(&v.0);
+            }
+            let key = journal_key(tx.index().get());
+            tx.put(&key, &record);
+            if self.journal.is_empty() {
+                // A state of layout 2 has no journal: say that this one may hold one, so that a
+                // server that would ignore it refuses the state.
+                tx.put(
+                    policy::state::META_LAYOUT,
+                    &policy::state::LAYOUT_VERSION.to_be_bytes(),
+                );
+            }
+            Pending::Hold {
+                sealed,
+                journal: Some((key, updates.len())),
+            }
+        };
+        drop(front);
+        if !updates.is_empty() || first {
             let mut value = tx.index().get().to_be_bytes().to_vec();
             value.extend_from_slice(&root.0);
             tx.put(ROOT, &value);
         }
+        self.pending = Some(pending);
         Ok(vec![
             MapCommitment {
                 vrf_key: self.vrf_key,
@@ -298,10 +553,54 @@ impl MapWriter {
         ])
     }
 
-    /// Forgets the batch's touched patients (the batch failed).
+    /// The sealed batch was staged (its state writes are visible): its tiles join the held ones,
+    /// or, when it wrote them all out, none is held any more.
+    pub fn committed(&mut self) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let Ok(mut front) = self.front.0.write() else {
+            self.stale = true;
+            return;
+        };
+        let Some(held) = front.as_mut() else {
+            self.stale = true;
+            return;
+        };
+        match pending {
+            Pending::WroteOut => {
+                held.tiles.clear();
+                self.journal.clear();
+                self.journaled = 0;
+            }
+            Pending::Hold { sealed, journal } => {
+                sealed.into_cache(&mut held.tiles);
+                if let Some((key, updates)) = journal {
+                    self.journal.push(key);
+                    self.journaled += updates;
+                }
+            }
+        }
+    }
+
+    /// Forgets the batch (it failed): its touched patients and its sealed changes. The held
+    /// tiles were never changed by it.
     pub fn rollback(&mut self) {
         self.touched.clear();
+        self.pending = None;
     }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn ledger_prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            break;
+        }
+    }
+    end
 }
 
 fn map_error(err: &MapError<StoreError>) -> String {
@@ -362,22 +661,36 @@ pub async fn prove(
     patient_id: &str,
     witnessed: Option<&WitnessedCheckpoint>,
 ) -> Result<Proven, Error> {
-    let (vrf_proof, beta) = key.0.prove(patient_id.as_bytes());
+    let (vrf_proof, beta) = key.vrf.prove(patient_id.as_bytes());
     let map_key = map_key(&beta);
     let unavailable = |e: StoreError| Error::Unavailable(Box::new(e));
-    for _ in 0..PROVE_ATTEMPTS {
+    for attempt in 0..PROVE_ATTEMPTS {
+        if attempt > 0 {
+            settle(attempt).await;
+        }
         let Some(bytes) = log.state_get(ROOT).map_err(unavailable)? else {
             return Err(Error::Internal("the log keeps no subject-map root"));
         };
         let (version, root) = decode_root(&bytes)
             .ok_or(Error::Internal("the subject map's root record is corrupt"))?;
-        let (proof, proven) = map::prove(&LogNodes(log), NODES, &map_key).map_err(|e| match e {
+        let read = {
+            let front = key
+                .front
+                .0
+                .read()
+                .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?;
+            let held = front
+                .as_ref()
+                .filter(|held| held.log == log_id(log))
+                .map(|held| &held.tiles);
+            map::prove_over(&LogNodes(log), NODES, held, &map_key)
+        };
+        let (proof, proven) = read.map_err(|e| match e {
             MapError::Store(e) => unavailable(e),
             _ => Error::Internal("the stored subject map is corrupt"),
         })?;
         if proven != root {
-            // A batch is rewriting the path: read again.
-            tokio::task::yield_now().await;
+            // A batch was staged between the reads: read again.
             continue;
         }
         let record = match log.state_get(&record_key(subject)).map_err(unavailable)? {
@@ -393,7 +706,6 @@ pub async fn prove(
             _ => None,
         };
         if held != record.map(|r| r.value_hash()) {
-            tokio::task::yield_now().await;
             continue;
         }
         // The witnessed checkpoint when it commits to this very map (nothing about any patient
@@ -418,6 +730,16 @@ pub async fn prove(
     Err(Error::Unavailable(
         "the subject map kept moving; try again".into(),
     ))
+}
+
+/// Waits before reading a moving map again: a yield at first (a batch's tiles are published
+/// right after it is staged), then a millisecond.
+async fn settle(attempt: usize) {
+    if attempt < 8 {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// A published checkpoint (note and size) whose subject-map line has `root`, at `version` or
@@ -495,3 +817,6 @@ pub fn with_vrf_output(mut json: Vec<u8>, beta: &VrfOutput) -> Vec<u8> {
     }
     json
 }
+
+#[cfg(test)]
+mod tests;

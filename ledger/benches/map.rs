@@ -153,11 +153,12 @@ fn build(store: &SledStore, path: &Path, n: u64, reports: &[u64]) -> Hash {
     let mut i = 0;
     while i < n {
         let end = (i + BATCH).min(n);
-        let mut batch = map::Batch::new(&mut nodes, PREFIX);
+        let mut batch = map::Batch::new(&nodes, PREFIX);
         for k in i..end {
-            root = batch.update(&key(k), &value(k, 0)).unwrap();
+            batch.update(&key(k), &value(k, 0)).unwrap();
         }
-        batch.finish().unwrap();
+        let sealed = batch.finish().unwrap();
+        root = sealed.write(&mut nodes, PREFIX).unwrap();
         store.sync().unwrap();
         i = end;
         if reports.contains(&i) || i == n {
@@ -298,14 +299,15 @@ fn map_at(c: &mut Criterion, n: u64, reports: &[u64]) {
         let (gets0, puts0, mut batched) = (nodes.gets.get(), nodes.puts, 0u64);
         group.bench_function(format!("update_{size}_then_sync"), |b| {
             b.iter(|| {
-                let mut batch = map::Batch::new(&mut nodes, PREFIX);
+                let mut batch = map::Batch::new(&nodes, PREFIX);
                 for _ in 0..size {
                     j += 1;
                     version += 1;
                     let i = spread(j, n);
-                    root = batch.update(&key(i), &value(i, version)).unwrap();
+                    batch.update(&key(i), &value(i, version)).unwrap();
                 }
-                batch.finish().unwrap();
+                let sealed = batch.finish().unwrap();
+                root = sealed.write(&mut nodes, PREFIX).unwrap();
                 batched += size;
                 store.sync().unwrap();
                 black_box(root);

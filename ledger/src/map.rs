@@ -398,84 +398,243 @@ fn tile_slot(key: &MapKey, depth: usize) -> usize {
     (top..depth).fold(1, |slot, d| slot * 2 + usize::from(bit(key, d))) - 1
 }
 
-/// The store key of the tile at `top` on `key`'s path: `prefix`, `top` (2 bytes, big-endian),
-/// then the path's first `top` bits packed (unused trailing bits zero).
-fn tile_key(prefix: &[u8], key: &MapKey, top: usize) -> Vec<u8> {
-    let bytes = top.div_ceil(8);
-    let mut out = Vec::with_capacity(prefix.len() + 2 + bytes);
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&u16::try_from(top).unwrap_or(u16::MAX).to_be_bytes());
-    for (i, byte) in key.iter().take(bytes).enumerate() {
-        let used = top - i * 8;
-        out.push(if used >= 8 {
-            *byte
-        } else {
-            byte & !(0xff >> used)
-        });
+/// Which tile: its top depth and the path of `top` bits leading to it (later bits zero).
+/// Ordered as the store keys of [`TileId::store_key`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TileId {
+    top: u16,
+    path: MapKey,
+}
+
+impl TileId {
+    /// The tile at `top` on `key`'s path.
+    fn on_path(key: &MapKey, top: usize) -> Self {
+        let mut path = [0u8; 32];
+        let full = top / 8;
+        for (i, (out, byte)) in path.iter_mut().zip(key).enumerate() {
+            if i < full {
+                *out = *byte;
+            } else if i == full && !top.is_multiple_of(8) {
+                *out = byte & !(0xff >> (top % 8));
+            }
+        }
+        Self {
+            top: u16::try_from(top).unwrap_or(u16::MAX),
+            path,
+        }
     }
-    out
+
+    /// The tile below bottom-row slot `slot` of this one, on side `right`.
+    fn child(&self, slot: usize, right: bool) -> Self {
+        let top = usize::from(self.top);
+        let mut path = self.path;
+        // The slot's position in the bottom row: its bits are the three levels above.
+        let position = slot + 1 - (1 << (TILE_LEVELS - 1));
+        for level in 0..TILE_LEVELS {
+            let on = if level + 1 == TILE_LEVELS {
+                right
+            } else {
+                (position >> (TILE_LEVELS - 2 - level)) & 1 == 1
+            };
+            let depth = top + level;
+            if on && let Some(byte) = path.get_mut(depth / 8) {
+                *byte |= 0x80 >> (depth % 8);
+            }
+        }
+        Self {
+            top: u16::try_from(top + TILE_LEVELS).unwrap_or(u16::MAX),
+            path,
+        }
+    }
+
+    /// The key the tile is stored under: `prefix`, `top` (2 bytes, big-endian), then the path's
+    /// first `top` bits packed.
+    #[must_use]
+    pub fn store_key(&self, prefix: &[u8]) -> Vec<u8> {
+        let bytes = usize::from(self.top).div_ceil(8);
+        let mut out = Vec::with_capacity(prefix.len() + 2 + bytes);
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&self.top.to_be_bytes());
+        out.extend_from_slice(self.path.get(..bytes).unwrap_or(&self.path));
+        out
+    }
 }
 
 fn read_tile<S: NodeRead>(
     store: &S,
     prefix: &[u8],
-    key: &MapKey,
-    top: usize,
+    id: &TileId,
 ) -> Result<Tile, MapError<S::Error>> {
-    match store
-        .get(&tile_key(prefix, key, top))
-        .map_err(MapError::Store)?
-    {
+    match store.get(&id.store_key(prefix)).map_err(MapError::Store)? {
         Some(bytes) => Tile::decode(&bytes),
         None => Ok(Tile::EMPTY),
     }
 }
 
-/// A tile read for a [`Batch`], and whether the batch changed it.
-struct CachedTile {
-    tile: Tile,
-    dirty: bool,
+/// Tiles held in memory in front of the store: the map's newest tiles where they differ from
+/// the stored ones (a writer that writes tiles behind, [`Sealed::into_cache`]), read before the
+/// store by [`Batch::over`] and [`prove_over`]. Bounded by its holder: it grows by the tiles the
+/// batches change until the holder writes them out ([`TileCache::encoded`]) and clears it.
+#[derive(Clone, Default)]
+pub struct TileCache {
+    tiles: HashMap<TileId, Tile>,
 }
 
-/// Updates to the map stored under one prefix, gathered in memory and written when the batch
-/// [`finish`](Batch::finish)es: each tile the batch touches is read once and written once,
-/// however many of the batch's keys pass through it (the upper tiles are shared by every key).
-/// Memory is bounded by the tiles on the batch's paths, never the map.
+impl std::fmt::Debug for TileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileCache")
+            .field("tiles", &self.tiles.len())
+            .finish()
+    }
+}
+
+impl TileCache {
+    /// Tiles held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.tiles.len()
+    }
+
+    /// Whether it holds no tile.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.tiles.is_empty()
+    }
+
+    /// Bytes of memory a tile takes here, about (for sizing a bound).
+    pub const TILE_BYTES: usize = std::mem::size_of::<Tile>() + std::mem::size_of::<TileId>() + 16;
+
+    /// The held tiles as `(store key, record)` under `prefix`, in key order: what writing them
+    /// to the store means.
+    #[must_use]
+    pub fn encoded(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut ids: Vec<&TileId> = self.tiles.keys().collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| {
+                let tile = self.tiles.get(id)?;
+                Some((id.store_key(prefix), tile.encode()))
+            })
+            .collect()
+    }
+
+    /// Forgets every tile.
+    pub fn clear(&mut self) {
+        self.tiles.clear();
+    }
+}
+
+/// A tile a [`Batch`] read, the slots it changed (bit `i` for slot `i`) and, once
+/// [`Batch::finish`] hashed it, the hash of its top node.
+struct CachedTile {
+    tile: Tile,
+    dirty: u16,
+}
+
+/// Updates to the map stored under one prefix, gathered in memory and hashed once when the
+/// batch [`finish`](Batch::finish)es: each tile the batch touches is read once (from the
+/// [`TileCache`] in front of the store, if any, else the store), and every node on the
+/// batch's paths is hashed once however many of its keys pass through it — the upper levels,
+/// shared by every key, are not rehashed per key. Memory is bounded by the tiles on the batch's
+/// paths, never the map. The batch writes nothing itself: [`Sealed`] says what changed.
 ///
 /// An update that fails (the store, or a corrupt tile) may leave the batch's tiles half-changed:
-/// the batch is then void, and [`finish`](Batch::finish) writes nothing and says so.
-pub struct Batch<'s, S: NodeWrite> {
-    store: &'s mut S,
+/// the batch is then void, and [`finish`](Batch::finish) says so.
+pub struct Batch<'s, S: NodeRead> {
+    store: &'s S,
     prefix: Vec<u8>,
-    tiles: HashMap<Vec<u8>, CachedTile>,
+    front: Option<&'s TileCache>,
+    tiles: HashMap<TileId, CachedTile>,
     failed: bool,
 }
 
-impl<'s, S: NodeWrite> Batch<'s, S> {
+/// What a finished [`Batch`] changed: the map's new root and the changed tiles, to be written
+/// to the store ([`Sealed::write`]) or kept in front of it ([`Sealed::into_cache`]).
+pub struct Sealed {
+    root: Hash,
+    tiles: Vec<(TileId, Tile)>,
+}
+
+impl Sealed {
+    /// The map's root after the batch.
+    #[must_use]
+    pub fn root(&self) -> Hash {
+        self.root
+    }
+
+    /// How many tiles the batch changed.
+    #[must_use]
+    pub fn changed(&self) -> usize {
+        self.tiles.len()
+    }
+
+    /// Writes the changed tiles into `store` under `prefix`, in key order, and returns the root.
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::Store`] when the store fails.
+    pub fn write<W: NodeWrite>(
+        self,
+        store: &mut W,
+        prefix: &[u8],
+    ) -> Result<Hash, MapError<W::Error>> {
+        for (id, tile) in &self.tiles {
+            store
+                .put(&id.store_key(prefix), &tile.encode())
+                .map_err(MapError::Store)?;
+        }
+        Ok(self.root)
+    }
+
+    /// The changed tiles as `(store key, record)` under `prefix`, in key order: what
+    /// [`write`](Sealed::write) stores.
+    #[must_use]
+    pub fn encoded(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.tiles
+            .iter()
+            .map(|(id, tile)| (id.store_key(prefix), tile.encode()))
+            .collect()
+    }
+
+    /// Keeps the changed tiles in `cache` (replacing what it held for them) and returns the
+    /// root.
+    pub fn into_cache(self, cache: &mut TileCache) -> Hash {
+        cache.tiles.extend(self.tiles);
+        self.root
+    }
+}
+
+impl<'s, S: NodeRead> Batch<'s, S> {
     /// A batch of updates to the map under `prefix` in `store`.
-    pub fn new(store: &'s mut S, prefix: &[u8]) -> Self {
+    pub fn new(store: &'s S, prefix: &[u8]) -> Self {
         Self {
             store,
             prefix: prefix.to_vec(),
+            front: None,
             tiles: HashMap::new(),
             failed: false,
         }
     }
 
-    /// The store the batch reads from (and will write to when it finishes). Its map tiles are
-    /// as they were before the batch until it finishes; other keys are the caller's.
-    pub fn store(&self) -> &S {
-        self.store
+    /// A batch of updates to the map whose newest tiles are `front`'s where it holds them, the
+    /// store's otherwise.
+    pub fn over(store: &'s S, prefix: &[u8], front: &'s TileCache) -> Self {
+        Self {
+            front: Some(front),
+            ..Self::new(store, prefix)
+        }
     }
 
     fn tile(&mut self, key: &MapKey, depth: usize) -> Result<&mut CachedTile, MapError<S::Error>> {
-        let top = tile_top(depth);
-        let id = tile_key(&self.prefix, key, top);
+        let id = TileId::on_path(key, tile_top(depth));
         Ok(match self.tiles.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let tile = read_tile(&*self.store, &self.prefix, key, top)?;
-                entry.insert(CachedTile { tile, dirty: false })
+                let tile = match self.front.and_then(|front| front.tiles.get(&id)) {
+                    Some(tile) => tile.clone(),
+                    None => read_tile(self.store, &self.prefix, &id)?,
+                };
+                entry.insert(CachedTile { tile, dirty: 0 })
             }
         })
     }
@@ -485,23 +644,32 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
         Ok(self.tile(key, depth)?.tile.node(slot))
     }
 
+    /// Puts `node` at `depth` on `key`'s path; its hashes are fixed when the batch finishes.
     fn write(&mut self, key: &MapKey, depth: usize, node: Node) -> Result<(), MapError<S::Error>> {
         let slot = tile_slot(key, depth);
         let cached = self.tile(key, depth)?;
         cached.tile.set(slot, node);
-        cached.dirty = true;
+        cached.dirty |= 1 << slot;
         Ok(())
     }
 
-    /// Sets `key` to `value` and returns the map's new root (as of this batch so far). Touches
-    /// the tiles on `key`'s path only: O(log n) hashes.
+    /// Marks the node at `depth` on `key`'s path as changed below: its hash is recomputed when
+    /// the batch finishes.
+    fn touch(&mut self, key: &MapKey, depth: usize) -> Result<(), MapError<S::Error>> {
+        let slot = tile_slot(key, depth);
+        self.tile(key, depth)?.dirty |= 1 << slot;
+        Ok(())
+    }
+
+    /// Sets `key` to `value`. Reads the tiles on `key`'s path only; the hashing is left to
+    /// [`finish`](Batch::finish), once per changed node.
     ///
     /// # Errors
     ///
     /// [`MapError::Store`] when the store fails; [`MapError::Corrupt`] when the stored tiles are
     /// not a compact tree.
     /// A failed update voids the batch ([`MapError::BatchFailed`] from then on).
-    pub fn update(&mut self, key: &MapKey, value: &Hash) -> Result<Hash, MapError<S::Error>> {
+    pub fn update(&mut self, key: &MapKey, value: &Hash) -> Result<(), MapError<S::Error>> {
         if self.failed {
             return Err(MapError::BatchFailed);
         }
@@ -510,34 +678,31 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
         result
     }
 
-    fn update_path(&mut self, key: &MapKey, value: &Hash) -> Result<Hash, MapError<S::Error>> {
+    fn update_path(&mut self, key: &MapKey, value: &Hash) -> Result<(), MapError<S::Error>> {
         let mine = Node::Leaf {
             key: *key,
             value: *value,
         };
         // Down: the inner nodes on the path, until an empty spot or a leaf.
-        let mut path: Vec<(Hash, Hash)> = Vec::new();
-        let mut hash = loop {
-            let depth = path.len();
+        let mut depth = 0;
+        loop {
             match self.read(key, depth)? {
-                Some(Node::Inner { left, right }) => {
+                Some(Node::Inner { .. }) => {
                     if depth >= KEY_BITS {
                         return Err(MapError::Corrupt("an inner node below the last key bit"));
                     }
-                    path.push((left, right));
+                    depth += 1;
                 }
                 // An empty spot (the empty map's root, or an empty child), or the key's own
                 // leaf: the key goes here.
-                None => {
-                    self.write(key, depth, mine)?;
-                    break mine.hash();
-                }
+                None => break self.write(key, depth, mine)?,
                 Some(Node::Leaf { key: other, .. }) if other == *key => {
-                    self.write(key, depth, mine)?;
-                    break mine.hash();
+                    break self.write(key, depth, mine)?;
                 }
                 Some(theirs @ Node::Leaf { key: other, .. }) => {
-                    // Another key sits here: push both down to where their paths part.
+                    // Another key sits here: push both down to where their paths part, over a
+                    // chain of inner nodes whose other sides are empty (their hashes on the
+                    // path are filled in when the batch finishes).
                     if !shares_prefix(&other, key, depth) {
                         return Err(MapError::Corrupt("a leaf is off its key's path"));
                     }
@@ -546,73 +711,105 @@ impl<'s, S: NodeWrite> Batch<'s, S> {
                         .ok_or(MapError::Corrupt("two leaves with one key"))?;
                     self.write(key, split + 1, mine)?;
                     self.write(&other, split + 1, theirs)?;
-                    let (left, right) = if bit(key, split) {
-                        (theirs.hash(), mine.hash())
-                    } else {
-                        (mine.hash(), theirs.hash())
+                    let chain = Node::Inner {
+                        left: EMPTY,
+                        right: EMPTY,
                     };
-                    let mut node = Node::Inner { left, right };
-                    self.write(key, split, node)?;
-                    for d in (depth..split).rev() {
-                        let below = node.hash();
-                        node = if bit(key, d) {
-                            Node::Inner {
-                                left: EMPTY,
-                                right: below,
-                            }
-                        } else {
-                            Node::Inner {
-                                left: below,
-                                right: EMPTY,
-                            }
-                        };
-                        self.write(key, d, node)?;
+                    for d in depth..=split {
+                        self.write(key, d, chain)?;
                     }
-                    break node.hash();
+                    break;
                 }
             }
-        };
-        // Up: each inner node on the path takes the new hash of the side the key went down.
-        for (depth, (left, right)) in path.into_iter().enumerate().rev() {
-            let node = if bit(key, depth) {
-                Node::Inner { left, right: hash }
-            } else {
-                Node::Inner { left: hash, right }
-            };
-            self.write(key, depth, node)?;
-            hash = node.hash();
         }
-        Ok(hash)
+        // Up: every inner node above changes.
+        for d in (0..depth).rev() {
+            self.touch(key, d)?;
+        }
+        Ok(())
     }
 
-    /// Writes the tiles the batch changed, in key order, and returns how many.
+    /// Hashes every changed node once, bottom up, and returns the new root with the changed
+    /// tiles.
     ///
     /// # Errors
     ///
-    /// [`MapError::Store`] when the store fails; [`MapError::BatchFailed`] (nothing written) when
-    /// an update of the batch failed.
-    pub fn finish(self) -> Result<usize, MapError<S::Error>> {
+    /// [`MapError::Store`] when the store fails reading the root of an untouched map;
+    /// [`MapError::BatchFailed`] when an update of the batch failed; [`MapError::Corrupt`] when
+    /// a changed node's slot is empty.
+    pub fn finish(mut self) -> Result<Sealed, MapError<S::Error>> {
         if self.failed {
             return Err(MapError::BatchFailed);
         }
-        let mut dirty: Vec<(Vec<u8>, Tile)> = self
+        let mut changed: Vec<TileId> = self
             .tiles
-            .into_iter()
-            .filter(|(_, cached)| cached.dirty)
-            .map(|(id, cached)| (id, cached.tile))
+            .iter()
+            .filter(|(_, cached)| cached.dirty != 0)
+            .map(|(id, _)| *id)
             .collect();
-        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (id, tile) in &dirty {
-            self.store
-                .put(id, &tile.encode())
-                .map_err(MapError::Store)?;
+        // Deepest first, so that a tile's children are hashed before it.
+        changed.sort_unstable_by(|a, b| b.top.cmp(&a.top).then(a.path.cmp(&b.path)));
+        let mut tops: HashMap<TileId, Hash> = HashMap::with_capacity(changed.len());
+        let mut out = Vec::with_capacity(changed.len());
+        for id in changed {
+            let Some(cached) = self.tiles.remove(&id) else {
+                continue;
+            };
+            let CachedTile { mut tile, dirty } = cached;
+            let mut hashes = [EMPTY; TILE_SLOTS];
+            for slot in (0..TILE_SLOTS).rev() {
+                if dirty & (1 << slot) == 0 {
+                    continue;
+                }
+                let node = match tile.node(slot) {
+                    Some(Node::Inner { left, right }) => {
+                        let side = |right_side: bool, stored: Hash| -> Hash {
+                            if slot < TILE_SLOTS / 2 {
+                                let child = 2 * slot + 1 + usize::from(right_side);
+                                if dirty & (1 << child) != 0 {
+                                    return hashes.get(child).copied().unwrap_or(stored);
+                                }
+                            } else if let Some(hash) = tops.get(&id.child(slot, right_side)) {
+                                return *hash;
+                            }
+                            stored
+                        };
+                        Node::Inner {
+                            left: side(false, left),
+                            right: side(true, right),
+                        }
+                    }
+                    Some(leaf @ Node::Leaf { .. }) => leaf,
+                    None => return Err(MapError::Corrupt("a changed map node is missing")),
+                };
+                tile.set(slot, node);
+                if let Some(hash) = hashes.get_mut(slot) {
+                    *hash = node.hash();
+                }
+            }
+            if dirty & 1 != 0 {
+                tops.insert(id, hashes[0]);
+            }
+            out.push((id, tile));
         }
-        Ok(dirty.len())
+        let root_id = TileId::on_path(&[0; 32], 0);
+        let root = match tops.get(&root_id) {
+            Some(root) => *root,
+            None => {
+                let tile = match self.front.and_then(|front| front.tiles.get(&root_id)) {
+                    Some(tile) => tile.clone(),
+                    None => read_tile(self.store, &self.prefix, &root_id)?,
+                };
+                tile.node(0).map_or(EMPTY, |node| node.hash())
+            }
+        };
+        out.sort_unstable_by_key(|a| a.0);
+        Ok(Sealed { root, tiles: out })
     }
 }
 
 /// Sets `key` to `value` in the map stored under `prefix` and returns the new root: a
-/// [`Batch`] of one. Reads and writes the tiles on `key`'s path only.
+/// [`Batch`] of one, written at once. Reads and writes the tiles on `key`'s path only.
 ///
 /// # Errors
 ///
@@ -623,10 +820,12 @@ pub fn update<S: NodeWrite>(
     key: &MapKey,
     value: &Hash,
 ) -> Result<Hash, MapError<S::Error>> {
-    let mut batch = Batch::new(store, prefix);
-    let root = batch.update(key, value)?;
-    batch.finish()?;
-    Ok(root)
+    let sealed = {
+        let mut batch = Batch::new(&*store, prefix);
+        batch.update(key, value)?;
+        batch.finish()?
+    };
+    sealed.write(store, prefix)
 }
 
 /// The proof for `key` in the map stored under `prefix`, and the root it leads to (the stored
@@ -641,12 +840,31 @@ pub fn prove<S: NodeRead>(
     prefix: &[u8],
     key: &MapKey,
 ) -> Result<(MapProof, Hash), MapError<S::Error>> {
+    prove_over(store, prefix, None, key)
+}
+
+/// [`prove`] for a map whose newest tiles are `front`'s where it holds them, the store's
+/// otherwise.
+///
+/// # Errors
+///
+/// As [`update`].
+pub fn prove_over<S: NodeRead>(
+    store: &S,
+    prefix: &[u8],
+    front: Option<&TileCache>,
+    key: &MapKey,
+) -> Result<(MapProof, Hash), MapError<S::Error>> {
     let mut siblings = Vec::new();
     let mut tile = Tile::EMPTY;
     let terminal = loop {
         let depth = siblings.len();
         if depth % TILE_LEVELS == 0 {
-            tile = read_tile(store, prefix, key, depth)?;
+            let id = TileId::on_path(key, depth);
+            tile = match front.and_then(|front| front.tiles.get(&id)) {
+                Some(held) => held.clone(),
+                None => read_tile(store, prefix, &id)?,
+            };
         }
         match tile.node(tile_slot(key, depth)) {
             Some(Node::Inner { left, right }) => {

@@ -24,7 +24,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/layout` | 8-byte big-endian [`LAYOUT_VERSION`], written with the first event |
+//! | `meta/layout` | 8-byte big-endian [`LAYOUT_VERSION`], written with the first event (a state of layout [`OLDEST_LAYOUT_READ`] is rewritten to the current one by the subject map's first journal record) |
 //! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
 //! | `meta/dir` | 8-byte big-endian leaf index of the last directory event (directory version) |
 //! | `dirlog/<8-byte BE index>` | the key of the directory record that event changed |
@@ -66,7 +66,8 @@ pub use apply::{
 };
 pub use kv::{KvError, KvPairs, KvRead, KvScan, KvWrite, scan_prefix};
 pub use layout::{
-    LAYOUT_VERSION, SUBJECT_PAGE_ENTRIES, is_subject_listing_key, subject_entries_prefix,
+    LAYOUT_VERSION, META_LAYOUT, OLDEST_LAYOUT_READ, SUBJECT_PAGE_ENTRIES, is_subject_listing_key,
+    subject_entries_prefix,
 };
 pub use read::{
     StateError, active_policy_set, active_policy_set_hash, check_layout, clinician,
@@ -101,6 +102,6 @@ use crate::domain::{
 #[cfg(test)]
 use crate::event::Event;
 #[cfg(test)]
-use layout::{FACILITY, META_LAST, META_LAYOUT, key, subject_key};
+use layout::{FACILITY, META_LAST, key, subject_key};
 #[cfg(test)]
 use std::collections::BTreeMap;

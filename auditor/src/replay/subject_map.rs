@@ -162,23 +162,15 @@ impl SubjectMapCheck {
         if self.changed.is_empty() || self.blind.is_some() {
             return;
         }
-        let mut batch = map::Batch::new(&mut self.nodes, PREFIX);
-        let mut root = self.root;
-        let mut written = Ok(0);
-        for (key, value) in self.changed.drain() {
-            match batch.update(&key, &value) {
-                Ok(new_root) => root = Some(new_root),
-                Err(e) => {
-                    written = Err(e);
-                    break;
-                }
+        let written = (|| {
+            let mut batch = map::Batch::new(&self.nodes, PREFIX);
+            for (key, value) in self.changed.drain() {
+                batch.update(&key, &value)?;
             }
-        }
-        if written.is_ok() {
-            written = batch.finish();
-        }
+            batch.finish()?.write(&mut self.nodes, PREFIX)
+        })();
         match written {
-            Ok(_) => self.root = root,
+            Ok(root) => self.root = Some(root),
             // INVARIANT: the store is ours and only `Batch` writes it, so it is always a
             // compact tree and an update cannot fail; were it to, the map is not compared.
             Err(_) => self.go_blind(self.last_changed, Unattributable::Unreadable),

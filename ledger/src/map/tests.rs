@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 const P: &[u8] = b"m/";
@@ -15,6 +17,11 @@ fn insert_all(entries: &[(MapKey, Hash)]) -> (MemoryNodes, Hash) {
         root = update(&mut nodes, P, key, value).unwrap();
     }
     (nodes, root)
+}
+
+/// The store key of the tile at `top` on `key`'s path.
+fn tile_key(prefix: &[u8], key: &MapKey, top: usize) -> Vec<u8> {
+    TileId::on_path(key, top).store_key(prefix)
 }
 
 fn key_with_bits(bits: &[bool]) -> MapKey {
@@ -177,18 +184,23 @@ fn a_batch_writes_each_tile_it_touches_once() {
     let mut batched = MemoryNodes::default();
     let mut one_by_one = MemoryNodes::default();
     let mut counted = CountingNodes::default();
-    let mut batch = Batch::new(&mut batched, P);
-    let mut batch_root = EMPTY;
+    let mut batch = Batch::new(&batched, P);
     for (key, v) in &entries {
-        batch_root = batch.update(key, v).unwrap();
+        batch.update(key, v).unwrap();
         update(&mut one_by_one, P, key, v).unwrap();
     }
-    let written = batch.finish().unwrap();
-    let mut counting_batch = Batch::new(&mut counted, P);
+    let sealed = batch.finish().unwrap();
+    let written = sealed.changed();
+    let batch_root = sealed.write(&mut batched, P).unwrap();
+    let mut counting_batch = Batch::new(&counted, P);
     for (key, v) in &entries {
         counting_batch.update(key, v).unwrap();
     }
-    counting_batch.finish().unwrap();
+    counting_batch
+        .finish()
+        .unwrap()
+        .write(&mut counted, P)
+        .unwrap();
     assert_eq!(batch_root, root_of(&entries));
     // The same records as updating one key at a time, each tile written once.
     assert_eq!(batched.0, one_by_one.0);
@@ -268,7 +280,7 @@ proptest! {
             root = update(&mut nodes, P, key, v).unwrap();
         }
         // The last value written per key is what the store holds when keys repeat in order.
-        let mut last_written = std::collections::BTreeMap::new();
+        let mut last_written = BTreeMap::new();
         for (key, v) in &order {
             last_written.insert(*key, *v);
         }
@@ -309,12 +321,11 @@ fn keys_parting_at_a_tile_boundary_in_one_batch() {
         entries.push((b, value(2 * u8::try_from(split).unwrap() + 1)));
     }
     let mut nodes = MemoryNodes::default();
-    let mut batch = Batch::new(&mut nodes, P);
-    let mut root = EMPTY;
+    let mut batch = Batch::new(&nodes, P);
     for (key, v) in &entries {
-        root = batch.update(key, v).unwrap();
+        batch.update(key, v).unwrap();
     }
-    batch.finish().unwrap();
+    let root = batch.finish().unwrap().write(&mut nodes, P).unwrap();
     assert_eq!(root, root_of(&entries));
     for (key, v) in &entries {
         let (proof, proven) = prove(&nodes, P, key).unwrap();
@@ -372,7 +383,7 @@ fn a_failed_update_voids_the_batch() {
     let broken = tile_key(P, &broken_key, 4);
     nodes.0.get_mut(&broken).unwrap().truncate(5);
     let before = nodes.0.clone();
-    let mut batch = Batch::new(&mut nodes, P);
+    let mut batch = Batch::new(&nodes, P);
     batch.update(&other, &value(1)).unwrap();
     assert!(matches!(
         batch.update(&broken_key, &value(2)),
@@ -384,4 +395,88 @@ fn a_failed_update_voids_the_batch() {
     ));
     assert!(matches!(batch.finish(), Err(MapError::BatchFailed)));
     assert_eq!(nodes.0, before);
+}
+
+/// The entries of `(key, value)` pairs where a later value of a key replaces an earlier one.
+fn last_values(updates: &[(MapKey, Hash)]) -> Vec<(MapKey, Hash)> {
+    let mut last = BTreeMap::new();
+    for (key, v) in updates {
+        last.insert(*key, *v);
+    }
+    last.into_iter().collect()
+}
+
+#[test]
+fn a_batch_hashes_each_changed_node_once_and_agrees_with_key_by_key_updates() {
+    // Keys that repeat within a batch, keys that split a leaf another update of the same batch
+    // just placed, and batches on top of earlier ones.
+    let mut rng_state = 7u64;
+    let mut next = || {
+        rng_state = rng_state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        rng_state
+    };
+    let mut nodes = MemoryNodes::default();
+    let mut one_by_one = MemoryNodes::default();
+    let mut all = Vec::new();
+    for round in 0..6u8 {
+        let mut batch = Batch::new(&nodes, P);
+        for i in 0..150u8 {
+            // Half the keys new, half repeats of earlier ones (several within this batch).
+            let pick = next();
+            let key: MapKey = if pick % 2 == 0 || all.is_empty() {
+                Sha256::digest(pick.to_be_bytes()).into()
+            } else {
+                let earlier: &(MapKey, Hash) = &all[usize::try_from(pick / 2).unwrap() % all.len()];
+                earlier.0
+            };
+            let v = Hash(Sha256::digest([round, i]).into());
+            batch.update(&key, &v).unwrap();
+            update(&mut one_by_one, P, &key, &v).unwrap();
+            all.push((key, v));
+        }
+        let root = batch.finish().unwrap().write(&mut nodes, P).unwrap();
+        assert_eq!(root, root_of(&last_values(&all)), "round {round}");
+        assert_eq!(nodes.0, one_by_one.0, "round {round}");
+    }
+}
+
+#[test]
+fn a_batch_over_a_cache_reads_the_cache_first_and_writes_nothing() {
+    let entries: Vec<(MapKey, Hash)> = (0..300u16)
+        .map(|i| (Sha256::digest(i.to_be_bytes()).into(), Hash([1; 32])))
+        .collect();
+    let (first, rest) = entries.split_at(100);
+    let (stored, _) = insert_all(first);
+    let before = stored.0.clone();
+    let mut cache = TileCache::default();
+    let mut root = EMPTY;
+    for chunk in rest.chunks(50) {
+        let mut batch = Batch::over(&stored, P, &cache);
+        for (key, v) in chunk {
+            batch.update(key, v).unwrap();
+        }
+        let sealed = batch.finish().unwrap();
+        root = sealed.into_cache(&mut cache);
+    }
+    // Nothing reached the store; the cache and the store together are the whole map.
+    assert_eq!(stored.0, before);
+    assert_eq!(root, root_of(&entries));
+    for (key, v) in &entries {
+        let (proof, proven) = prove_over(&stored, P, Some(&cache), key).unwrap();
+        assert_eq!(proven, root);
+        assert_eq!(proof.verify(&root, key), Ok(Some(*v)));
+    }
+    // Writing the cache out gives the store the map.
+    let mut written = stored.clone();
+    for (key, record) in cache.encoded(P) {
+        written.put(&key, &record).unwrap();
+    }
+    assert_eq!(written.0, insert_all(&entries).0.0);
+    let (_, proven) = prove(&written, P, &entries[0].0).unwrap();
+    assert_eq!(proven, root);
+    // An empty batch over the cache reports the cache's root.
+    let sealed = Batch::over(&stored, P, &cache).finish().unwrap();
+    assert_eq!((sealed.root(), sealed.changed()), (root, 0));
 }

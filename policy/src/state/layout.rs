@@ -12,8 +12,15 @@ use super::read::StateError;
 pub const SUBJECT_PAGE_ENTRIES: u64 = 32;
 
 /// The version of the key layout above. Version 1 (no `meta/layout` key) listed a patient's
-/// entries one key per entry.
-pub const LAYOUT_VERSION: u64 = 2;
+/// entries one key per entry. Version 2 always held the subject map's tiles written out;
+/// version 3 adds the map's journal (`map/j/…`, the server's subject map): its tiles may be
+/// written behind the journal, so a build that reads only version 2 must not open it.
+pub const LAYOUT_VERSION: u64 = 3;
+
+/// The oldest layout this code opens as it is: version 2 differs from 3 only by having no map
+/// journal yet, and becomes version 3 with the first journal record
+/// ([`META_LAYOUT`] is rewritten in the same batch).
+pub const OLDEST_LAYOUT_READ: u64 = 2;
 
 /// The key prefix under which the patient's entry listing is paged: `subj/<pseudonym>/e/`
 /// followed by the 8-byte big-endian page number.
@@ -36,7 +43,8 @@ pub fn is_subject_listing_key(key: &[u8]) -> bool {
 }
 
 pub(super) const META_LAST: &[u8] = b"meta/last";
-pub(super) const META_LAYOUT: &[u8] = b"meta/layout";
+/// The state key of the layout version: 8 bytes, big-endian.
+pub const META_LAYOUT: &[u8] = b"meta/layout";
 pub(super) const META_DIRECTORY: &[u8] = b"meta/dir";
 pub(super) const DIRECTORY_LOG: &[u8] = b"dirlog/";
 pub(super) const ORG: &[u8] = b"dir/org/";

@@ -13,8 +13,8 @@ use crate::domain::{
 use super::kv::{KvError, KvRead, KvScan, scan_prefix};
 use super::layout::{
     CLINICIAN, CONSENT, DIRECTORY_LOG, FACILITY, FACILITY_PATIENTS, GROUP, GROUP_PATIENTS,
-    LAYOUT_VERSION, META_DIRECTORY, META_LAST, META_LAYOUT, ORG, POLICY_ACTIVE, POLICY_ACTIVE_HASH,
-    POLICY_PENDING, get_json, key,
+    LAYOUT_VERSION, META_DIRECTORY, META_LAST, META_LAYOUT, OLDEST_LAYOUT_READ, ORG, POLICY_ACTIVE,
+    POLICY_ACTIVE_HASH, POLICY_PENDING, get_json, key,
 };
 use super::prefix_end;
 use super::records::{
@@ -50,10 +50,10 @@ pub enum StateError {
         /// The kind of record.
         what: &'static str,
     },
-    /// The state was written with another key layout (by an older server).
+    /// The state was written with another key layout (by an older or a newer server).
     #[error(
         "the derived state has key layout {found} but this server reads layout {expected}: \
-         the data dir was written by an older akashi"
+         the data dir was written by another version of akashi"
     )]
     Layout {
         /// The layout found.
@@ -348,7 +348,7 @@ pub fn check_layout(kv: &impl KvRead) -> Result<(), StateError> {
         return Ok(());
     }
     let found = read_u64(kv, META_LAYOUT, "state layout")?.unwrap_or(1);
-    if found == LAYOUT_VERSION {
+    if (OLDEST_LAYOUT_READ..=LAYOUT_VERSION).contains(&found) {
         Ok(())
     } else {
         Err(StateError::Layout {
