@@ -10,8 +10,13 @@
 //! - `plain`: the entries alone (the log without any map, as `log`'s `append_durable_sled`);
 //! - `records`: plus one ~100-byte record write per patient (what the state machine writes for
 //!   completeness whether or not the map is cheap);
-//! - `records_and_map`: plus the map — the records' value hashes written through one
-//!   `map::Batch` over the log's state, its tiles and root in the batch's writes.
+//! - `records_and_map`: plus the map written through — the records' value hashes put through
+//!   one `map::Batch` over the log's state, its changed tiles and root in the batch's writes;
+//! - `records_and_journal`: plus the map as the server keeps it — the same `map::Batch`, read
+//!   over the tiles held in memory (`map::TileCache`), the batch's updates written as one
+//!   journal record (64 bytes a patient) and its tiles kept in memory, all of them written out
+//!   (and the journal deleted) by the batch that passes 32,768 held tiles or 65,536 journaled
+//!   updates, so the write-outs are inside the measurement.
 //!
 //! Sizes: 1,000 patients, and `AKASHI_BENCH_MAP_APPEND_KEYS` (default 100,000; 0 skips it).
 //! Building a map is setup, through the same path in batches of 1,000, and not measured. Every
@@ -41,7 +46,7 @@ use ledger::{
     conformance,
     hash::Hash,
     log::{Log, NewEntry, StateWrite},
-    map::{self, MapKey, NodeRead, NodeWrite},
+    map::{self, MapKey, NodeRead, NodeWrite, TileCache},
     note::NoteSigner,
     store::{SledOptions, SledStore, StoreError},
 };
@@ -53,6 +58,18 @@ const BATCH: u64 = 1_000;
 const NODES: &[u8] = b"map/n/";
 const ROOT: &[u8] = b"map/root";
 const RECORDS: &[u8] = b"map/s/";
+const JOURNAL: &[u8] = b"map/j/";
+/// The server's write-behind limits.
+const HELD_TILES: usize = 32_768;
+const JOURNAL_UPDATES: usize = 65_536;
+
+/// The tiles held in front of the stored ones and the journal since they were last written out.
+#[derive(Default)]
+struct Front {
+    tiles: TileCache,
+    journal: Vec<Vec<u8>>,
+    journaled: usize,
+}
 
 /// The log of a data dir as the server opens it: sled in `ledger/`, anchored beside it.
 fn open(dir: &std::path::Path) -> Log {
@@ -116,11 +133,19 @@ enum Variant {
     Plain,
     Records,
     RecordsAndMap,
+    RecordsAndJournal,
 }
 
 /// One batch about the patients `patients`, appended durably; returns the map root it commits
 /// to (the previous one for the variants without the map).
-fn append(log: &Log, variant: Variant, patients: &[u64], version: u64, root: Hash) -> Hash {
+fn append(
+    log: &Log,
+    front: &mut Front,
+    variant: Variant,
+    patients: &[u64],
+    version: u64,
+    root: Hash,
+) -> Hash {
     let entries: Vec<NewEntry> = patients
         .iter()
         .map(|&i| conformance::test_entry(i))
@@ -162,6 +187,55 @@ fn append(log: &Log, variant: Variant, patients: &[u64], version: u64, root: Has
             .to_line(),
         );
     }
+    if variant == Variant::RecordsAndJournal {
+        let nodes = LogNodes {
+            log,
+            writes: BTreeMap::new(),
+        };
+        let mut batch = map::Batch::over(&nodes, NODES, &front.tiles);
+        for &i in patients {
+            batch.update(&key(i), &value(i, version)).unwrap();
+        }
+        let sealed = batch.finish().unwrap();
+        root = sealed.root();
+        if front.tiles.len() + sealed.changed() > HELD_TILES
+            || front.journaled + patients.len() > JOURNAL_UPDATES
+        {
+            for (k, v) in front.tiles.encoded(NODES) {
+                writes.push(StateWrite::Put(k, v));
+            }
+            for (k, v) in sealed.encoded(NODES) {
+                writes.push(StateWrite::Put(k, v));
+            }
+            for k in front.journal.drain(..) {
+                writes.push(StateWrite::Delete(k));
+            }
+            front.tiles.clear();
+            front.journaled = 0;
+        } else {
+            let mut record = Vec::with_capacity(patients.len() * 64);
+            for &i in patients {
+                record.extend_from_slice(&key(i));
+                record.extend_from_slice(&value(i, version).0);
+            }
+            let mut k = JOURNAL.to_vec();
+            k.extend_from_slice(&log.size().get().to_be_bytes());
+            writes.push(StateWrite::Put(k.clone(), record));
+            front.journal.push(k);
+            front.journaled += patients.len();
+            sealed.into_cache(&mut front.tiles);
+        }
+        let mut stored = log.size().get().to_be_bytes().to_vec();
+        stored.extend_from_slice(&root.0);
+        writes.push(StateWrite::Put(ROOT.to_vec(), stored));
+        extensions.push(
+            MapCommitment {
+                vrf_key: [7; 32],
+                root,
+            }
+            .to_line(),
+        );
+    }
     let staged = log.stage_batch_with(&entries, writes, extensions).unwrap();
     let committed = log.finish_batch(staged).unwrap();
     assert_eq!(committed.leaf_hashes.len(), patients.len());
@@ -176,7 +250,14 @@ fn build(log: &Log, n: u64) -> Hash {
     while i < n {
         let end = (i + BATCH).min(n);
         let patients: Vec<u64> = (i..end).collect();
-        root = append(log, Variant::RecordsAndMap, &patients, 0, root);
+        root = append(
+            log,
+            &mut Front::default(),
+            Variant::RecordsAndMap,
+            &patients,
+            0,
+            root,
+        );
         i = end;
     }
     eprintln!(
@@ -196,10 +277,12 @@ fn appends_at(c: &mut Criterion, n: u64) {
         .throughput(Throughput::Elements(BATCH));
     let mut j = 0u64;
     let mut version = 0u64;
+    let mut front = Front::default();
     for (name, variant) in [
         ("plain", Variant::Plain),
         ("records", Variant::Records),
         ("records_and_map", Variant::RecordsAndMap),
+        ("records_and_journal", Variant::RecordsAndJournal),
     ] {
         group.bench_function(format!("batch_{BATCH}/{name}"), |b| {
             b.iter(|| {
@@ -214,7 +297,7 @@ fn appends_at(c: &mut Criterion, n: u64) {
                     .collect();
                 patients.sort_unstable();
                 patients.dedup();
-                root = append(&log, variant, &patients, version, root);
+                root = append(&log, &mut front, variant, &patients, version, root);
                 black_box(root);
             });
         });
@@ -225,7 +308,7 @@ fn appends_at(c: &mut Criterion, n: u64) {
         log: &log,
         writes: BTreeMap::new(),
     };
-    let (_, proven) = map::prove(&nodes, NODES, &key(0)).unwrap();
+    let (_, proven) = map::prove_over(&nodes, NODES, Some(&front.tiles), &key(0)).unwrap();
     assert_eq!(proven, root);
 }
 
