@@ -253,15 +253,13 @@ pub struct MapWriter {
 }
 
 /// A sealed batch's effect on the writer, waiting for the batch to be staged.
-enum Pending {
-    /// The batch's tiles join the held ones; its journal record (key, updates) joins the
-    /// journal.
-    Hold {
-        sealed: map::Sealed,
-        journal: Option<(Vec<u8>, usize)>,
-    },
-    /// The batch wrote every held tile out and deleted the journal.
-    WroteOut,
+struct Pending {
+    /// The batch's tiles, to join the held ones.
+    sealed: map::Sealed,
+    /// Its journal record (key, updates), to join the journal.
+    journal: Option<(Vec<u8>, usize)>,
+    /// It wrote the tiles held before it out and deleted the journal before it.
+    wrote_out: bool,
 }
 
 impl std::fmt::Debug for MapWriter {
@@ -369,17 +367,36 @@ impl MapWriter {
                 journal.push(key);
             }
         }
-        if let Some(root) = root {
-            let stored = log
-                .state_get(ROOT)
-                .map_err(|e| format!("cannot read the state: {e}"))?
-                .and_then(|bytes| decode_root(&bytes))
-                .map(|(_, root)| root);
-            if stored != Some(root) {
+        // The stored root names the map as of the newest batch that changed it, which wrote
+        // the journal's newest record (when there is one): the tiles and the journal must give
+        // exactly it.
+        let stored = log
+            .state_get(ROOT)
+            .map_err(|e| format!("cannot read the state: {e}"))?;
+        if let Some(stored) = stored {
+            let (version, stored) =
+                decode_root(&stored).ok_or("the subject map's root record is corrupt")?;
+            let root = match root {
+                Some(root) => root,
+                None => {
+                    map::prove_over(&LogNodes(&log), NODES, Some(&tiles), &[0; 32])
+                        .map_err(|e| map_error(&e))?
+                        .1
+                }
+            };
+            let newest = journal.last().map(|key: &Vec<u8>| key.get(JOURNAL.len()..));
+            let in_step = match newest {
+                Some(Some(size)) => size == version.to_be_bytes().as_slice(),
+                Some(None) => false,
+                None => true,
+            };
+            if root != stored || !in_step {
                 return Err(
                     "the subject map's stored tiles and journal do not give its stored root".into(),
                 );
             }
+        } else if root.is_some() {
+            return Err("the subject map has a journal but no root".into());
         }
         tracing::debug!(
             journal = journal.len(),
@@ -499,32 +516,29 @@ impl MapWriter {
         let write_out = !updates.is_empty()
             && (held.tiles.len() + sealed.changed() > self.limits.tiles
                 || self.journaled + updates.len() > self.limits.updates);
-        let pending = if write_out {
-            for (key, record) in held.tiles.encoded(NODES) {
-                tx.put(&key, &record);
-            }
-            // The batch's own tiles last: they replace the held ones they are newer than.
-            for (key, record) in sealed.encoded(NODES) {
-                tx.put(&key, &record);
-            }
-            for key in &self.journal {
-                tx.delete(key);
-            }
-            Pending::WroteOut
-        } else if updates.is_empty() {
-            Pending::Hold {
-                sealed,
-                journal: None,
-            }
-        } else {
+        let journal = (!updates.is_empty()).then(|| {
             let mut record = Vec::with_capacity(updates.len() * 64);
             for (k, v) in &updates {
                 record.extend_from_slice(k);
                 record.extend_from_slice(&v.0);
             }
-            let key = journal_key(tx.index().get());
-            tx.put(&key, &record);
-            if self.journal.is_empty() {
+            (journal_key(tx.index().get()), record, updates.len())
+        });
+        if write_out {
+            // The held tiles, as of the previous batch, go to the state, and the journal they
+            // cover is deleted; this batch is journaled and held like any other. Readers see
+            // the held tiles over the stored ones until the batch is staged, and they hold every
+            // tile written here, so no reader sees a half-written map.
+            for (key, record) in held.tiles.encoded(NODES) {
+                tx.put(&key, &record);
+            }
+            for key in &self.journal {
+                tx.delete(key);
+            }
+        }
+        if let Some((key, record, _)) = &journal {
+            tx.put(key, record);
+            if self.journal.is_empty() || write_out {
                 // A state of layout 2 has no journal: say that this one may hold one, so that a
                 // server that would ignore it refuses the state.
                 tx.put(
@@ -532,10 +546,11 @@ impl MapWriter {
                     &policy::state::LAYOUT_VERSION.to_be_bytes(),
                 );
             }
-            Pending::Hold {
-                sealed,
-                journal: Some((key, updates.len())),
-            }
+        }
+        let pending = Pending {
+            sealed,
+            journal: journal.map(|(key, _, updates)| (key, updates)),
+            wrote_out: write_out,
         };
         drop(front);
         if !updates.is_empty() || first {
@@ -553,8 +568,8 @@ impl MapWriter {
         ])
     }
 
-    /// The sealed batch was staged (its state writes are visible): its tiles join the held ones,
-    /// or, when it wrote them all out, none is held any more.
+    /// The sealed batch was staged (its state writes are visible): its tiles join the held ones
+    /// (which are dropped first when it wrote them out).
     pub fn committed(&mut self) {
         let Some(pending) = self.pending.take() else {
             return;
@@ -567,19 +582,15 @@ impl MapWriter {
             self.stale = true;
             return;
         };
-        match pending {
-            Pending::WroteOut => {
-                held.tiles.clear();
-                self.journal.clear();
-                self.journaled = 0;
-            }
-            Pending::Hold { sealed, journal } => {
-                sealed.into_cache(&mut held.tiles);
-                if let Some((key, updates)) = journal {
-                    self.journal.push(key);
-                    self.journaled += updates;
-                }
-            }
+        if pending.wrote_out {
+            held.tiles.clear();
+            self.journal.clear();
+            self.journaled = 0;
+        }
+        pending.sealed.into_cache(&mut held.tiles);
+        if let Some((key, updates)) = pending.journal {
+            self.journal.push(key);
+            self.journaled += updates;
         }
     }
 
@@ -673,18 +684,17 @@ pub async fn prove(
         };
         let (version, root) = decode_root(&bytes)
             .ok_or(Error::Internal("the subject map's root record is corrupt"))?;
-        let read = {
-            let front = key
-                .front
-                .0
-                .read()
-                .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?;
-            let held = front
-                .as_ref()
-                .filter(|held| held.log == log_id(log))
-                .map(|held| &held.tiles);
-            map::prove_over(&LogNodes(log), NODES, held, &map_key)
-        };
+        // The held tiles on the patient's path, copied out: the store is read without the
+        // lock, which the writer needs once per batch.
+        let held = key
+            .front
+            .0
+            .read()
+            .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?
+            .as_ref()
+            .filter(|held| held.log == log_id(log))
+            .map(|held| held.tiles.on_path(&map_key));
+        let read = map::prove_over(&LogNodes(log), NODES, held.as_ref(), &map_key);
         let (proof, proven) = read.map_err(|e| match e {
             MapError::Store(e) => unavailable(e),
             _ => Error::Internal("the stored subject map is corrupt"),

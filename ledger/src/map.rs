@@ -518,6 +518,20 @@ impl TileCache {
             .collect()
     }
 
+    /// The held tiles on `key`'s path: everything a proof of `key` reads from the cache, so that
+    /// a prover can copy them out and read the store without holding the cache.
+    #[must_use]
+    pub fn on_path(&self, key: &MapKey) -> TileCache {
+        let tiles = (0..=KEY_BITS)
+            .step_by(TILE_LEVELS)
+            .filter_map(|top| {
+                let id = TileId::on_path(key, top);
+                self.tiles.get(&id).map(|tile| (id, tile.clone()))
+            })
+            .collect();
+        TileCache { tiles }
+    }
+
     /// Forgets every tile.
     pub fn clear(&mut self) {
         self.tiles.clear();
