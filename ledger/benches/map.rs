@@ -41,7 +41,9 @@ use ledger::{
     store::{SledOptions, SledStore, Store as _, StoreError},
     vrf::VrfSecretKey,
 };
-use sha2::{Digest as _, Sha256};
+#[path = "support/map_keys.rs"]
+mod map_keys;
+use map_keys::{key, spread, value};
 
 /// The prefix the server keeps its map's nodes under (`src/subject_map.rs`).
 const PREFIX: &[u8] = b"map/n/";
@@ -80,31 +82,6 @@ impl NodeWrite for SledNodes<'_> {
         self.puts += 1;
         self.store.put(key, value)
     }
-}
-
-/// Patient `i`'s map key: uniform, derived from `i` so that none need be kept in memory.
-fn key(i: u64) -> MapKey {
-    Sha256::new()
-        .chain_update(b"akashi bench map key\0")
-        .chain_update(i.to_be_bytes())
-        .finalize()
-        .into()
-}
-
-/// A record value for patient `i` at version `v`.
-fn value(i: u64, v: u64) -> Hash {
-    Hash(
-        Sha256::new()
-            .chain_update(i.to_be_bytes())
-            .chain_update(v.to_be_bytes())
-            .finalize()
-            .into(),
-    )
-}
-
-/// A scattered sequence over `0..n` (multiplicative hashing).
-fn spread(j: u64, n: u64) -> u64 {
-    j.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).

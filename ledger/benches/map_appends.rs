@@ -46,11 +46,13 @@ use ledger::{
     conformance,
     hash::Hash,
     log::{Log, NewEntry, StateWrite},
-    map::{self, MapKey, NodeRead, NodeWrite, TileCache},
+    map::{self, NodeRead, NodeWrite, TileCache},
     note::NoteSigner,
     store::{SledOptions, SledStore, StoreError},
 };
-use sha2::{Digest as _, Sha256};
+#[path = "support/map_keys.rs"]
+mod map_keys;
+use map_keys::{key, spread, value};
 
 /// Entries (and distinct patients) per batch.
 const BATCH: u64 = 1_000;
@@ -79,31 +81,6 @@ fn open(dir: &std::path::Path) -> Log {
     Log::open_anchored(Arc::new(store), signer, anchor).unwrap()
 }
 
-/// Patient `i`'s map key: uniform, as VRF-derived keys are.
-fn key(i: u64) -> MapKey {
-    Sha256::new()
-        .chain_update(b"akashi bench map key\0")
-        .chain_update(i.to_be_bytes())
-        .finalize()
-        .into()
-}
-
-/// Patient `i`'s record value at version `v`.
-fn value(i: u64, v: u64) -> Hash {
-    Hash(
-        Sha256::new()
-            .chain_update(i.to_be_bytes())
-            .chain_update(v.to_be_bytes())
-            .finalize()
-            .into(),
-    )
-}
-
-/// A scattered sequence over `0..n`.
-fn spread(j: u64, n: u64) -> u64 {
-    j.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
-}
-
 /// Map tiles read from the log's state and written into the batch's state writes.
 struct LogNodes<'a> {
     log: &'a Log,
@@ -125,6 +102,20 @@ impl NodeWrite for LogNodes<'_> {
         self.writes.insert(key.to_vec(), value.to_vec());
         Ok(())
     }
+}
+
+/// The batch's map root: stored beside the tree size, and its checkpoint's extension line.
+fn commit_root(log: &Log, root: &Hash, writes: &mut Vec<StateWrite>, extensions: &mut Vec<String>) {
+    let mut stored = log.size().get().to_be_bytes().to_vec();
+    stored.extend_from_slice(&root.0);
+    writes.push(StateWrite::Put(ROOT.to_vec(), stored));
+    extensions.push(
+        MapCommitment {
+            vrf_key: [7; 32],
+            root: *root,
+        }
+        .to_line(),
+    );
 }
 
 /// What a batch writes beside its entries.
@@ -175,17 +166,8 @@ fn append(
         }
         let sealed = batch.finish().unwrap();
         root = sealed.write(&mut nodes, NODES).unwrap();
-        let mut stored = log.size().get().to_be_bytes().to_vec();
-        stored.extend_from_slice(&root.0);
         writes.extend(nodes.writes.into_iter().map(|(k, v)| StateWrite::Put(k, v)));
-        writes.push(StateWrite::Put(ROOT.to_vec(), stored));
-        extensions.push(
-            MapCommitment {
-                vrf_key: [7; 32],
-                root,
-            }
-            .to_line(),
-        );
+        commit_root(log, &root, &mut writes, &mut extensions);
     }
     if variant == Variant::RecordsAndJournal {
         let nodes = LogNodes {
@@ -222,16 +204,7 @@ fn append(
         front.journal.push(k);
         front.journaled += patients.len();
         sealed.into_cache(&mut front.tiles);
-        let mut stored = log.size().get().to_be_bytes().to_vec();
-        stored.extend_from_slice(&root.0);
-        writes.push(StateWrite::Put(ROOT.to_vec(), stored));
-        extensions.push(
-            MapCommitment {
-                vrf_key: [7; 32],
-                root,
-            }
-            .to_line(),
-        );
+        commit_root(log, &root, &mut writes, &mut extensions);
     }
     let staged = log.stage_batch_with(&entries, writes, extensions).unwrap();
     let committed = log.finish_batch(staged).unwrap();
