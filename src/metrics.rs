@@ -72,6 +72,8 @@ pub struct Metrics {
     health: OnceLock<Health>,
     /// The PostgreSQL store's lease, when the log is on PostgreSQL.
     store_lease: OnceLock<Arc<ledger::store::PostgresStore>>,
+    /// The subject map's key, whose writer's write-behind is reported, when the log keeps one.
+    subject_map: OnceLock<crate::subject_map::SubjectMapKey>,
 }
 
 /// What `/metrics` reads about the store's and the witnesses' health.
@@ -192,12 +194,57 @@ impl Metrics {
             decisions: OnceLock::new(),
             health: OnceLock::new(),
             store_lease: OnceLock::new(),
+            subject_map: OnceLock::new(),
         }
     }
 
     /// Reports the lease of the PostgreSQL store the log is on (set once, by the server).
     pub fn watch_store_lease(&self, store: Arc<ledger::store::PostgresStore>) {
         let _ = self.store_lease.set(store);
+    }
+
+    /// Reports the subject map's write-behind (set once, by the server, when the log keeps a
+    /// map).
+    pub fn watch_subject_map(&self, key: crate::subject_map::SubjectMapKey) {
+        let _ = self.subject_map.set(key);
+    }
+
+    fn render_subject_map(&self, out: &mut String) {
+        let Some(key) = self.subject_map.get() else {
+            return;
+        };
+        let stats = key.write_behind();
+        header(
+            out,
+            "akashi_subject_map_held_tiles",
+            "gauge",
+            "Tiles of the subject map held in memory, newer than the stored ones (about 1 KB \
+             each; written out past a fixed bound).",
+        );
+        let _ = writeln!(out, "akashi_subject_map_held_tiles {}", stats.held_tiles);
+        header(
+            out,
+            "akashi_subject_map_journal_updates",
+            "gauge",
+            "Subject-map updates journaled since the tiles were last written out: what a start \
+             replays.",
+        );
+        let _ = writeln!(
+            out,
+            "akashi_subject_map_journal_updates {}",
+            stats.journaled
+        );
+        header(
+            out,
+            "akashi_subject_map_write_outs_total",
+            "counter",
+            "Batches that wrote the held subject-map tiles out to the store.",
+        );
+        let _ = writeln!(
+            out,
+            "akashi_subject_map_write_outs_total {}",
+            stats.write_outs
+        );
     }
 
     fn render_store_lease(&self, out: &mut String) {
@@ -458,6 +505,7 @@ impl Metrics {
             }
         }
         self.render_store_lease(&mut out);
+        self.render_subject_map(&mut out);
         if let Some(health) = self.health.get() {
             health.render(&mut out);
         }

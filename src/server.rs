@@ -180,6 +180,9 @@ impl Server {
         let map_key = keys.subject_map_key.clone().map(SubjectMapKey::new);
         let machine = DomainStateMachine::new(log.clone())?.with_subject_map(map_key.as_ref())?;
         let map_key = map_key.filter(|_| machine.keeps_subject_map());
+        if let Some(key) = &map_key {
+            metrics.watch_subject_map(key.clone());
+        }
         let decisions = machine.decisions();
         metrics.watch_decisions(decisions.clone());
         let sequencer =

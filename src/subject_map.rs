@@ -27,7 +27,10 @@
 //! is read again.
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -126,9 +129,29 @@ impl Default for WriteBehind {
     }
 }
 
-/// The writer's tiles not yet written out, for the log they belong to.
+/// The writer's tiles not yet written out, for the log they belong to, and what `/metrics`
+/// says of them.
 #[derive(Default)]
-struct Front(RwLock<Option<FrontTiles>>);
+struct Front(RwLock<Option<FrontTiles>>, FrontStats);
+
+/// Counters of the writer's write-behind, set by the writer as each batch is staged.
+#[derive(Default)]
+struct FrontStats {
+    held_tiles: AtomicU64,
+    journaled: AtomicU64,
+    write_outs: AtomicU64,
+}
+
+/// The subject map's write-behind as `/metrics` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteBehindStats {
+    /// Tiles held in memory, newer than the stored ones.
+    pub held_tiles: u64,
+    /// Map updates in the journal since the tiles were last written out.
+    pub journaled: u64,
+    /// Batches that wrote the held tiles out since the server started.
+    pub write_outs: u64,
+}
 
 struct FrontTiles {
     /// The address of the [`Log`] whose writer holds them: a proof for another log (the server
@@ -141,6 +164,16 @@ fn log_id(log: &Log) -> usize {
     std::ptr::from_ref(log) as usize
 }
 
+impl std::fmt::Debug for SubjectMapKey {
+    // Never the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectMapKey")
+            .field("limits", &self.limits)
+            .field("write_behind", &self.write_behind())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SubjectMapKey {
     /// Wraps a key.
     pub fn new(key: VrfSecretKey) -> Self {
@@ -148,6 +181,17 @@ impl SubjectMapKey {
             vrf: Arc::new(key),
             front: Arc::default(),
             limits: WriteBehind::default(),
+        }
+    }
+
+    /// What the map's writer holds now (zeros before it opened).
+    #[must_use]
+    pub fn write_behind(&self) -> WriteBehindStats {
+        let stats = &self.front.1;
+        WriteBehindStats {
+            held_tiles: stats.held_tiles.load(Ordering::Relaxed),
+            journaled: stats.journaled.load(Ordering::Relaxed),
+            write_outs: stats.write_outs.load(Ordering::Relaxed),
         }
     }
 
@@ -404,6 +448,11 @@ impl MapWriter {
             tiles = tiles.len(),
             "subject map: journal replayed over the stored tiles"
         );
+        let stats = &self.front.1;
+        stats
+            .held_tiles
+            .store(tiles.len() as u64, Ordering::Relaxed);
+        stats.journaled.store(journaled as u64, Ordering::Relaxed);
         *self
             .front
             .0
@@ -591,6 +640,16 @@ impl MapWriter {
         if let Some((key, updates)) = pending.journal {
             self.journal.push(key);
             self.journaled += updates;
+        }
+        let stats = &self.front.1;
+        stats
+            .held_tiles
+            .store(held.tiles.len() as u64, Ordering::Relaxed);
+        stats
+            .journaled
+            .store(self.journaled as u64, Ordering::Relaxed);
+        if pending.wrote_out {
+            stats.write_outs.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -221,6 +221,9 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
     // A few patients: everything is held, nothing written out yet.
     world.grant(0..5, 0).await;
     assert!(world.state_under(NODES).is_empty(), "no tile written yet");
+    let stats = world.key.write_behind();
+    assert_eq!(stats.write_outs, 0);
+    assert!(stats.held_tiles > 0);
     assert!(!world.state_under(JOURNAL).is_empty());
     assert_eq!(world.committed_root(), world.root_from_records());
     world.check_proof(3, true).await;
@@ -240,6 +243,9 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
         .iter()
         .map(|(_, v)| v.len() / 64)
         .sum();
+    let stats = world.key.write_behind();
+    assert!(stats.write_outs > 0);
+    assert_eq!(stats.journaled, journaled as u64);
     // At most the limit, plus the batch that crossed it (one round's patients at most).
     assert!(
         journaled <= LIMITS.updates + 150,
