@@ -154,14 +154,18 @@ pub struct WriteBehindStats {
 }
 
 struct FrontTiles {
-    /// The address of the [`Log`] whose writer holds them: a proof for another log (the server
-    /// reopened it) does not read them.
-    log: usize,
+    /// The [`Log`] whose writer holds them: a proof for another log (the server reopened it)
+    /// does not read them.
+    log: std::sync::Weak<Log>,
     tiles: TileCache,
 }
 
-fn log_id(log: &Log) -> usize {
-    std::ptr::from_ref(log) as usize
+impl FrontTiles {
+    fn of(&self, log: &Log) -> bool {
+        self.log
+            .upgrade()
+            .is_some_and(|ours| std::ptr::eq(Arc::as_ptr(&ours), log))
+    }
 }
 
 impl std::fmt::Debug for SubjectMapKey {
@@ -375,7 +379,7 @@ impl MapWriter {
     /// checked against the stored root. On failure nothing is held.
     fn reload(&mut self) -> Result<(), String> {
         let log = Arc::clone(&self.log);
-        let id = log_id(&log);
+        let id = Arc::downgrade(&log);
         // Proofs must not read what this writer held before: drop it first.
         *self
             .front
@@ -751,7 +755,7 @@ pub async fn prove(
             .read()
             .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?
             .as_ref()
-            .filter(|held| held.log == log_id(log))
+            .filter(|held| held.of(log))
             .map(|held| held.tiles.on_path(&map_key));
         let read = map::prove_over(&LogNodes(log), NODES, held.as_ref(), &map_key);
         let (proof, proven) = read.map_err(|e| match e {
