@@ -953,4 +953,4 @@ impl policy::state::KvScan for LogKv<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

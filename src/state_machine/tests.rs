@@ -52,8 +52,13 @@ fn research_request(subject: SubjectId) -> Request {
 }
 
 fn grant(subject: SubjectId) -> Command {
+    research_grant("c_test", subject)
+}
+
+/// A research consent with id `id` from `subject` to the university `uni`.
+pub(crate) fn research_grant(id: &str, subject: SubjectId) -> Command {
     Command::Grant(Consent {
-        id: ConsentId::new("c_test").unwrap(),
+        id: ConsentId::new(id).unwrap(),
         subject,
         purposes: vec![Purpose::Research],
         data_categories: vec!["clinical".parse().unwrap()],

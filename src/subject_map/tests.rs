@@ -19,17 +19,14 @@ use ledger::{
     vrf::VrfSecretKey,
 };
 use policy::{
-    domain::{
-        Consent, ConsentId, Level, Name, OrgId, Organization, Purpose, RecipientClass, SubjectId,
-        Timestamp,
-    },
+    domain::{Name, OrgId, Organization, RecipientClass, SubjectId},
     engine::PolicyEngine,
     event::Event,
 };
 use sha2::{Digest as _, Sha256};
 
 use super::*;
-use crate::state_machine::{Command, DomainStateMachine, Submission};
+use crate::state_machine::{Command, DomainStateMachine, Submission, tests::research_grant};
 
 /// Small limits, so that a few hundred patients cross them several times.
 const LIMITS: WriteBehind = WriteBehind {
@@ -112,19 +109,7 @@ impl World {
                         .key
                         .output_for(&world.log, &subject, &patient)
                         .unwrap();
-                    let command = Command::Grant(Consent {
-                        id: ConsentId::new(format!("c_{round}_{i}")).unwrap(),
-                        subject,
-                        purposes: vec![Purpose::Research],
-                        data_categories: vec!["clinical".parse().unwrap()],
-                        recipients: vec![OrgId::new("uni").unwrap()],
-                        recipient_classes: Vec::new(),
-                        max_level: Level::Pseudonymized,
-                        valid_from: None,
-                        valid_until: None,
-                        granted_at: Timestamp::now(),
-                        revoked_at: None,
-                    });
+                    let command = research_grant(&format!("c_{round}_{i}"), subject);
                     world
                         .sequencer
                         .submit(Submission {
