@@ -12,7 +12,7 @@ use ledger::{
     checkpoint::SignedCheckpoint,
     conformance,
     log::Log,
-    map::{self, MapProof, Terminal},
+    map,
     note::NoteSigner,
     sequencer::{Sequencer, SequencerOptions},
     store::{SledOptions, SledStore, Store as _},
@@ -168,25 +168,23 @@ impl World {
             .unwrap();
         let checkpoint = SignedCheckpoint::verify(&proven.checkpoint, self.log.verifier()).unwrap();
         let commitment = MapCommitment::of(checkpoint.checkpoint()).unwrap().unwrap();
+        // Checked as the patient checks it (`akashi-audit history`): the VRF proof of their
+        // key, then the record or its absence under the checkpoint's map root.
         let proof = &proven.completeness;
-        let terminal = if proof.leaf_key.is_empty() {
-            Terminal::Empty
-        } else {
-            Terminal::Leaf {
-                key: proof.leaf_key.as_slice().try_into().unwrap(),
-                value: Hash::from_slice(&proof.leaf_value).unwrap(),
-            }
-        };
-        let map_proof = MapProof {
-            siblings: proof
-                .map_siblings
-                .iter()
-                .map(|h| Hash::from_slice(h).unwrap())
-                .collect(),
-            terminal,
-        };
-        let beta = self.key.vrf.output(patient.as_bytes());
-        let held = map_proof.verify(&commitment.root, &map_key(&beta)).unwrap();
+        let (_, held) = auditor::history::CompletenessProof {
+            vrf_proof: proof.vrf_proof.clone(),
+            count: proof.count,
+            first_index: proof.first_index,
+            last_index: proof.last_index,
+            chain_head: proof.chain_head.clone(),
+            map_siblings: proof.map_siblings.clone(),
+            leaf_key: proof.leaf_key.clone(),
+            leaf_value: proof.leaf_value.clone(),
+        }
+        .subject_proof()
+        .unwrap()
+        .verify(&patient, &commitment)
+        .unwrap();
         assert_eq!(held.is_some(), present, "patient {i}");
         assert_eq!(proof.count > 0, present, "patient {i}");
     }
