@@ -50,8 +50,15 @@ use proto::pb;
 
 use crate::error::{Error, StartError};
 
-/// Prefix of the map's nodes in the state.
+/// The prefix the map's tiles are named under ([`map::TileId::store_key`]); in the state, tiles of
+/// state layout 3 and older are stored under it as they are ([`Stored`]).
 const NODES: &[u8] = b"map/n/";
+/// The two slots a stored tile alternates between, `map/a/<tile>` and `map/b/<tile>` → the
+/// generation it was written for (8-byte big-endian), then the tile ([`Stored`]).
+const SLOTS: [&[u8]; 2] = [b"map/a/", b"map/b/"];
+/// The generation of the stored tiles: the tree size after the batch whose map they hold
+/// (8-byte big-endian). Absent: generation 0, the tiles of an older layout under `map/n/`.
+const GENERATION: &[u8] = b"map/g";
 /// The root and the tree size it was written at: 8-byte big-endian size, then the root.
 const ROOT: &[u8] = b"map/root";
 /// The VRF public key the map's keys are derived with.
@@ -108,16 +115,19 @@ pub struct SubjectMapKey {
     limits: WriteBehind,
 }
 
-/// When the writer writes the tiles it holds out to the state ([`MapWriter`]): once they pass
-/// `tiles` tiles (memory: about [`TileCache::TILE_BYTES`] each) or the journal passes `updates`
-/// map updates (the replay at start). The defaults are [`CACHE_TILES`] and
-/// [`JOURNAL_UPDATES`].
+/// When the writer writes the tiles it holds out to the state ([`MapWriter`]): it begins once
+/// they pass `tiles` tiles (memory: about [`TileCache::TILE_BYTES`] each) or the journal passes
+/// `updates` map updates (the replay at start), and writes `chunk` tiles per batch (more when
+/// the batches change more). The defaults are [`CACHE_TILES`], [`JOURNAL_UPDATES`] and
+/// [`CHUNK_TILES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteBehind {
-    /// Tiles held before a write-out.
+    /// Tiles held before a write-out begins.
     pub tiles: usize,
-    /// Journaled map updates before a write-out.
+    /// Journaled map updates before a write-out begins.
     pub updates: usize,
+    /// Tiles a batch writes out, at least.
+    pub chunk: usize,
 }
 
 impl Default for WriteBehind {
@@ -125,6 +135,7 @@ impl Default for WriteBehind {
         Self {
             tiles: CACHE_TILES,
             updates: JOURNAL_UPDATES,
+            chunk: CHUNK_TILES,
         }
     }
 }
@@ -145,19 +156,27 @@ struct FrontStats {
 /// The subject map's write-behind as `/metrics` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteBehindStats {
-    /// Tiles held in memory, newer than the stored ones.
+    /// Tiles held in memory, newer than the stored ones (a write-out's included until it ends).
     pub held_tiles: u64,
-    /// Map updates in the journal since the tiles were last written out.
+    /// Map updates in the journal since the stored tiles' generation.
     pub journaled: u64,
-    /// Batches that wrote the held tiles out since the server started.
+    /// Write-outs completed since the server started.
     pub write_outs: u64,
 }
 
+/// The map as the writer holds it, for proofs to read: `tiles` over `writing` over the stored
+/// tiles of `generation`.
 struct FrontTiles {
     /// The [`Log`] whose writer holds them: a proof for another log (the server reopened it)
     /// does not read them.
     log: std::sync::Weak<Log>,
+    /// The tiles the batches changed since the write-out in progress began (or, with none, since
+    /// the stored generation).
     tiles: TileCache,
+    /// The write-out in progress: the tiles it is writing to the state, as of its generation.
+    writing: Option<TileCache>,
+    /// The generation of the stored tiles.
+    generation: u64,
 }
 
 impl FrontTiles {
@@ -227,24 +246,81 @@ impl SubjectMapKey {
     }
 }
 
-/// Map nodes in the sequencer's transaction.
-struct TxNodes<'a, 'b>(&'a Tx<'b>);
+/// The stored tiles of one generation, read through `read` (the sequencer's transaction or the
+/// log's state), as [`map`] reads them (named under [`NODES`]).
+///
+/// **Two slots per tile.** A write-out writes the tiles of a new generation over several
+/// batches, while readers and a restarted writer must go on seeing the stored generation whole.
+/// So each tile has two slots ([`SLOTS`]), each value tagged with the generation it was written
+/// for: a reader of generation `g` takes the slot with the newest generation not above `g`, and
+/// a write-out writes into the other one ([`Stored::spare`]). The write-out's last batch makes
+/// its generation the stored one ([`GENERATION`]), in the same transaction as it deletes the
+/// journal records the generation covers. A write-out a stop interrupted leaves tiles tagged
+/// with a generation above the stored one, which no reader takes, and which the next write-out
+/// overwrites: it writes every tile changed since the stored generation, and so every tile the
+/// interrupted one wrote, each into the slot readers do not take — the one holding the leftover.
+/// A tile in neither slot is read as an older layout stored it (under [`NODES`], untagged), and
+/// as absent when it is not there either.
+struct Stored<R> {
+    read: R,
+    generation: u64,
+}
 
-impl NodeRead for TxNodes<'_, '_> {
-    type Error = StoreError;
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
+impl<R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>> Stored<R> {
+    /// The slot readers of this generation take for the tile named `name` (its store key without
+    /// the prefix), and its tile record.
+    fn current(&self, name: &[u8]) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+        let mut best: Option<(u64, usize, Vec<u8>)> = None;
+        for (slot, prefix) in SLOTS.iter().enumerate() {
+            let Some(mut value) = (self.read)(&[prefix, name].concat())? else {
+                continue;
+            };
+            let tag = value
+                .get(..8)
+                .and_then(|tag| tag.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or(StoreError::Corrupt)?;
+            if tag <= self.generation && best.as_ref().is_none_or(|(newest, ..)| tag > *newest) {
+                value.drain(..8);
+                best = Some((tag, slot, value));
+            }
+        }
+        Ok(best.map(|(_, slot, tile)| (slot, tile)))
+    }
+
+    /// The slot (its prefix) a newer generation's tile `name` is written into: never the one
+    /// readers of this generation take.
+    fn spare(&self, name: &[u8]) -> Result<&'static [u8], StoreError> {
+        let [a, b] = SLOTS;
+        Ok(match self.current(name)? {
+            Some((0, _)) => b,
+            _ => a,
+        })
     }
 }
 
-/// Map nodes in the log's committed (or staged) state.
-struct LogNodes<'a>(&'a Log);
-
-impl NodeRead for LogNodes<'_> {
+impl<R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>> NodeRead for Stored<R> {
     type Error = StoreError;
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.state_get(key)
+        let Some(name) = key.strip_prefix(NODES) else {
+            return (self.read)(key);
+        };
+        match self.current(name)? {
+            Some((_, tile)) => Ok(Some(tile)),
+            None => (self.read)(key),
+        }
     }
+}
+
+/// The generation of the stored tiles in `state`.
+fn stored_generation(value: Option<Vec<u8>>) -> Result<u64, String> {
+    value.map_or(Ok(0), |bytes| {
+        bytes
+            .as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| "the subject map's generation record is corrupt".to_owned())
+    })
 }
 
 /// The state key of the journal record of the batch that ends at tree size `size`.
@@ -275,12 +351,21 @@ fn decode_journal(bytes: &[u8]) -> Option<Vec<(MapKey, Hash)>> {
 /// costs the store ≈ 3 tiles of up to 1 KB per patient. Instead, [`seal`](MapWriter::seal)
 /// writes the batch's map updates (64 bytes per patient) as one journal record
 /// (`map/j/<tree size>`) in the batch's state writes, and keeps the changed tiles in memory
-/// (shared with proofs through [`SubjectMapKey`]). When they pass [`WriteBehind::tiles`] or the
-/// journal passes [`WriteBehind::updates`], one batch writes them all out and deletes the
-/// journal, so the state always holds the tiles as of some batch plus the journal since. The
-/// map root every checkpoint commits to is computed from both, so the map and the log still
-/// commit together; opening the writer (at start, after a failed batch) replays the journal
-/// over the stored tiles and checks the result against the stored root.
+/// (shared with proofs through [`SubjectMapKey`]). The state always holds the tiles of some
+/// generation ([`Stored`]) plus the journal since. The map root every checkpoint commits to is
+/// computed from both, so the map and the log still commit together; opening the writer (at
+/// start, after a failed batch) replays the journal over the stored tiles and checks the result
+/// against the stored root.
+///
+/// **Write-outs, a chunk per batch.** When the held tiles pass [`WriteBehind::tiles`] or the
+/// journal passes [`WriteBehind::updates`], the next batch begins a write-out: the tiles held
+/// so far become a new generation, frozen, and the following batches each write a chunk of them
+/// into the state's spare slots — [`WriteBehind::chunk`] tiles, or twice what the batch itself
+/// changed if that is more, so that a write-out outruns the tiles piling up behind it — until
+/// the last chunk's batch makes the generation the stored one and deletes the journal it
+/// covers. Meanwhile the batches' own tiles are held over the frozen ones. No batch writes more
+/// than its chunk, so a write-out never holds the log up for one large write; only a writer
+/// whose held tiles or journal reach twice their limit mid-write-out writes the rest at once.
 pub struct MapWriter {
     log: Arc<Log>,
     vrf_key: [u8; 32],
@@ -298,6 +383,22 @@ pub struct MapWriter {
     /// The held tiles missed a staged batch (they could not be locked): read them again from
     /// the state before the next batch.
     stale: bool,
+    /// The generation of the stored tiles.
+    generation: u64,
+    /// The write-out in progress.
+    writing: Option<WriteOut>,
+}
+
+/// A write-out in progress ([`MapWriter`]): the frozen tiles (held beside the others, in
+/// [`FrontTiles::writing`]) in key order, how many are written, and the journal they cover.
+struct WriteOut {
+    /// The generation the tiles make up: the tree size after the last batch they include.
+    generation: u64,
+    order: Vec<map::TileId>,
+    written: usize,
+    /// How many of the journal's oldest records, and updates, the generation covers.
+    journal: usize,
+    journaled: usize,
 }
 
 /// A sealed batch's effect on the writer, waiting for the batch to be staged.
@@ -306,8 +407,11 @@ struct Pending {
     sealed: map::Sealed,
     /// Its journal record (key, updates), to join the journal.
     journal: Option<(Vec<u8>, usize)>,
-    /// It wrote the tiles held before it out and deleted the journal before it.
-    wrote_out: bool,
+    /// It began a write-out of the tiles held before it, which make up this generation.
+    began: Option<u64>,
+    /// It wrote the write-out in progress up to this position in its order (to the end: the
+    /// write-out is over).
+    wrote: Option<usize>,
 }
 
 impl std::fmt::Debug for MapWriter {
@@ -324,6 +428,8 @@ impl std::fmt::Debug for MapWriter {
 pub const CACHE_TILES: usize = 32_768;
 /// Journaled map updates before the writer writes the tiles out: bounds the replay at start.
 pub const JOURNAL_UPDATES: usize = 65_536;
+/// Tiles a batch writes out at least while a write-out is in progress (≈ 256 KB).
+pub const CHUNK_TILES: usize = 256;
 
 impl MapWriter {
     /// The writer for `log`, or `None` when the log keeps no map: its state has no VRF key and
@@ -350,6 +456,8 @@ impl MapWriter {
                 journaled: 0,
                 pending: None,
                 stale: true,
+                generation: 0,
+                writing: None,
             };
             writer.reload().map_err(StartError::SubjectMap)?;
             Ok(Some(writer))
@@ -386,11 +494,21 @@ impl MapWriter {
             .0
             .write()
             .map_err(|_| "the subject map's tiles are poisoned")? = None;
+        let generation = stored_generation(
+            log.state_get(GENERATION)
+                .map_err(|e| format!("cannot read the state: {e}"))?,
+        )?;
+        let stored_tiles = Stored {
+            read: |key: &[u8]| log.state_get(key),
+            generation,
+        };
         let mut tiles = TileCache::default();
         let mut journal = Vec::new();
         let mut journaled = 0;
         let mut root = None;
-        let mut start = JOURNAL.to_vec();
+        // The journal since the stored generation (the batch that made it stored deleted the
+        // records before).
+        let mut start = journal_key(generation.saturating_add(1));
         let end = ledger_prefix_end(JOURNAL);
         loop {
             let page = log
@@ -404,8 +522,7 @@ impl MapWriter {
             for (key, value) in page {
                 let updates = decode_journal(&value)
                     .ok_or("a record of the subject map's journal is corrupt")?;
-                let nodes = LogNodes(&log);
-                let mut batch = map::Batch::over(&nodes, NODES, &tiles);
+                let mut batch = map::Batch::over(&stored_tiles, NODES, &tiles);
                 for (k, v) in &updates {
                     batch.update(k, v).map_err(|e| map_error(&e))?;
                 }
@@ -427,7 +544,7 @@ impl MapWriter {
             let root = match root {
                 Some(root) => root,
                 None => {
-                    map::prove_over(&LogNodes(&log), NODES, Some(&tiles), &[0; 32])
+                    map::prove_over(&stored_tiles, NODES, Some(&tiles), &[0; 32])
                         .map_err(|e| map_error(&e))?
                         .1
                 }
@@ -447,6 +564,7 @@ impl MapWriter {
             return Err("the subject map has a journal but no root".into());
         }
         tracing::debug!(
+            generation,
             journal = journal.len(),
             updates = journaled,
             tiles = tiles.len(),
@@ -461,12 +579,18 @@ impl MapWriter {
             .front
             .0
             .write()
-            .map_err(|_| "the subject map's tiles are poisoned")? =
-            Some(FrontTiles { log: id, tiles });
+            .map_err(|_| "the subject map's tiles are poisoned")? = Some(FrontTiles {
+            log: id,
+            tiles,
+            writing: None,
+            generation,
+        });
         self.journal = journal;
         self.journaled = journaled;
         self.pending = None;
         self.stale = false;
+        self.generation = generation;
+        self.writing = None;
         Ok(())
     }
 
@@ -557,18 +681,74 @@ impl MapWriter {
         let held = front
             .as_ref()
             .ok_or("the subject map's tiles are not loaded")?;
+        let generation = self.generation;
         let sealed = {
-            let nodes = TxNodes(tx);
-            let mut batch = map::Batch::over(&nodes, NODES, &held.tiles);
+            let stored = Stored {
+                read: |key: &[u8]| tx.get(key),
+                generation,
+            };
+            let layers: Vec<&TileCache> =
+                std::iter::once(&held.tiles).chain(&held.writing).collect();
+            let mut batch = map::Batch::over_layers(&stored, NODES, &layers);
             for (k, v) in &updates {
                 batch.update(k, v).map_err(|e| map_error(&e))?;
             }
             batch.finish().map_err(|e| map_error(&e))?
         };
         let root = sealed.root();
-        let write_out = !updates.is_empty()
-            && (held.tiles.len() + sealed.changed() > self.limits.tiles
-                || self.journaled + updates.len() > self.limits.updates);
+        let held_after = held.tiles.len() + sealed.changed();
+        let journaled_after = self.journaled + updates.len();
+        let mut began = None;
+        let mut wrote = None;
+        if let (Some(writing), Some(tiles)) = (&self.writing, &held.writing) {
+            // A chunk of the write-out in progress; all the rest when the tiles held over it
+            // or the journal reached twice their limit.
+            let left = writing.order.len().saturating_sub(writing.written);
+            let chunk = if held_after > 2 * self.limits.tiles
+                || journaled_after > 2 * self.limits.updates
+            {
+                left
+            } else {
+                self.limits.chunk.max(2 * sealed.changed()).min(left)
+            };
+            let end = writing.written + chunk;
+            for id in writing.order.get(writing.written..end).unwrap_or_default() {
+                let (key, record) = tiles
+                    .encoded_tile(id, NODES)
+                    .ok_or("a tile of the write-out is not held")?;
+                let name = key.get(NODES.len()..).unwrap_or_default();
+                let spare = Stored {
+                    read: |key: &[u8]| tx.get(key),
+                    generation,
+                }
+                .spare(name)
+                .map_err(|e| e.to_string())?;
+                let mut value = Vec::with_capacity(8 + record.len());
+                value.extend_from_slice(&writing.generation.to_be_bytes());
+                value.extend_from_slice(&record);
+                tx.put(&[spare, name].concat(), &value);
+            }
+            if end == writing.order.len() {
+                // The generation is written whole: it becomes the stored one, and the journal
+                // it covers goes.
+                tx.put(GENERATION, &writing.generation.to_be_bytes());
+                for key in self.journal.get(..writing.journal).unwrap_or_default() {
+                    tx.delete(key);
+                }
+            }
+            wrote = Some(end);
+        } else if !updates.is_empty()
+            && !held.tiles.is_empty()
+            && (held_after > self.limits.tiles || journaled_after > self.limits.updates)
+        {
+            // The tiles held before this batch make up the map as of the batch that last
+            // changed it, which wrote the stored root.
+            let (version, _) = stored
+                .as_deref()
+                .and_then(decode_root)
+                .ok_or("the subject map holds tiles but no root")?;
+            began = Some(version);
+        }
         let journal = (!updates.is_empty()).then(|| {
             let mut record = Vec::with_capacity(updates.len() * 64);
             for (k, v) in &updates {
@@ -577,33 +757,23 @@ impl MapWriter {
             }
             (journal_key(tx.index().get()), record, updates.len())
         });
-        if write_out {
-            // The held tiles, as of the previous batch, go to the state, and the journal they
-            // cover is deleted; this batch is journaled and held like any other. Readers see
-            // the held tiles over the stored ones until the batch is staged, and they hold every
-            // tile written here, so no reader sees a half-written map.
-            for (key, record) in held.tiles.encoded(NODES) {
-                tx.put(&key, &record);
-            }
-            for key in &self.journal {
-                tx.delete(key);
-            }
-        }
         if let Some((key, record, _)) = &journal {
             tx.put(key, record);
-            if self.journal.is_empty() || write_out {
-                // A state of layout 2 has no journal: say that this one may hold one, so that a
-                // server that would ignore it refuses the state.
-                tx.put(
-                    policy::state::META_LAYOUT,
-                    &policy::state::LAYOUT_VERSION.to_be_bytes(),
-                );
-            }
+        }
+        if (journal.is_some() && self.journal.is_empty()) || began.is_some() {
+            // A state of layout 2 has no journal and one of layout 3 no tile slots: say that
+            // this one may hold both before it does, so that a server that would ignore them
+            // refuses the state.
+            tx.put(
+                policy::state::META_LAYOUT,
+                &policy::state::LAYOUT_VERSION.to_be_bytes(),
+            );
         }
         let pending = Pending {
             sealed,
             journal: journal.map(|(key, _, updates)| (key, updates)),
-            wrote_out: write_out,
+            began,
+            wrote,
         };
         drop(front);
         if !updates.is_empty() || first {
@@ -621,8 +791,9 @@ impl MapWriter {
         ])
     }
 
-    /// The sealed batch was staged (its state writes are visible): its tiles join the held ones
-    /// (which are dropped first when it wrote them out).
+    /// The sealed batch was staged (its state writes are visible): the write-out it advanced
+    /// moves on (and ends, making its generation the stored one), the write-out it began
+    /// freezes the tiles held so far, and its tiles join the held ones.
     pub fn committed(&mut self) {
         let Some(pending) = self.pending.take() else {
             return;
@@ -635,26 +806,41 @@ impl MapWriter {
             self.stale = true;
             return;
         };
-        if pending.wrote_out {
-            held.tiles.clear();
-            self.journal.clear();
-            self.journaled = 0;
+        let stats = &self.front.1;
+        if let (Some(wrote), Some(writing)) = (pending.wrote, self.writing.as_mut()) {
+            writing.written = wrote;
+            if wrote >= writing.order.len() {
+                held.writing = None;
+                held.generation = writing.generation;
+                self.generation = writing.generation;
+                self.journal
+                    .drain(..writing.journal.min(self.journal.len()));
+                self.journaled = self.journaled.saturating_sub(writing.journaled);
+                self.writing = None;
+                stats.write_outs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(generation) = pending.began {
+            let tiles = std::mem::take(&mut held.tiles);
+            self.writing = Some(WriteOut {
+                generation,
+                order: tiles.ids(),
+                written: 0,
+                journal: self.journal.len(),
+                journaled: self.journaled,
+            });
+            held.writing = Some(tiles);
         }
         pending.sealed.into_cache(&mut held.tiles);
         if let Some((key, updates)) = pending.journal {
             self.journal.push(key);
             self.journaled += updates;
         }
-        let stats = &self.front.1;
-        stats
-            .held_tiles
-            .store(held.tiles.len() as u64, Ordering::Relaxed);
+        let in_memory = held.tiles.len() + held.writing.as_ref().map_or(0, TileCache::len);
+        stats.held_tiles.store(in_memory as u64, Ordering::Relaxed);
         stats
             .journaled
             .store(self.journaled as u64, Ordering::Relaxed);
-        if pending.wrote_out {
-            stats.write_outs.fetch_add(1, Ordering::Relaxed);
-        }
     }
 
     /// Forgets the batch (it failed): its touched patients and its sealed changes. The held
@@ -747,17 +933,38 @@ pub async fn prove(
         };
         let (version, root) = decode_root(&bytes)
             .ok_or(Error::Internal("the subject map's root record is corrupt"))?;
-        // The held tiles on the patient's path, copied out: the store is read without the
-        // lock, which the writer needs once per batch.
-        let held = key
-            .front
-            .0
-            .read()
-            .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?
-            .as_ref()
-            .filter(|held| held.of(log))
-            .map(|held| held.tiles.on_path(&map_key));
-        let read = map::prove_over(&LogNodes(log), NODES, held.as_ref(), &map_key);
+        // The held tiles on the patient's path (the write-out's under the newer ones), copied
+        // out with the stored generation: the store is read without the lock, which the writer
+        // needs once per batch.
+        let (held, generation) = {
+            let front = key
+                .front
+                .0
+                .read()
+                .map_err(|_| Error::Internal("the subject map's tiles are poisoned"))?;
+            match front.as_ref().filter(|held| held.of(log)) {
+                Some(held) => {
+                    let mut path = held
+                        .writing
+                        .as_ref()
+                        .map(|writing| writing.on_path(&map_key))
+                        .unwrap_or_default();
+                    path.overlay(held.tiles.on_path(&map_key));
+                    (Some(path), held.generation)
+                }
+                None => (
+                    None,
+                    stored_generation(log.state_get(GENERATION).map_err(unavailable)?).map_err(
+                        |_| Error::Internal("the subject map's generation record is corrupt"),
+                    )?,
+                ),
+            }
+        };
+        let stored = Stored {
+            read: |key: &[u8]| log.state_get(key),
+            generation,
+        };
+        let read = map::prove_over(&stored, NODES, held.as_ref(), &map_key);
         let (proof, proven) = read.map_err(|e| match e {
             MapError::Store(e) => unavailable(e),
             _ => Error::Internal("the stored subject map is corrupt"),

@@ -536,6 +536,28 @@ impl TileCache {
     pub fn clear(&mut self) {
         self.tiles.clear();
     }
+
+    /// Puts `top`'s tiles over these: where both hold a tile, `top`'s is kept.
+    pub fn overlay(&mut self, top: TileCache) {
+        self.tiles.extend(top.tiles);
+    }
+
+    /// The held tiles' ids, in store-key order: a writer that writes them out a few at a time
+    /// ([`encoded_tile`](TileCache::encoded_tile)) walks this list.
+    #[must_use]
+    pub fn ids(&self) -> Vec<TileId> {
+        let mut ids: Vec<TileId> = self.tiles.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Tile `id` as `(store key under prefix, record)`, if held.
+    #[must_use]
+    pub fn encoded_tile(&self, id: &TileId, prefix: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        self.tiles
+            .get(id)
+            .map(|tile| (id.store_key(prefix), tile.encode()))
+    }
 }
 
 /// A tile a [`Batch`] read, the slots it changed (bit `i` for slot `i`) and, once
@@ -557,7 +579,8 @@ struct CachedTile {
 pub struct Batch<'s, S: NodeRead> {
     store: &'s S,
     prefix: Vec<u8>,
-    front: Option<&'s TileCache>,
+    /// Tiles held in front of the store, newest first.
+    fronts: Vec<&'s TileCache>,
     tiles: HashMap<TileId, CachedTile>,
     failed: bool,
 }
@@ -624,7 +647,7 @@ impl<'s, S: NodeRead> Batch<'s, S> {
         Self {
             store,
             prefix: prefix.to_vec(),
-            front: None,
+            fronts: Vec::new(),
             tiles: HashMap::new(),
             failed: false,
         }
@@ -633,9 +656,23 @@ impl<'s, S: NodeRead> Batch<'s, S> {
     /// A batch of updates to the map whose newest tiles are `front`'s where it holds them, the
     /// store's otherwise.
     pub fn over(store: &'s S, prefix: &[u8], front: &'s TileCache) -> Self {
+        Self::over_layers(store, prefix, &[front])
+    }
+
+    /// A batch of updates to the map whose newest tiles are those of the first of `fronts` that
+    /// holds them (newest layer first), the store's where none does.
+    pub fn over_layers(store: &'s S, prefix: &[u8], fronts: &[&'s TileCache]) -> Self {
         Self {
-            front: Some(front),
+            fronts: fronts.to_vec(),
             ..Self::new(store, prefix)
+        }
+    }
+
+    /// The tile `id` as the batch starts from it: the newest front's, else the store's.
+    fn load(&self, id: &TileId) -> Result<Tile, MapError<S::Error>> {
+        match self.fronts.iter().find_map(|front| front.tiles.get(id)) {
+            Some(tile) => Ok(tile.clone()),
+            None => read_tile(self.store, &self.prefix, id),
         }
     }
 
@@ -644,7 +681,7 @@ impl<'s, S: NodeRead> Batch<'s, S> {
         Ok(match self.tiles.entry(id) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                let tile = match self.front.and_then(|front| front.tiles.get(&id)) {
+                let tile = match self.fronts.iter().find_map(|front| front.tiles.get(&id)) {
                     Some(tile) => tile.clone(),
                     None => read_tile(self.store, &self.prefix, &id)?,
                 };
@@ -809,13 +846,10 @@ impl<'s, S: NodeRead> Batch<'s, S> {
         let root_id = TileId::on_path(&[0; 32], 0);
         let root = match tops.get(&root_id) {
             Some(root) => *root,
-            None => {
-                let tile = match self.front.and_then(|front| front.tiles.get(&root_id)) {
-                    Some(tile) => tile.clone(),
-                    None => read_tile(self.store, &self.prefix, &root_id)?,
-                };
-                tile.node(0).map_or(EMPTY, |node| node.hash())
-            }
+            None => self
+                .load(&root_id)?
+                .node(0)
+                .map_or(EMPTY, |node| node.hash()),
         };
         out.sort_unstable_by_key(|a| a.0);
         Ok(Sealed { root, tiles: out })

@@ -24,7 +24,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `meta/layout` | 8-byte big-endian [`LAYOUT_VERSION`], written with the first event (a state of layout [`OLDEST_LAYOUT_READ`] is rewritten to the current one by the subject map's first journal record) |
+//! | `meta/layout` | 8-byte big-endian [`LAYOUT_VERSION`], written with the first event (a state of layout [`OLDEST_LAYOUT_READ`] or later is rewritten to the current one by the subject map's first journal record or write-out) |
 //! | `meta/last` | 8-byte big-endian leaf index of the last applied event |
 //! | `meta/dir` | 8-byte big-endian leaf index of the last directory event (directory version) |
 //! | `dirlog/<8-byte BE index>` | the key of the directory record that event changed |

@@ -1,6 +1,7 @@
 //! The map's writer through the real sequencer on a sled log: tiles held behind the journal and
-//! written out at the limits, proofs read through the held tiles, and a reopened writer that
-//! replays the journal — every root checked against one computed from the patients' records
+//! written out a chunk per batch past the limits, proofs read through the held tiles, and a
+//! reopened writer that replays the journal — also in the middle of a write-out, and over tiles
+//! an older layout stored — every root checked against one computed from the patients' records
 //! alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -28,10 +29,12 @@ use sha2::{Digest as _, Sha256};
 use super::*;
 use crate::state_machine::{Command, DomainStateMachine, Submission, tests::research_grant};
 
-/// Small limits, so that a few hundred patients cross them several times.
+/// Small limits, so that a few hundred patients cross them several times and a write-out takes
+/// several batches.
 const LIMITS: WriteBehind = WriteBehind {
     tiles: 40,
     updates: 60,
+    chunk: 4,
 };
 
 /// The log of data dir `dir` as the server opens it (sled store, checkpoint anchor), signed with
@@ -146,6 +149,28 @@ impl World {
             .collect()
     }
 
+    /// The stored tiles' records, both slots.
+    fn stored_tiles(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        SLOTS
+            .iter()
+            .flat_map(|slot| self.state_under(slot))
+            .collect()
+    }
+
+    /// The stored tiles' generation.
+    fn generation(&self) -> u64 {
+        stored_generation(self.log.state_get(GENERATION).unwrap()).unwrap()
+    }
+
+    /// Whether a write-out is in progress: some tile is stored for a newer generation than the
+    /// stored one.
+    fn writing_out(&self) -> bool {
+        let generation = self.generation();
+        self.stored_tiles()
+            .iter()
+            .any(|(_, value)| u64::from_be_bytes(value[..8].try_into().unwrap()) > generation)
+    }
+
     /// The map's root computed from the patients' records alone, without a tile.
     fn root_from_records(&self) -> Hash {
         let entries: Vec<_> = self
@@ -203,7 +228,7 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
 
     // A few patients: everything is held, nothing written out yet.
     world.grant(0..5, 0).await;
-    assert!(world.state_under(NODES).is_empty(), "no tile written yet");
+    assert!(world.stored_tiles().is_empty(), "no tile written yet");
     let stats = world.key.write_behind();
     assert_eq!(stats.write_outs, 0);
     assert!(stats.held_tiles > 0);
@@ -217,10 +242,8 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
         world.grant(0..150, round).await;
         assert_eq!(world.committed_root(), world.root_from_records());
     }
-    assert!(
-        !world.state_under(NODES).is_empty(),
-        "tiles were written out"
-    );
+    assert!(!world.stored_tiles().is_empty(), "tiles were written out");
+    assert!(world.generation() > 0);
     let journaled: usize = world
         .state_under(JOURNAL)
         .iter()
@@ -229,9 +252,11 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
     let stats = world.key.write_behind();
     assert!(stats.write_outs > 0);
     assert_eq!(stats.journaled, journaled as u64);
-    // At most the limit, plus the batch that crossed it (one round's patients at most).
+    // At most twice the limit (a write-out in progress finishes at once there), plus the two
+    // batches between that write-out's end and the next one's first chunk (one round's
+    // patients at most each).
     assert!(
-        journaled <= LIMITS.updates + 150,
+        journaled <= 2 * LIMITS.updates + 2 * 150,
         "{journaled} journaled updates"
     );
     for i in [0, 7, 42, 149] {
@@ -289,4 +314,198 @@ async fn a_journal_that_does_not_give_the_stored_root_is_refused_at_start() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("a corrupt journal was accepted"),
     }
+}
+
+/// Grants for patients `next..`, one batch each, until a write-out is half done (its first
+/// chunks are stored, its last is not); returns the next patient.
+async fn grant_until_mid_write_out(world: &Arc<World>, mut next: u64) -> u64 {
+    while !world.writing_out() {
+        world.grant(next..next + 1, 0).await;
+        next += 1;
+        assert!(next < 3_000, "no write-out began");
+    }
+    next
+}
+
+/// Grants for patients `next..`, one batch each, until a write-out completes; then no tile is
+/// stored for a newer generation than the stored one, leftovers of an interrupted write-out
+/// included. Returns the next patient.
+async fn grant_until_written_out(world: &Arc<World>, mut next: u64) -> u64 {
+    let generation = world.generation();
+    while world.generation() == generation {
+        world.grant(next..next + 1, 0).await;
+        next += 1;
+        assert!(next < 3_000, "no write-out completed");
+    }
+    assert!(
+        !world.writing_out(),
+        "a tile outlived its write-out: {:?}",
+        world.generation()
+    );
+    next
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_out_spreads_over_batches_and_a_restart_in_its_middle_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = Arc::new(World::open(dir.path()).unwrap());
+    world.setup().await;
+    let mut next = 0;
+    for interruption in 0..3 {
+        if interruption > 0 {
+            // Every patient's record moves on; then two write-outs complete, so that the
+            // stored tiles hold every patient and the journal only the patients added after.
+            world.grant(0..next, interruption).await;
+            assert_eq!(world.committed_root(), world.root_from_records());
+            next = grant_until_written_out(&world, next).await;
+            next = grant_until_written_out(&world, next).await;
+        }
+        // A write-out in progress: tiles of the new generation are stored while the stored
+        // generation stays the old one; roots and proofs read through both.
+        next = grant_until_mid_write_out(&world, next).await;
+        let before = world.generation();
+        assert_eq!(world.committed_root(), world.root_from_records());
+        for i in [0, next / 2, next - 1] {
+            world.check_proof(i, true).await;
+        }
+        world.check_proof(next, false).await;
+
+        // Stopped in its middle: the reopened writer reads the old generation and the journal,
+        // never the half-written new one (whose slots it must not have overwritten).
+        let root = world.committed_root();
+        Arc::into_inner(world).unwrap().stop().await;
+        world = Arc::new(World::open(dir.path()).unwrap());
+        assert!(
+            world.writing_out(),
+            "the stop left the write-out's first chunks"
+        );
+        assert_eq!(world.generation(), before);
+        assert_eq!(world.committed_root(), root);
+        for i in [0, next / 2, next - 1] {
+            world.check_proof(i, true).await;
+        }
+
+        // The map goes on over the leftovers, and the next write-out overwrites them.
+        next = grant_until_written_out(&world, next).await;
+        assert!(world.generation() > before);
+        assert_eq!(world.committed_root(), world.root_from_records());
+    }
+    assert!(world.key.write_behind().write_outs > 0);
+    Arc::into_inner(world).unwrap().stop().await;
+}
+
+#[test]
+fn a_reader_takes_the_newest_slot_not_above_its_generation_and_a_writer_the_other() {
+    let state = std::cell::RefCell::new(std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new());
+    let name = b"\x00\x08\xab".as_slice();
+    let put = |slot: usize, tag: u64, tile: &[u8]| {
+        let mut value = tag.to_be_bytes().to_vec();
+        value.extend_from_slice(tile);
+        state
+            .borrow_mut()
+            .insert([SLOTS[slot], name].concat(), value);
+    };
+    let at = |generation: u64| Stored {
+        read: |key: &[u8]| Ok(state.borrow().get(key).cloned()),
+        generation,
+    };
+    let key = [NODES, name].concat();
+    // Nothing stored: absent, then the older layout's untagged tile.
+    assert_eq!(at(5).get(&key).unwrap(), None);
+    assert_eq!(at(5).spare(name).unwrap(), SLOTS[0]);
+    state.borrow_mut().insert(key.clone(), b"legacy".to_vec());
+    assert_eq!(at(5).get(&key).unwrap().unwrap(), b"legacy");
+    // A tile of generation 10 in slot 0: read from generation 10 on, not before.
+    put(0, 10, b"ten");
+    assert_eq!(at(9).get(&key).unwrap().unwrap(), b"legacy");
+    assert_eq!(at(10).get(&key).unwrap().unwrap(), b"ten");
+    assert_eq!(at(10).spare(name).unwrap(), SLOTS[1]);
+    // Generation 20 written into the spare slot: generation 10's readers keep theirs.
+    put(1, 20, b"twenty");
+    assert_eq!(at(19).get(&key).unwrap().unwrap(), b"ten");
+    assert_eq!(at(25).get(&key).unwrap().unwrap(), b"twenty");
+    assert_eq!(at(25).spare(name).unwrap(), SLOTS[0]);
+    // A leftover of an interrupted write-out (generation 30, slot 0 at generation 20) is not
+    // read, and is what the next write-out overwrites.
+    put(0, 30, b"thirty");
+    assert_eq!(at(25).get(&key).unwrap().unwrap(), b"twenty");
+    assert_eq!(at(25).spare(name).unwrap(), SLOTS[0]);
+    // A value too short for its tag is corrupt.
+    state
+        .borrow_mut()
+        .insert([SLOTS[1], name].concat(), vec![1, 2]);
+    assert!(matches!(at(25).get(&key), Err(StoreError::Corrupt)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_an_older_layout_stored_untagged_are_read_and_then_written_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(World::open(dir.path()).unwrap());
+    world.setup().await;
+    let next = grant_until_written_out(&world, 0).await;
+    let next = grant_until_written_out(&world, next).await;
+    // One more batch, so that the state writes the log replays at open are not the
+    // write-out's.
+    world.grant(next..next + 1, 0).await;
+    let next = next + 1;
+    assert!(!world.writing_out());
+    let root = world.committed_root();
+    // The stored generation's tiles as layout 3 stored them: untagged under `map/n/`, with no
+    // generation record (the journal since them is the same).
+    let generation = world.generation();
+    let names: Vec<Vec<u8>> = world
+        .stored_tiles()
+        .iter()
+        .map(|(key, _)| key[SLOTS[0].len()..].to_vec())
+        .collect();
+    let old: Vec<(Vec<u8>, Vec<u8>)> = names
+        .iter()
+        .filter_map(|name| {
+            let stored = Stored {
+                read: |key: &[u8]| world.log.state_get(key),
+                generation,
+            };
+            let (_, tile) = stored.current(name).unwrap()?;
+            Some(([NODES, name].concat(), tile))
+        })
+        .collect();
+    Arc::into_inner(world).unwrap().stop().await;
+    {
+        let store = SledStore::open(&dir.path().join("ledger"), &SledOptions::default()).unwrap();
+        let state = |key: &[u8]| [b"s".as_slice(), key].concat();
+        for name in &names {
+            for slot in SLOTS {
+                store.delete(&state(&[slot, name].concat())).unwrap();
+            }
+        }
+        for (key, tile) in &old {
+            store.put(&state(key), tile).unwrap();
+        }
+        store.delete(&state(GENERATION)).unwrap();
+        store
+            .put(&state(policy::state::META_LAYOUT), &3u64.to_be_bytes())
+            .unwrap();
+        store.sync().unwrap();
+    }
+
+    let world = Arc::new(World::open(dir.path()).unwrap());
+    assert_eq!(world.generation(), 0);
+    assert!(world.stored_tiles().is_empty());
+    assert_eq!(world.committed_root(), root);
+    for i in [0, next / 2, next - 1] {
+        world.check_proof(i, true).await;
+    }
+    // Write-outs over them: the first rewrites the state's layout before any slot is written.
+    let next = grant_until_mid_write_out(&world, next).await;
+    assert_eq!(
+        world.log.state_get(policy::state::META_LAYOUT).unwrap(),
+        Some(policy::state::LAYOUT_VERSION.to_be_bytes().to_vec())
+    );
+    let next = grant_until_written_out(&world, next).await;
+    world.grant(0..next, 1).await;
+    assert_eq!(world.committed_root(), world.root_from_records());
+    for i in [0, next / 2, next - 1] {
+        world.check_proof(i, true).await;
+    }
+    Arc::into_inner(world).unwrap().stop().await;
 }

@@ -14,12 +14,16 @@ pub const SUBJECT_PAGE_ENTRIES: u64 = 32;
 /// The version of the key layout above. Version 1 (no `meta/layout` key) listed a patient's
 /// entries one key per entry. Version 2 always held the subject map's tiles written out;
 /// version 3 adds the map's journal (`map/j/…`, the server's subject map): its tiles may be
-/// written behind the journal, so a build that reads only version 2 must not open it.
-pub const LAYOUT_VERSION: u64 = 3;
+/// written behind the journal, so a build that reads only version 2 must not open it. Version 4
+/// stores the map's tiles in two slots tagged with their generation (`map/a/…`, `map/b/…`,
+/// `map/g`), written out over several batches: a build that reads only `map/n/…` must not open
+/// it either.
+pub const LAYOUT_VERSION: u64 = 4;
 
-/// The oldest layout this code opens as it is: version 2 differs from 3 only by having no map
-/// journal yet, and becomes version 3 with the first journal record
-/// ([`META_LAYOUT`] is rewritten in the same batch).
+/// The oldest layout this code opens as it is: versions 2 and 3 differ from 4 only by the
+/// subject map's tiles, which this code reads where they left them (untagged under `map/n/…`,
+/// the generation before any of its own); such a state becomes version 4 with the map's first
+/// journal record or write-out ([`META_LAYOUT`] is rewritten in the same batch).
 pub const OLDEST_LAYOUT_READ: u64 = 2;
 
 /// The key prefix under which the patient's entry listing is paged: `subj/<pseudonym>/e/`

@@ -529,18 +529,21 @@ fn the_state_records_its_layout_and_refuses_another() {
     kv.remove(META_LAYOUT);
     assert_eq!(
         check_layout(&kv).unwrap_err().to_string(),
-        "the derived state has key layout 1 but this server reads layout 3: the data dir was \
+        "the derived state has key layout 1 but this server reads layout 4: the data dir was \
          written by another version of akashi"
     );
-    // Layout 2 (before the subject map's journal) opens as it is; a newer one does not.
-    kv.insert(META_LAYOUT.to_vec(), 2u64.to_be_bytes().to_vec());
-    check_layout(&kv).unwrap();
-    kv.insert(META_LAYOUT.to_vec(), 4u64.to_be_bytes().to_vec());
+    // Layouts 2 and 3 (before the subject map's journal and its tile slots) open as they are;
+    // a newer one does not.
+    for older in [2u64, 3] {
+        kv.insert(META_LAYOUT.to_vec(), older.to_be_bytes().to_vec());
+        check_layout(&kv).unwrap();
+    }
+    kv.insert(META_LAYOUT.to_vec(), 5u64.to_be_bytes().to_vec());
     assert!(matches!(
         check_layout(&kv),
         Err(StateError::Layout {
-            found: 4,
-            expected: 3
+            found: 5,
+            expected: 4
         })
     ));
 }
