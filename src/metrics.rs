@@ -219,14 +219,14 @@ impl Metrics {
             "akashi_subject_map_held_tiles",
             "gauge",
             "Tiles of the subject map held in memory, newer than the stored ones (about 1 KB \
-             each; written out past a fixed bound).",
+             each; written out a chunk per batch past a fixed bound).",
         );
         let _ = writeln!(out, "akashi_subject_map_held_tiles {}", stats.held_tiles);
         header(
             out,
             "akashi_subject_map_journal_updates",
             "gauge",
-            "Subject-map updates journaled since the tiles were last written out: what a start \
+            "Subject-map updates journaled since the stored tiles' generation: what a start \
              replays.",
         );
         let _ = writeln!(
@@ -238,7 +238,8 @@ impl Metrics {
             out,
             "akashi_subject_map_write_outs_total",
             "counter",
-            "Batches that wrote the held subject-map tiles out to the store.",
+            "Write-outs of the held subject-map tiles to the store completed (each spread over \
+             several batches).",
         );
         let _ = writeln!(
             out,
