@@ -254,8 +254,9 @@ impl SubjectMapKey {
 /// So each tile has two slots ([`SLOTS`]), each value tagged with the generation it was written
 /// for: a reader of generation `g` takes the slot with the newest generation not above `g`, and
 /// a write-out writes into the other one ([`Stored::spare`]). The write-out's last batch makes
-/// its generation the stored one ([`GENERATION`]), in the same transaction as it deletes the
-/// journal records the generation covers. A write-out a stop interrupted leaves tiles tagged
+/// its generation the stored one ([`GENERATION`]); from then on the journal records the
+/// generation covers are dead (a replay starts after it) and are deleted a few per batch. A
+/// write-out a stop interrupted leaves tiles tagged
 /// with a generation above the stored one, which no reader takes, and which the next write-out
 /// overwrites: it writes every tile changed since the stored generation, and so every tile the
 /// interrupted one wrote, each into the slot readers do not take — the one holding the leftover.
@@ -362,8 +363,8 @@ fn decode_journal(bytes: &[u8]) -> Option<Vec<(MapKey, Hash)>> {
 /// so far become a new generation, frozen, and the following batches each write a chunk of them
 /// into the state's spare slots — [`WriteBehind::chunk`] tiles, or twice what the batch itself
 /// changed if that is more, so that a write-out outruns the tiles piling up behind it — until
-/// the last chunk's batch makes the generation the stored one and deletes the journal it
-/// covers. Meanwhile the batches' own tiles are held over the frozen ones. No batch writes more
+/// the last chunk's batch makes the generation the stored one; the journal records it covers
+/// are then deleted [`WriteBehind::chunk`] a batch. Meanwhile the batches' own tiles are held over the frozen ones. No batch writes more
 /// than its chunk, so a write-out never holds the log up for one large write; only a writer
 /// whose held tiles or journal reach twice their limit mid-write-out writes the rest at once.
 pub struct MapWriter {
@@ -376,6 +377,10 @@ pub struct MapWriter {
     /// The journal's records in the state, oldest first, and how many updates they hold.
     journal: Vec<Vec<u8>>,
     journaled: usize,
+    /// Journal records the stored generation covers, oldest first: dead (a replay starts after
+    /// the generation), deleted [`WriteBehind::chunk`] a batch so that no batch deletes a whole
+    /// journal (one record per batch: tens of thousands at low load).
+    dead: std::collections::VecDeque<Vec<u8>>,
     /// What the sealed batch changes in the held tiles and the journal, applied once the batch
     /// is staged ([`committed`](MapWriter::committed)): until then proofs read the tiles as of
     /// the state they read, and a failed batch leaves nothing to undo.
@@ -407,11 +412,14 @@ struct Pending {
     sealed: map::Sealed,
     /// Its journal record (key, updates), to join the journal.
     journal: Option<(Vec<u8>, usize)>,
-    /// It began a write-out of the tiles held before it, which make up this generation.
-    began: Option<u64>,
+    /// It began a write-out of the tiles held before it, which make up this generation; their
+    /// ids in key order (sorted here, not under the lock `committed` takes).
+    began: Option<(u64, Vec<map::TileId>)>,
     /// It wrote the write-out in progress up to this position in its order (to the end: the
     /// write-out is over).
     wrote: Option<usize>,
+    /// It deleted this many of the oldest dead journal records.
+    buried: usize,
 }
 
 impl std::fmt::Debug for MapWriter {
@@ -428,8 +436,9 @@ impl std::fmt::Debug for MapWriter {
 pub const CACHE_TILES: usize = 32_768;
 /// Journaled map updates before the writer writes the tiles out: bounds the replay at start.
 pub const JOURNAL_UPDATES: usize = 65_536;
-/// Tiles a batch writes out at least while a write-out is in progress (≈ 256 KB).
-pub const CHUNK_TILES: usize = 256;
+/// Tiles a batch writes out at least while a write-out is in progress (≈ 64 KB), and dead
+/// journal records it deletes at most.
+pub const CHUNK_TILES: usize = 64;
 
 impl MapWriter {
     /// The writer for `log`, or `None` when the log keeps no map: its state has no VRF key and
@@ -454,6 +463,7 @@ impl MapWriter {
                 touched: Vec::new(),
                 journal: Vec::new(),
                 journaled: 0,
+                dead: std::collections::VecDeque::new(),
                 pending: None,
                 stale: true,
                 generation: 0,
@@ -506,9 +516,23 @@ impl MapWriter {
         let mut journal = Vec::new();
         let mut journaled = 0;
         let mut root = None;
-        // The journal since the stored generation (the batch that made it stored deleted the
-        // records before).
-        let mut start = journal_key(generation.saturating_add(1));
+        // The records the stored generation covers are dead, left to delete.
+        let live = journal_key(generation.saturating_add(1));
+        let mut dead = std::collections::VecDeque::new();
+        let mut start = JOURNAL.to_vec();
+        loop {
+            let page = log
+                .state_range(&start, Some(&live), 256)
+                .map_err(|e| format!("cannot read the subject map's journal: {e}"))?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            dead.extend(page.into_iter().map(|(key, _)| key));
+        }
+        // The journal since the stored generation.
+        let mut start = live;
         let end = ledger_prefix_end(JOURNAL);
         loop {
             let page = log
@@ -587,6 +611,7 @@ impl MapWriter {
         });
         self.journal = journal;
         self.journaled = journaled;
+        self.dead = dead;
         self.pending = None;
         self.stale = false;
         self.generation = generation;
@@ -730,11 +755,8 @@ impl MapWriter {
             }
             if end == writing.order.len() {
                 // The generation is written whole: it becomes the stored one, and the journal
-                // it covers goes.
+                // it covers is dead.
                 tx.put(GENERATION, &writing.generation.to_be_bytes());
-                for key in self.journal.get(..writing.journal).unwrap_or_default() {
-                    tx.delete(key);
-                }
             }
             wrote = Some(end);
         } else if !updates.is_empty()
@@ -747,7 +769,11 @@ impl MapWriter {
                 .as_deref()
                 .and_then(decode_root)
                 .ok_or("the subject map holds tiles but no root")?;
-            began = Some(version);
+            began = Some((version, held.tiles.ids()));
+        }
+        let buried = self.dead.len().min(self.limits.chunk);
+        for key in self.dead.iter().take(buried) {
+            tx.delete(key);
         }
         let journal = (!updates.is_empty()).then(|| {
             let mut record = Vec::with_capacity(updates.len() * 64);
@@ -774,6 +800,7 @@ impl MapWriter {
             journal: journal.map(|(key, _, updates)| (key, updates)),
             began,
             wrote,
+            buried,
         };
         drop(front);
         if !updates.is_empty() || first {
@@ -807,24 +834,25 @@ impl MapWriter {
             return;
         };
         let stats = &self.front.1;
+        self.dead.drain(..pending.buried.min(self.dead.len()));
         if let (Some(wrote), Some(writing)) = (pending.wrote, self.writing.as_mut()) {
             writing.written = wrote;
             if wrote >= writing.order.len() {
                 held.writing = None;
                 held.generation = writing.generation;
                 self.generation = writing.generation;
-                self.journal
-                    .drain(..writing.journal.min(self.journal.len()));
+                let covered = writing.journal.min(self.journal.len());
+                self.dead.extend(self.journal.drain(..covered));
                 self.journaled = self.journaled.saturating_sub(writing.journaled);
                 self.writing = None;
                 stats.write_outs.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if let Some(generation) = pending.began {
+        if let Some((generation, order)) = pending.began {
             let tiles = std::mem::take(&mut held.tiles);
             self.writing = Some(WriteOut {
                 generation,
-                order: tiles.ids(),
+                order,
                 written: 0,
                 journal: self.journal.len(),
                 journaled: self.journaled,

@@ -157,6 +157,20 @@ impl World {
             .collect()
     }
 
+    /// The journal records after the stored generation: those a start replays.
+    fn live_journal(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let live = journal_key(self.generation() + 1);
+        self.state_under(JOURNAL)
+            .into_iter()
+            .filter(|(key, _)| *key >= live)
+            .collect()
+    }
+
+    /// How many journal records the stored generation covers and are not deleted yet.
+    fn dead_journal(&self) -> usize {
+        self.state_under(JOURNAL).len() - self.live_journal().len()
+    }
+
     /// The stored tiles' generation.
     fn generation(&self) -> u64 {
         stored_generation(self.log.state_get(GENERATION).unwrap()).unwrap()
@@ -244,11 +258,7 @@ async fn tiles_held_behind_the_journal_and_written_out_give_the_records_root_bef
     }
     assert!(!world.stored_tiles().is_empty(), "tiles were written out");
     assert!(world.generation() > 0);
-    let journaled: usize = world
-        .state_under(JOURNAL)
-        .iter()
-        .map(|(_, v)| v.len() / 64)
-        .sum();
+    let journaled: usize = world.live_journal().iter().map(|(_, v)| v.len() / 64).sum();
     let stats = world.key.write_behind();
     assert!(stats.write_outs > 0);
     assert_eq!(stats.journaled, journaled as u64);
@@ -342,7 +352,17 @@ async fn grant_until_written_out(world: &Arc<World>, mut next: u64) -> u64 {
         "a tile outlived its write-out: {:?}",
         world.generation()
     );
-    next
+    // The journal the new generation covers is dead, and deleted a chunk a batch from the
+    // next one on.
+    let dead = world.dead_journal();
+    assert!(dead > 0);
+    world.grant(next..next + 1, 0).await;
+    assert_eq!(
+        world.dead_journal(),
+        dead.saturating_sub(LIMITS.chunk),
+        "dead journal records deleted by the next batch"
+    );
+    next + 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,6 +523,84 @@ async fn tiles_an_older_layout_stored_untagged_are_read_and_then_written_over() 
     );
     let next = grant_until_written_out(&world, next).await;
     world.grant(0..next, 1).await;
+    assert_eq!(world.committed_root(), world.root_from_records());
+    for i in [0, next / 2, next - 1] {
+        world.check_proof(i, true).await;
+    }
+    Arc::into_inner(world).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_read_while_write_outs_run_all_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(World::open(dir.path()).unwrap());
+    world.setup().await;
+    world.grant(0..50, 0).await;
+    // Provers read patients 0..50 over and over while rounds of grants begin, advance and
+    // complete write-outs under them: each proof is checked as the patient checks it.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let provers: Vec<_> = (0..3u64)
+        .map(|p| {
+            let world = Arc::clone(&world);
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                let mut proven = 0u64;
+                let mut i = p;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    world.check_proof(i % 50, true).await;
+                    proven += 1;
+                    i += 7;
+                    // A proof read without waiting never yields: let the grants run.
+                    tokio::task::yield_now().await;
+                }
+                proven
+            })
+        })
+        .collect();
+    let before = world.key.write_behind().write_outs;
+    for round in 1..8 {
+        world.grant(0..150, round).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut proven = 0;
+    for prover in provers {
+        proven += prover.await.unwrap();
+    }
+    assert!(proven > 0);
+    assert!(world.key.write_behind().write_outs > before);
+    assert_eq!(world.committed_root(), world.root_from_records());
+    Arc::into_inner(world).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_again_and_again_before_a_write_out_completes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = Arc::new(World::open(dir.path()).unwrap());
+    world.setup().await;
+    let next = grant_until_written_out(&world, 0).await;
+    let mut next = grant_until_mid_write_out(&world, next).await;
+    let generation = world.generation();
+    // Each restart interrupts a write-out that re-began after the last one: every time the
+    // stored generation stays, the root reopens the same, and the leftovers stay in the slots
+    // readers do not take.
+    for restart in 0..3 {
+        if restart > 0 {
+            // Two batches: the first begins a write-out again (the held tiles are past the
+            // limit), the second writes its first chunk, far from all of it.
+            for _ in 0..2 {
+                world.grant(next..next + 1, 0).await;
+                next += 1;
+            }
+            assert_eq!(world.generation(), generation, "the write-out is not over");
+        }
+        let root = world.committed_root();
+        Arc::into_inner(world).unwrap().stop().await;
+        world = Arc::new(World::open(dir.path()).unwrap());
+        assert_eq!(world.generation(), generation);
+        assert_eq!(world.committed_root(), root);
+        assert_eq!(world.committed_root(), world.root_from_records());
+    }
+    next = grant_until_written_out(&world, next).await;
     assert_eq!(world.committed_root(), world.root_from_records());
     for i in [0, next / 2, next - 1] {
         world.check_proof(i, true).await;

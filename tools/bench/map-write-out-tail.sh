@@ -7,6 +7,7 @@
 # BUILD directory) and of akashi-load (this checkout's target/release):
 #   cargo build --release -p akashi -p tools
 # Usage: tools/bench/map-write-out-tail.sh BUILD_A BUILD_B [PATIENTS] [SECONDS] [RATE] [ROUNDS]
+# (MODES="open" runs the open loop only; the default is "closed open".)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 a=$1 b=$2 patients=${3:-100000} seconds=${4:-20} rate=${5:-6000} rounds=${6:-2}
@@ -36,6 +37,7 @@ run() {
   rm -rf "$dir"
 }
 for _ in $(seq "$rounds"); do
-  for build in "$a" "$b"; do run "$build" closed; done
-  for build in "$a" "$b"; do run "$build" open; done
+  for mode in ${MODES:-closed open}; do
+    for build in "$a" "$b"; do run "$build" "$mode"; done
+  done
 done
