@@ -256,10 +256,10 @@ impl SubjectMapKey {
 /// a write-out writes into the other one ([`Stored::spare`]). The write-out's last batch makes
 /// its generation the stored one ([`GENERATION`]); from then on the journal records the
 /// generation covers are dead (a replay starts after it) and are deleted a few per batch. A
-/// write-out a stop interrupted leaves tiles tagged
-/// with a generation above the stored one, which no reader takes, and which the next write-out
-/// overwrites: it writes every tile changed since the stored generation, and so every tile the
-/// interrupted one wrote, each into the slot readers do not take — the one holding the leftover.
+/// write-out a stop interrupted leaves tiles tagged with a generation above the stored one,
+/// which no reader takes, and which the next write-out overwrites: it writes every tile changed
+/// since the stored generation, and so every tile the interrupted one wrote, each into the slot
+/// readers do not take — the one holding the leftover.
 /// A tile in neither slot is read as an older layout stored it (under [`NODES`], untagged), and
 /// as absent when it is not there either.
 struct Stored<R> {
@@ -364,9 +364,10 @@ fn decode_journal(bytes: &[u8]) -> Option<Vec<(MapKey, Hash)>> {
 /// into the state's spare slots — [`WriteBehind::chunk`] tiles, or twice what the batch itself
 /// changed if that is more, so that a write-out outruns the tiles piling up behind it — until
 /// the last chunk's batch makes the generation the stored one; the journal records it covers
-/// are then deleted [`WriteBehind::chunk`] a batch. Meanwhile the batches' own tiles are held over the frozen ones. No batch writes more
-/// than its chunk, so a write-out never holds the log up for one large write; only a writer
-/// whose held tiles or journal reach twice their limit mid-write-out writes the rest at once.
+/// are then deleted [`WriteBehind::chunk`] a batch. Meanwhile the batches' own tiles are held
+/// over the frozen ones. No batch writes more than its chunk, so a write-out never holds the
+/// log up for one large write; only a writer whose held tiles or journal reach twice their
+/// limit mid-write-out writes the rest at once.
 pub struct MapWriter {
     log: Arc<Log>,
     vrf_key: [u8; 32],
@@ -516,46 +517,27 @@ impl MapWriter {
         let mut journal = Vec::new();
         let mut journaled = 0;
         let mut root = None;
-        // The records the stored generation covers are dead, left to delete.
+        // The records the stored generation covers are dead, left to delete; the journal since
+        // it is replayed.
         let live = journal_key(generation.saturating_add(1));
         let mut dead = std::collections::VecDeque::new();
-        let mut start = JOURNAL.to_vec();
-        loop {
-            let page = log
-                .state_range(&start, Some(&live), 256)
-                .map_err(|e| format!("cannot read the subject map's journal: {e}"))?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            start = last.clone();
-            start.push(0);
-            dead.extend(page.into_iter().map(|(key, _)| key));
-        }
-        // The journal since the stored generation.
-        let mut start = live;
-        let end = ledger_prefix_end(JOURNAL);
-        loop {
-            let page = log
-                .state_range(&start, Some(&end), 256)
-                .map_err(|e| format!("cannot read the subject map's journal: {e}"))?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            start = last.clone();
-            start.push(0);
-            for (key, value) in page {
-                let updates = decode_journal(&value)
-                    .ok_or("a record of the subject map's journal is corrupt")?;
-                let mut batch = map::Batch::over(&stored_tiles, NODES, &tiles);
-                for (k, v) in &updates {
-                    batch.update(k, v).map_err(|e| map_error(&e))?;
-                }
-                let sealed = batch.finish().map_err(|e| map_error(&e))?;
-                root = Some(sealed.into_cache(&mut tiles));
-                journaled += updates.len();
-                journal.push(key);
+        each_journal_record(&log, JOURNAL, &live, |key, _| {
+            dead.push_back(key);
+            Ok(())
+        })?;
+        each_journal_record(&log, &live, &ledger_prefix_end(JOURNAL), |key, value| {
+            let updates =
+                decode_journal(&value).ok_or("a record of the subject map's journal is corrupt")?;
+            let mut batch = map::Batch::over(&stored_tiles, NODES, &tiles);
+            for (k, v) in &updates {
+                batch.update(k, v).map_err(|e| map_error(&e))?;
             }
-        }
+            let sealed = batch.finish().map_err(|e| map_error(&e))?;
+            root = Some(sealed.into_cache(&mut tiles));
+            journaled += updates.len();
+            journal.push(key);
+            Ok(())
+        })?;
         // The stored root names the map as of the newest batch that changed it, which wrote
         // the journal's newest record (when there is one): the tiles and the journal must give
         // exactly it.
@@ -876,6 +858,30 @@ impl MapWriter {
     pub fn rollback(&mut self) {
         self.touched.clear();
         self.pending = None;
+    }
+}
+
+/// Calls `each` with every journal record from `start` to before `end`, in key order, a page
+/// at a time.
+fn each_journal_record(
+    log: &Log,
+    start: &[u8],
+    end: &[u8],
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut start = start.to_vec();
+    loop {
+        let page = log
+            .state_range(&start, Some(end), 256)
+            .map_err(|e| format!("cannot read the subject map's journal: {e}"))?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        start = last.clone();
+        start.push(0);
+        for (key, value) in page {
+            each(key, value)?;
+        }
     }
 }
 
