@@ -353,7 +353,7 @@ fn decode_journal(bytes: &[u8]) -> Option<Vec<(MapKey, Hash)>> {
 /// writes the batch's map updates (64 bytes per patient) as one journal record
 /// (`map/j/<tree size>`) in the batch's state writes, and keeps the changed tiles in memory
 /// (shared with proofs through [`SubjectMapKey`]). The state always holds the tiles of some
-/// generation ([`Stored`]) plus the journal since. The map root every checkpoint commits to is
+/// generation (see `Stored`) plus the journal since. The map root every checkpoint commits to is
 /// computed from both, so the map and the log still commit together; opening the writer (at
 /// start, after a failed batch) replays the journal over the stored tiles and checks the result
 /// against the stored root.
