@@ -151,7 +151,7 @@ async fn a_data_dir_with_an_older_state_layout_is_refused() {
     };
     assert!(
         err.to_string().contains(
-            "the derived state has key layout 1 but this server reads layout 3: the data dir \
+            "the derived state has key layout 1 but this server reads layout 4: the data dir \
              was written by another version of akashi"
         ),
         "{err}"
