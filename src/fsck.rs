@@ -76,9 +76,9 @@ fn check(data_dir: &Path, store: Option<&str>) -> Result<String, Problem> {
     if store.is_none() && !sled_folder_used(data_dir).map_err(Problem::error)? {
         return Err(no_log());
     }
-    let opened = server::open_store(data_dir, store).and_then(|opened| {
+    let opened = server::open_store_watched(data_dir, store).and_then(|(opened, postgres)| {
         if server::holds_log(data_dir, opened.as_ref())? {
-            server::open_log(data_dir, opened, signer).map(Some)
+            server::open_log(data_dir, opened, postgres.as_ref(), signer).map(Some)
         } else {
             Ok(None)
         }

@@ -144,7 +144,12 @@ impl Server {
         if let Some(postgres) = &postgres {
             metrics.watch_store_lease(postgres.clone());
         }
-        let log = open_log(&config.data_dir, store, keys.checkpoint_signer.clone())?;
+        let log = open_log(
+            &config.data_dir,
+            store,
+            postgres.as_ref(),
+            keys.checkpoint_signer.clone(),
+        )?;
         // Erasures a stop interrupted are finished before anything is served.
         crate::erasure::resume(&log).map_err(|err| StartError::Vault(err.to_string()))?;
         metrics.set_tree_size(log.size().get());
@@ -528,10 +533,14 @@ pub fn open_store(data_dir: &Path, store: Option<&str>) -> Result<Arc<dyn Store>
 }
 
 /// An opened store, with the PostgreSQL store's handle apart (for its lease's metrics).
-type OpenedStore = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
+pub type OpenedStore = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
 
 /// [`open_store`], keeping the PostgreSQL store's handle.
-fn open_store_watched(data_dir: &Path, store: Option<&str>) -> Result<OpenedStore, StartError> {
+///
+/// # Errors
+///
+/// As [`open_store`].
+pub fn open_store_watched(data_dir: &Path, store: Option<&str>) -> Result<OpenedStore, StartError> {
     Ok(match store {
         Some(url) => {
             let postgres = Arc::new(PostgresStore::open(url, &PostgresOptions::default())?);
@@ -567,7 +576,9 @@ pub fn holds_log(data_dir: &Path, store: &dyn Store) -> Result<bool, StartError>
 }
 
 /// Opens the log in `store`, held to the data dir's [`ANCHOR_FILE`], signing with `signer`, with
-/// the data dir's key vault.
+/// its key vault: the data dir's for a sled store, the database's for a PostgreSQL store
+/// (`postgres`, the same store as `store`). A data dir's vault found beside a PostgreSQL store is
+/// moved into the database first (see [`open_database_vault`]).
 ///
 /// # Errors
 ///
@@ -576,33 +587,98 @@ pub fn holds_log(data_dir: &Path, store: &dyn Store) -> Result<bool, StartError>
 pub fn open_log(
     data_dir: &Path,
     store: Arc<dyn Store>,
+    postgres: Option<&Arc<PostgresStore>>,
     signer: NoteSigner,
 ) -> Result<Log, StartError> {
     let anchor =
         Anchor::open(&data_dir.join(ANCHOR_FILE), &signer.verifier()).map_err(OpenError::from)?;
     let log = Log::open_anchored(store, signer, anchor)?;
-    let vault_dir = data_dir.join(VAULT_DIR);
-    let vault_exists = vault_dir
+    let vault_error = |err: crate::error::Error| StartError::Vault(err.to_string());
+    let vault = match postgres {
+        Some(postgres) => open_database_vault(data_dir, postgres)?,
+        None => {
+            let vault_dir = data_dir.join(VAULT_DIR);
+            if !vault_file_exists(data_dir)?
+                && crate::erasure::keys_allocated(&log).map_err(vault_error)?
+            {
+                // Without the vault every sealed body would read as erased: refuse, never
+                // pretend.
+                return Err(StartError::Vault(format!(
+                    "{} is missing, but the store holds bodies sealed under its keys; restore the \
+                     vault (it is kept apart from the store's backups) or move the data dir aside",
+                    vault_dir.join(ledger::vault::FILE_NAME).display()
+                )));
+            }
+            ledger::vault::KeyVault::open(&vault_dir)
+                .map_err(|err| StartError::Vault(err.to_string()))?
+        }
+    };
+    if vault.slots() == 0 && crate::erasure::keys_allocated(&log).map_err(vault_error)? {
+        return Err(StartError::Vault(format!(
+            "the key vault in {} holds no keys, but the store holds bodies sealed under its keys; \
+             restore the vault that belongs to this store",
+            vault.location()
+        )));
+    }
+    log.set_vault(Arc::new(vault));
+    crate::erasure::restore_floor(&log).map_err(vault_error)?;
+    Ok(log)
+}
+
+/// Whether the data dir holds a key vault file.
+fn vault_file_exists(data_dir: &Path) -> Result<bool, StartError> {
+    data_dir
+        .join(VAULT_DIR)
         .join(ledger::vault::FILE_NAME)
         .try_exists()
         .map_err(|source| StartError::Io {
             context: "examining the key vault",
             source,
-        })?;
-    let vault_error = |err: crate::error::Error| StartError::Vault(err.to_string());
-    if !vault_exists && crate::erasure::keys_allocated(&log).map_err(vault_error)? {
-        // Without the vault every sealed body would read as erased: refuse, never pretend.
+        })
+}
+
+/// The key vault of a log on PostgreSQL: the database's (`ledger::store::postgres::vault`), so
+/// that every server of the log reaches the same keys.
+///
+/// A vault file in the data dir (a log that ran on PostgreSQL before the vault moved there, or
+/// one copied from sled with `akashi store copy`) is moved in: copied slot for slot into an
+/// empty database vault, then destroyed (overwritten with zeros, synced, removed), so that a
+/// later shred reaches every copy of a key. A file whose slots all read the same in the
+/// database (a move cut short before the file was destroyed) is destroyed; any other file
+/// beside a database vault that holds keys is refused, since one of the two would be ignored.
+///
+/// # Errors
+///
+/// [`StartError::Vault`].
+pub fn open_database_vault(
+    data_dir: &Path,
+    postgres: &Arc<PostgresStore>,
+) -> Result<ledger::vault::KeyVault, StartError> {
+    let failed = |err: ledger::vault::VaultError| StartError::Vault(err.to_string());
+    let slots = ledger::store::postgres::vault::PostgresSlots::new(postgres.clone());
+    let vault = ledger::vault::KeyVault::with_slots(Box::new(slots)).map_err(failed)?;
+    if !vault_file_exists(data_dir)? {
+        return Ok(vault);
+    }
+    let vault_dir = data_dir.join(VAULT_DIR);
+    let file = ledger::vault::KeyVault::open(&vault_dir).map_err(failed)?;
+    if vault.slots() == 0 {
+        let moved = file.copy_into(&vault).map_err(failed)?;
+        tracing::info!(
+            slots = moved,
+            "moved the data dir's key vault into the PostgreSQL database"
+        );
+    } else if !file.is_prefix_of(&vault).map_err(failed)? {
         return Err(StartError::Vault(format!(
-            "{} is missing, but the store holds bodies sealed under its keys; restore the vault \
-             (it is kept apart from the store's backups) or move the data dir aside",
+            "the data dir's key vault {} differs from the key vault in the PostgreSQL database, \
+             which holds keys already: a log on PostgreSQL keeps its keys in the database only; \
+             move the file aside once you know which vault belongs to this log",
             vault_dir.join(ledger::vault::FILE_NAME).display()
         )));
     }
-    let vault = ledger::vault::KeyVault::open(&vault_dir)
-        .map_err(|err| StartError::Vault(err.to_string()))?;
-    log.set_vault(Arc::new(vault));
-    crate::erasure::restore_floor(&log).map_err(vault_error)?;
-    Ok(log)
+    drop(file);
+    ledger::vault::KeyVault::destroy_file(&vault_dir).map_err(failed)?;
+    Ok(vault)
 }
 
 /// Keeps the disclosure statistics up to date in the background until `stop`, so that a page

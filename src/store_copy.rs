@@ -12,9 +12,12 @@
 //! checkpoint (`ledger::log::Log::fsck`); and when the keys' data dir has a checkpoint anchor,
 //! the copy must reach the anchored checkpoint with the same root, as a server start requires.
 //!
-//! The data dir's other files are not copied: the signing and token keys, the key vault and the
-//! checkpoint anchor stay where they are, and the server is then started with the same data dir
-//! and the new `--store` (see the README). Exit codes: 0 copied and verified, 2 the copy differs
+//! The data dir's other files are not copied: the signing and token keys and the checkpoint
+//! anchor stay where they are, and the server is then started with the same data dir and the new
+//! `--store` (see the README). The key vault goes where the log goes: a PostgreSQL source's vault
+//! (a table of its database) is copied into the destination's, compared slot for slot; a sled
+//! source's vault file stays in its data dir, and the first start on PostgreSQL moves it into
+//! the database. Exit codes: 0 copied and verified, 2 the copy differs
 //! or does not verify, 1 when the copy cannot run.
 
 use std::{path::Path, process::ExitCode, sync::Arc};
@@ -22,7 +25,8 @@ use std::{path::Path, process::ExitCode, sync::Arc};
 use ledger::{
     anchor::Anchor,
     log::{Log, holds_committed_log},
-    store::Store,
+    store::{PostgresStore, Store, postgres::vault::PostgresSlots},
+    vault::KeyVault,
 };
 
 use crate::{keys, server};
@@ -38,12 +42,51 @@ const PAGE: usize = 1024;
 const COMMIT_BYTES: usize = 32 << 20;
 
 /// A store named on the command line: a data dir (its sled store) or a PostgreSQL URL.
-fn open(spec: &str) -> Result<Arc<dyn Store>, String> {
+fn open(spec: &str) -> Result<server::OpenedStore, String> {
     if ledger::store::postgres::is_postgres_url(spec) {
-        server::open_store(Path::new(""), Some(spec)).map_err(|e| e.to_string())
+        server::open_store_watched(Path::new(""), Some(spec)).map_err(|e| e.to_string())
     } else {
-        server::open_store(Path::new(spec), None).map_err(|e| e.to_string())
+        server::open_store_watched(Path::new(spec), None).map_err(|e| e.to_string())
     }
+}
+
+/// The key vault of a log on PostgreSQL moves with it: copied into the destination's vault (the
+/// database's, or the destination data dir's file), which must hold no keys, and compared slot
+/// for slot. A sled source's vault stays in its data dir: the first start on PostgreSQL moves it
+/// into the database (`server::open_database_vault`). Returns what was done, for the summary.
+fn copy_vault(
+    source: Option<&Arc<PostgresStore>>,
+    destination: Option<&Arc<PostgresStore>>,
+    to: &str,
+) -> Result<String, Failure> {
+    let Some(source) = source else {
+        return Ok(String::new());
+    };
+    let database = |store: &Arc<PostgresStore>| {
+        KeyVault::with_slots(Box::new(PostgresSlots::new(store.clone())))
+    };
+    let from = database(source).map_err(|e| error(format_args!("the source's key vault: {e}")))?;
+    let into = match destination {
+        Some(store) => database(store),
+        None => KeyVault::open(&Path::new(to).join(server::VAULT_DIR)),
+    }
+    .map_err(|e| error(format_args!("the destination's key vault: {e}")))?;
+    let slots = from
+        .copy_into(&into)
+        .map_err(|e| error(format_args!("copying the key vault: {e}")))?;
+    let same = from.slots() == into.slots()
+        && from
+            .is_prefix_of(&into)
+            .map_err(|e| error(format_args!("comparing the key vaults: {e}")))?;
+    if !same {
+        return Err(Failure::Mismatch(
+            "the copied key vault differs from the source's".to_owned(),
+        ));
+    }
+    Ok(format!(
+        "; the key vault's {slots} slots copied to {} and compared",
+        into.location()
+    ))
 }
 
 /// Copies `from` to `to` and verifies the copy with the checkpoint key of `keys_dir`.
@@ -87,11 +130,13 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
     let anchor = Anchor::open(&keys_dir.join(server::ANCHOR_FILE), &verifier)
         .map_err(|e| error(format_args!("the checkpoint anchor: {e}")))?;
     let anchored = anchor.checkpoint().map(|c| c.checkpoint().clone());
-    let source = open(from).map_err(|e| error(format_args!("the source: {e}")))?;
+    let (source, source_postgres) =
+        open(from).map_err(|e| error(format_args!("the source: {e}")))?;
     if !holds_committed_log(source.as_ref()).map_err(error)? {
         return Err(error("the source holds no committed log"));
     }
-    let destination = open(to).map_err(|e| error(format_args!("the destination: {e}")))?;
+    let (destination, destination_postgres) =
+        open(to).map_err(|e| error(format_args!("the destination: {e}")))?;
     if first_record(destination.as_ref())?.is_some() {
         return Err(error(
             "the destination is not empty: copy only into a new data dir or an empty database",
@@ -126,9 +171,11 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
         }
         None => "; the keys' data dir has no checkpoint anchor to compare with".to_owned(),
     };
+    let vault_check = copy_vault(source_postgres.as_ref(), destination_postgres.as_ref(), to)?;
     Ok(format!(
         "copied {records} records ({bytes} bytes); verified: every record equal, {} entries and \
-         {} full tiles checked, root {} matches the newest signed checkpoint (size {}){anchor_check}",
+         {} full tiles checked, root {} matches the newest signed checkpoint (size \
+         {}){anchor_check}{vault_check}",
         report.leaves,
         report.full_tiles,
         report.root,

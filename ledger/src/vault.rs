@@ -211,24 +211,87 @@ pub enum VaultError {
         /// The slot.
         slot: u64,
     },
+    /// The database that keeps the vault failed or could not be reached.
+    #[error("key vault in {location}: {context}: {message}")]
+    Database {
+        /// Where the vault is.
+        location: String,
+        /// What was being done.
+        context: &'static str,
+        /// The database's or client's message.
+        message: String,
+    },
+    /// Another server took over the database the vault is kept in: this one may no longer add
+    /// keys to it.
+    #[error("the key vault's database was taken over by another server (epoch {epoch} lost)")]
+    Fenced {
+        /// The lease epoch this server held.
+        epoch: i64,
+    },
+    /// A vault was to be copied into one that already holds keys.
+    #[error(
+        "the key vault in {location} already holds keys: a vault is copied only into an empty one"
+    )]
+    NotEmpty {
+        /// Where the destination vault is.
+        location: String,
+    },
     /// A sealed record that is malformed, was moved to another leaf index, was tampered with,
     /// or was opened with the wrong key.
     #[error("a sealed body failed to open")]
     Sealed,
 }
 
-/// The key vault: the file of body keys, outside the main store (see the [module docs](self)).
+/// Where a vault keeps its slots: a file of its own ([`KeyVault::open`]) or a table of the
+/// PostgreSQL database under the log (`crate::store::postgres::vault`). A slot is
+/// [`SLOT_LEN`] bytes, tag then key; all zeros is shredded, or never handed out.
+///
+/// [`KeyVault`] keeps the rules (allocation cursor, tags, which slot may be shredded); a slot
+/// store only keeps bytes, durably.
+pub trait SlotStore: Send + Sync + fmt::Debug {
+    /// Where the slots are, for messages.
+    fn location(&self) -> String;
+    /// The vault file, for a file vault.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+    /// How many whole slots are stored durably (handed out, free or shredded). Called when the
+    /// vault opens; afterwards the vault counts the blocks it appends itself.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`].
+    fn count(&self) -> Result<u64, VaultError>;
+    /// Slot `slot`, which lies below the count.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`].
+    fn read(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError>;
+    /// Stores `block` (whole slots) as slots `first..`, durably before returning; `stored` is the
+    /// count before the call. On an error none of the block may ever be read back as handed out:
+    /// the vault does not count it.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`], [`VaultError::Fenced`].
+    fn append(&self, stored: u64, first: u64, block: &[u8]) -> Result<(), VaultError>;
+    /// Overwrites slot `slot` with zeros, durably before returning.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`]; the slot may then be zeroed or not.
+    fn zero(&self, slot: u64) -> Result<(), VaultError>;
+}
+
+/// The key vault: the body keys, outside the main store (see the [module docs](self)).
 ///
 /// Many threads may read keys at once; allocations and shreds take turns.
 pub struct KeyVault {
-    path: PathBuf,
-    file: File,
+    slots_store: Box<dyn SlotStore>,
     /// Serialises writers (allocate, set_floor, shred), held across their syncs.
     writer: Mutex<()>,
-    /// Held shared while reading a slot and exclusively while writing one, so a read never sees
-    /// a half-written slot; never held across a sync.
-    io: RwLock<()>,
-    /// Whole slots in the file that were synced; only writers change it.
+    /// Whole slots stored durably; only writers change it.
     slots: AtomicU64,
     /// The slot the next allocation considers; only writers change it.
     next: AtomicU64,
@@ -237,7 +300,7 @@ pub struct KeyVault {
 impl fmt::Debug for KeyVault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyVault")
-            .field("path", &self.path)
+            .field("slots_store", &self.slots_store)
             .field("slots", &self.slots.load(Ordering::Acquire))
             .field("next_slot", &self.next.load(Ordering::Acquire))
             .finish_non_exhaustive()
@@ -255,6 +318,266 @@ impl KeyVault {
     /// [`VaultError::Malformed`] for a file without the vault header, [`VaultError::Locked`]
     /// when the vault is open elsewhere, [`VaultError::Io`].
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
+        Self::with_slots(Box::new(FileSlots::open(dir)?))
+    }
+
+    /// A vault over `slots_store`. The allocation cursor starts at slot 0, as for
+    /// [`KeyVault::open`].
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::count`].
+    pub fn with_slots(slots_store: Box<dyn SlotStore>) -> Result<Self, VaultError> {
+        let slots = slots_store.count()?;
+        Ok(Self {
+            slots_store,
+            writer: Mutex::new(()),
+            slots: AtomicU64::new(slots),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// The vault file's path, for a vault kept in a file.
+    pub fn path(&self) -> Option<&Path> {
+        self.slots_store.path()
+    }
+
+    /// Where the vault keeps its keys, for messages.
+    pub fn location(&self) -> String {
+        self.slots_store.location()
+    }
+
+    /// Allocation never hands out a slot below `next` (the caller keeps the durable
+    /// high-water mark in its own store, written atomically with the first entry sealed under
+    /// the key; after a crash the caller calls this with it). Never lowers the cursor.
+    pub fn set_floor(&self, next: u64) {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.next.fetch_max(next, Ordering::AcqRel);
+    }
+
+    /// The slot the next [`KeyVault::allocate`] returns (or, if that slot reads as
+    /// shredded, the first after it that does not).
+    pub fn next_slot(&self) -> u64 {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// A fresh key, durable before this returns. Appends a block of [`BLOCK_SLOTS`] new keys
+    /// (made durable) when the stored ones are used up; skips slots that read as shredded.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`], [`VaultError::Fenced`],
+    /// [`VaultError::Random`], [`VaultError::Exhausted`]; the cursor is then unchanged and
+    /// nothing was handed out.
+    pub fn allocate(&self) -> Result<KeyId, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let slot = self.next.load(Ordering::Acquire);
+            let after = slot.checked_add(1).ok_or(VaultError::Exhausted { slot })?;
+            if slot >= self.slots.load(Ordering::Acquire) {
+                self.append_block(slot)?;
+            }
+            let bytes = self.slots_store.read(slot)?;
+            self.next.store(after, Ordering::Release);
+            let (tag, _) = split_slot(&bytes);
+            if tag != [0; TAG_LEN] {
+                return Ok(KeyId::new(slot, tag));
+            }
+        }
+    }
+
+    /// The key, or `None` when it was shredded, its tag does not match, or the slot was never
+    /// written.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`].
+    pub fn key(&self, id: KeyId) -> Result<Option<BodyKey>, VaultError> {
+        let slot = id.slot();
+        if slot >= self.slots.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let bytes = self.slots_store.read(slot)?;
+        let (tag, key) = split_slot(&bytes);
+        if tag == [0; TAG_LEN] || tag != id.tag() {
+            return Ok(None);
+        }
+        Ok(Some(BodyKey(*key)))
+    }
+
+    /// Destroys the key: overwrites its slot with zeros, durably (`fdatasync` for a file)
+    /// before returning. Returns whether the key was there. Idempotent: a slot that already
+    /// reads as shredded is overwritten and made durable again (completing a shred interrupted
+    /// by a crash or a failed sync) and `false` returned. A slot holding another key (another
+    /// tag) is left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`], [`VaultError::Database`]; the key may then be destroyed or not, and
+    /// the shred must be retried.
+    pub fn shred(&self, id: KeyId) -> Result<bool, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = id.slot();
+        if slot >= self.slots.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        let bytes = self.slots_store.read(slot)?;
+        let (tag, _) = split_slot(&bytes);
+        let shredded = tag == [0; TAG_LEN];
+        if !shredded && tag != id.tag() {
+            return Ok(false);
+        }
+        self.slots_store.zero(slot)?;
+        Ok(!shredded)
+    }
+
+    /// Stores [`BLOCK_SLOTS`] fresh slots from `first` on (slots between the stored ones and
+    /// `first` are left as zeros, never handed out). Called with the writer lock held.
+    fn append_block(&self, first: u64) -> Result<(), VaultError> {
+        let end = first
+            .checked_add(BLOCK_SLOTS)
+            .filter(|&end| slot_offset(end).is_some())
+            .ok_or(VaultError::Exhausted { slot: first })?;
+        let block = fresh_block(BLOCK_SLOTS)?;
+        self.slots_store
+            .append(self.slots.load(Ordering::Acquire), first, &block)?;
+        self.slots.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many slots the vault holds (handed out, free or shredded).
+    pub fn slots(&self) -> u64 {
+        self.slots.load(Ordering::Acquire)
+    }
+
+    /// Copies every slot of this vault into `to`, which must hold none: a vault moved to
+    /// another place (from a data dir's file into the database, or back). Shredded slots are
+    /// copied as zeros. Returns the slots copied.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::NotEmpty`] when `to` holds slots; as [`SlotStore::read`] and
+    /// [`SlotStore::append`].
+    pub fn copy_into(&self, to: &KeyVault) -> Result<u64, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _to_writer = to.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if to.slots.load(Ordering::Acquire) != 0 {
+            return Err(VaultError::NotEmpty {
+                location: to.location(),
+            });
+        }
+        let total = self.slots.load(Ordering::Acquire);
+        let mut first = 0;
+        while first < total {
+            let count = (total - first).min(BLOCK_SLOTS);
+            let mut block = Zeroizing::new(Vec::with_capacity(SLOT_LEN * count as usize));
+            for slot in first..first + count {
+                block.extend_from_slice(self.slots_store.read(slot)?.as_slice());
+            }
+            to.slots_store.append(first, first, &block)?;
+            first += count;
+            to.slots.store(first, Ordering::Release);
+        }
+        Ok(total)
+    }
+
+    /// Destroys the vault file `dir/body-keys` (one whose keys were moved elsewhere): every
+    /// slot overwritten with zeros and synced, then the file removed and its folder synced. The
+    /// file must not be open. Does nothing when there is no file.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Locked`] when the vault is open, [`VaultError::Malformed`],
+    /// [`VaultError::Io`].
+    pub fn destroy_file(dir: &Path) -> Result<(), VaultError> {
+        let path = dir.join(FILE_NAME);
+        match fs::metadata(&path) {
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(io_error(&path, "reading its length", source)),
+        }
+        let slots = FileSlots::open(dir)?;
+        let count = slots.count()?;
+        let zeros = vec![0u8; SLOT_LEN * 1024];
+        let mut slot = 0;
+        while slot < count {
+            let n = (count - slot).min(1024);
+            let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
+            let len = SLOT_LEN * usize::try_from(n).unwrap_or(1024);
+            slots
+                .file
+                .write_all_at(zeros.get(..len).unwrap_or(&zeros), offset)
+                .map_err(|source| io_error(&path, "overwriting its keys", source))?;
+            slot += n;
+        }
+        slots
+            .file
+            .sync_all()
+            .map_err(|source| io_error(&path, "syncing its overwritten keys", source))?;
+        fs::remove_file(&path).map_err(|source| io_error(&path, "removing it", source))?;
+        drop(slots);
+        sync_dir(dir)
+    }
+
+    /// Whether every slot of this vault reads the same in `other` (which may hold more).
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`].
+    pub fn is_prefix_of(&self, other: &KeyVault) -> Result<bool, VaultError> {
+        let total = self.slots.load(Ordering::Acquire);
+        if other.slots.load(Ordering::Acquire) < total {
+            return Ok(false);
+        }
+        for slot in 0..total {
+            if *self.slots_store.read(slot)? != *other.slots_store.read(slot)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// `count` fresh slots: random tags (never zero) and random keys.
+fn fresh_block(count: u64) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let len = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(SLOT_LEN))
+        .ok_or(VaultError::Exhausted { slot: count })?;
+    let mut block = Zeroizing::new(vec![0u8; len]);
+    OsRng
+        .try_fill_bytes(block.as_mut_slice())
+        .map_err(VaultError::Random)?;
+    for slot in block.chunks_exact_mut(SLOT_LEN) {
+        let Some((tag, _)) = slot.split_first_chunk_mut::<TAG_LEN>() else {
+            continue;
+        };
+        while *tag == [0; TAG_LEN] {
+            OsRng.try_fill_bytes(tag).map_err(VaultError::Random)?;
+        }
+    }
+    Ok(block)
+}
+
+/// The vault file of a data dir: slots at fixed offsets after the header.
+struct FileSlots {
+    path: PathBuf,
+    file: File,
+    /// Held shared while reading a slot and exclusively while writing one, so a read never sees
+    /// a half-written slot; never held across a sync.
+    io: RwLock<()>,
+}
+
+impl fmt::Debug for FileSlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSlots")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSlots {
+    fn open(dir: &Path) -> Result<Self, VaultError> {
         let path = dir.join(FILE_NAME);
         let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
@@ -281,8 +604,7 @@ impl KeyVault {
         if &magic != MAGIC {
             return Err(VaultError::Malformed { path });
         }
-        let body = len - HEADER_LEN;
-        let torn = body % SLOT_LEN_U64;
+        let torn = (len - HEADER_LEN) % SLOT_LEN_U64;
         if torn != 0 {
             file.set_len(len - torn)
                 .map_err(|source| io_error(&path, "cutting off a torn tail", source))?;
@@ -295,111 +617,30 @@ impl KeyVault {
         Ok(Self {
             path,
             file,
-            writer: Mutex::new(()),
             io: RwLock::new(()),
-            slots: AtomicU64::new(body / SLOT_LEN_U64),
-            next: AtomicU64::new(0),
         })
     }
+}
 
-    /// The vault file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+impl SlotStore for FileSlots {
+    fn location(&self) -> String {
+        format!("`{}`", self.path.display())
     }
 
-    /// Allocation never hands out a slot below `next` (the caller keeps the durable
-    /// high-water mark in its own store, written atomically with the first entry sealed under
-    /// the key; after a crash the caller calls this with it). Never lowers the cursor.
-    pub fn set_floor(&self, next: u64) {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.next.fetch_max(next, Ordering::AcqRel);
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 
-    /// The slot the next [`KeyVault::allocate`] returns (or, if that slot reads as
-    /// shredded, the first after it that does not).
-    pub fn next_slot(&self) -> u64 {
-        self.next.load(Ordering::Acquire)
+    fn count(&self) -> Result<u64, VaultError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| io_error(&self.path, "reading its length", source))?
+            .len();
+        Ok(len.saturating_sub(HEADER_LEN) / SLOT_LEN_U64)
     }
 
-    /// A fresh key, durable on disk before this returns. Appends (and syncs) a block of
-    /// [`BLOCK_SLOTS`] new keys when the synced ones are used up; skips slots that read as
-    /// shredded.
-    ///
-    /// # Errors
-    ///
-    /// [`VaultError::Io`], [`VaultError::Random`], [`VaultError::Exhausted`]; the cursor is then
-    /// unchanged and nothing was handed out.
-    pub fn allocate(&self) -> Result<KeyId, VaultError> {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let slot = self.next.load(Ordering::Acquire);
-            let after = slot.checked_add(1).ok_or(VaultError::Exhausted { slot })?;
-            if slot >= self.slots.load(Ordering::Acquire) {
-                self.append_block(slot)?;
-            }
-            let bytes = self.read_slot(slot)?;
-            self.next.store(after, Ordering::Release);
-            let (tag, _) = split_slot(&bytes);
-            if tag != [0; TAG_LEN] {
-                return Ok(KeyId::new(slot, tag));
-            }
-        }
-    }
-
-    /// The key, or `None` when it was shredded, its tag does not match, or the slot was never
-    /// written.
-    ///
-    /// # Errors
-    ///
-    /// [`VaultError::Io`].
-    pub fn key(&self, id: KeyId) -> Result<Option<BodyKey>, VaultError> {
-        let slot = id.slot();
-        if slot >= self.slots.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let bytes = self.read_slot(slot)?;
-        let (tag, key) = split_slot(&bytes);
-        if tag == [0; TAG_LEN] || tag != id.tag() {
-            return Ok(None);
-        }
-        Ok(Some(BodyKey(*key)))
-    }
-
-    /// Destroys the key: overwrites its slot with zeros and syncs (`fdatasync`) before
-    /// returning. Returns whether the key was there. Idempotent: a slot that already reads as
-    /// shredded is overwritten and synced again (completing a shred interrupted by a crash or a
-    /// failed sync) and `false` returned. A slot holding another key (another tag) is left alone.
-    ///
-    /// # Errors
-    ///
-    /// [`VaultError::Io`]; the key may then be destroyed or not, and the shred must be retried.
-    pub fn shred(&self, id: KeyId) -> Result<bool, VaultError> {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = id.slot();
-        if slot >= self.slots.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
-        let bytes = self.read_slot(slot)?;
-        let (tag, _) = split_slot(&bytes);
-        let shredded = tag == [0; TAG_LEN];
-        if !shredded && tag != id.tag() {
-            return Ok(false);
-        }
-        {
-            let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
-            self.file
-                .write_all_at(&[0; SLOT_LEN], offset)
-                .map_err(|source| io_error(&self.path, "overwriting a key", source))?;
-        }
-        self.file
-            .sync_data()
-            .map_err(|source| io_error(&self.path, "syncing a shred", source))?;
-        Ok(!shredded)
-    }
-
-    /// Reads slot `slot` (which must lie in the file).
-    fn read_slot(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError> {
+    fn read(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError> {
         let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
         let mut bytes = Zeroizing::new([0u8; SLOT_LEN]);
         let _io = self.io.read().unwrap_or_else(PoisonError::into_inner);
@@ -409,31 +650,12 @@ impl KeyVault {
         Ok(bytes)
     }
 
-    /// Writes [`BLOCK_SLOTS`] fresh slots from `first` on (slots between the file's end and
-    /// `first` are left as a hole: zeros, never handed out) and syncs the file. Called with the
-    /// writer lock held.
-    fn append_block(&self, first: u64) -> Result<(), VaultError> {
-        let end = first
-            .checked_add(BLOCK_SLOTS)
-            .filter(|&end| slot_offset(end).is_some())
-            .ok_or(VaultError::Exhausted { slot: first })?;
+    fn append(&self, stored: u64, first: u64, block: &[u8]) -> Result<(), VaultError> {
         let offset = slot_offset(first).ok_or(VaultError::Exhausted { slot: first })?;
-        let mut block = Zeroizing::new(vec![0u8; SLOT_LEN * BLOCK_SLOTS as usize]);
-        OsRng
-            .try_fill_bytes(block.as_mut_slice())
-            .map_err(VaultError::Random)?;
-        for slot in block.chunks_exact_mut(SLOT_LEN) {
-            let Some((tag, _)) = slot.split_first_chunk_mut::<TAG_LEN>() else {
-                continue;
-            };
-            while *tag == [0; TAG_LEN] {
-                OsRng.try_fill_bytes(tag).map_err(VaultError::Random)?;
-            }
-        }
         let written = {
             let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
             self.file
-                .write_all_at(block.as_slice(), offset)
+                .write_all_at(block, offset)
                 .map_err(|source| io_error(&self.path, "appending keys", source))
         };
         if let Err(err) = written.and_then(|()| {
@@ -442,7 +664,7 @@ impl KeyVault {
                 .map_err(|source| io_error(&self.path, "syncing new keys", source))
         }) {
             // None of the block is handed out; cut it off so that no later open counts it.
-            let old = HEADER_LEN + self.slots.load(Ordering::Acquire) * SLOT_LEN_U64;
+            let old = HEADER_LEN + stored * SLOT_LEN_U64;
             let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
             if let Err(cause) = self.file.set_len(old) {
                 // The next open syncs whatever is left: a block never handed out is harmless.
@@ -450,13 +672,20 @@ impl KeyVault {
             }
             return Err(err);
         }
-        self.slots.store(end, Ordering::Release);
         Ok(())
     }
 
-    /// How many slots the file holds (handed out, free or shredded).
-    pub fn slots(&self) -> u64 {
-        self.slots.load(Ordering::Acquire)
+    fn zero(&self, slot: u64) -> Result<(), VaultError> {
+        let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
+        {
+            let _io = self.io.write().unwrap_or_else(PoisonError::into_inner);
+            self.file
+                .write_all_at(&[0; SLOT_LEN], offset)
+                .map_err(|source| io_error(&self.path, "overwriting a key", source))?;
+        }
+        self.file
+            .sync_data()
+            .map_err(|source| io_error(&self.path, "syncing a shred", source))
     }
 }
 

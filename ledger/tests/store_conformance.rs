@@ -66,8 +66,12 @@ mod postgres {
         conformance::{self, Harness},
         store::{
             MemoryStore, PostgresOptions, PostgresStore, Store, StoreError,
-            postgres::testing::{cluster, fresh_database},
+            postgres::{
+                testing::{cluster, fresh_database},
+                vault::PostgresSlots,
+            },
         },
+        vault::{BLOCK_SLOTS, KeyVault, VaultError, open_body, seal_body},
     };
     use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
@@ -358,6 +362,103 @@ mod postgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn database_vault(store: &Arc<PostgresStore>) -> KeyVault {
+        KeyVault::with_slots(Box::new(PostgresSlots::new(store.clone()))).unwrap()
+    }
+
+    /// The key vault in the database: keys handed out are durable and found again by another
+    /// server of the log, a shred overwrites the row (and the key is gone from every reader,
+    /// including this one's memory), the allocation floor is kept, and a file vault copied in
+    /// reads the same slot for slot.
+    #[test]
+    fn the_key_vault_in_the_database_is_shared_and_shreds_for_everyone() {
+        let Some(url) = fresh_database("the_key_vault_in_the_database") else {
+            return;
+        };
+        let db = database_name(&url);
+        let first = Arc::new(PostgresStore::open(&url, &options()).unwrap());
+        let vault = database_vault(&first);
+        assert_eq!(vault.slots(), 0);
+        let a = vault.allocate().unwrap();
+        let b = vault.allocate().unwrap();
+        assert_eq!((a.slot(), b.slot()), (0, 1));
+        assert_eq!(vault.slots(), BLOCK_SLOTS);
+        let sealed = seal_body(
+            &vault.key(a).unwrap().unwrap(),
+            a,
+            7,
+            b"body",
+            &mut rand::rngs::OsRng,
+        );
+        // Another server of the log (after this one stops) reaches the same key.
+        drop(vault);
+        drop(first);
+        let second = Arc::new(PostgresStore::open(&url, &options()).unwrap());
+        let vault = database_vault(&second);
+        assert_eq!(vault.slots(), BLOCK_SLOTS);
+        let key = vault.key(a).unwrap().unwrap();
+        assert_eq!(open_body(&key, 7, &sealed).unwrap(), b"body");
+        // The floor comes from the caller's store, as for a file vault.
+        vault.set_floor(2);
+        assert_eq!(vault.allocate().unwrap().slot(), 2);
+        // A shred: gone from this reader (which had the key in memory) and from the table.
+        assert!(vault.shred(a).unwrap());
+        assert!(vault.key(a).unwrap().is_none());
+        assert!(vault.key(b).unwrap().is_some());
+        let row = cluster().unwrap().psql(
+            &db,
+            "SELECT encode(tag, 'hex') || encode(key, 'hex') FROM akashi_vault WHERE slot = 0",
+        );
+        assert_eq!(row, "0".repeat(80));
+        assert!(!vault.shred(a).unwrap(), "a second shred finds nothing");
+        // A file vault copied in reads the same, slot for slot.
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyVault::open(dir.path()).unwrap();
+        let kept = file.allocate().unwrap();
+        let other = fresh_database("the_key_vault_in_the_database_copy").unwrap();
+        let third = Arc::new(PostgresStore::open(&other, &options()).unwrap());
+        let copy = database_vault(&third);
+        assert_eq!(file.copy_into(&copy).unwrap(), BLOCK_SLOTS);
+        assert!(file.is_prefix_of(&copy).unwrap() && copy.is_prefix_of(&file).unwrap());
+        assert_eq!(
+            copy.key(kept).unwrap().map(|k| format!("{k:?}")),
+            Some("BodyKey(<redacted>)".to_owned())
+        );
+        // Not into a vault that holds keys.
+        let err = file.copy_into(&copy).unwrap_err();
+        assert!(err.to_string().contains("already holds keys"), "{err}");
+        // The file, destroyed once moved, holds no key and is gone.
+        drop(file);
+        KeyVault::destroy_file(dir.path()).unwrap();
+        assert!(!dir.path().join(ledger::vault::FILE_NAME).exists());
+    }
+
+    /// A server that lost the store adds no keys to its vault: the block's statement checks the
+    /// lease's epoch, as a commit does.
+    #[test]
+    fn a_deposed_server_adds_no_keys() {
+        let Some(url) = fresh_database("a_deposed_server_adds_no_keys") else {
+            return;
+        };
+        let old = Arc::new(PostgresStore::open(&url, &options()).unwrap());
+        let vault = database_vault(&old);
+        let db = database_name(&url);
+        cluster()
+            .unwrap()
+            .psql(&db, "UPDATE akashi_lease SET expires_at = '-infinity'");
+        let new = PostgresStore::open(&url, &options()).unwrap();
+        let err = vault.allocate().unwrap_err();
+        assert!(matches!(err, VaultError::Fenced { .. }), "{err}");
+        assert_eq!(
+            cluster()
+                .unwrap()
+                .psql(&db, "SELECT count(*) FROM akashi_vault"),
+            "0"
+        );
+        assert!(old.lease().fenced);
+        drop(new);
     }
 
     #[test]

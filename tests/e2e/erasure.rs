@@ -714,7 +714,7 @@ async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_with
         let keys =
             akashi::keys::Keys::load(&data_dir, &akashi::config::Config::default().origin).unwrap();
         let store = akashi::server::open_store(&data_dir, None).unwrap();
-        let log = akashi::server::open_log(&data_dir, store, keys.checkpoint_signer).unwrap();
+        let log = akashi::server::open_log(&data_dir, store, None, keys.checkpoint_signer).unwrap();
         assert!(log.redact_body(LeafIndex(p2_grant)).unwrap());
     }
     let server = TestServer::start_in(dir).await;

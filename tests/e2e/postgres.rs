@@ -250,22 +250,64 @@ async fn store_copy_moves_a_log_to_postgres_and_back() {
     let (new_size, new_root) = checkpoint_root(&receipt.checkpoint, &server.vkey);
     assert_consistent(&api, (size, root), (new_size, new_root)).await;
     let regulator = Api::new(&server, Role::Regulator, None).await;
-    assert_eq!(
-        regulator.subject_history("p1").await.unwrap().entries.len(),
-        3
+    let history = regulator.subject_history("p1").await.unwrap().entries;
+    assert_eq!(history.len(), 3);
+    // The sealed bodies open: the data dir's key vault moved into the database at the start,
+    // and the file is gone, so that a shred reaches every copy of a key.
+    assert!(history.iter().all(|e| !e.redacted && !e.body.is_empty()));
+    let vault_file = data
+        .join(akashi::server::VAULT_DIR)
+        .join(ledger::vault::FILE_NAME);
+    assert!(!vault_file.exists(), "{}", vault_file.display());
+    let db = database_name(&url);
+    let slots = cluster().unwrap().psql(
+        db,
+        "SELECT count(*) FROM akashi_vault WHERE tag <> '\\x0000000000000000'",
     );
+    assert!(slots.trim().parse::<u64>().unwrap() >= 1024, "{slots}");
     let dir = server.stop().await;
 
-    // And back, into a new data dir's sled store, verified with the first data dir's key.
-    let back = tempfile::tempdir().unwrap();
-    let back_text = back.path().to_str().unwrap();
+    // And back, into a new data dir's sled store, verified with the first data dir's key; the
+    // database's vault comes with it into the new data dir.
+    let back_root = tempfile::tempdir().unwrap();
+    let back_data = back_root.path().join("data");
+    let back_text = back_data.to_str().unwrap();
     let output = store_copy(&url, back_text, Some(&data));
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(back.path().join("ledger").is_dir());
+    assert!(back_data.join("ledger").is_dir());
+    assert!(stdout.contains("key vault's"), "{stdout}");
+    assert!(
+        back_data
+            .join(akashi::server::VAULT_DIR)
+            .join(ledger::vault::FILE_NAME)
+            .is_file()
+    );
+    // A server on the copied data dir (the keys copied beside it) opens every body.
+    for name in [
+        akashi::keys::CHECKPOINT_KEY_FILE,
+        akashi::keys::CHECKPOINT_VKEY_FILE,
+        akashi::keys::TOKEN_ISSUER_KEY_FILE,
+        akashi::keys::SUBJECT_KEY_FILE,
+        akashi::keys::SUBJECT_MAP_KEY_FILE,
+        akashi::server::ANCHOR_FILE,
+    ] {
+        if data.join(name).exists() {
+            std::fs::copy(data.join(name), back_data.join(name)).unwrap();
+        }
+    }
+    {
+        let server = TestServer::start_with(back_root, |c| c.store = None).await;
+        let regulator = Api::new(&server, Role::Regulator, None).await;
+        let history = regulator.subject_history("p1").await.unwrap().entries;
+        assert_eq!(history.len(), 3);
+        assert!(history.iter().all(|e| !e.redacted && !e.body.is_empty()));
+        server.stop().await;
+    }
     // A store with records but no committed log is not a source; nothing is written to it.
     let junk = tempfile::tempdir().unwrap();
     {

@@ -68,14 +68,16 @@ use super::{Bytes, KeyValue, Store, StoreError};
 
 #[cfg(feature = "test-util")]
 pub mod testing;
+pub mod vault;
 
 /// Most calls at once that wait in `block_in_place` (the others block their thread plainly).
 const MAX_HANDED_OFF: usize = 8;
 
 /// The schema versions this build knows, in order: each is applied once, in a transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE akashi_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE akashi_kv (k bytea PRIMARY KEY, v bytea NOT NULL);
      CREATE TABLE akashi_lease (
          id integer PRIMARY KEY CHECK (id = 1),
          epoch bigint NOT NULL,
@@ -83,7 +85,17 @@ const MIGRATIONS: &[(i32, &str)] = &[(
          expires_at timestamptz NOT NULL
      );
      INSERT INTO akashi_lease (id, epoch, holder, expires_at) VALUES (1, 0, '', '-infinity');",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE akashi_vault (
+             slot bigint PRIMARY KEY CHECK (slot >= 0),
+             tag bytea NOT NULL,
+             key bytea NOT NULL
+         );
+         ALTER TABLE akashi_lease ADD COLUMN endpoint text NOT NULL DEFAULT '';",
+    ),
+];
 
 /// Serialises schema migrations between processes (`pg_advisory_xact_lock`); the bytes spell
 /// "akashi" so that no other application's lock is likely to share it.

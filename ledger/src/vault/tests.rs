@@ -41,12 +41,16 @@ fn create_modes_and_header() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
     let vault = KeyVault::open(&dir).unwrap();
-    assert_eq!(vault.path(), vault_path(&dir));
+    assert_eq!(vault.path().unwrap(), vault_path(&dir));
     let dir_mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-    let file_mode = fs::metadata(vault.path()).unwrap().permissions().mode() & 0o777;
+    let file_mode = fs::metadata(vault.path().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700);
     assert_eq!(file_mode, 0o600);
-    assert_eq!(fs::read(vault.path()).unwrap(), MAGIC);
+    assert_eq!(fs::read(vault.path().unwrap()).unwrap(), MAGIC);
     assert!(!vault_path(&dir).with_extension("tmp").exists());
     assert_eq!(vault.next_slot(), 0);
     let debug = format!("{vault:?}");
@@ -140,7 +144,7 @@ fn shred_destroys_the_key_durably() {
         let vault = KeyVault::open(tmp.path()).unwrap();
         let id = vault.allocate().unwrap();
         let key = key_bytes(&vault, id);
-        assert!(contains(&fs::read(vault.path()).unwrap(), &key));
+        assert!(contains(&fs::read(vault.path().unwrap()).unwrap(), &key));
         assert!(vault.shred(id).unwrap());
         assert!(vault.key(id).unwrap().is_none());
         // Idempotent.
@@ -178,7 +182,7 @@ fn shred_leaves_other_keys() {
     assert_eq!(key_bytes(&vault, ids[2]), keys[2]);
     let key = vault.key(ids[2]).unwrap().unwrap();
     assert_eq!(open_body(&key, 1, &sealed).unwrap(), b"b");
-    let raw = fs::read(vault.path()).unwrap();
+    let raw = fs::read(vault.path().unwrap()).unwrap();
     assert!(contains(&raw, &keys[0]) && contains(&raw, &keys[2]));
     assert!(!contains(&raw, &keys[1]));
 }
@@ -207,10 +211,15 @@ fn shred_completes_a_half_shredded_slot() {
     let key = key_bytes(&vault, id);
     // A crash tore the shred: the tag is zero, the key bytes remain.
     let offset = slot_offset(id.slot()).unwrap();
-    vault.file.write_all_at(&[0; 8], offset).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(vault.path().unwrap())
+        .unwrap()
+        .write_all_at(&[0; 8], offset)
+        .unwrap();
     assert!(vault.key(id).unwrap().is_none());
     assert!(!vault.shred(id).unwrap());
-    assert!(!contains(&fs::read(vault.path()).unwrap(), &key));
+    assert!(!contains(&fs::read(vault.path().unwrap()).unwrap(), &key));
 }
 
 #[test]
@@ -349,7 +358,7 @@ fn set_floor_skips_slots() {
     assert_eq!(id.slot(), far);
     assert!(vault.key(id).unwrap().is_some());
     assert_eq!(
-        fs::metadata(vault.path()).unwrap().len(),
+        fs::metadata(vault.path().unwrap()).unwrap().len(),
         HEADER_LEN + (far + BLOCK_SLOTS) * SLOT_LEN_U64
     );
     let gap = KeyId::new(2 * BLOCK_SLOTS, [1; 8]);
@@ -385,7 +394,7 @@ fn never_allocated_slot_is_none() {
     vault.allocate().unwrap();
     assert!(vault.key(beyond).unwrap().is_none());
     assert_eq!(
-        fs::metadata(vault.path()).unwrap().len(),
+        fs::metadata(vault.path().unwrap()).unwrap().len(),
         HEADER_LEN + BLOCK_SLOTS * SLOT_LEN_U64
     );
 }
