@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// (a hot standby on the same data dir) [default: refuse to start while it is held].
     #[arg(long)]
     pub standby: bool,
+    /// The host name or address the other servers of the log reach this one at, for followers
+    /// that forward calls to it [default: the listen IP, or the host name].
+    #[arg(long, value_name = "HOST")]
+    pub advertise_host: Option<String>,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -216,6 +220,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone(),
             store: self.store.clone(),
             standby: self.standby.then_some(true),
+            advertise_host: self.advertise_host.clone(),
             origin: self.origin.clone(),
             batch_max_entries: self.batch_max_entries,
             batch_max_wait: self.batch_max_wait.map(|d| d.0),

@@ -45,6 +45,8 @@ pub const DEFAULT_ERASURE_RETENTION_DAYS: u32 = 1095;
 pub const MAX_ERASURE_RETENTION_DAYS: u32 = 36_500;
 /// Longest accepted [`Config::store`] URL, in bytes.
 pub const MAX_STORE_URL: usize = 4096;
+/// Longest `advertise_host` accepted (a DNS name's longest text form).
+pub const MAX_HOST_LEN: usize = 253;
 /// Longest accepted origin (c2sp.org/tlog-checkpoint sets no limit; notes need a sane one).
 pub const MAX_ORIGIN_LEN: usize = 256;
 /// Prefix of the environment variables that override the config file.
@@ -76,6 +78,11 @@ pub struct Config {
     /// Start as a standby: when another server holds the PostgreSQL store's lease, wait for it
     /// (without end) instead of refusing to start, then take the store over. Needs `store`.
     pub standby: bool,
+    /// The host name or address the other servers of a log on PostgreSQL reach this one at
+    /// (its listeners' ports are added): recorded with the store's lease, so that a follower
+    /// forwards calls to the server holding it (`crate::follower`). Default: the listen
+    /// address's IP, or the machine's host name when it listens on every address.
+    pub advertise_host: Option<String>,
     /// Checkpoint origin (c2sp.org/tlog-checkpoint), also the signing key's note key name.
     /// Default [`DEFAULT_ORIGIN`].
     pub origin: String,
@@ -305,6 +312,8 @@ pub struct Overrides {
     pub store: Option<String>,
     /// Overrides [`Config::standby`] (the flag only turns it on; `AKASHI_STANDBY` sets either).
     pub standby: Option<bool>,
+    /// Overrides [`Config::advertise_host`].
+    pub advertise_host: Option<String>,
     /// Overrides [`Config::origin`].
     pub origin: Option<String>,
     /// Overrides [`Config::batch_max_entries`].
@@ -406,6 +415,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             store: None,
             standby: false,
+            advertise_host: None,
             origin: DEFAULT_ORIGIN.to_owned(),
             batch_max_entries: DEFAULT_BATCH_MAX_ENTRIES,
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
@@ -509,6 +519,9 @@ impl Config {
         if let Some(v) = o.standby {
             self.standby = v;
         }
+        if let Some(v) = o.advertise_host {
+            self.advertise_host = Some(v);
+        }
         if let Some(v) = o.origin {
             self.origin = v;
         }
@@ -597,6 +610,31 @@ impl Config {
         self.witness_quorum.unwrap_or(self.witnesses.len())
     }
 
+    /// What this server records with the PostgreSQL store's lease so that followers can forward
+    /// to it: `grpc=http://HOST:PORT http=http://HOST:PORT` and, when on, `authzen=…` and
+    /// `fhir=…`, with the listen addresses' ports and [`Config::advertise_host`] (else the
+    /// listen IP, or the machine's host name for an address that listens on every interface).
+    pub fn advertised_endpoints(&self) -> String {
+        let host = |addr: SocketAddr| match &self.advertise_host {
+            Some(host) => host.clone(),
+            None if addr.ip().is_unspecified() => machine_host_name(),
+            None => match addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                std::net::IpAddr::V4(ip) => ip.to_string(),
+            },
+        };
+        let at =
+            |name: &str, addr: SocketAddr| format!("{name}=http://{}:{}", host(addr), addr.port());
+        let mut out = vec![at("grpc", self.grpc_addr), at("http", self.http_addr)];
+        if let Some(addr) = self.authzen_addr {
+            out.push(at("authzen", addr));
+        }
+        if let Some(addr) = self.fhir_addr {
+            out.push(at("fhir", addr));
+        }
+        out.join(" ")
+    }
+
     /// Checks ranges and that TLS, when on, names both a certificate and a key. (The origin's
     /// syntax is checked where the signing key is made, by the note key-name rules.)
     ///
@@ -618,6 +656,19 @@ impl Config {
             return invalid(
                 "standby",
                 "needs `store`: a standby waits for a PostgreSQL store's lease",
+            );
+        }
+        if let Some(host) = &self.advertise_host
+            && (host.is_empty()
+                || host.len() > MAX_HOST_LEN
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        {
+            return invalid(
+                "advertise_host",
+                "must be a host name or an IP address (letters, digits, `.`, `-`, `:`, `[`, `]`; \
+                 at most 253 bytes)",
             );
         }
         if let Some(store) = &self.store {
@@ -751,6 +802,7 @@ impl Overrides {
                 "DATA_DIR" => out.data_dir = Some(PathBuf::from(value)),
                 "STORE" => out.store = Some(value),
                 "STANDBY" => out.standby = Some(parse_env(&name, &value)?),
+                "ADVERTISE_HOST" => out.advertise_host = Some(value),
                 "ORIGIN" => out.origin = Some(value),
                 "BATCH_MAX_ENTRIES" => out.batch_max_entries = Some(parse_env(&name, &value)?),
                 "BATCH_MAX_WAIT" => {
@@ -946,3 +998,12 @@ mod duration_text {
 
 #[cfg(test)]
 mod tests;
+
+/// The machine's host name, or `localhost` when it cannot be read.
+fn machine_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

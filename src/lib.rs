@@ -39,6 +39,7 @@ pub mod disclosure;
 pub mod erasure;
 pub mod error;
 pub mod fhir;
+pub mod follower;
 pub mod fsck;
 pub mod idempotency;
 pub mod keys;

@@ -134,7 +134,12 @@ impl Server {
     /// opened or that differs from the newest checkpoint the log acknowledged.
     pub fn open(config: Config) -> Result<Self, StartError> {
         config.validate()?;
-        let (store, postgres) = open_store_watched(&config.data_dir, config.store.as_deref())?;
+        let options = PostgresOptions {
+            endpoint: config.advertised_endpoints(),
+            ..PostgresOptions::default()
+        };
+        let (store, postgres) =
+            open_store_with(&config.data_dir, config.store.as_deref(), &options)?;
         let keys = if holds_log(&config.data_dir, store.as_ref())? {
             Keys::load(&config.data_dir, &config.origin)?
         } else {
@@ -541,9 +546,18 @@ pub type OpenedStore = (Arc<dyn Store>, Option<Arc<PostgresStore>>);
 ///
 /// As [`open_store`].
 pub fn open_store_watched(data_dir: &Path, store: Option<&str>) -> Result<OpenedStore, StartError> {
+    open_store_with(data_dir, store, &PostgresOptions::default())
+}
+
+/// [`open_store_watched`] with the PostgreSQL store's `options`.
+fn open_store_with(
+    data_dir: &Path,
+    store: Option<&str>,
+    options: &PostgresOptions,
+) -> Result<OpenedStore, StartError> {
     Ok(match store {
         Some(url) => {
-            let postgres = Arc::new(PostgresStore::open(url, &PostgresOptions::default())?);
+            let postgres = Arc::new(PostgresStore::open(url, options)?);
             (postgres.clone(), Some(postgres))
         }
         None => (
@@ -717,7 +731,7 @@ async fn ensure_policy_set(core: &Core) -> Result<(), StartError> {
 }
 
 /// Liveness: the process answers.
-async fn healthz() -> &'static str {
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
@@ -747,7 +761,7 @@ async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoRespons
 /// Serves `router` over HTTP/1 on `listener` until `stop` resolves, then waits for open
 /// connections to finish. Each connection has `limits.header_read_timeout` to send a request's
 /// headers and is closed after `limits.idle_timeout` without a byte from the client.
-async fn serve_http(
+pub(crate) async fn serve_http(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
@@ -791,7 +805,7 @@ async fn serve_http(
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Resolves once the stop flag is set (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
@@ -864,7 +878,7 @@ fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Buil
 
 /// The rustls configuration of `tls`: mTLS (client certificate required) when `client_ca` is
 /// set.
-fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
+pub(crate) fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| StartError::TlsFile {
             path: path.to_owned(),

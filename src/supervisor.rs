@@ -82,10 +82,34 @@ pub async fn serve(
     mut on_open: impl FnMut(&Server) + Send,
 ) -> Result<(), StartError> {
     let shutdown = shutdown.boxed().shared();
+    let mut config = config;
+    // What the lease records for followers: the ports really bound (an address may ask for 0).
+    let bound = |listener: &StdListener| {
+        listener.local_addr().map_err(|source| StartError::Io {
+            context: "reading a listener's address",
+            source,
+        })
+    };
+    config.grpc_addr = bound(&grpc)?;
+    config.http_addr = bound(&http)?;
+    config.admin_addr = bound(&admin)?;
+    if let Some(authzen) = &optional.authzen {
+        config.authzen_addr = Some(bound(authzen)?);
+    }
+    if let Some(fhir) = &optional.fhir {
+        config.fhir_addr = Some(bound(fhir)?);
+    }
+    let listeners = Bound {
+        grpc: &grpc,
+        http: &http,
+        admin: &admin,
+        optional: &optional,
+    };
     let mut server = if config.standby {
-        // A standby: the store's lease is held by the server it stands by for; wait for it.
+        // A standby: the store's lease is held by the server it stands by for; wait for it,
+        // forwarding every call to that server meanwhile.
         tracing::info!("standing by: waiting for the PostgreSQL store's lease");
-        match open_until_it_opens(&config, shutdown.clone(), Retry::WhileHeld).await? {
+        match wait_for_the_store(&config, &listeners, shutdown.clone(), Retry::WhileHeld).await? {
             Some(server) => server,
             None => return Ok(()),
         }
@@ -123,10 +147,11 @@ pub async fn serve(
             return Ok(());
         }
         tracing::warn!("reopening the store after a storage failure");
-        server = match open_until_it_opens(&config, shutdown.clone(), Retry::Always).await? {
-            Some(server) => server,
-            None => return Ok(()),
-        };
+        server =
+            match wait_for_the_store(&config, &listeners, shutdown.clone(), Retry::Always).await? {
+                Some(server) => server,
+                None => return Ok(()),
+            };
         tracing::info!(
             tree_size = server.core().log().size().get(),
             "the store was reopened and recovered"
@@ -134,7 +159,51 @@ pub async fn serve(
     }
 }
 
-/// Which failures to open are waited out.
+/// The server's listeners, kept bound across every server and follower that serves on them.
+struct Bound<'a> {
+    grpc: &'a StdListener,
+    http: &'a StdListener,
+    admin: &'a StdListener,
+    optional: &'a OptionalApis,
+}
+
+/// Opens the server as [`open_until_it_opens`] does. On PostgreSQL (without TLS, see
+/// `crate::follower`), this server follows the lease holder meanwhile: every call reaching it is
+/// forwarded there, until the store opens here (or `shutdown`).
+async fn wait_for_the_store(
+    config: &Config,
+    listeners: &Bound<'_>,
+    shutdown: impl Future<Output = ()> + Clone + Send,
+    retry: Retry,
+) -> Result<Option<Server>, StartError> {
+    if config.store.is_none() || config.tls.is_some() {
+        return open_until_it_opens(config, shutdown, retry).await;
+    }
+    let optional = |given: &Option<StdListener>| given.as_ref().map(listener).transpose();
+    let following = crate::follower::Listeners {
+        grpc: listener(listeners.grpc)?,
+        http: listener(listeners.http)?,
+        admin: listener(listeners.admin)?,
+        authzen: optional(&listeners.optional.authzen)?,
+        fhir: optional(&listeners.optional.fhir)?,
+    };
+    let (opened, opened_seen) = tokio::sync::oneshot::channel::<()>();
+    let follow = crate::follower::follow(config, following, async {
+        let _ = opened_seen.await;
+    });
+    let open = async {
+        let result = open_until_it_opens(config, shutdown, retry).await;
+        let _ = opened.send(());
+        result
+    };
+    let (followed, result) = tokio::join!(follow, open);
+    if let Err(err) = followed {
+        tracing::error!(cause = %err, "this server could not follow the lease holder");
+    }
+    result
+}
+
+/// Which failures to open are waited out./// Which failures to open are waited out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
     /// Every failure: reopening after a store failure, until the store comes back.

@@ -27,6 +27,7 @@ mod edge;
 mod erasure;
 mod fhir;
 mod flows;
+mod ha;
 mod harness;
 mod idempotency;
 mod integrity;

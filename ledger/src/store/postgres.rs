@@ -121,6 +121,9 @@ pub struct PostgresOptions {
     pub operation_timeout: Duration,
     /// Who holds the lease, as shown to another process that finds it held.
     pub holder: String,
+    /// Where the holder serves, recorded with the lease for other servers of the log (followers
+    /// forward calls there); opaque to the store.
+    pub endpoint: String,
     /// Bytes of values kept to answer point reads without a round trip (0: none).
     pub cache_bytes: usize,
 }
@@ -133,6 +136,7 @@ impl Default for PostgresOptions {
             lease_wait: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
             holder: default_holder(),
+            endpoint: String::new(),
             cache_bytes: 64 << 20,
         }
     }
@@ -148,6 +152,19 @@ fn default_holder() -> String {
     } else {
         format!("{host}:{}", std::process::id())
     }
+}
+
+/// The lease as the database shows it to anyone: [`PostgresStore::holder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The epoch of the newest lease taken.
+    pub epoch: i64,
+    /// Who took it ([`PostgresOptions::holder`]).
+    pub holder: String,
+    /// Where it serves ([`PostgresOptions::endpoint`]).
+    pub endpoint: String,
+    /// Whether it is held now: taken, not released, not expired.
+    pub live: bool,
 }
 
 /// The lease this store holds, for metrics and health.
@@ -307,14 +324,22 @@ impl PostgresStore {
     /// migrated, its schema is newer than this build's, or the lease stays held by another
     /// process.
     pub fn open(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        Self::connect(url, options, true)
+    }
+
+    /// Connects, migrates, and takes the lease when `lease`.
+    fn connect(url: &str, options: &PostgresOptions, lease: bool) -> Result<Self, StoreError> {
         let (url, root_cert) = split_root_cert(url)?;
         let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Engine(format!("the PostgreSQL URL does not parse: {e}")))?;
         let tls = tls_for(&mut config, root_cert.as_deref())?;
         // Durability is the store's promise, not the database default's: force it.
+        // Notices (`CREATE TABLE IF NOT EXISTS` on every open) are not worth a log line.
         let options_text = match config.get_options() {
-            Some(given) => format!("{given} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
+            Some(given) => {
+                format!("{given} -c synchronous_commit=on -c client_min_messages=warning")
+            }
+            None => "-c synchronous_commit=on -c client_min_messages=warning".to_owned(),
         };
         config.options(&options_text);
         if config.get_application_name().is_none() {
@@ -383,6 +408,9 @@ impl PostgresStore {
         };
         let pool = store.pool.clone();
         store.run(async move { migrate(&pool).await })?;
+        if !lease {
+            return Ok(store);
+        }
         let (epoch, asked) = store.acquire(options)?;
         store.lease = Arc::new(Lease {
             epoch,
@@ -398,6 +426,45 @@ impl PostgresStore {
         )));
         tracing::info!(epoch, "took the PostgreSQL store's lease");
         Ok(store)
+    }
+
+    /// Connects to the database `url` as [`PostgresStore::open`] does (and creates or migrates
+    /// the schema) **without** taking the lease: a store that only looks at who holds it
+    /// ([`PostgresStore::holder`]), for a server that follows another. It never commits: every
+    /// [`Store::sync`] of it is [`StoreError::Fenced`]. Its reads bypass the read cache's
+    /// soundness (another process writes the table): use it for [`PostgresStore::holder`] only.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::open`], except that a held lease is no error.
+    pub fn observe(url: &str, options: &PostgresOptions) -> Result<Self, StoreError> {
+        Self::connect(url, options, false)
+    }
+
+    /// Who holds the lease now, as the database says.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Engine`] when the database cannot be read.
+    pub fn holder(&self) -> Result<LeaseHolder, StoreError> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one(
+                    "SELECT epoch, holder, endpoint, expires_at > now() FROM akashi_lease \
+                     WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(LeaseHolder {
+                epoch: row.try_get(0).map_err(pg_error)?,
+                holder: row.try_get(1).map_err(pg_error)?,
+                endpoint: row.try_get(2).map_err(pg_error)?,
+                live: row.try_get(3).map_err(pg_error)?,
+            })
+        })
     }
 
     /// The lease this store holds.
@@ -436,15 +503,16 @@ impl PostgresStore {
         loop {
             let pool = self.pool.clone();
             let holder = options.holder.clone();
+            let endpoint = options.endpoint.clone();
             let sent = now_ms();
             let taken = self.run(async move {
                 let client = pool.get().await.map_err(pool_error)?;
                 let row = client
                     .query_opt(
-                        "UPDATE akashi_lease SET epoch = epoch + 1, holder = $1,
+                        "UPDATE akashi_lease SET epoch = epoch + 1, holder = $1, endpoint = $3,
                              expires_at = now() + $2 * interval '1 millisecond'
                          WHERE id = 1 AND expires_at < now() RETURNING epoch",
-                        &[&holder, &ttl_ms],
+                        &[&holder, &ttl_ms, &endpoint],
                     )
                     .await
                     .map_err(pg_error)?;
