@@ -255,6 +255,14 @@ impl Metrics {
         let lease = store.lease();
         header(
             out,
+            "akashi_follower",
+            "gauge",
+            "1 while this server follows the one holding the PostgreSQL store's lease (it forwards \
+             every call there), 0 while it holds the lease itself.",
+        );
+        let _ = writeln!(out, "akashi_follower 0");
+        header(
+            out,
             "akashi_store_lease_epoch",
             "gauge",
             "The epoch of the PostgreSQL store's lease this server took: every commit checks \

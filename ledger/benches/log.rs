@@ -1,4 +1,5 @@
-//! Benchmarks of the durable log on sled: group-commit append throughput, the same against
+//! Benchmarks of the durable log on sled (and on PostgreSQL when `AKASHI_BENCH_POSTGRES_URL` is
+//! set): group-commit append throughput, the same against
 //! rs_merkle's insert+commit in the same run, inclusion-proof generation and reopen at scale.
 //!
 //! Sizes: `AKASHI_BENCH_ENTRIES` (default 1,000,000) sets the size of the large log used for
@@ -65,6 +66,42 @@ fn append(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// Durable appends on PostgreSQL, as [`append`] on sled: each iteration one batch, committed in
+/// one transaction. Runs only when `AKASHI_BENCH_POSTGRES_URL` names a database (an empty one:
+/// `tools/bench/postgres-appends.sh` starts a cluster with the distribution's durability
+/// defaults and runs this beside the sled group).
+#[cfg(feature = "postgres")]
+fn append_postgres(c: &mut Criterion) {
+    use ledger::store::{PostgresOptions, PostgresStore};
+    let Ok(url) = std::env::var("AKASHI_BENCH_POSTGRES_URL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let signer = conformance::test_signer();
+    let store = PostgresStore::open(&url, &PostgresOptions::default()).unwrap();
+    let anchor = Anchor::open(&dir.path().join("ledger.anchor"), &signer.verifier()).unwrap();
+    let log = Log::open_anchored(Arc::new(store), signer, anchor).unwrap();
+    let mut group = c.benchmark_group("append_durable_postgres");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    for batch in [1u64, 1000] {
+        let batch_entries = entries(batch);
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(format!("batch_{batch}"), |b| {
+            b.iter(|| {
+                let committed = log.append_batch(&batch_entries, Vec::new()).unwrap();
+                assert_eq!(committed.leaf_hashes.len() as u64, batch);
+                black_box(committed);
+            });
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "postgres"))]
+fn append_postgres(_: &mut Criterion) {}
 
 /// Commands per second through the sequencer (group commit formed by concurrent submitters),
 /// including each submitter's inclusion proof.
@@ -247,5 +284,12 @@ fn large(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, sequencer, versus_rs_merkle, large);
+criterion_group!(
+    benches,
+    append,
+    append_postgres,
+    sequencer,
+    versus_rs_merkle,
+    large
+);
 criterion_main!(benches);

@@ -42,11 +42,11 @@ fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
-/// The raw answer to `GET /readyz`, or `None` when nothing answers.
-async fn readyz(addr: SocketAddr) -> Option<String> {
+/// The raw answer to `GET path`, or `None` when nothing answers.
+async fn get(addr: SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.ok()?;
@@ -94,7 +94,7 @@ impl Node {
     /// `/readyz` of the admin port: `Some(true)` leading, `Some(false)` following, `None` not
     /// ready.
     async fn role(&self) -> Option<bool> {
-        let answer = tokio::time::timeout(Duration::from_secs(2), readyz(self.admin))
+        let answer = tokio::time::timeout(Duration::from_secs(2), get(self.admin, "/readyz"))
             .await
             .ok()??;
         answer
@@ -152,13 +152,21 @@ fn research(patient: usize) -> pb::AuthorizeRequest {
     )
 }
 
-/// The longest stretch after `from` with no acknowledgement from any server, up to the first
-/// acknowledgement after it.
-fn resumed_after(acks: &[Ack], from: Instant) -> Duration {
-    acks.iter()
-        .filter(|a| a.at > from)
-        .map(|a| a.at - from)
-        .min()
+/// The longest stretch without an acknowledgement from any server between `from` and the first
+/// acknowledgement at least `settle` after it: how long the writes stopped around a fault
+/// (answers sent before the fault may still arrive just after it; they only split the stretch).
+fn longest_silence(acks: &[Ack], from: Instant, settle: Duration) -> Duration {
+    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).filter(|at| *at >= from).collect();
+    times.sort();
+    let Some(end) = times.iter().position(|at| *at >= from + settle) else {
+        return Duration::MAX;
+    };
+    std::iter::once(from)
+        .chain(times.iter().take(end + 1).copied())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
         .unwrap_or(Duration::MAX)
 }
 
@@ -199,6 +207,31 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
     let c = Node::start("c", &data[2], &url, &logs);
     b.wait_role(false).await;
     c.wait_role(false).await;
+    // Every server shows its role; a follower also shows the epoch it follows.
+    let metrics = get(b.admin, "/metrics").await.unwrap();
+    assert!(metrics.contains("\nakashi_follower 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nakashi_follower_leader_epoch 1\n"),
+        "{metrics}"
+    );
+    let metrics = get(a.admin, "/metrics").await.unwrap();
+    assert!(metrics.contains("\nakashi_follower 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nakashi_store_lease_epoch 1\n"),
+        "{metrics}"
+    );
+    // A follower answers health itself: serving while it knows a leader.
+    let health = tonic_health::pb::health_client::HealthClient::new(c.channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "akashi.v1.AccessService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let vkey = std::fs::read_to_string(data[0].join(akashi::keys::CHECKPOINT_VKEY_FILE))
         .unwrap()
         .trim()
@@ -309,8 +342,8 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let other = if std::ptr::eq(next, &b) { &c } else { &b };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let gap = resumed_after(&acks.lock().unwrap(), killed);
+    tokio::time::sleep_until((killed + RESUME_WITHIN + Duration::from_secs(1)).into()).await;
+    let gap = longest_silence(&acks.lock().unwrap(), killed, RESUME_WITHIN);
     eprintln!(
         "{} took over; writes resumed {gap:?} after the kill",
         next.name
@@ -328,7 +361,7 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
     tokio::time::sleep(Duration::from_secs(15).saturating_sub(paused.elapsed())).await;
     next.signal("-CONT");
     let woke = Instant::now();
-    let gap = resumed_after(&acks.lock().unwrap(), paused);
+    let gap = longest_silence(&acks.lock().unwrap(), paused, RESUME_WITHIN);
     eprintln!(
         "{} took over; writes resumed {gap:?} after the pause",
         other.name

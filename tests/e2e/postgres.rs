@@ -656,3 +656,51 @@ async fn a_standby_stops_on_anything_but_a_held_store() {
     let err = served.err().unwrap();
     assert!(err.to_string().contains("no_such_database"), "{err}");
 }
+
+/// A log on PostgreSQL keeps its key vault in the database. A vault file found in the data dir
+/// beside a database vault that holds other keys is refused, naming both, rather than one of
+/// them being silently ignored; the database's keys and the file are left as they were.
+#[tokio::test]
+async fn a_data_dir_vault_that_differs_from_the_database_vault_is_refused() {
+    let Some(url) = fresh_database("a_data_dir_vault_that_differs") else {
+        return;
+    };
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.store = Some(url.clone());
+    })
+    .await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    consent_and_decide(&api, "p1").await;
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    let vault_dir = data.join(akashi::server::VAULT_DIR);
+    assert!(!vault_dir.join(ledger::vault::FILE_NAME).exists());
+    // Another vault's keys appear in the data dir.
+    drop(
+        ledger::vault::KeyVault::open(&vault_dir)
+            .unwrap()
+            .allocate()
+            .unwrap(),
+    );
+    let config = akashi::config::Config {
+        data_dir: data.clone(),
+        store: Some(url.clone()),
+        ..akashi::config::Config::default()
+    };
+    let err = akashi::server::Server::open(config).err().unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains("differs from the key vault in the PostgreSQL database"),
+        "{message}"
+    );
+    assert!(vault_dir.join(ledger::vault::FILE_NAME).exists());
+    // Moved aside, the server starts on the database's vault and opens every body.
+    std::fs::remove_dir_all(&vault_dir).unwrap();
+    let server = TestServer::start_with(dir, |c| c.store = Some(url.clone())).await;
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    let history = regulator.subject_history("p1").await.unwrap().entries;
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|e| !e.redacted && !e.body.is_empty()));
+    server.stop().await;
+}
