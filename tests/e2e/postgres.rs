@@ -677,12 +677,10 @@ async fn a_data_dir_vault_that_differs_from_the_database_vault_is_refused() {
     let vault_dir = data.join(akashi::server::VAULT_DIR);
     assert!(!vault_dir.join(ledger::vault::FILE_NAME).exists());
     // Another vault's keys appear in the data dir.
-    drop(
-        ledger::vault::KeyVault::open(&vault_dir)
-            .unwrap()
-            .allocate()
-            .unwrap(),
-    );
+    ledger::vault::KeyVault::open(&vault_dir)
+        .unwrap()
+        .allocate()
+        .unwrap();
     let config = akashi::config::Config {
         data_dir: data.clone(),
         store: Some(url.clone()),
