@@ -86,6 +86,9 @@ const SERVICES: [&str; 10] = [
     tonic_health::pb::health_server::SERVICE_NAME,
 ];
 
+/// The header a follower adds to every call it forwards; a follower refuses a call that has it.
+pub const FORWARDED: &str = "akashi-forwarded";
+
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -169,6 +172,19 @@ impl Shared {
             (leader.epoch, base)
         };
         let (mut parts, body) = request.into_parts();
+        if parts.headers.contains_key(FORWARDED) {
+            // The lease holder's advertised address reached a follower: forwarding again could
+            // go round for ever.
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            return Err(
+                "a call forwarded by another akashi server reached a follower: the lease \
+                        holder's advertised address (advertise_host) does not reach it"
+                    .to_owned(),
+            );
+        }
+        parts
+            .headers
+            .insert(FORWARDED, http::HeaderValue::from_static("1"));
         let path = parts
             .uri
             .path_and_query()
