@@ -616,6 +616,8 @@ impl Config {
     /// listen IP, or the machine's host name for an address that listens on every interface).
     pub fn advertised_endpoints(&self) -> String {
         let host = |addr: SocketAddr| match &self.advertise_host {
+            // An IPv6 address given bare goes in brackets, as a URL needs it.
+            Some(host) if host.contains(':') && !host.starts_with('[') => format!("[{host}]"),
             Some(host) => host.clone(),
             None if addr.ip().is_unspecified() => machine_host_name(),
             None => match addr.ip() {

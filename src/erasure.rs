@@ -377,6 +377,23 @@ pub fn restore_floor(log: &Log) -> Result<(), Error> {
     Ok(())
 }
 
+/// How many vault slots the log has handed out (its high-water mark; 0 when none).
+///
+/// # Errors
+///
+/// `UNAVAILABLE` when the state cannot be read; `INTERNAL` when the mark is corrupt.
+pub fn handed_out(log: &Log) -> Result<u64, Error> {
+    let Some(bytes) = log
+        .state_get(SEAL_NEXT)
+        .map_err(|e| Error::Unavailable(Box::new(e)))?
+    else {
+        return Ok(0);
+    };
+    <[u8; 8]>::try_from(bytes.as_slice())
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Internal("the vault's high-water mark is corrupt"))
+}
+
 /// Whether the state says keys were handed out (then a missing vault is damage, not a new log).
 ///
 /// # Errors

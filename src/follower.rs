@@ -43,9 +43,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::TryStreamExt as _;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+    rt::{TokioExecutor, TokioTimer},
 };
 use tokio::{net::TcpListener, sync::watch};
 use tonic::{service::Routes, transport::Server as TonicServer};
@@ -89,8 +90,10 @@ const SERVICES: [&str; 10] = [
 /// The header a follower adds to every call it forwards; a follower refuses a call that has it.
 pub const FORWARDED: &str = "akashi-forwarded";
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1). `Host` is kept on
+/// HTTP/1.1 (the leader names itself in some answers by the host the client asked for) and
+/// dropped on HTTP/2, where the authority is the request's own.
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -98,8 +101,14 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-connection",
     "transfer-encoding",
     "upgrade",
-    "host",
 ];
+/// HTTP/2 connections a follower keeps to the leader for gRPC: each carries at most the
+/// leader's concurrent-stream limit (`crate::server::MAX_CONCURRENT_STREAMS`), so long streams
+/// (`WatchConsentChanges`) on one leave the others free.
+const UPSTREAM_CONNECTIONS: usize = 8;
+/// Keepalive pings on the connections to the leader: a leader that stops answering them (it
+/// died without closing, or stalled) has its connection, and the streams on it, ended.
+const UPSTREAM_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// The server that holds the lease, as its lease row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,24 +159,39 @@ pub struct Listeners {
 /// What the forwarding handlers share.
 struct Shared {
     leader: watch::Receiver<Option<Leader>>,
-    grpc: Client<HttpConnector, Body>,
+    /// [`UPSTREAM_CONNECTIONS`] clients, each with its own HTTP/2 connection, taken in turn.
+    grpc: Vec<Client<HttpConnector, Body>>,
     http: Client<HttpConnector, Body>,
+    next: AtomicU64,
     forwarded: AtomicU64,
     failed: AtomicU64,
 }
 
+/// Why a call was not forwarded, or not answered.
+enum Failure {
+    /// Nothing reached the leader: safe to retry (`UNAVAILABLE`, `503`).
+    NotSent(String),
+    /// The call may have reached the leader and been carried out (`UNKNOWN`, `502`): retry with
+    /// the same `request_id`.
+    Unknown(String),
+}
+
 impl Shared {
     /// Forwards `request` to `api` of the leader.
-    async fn forward(&self, api: &'static str, request: Request) -> Result<Response, String> {
+    async fn forward(&self, api: &'static str, request: Request) -> Result<Response, Failure> {
         let mut watched = self.leader.clone();
         let (epoch, base) = {
             let leader = watched.borrow_and_update();
-            let leader = leader
-                .as_ref()
-                .ok_or_else(|| "no server holds the log's store right now".to_owned())?;
+            let leader = leader.as_ref().ok_or_else(|| {
+                Failure::NotSent("no server holds the log's store right now".to_owned())
+            })?;
             let base = leader
                 .endpoint(api)
-                .ok_or_else(|| format!("the server holding the log's store does not serve {api}"))?
+                .ok_or_else(|| {
+                    Failure::NotSent(format!(
+                        "the server holding the log's store does not serve {api}"
+                    ))
+                })?
                 .to_owned();
             (leader.epoch, base)
         };
@@ -176,11 +200,11 @@ impl Shared {
             // The lease holder's advertised address reached a follower: forwarding again could
             // go round for ever.
             self.failed.fetch_add(1, Ordering::Relaxed);
-            return Err(
+            return Err(Failure::NotSent(
                 "a call forwarded by another akashi server reached a follower: the lease \
-                        holder's advertised address (advertise_host) does not reach it"
+                 holder's advertised address (advertise_host) does not reach it"
                     .to_owned(),
-            );
+            ));
         }
         parts
             .headers
@@ -191,34 +215,45 @@ impl Shared {
             .map_or("/", http::uri::PathAndQuery::as_str);
         parts.uri = format!("{}{path}", base.trim_end_matches('/'))
             .parse()
-            .map_err(|err| format!("the leader's endpoint does not parse: {err}"))?;
+            .map_err(|err| {
+                Failure::NotSent(format!("the leader's endpoint does not parse: {err}"))
+            })?;
         for name in HOP_BY_HOP {
             parts.headers.remove(name);
         }
-        if api != "grpc" {
-            parts.version = http::Version::HTTP_11;
-        }
         let client = if api == "grpc" {
-            &self.grpc
+            parts.headers.remove(http::header::HOST);
+            let turn = self.next.fetch_add(1, Ordering::Relaxed);
+            let count = u64::try_from(self.grpc.len()).unwrap_or(1).max(1);
+            let at = usize::try_from(turn % count).unwrap_or(0);
+            self.grpc.get(at).unwrap_or(&self.http)
         } else {
+            parts.version = http::Version::HTTP_11;
             &self.http
         };
         // A call forwarded to a server that has since lost the lease (it died, or stalled and
-        // its lease expired) will never be answered by it: it fails at once, to be retried.
+        // its lease expired) will never be answered by it: it ends at once. It may have been
+        // carried out before the server stalled, so its outcome is unknown.
         let answer = tokio::select! {
             answer = client.request(Request::from_parts(parts, body)) => answer,
             () = replaced(&mut watched, epoch) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                return Err(
-                    "the server holding the log's store changed while the call was forwarded: \
-                     retry"
+                return Err(Failure::Unknown(
+                    "the server holding the log's store was replaced while the call was \
+                     forwarded: it may or may not have been carried out (retry with the same \
+                     request_id)"
                         .to_owned(),
-                );
+                ));
             }
-        }
-        .map_err(|err| {
+        };
+        let answer = answer.map_err(|err| {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            format!("the server holding the log's store did not answer: {err}")
+            let message = format!("the server holding the log's store did not answer: {err}");
+            if err.is_connect() {
+                Failure::NotSent(message)
+            } else {
+                Failure::Unknown(message)
+            }
         })?;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
         let (mut parts, body) = answer.into_parts();
@@ -244,7 +279,8 @@ async fn replaced(leader: &mut watch::Receiver<Option<Leader>>, epoch: i64) {
 async fn forward_grpc(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     match shared.forward("grpc", request).await {
         Ok(response) => response,
-        Err(message) => tonic::Status::unavailable(message).into_http::<Body>(),
+        Err(Failure::NotSent(message)) => tonic::Status::unavailable(message).into_http::<Body>(),
+        Err(Failure::Unknown(message)) => tonic::Status::unknown(message).into_http::<Body>(),
     }
 }
 
@@ -255,11 +291,14 @@ async fn forward_http(
 ) -> Response {
     match shared.forward(api, request).await {
         Ok(response) => response,
-        Err(message) => (
+        Err(Failure::NotSent(message)) => (
             http::StatusCode::SERVICE_UNAVAILABLE,
             format!("{message}\n"),
         )
             .into_response(),
+        Err(Failure::Unknown(message)) => {
+            (http::StatusCode::BAD_GATEWAY, format!("{message}\n")).into_response()
+        }
     }
 }
 
@@ -333,6 +372,9 @@ async fn watch_leader(
     };
     let mut observer: Option<Arc<PostgresStore>> = None;
     let mut reported: Option<bool> = None;
+    // The last holder seen, and until when its lease surely lasts: kept through a failed read
+    // of the lease row, so that one lost round trip does not fail every forwarded call.
+    let mut last: Option<(Leader, tokio::time::Instant)> = None;
     let mut stop = std::pin::pin!(stopped(stop));
     loop {
         if observer.is_none() {
@@ -358,14 +400,21 @@ async fn watch_leader(
             },
             None => None,
         };
-        let now = seen
-            .filter(|h| h.live && !h.endpoint.is_empty() && h.endpoint != own)
-            .map(|h| Leader {
-                epoch: h.epoch,
-                holder: h.holder,
-                endpoints: parse_endpoints(&h.endpoint),
-            });
-        let serving = now.is_some();
+        let read_at = tokio::time::Instant::now();
+        last = match seen {
+            Some(h) if h.live && !h.endpoint.is_empty() && h.endpoint != own => Some((
+                Leader {
+                    epoch: h.epoch,
+                    holder: h.holder,
+                    endpoints: parse_endpoints(&h.endpoint),
+                },
+                read_at + h.expires_in,
+            )),
+            Some(_) => None,
+            None => last.filter(|(_, until)| read_at < *until),
+        };
+        let now = last.as_ref().map(|(leader, _)| leader.clone());
+        let serving = now.as_ref().is_some_and(|l| l.endpoint("grpc").is_some());
         leader.send_if_modified(|held| {
             if *held == now {
                 return false;
@@ -400,7 +449,7 @@ async fn watch_leader(
 ///
 /// # Errors
 ///
-/// [`StartError::Config`] without a store; [`StartError::Tls`] (as for a server) for unusable
+/// [`StartError::Config`] without a store; [`StartError::TlsFile`] and [`StartError::Transport`] (as for a server) for unusable
 /// TLS settings; [`StartError::Transport`] when the gRPC listener fails.
 pub async fn follow(
     config: &Config,
@@ -425,10 +474,19 @@ pub async fn follow(
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let shared = Arc::new(Shared {
         leader: leader_rx,
-        grpc: Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector.clone()),
+        grpc: (0..UPSTREAM_CONNECTIONS)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .http2_only(true)
+                    .http2_keep_alive_interval(UPSTREAM_KEEPALIVE)
+                    .http2_keep_alive_timeout(UPSTREAM_KEEPALIVE)
+                    .http2_keep_alive_while_idle(true)
+                    .build(connector.clone())
+            })
+            .collect(),
         http: Client::builder(TokioExecutor::new()).build(connector),
+        next: AtomicU64::new(0),
         forwarded: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -458,8 +516,10 @@ pub async fn follow(
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let idle_timeout = config.limits.idle_timeout;
+    let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
+        .with_nodelay(Some(true))
+        .map_ok(move |stream| crate::server::edge::IdleTimeout::new(stream, idle_timeout));
     let grpc = builder
         .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
@@ -503,8 +563,39 @@ pub async fn follow(
     match tokio::time::timeout(GRACE, served).await {
         Ok(result) => result.map_err(StartError::from),
         Err(_) => {
-            tracing::warn!("calls still being forwarded were cut off: this server stops following");
+            tracing::info!(
+                "this server stopped following; calls it was still forwarding end on their own"
+            );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_into_pairs_and_junk_is_left_out() {
+        let parsed = parse_endpoints(
+            "grpc=http://10.0.0.7:50051 http=http://10.0.0.7:8080 fhir=ftp://x:1 junk \
+             authzen=http://[::1]:8081",
+        );
+        assert_eq!(
+            parsed,
+            [
+                ("grpc".to_owned(), "http://10.0.0.7:50051".to_owned()),
+                ("http".to_owned(), "http://10.0.0.7:8080".to_owned()),
+                ("authzen".to_owned(), "http://[::1]:8081".to_owned()),
+            ]
+        );
+        let leader = Leader {
+            epoch: 3,
+            holder: "host:1".into(),
+            endpoints: parsed,
+        };
+        assert_eq!(leader.endpoint("http"), Some("http://10.0.0.7:8080"));
+        assert_eq!(leader.endpoint("fhir"), None);
+        assert!(parse_endpoints("").is_empty());
     }
 }

@@ -609,7 +609,7 @@ pub fn open_log(
     let log = Log::open_anchored(store, signer, anchor)?;
     let vault_error = |err: crate::error::Error| StartError::Vault(err.to_string());
     let vault = match postgres {
-        Some(postgres) => open_database_vault(data_dir, postgres)?,
+        Some(postgres) => open_database_vault(data_dir, postgres, &log)?,
         None => {
             let vault_dir = data_dir.join(VAULT_DIR);
             if !vault_file_exists(data_dir)?
@@ -655,11 +655,12 @@ fn vault_file_exists(data_dir: &Path) -> Result<bool, StartError> {
 /// that every server of the log reaches the same keys.
 ///
 /// A vault file in the data dir (a log that ran on PostgreSQL before the vault moved there, or
-/// one copied from sled with `akashi store copy`) is moved in: copied slot for slot into an
-/// empty database vault, then destroyed (overwritten with zeros, synced, removed), so that a
-/// later shred reaches every copy of a key. A file whose slots all read the same in the
-/// database (a move cut short before the file was destroyed) is destroyed; any other file
-/// beside a database vault that holds keys is refused, since one of the two would be ignored.
+/// one copied from sled with `akashi store copy`) is moved in: the slots the database lacks are
+/// copied (all of them the first time; the rest after a move cut short), every slot is read back
+/// and compared, and only when the database holds every key the log has handed out is the file
+/// destroyed (overwritten with zeros, synced, removed), so that a later shred reaches every copy
+/// of a key. A file that disagrees with the database's keys (another log's vault), or that holds
+/// keys while the log has handed out none, is refused and left alone, naming both.
 ///
 /// # Errors
 ///
@@ -667,6 +668,7 @@ fn vault_file_exists(data_dir: &Path) -> Result<bool, StartError> {
 pub fn open_database_vault(
     data_dir: &Path,
     postgres: &Arc<PostgresStore>,
+    log: &Log,
 ) -> Result<ledger::vault::KeyVault, StartError> {
     let failed = |err: ledger::vault::VaultError| StartError::Vault(err.to_string());
     let slots = ledger::store::postgres::vault::PostgresSlots::new(postgres.clone());
@@ -675,20 +677,42 @@ pub fn open_database_vault(
         return Ok(vault);
     }
     let vault_dir = data_dir.join(VAULT_DIR);
+    let file_path = vault_dir.join(ledger::vault::FILE_NAME);
     let file = ledger::vault::KeyVault::open(&vault_dir).map_err(failed)?;
-    if vault.slots() == 0 {
-        let moved = file.copy_into(&vault).map_err(failed)?;
+    if file.slots() > 0 {
+        let handed_out =
+            crate::erasure::handed_out(log).map_err(|err| StartError::Vault(err.to_string()))?;
+        if handed_out == 0 {
+            return Err(StartError::Vault(format!(
+                "the data dir's key vault {} holds keys, but the log in the PostgreSQL database \
+                 has handed out none: the file belongs to another log; move it aside",
+                file_path.display()
+            )));
+        }
+        if !file.agrees_with(&vault).map_err(failed)? {
+            return Err(StartError::Vault(format!(
+                "the data dir's key vault {} differs from the key vault in the PostgreSQL \
+                 database, which holds other keys: a log on PostgreSQL keeps its keys in the \
+                 database only; move the file aside once you know which vault belongs to this log",
+                file_path.display()
+            )));
+        }
+        let moved = file.copy_rest_into(&vault).map_err(failed)?;
+        // Read back: every key of the file is in the database before the file goes.
+        let whole = file.slots() <= vault.slots() && file.agrees_with(&vault).map_err(failed)?;
+        if !whole || vault.slots() < handed_out {
+            return Err(StartError::Vault(format!(
+                "moving the data dir's key vault {} into the PostgreSQL database did not leave \
+                 the database with every key the log handed out ({} of {handed_out}); the file \
+                 is kept",
+                file_path.display(),
+                vault.slots()
+            )));
+        }
         tracing::info!(
             slots = moved,
             "moved the data dir's key vault into the PostgreSQL database"
         );
-    } else if !file.is_prefix_of(&vault).map_err(failed)? {
-        return Err(StartError::Vault(format!(
-            "the data dir's key vault {} differs from the key vault in the PostgreSQL database, \
-             which holds keys already: a log on PostgreSQL keeps its keys in the database only; \
-             move the file aside once you know which vault belongs to this log",
-            vault_dir.join(ledger::vault::FILE_NAME).display()
-        )));
     }
     drop(file);
     ledger::vault::KeyVault::destroy_file(&vault_dir).map_err(failed)?;
@@ -897,7 +921,7 @@ pub(crate) fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError>
     Ok(config)
 }
 
-mod edge;
+pub(crate) mod edge;
 
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,7 @@ fn copy_vault(
     source: Option<&Arc<PostgresStore>>,
     destination: Option<&Arc<PostgresStore>>,
     to: &str,
+    log: &Log,
 ) -> Result<String, Failure> {
     let Some(source) = source else {
         return Ok(String::new());
@@ -66,6 +67,15 @@ fn copy_vault(
         KeyVault::with_slots(Box::new(PostgresSlots::new(store.clone())))
     };
     let from = database(source).map_err(|e| error(format_args!("the source's key vault: {e}")))?;
+    let handed_out = crate::erasure::handed_out(log).map_err(error)?;
+    if from.slots() < handed_out {
+        return Err(error(format_args!(
+            "the source database's key vault holds {} key slots, but its log has handed out \
+             {handed_out}: its keys are still in a data dir's vault/ (a server started on the \
+             database moves them in), or the vault is damaged; nothing was copied of it",
+            from.slots()
+        )));
+    }
     let into = match destination {
         Some(store) => database(store),
         None => KeyVault::open(&Path::new(to).join(server::VAULT_DIR)),
@@ -84,7 +94,9 @@ fn copy_vault(
         ));
     }
     Ok(format!(
-        "; the key vault's {slots} slots copied to {} and compared",
+        "; the key vault's {slots} slots copied to {} and compared (the source keeps its own: \
+         an erasure carried out on one does not reach the other, so drop the source once the \
+         copy is in use)",
         into.location()
     ))
 }
@@ -171,7 +183,12 @@ fn copy(from: &str, to: &str, keys_dir: &Path) -> Result<String, Failure> {
         }
         None => "; the keys' data dir has no checkpoint anchor to compare with".to_owned(),
     };
-    let vault_check = copy_vault(source_postgres.as_ref(), destination_postgres.as_ref(), to)?;
+    let vault_check = copy_vault(
+        source_postgres.as_ref(),
+        destination_postgres.as_ref(),
+        to,
+        &log,
+    )?;
     Ok(format!(
         "copied {records} records ({bytes} bytes); verified: every record equal, {} entries and \
          {} full tiles checked, root {} matches the newest signed checkpoint (size \

@@ -188,22 +188,23 @@ async fn wait_for_the_store(
         fhir: optional(&listeners.optional.fhir)?,
     };
     let (opened, opened_seen) = tokio::sync::oneshot::channel::<()>();
-    let follow = crate::follower::follow(config, following, async {
-        let _ = opened_seen.await;
+    let follower_config = config.clone();
+    // The follower runs on its own task: once the store opens here it stops accepting at once,
+    // and calls it is still forwarding end on their own without holding up this server.
+    tokio::spawn(async move {
+        let stop = async {
+            let _ = opened_seen.await;
+        };
+        if let Err(err) = crate::follower::follow(&follower_config, following, stop).await {
+            tracing::error!(cause = %err, "this server could not follow the lease holder");
+        }
     });
-    let open = async {
-        let result = open_until_it_opens(config, shutdown, retry).await;
-        let _ = opened.send(());
-        result
-    };
-    let (followed, result) = tokio::join!(follow, open);
-    if let Err(err) = followed {
-        tracing::error!(cause = %err, "this server could not follow the lease holder");
-    }
+    let result = open_until_it_opens(config, shutdown, retry).await;
+    let _ = opened.send(());
     result
 }
 
-/// Which failures to open are waited out./// Which failures to open are waited out.
+/// Which failures to open are waited out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
     /// Every failure: reopening after a store failure, until the store comes back.

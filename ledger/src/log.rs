@@ -524,8 +524,9 @@ impl Log {
                     tracing::warn!(
                         size,
                         path = %anchor.path().display(),
-                        "the store has no checkpoint anchor (written by an older version): \
-                         adopting its last checkpoint as the anchor"
+                        "no checkpoint anchor beside this store (a store written by an older \
+                         version, or a new server of a log kept in a database): adopting its \
+                         last checkpoint as the anchor"
                     );
                     anchor.advance(&checkpoint)?;
                 }

@@ -459,15 +459,27 @@ impl KeyVault {
     /// [`VaultError::NotEmpty`] when `to` holds slots; as [`SlotStore::read`] and
     /// [`SlotStore::append`].
     pub fn copy_into(&self, to: &KeyVault) -> Result<u64, VaultError> {
-        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let _to_writer = to.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if to.slots.load(Ordering::Acquire) != 0 {
+        if to.slots() != 0 {
             return Err(VaultError::NotEmpty {
                 location: to.location(),
             });
         }
+        self.copy_rest_into(to)
+    }
+
+    /// Copies the slots of this vault that `to` lacks (those from `to`'s count on) into `to`:
+    /// finishes a copy that was cut off after some blocks. The caller has checked that what
+    /// `to` holds matches ([`KeyVault::agrees_with`]). Returns the slots copied.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`] and [`SlotStore::append`].
+    pub fn copy_rest_into(&self, to: &KeyVault) -> Result<u64, VaultError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _to_writer = to.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let total = self.slots.load(Ordering::Acquire);
-        let mut first = 0;
+        let start = to.slots.load(Ordering::Acquire);
+        let mut first = start;
         while first < total {
             let count = (total - first).min(BLOCK_SLOTS);
             let mut block = Zeroizing::new(Vec::with_capacity(SLOT_LEN * count as usize));
@@ -478,7 +490,44 @@ impl KeyVault {
             first += count;
             to.slots.store(first, Ordering::Release);
         }
-        Ok(total)
+        Ok(total.saturating_sub(start))
+    }
+
+    /// Whether the two vaults hold the same keys in the slots both have: each such slot reads
+    /// the same, or is zeros on one side (shredded there, or a destruction of the file cut
+    /// short). Slots only one of them has are not compared.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`].
+    pub fn agrees_with(&self, other: &KeyVault) -> Result<bool, VaultError> {
+        let both = self.slots().min(other.slots());
+        for slot in 0..both {
+            let (mine, theirs) = (self.slots_store.read(slot)?, other.slots_store.read(slot)?);
+            let zero = |bytes: &[u8; SLOT_LEN]| bytes.iter().all(|&b| b == 0);
+            if *mine != *theirs && !zero(&mine) && !zero(&theirs) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether every slot of this vault reads the same in `other` (which may hold more).
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`].
+    pub fn is_prefix_of(&self, other: &KeyVault) -> Result<bool, VaultError> {
+        let total = self.slots.load(Ordering::Acquire);
+        if other.slots.load(Ordering::Acquire) < total {
+            return Ok(false);
+        }
+        for slot in 0..total {
+            if *self.slots_store.read(slot)? != *other.slots_store.read(slot)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Destroys the vault file `dir/body-keys` (one whose keys were moved elsewhere): every
@@ -517,24 +566,6 @@ impl KeyVault {
         fs::remove_file(&path).map_err(|source| io_error(&path, "removing it", source))?;
         drop(slots);
         sync_dir(dir)
-    }
-
-    /// Whether every slot of this vault reads the same in `other` (which may hold more).
-    ///
-    /// # Errors
-    ///
-    /// As [`SlotStore::read`].
-    pub fn is_prefix_of(&self, other: &KeyVault) -> Result<bool, VaultError> {
-        let total = self.slots.load(Ordering::Acquire);
-        if other.slots.load(Ordering::Acquire) < total {
-            return Ok(false);
-        }
-        for slot in 0..total {
-            if *self.slots_store.read(slot)? != *other.slots_store.read(slot)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }
 

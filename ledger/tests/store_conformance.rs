@@ -429,6 +429,21 @@ mod postgres {
         // Not into a vault that holds keys.
         let err = file.copy_into(&copy).unwrap_err();
         assert!(err.to_string().contains("already holds keys"), "{err}");
+        // A move cut short after its first block is finished by copying the rest; a slot
+        // shredded on one side still agrees; another vault's keys do not.
+        file.set_floor(BLOCK_SLOTS);
+        let later = file.allocate().unwrap();
+        assert_eq!(file.slots(), 2 * BLOCK_SLOTS);
+        assert!(file.agrees_with(&copy).unwrap());
+        assert_eq!(file.copy_rest_into(&copy).unwrap(), BLOCK_SLOTS);
+        assert!(file.is_prefix_of(&copy).unwrap() && copy.is_prefix_of(&file).unwrap());
+        assert!(copy.key(later).unwrap().is_some());
+        assert!(copy.shred(kept).unwrap());
+        assert!(file.agrees_with(&copy).unwrap() && !file.is_prefix_of(&copy).unwrap());
+        let stranger_dir = tempfile::tempdir().unwrap();
+        let stranger = KeyVault::open(stranger_dir.path()).unwrap();
+        stranger.allocate().unwrap();
+        assert!(!stranger.agrees_with(&copy).unwrap());
         // The file, destroyed once moved, holds no key and is gone.
         drop(file);
         KeyVault::destroy_file(dir.path()).unwrap();

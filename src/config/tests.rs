@@ -210,6 +210,18 @@ fn validate_refuses_out_of_range_settings() {
     );
     check(&|c| c.standby = true, "standby");
     check(
+        &|c| c.advertise_host = Some(String::new()),
+        "advertise_host",
+    );
+    check(
+        &|c| c.advertise_host = Some("evil.example/path".into()),
+        "advertise_host",
+    );
+    check(
+        &|c| c.advertise_host = Some("h".repeat(254)),
+        "advertise_host",
+    );
+    check(
         &|c| {
             c.apply(&Overrides {
                 tls_client_ca: Some("ca.pem".into()),
@@ -513,4 +525,53 @@ fn the_store_and_standby_come_from_toml_env_and_flags() {
     from_toml.validate().unwrap();
     assert_eq!(Config::default().store, None);
     assert!(!Config::default().standby);
+}
+
+#[test]
+fn the_advertised_endpoints_name_the_host_and_the_bound_ports() {
+    let overrides =
+        Overrides::from_env(env(&[("AKASHI_ADVERTISE_HOST", "akashi-1.internal")])).unwrap();
+    let mut config = Config {
+        grpc_addr: "0.0.0.0:50051".parse().unwrap(),
+        http_addr: "0.0.0.0:8080".parse().unwrap(),
+        authzen_addr: Some("0.0.0.0:8081".parse().unwrap()),
+        ..Config::default()
+    };
+    config.apply(&overrides);
+    config.validate().unwrap();
+    assert_eq!(
+        config.advertised_endpoints(),
+        "grpc=http://akashi-1.internal:50051 http=http://akashi-1.internal:8080 \
+         authzen=http://akashi-1.internal:8081"
+    );
+    // Without it: the listen IP (IPv6 in brackets), or the host name for every address.
+    let local = Config::default();
+    assert_eq!(
+        local.advertised_endpoints(),
+        "grpc=http://127.0.0.1:50051 http=http://127.0.0.1:8080"
+    );
+    let v6 = Config {
+        grpc_addr: "[::1]:50051".parse().unwrap(),
+        ..Config::default()
+    };
+    assert!(
+        v6.advertised_endpoints()
+            .starts_with("grpc=http://[::1]:50051 ")
+    );
+    let everywhere = Config {
+        grpc_addr: "0.0.0.0:50051".parse().unwrap(),
+        ..Config::default()
+    };
+    assert!(!everywhere.advertised_endpoints().contains("0.0.0.0"));
+    let bare_v6 = Config {
+        advertise_host: Some("fd00::7".into()),
+        ..Config::default()
+    };
+    assert!(
+        bare_v6
+            .advertised_endpoints()
+            .starts_with("grpc=http://[fd00::7]:50051 ")
+    );
+    let from_toml: Config = toml::from_str("advertise_host = \"10.0.0.7\"\n").unwrap();
+    assert_eq!(from_toml.advertise_host.as_deref(), Some("10.0.0.7"));
 }

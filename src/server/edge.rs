@@ -54,7 +54,7 @@ pub(super) struct EdgeService<S> {
 /// timeout (an HTTP/2 client answers the server's keepalive pings, so a live idle client
 /// keeps it alive; one that connects and stays silent does not).
 #[derive(Debug)]
-pub(super) struct IdleTimeout<IO> {
+pub(crate) struct IdleTimeout<IO> {
     inner: IO,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
@@ -73,7 +73,7 @@ impl EdgeLayer {
 
 impl<IO> IdleTimeout<IO> {
     /// Wraps `inner`, closing it after `timeout` without a byte from the client.
-    pub(super) fn new(inner: IO, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: IO, timeout: Duration) -> Self {
         Self {
             inner,
             timeout,

@@ -489,6 +489,15 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
         .verify(root, &final_root)
         .unwrap();
     }
+    // The keys are shared: the last lease holder opens bodies sealed under keys the first one
+    // handed out (the patients' grants) and the second one used.
+    let regulator = Api {
+        channel: other.channel.clone(),
+        token: mint(&data[0], Role::Regulator, None),
+    };
+    let history = regulator.subject_history("p1").await.unwrap().entries;
+    assert!(history.len() > 2, "{}", history.len());
+    assert!(history.iter().all(|e| !e.redacted && !e.body.is_empty()));
     for ack in &acks {
         let proof = transparency
             .get_inclusion_proof(pb::GetInclusionProofRequest {

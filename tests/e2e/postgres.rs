@@ -428,7 +428,8 @@ impl Supervised {
         }
     }
 
-    /// Whether it answers a health check on a fresh connection within a second or two.
+    /// Whether a health check on a fresh connection says it serves, within a second or two (a
+    /// follower that knows no other lease holder answers `NOT_SERVING`).
     async fn answers(&self) -> bool {
         let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .unwrap()
@@ -444,7 +445,10 @@ impl Supervised {
                 service: String::new(),
             })
             .await
-            .is_ok()
+            .is_ok_and(|answer| {
+                answer.into_inner().status
+                    == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            })
     }
 
     /// Waits (at most 40 s) until it answers, or until it stopped answering.
@@ -569,9 +573,10 @@ async fn a_replaced_server_steps_down_and_takes_over_again_when_the_lease_is_fre
     server.stop().await;
 }
 
-/// A standby (`--standby`) on the same data dir waits while the server it stands by for holds
-/// the store, and takes it over, with every acknowledged entry, once that server stops: a
-/// restart or an upgrade without refusing a single call for longer than the takeover.
+/// A standby (`--standby`) on the same data dir follows while the server it stands by for holds
+/// the store (every call reaching it is forwarded there), and takes the store over, with every
+/// acknowledged entry, once that server stops: a restart or an upgrade without refusing a single
+/// call for longer than the takeover.
 #[tokio::test]
 async fn a_standby_takes_the_store_over_when_the_server_stops() {
     let Some(url) = fresh_database("a_standby_takes_the_store_over") else {
@@ -588,12 +593,13 @@ async fn a_standby_takes_the_store_over_when_the_server_stops() {
         standby: true,
         ..config
     });
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    assert!(
-        !standby.answers().await,
-        "the standby serves nothing while the store is held"
-    );
-    let during = first.write(&data_dir, 2).await;
+    standby.wait_until_it_answers(true).await;
+    let (status, ready) = crate::harness::http_get(standby.admin_addr, "/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("following"), "{ready}");
+    // A write through the standby is forwarded to the server holding the store.
+    let during = standby.write(&data_dir, 2).await;
+    assert_eq!(lease_epoch(&db), first_epoch, "nobody took over yet");
 
     first.stop().await;
     let after = standby.write(&data_dir, 3).await;

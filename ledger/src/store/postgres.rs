@@ -165,6 +165,8 @@ pub struct LeaseHolder {
     pub endpoint: String,
     /// Whether it is held now: taken, not released, not expired.
     pub live: bool,
+    /// How long it lasts unless renewed (zero when not live).
+    pub expires_in: Duration,
 }
 
 /// The lease this store holds, for metrics and health.
@@ -452,8 +454,11 @@ impl PostgresStore {
             let client = pool.get().await.map_err(pool_error)?;
             let row = client
                 .query_one(
-                    "SELECT epoch, holder, endpoint, expires_at > now() FROM akashi_lease \
-                     WHERE id = 1",
+                    "SELECT epoch, holder, endpoint, expires_at > now(),
+                         CASE WHEN expires_at > now()
+                              THEN extract(epoch FROM expires_at - now())::float8
+                              ELSE 0 END
+                     FROM akashi_lease WHERE id = 1",
                     &[],
                 )
                 .await
@@ -463,6 +468,10 @@ impl PostgresStore {
                 holder: row.try_get(1).map_err(pg_error)?,
                 endpoint: row.try_get(2).map_err(pg_error)?,
                 live: row.try_get(3).map_err(pg_error)?,
+                expires_in: Duration::try_from_secs_f64(
+                    row.try_get::<_, f64>(4).map_err(pg_error)?,
+                )
+                .unwrap_or(Duration::ZERO),
             })
         })
     }

@@ -13,17 +13,23 @@
 //! before a key of it is handed out.
 //!
 //! **Shredding** overwrites the row with zeros, then runs `VACUUM` on the table so that the old
-//! row version, which still holds the key, is removed from the table's pages. What the database
-//! cannot take back: the key stays in the write-ahead log until its segments are recycled, in
+//! row version, which still holds the key, is pruned. `VACUUM` keeps a dead row version that an
+//! older snapshot can still see (a long transaction, a running `pg_dump`, a standby with
+//! `hot_standby_feedback`, a replication slot) until a later vacuum, and pruning does not wipe
+//! the freed bytes of the page until they are reused. What the database cannot take back at all: the key stays in the write-ahead log until its segments are recycled, in
 //! WAL archives and in every base backup or dump taken before the shred, until those expire.
 //! Operators keep such backups on terms no longer than the erasure deadline, or exclude the
 //! table from logical dumps (`pg_dump --exclude-table=akashi_vault`) and back it up apart.
 //!
 //! **Reads.** Keys this server read are kept in memory (bounded), because a decision opens and
 //! seals several records under its patient's key and a round trip each would cost more than
-//! the decision. Sound while this server holds the lease: only the lease holder shreds, and a
-//! shred drops the key from memory before its row is overwritten; a read that raced a shred is
-//! not kept.
+//! the decision. Sound while this server holds the lease: shreds are carried out by the lease
+//! holder (an erasure is finished by the server that logged it, or by the next one to open the
+//! log), a shred drops the key from memory before its row is overwritten, and a read that raced
+//! a shred is not kept. Once the lease may have been lost (fenced, or no renewal reached the
+//! database for its lifetime) memory is dropped and every read goes to the database. Shreds
+//! themselves are not fenced: a server finishing an erasure that was logged may always destroy
+//! the key, and doing it twice is harmless.
 
 use std::{
     collections::HashMap,
@@ -116,9 +122,15 @@ impl SlotStore for PostgresSlots {
     }
 
     fn read(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError> {
+        // Memory is trusted only while this server surely holds the lease: once it may have
+        // been replaced (a pause, a partition), another server may have shredded a key since.
+        let lease = self.store.lease();
+        let trusted = !lease.fenced && !lease.lapsed;
         let shreds = {
-            let cache = self.cache();
-            if let Some(bytes) = cache.slots.get(&slot) {
+            let mut cache = self.cache();
+            if !trusted {
+                cache.slots.clear();
+            } else if let Some(bytes) = cache.slots.get(&slot) {
                 return Ok(bytes.clone());
             }
             cache.shreds
@@ -156,7 +168,7 @@ impl SlotStore for PostgresSlots {
             }
         }
         let mut cache = self.cache();
-        if cache.shreds == shreds {
+        if trusted && cache.shreds == shreds {
             if cache.slots.len() >= CACHED_KEYS {
                 cache.slots.clear();
             }
