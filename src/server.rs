@@ -627,13 +627,6 @@ pub fn open_log(
                 .map_err(|err| StartError::Vault(err.to_string()))?
         }
     };
-    if vault.slots() == 0 && crate::erasure::keys_allocated(&log).map_err(vault_error)? {
-        return Err(StartError::Vault(format!(
-            "the key vault in {} holds no keys, but the store holds bodies sealed under its keys; \
-             restore the vault that belongs to this store",
-            vault.location()
-        )));
-    }
     log.set_vault(Arc::new(vault));
     crate::erasure::restore_floor(&log).map_err(vault_error)?;
     Ok(log)
