@@ -49,7 +49,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use tokio::{net::TcpListener, sync::watch};
-use tonic::{service::Routes, transport::Server as TonicServer};
+use tonic::service::Routes;
 use tonic_health::{
     ServingStatus,
     server::{HealthReporter, HealthService},
@@ -60,10 +60,7 @@ use ledger::store::{PostgresOptions, PostgresStore};
 use crate::{
     config::Config,
     error::StartError,
-    server::{
-        KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_LEN,
-        healthz, serve_http, stopped, tls_config,
-    },
+    server::{grpc_builder, healthz, serve_http, stopped},
 };
 
 /// How often a follower reads who holds the lease.
@@ -508,14 +505,7 @@ pub async fn follow(
         .routes()
         .into_axum_router()
         .fallback(move |request: Request| forward_grpc(State(forwarding.clone()), request));
-    let mut builder = TonicServer::builder()
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .http2_max_header_list_size(Some(MAX_HEADER_LIST_LEN))
-        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
-    if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls_config(tls)?)?;
-    }
+    let mut builder = grpc_builder(config.tls.as_ref())?;
     let idle_timeout = config.limits.idle_timeout;
     let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
         .with_nodelay(Some(true))

@@ -402,14 +402,7 @@ impl Server {
         metrics.set_methods(&served_methods(&labelled)?);
 
         let limits = config.limits.clone();
-        let mut builder = TonicServer::builder()
-            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-            .http2_max_header_list_size(Some(MAX_HEADER_LIST_LEN))
-            .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
-        if let Some(tls) = &config.tls {
-            builder = builder.tls_config(tls_config(tls)?)?;
-        }
+        let builder = grpc_builder(config.tls.as_ref())?;
         // One answer budget for gRPC and the FHIR endpoint, which calls the consent service.
         let budget = Arc::new(AnswerBudget::new(
             limits.answer_budget_per_caller,
@@ -821,6 +814,24 @@ pub(crate) async fn serve_http(
 /// Pause after a failed `accept` on the HTTP port.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The gRPC port's server settings (keepalive, header and stream limits, TLS when configured),
+/// for the server and for a follower on the same port.
+///
+/// # Errors
+///
+/// [`StartError::TlsFile`] and [`StartError::Transport`] for unusable TLS settings.
+pub(crate) fn grpc_builder(tls: Option<&TlsConfig>) -> Result<TonicServer, StartError> {
+    let builder = TonicServer::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_LEN))
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS));
+    Ok(match tls {
+        Some(tls) => builder.tls_config(tls_config(tls)?)?,
+        None => builder,
+    })
+}
+
 /// Resolves once the stop flag is set (or its sender is gone).
 pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
@@ -895,7 +906,7 @@ fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Buil
 
 /// The rustls configuration of `tls`: mTLS (client certificate required) when `client_ca` is
 /// set.
-pub(crate) fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
+fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| StartError::TlsFile {
             path: path.to_owned(),

@@ -54,17 +54,27 @@ fn append(c: &mut Criterion) {
     for batch in [1u64, 1000] {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path(), &conformance::test_signer().to_skey());
-        let batch_entries = entries(batch);
-        group.throughput(Throughput::Elements(batch));
-        group.bench_function(format!("batch_{batch}"), |b| {
-            b.iter(|| {
-                let committed = log.append_batch(&batch_entries, Vec::new()).unwrap();
-                assert_eq!(committed.leaf_hashes.len() as u64, batch);
-                black_box(committed);
-            });
-        });
+        append_batches(&mut group, &log, batch);
     }
     group.finish();
+}
+
+/// One benchmark of `group`: batches of `batch` entries appended to `log`, each committed and
+/// made durable.
+fn append_batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    log: &Log,
+    batch: u64,
+) {
+    let batch_entries = entries(batch);
+    group.throughput(Throughput::Elements(batch));
+    group.bench_function(format!("batch_{batch}"), |b| {
+        b.iter(|| {
+            let committed = log.append_batch(&batch_entries, Vec::new()).unwrap();
+            assert_eq!(committed.leaf_hashes.len() as u64, batch);
+            black_box(committed);
+        });
+    });
 }
 
 /// Durable appends on PostgreSQL, as [`append`] on sled: each iteration one batch, committed in
@@ -87,15 +97,7 @@ fn append_postgres(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
     for batch in [1u64, 1000] {
-        let batch_entries = entries(batch);
-        group.throughput(Throughput::Elements(batch));
-        group.bench_function(format!("batch_{batch}"), |b| {
-            b.iter(|| {
-                let committed = log.append_batch(&batch_entries, Vec::new()).unwrap();
-                assert_eq!(committed.leaf_hashes.len() as u64, batch);
-                black_box(committed);
-            });
-        });
+        append_batches(&mut group, &log, batch);
     }
     group.finish();
 }

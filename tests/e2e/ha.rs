@@ -25,7 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     api::{Api, allowed, ask, checkpoint_root, grant, verify_receipt},
-    harness::mint,
+    harness::{copy_keys, mint},
 };
 
 const AKASHI: &str = env!("CARGO_BIN_EXE_akashi");
@@ -175,21 +175,6 @@ fn longest_silence(acks: &[Ack], from: Instant, settle: Duration) -> Duration {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or(Duration::MAX)
-}
-
-fn copy_keys(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for name in [
-        akashi::keys::CHECKPOINT_KEY_FILE,
-        akashi::keys::CHECKPOINT_VKEY_FILE,
-        akashi::keys::TOKEN_ISSUER_KEY_FILE,
-        akashi::keys::SUBJECT_KEY_FILE,
-        akashi::keys::SUBJECT_MAP_KEY_FILE,
-    ] {
-        if from.join(name).exists() {
-            std::fs::copy(from.join(name), to.join(name)).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

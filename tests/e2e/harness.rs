@@ -146,6 +146,23 @@ pub fn mint(data_dir: &Path, role: Role, patient: Option<&str>) -> String {
     akashi::keys::mint_token(data_dir, role, patient, Duration::from_secs(600)).unwrap()
 }
 
+/// Copies the key files of data dir `from` into `to` (created if missing): what every server of
+/// one log needs, or a data dir the log was copied into.
+pub fn copy_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for name in [
+        akashi::keys::CHECKPOINT_KEY_FILE,
+        akashi::keys::CHECKPOINT_VKEY_FILE,
+        akashi::keys::TOKEN_ISSUER_KEY_FILE,
+        akashi::keys::SUBJECT_KEY_FILE,
+        akashi::keys::SUBJECT_MAP_KEY_FILE,
+    ] {
+        if from.join(name).exists() {
+            std::fs::copy(from.join(name), to.join(name)).unwrap();
+        }
+    }
+}
+
 /// `message` with `authorization: Bearer <token>`.
 pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

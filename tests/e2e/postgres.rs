@@ -287,19 +287,14 @@ async fn store_copy_moves_a_log_to_postgres_and_back() {
             .join(ledger::vault::FILE_NAME)
             .is_file()
     );
-    // A server on the copied data dir (the keys copied beside it) opens every body.
-    for name in [
-        akashi::keys::CHECKPOINT_KEY_FILE,
-        akashi::keys::CHECKPOINT_VKEY_FILE,
-        akashi::keys::TOKEN_ISSUER_KEY_FILE,
-        akashi::keys::SUBJECT_KEY_FILE,
-        akashi::keys::SUBJECT_MAP_KEY_FILE,
-        akashi::server::ANCHOR_FILE,
-    ] {
-        if data.join(name).exists() {
-            std::fs::copy(data.join(name), back_data.join(name)).unwrap();
-        }
-    }
+    // A server on the copied data dir (the keys and the anchor copied beside it) opens every
+    // body.
+    crate::harness::copy_keys(&data, &back_data);
+    std::fs::copy(
+        data.join(akashi::server::ANCHOR_FILE),
+        back_data.join(akashi::server::ANCHOR_FILE),
+    )
+    .unwrap();
     {
         let server = TestServer::start_with(back_root, |c| c.store = None).await;
         let regulator = Api::new(&server, Role::Regulator, None).await;
