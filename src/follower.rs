@@ -31,7 +31,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -442,7 +442,8 @@ async fn watch_leader(
 }
 
 /// Follows the server holding the lease of `config`'s PostgreSQL store on `listeners` until
-/// `stop` resolves; calls in flight then get [`GRACE`] to finish.
+/// `stop` resolves; calls in flight then get [`GRACE`] to finish. Sets `joined` once a live
+/// lease holder was seen.
 ///
 /// # Errors
 ///
@@ -451,6 +452,7 @@ async fn watch_leader(
 pub async fn follow(
     config: &Config,
     listeners: Listeners,
+    joined: &AtomicBool,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
     let Some(url) = config.store.clone() else {
@@ -495,6 +497,12 @@ pub async fn follow(
         health.clone(),
         stop_rx.clone(),
     );
+    let mut seen = shared.leader.clone();
+    let joining = async move {
+        if seen.wait_for(Option::is_some).await.is_ok() {
+            joined.store(true, Ordering::SeqCst);
+        }
+    };
 
     let mut routes = tonic::service::RoutesBuilder::default();
     routes.add_service(tonic_health::pb::health_server::HealthServer::new(
@@ -543,7 +551,7 @@ pub async fn follow(
             serve_http(listener, router, &limits, stopped(stop_rx.clone())).await;
         }
     };
-    let served = async { tokio::join!(grpc, http, admin, authzen, fhir, watcher).0 };
+    let served = async { tokio::join!(grpc, http, admin, authzen, fhir, watcher, joining).0 };
     let mut served = std::pin::pin!(served);
     tokio::select! {
         result = &mut served => return result.map_err(StartError::from),

@@ -176,8 +176,10 @@ async fn wait_for_the_store(
     shutdown: impl Future<Output = ()> + Clone + Send,
     retry: Retry,
 ) -> Result<Option<Server>, StartError> {
+    // Set once this server has seen the log working under another server (see `Retry`).
+    let joined = Arc::new(AtomicBool::new(false));
     if config.store.is_none() || config.tls.is_some() {
-        return open_until_it_opens(config, shutdown, retry).await;
+        return open_until_it_opens(config, shutdown, retry, &joined).await;
     }
     let optional = |given: &Option<StdListener>| given.as_ref().map(listener).transpose();
     let following = crate::follower::Listeners {
@@ -189,17 +191,20 @@ async fn wait_for_the_store(
     };
     let (opened, opened_seen) = tokio::sync::oneshot::channel::<()>();
     let follower_config = config.clone();
+    let follower_joined = joined.clone();
     // The follower runs on its own task: once the store opens here it stops accepting at once,
     // and calls it is still forwarding end on their own without holding up this server.
     tokio::spawn(async move {
         let stop = async {
             let _ = opened_seen.await;
         };
-        if let Err(err) = crate::follower::follow(&follower_config, following, stop).await {
+        let followed =
+            crate::follower::follow(&follower_config, following, &follower_joined, stop).await;
+        if let Err(err) = followed {
             tracing::error!(cause = %err, "this server could not follow the lease holder");
         }
     });
-    let result = open_until_it_opens(config, shutdown, retry).await;
+    let result = open_until_it_opens(config, shutdown, retry, &joined).await;
     let _ = opened.send(());
     result
 }
@@ -210,8 +215,11 @@ enum Retry {
     /// Every failure: reopening after a store failure, until the store comes back.
     Always,
     /// Only the store (its lease, or the key vault's lock) being held by another server: a
-    /// standby. Anything else (a store behind its anchor, bad keys, a database refusing the
-    /// login) is the operator's to fix, and stops the standby as it stops a start.
+    /// standby's start. Anything else before that (a store behind its anchor, bad keys, a
+    /// database refusing the login) is the operator's to fix, and stops the standby as it
+    /// stops a start. Once it has seen the log working under another server (the store held,
+    /// or, following, a live lease holder), it has joined the log, and every failure is waited
+    /// out as after a store failure.
     WhileHeld,
 }
 
@@ -226,11 +234,12 @@ fn held_elsewhere(err: &StartError) -> bool {
 
 /// Opens the server, retrying as `retry` says with a growing pause (none while the store is
 /// held: its lease wait paces the attempts), until it opens (`Some`) or `shutdown` completes
-/// (`None`).
+/// (`None`). `joined` says whether the log was seen working under another server.
 async fn open_until_it_opens(
     config: &Config,
     shutdown: impl Future<Output = ()> + Clone,
     retry: Retry,
+    joined: &AtomicBool,
 ) -> Result<Option<Server>, StartError> {
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -246,9 +255,15 @@ async fn open_until_it_opens(
             Ok(Ok(server)) => return Ok(Some(server)),
             Ok(Err(err)) if held_elsewhere(&err) => {
                 tracing::info!(cause = %err, "the store is held by another server: waiting");
+                joined.store(true, Ordering::SeqCst);
                 FIRST_BACKOFF
             }
-            Ok(Err(err)) if retry == Retry::WhileHeld => return Err(err),
+            // A standby that has seen the log working under another server has joined it: from
+            // then on it rides out any failure to open (a database restarting or failing over),
+            // as a running server does, rather than leaving the log one server short.
+            Ok(Err(err)) if retry == Retry::WhileHeld && !joined.load(Ordering::SeqCst) => {
+                return Err(err);
+            }
             Ok(Err(err)) => {
                 tracing::error!(cause = %err, "the store cannot be opened yet");
                 backoff

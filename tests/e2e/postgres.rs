@@ -658,6 +658,43 @@ async fn a_standby_stops_on_anything_but_a_held_store() {
     assert!(err.to_string().contains("no_such_database"), "{err}");
 }
 
+/// A standby that has joined a working log (it found the store held, and follows) rides out the
+/// database going away (a restart, a failover) as a running server does, rather than exiting
+/// and leaving the log one server short; only at its start does any failure but a held store
+/// stop it (the test above).
+#[tokio::test]
+async fn a_standby_that_joined_rides_out_the_database_going_away() {
+    let Some(url) = fresh_database("a_standby_that_joined_rides_out") else {
+        return;
+    };
+    let db = database_name(&url).to_owned();
+    let first_dir = tempfile::tempdir().unwrap();
+    let first_config = on_postgres(&first_dir, &url);
+    let first_data = first_config.data_dir.clone();
+    let first = Supervised::start(first_config);
+    first.write(&first_data, 1).await;
+    let standby_dir = tempfile::tempdir().unwrap();
+    crate::harness::copy_keys(&first_data, &standby_dir.path().join("data"));
+    let standby = Supervised::start(akashi::config::Config {
+        standby: true,
+        ..on_postgres(&standby_dir, &url)
+    });
+    standby.wait_until_it_answers(true).await;
+    cluster()
+        .unwrap()
+        .psql("postgres", &format!("DROP DATABASE \"{db}\" WITH (FORCE)"));
+    // Once the lease it last saw has run out, the follower reports itself not serving (a load
+    // balancer takes it out) and keeps trying to open the store.
+    standby.wait_until_it_answers(false).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        !standby.task.is_finished(),
+        "the standby stopped when the database went away"
+    );
+    standby.stop().await;
+    first.stop().await;
+}
+
 /// A log on PostgreSQL keeps its key vault in the database. A vault file found in the data dir
 /// beside a database vault that holds other keys is refused, naming both, rather than one of
 /// them being silently ignored; the database's keys and the file are left as they were.
