@@ -162,6 +162,8 @@ struct Shared {
     next: AtomicU64,
     forwarded: AtomicU64,
     failed: AtomicU64,
+    /// When the followed lease runs out unless renewed, as last read (ms since the Unix epoch).
+    lease_until_ms: Arc<AtomicU64>,
 }
 
 /// Why a call was not forwarded, or not answered.
@@ -319,6 +321,18 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let epoch = shared.leader.borrow().as_ref().map_or(0, |l| l.epoch);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "milliseconds of a lease, far below 2^52"
+    )]
+    let lease_left = shared
+        .lease_until_ms
+        .load(Ordering::Relaxed)
+        .saturating_sub(now_ms) as f64
+        / 1000.0;
     let has_leader = u8::from(shared.leader.borrow().is_some());
     let text = format!(
         "# HELP akashi_follower 1 while this server follows the one holding the PostgreSQL \
@@ -332,6 +346,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
          # HELP akashi_follower_leader_epoch The epoch of the lease the followed server holds.\n\
          # TYPE akashi_follower_leader_epoch gauge\n\
          akashi_follower_leader_epoch {epoch}\n\
+         # HELP akashi_follower_leader_lease_left_seconds How long the followed lease lasts \
+         unless renewed, as last read (0 once it ran out).\n\
+         # TYPE akashi_follower_leader_lease_left_seconds gauge\n\
+         akashi_follower_leader_lease_left_seconds {lease_left:.3}\n\
          # HELP akashi_follower_forwarded_total Calls forwarded and answered by the leader.\n\
          # TYPE akashi_follower_forwarded_total counter\n\
          akashi_follower_forwarded_total {}\n\
@@ -358,6 +376,7 @@ async fn watch_leader(
     url: String,
     own: String,
     leader: watch::Sender<Option<Leader>>,
+    lease_until_ms: Arc<AtomicU64>,
     health: HealthReporter,
     stop: watch::Receiver<bool>,
 ) {
@@ -399,14 +418,21 @@ async fn watch_leader(
         };
         let read_at = tokio::time::Instant::now();
         last = match seen {
-            Some(h) if h.live && !h.endpoint.is_empty() && h.endpoint != own => Some((
-                Leader {
-                    epoch: h.epoch,
-                    holder: h.holder,
-                    endpoints: parse_endpoints(&h.endpoint),
-                },
-                read_at + h.expires_in,
-            )),
+            Some(h) if h.live && !h.endpoint.is_empty() && h.endpoint != own => {
+                let until = std::time::SystemTime::now() + h.expires_in;
+                let until_ms = until
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                lease_until_ms.store(until_ms, Ordering::Relaxed);
+                Some((
+                    Leader {
+                        epoch: h.epoch,
+                        holder: h.holder,
+                        endpoints: parse_endpoints(&h.endpoint),
+                    },
+                    read_at + h.expires_in,
+                ))
+            }
             Some(_) => None,
             None => last.filter(|(_, until)| read_at < *until),
         };
@@ -486,6 +512,7 @@ pub async fn follow(
             .collect(),
         http: Client::builder(TokioExecutor::new()).build(connector),
         next: AtomicU64::new(0),
+        lease_until_ms: Arc::default(),
         forwarded: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -494,6 +521,7 @@ pub async fn follow(
         url,
         config.advertised_endpoints(),
         leader_tx,
+        shared.lease_until_ms.clone(),
         health.clone(),
         stop_rx.clone(),
     );

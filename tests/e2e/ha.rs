@@ -206,6 +206,12 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
         metrics.contains("\nakashi_follower_leader_epoch 1\n"),
         "{metrics}"
     );
+    let left: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("akashi_follower_leader_lease_left_seconds "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(left > 0.0 && left <= 6.0, "{metrics}");
     let metrics = get(a.admin, "/metrics").await.unwrap();
     assert!(metrics.contains("\nakashi_follower 0\n"), "{metrics}");
     assert!(
