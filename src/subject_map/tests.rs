@@ -56,8 +56,8 @@ fn subject(patient_id: &str) -> SubjectId {
     SubjectId::from_bytes(Sha256::digest(patient_id.as_bytes()).into())
 }
 
-fn key() -> SubjectMapKey {
-    SubjectMapKey::new(VrfSecretKey::from_seed([5; 32])).with_write_behind(LIMITS)
+fn key_with(limits: WriteBehind) -> SubjectMapKey {
+    SubjectMapKey::new(VrfSecretKey::from_seed([5; 32])).with_write_behind(limits)
 }
 
 struct World {
@@ -68,8 +68,12 @@ struct World {
 
 impl World {
     fn open(dir: &std::path::Path) -> Result<Self, StartError> {
+        Self::open_with(dir, LIMITS)
+    }
+
+    fn open_with(dir: &std::path::Path, limits: WriteBehind) -> Result<Self, StartError> {
         let log = open_log(dir);
-        let key = key();
+        let key = key_with(limits);
         let machine = DomainStateMachine::new(log.clone())?.with_subject_map(Some(&key))?;
         let sequencer =
             Sequencer::start(log.clone(), machine, SequencerOptions::default()).unwrap();
@@ -603,6 +607,71 @@ async fn restarts_again_and_again_before_a_write_out_completes_lose_nothing() {
     next = grant_until_written_out(&world, next).await;
     assert_eq!(world.committed_root(), world.root_from_records());
     for i in [0, next / 2, next - 1] {
+        world.check_proof(i, true).await;
+    }
+    Arc::into_inner(world).unwrap().stop().await;
+}
+
+/// A write-out that falls behind is finished in one batch: when the journal has passed twice its
+/// limit, a write-out does not go a chunk a batch but writes all its tiles in the next batch, so
+/// the journal a start replays never stays past twice its limit. The map first grows under
+/// limits so large that nothing is written out (hundreds of tiles held, a long journal); reopened
+/// under small limits with the smallest chunk, a chunk a batch would take dozens of one-patient
+/// batches, but the write-out begins in the first batch and ends in the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_out_that_falls_behind_is_finished_in_one_batch() {
+    const HOLD_ALL: WriteBehind = WriteBehind {
+        tiles: 100_000,
+        updates: 100_000,
+        chunk: 1,
+    };
+    const BEHIND: WriteBehind = WriteBehind {
+        tiles: 100_000,
+        updates: 6,
+        chunk: 1,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(World::open_with(dir.path(), HOLD_ALL).unwrap());
+    world.setup().await;
+    for i in 0..300 {
+        world.grant(i..i + 1, 0).await;
+    }
+    let generation = world.generation();
+    assert!(world.live_journal().len() >= 300);
+    let root = world.committed_root();
+    Arc::into_inner(world).unwrap().stop().await;
+
+    let world = Arc::new(World::open_with(dir.path(), BEHIND).unwrap());
+    assert_eq!(world.committed_root(), root);
+    let held = world.key.write_behind().held_tiles;
+    assert!(held > 100, "only {held} tiles held");
+    // The first batch begins the write-out; the journal being far past twice its limit, the
+    // second writes every tile of it and makes it the stored generation.
+    world.grant(300..301, 0).await;
+    assert_eq!(world.generation(), generation);
+    world.grant(301..302, 0).await;
+    assert!(
+        world.generation() > generation,
+        "the write-out went on a chunk a batch"
+    );
+    assert!(!world.writing_out());
+    assert!(
+        world.live_journal().len() <= 2,
+        "{}",
+        world.live_journal().len()
+    );
+    assert_eq!(world.committed_root(), world.root_from_records());
+    // From then on, one patient a batch: the journal stays within twice its limit and a batch.
+    for i in 302..340 {
+        world.grant(i..i + 1, 0).await;
+        let live = world.live_journal().len();
+        assert!(
+            live <= 2 * BEHIND.updates + 1,
+            "{live} journal records live"
+        );
+    }
+    assert_eq!(world.committed_root(), world.root_from_records());
+    for i in [0, 150, 339] {
         world.check_proof(i, true).await;
     }
     Arc::into_inner(world).unwrap().stop().await;
