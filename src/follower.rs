@@ -404,6 +404,8 @@ async fn watch_leader(
                 Err(err) => tracing::warn!(cause = %err, "the follower's database task failed"),
             }
         }
+        // Taken before the read: the lease lasts from no later than this.
+        let read_at = tokio::time::Instant::now();
         let seen = match observer.clone() {
             Some(store) => match tokio::task::spawn_blocking(move || store.holder()).await {
                 Ok(Ok(holder)) => Some(holder),
@@ -416,10 +418,10 @@ async fn watch_leader(
             },
             None => None,
         };
-        let read_at = tokio::time::Instant::now();
         last = match seen {
             Some(h) if h.live && !h.endpoint.is_empty() && h.endpoint != own => {
-                let until = std::time::SystemTime::now() + h.expires_in;
+                let until = std::time::SystemTime::now() + h.expires_in
+                    - read_at.elapsed().min(h.expires_in);
                 let until_ms = until
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -434,8 +436,11 @@ async fn watch_leader(
                 ))
             }
             Some(_) => None,
-            None => last.filter(|(_, until)| read_at < *until),
+            None => last.filter(|(_, until)| tokio::time::Instant::now() < *until),
         };
+        if last.is_none() {
+            lease_until_ms.store(0, Ordering::Relaxed);
+        }
         let now = last.as_ref().map(|(leader, _)| leader.clone());
         let serving = now.as_ref().is_some_and(|l| l.endpoint("grpc").is_some());
         leader.send_if_modified(|held| {
@@ -487,6 +492,17 @@ pub async fn follow(
             reason: "needs `store`: a follower follows a PostgreSQL store's lease holder",
         }));
     };
+    let leftover = config
+        .data_dir
+        .join(crate::server::VAULT_DIR)
+        .join(ledger::vault::FILE_NAME);
+    if leftover.exists() {
+        tracing::warn!(
+            path = %leftover.display(),
+            "this data dir holds a key vault file: a shred in the database does not reach it \
+             until this server takes the store over and moves it in (or it is deleted)"
+        );
+    }
     let (leader_tx, leader_rx) = watch::channel(None);
     let health = HealthReporter::new();
     for name in SERVICES {

@@ -659,10 +659,12 @@ pub fn open_database_vault(
     let failed = |err: ledger::vault::VaultError| StartError::Vault(err.to_string());
     let slots = ledger::store::postgres::vault::PostgresSlots::new(postgres.clone());
     let vault = ledger::vault::KeyVault::with_slots(Box::new(slots)).map_err(failed)?;
+    let vault_dir = data_dir.join(VAULT_DIR);
+    // A destruction cut short left its file renamed: finish it (its keys are in the database).
+    ledger::vault::KeyVault::finish_destroying(&vault_dir).map_err(failed)?;
     if !vault_file_exists(data_dir)? {
         return Ok(vault);
     }
-    let vault_dir = data_dir.join(VAULT_DIR);
     let file_path = vault_dir.join(ledger::vault::FILE_NAME);
     let file = ledger::vault::KeyVault::open(&vault_dir).map_err(failed)?;
     if file.slots() > 0 {
@@ -671,11 +673,13 @@ pub fn open_database_vault(
         if handed_out == 0 {
             return Err(StartError::Vault(format!(
                 "the data dir's key vault {} holds keys, but the log in the PostgreSQL database \
-                 has handed out none: the file belongs to another log; move it aside",
+                 has handed out none: it cannot be told from another log's vault; move it aside \
+                 if no body of this log was ever sealed under it",
                 file_path.display()
             )));
         }
-        if !file.agrees_with(&vault).map_err(failed)? {
+        // Only the keys the log handed out matter: slots above are unused on both sides.
+        if !file.agrees_with(&vault, handed_out).map_err(failed)? {
             return Err(StartError::Vault(format!(
                 "the data dir's key vault {} differs from the key vault in the PostgreSQL \
                  database, which holds other keys: a log on PostgreSQL keeps its keys in the \
@@ -683,10 +687,18 @@ pub fn open_database_vault(
                 file_path.display()
             )));
         }
-        let moved = file.copy_rest_into(&vault).map_err(failed)?;
-        // Read back: every key of the file is in the database before the file goes.
-        let whole = file.slots() <= vault.slots() && file.agrees_with(&vault).map_err(failed)?;
-        if !whole || vault.slots() < handed_out {
+        let moved = if vault.slots() < handed_out {
+            file.copy_rest_into(&vault).map_err(failed)?
+        } else {
+            0
+        };
+        // A zero in the file is a shred (a destruction renames the file first): it reaches the
+        // database's copy of the key too.
+        let shredded = vault.adopt_shreds_from(&file, handed_out).map_err(failed)?;
+        // Read back: every key the log handed out is in the database before the file goes.
+        let whole =
+            vault.slots() >= handed_out && file.agrees_with(&vault, handed_out).map_err(failed)?;
+        if !whole {
             return Err(StartError::Vault(format!(
                 "moving the data dir's key vault {} into the PostgreSQL database did not leave \
                  the database with every key the log handed out ({} of {handed_out}); the file \
@@ -697,6 +709,7 @@ pub fn open_database_vault(
         }
         tracing::info!(
             slots = moved,
+            shredded,
             "moved the data dir's key vault into the PostgreSQL database"
         );
     }

@@ -72,7 +72,8 @@ fn copy_vault(
         return Err(error(format_args!(
             "the source database's key vault holds {} key slots, but its log has handed out \
              {handed_out}: its keys are still in a data dir's vault/ (a server started on the \
-             database moves them in), or the vault is damaged; nothing was copied of it",
+             database moves them in), or the vault is damaged; the destination holds the \
+             copied records: empty it before copying again",
             from.slots()
         )));
     }

@@ -218,9 +218,17 @@ enum Retry {
     /// standby's start. Anything else before that (a store behind its anchor, bad keys, a
     /// database refusing the login) is the operator's to fix, and stops the standby as it
     /// stops a start. Once it has seen the log working under another server (the store held,
-    /// or, following, a live lease holder), it has joined the log, and every failure is waited
-    /// out as after a store failure.
+    /// or, following, a live lease holder), it has joined the log, and the store failing
+    /// (unreachable, gone) is waited out as after a store failure; its own setup being wrong
+    /// still stops it.
     WhileHeld,
+}
+
+/// Whether `err` is the store failing (unreachable, gone, an engine or I/O error): what a
+/// standby that has joined a log rides out, as against its own setup being wrong (keys, the
+/// anchor, the vault, the configuration), which stops it.
+fn the_store_failed(err: &StartError) -> bool {
+    matches!(err, StartError::LedgerStore(_))
 }
 
 /// Whether `err` says that another server holds the store or the key vault.
@@ -259,9 +267,12 @@ async fn open_until_it_opens(
                 FIRST_BACKOFF
             }
             // A standby that has seen the log working under another server has joined it: from
-            // then on it rides out any failure to open (a database restarting or failing over),
+            // then on it rides out the store failing (a database restarting or failing over),
             // as a running server does, rather than leaving the log one server short.
-            Ok(Err(err)) if retry == Retry::WhileHeld && !joined.load(Ordering::SeqCst) => {
+            Ok(Err(err))
+                if retry == Retry::WhileHeld
+                    && !(joined.load(Ordering::SeqCst) && the_store_failed(&err)) =>
+            {
                 return Err(err);
             }
             Ok(Err(err)) => {

@@ -88,6 +88,9 @@ use zeroize::{Zeroize as _, Zeroizing};
 /// The vault's file name inside the folder given to [`KeyVault::open`].
 pub const FILE_NAME: &str = "body-keys";
 
+/// The name a vault file takes while [`KeyVault::destroy_file`] destroys it.
+pub const DESTROYING_NAME: &str = "body-keys.destroying";
+
 /// Bytes per slot: tag (8) then key (32).
 pub const SLOT_LEN: usize = TAG_LEN + BodyKey::LEN;
 
@@ -268,6 +271,19 @@ pub trait SlotStore: Send + Sync + fmt::Debug {
     ///
     /// [`VaultError::Io`], [`VaultError::Database`].
     fn read(&self, slot: u64) -> Result<Zeroizing<[u8; SLOT_LEN]>, VaultError>;
+    /// Slots `first..first + count` (all below the count), one after another: in one read where
+    /// the store can.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`].
+    fn read_range(&self, first: u64, count: u64) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let mut out = Zeroizing::new(Vec::new());
+        for slot in first..first.saturating_add(count) {
+            out.extend_from_slice(self.read(slot)?.as_slice());
+        }
+        Ok(out)
+    }
     /// Stores `block` (whole slots) as slots `first..`, durably before returning; `stored` is the
     /// count before the call. On an error none of the block may ever be read back as handed out:
     /// the vault does not count it.
@@ -482,10 +498,7 @@ impl KeyVault {
         let mut first = start;
         while first < total {
             let count = (total - first).min(BLOCK_SLOTS);
-            let mut block = Zeroizing::new(Vec::with_capacity(SLOT_LEN * count as usize));
-            for slot in first..first + count {
-                block.extend_from_slice(self.slots_store.read(slot)?.as_slice());
-            }
+            let block = self.slots_store.read_range(first, count)?;
             to.slots_store.append(first, first, &block)?;
             first += count;
             to.slots.store(first, Ordering::Release);
@@ -493,23 +506,72 @@ impl KeyVault {
         Ok(total.saturating_sub(start))
     }
 
-    /// Whether the two vaults hold the same keys in the slots both have: each such slot reads
-    /// the same, or is zeros on one side (shredded there, or a destruction of the file cut
-    /// short). Slots only one of them has are not compared.
+    /// Calls `each(slot, mine, theirs)` for every slot below `below` that both vaults hold,
+    /// reading a block at a time; stops at the first `false`. Returns whether none was.
+    fn each_common_slot(
+        &self,
+        other: &KeyVault,
+        below: u64,
+        mut each: impl FnMut(u64, &[u8], &[u8]) -> Result<bool, VaultError>,
+    ) -> Result<bool, VaultError> {
+        let both = self.slots().min(other.slots()).min(below);
+        let mut first = 0;
+        while first < both {
+            let count = (both - first).min(BLOCK_SLOTS);
+            let mine = self.slots_store.read_range(first, count)?;
+            let theirs = other.slots_store.read_range(first, count)?;
+            for (i, (a, b)) in mine
+                .chunks_exact(SLOT_LEN)
+                .zip(theirs.chunks_exact(SLOT_LEN))
+                .enumerate()
+            {
+                let slot = first + u64::try_from(i).unwrap_or(u64::MAX);
+                if !each(slot, a, b)? {
+                    return Ok(false);
+                }
+            }
+            first += count;
+        }
+        Ok(true)
+    }
+
+    /// Whether the two vaults hold the same keys in the slots below `below` both have: each
+    /// such slot reads the same, or is zeros on one side (shredded there). Slots only one of
+    /// them has are not compared.
     ///
     /// # Errors
     ///
     /// As [`SlotStore::read`].
-    pub fn agrees_with(&self, other: &KeyVault) -> Result<bool, VaultError> {
-        let both = self.slots().min(other.slots());
-        for slot in 0..both {
-            let (mine, theirs) = (self.slots_store.read(slot)?, other.slots_store.read(slot)?);
-            let zero = |bytes: &[u8; SLOT_LEN]| bytes.iter().all(|&b| b == 0);
-            if *mine != *theirs && !zero(&mine) && !zero(&theirs) {
-                return Ok(false);
+    pub fn agrees_with(&self, other: &KeyVault, below: u64) -> Result<bool, VaultError> {
+        let zero = |bytes: &[u8]| bytes.iter().all(|&b| b == 0);
+        self.each_common_slot(other, below, |_, mine, theirs| {
+            Ok(mine == theirs || zero(mine) || zero(theirs))
+        })
+    }
+
+    /// Shreds here every key that `other` holds shredded (zeros) in the slots below `below`
+    /// both have: an erasure carried out in one copy of a vault reaches this one too. Returns
+    /// how many keys were shredded.
+    ///
+    /// # Errors
+    ///
+    /// As [`SlotStore::read`] and [`SlotStore::zero`].
+    pub fn adopt_shreds_from(&self, other: &KeyVault, below: u64) -> Result<u64, VaultError> {
+        let zero = |bytes: &[u8]| bytes.iter().all(|&b| b == 0);
+        let mut shredded = 0;
+        let mut to_shred = Vec::new();
+        self.each_common_slot(other, below, |slot, mine, theirs| {
+            if zero(theirs) && !zero(mine) {
+                to_shred.push(slot);
             }
+            Ok(true)
+        })?;
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in to_shred {
+            self.slots_store.zero(slot)?;
+            shredded += 1;
         }
-        Ok(true)
+        Ok(shredded)
     }
 
     /// Whether every slot of this vault reads the same in `other` (which may hold more).
@@ -518,53 +580,61 @@ impl KeyVault {
     ///
     /// As [`SlotStore::read`].
     pub fn is_prefix_of(&self, other: &KeyVault) -> Result<bool, VaultError> {
-        let total = self.slots.load(Ordering::Acquire);
-        if other.slots.load(Ordering::Acquire) < total {
+        if other.slots() < self.slots() {
             return Ok(false);
         }
-        for slot in 0..total {
-            if *self.slots_store.read(slot)? != *other.slots_store.read(slot)? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        self.each_common_slot(other, u64::MAX, |_, mine, theirs| Ok(mine == theirs))
     }
 
-    /// Destroys the vault file `dir/body-keys` (one whose keys were moved elsewhere): every
-    /// slot overwritten with zeros and synced, then the file removed and its folder synced. The
-    /// file must not be open. Does nothing when there is no file.
+    /// Destroys the vault file `dir/body-keys` (one whose keys were moved elsewhere): renamed to
+    /// `body-keys.destroying` (the folder synced), every slot overwritten with zeros and synced,
+    /// then removed and the folder synced. The rename first means a `body-keys` file never holds
+    /// the zeros of a destruction cut short: its zeros are shreds. The file must not be open.
+    /// Does nothing when there is no file; finishes a destruction cut short.
     ///
     /// # Errors
     ///
-    /// [`VaultError::Locked`] when the vault is open, [`VaultError::Malformed`],
     /// [`VaultError::Io`].
     pub fn destroy_file(dir: &Path) -> Result<(), VaultError> {
         let path = dir.join(FILE_NAME);
-        match fs::metadata(&path) {
-            Ok(_) => {}
+        let doomed = dir.join(DESTROYING_NAME);
+        match fs::rename(&path, &doomed) {
+            Ok(()) => sync_dir(dir)?,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(io_error(&path, "renaming it for destruction", source)),
+        }
+        Self::finish_destroying(dir)
+    }
+
+    /// Finishes destroying `dir/body-keys.destroying`, if a destruction left one: overwritten
+    /// with zeros, synced, removed, the folder synced.
+    ///
+    /// # Errors
+    ///
+    /// [`VaultError::Io`].
+    pub fn finish_destroying(dir: &Path) -> Result<(), VaultError> {
+        let path = dir.join(DESTROYING_NAME);
+        let file = match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(io_error(&path, "reading its length", source)),
-        }
-        let slots = FileSlots::open(dir)?;
-        let count = slots.count()?;
-        let zeros = vec![0u8; SLOT_LEN * 1024];
-        let mut slot = 0;
-        while slot < count {
-            let n = (count - slot).min(1024);
-            let offset = slot_offset(slot).ok_or(VaultError::Exhausted { slot })?;
-            let len = SLOT_LEN * usize::try_from(n).unwrap_or(1024);
-            slots
-                .file
-                .write_all_at(zeros.get(..len).unwrap_or(&zeros), offset)
+            Err(source) => return Err(io_error(&path, "opening it", source)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|source| io_error(&path, "reading its length", source))?
+            .len();
+        let zeros = vec![0u8; 64 * 1024];
+        let mut offset = 0;
+        while offset < len {
+            let n = usize::try_from((len - offset).min(64 * 1024)).unwrap_or(64 * 1024);
+            file.write_all_at(zeros.get(..n).unwrap_or(&zeros), offset)
                 .map_err(|source| io_error(&path, "overwriting its keys", source))?;
-            slot += n;
+            offset += n as u64;
         }
-        slots
-            .file
-            .sync_all()
+        file.sync_all()
             .map_err(|source| io_error(&path, "syncing its overwritten keys", source))?;
+        drop(file);
         fs::remove_file(&path).map_err(|source| io_error(&path, "removing it", source))?;
-        drop(slots);
         sync_dir(dir)
     }
 }

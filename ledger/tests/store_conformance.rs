@@ -434,16 +434,21 @@ mod postgres {
         file.set_floor(BLOCK_SLOTS);
         let later = file.allocate().unwrap();
         assert_eq!(file.slots(), 2 * BLOCK_SLOTS);
-        assert!(file.agrees_with(&copy).unwrap());
+        assert!(file.agrees_with(&copy, u64::MAX).unwrap());
         assert_eq!(file.copy_rest_into(&copy).unwrap(), BLOCK_SLOTS);
         assert!(file.is_prefix_of(&copy).unwrap() && copy.is_prefix_of(&file).unwrap());
         assert!(copy.key(later).unwrap().is_some());
         assert!(copy.shred(kept).unwrap());
-        assert!(file.agrees_with(&copy).unwrap() && !file.is_prefix_of(&copy).unwrap());
+        assert!(file.agrees_with(&copy, u64::MAX).unwrap() && !file.is_prefix_of(&copy).unwrap());
+        // A shred in one copy reaches the other.
+        assert!(file.key(kept).unwrap().is_some());
+        assert_eq!(file.adopt_shreds_from(&copy, u64::MAX).unwrap(), 1);
+        assert!(file.key(kept).unwrap().is_none());
+        assert!(file.is_prefix_of(&copy).unwrap());
         let stranger_dir = tempfile::tempdir().unwrap();
         let stranger = KeyVault::open(stranger_dir.path()).unwrap();
         stranger.allocate().unwrap();
-        assert!(!stranger.agrees_with(&copy).unwrap());
+        assert!(!stranger.agrees_with(&copy, u64::MAX).unwrap());
         // The file, destroyed once moved, holds no key and is gone.
         drop(file);
         KeyVault::destroy_file(dir.path()).unwrap();

@@ -740,3 +740,86 @@ async fn a_data_dir_vault_that_differs_from_the_database_vault_is_refused() {
     assert!(history.iter().all(|e| !e.redacted && !e.body.is_empty()));
     server.stop().await;
 }
+
+/// Moving a data dir's key vault into the database survives being cut short and carries the
+/// file's shreds: a move stopped after its first slot is finished by the next start (the bodies
+/// of every patient open), a destruction stopped before its end is finished, and a key
+/// shredded in the file only is shredded in the database too before the file goes.
+#[tokio::test]
+async fn a_vault_move_cut_short_is_finished_and_carries_the_files_shreds() {
+    let Some(url) = fresh_database("a_vault_move_cut_short") else {
+        return;
+    };
+    let db = database_name(&url).to_owned();
+    // A log on sled with two patients, each with a key of their own.
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), |c| c.store = None).await;
+    let api = Api::new(&server, Role::Platform, None).await;
+    api.org("uni", "university").await;
+    consent_and_decide(&api, "p1").await;
+    consent_and_decide(&api, "p2").await;
+    let data = server.data_dir();
+    let dir = server.stop().await;
+    let vault_file = data
+        .join(akashi::server::VAULT_DIR)
+        .join(ledger::vault::FILE_NAME);
+    let destroying = vault_file.with_file_name(ledger::vault::DESTROYING_NAME);
+    let saved = std::fs::read(&vault_file).unwrap();
+    let output = store_copy(data.to_str().unwrap(), &url, None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let open_bodies = |history: &[pb::HistoryEntry]| {
+        history
+            .iter()
+            .filter(|e| !e.redacted && !e.body.is_empty())
+            .count()
+    };
+    let url_for = url.clone();
+    let on_postgres = move |dir| {
+        let url = url_for.clone();
+        TestServer::start_with(dir, move |c| c.store = Some(url))
+    };
+    let dir = on_postgres(dir).await.stop().await;
+    assert!(!vault_file.exists());
+
+    // A move cut short: the database holds the first slot only, the file is still there, and
+    // a destruction left its renamed copy behind.
+    cluster()
+        .unwrap()
+        .psql(&db, "DELETE FROM akashi_vault WHERE slot >= 1");
+    std::fs::write(&vault_file, &saved).unwrap();
+    std::fs::write(&destroying, &saved).unwrap();
+    let server = on_postgres(dir).await;
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    for patient in ["p1", "p2"] {
+        let history = regulator.subject_history(patient).await.unwrap().entries;
+        assert_eq!(open_bodies(&history), history.len(), "{patient}");
+    }
+    assert!(!vault_file.exists() && !destroying.exists());
+    let dir = server.stop().await;
+
+    // A key shredded in the file only (an erasure in that copy): the move shreds it in the
+    // database too. Which slot is p2's: the one whose key the database no longer serves after.
+    let mut shredded = saved.clone();
+    let slot_of_p2 = 1;
+    let at = 16 + 40 * slot_of_p2;
+    shredded[at..at + 40].fill(0);
+    std::fs::write(&vault_file, &shredded).unwrap();
+    let server = on_postgres(dir).await;
+    let regulator = Api::new(&server, Role::Regulator, None).await;
+    let p1 = regulator.subject_history("p1").await.unwrap().entries;
+    assert_eq!(open_bodies(&p1), p1.len());
+    let p2 = regulator.subject_history("p2").await.unwrap().entries;
+    assert_eq!(open_bodies(&p2), 0, "p2's key was shredded in the file");
+    assert_eq!(
+        cluster().unwrap().psql(
+            &db,
+            &format!("SELECT count(*) FROM akashi_vault WHERE slot = {slot_of_p2} AND tag = '\\x0000000000000000'")
+        ),
+        "1"
+    );
+    assert!(!vault_file.exists());
+    server.stop().await;
+}

@@ -58,7 +58,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -274,7 +274,7 @@ impl ReadCache {
 struct Lease {
     epoch: i64,
     fenced: AtomicBool,
-    /// Milliseconds since the Unix epoch at which the last successful renewal was sent.
+    /// When (`now_ms`, a monotonic clock) the last successful renewal was sent.
     renewed_ms: AtomicI64,
     /// The lease's lifetime, in milliseconds.
     ttl_ms: i64,
@@ -504,8 +504,8 @@ impl PostgresStore {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the lease: free, expired or released. Returns the new epoch and when (ms since the
-    /// Unix epoch) the request that took it was sent: the lease runs from no earlier than that.
+    /// Takes the lease: free, expired or released. Returns the new epoch and when (`now_ms`, a
+    /// monotonic clock) the request that took it was sent: the lease runs from no earlier than that.
     fn acquire(&self, options: &PostgresOptions) -> Result<(i64, i64), StoreError> {
         let deadline = Instant::now() + options.lease_wait;
         let ttl_ms = options.lease_ttl.as_secs_f64() * 1000.0;
@@ -1089,10 +1089,13 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Milliseconds on a monotonic clock (since the first call in this process): the lease's own
+/// timing (when a renewal was sent, whether it lapsed) must not move with the wall clock, or a
+/// clock stepped backwards would keep a replaced server believing it holds the lease.
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 fn fenced(epoch: i64) -> StoreError {

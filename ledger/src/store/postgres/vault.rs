@@ -177,6 +177,57 @@ impl SlotStore for PostgresSlots {
         Ok(bytes)
     }
 
+    fn read_range(&self, first: u64, count: u64) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let (low, high) = (sql_slot(first)?, sql_slot(first.saturating_add(count))?);
+        let len = usize::try_from(count)
+            .ok()
+            .and_then(|count| count.checked_mul(SLOT_LEN))
+            .ok_or(VaultError::Exhausted { slot: first })?;
+        let pool = self.store.pool.clone();
+        let rows = self
+            .store
+            .run(async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                let rows = client
+                    .query(
+                        "SELECT slot, tag || key FROM akashi_vault
+                         WHERE slot >= $1 AND slot < $2 ORDER BY slot",
+                        &[&low, &high],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get::<_, i64>(0)?,
+                            Zeroizing::new(row.try_get::<_, Vec<u8>>(1)?),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                    .map_err(pg_error)
+            })
+            .map_err(self.failed("reading keys"))?;
+        // Slots never written read as zeros, as for a single read.
+        let mut out = Zeroizing::new(vec![0u8; len]);
+        for (slot, bytes) in rows {
+            let at = usize::try_from(slot - low)
+                .ok()
+                .and_then(|i| i.checked_mul(SLOT_LEN));
+            let place = at.and_then(|at| out.get_mut(at..at + SLOT_LEN));
+            match place {
+                Some(place) if bytes.len() == SLOT_LEN => place.copy_from_slice(&bytes),
+                _ => {
+                    return Err(VaultError::Database {
+                        location: self.location(),
+                        context: "reading keys",
+                        message: format!("slot {slot} is not {SLOT_LEN} bytes long"),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn append(&self, _stored: u64, first: u64, block: &[u8]) -> Result<(), VaultError> {
         let mut slots = Vec::new();
         let mut tags = Vec::new();
