@@ -16,7 +16,9 @@
 //! It answers `grpc.health.v1.Health` itself: `SERVING` while a live lease holder is known,
 //! `NOT_SERVING` while none is (the holder died and its lease has not expired yet, or the
 //! database cannot be reached), and then gRPC calls get `UNAVAILABLE` and HTTP requests `503`,
-//! to be retried. Its admin port answers `/healthz`, `/readyz` (`503` without a leader) and
+//! to be retried. A call whose holder lost the lease while it was being forwarded gets
+//! `UNKNOWN` (HTTP `502`): it may have been carried out, so it is retried with its
+//! `request_id`. Its admin port answers `/healthz`, `/readyz` (`503` without a leader) and
 //! `/metrics` (the role, the leader's epoch, calls forwarded and failed).
 //!
 //! Forwarding adds a hop but never a second source of truth: a follower holds no log state, so
@@ -67,6 +69,8 @@ use crate::{
 pub const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// How long calls still being forwarded may take once the follower stops following.
 pub const GRACE: Duration = Duration::from_secs(1);
+/// The longest a lease row's expiry is believed: leases last seconds.
+const MAX_LEASE: Duration = Duration::from_secs(3600);
 /// How long a forwarded connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -420,11 +424,14 @@ async fn watch_leader(
         };
         last = match seen {
             Some(h) if h.live && !h.endpoint.is_empty() && h.endpoint != own => {
-                let until = std::time::SystemTime::now() + h.expires_in
-                    - read_at.elapsed().min(h.expires_in);
-                let until_ms = until
+                // The row's expiry is the database's word: bounded, so that no sum overflows.
+                let expires_in = h.expires_in.min(MAX_LEASE);
+                let left = expires_in.saturating_sub(read_at.elapsed());
+                let until_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    .map_or(0, |d| {
+                        u64::try_from((d + left).as_millis()).unwrap_or(u64::MAX)
+                    });
                 lease_until_ms.store(until_ms, Ordering::Relaxed);
                 Some((
                     Leader {
@@ -432,7 +439,7 @@ async fn watch_leader(
                         holder: h.holder,
                         endpoints: parse_endpoints(&h.endpoint),
                     },
-                    read_at + h.expires_in,
+                    read_at + expires_in,
                 ))
             }
             Some(_) => None,
