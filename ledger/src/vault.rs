@@ -2,7 +2,9 @@
 //!
 //! Every private body about a patient is stored *sealed*: encrypted with ChaCha20-Poly1305 under
 //! that patient's own random [`BodyKey`] ([`seal_body`], [`open_body`]). The keys live in this
-//! vault, a file of its own kept **outside** the main store. Erasing a patient's bodies is then
+//! vault, a file of its own kept **outside** the main store (or, for a log kept in PostgreSQL, a
+//! table of its own there, shared by every server of the log: the same rules over another
+//! [`SlotStore`], `crate::store::postgres::vault`). Erasing a patient's bodies is then
 //! [`KeyVault::shred`]: overwriting their key in place. Every copy of the sealed bodies (the live
 //! store, its replicas, and backups of the store taken before the erasure) becomes unreadable at
 //! once, without rewriting the append-only log or hunting down old backups.
@@ -46,7 +48,8 @@
 //!   idempotent, and shredding a slot that already reads as shredded writes and syncs the zeros
 //!   again, so re-running an erasure whose acknowledgement was lost (a crash, or a failed sync)
 //!   completes it. Callers re-run the shreds of erasures not known to be complete after a crash.
-//! - Keys are never cached in memory: [`KeyVault::key`] reads the file every time (the page
+//! - A file vault never caches keys in memory (the PostgreSQL one keeps the lease holder's, see
+//!   there): [`KeyVault::key`] reads the file every time (the page
 //!   cache makes that cheap), so a shredded key is never served. A [`BodyKey`] is wiped when
 //!   dropped.
 //!
