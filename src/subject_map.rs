@@ -817,13 +817,10 @@ impl MapWriter {
         };
         let stats = &self.front.1;
         self.dead.drain(..pending.buried.min(self.dead.len()));
-        // The tiles of a finished write-out: freed neither under the lock provers wait on nor on
-        // the writer's path (tens of thousands of allocations at the default limits).
-        let mut finished = None;
         if let (Some(wrote), Some(writing)) = (pending.wrote, self.writing.as_mut()) {
             writing.written = wrote;
             if wrote >= writing.order.len() {
-                finished = held.writing.take();
+                held.writing = None;
                 held.generation = writing.generation;
                 self.generation = writing.generation;
                 let covered = writing.journal.min(self.journal.len());
@@ -854,16 +851,6 @@ impl MapWriter {
         stats
             .journaled
             .store(self.journaled as u64, Ordering::Relaxed);
-        drop(front);
-        if let Some(tiles) = finished {
-            let freed = std::thread::Builder::new()
-                .name("akashi-map-free".to_owned())
-                .spawn(move || drop(tiles));
-            if let Err(err) = freed {
-                // No thread to spare: the writer frees them itself, as before.
-                tracing::debug!(cause = %err, "freeing a write-out's tiles on the writer");
-            }
-        }
     }
 
     /// Forgets the batch (it failed): its touched patients and its sealed changes. The held
