@@ -66,6 +66,7 @@ pub struct Metrics {
     batches: AtomicU64,
     batch_entries: Histogram,
     batch_duration: Histogram,
+    batch_write: Histogram,
     batch_sync: Histogram,
     tree_size: AtomicU64,
     decisions: OnceLock<Arc<Decisions>>,
@@ -189,6 +190,7 @@ impl Metrics {
             batches: AtomicU64::new(0),
             batch_entries: Histogram::new(BATCH_SIZE_BUCKETS),
             batch_duration: Histogram::new(LATENCY_BUCKETS),
+            batch_write: Histogram::new(LATENCY_BUCKETS),
             batch_sync: Histogram::new(LATENCY_BUCKETS),
             tree_size: AtomicU64::new(0),
             decisions: OnceLock::new(),
@@ -330,8 +332,9 @@ impl Metrics {
     }
 
     /// Records one committed ledger batch of `entries` entries that took `duration` (from the
-    /// first entry queued to durable), `sync` of it in making the batch durable.
-    pub fn record_batch(&self, entries: u64, duration: Duration, sync: Duration) {
+    /// writer taking it to durable), `sync` of it in making the batch durable and `write` of it
+    /// on the writer thread (applying, sealing and staging it).
+    pub fn record_batch(&self, entries: u64, duration: Duration, sync: Duration, write: Duration) {
         self.entries_appended.fetch_add(entries, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         #[expect(
@@ -341,6 +344,7 @@ impl Metrics {
         self.batch_entries.observe(entries as f64);
         self.batch_duration.observe(duration.as_secs_f64());
         self.batch_sync.observe(sync.as_secs_f64());
+        self.batch_write.observe(write.as_secs_f64());
     }
 
     /// Sets the current tree size gauge.
@@ -458,7 +462,7 @@ impl Metrics {
             &mut out,
             "akashi_ledger_batch_duration_seconds",
             "histogram",
-            "Time from a batch's first entry queued to durable.",
+            "Time from the writer taking a batch to the batch durable and anchored.",
         );
         self.batch_duration
             .render(&mut out, "akashi_ledger_batch_duration_seconds", "");
@@ -470,6 +474,14 @@ impl Metrics {
         );
         self.batch_sync
             .render(&mut out, "akashi_ledger_sync_duration_seconds", "");
+        header(
+            &mut out,
+            "akashi_ledger_batch_write_seconds",
+            "histogram",
+            "Time the writer thread spent on a batch (applying its commands, sealing the subject map, staging it in the store), part of the batch duration.",
+        );
+        self.batch_write
+            .render(&mut out, "akashi_ledger_batch_write_seconds", "");
         header(
             &mut out,
             "akashi_ledger_tree_size",

@@ -167,7 +167,12 @@ impl Server {
             max_batch: config.batch_max_entries,
             max_wait: config.batch_max_wait,
             on_commit: Some(CommitHook(Arc::new(move |report: &BatchReport| {
-                hook_metrics.record_batch(report.entries, report.elapsed, report.sync);
+                hook_metrics.record_batch(
+                    report.entries,
+                    report.elapsed,
+                    report.sync,
+                    report.write,
+                );
                 hook_metrics.set_tree_size(report.tree_size);
                 commits.send_replace(report.tree_size);
             }))),

@@ -253,6 +253,35 @@ pub struct BatchReport {
     /// [`Log::anchor_batch`]: the store's flush and device syncs, then the anchor's). A slow
     /// disk shows here first.
     pub sync: Duration,
+    /// Of that, the writer thread's own time on the batch: applying its commands, sealing the
+    /// state machine's batch work and staging the batch in the store
+    /// ([`Log::stage_batch_with`]). What is left of `elapsed` beyond `write` and `sync` is
+    /// waiting behind the batches before it.
+    pub write: Duration,
+}
+
+/// Batches slower than this from taking to durable are reported (a `debug` event with where
+/// the time went).
+const SLOW_BATCH: Duration = Duration::from_millis(25);
+
+/// Where a batch's time on the writer thread went, for [`BatchReport::write`] and the report of
+/// a slow batch.
+#[derive(Clone, Copy, Debug, Default)]
+struct WriterTimes {
+    /// Applying the batch's commands.
+    apply: Duration,
+    /// [`StateMachine::seal`].
+    seal: Duration,
+    /// [`Log::stage_batch_with`].
+    stage: Duration,
+    /// [`StateMachine::committed`].
+    commit: Duration,
+}
+
+impl WriterTimes {
+    fn total(&self) -> Duration {
+        self.apply + self.seal + self.stage + self.commit
+    }
 }
 
 /// A callback run on the writer thread after every committed batch (for metrics). It must be
@@ -611,6 +640,7 @@ struct Pending<M: StateMachine> {
     staged: Staged,
     replies: Vec<Answer<M>>,
     started: Instant,
+    writer: WriterTimes,
 }
 
 /// A synced batch on its way to the anchorer, which advances the checkpoint anchor and then
@@ -619,6 +649,7 @@ struct Durable<M: StateMachine> {
     synced: Synced,
     replies: Vec<Answer<M>>,
     started: Instant,
+    writer: WriterTimes,
     /// Time the store's sync took.
     sync: Duration,
 }
@@ -644,6 +675,7 @@ impl<M: StateMachine> Syncer<M> {
             staged,
             replies,
             started,
+            writer,
         } = batch;
         let sync_started = Instant::now();
         let synced = match self.log.sync_batch(staged) {
@@ -654,6 +686,7 @@ impl<M: StateMachine> Syncer<M> {
             synced,
             replies,
             started,
+            writer,
             sync: sync_started.elapsed(),
         };
         match &self.to_anchorer {
@@ -691,6 +724,7 @@ impl Acknowledger {
             synced,
             replies,
             started,
+            writer,
             sync,
         } = batch;
         let anchor_started = Instant::now();
@@ -698,8 +732,24 @@ impl Acknowledger {
             Ok(committed) => committed,
             Err(err) => return self.fail::<M>(&err, replies),
         };
-        let sync = sync + anchor_started.elapsed();
+        let anchor = anchor_started.elapsed();
         let elapsed = started.elapsed();
+        if elapsed > SLOW_BATCH {
+            let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(
+                entries = committed.leaf_hashes.len(),
+                micros = micros(elapsed),
+                apply = micros(writer.apply),
+                seal = micros(writer.seal),
+                stage = micros(writer.stage),
+                commit = micros(writer.commit),
+                sync = micros(sync),
+                anchor = micros(anchor),
+                waited = micros(elapsed.saturating_sub(writer.total() + sync + anchor)),
+                "slow batch"
+            );
+        }
+        let sync = sync + anchor;
         let entries = committed.leaf_hashes.len() as u64;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.entries.fetch_add(entries, Ordering::Relaxed);
@@ -713,6 +763,7 @@ impl Acknowledger {
                 tree_size: committed.checkpoint.checkpoint().size.get(),
                 elapsed,
                 sync,
+                write: writer.total(),
             });
         }
         tracing::debug!(
@@ -1013,6 +1064,10 @@ impl<M: StateMachine> Writer<M> {
         if entries.is_empty() {
             return;
         }
+        let mut times = WriterTimes {
+            apply: started.elapsed(),
+            ..WriterTimes::default()
+        };
         let mut tx = Tx::new(
             &self.log,
             &overlay,
@@ -1032,6 +1087,7 @@ impl<M: StateMachine> Writer<M> {
                 return;
             }
         };
+        times.seal = started.elapsed().saturating_sub(times.apply);
         let written: Vec<Vec<u8>> = overlay.keys().cloned().collect();
         let writes = overlay
             .into_iter()
@@ -1044,11 +1100,16 @@ impl<M: StateMachine> Writer<M> {
             Ok(staged) => {
                 self.next_size = staged.size();
                 self.recent.record(staged.size(), written);
+                times.stage = started.elapsed().saturating_sub(times.apply + times.seal);
                 self.machine.committed();
+                times.commit = started
+                    .elapsed()
+                    .saturating_sub(times.apply + times.seal + times.stage);
                 let pending = Pending {
                     staged,
                     replies: accepted,
                     started,
+                    writer: times,
                 };
                 if let Err(std::sync::mpsc::SendError(pending)) = to_syncer.send(pending) {
                     // The sync thread is gone: nothing more can be made durable.

@@ -6,8 +6,21 @@ use tower::{Layer as _, ServiceExt as _};
 
 use super::{MAX_METHOD_LABELS, Metrics, MetricsLayer, method_label};
 
+/// Held by every test here that records a call: each call is a `debug` event, and tracing caches
+/// whether anyone wants an event the first time it fires, so an event fired on another thread
+/// while the capturing test below installs its subscriber can be cached as unwanted and the
+/// capture come out empty (seen when these tests run together).
+static EVENTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn events() -> std::sync::MutexGuard<'static, ()> {
+    EVENTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn calls_are_counted_by_method_and_code() {
+    let _events = events();
     let metrics = Metrics::new();
     let path = "/akashi.v1.AccessService/Authorize";
     metrics.record_call(path, Code::Ok, Duration::from_micros(300));
@@ -40,8 +53,18 @@ fn calls_are_counted_by_method_and_code() {
 #[test]
 fn batches_and_tree_size_are_reported() {
     let metrics = Metrics::new();
-    metrics.record_batch(3, Duration::from_millis(1), Duration::from_micros(300));
-    metrics.record_batch(5, Duration::from_millis(2), Duration::from_millis(2));
+    metrics.record_batch(
+        3,
+        Duration::from_millis(1),
+        Duration::from_micros(300),
+        Duration::from_micros(400),
+    );
+    metrics.record_batch(
+        5,
+        Duration::from_millis(2),
+        Duration::from_millis(2),
+        Duration::from_millis(30),
+    );
     metrics.set_tree_size(8);
     let text = metrics.render();
     assert!(text.contains("akashi_ledger_entries_appended_total 8\n"));
@@ -57,10 +80,15 @@ fn batches_and_tree_size_are_reported() {
     );
     assert!(text.contains("akashi_ledger_sync_duration_seconds_bucket{le=\"0.0025\"} 2\n"));
     assert!(text.contains("akashi_ledger_sync_duration_seconds_count 2\n"));
+    assert!(text.contains("# TYPE akashi_ledger_batch_write_seconds histogram\n"));
+    assert!(text.contains("akashi_ledger_batch_write_seconds_bucket{le=\"0.0005\"} 1\n"));
+    assert!(text.contains("akashi_ledger_batch_write_seconds_bucket{le=\"0.025\"} 1\n"));
+    assert!(text.contains("akashi_ledger_batch_write_seconds_bucket{le=\"0.05\"} 2\n"));
 }
 
 #[test]
 fn odd_paths_and_too_many_methods_count_as_other() {
+    let _events = events();
     assert_eq!(method_label("/a.B/C"), Some("a.B/C"));
     for bad in [
         "", "/", "no-slash", "/a.B/", "//C", "/a\"b/C", "/a.B/C/D", "/a b/C",
@@ -98,7 +126,12 @@ fn grpc_response(status_in_headers: bool) -> http::Response<Body> {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the lock only orders tests; this one runs alone on its own runtime"
+)]
 async fn layer_reads_the_status_from_headers_or_trailers() {
+    let _events = events();
     let metrics = Arc::new(Metrics::new());
     let layer = MetricsLayer::new(metrics.clone());
     let service = |in_headers: bool| {
@@ -138,6 +171,7 @@ async fn layer_reads_the_status_from_headers_or_trailers() {
 
 #[test]
 fn invented_paths_cannot_take_the_labels_of_served_methods() {
+    let _events = events();
     let metrics = Metrics::new();
     metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
     // An unauthenticated client inventing more paths than there are labels...
@@ -172,6 +206,7 @@ fn invented_paths_cannot_take_the_labels_of_served_methods() {
 
 #[test]
 fn invented_methods_of_a_served_service_count_as_other() {
+    let _events = events();
     let metrics = Metrics::new();
     metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
     for i in 0..42 {
@@ -206,6 +241,7 @@ impl std::io::Write for Captured {
 
 #[test]
 fn each_call_is_one_debug_line_with_method_code_and_latency_only() {
+    let _events = events();
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -216,6 +252,9 @@ fn each_call_is_one_debug_line_with_method_code_and_latency_only() {
     let metrics = Metrics::new();
     metrics.set_methods(&["akashi.v1.AccessService/Authorize"]);
     tracing::subscriber::with_default(subscriber, || {
+        // Another test thread may have registered the event's callsite while no subscriber
+        // wanted it, caching "never": ask the subscribers again now that this one is set.
+        tracing::callsite::rebuild_interest_cache();
         metrics.record_call(
             "/akashi.v1.AccessService/Authorize",
             Code::Ok,

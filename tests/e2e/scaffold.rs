@@ -170,6 +170,7 @@ async fn metrics_count_calls_by_method_and_code() {
         "{body}"
     );
     assert_eq!(count("akashi_ledger_batch_duration_seconds_count"), batches);
+    assert_eq!(count("akashi_ledger_batch_write_seconds_count"), batches);
     let (status, _) = http_get(server.http_addr, "/no-such-page").await;
     assert_eq!(status, 404);
     server.stop().await;
