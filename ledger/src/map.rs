@@ -477,7 +477,10 @@ fn read_tile<S: NodeRead>(
 /// batches change until the holder writes them out ([`TileCache::encoded`]) and clears it.
 #[derive(Clone, Default)]
 pub struct TileCache {
-    tiles: HashMap<TileId, Tile>,
+    /// Boxed: a tile is ≈ 1 KB, and a table of tiles held inline would move every one of them
+    /// (and fault in a table twice the size) each time it grows — tens of milliseconds at the
+    /// writer's bound, in one batch.
+    tiles: HashMap<TileId, Box<Tile>>,
 }
 
 impl std::fmt::Debug for TileCache {
@@ -502,7 +505,10 @@ impl TileCache {
     }
 
     /// Bytes of memory a tile takes here, about (for sizing a bound).
-    pub const TILE_BYTES: usize = std::mem::size_of::<Tile>() + std::mem::size_of::<TileId>() + 16;
+    pub const TILE_BYTES: usize = std::mem::size_of::<Tile>()
+        + std::mem::size_of::<TileId>()
+        + std::mem::size_of::<Box<Tile>>()
+        + 16;
 
     /// The held tiles as `(store key, record)` under `prefix`, in key order: what writing them
     /// to the store means.
@@ -636,7 +642,11 @@ impl Sealed {
     /// Keeps the changed tiles in `cache` (replacing what it held for them) and returns the
     /// root.
     pub fn into_cache(self, cache: &mut TileCache) -> Hash {
-        cache.tiles.extend(self.tiles);
+        cache.tiles.extend(
+            self.tiles
+                .into_iter()
+                .map(|(id, tile)| (id, Box::new(tile))),
+        );
         self.root
     }
 }
@@ -671,7 +681,7 @@ impl<'s, S: NodeRead> Batch<'s, S> {
     /// The tile `id` as the batch starts from it: the newest front's, else the store's.
     fn load(&self, id: &TileId) -> Result<Tile, MapError<S::Error>> {
         match self.fronts.iter().find_map(|front| front.tiles.get(id)) {
-            Some(tile) => Ok(tile.clone()),
+            Some(tile) => Ok(Tile::clone(tile)),
             None => read_tile(self.store, &self.prefix, id),
         }
     }
@@ -682,7 +692,7 @@ impl<'s, S: NodeRead> Batch<'s, S> {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 let tile = match self.fronts.iter().find_map(|front| front.tiles.get(&id)) {
-                    Some(tile) => tile.clone(),
+                    Some(tile) => Tile::clone(tile),
                     None => read_tile(self.store, &self.prefix, &id)?,
                 };
                 entry.insert(CachedTile { tile, dirty: 0 })
@@ -910,7 +920,7 @@ pub fn prove_over<S: NodeRead>(
         if depth % TILE_LEVELS == 0 {
             let id = TileId::on_path(key, depth);
             tile = match front.and_then(|front| front.tiles.get(&id)) {
-                Some(held) => held.clone(),
+                Some(held) => Tile::clone(held),
                 None => read_tile(store, prefix, &id)?,
             };
         }
