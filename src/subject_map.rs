@@ -177,6 +177,8 @@ struct FrontTiles {
     writing: Option<TileCache>,
     /// The generation of the stored tiles.
     generation: u64,
+    /// The state holds tiles of an older layout (see `Stored`).
+    legacy: bool,
 }
 
 impl FrontTiles {
@@ -261,10 +263,12 @@ impl SubjectMapKey {
 /// since the stored generation, and so every tile the interrupted one wrote, each into the slot
 /// readers do not take — the one holding the leftover.
 /// A tile in neither slot is read as an older layout stored it (under [`NODES`], untagged), and
-/// as absent when it is not there either.
+/// as absent when it is not there either — when the state holds any such tile (`legacy`): a map
+/// begun under the slots has none, and a new tile costs it two reads, not three.
 struct Stored<R> {
     read: R,
     generation: u64,
+    legacy: bool,
 }
 
 impl<R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>> Stored<R> {
@@ -308,7 +312,8 @@ impl<R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>> NodeRead for Stored<R>
         };
         match self.current(name)? {
             Some((_, tile)) => Ok(Some(tile)),
-            None => (self.read)(key),
+            None if self.legacy => (self.read)(key),
+            None => Ok(None),
         }
     }
 }
@@ -391,6 +396,8 @@ pub struct MapWriter {
     stale: bool,
     /// The generation of the stored tiles.
     generation: u64,
+    /// The state holds tiles of an older layout (under [`NODES`]; see `Stored`).
+    legacy: bool,
     /// The write-out in progress.
     writing: Option<WriteOut>,
 }
@@ -468,6 +475,7 @@ impl MapWriter {
                 pending: None,
                 stale: true,
                 generation: 0,
+                legacy: true,
                 writing: None,
             };
             writer.reload().map_err(StartError::SubjectMap)?;
@@ -509,9 +517,11 @@ impl MapWriter {
             log.state_get(GENERATION)
                 .map_err(|e| format!("cannot read the state: {e}"))?,
         )?;
+        let legacy = holds_legacy_tiles(&log)?;
         let stored_tiles = Stored {
             read: |key: &[u8]| log.state_get(key),
             generation,
+            legacy,
         };
         let mut tiles = TileCache::default();
         let mut journal = Vec::new();
@@ -590,7 +600,9 @@ impl MapWriter {
             tiles,
             writing: None,
             generation,
+            legacy,
         });
+        self.legacy = legacy;
         self.journal = journal;
         self.journaled = journaled;
         self.dead = dead;
@@ -693,6 +705,7 @@ impl MapWriter {
             let stored = Stored {
                 read: |key: &[u8]| tx.get(key),
                 generation,
+                legacy: self.legacy,
             };
             let layers: Vec<&TileCache> =
                 std::iter::once(&held.tiles).chain(&held.writing).collect();
@@ -727,6 +740,7 @@ impl MapWriter {
                 let spare = Stored {
                     read: |key: &[u8]| tx.get(key),
                     generation,
+                    legacy: self.legacy,
                 }
                 .spare(name)
                 .map_err(|e| e.to_string())?;
@@ -885,6 +899,14 @@ fn each_journal_record(
     }
 }
 
+/// Whether the state holds any tile of an older layout (under [`NODES`]). None is ever written
+/// there now, so a state without one never gains one.
+fn holds_legacy_tiles(log: &Log) -> Result<bool, String> {
+    log.state_range(NODES, Some(&ledger_prefix_end(NODES)), 1)
+        .map(|first| !first.is_empty())
+        .map_err(|e| format!("cannot read the subject map's tiles: {e}"))
+}
+
 /// The first key after every key that starts with `prefix`.
 fn ledger_prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -970,7 +992,7 @@ pub async fn prove(
         // The held tiles on the patient's path (the write-out's under the newer ones), copied
         // out with the stored generation: the store is read without the lock, which the writer
         // needs once per batch.
-        let (held, generation) = {
+        let (held, generation, legacy) = {
             let front = key
                 .front
                 .0
@@ -984,19 +1006,21 @@ pub async fn prove(
                         .map(|writing| writing.on_path(&map_key))
                         .unwrap_or_default();
                     path.overlay(held.tiles.on_path(&map_key));
-                    (Some(path), held.generation)
+                    (Some(path), held.generation, held.legacy)
                 }
                 None => (
                     None,
                     stored_generation(log.state_get(GENERATION).map_err(unavailable)?).map_err(
                         |_| Error::Internal("the subject map's generation record is corrupt"),
                     )?,
+                    true,
                 ),
             }
         };
         let stored = Stored {
             read: |key: &[u8]| log.state_get(key),
             generation,
+            legacy,
         };
         let read = map::prove_over(&stored, NODES, held.as_ref(), &map_key);
         let (proof, proven) = read.map_err(|e| match e {

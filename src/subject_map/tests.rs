@@ -429,16 +429,20 @@ fn a_reader_takes_the_newest_slot_not_above_its_generation_and_a_writer_the_othe
             .borrow_mut()
             .insert([SLOTS[slot], name].concat(), value);
     };
-    let at = |generation: u64| Stored {
+    let over = |generation: u64, legacy: bool| Stored {
         read: |key: &[u8]| Ok(state.borrow().get(key).cloned()),
         generation,
+        legacy,
     };
+    let at = |generation: u64| over(generation, true);
     let key = [NODES, name].concat();
-    // Nothing stored: absent, then the older layout's untagged tile.
+    // Nothing stored: absent, then the older layout's untagged tile — unless the state is known
+    // to hold none, when it is not even looked for.
     assert_eq!(at(5).get(&key).unwrap(), None);
     assert_eq!(at(5).spare(name).unwrap(), SLOTS[0]);
     state.borrow_mut().insert(key.clone(), b"legacy".to_vec());
     assert_eq!(at(5).get(&key).unwrap().unwrap(), b"legacy");
+    assert_eq!(over(5, false).get(&key).unwrap(), None);
     // A tile of generation 10 in slot 0: read from generation 10 on, not before.
     put(0, 10, b"ten");
     assert_eq!(at(9).get(&key).unwrap().unwrap(), b"legacy");
@@ -488,6 +492,7 @@ async fn tiles_an_older_layout_stored_untagged_are_read_and_then_written_over() 
             let stored = Stored {
                 read: |key: &[u8]| world.log.state_get(key),
                 generation,
+                legacy: false,
             };
             let (_, tile) = stored.current(name).unwrap()?;
             Some(([NODES, name].concat(), tile))
