@@ -16,7 +16,7 @@ load=target/release/akashi-load
 run() {
   local build=$1 mode=$2
   local dir; dir=$(mktemp -d /tmp/akashi-tail.XXXX)
-  "$build/akashi" --data-dir "$dir/data" --grpc-addr 127.0.0.1:50072 \
+  AKASHI_LOG=info,ledger::sequencer=debug "$build/akashi" --data-dir "$dir/data" --grpc-addr 127.0.0.1:50072 \
     --http-addr 127.0.0.1:8092 --admin-addr 127.0.0.1:9192 >/dev/null 2>"$dir/stderr" &
   local pid=$!
   for _ in $(seq 100); do curl -sf 127.0.0.1:8092/checkpoint >/dev/null && break; sleep 0.1; done
@@ -31,8 +31,16 @@ run() {
     /^akashi_ledger_batch_duration_seconds_bucket\{le="0.025"\}/ { quick = $2 }
     /^akashi_ledger_batch_duration_seconds_bucket\{le="0.1"\}/ { fast = $2 }
     /^akashi_ledger_batch_duration_seconds_count/ { all = $2 }
+    /^akashi_ledger_batch_write_seconds_bucket\{le="0.01"\}/ { w10 = $2; wseen = 1 }
     /^akashi_subject_map_write_outs_total/ { outs = $2 }
-    END { printf "batches %d, over 25 ms: %d, over 100 ms: %d; write-outs completed: %d\n", all, all - quick, all - fast, outs }'
+    END { printf "batches %d, over 25 ms: %d, over 100 ms: %d; writer over 10 ms: %s; write-outs completed: %d\n", all, all - quick, all - fast, wseen ? all - w10 : "?", outs }'
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep "slow batch" || true; } | awk '{
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      big = "waited"; most = v["waited"]
+      n = split("apply seal stage commit sync anchor", phase, " ")
+      for (j = 1; j <= n; j++) if (v[phase[j]] + 0 > most + 0) { most = v[phase[j]]; big = phase[j] }
+      count[big]++
+    } END { printf "slow batches by longest phase:"; for (k in count) printf " %s %d", k, count[k]; print "" }'
   kill "$pid"; wait "$pid" || true
   rm -rf "$dir"
 }
