@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The latency tail right after a saturation burst (#21): on a fresh server, Authorize at a fixed
+# rate, then a closed-loop burst, then the same rate again, with per-interval latency from the
+# load tool and, after each phase, the batches that took over 25 ms by the phase that took longest
+# (the sequencer's `slow batch` debug events). BENCHMARKS.md “The write-out tail found” and
+# “CPU per decision at fixed rates”. Needs release builds: cargo build --release -p akashi -p tools
+# Usage: tools/bench/burst-tail.sh [BUILD] [RATE] [SECONDS] [BURST_SECONDS] [PATIENTS]
+# (NO_BURST=1 runs three times the burst's length at RATE instead: as large a log, no burst.)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-target/release} rate=${2:-4700} seconds=${3:-20} burst=${4:-15} patients=${5:-1000}
+load=target/release/akashi-load
+dir=$(mktemp -d /tmp/akashi-burst.XXXX)
+AKASHI_LOG=info,ledger::sequencer=debug "$build/akashi" --data-dir "$dir/data" \
+  --grpc-addr 127.0.0.1:50073 --http-addr 127.0.0.1:8093 --admin-addr 127.0.0.1:9193 \
+  >/dev/null 2>"$dir/stderr" &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do curl -sf 127.0.0.1:8093/checkpoint >/dev/null && break; sleep 0.1; done
+token=$("$build/akashi" token --data-dir "$dir/data" --role platform)
+slow() {
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep "slow batch" || true; } | awk -v from="$1" '
+    NR > from {
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      big = "waited"; most = v["waited"]
+      n = split("apply seal stage commit sync anchor", phase, " ")
+      for (j = 1; j <= n; j++) if (v[phase[j]] + 0 > most + 0) { most = v[phase[j]]; big = phase[j] }
+      count[big]++; all++
+    } END { printf "batches over 25 ms: %d, by longest phase:", all; for (k in count) printf " %s %d", k, count[k]; print "" }'
+}
+seen() { sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep -c "slow batch" || true; }; }
+phase() {
+  local name=$1 connections=$2 in_flight=$3; shift 3
+  local before; before=$(seen)
+  echo "== $name"
+  "$load" --target http://127.0.0.1:50073 --mode authorize --token "$token" --server-pid "$pid" \
+    --patients "$patients" --write-percent 0 --connections "$connections" --in-flight "$in_flight" "$@" |
+    grep -vE "^(setup|target|mode)" || true
+  slow "$before"
+}
+phase "fresh, $rate/s" 4 16 --rate "$rate" --duration "$seconds" --interval 5
+if [ "${NO_BURST:-}" = 1 ]; then
+  # The same number of entries or so at the fixed rate instead: a larger log, no burst.
+  phase "instead of the burst, $rate/s" 4 16 --rate "$rate" --duration $((burst * 3))
+else
+  phase "burst, closed loop" 8 64 --duration "$burst"
+fi
+phase "right after, $rate/s" 4 16 --rate "$rate" --duration "$seconds" --interval 5
