@@ -333,7 +333,8 @@ impl Metrics {
 
     /// Records one committed ledger batch of `entries` entries that took `duration` (from the
     /// writer taking it to durable), `sync` of it in making the batch durable and `write` of it
-    /// on the writer thread (applying, sealing and staging it).
+    /// on the writer thread (applying, sealing, staging it and the state machine's bookkeeping
+    /// after staging).
     pub fn record_batch(&self, entries: u64, duration: Duration, sync: Duration, write: Duration) {
         self.entries_appended.fetch_add(entries, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +479,7 @@ impl Metrics {
             &mut out,
             "akashi_ledger_batch_write_seconds",
             "histogram",
-            "Time the writer thread spent on a batch (applying its commands, sealing the subject map, staging it in the store), part of the batch duration.",
+            "Time the writer thread spent on a batch (applying its commands, sealing the subject map, staging it in the store, the bookkeeping after), part of the batch duration.",
         );
         self.batch_write
             .render(&mut out, "akashi_ledger_batch_write_seconds", "");

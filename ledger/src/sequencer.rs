@@ -253,16 +253,21 @@ pub struct BatchReport {
     /// [`Log::anchor_batch`]: the store's flush and device syncs, then the anchor's). A slow
     /// disk shows here first.
     pub sync: Duration,
-    /// Of that, the writer thread's own time on the batch: applying its commands, sealing the
-    /// state machine's batch work and staging the batch in the store
-    /// ([`Log::stage_batch_with`]). What is left of `elapsed` beyond `write` and `sync` is
-    /// waiting behind the batches before it.
+    /// Of that, the writer thread's own time on the batch: applying its commands, the state
+    /// machine's [`seal`](StateMachine::seal), staging the batch in the store
+    /// ([`Log::stage_batch_with`], with the writer's own bookkeeping of the batch's writes) and
+    /// the state machine's [`committed`](StateMachine::committed). What is left of `elapsed`
+    /// beyond `write` and `sync` is waiting behind the batches before it.
     pub write: Duration,
 }
 
-/// Batches slower than this from taking to durable are reported (a `debug` event with where
-/// the time went).
+/// Batches slower than this from taking to durable are reported: a `debug` event `slow batch`
+/// with where the time went, under a target of its own ([`SLOW_BATCH_TARGET`]) so that it can
+/// be turned on without the per-batch events of this module.
 const SLOW_BATCH: Duration = Duration::from_millis(25);
+
+/// The tracing target of the `slow batch` event (`AKASHI_LOG=info,ledger::slow_batch=debug`).
+pub const SLOW_BATCH_TARGET: &str = "ledger::slow_batch";
 
 /// Where a batch's time on the writer thread went, for [`BatchReport::write`] and the report of
 /// a slow batch.
@@ -272,7 +277,7 @@ struct WriterTimes {
     apply: Duration,
     /// [`StateMachine::seal`].
     seal: Duration,
-    /// [`Log::stage_batch_with`].
+    /// [`Log::stage_batch_with`], with the writer's bookkeeping of the batch's writes.
     stage: Duration,
     /// [`StateMachine::committed`].
     commit: Duration,
@@ -737,6 +742,7 @@ impl Acknowledger {
         if elapsed > SLOW_BATCH {
             let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
             tracing::debug!(
+                target: SLOW_BATCH_TARGET,
                 entries = committed.leaf_hashes.len(),
                 micros = micros(elapsed),
                 apply = micros(writer.apply),

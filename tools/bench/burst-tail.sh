@@ -2,8 +2,7 @@
 # The latency tail right after a saturation burst (#21): on a fresh server, Authorize at a fixed
 # rate, then a closed-loop burst, then the same rate again, with per-interval latency from the
 # load tool and, after each phase, the batches that took over 25 ms by the phase that took longest
-# (the sequencer's `slow batch` debug events). BENCHMARKS.md “The write-out tail found” and
-# “CPU per decision at fixed rates”. Needs release builds: cargo build --release -p akashi -p tools
+# (the sequencer's `slow batch` debug events). BENCHMARKS.md “The tail after a burst, by phase”. Needs release builds: cargo build --release -p akashi -p tools
 # Usage: tools/bench/burst-tail.sh [BUILD] [RATE] [SECONDS] [BURST_SECONDS] [PATIENTS]
 # (NO_BURST=1 runs three times the burst's length at RATE instead: as large a log, no burst.)
 set -euo pipefail
@@ -11,12 +10,14 @@ cd "$(dirname "$0")/../.."
 build=${1:-target/release} rate=${2:-4700} seconds=${3:-20} burst=${4:-15} patients=${5:-1000}
 load=target/release/akashi-load
 dir=$(mktemp -d /tmp/akashi-burst.XXXX)
-AKASHI_LOG=info,ledger::sequencer=debug "$build/akashi" --data-dir "$dir/data" \
-  --grpc-addr 127.0.0.1:50073 --http-addr 127.0.0.1:8093 --admin-addr 127.0.0.1:9193 \
+AKASHI_LOG=info,ledger::slow_batch=debug "$build/akashi" --data-dir "$dir/data" \
+  --grpc-addr 127.0.0.1:50075 --http-addr 127.0.0.1:8095 --admin-addr 127.0.0.1:9195 \
   >/dev/null 2>"$dir/stderr" &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do curl -sf 127.0.0.1:8093/checkpoint >/dev/null && break; sleep 0.1; done
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do curl -sf 127.0.0.1:8095/checkpoint >/dev/null && break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && curl -sf 127.0.0.1:8095/checkpoint >/dev/null ||
+  { echo "the server did not start (ports 50075, 8095, 9195 busy?):" >&2; tail -5 "$dir/stderr" >&2; exit 1; }
 token=$("$build/akashi" token --data-dir "$dir/data" --role platform)
 slow() {
   sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep "slow batch" || true; } | awk -v from="$1" '
@@ -33,9 +34,14 @@ phase() {
   local name=$1 connections=$2 in_flight=$3; shift 3
   local before; before=$(seen)
   echo "== $name"
-  "$load" --target http://127.0.0.1:50073 --mode authorize --token "$token" --server-pid "$pid" \
-    --patients "$patients" --write-percent 0 --connections "$connections" --in-flight "$in_flight" "$@" |
-    grep -vE "^(setup|target|mode)" || true
+  if ! "$load" --target http://127.0.0.1:50075 --mode authorize --token "$token" --server-pid "$pid" \
+    --patients "$patients" --write-percent 0 --connections "$connections" --in-flight "$in_flight" \
+    "$@" >"$dir/load.out" 2>&1; then
+    cat "$dir/load.out" >&2
+    echo "the load run failed: its figures are not a result" >&2
+    exit 1
+  fi
+  grep -vE "^(setup|target|mode)" "$dir/load.out" || true
   slow "$before"
 }
 phase "fresh, $rate/s" 4 16 --rate "$rate" --duration "$seconds" --interval 5

@@ -12,14 +12,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 a=$1 b=$2 patients=${3:-100000} seconds=${4:-20} rate=${5:-6000} rounds=${6:-2}
 load=target/release/akashi-load
+pid=
+# A run cut short leaves no server holding the ports.
+trap '[ -n "$pid" ] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }' EXIT
 
 run() {
   local build=$1 mode=$2
   local dir; dir=$(mktemp -d /tmp/akashi-tail.XXXX)
-  AKASHI_LOG=info,ledger::sequencer=debug "$build/akashi" --data-dir "$dir/data" --grpc-addr 127.0.0.1:50072 \
+  AKASHI_LOG=info,ledger::slow_batch=debug "$build/akashi" --data-dir "$dir/data" --grpc-addr 127.0.0.1:50072 \
     --http-addr 127.0.0.1:8092 --admin-addr 127.0.0.1:9192 >/dev/null 2>"$dir/stderr" &
-  local pid=$!
+  pid=$!
   for _ in $(seq 100); do curl -sf 127.0.0.1:8092/checkpoint >/dev/null && break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && curl -sf 127.0.0.1:8092/checkpoint >/dev/null ||
+    { echo "the server did not start (ports 50072, 8092, 9192 busy?)" >&2; exit 1; }
   local token; token=$("$build/akashi" token --data-dir "$dir/data" --role platform)
   local pace=()
   [ "$mode" = open ] && pace=(--rate "$rate")
@@ -42,6 +47,7 @@ run() {
       count[big]++
     } END { printf "slow batches by longest phase:"; for (k in count) printf " %s %d", k, count[k]; print "" }'
   kill "$pid"; wait "$pid" || true
+  pid=
   rm -rf "$dir"
 }
 for _ in $(seq "$rounds"); do
