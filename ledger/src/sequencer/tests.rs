@@ -668,3 +668,60 @@ async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
     let anchored = crate::anchor::Anchor::open(&path, &verifier).unwrap();
     assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 300);
 }
+
+/// Spends known times in `seal` and `committed`, to check where a batch report puts them.
+struct Slow;
+
+const SLOW_SEAL: Duration = Duration::from_millis(20);
+const SLOW_COMMITTED: Duration = Duration::from_millis(10);
+
+impl StateMachine for Slow {
+    type Command = ();
+    type Output = ();
+    type Rejection = &'static str;
+
+    fn apply(&mut self, (): (), tx: &mut Tx<'_>) -> Result<Applied<()>, &'static str> {
+        Ok(Applied {
+            entry: test_entry(tx.index().get()),
+            output: (),
+        })
+    }
+
+    fn seal(&mut self, _tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
+        std::thread::sleep(SLOW_SEAL);
+        Ok(Vec::new())
+    }
+
+    fn committed(&mut self) {
+        std::thread::sleep(SLOW_COMMITTED);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_report_counts_the_writers_phases_in_its_write_time_and_apart_from_the_sync() {
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reports);
+    let options = SequencerOptions {
+        on_commit: Some(CommitHook(Arc::new(move |report: &BatchReport| {
+            seen.lock()
+                .unwrap()
+                .push((report.elapsed, report.sync, report.write));
+        }))),
+        ..SequencerOptions::default()
+    };
+    let log = Arc::new(Log::open(Arc::new(MemoryStore::new()), test_signer()).unwrap());
+    let sequencer = Sequencer::start(log, Slow, options).unwrap();
+    sequencer.submit(()).await.unwrap();
+    sequencer.shutdown().await;
+    let reports = reports.lock().unwrap();
+    let [(elapsed, sync, write)] = reports.as_slice() else {
+        panic!("one batch, one report: {reports:?}");
+    };
+    // The sleeps are lower bounds: the seal's and `committed`'s time is the writer's, and the
+    // writer's time and the sync's are separate parts of the batch's.
+    assert!(*write >= SLOW_SEAL + SLOW_COMMITTED, "{write:?}");
+    assert!(
+        *elapsed >= *write + *sync,
+        "{elapsed:?} < {write:?} + {sync:?}"
+    );
+}
