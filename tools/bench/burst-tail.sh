@@ -29,10 +29,29 @@ slow() {
       count[big]++; all++
     } END { printf "batches over 25 ms: %d, by longest phase:", all; for (k in count) printf " %s %d", k, count[k]; print "" }'
 }
+# The server's batch counters: count, then the sums of batch, writer and sync seconds, and entries.
+counters() {
+  curl -s 127.0.0.1:9195/metrics | awk '
+    /^akashi_ledger_batch_duration_seconds_count/ { n = $2 }
+    /^akashi_ledger_batch_duration_seconds_sum/ { d = $2 }
+    /^akashi_ledger_batch_write_seconds_sum/ { w = $2 }
+    /^akashi_ledger_sync_duration_seconds_sum/ { y = $2 }
+    /^akashi_ledger_batch_entries_sum/ { e = $2 }
+    END { print n + 0, d + 0, w + 0, y + 0, e + 0 }'
+}
+# Means per batch between two `counters` lines.
+means() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); n = y[1] - x[1]
+    if (n <= 0) { print "no batches"; exit }
+    printf "per batch: %.1f entries, %.0f µs in all, writer %.0f µs, syncs %.0f µs (%d batches)\n",
+      (y[5] - x[5]) / n, (y[2] - x[2]) / n * 1e6, (y[3] - x[3]) / n * 1e6, (y[4] - x[4]) / n * 1e6, n }'
+}
 seen() { sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep -c "slow batch" || true; }; }
 phase() {
   local name=$1 connections=$2 in_flight=$3; shift 3
   local before; before=$(seen)
+  local start; start=$(counters)
   echo "== $name"
   if ! "$load" --target http://127.0.0.1:50075 --mode authorize --token "$token" --server-pid "$pid" \
     --patients "$patients" --write-percent 0 --connections "$connections" --in-flight "$in_flight" \
@@ -42,6 +61,7 @@ phase() {
     exit 1
   fi
   grep -vE "^(setup|target|mode)" "$dir/load.out" || true
+  means "$start" "$(counters)"
   slow "$before"
 }
 phase "fresh, $rate/s" 4 16 --rate "$rate" --duration "$seconds" --interval 5
