@@ -37,7 +37,10 @@ counters() {
     /^akashi_ledger_batch_write_seconds_sum/ { w = $2 }
     /^akashi_ledger_sync_duration_seconds_sum/ { y = $2 }
     /^akashi_ledger_batch_entries_sum/ { e = $2 }
-    END { print n + 0, d + 0, w + 0, y + 0, e + 0 }'
+    /^akashi_grpc_request_duration_seconds_bucket\{method="akashi.v1.AccessService\/Authorize",le="0.005"\}/ { c5 = $2 }
+    /^akashi_grpc_request_duration_seconds_bucket\{method="akashi.v1.AccessService\/Authorize",le="0.01"\}/ { c10 = $2 }
+    /^akashi_grpc_request_duration_seconds_count\{method="akashi.v1.AccessService\/Authorize"\}/ { c = $2 }
+    END { print n + 0, d + 0, w + 0, y + 0, e + 0, c + 0, c5 + 0, c10 + 0 }'
 }
 # Means per batch between two `counters` lines.
 means() {
@@ -45,7 +48,10 @@ means() {
     split(a, x, " "); split(b, y, " "); n = y[1] - x[1]
     if (n <= 0) { print "no batches"; exit }
     printf "per batch: %.1f entries, %.0f µs in all, writer %.0f µs, syncs %.0f µs (%d batches)\n",
-      (y[5] - x[5]) / n, (y[2] - x[2]) / n * 1e6, (y[3] - x[3]) / n * 1e6, (y[4] - x[4]) / n * 1e6, n }'
+      (y[5] - x[5]) / n, (y[2] - x[2]) / n * 1e6, (y[3] - x[3]) / n * 1e6, (y[4] - x[4]) / n * 1e6, n
+    calls = y[6] - x[6]
+    if (calls > 0) printf "Authorize as the server timed it: %.2f %% over 5 ms, %.2f %% over 10 ms\n",
+      (calls - (y[7] - x[7])) * 100 / calls, (calls - (y[8] - x[8])) * 100 / calls }'
 }
 seen() { sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep -c "slow batch" || true; }; }
 phase() {
