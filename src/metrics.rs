@@ -43,7 +43,7 @@ pub const MAX_METHOD_LABELS: usize = 64;
 pub const MAX_METHOD_LABEL_LEN: usize = 128;
 
 /// Upper bounds (seconds) of the call latency buckets.
-const LATENCY_BUCKETS: &[f64] = &[
+pub(crate) const LATENCY_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0,
 ];
@@ -525,6 +525,25 @@ impl Metrics {
                     "akashi_decisions_total{{action=\"{action}\",purpose=\"{purpose}\",level=\"{level}\",decision=\"{effect}\",review=\"{review}\"}} {count}"
                 );
             }
+            header(
+                &mut out,
+                "akashi_authorize_phase_seconds",
+                "histogram",
+                "Time an Authorize call spent before the writer (phase=\"prepare\": parsing it and \
+                 preparing its decision) and from handing it to the writer to its receipt \
+                 (phase=\"sequenced\": queued, decided, logged durably, the receipt built).",
+            );
+            let times = decisions.times();
+            times.prepare.render(
+                &mut out,
+                "akashi_authorize_phase_seconds",
+                "phase=\"prepare\"",
+            );
+            times.sequenced.render(
+                &mut out,
+                "akashi_authorize_phase_seconds",
+                "phase=\"sequenced\"",
+            );
         }
         self.render_store_lease(&mut out);
         self.render_subject_map(&mut out);
@@ -687,7 +706,7 @@ impl MethodMetrics {
 
 /// A fixed-bucket histogram (cumulative on render).
 #[derive(Debug)]
-struct Histogram {
+pub(crate) struct Histogram {
     bounds: &'static [f64],
     /// One counter per bound, plus `+Inf`.
     counts: Vec<AtomicU64>,
@@ -697,7 +716,7 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
+    pub(crate) fn new(bounds: &'static [f64]) -> Self {
         Self {
             bounds,
             counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -706,7 +725,7 @@ impl Histogram {
         }
     }
 
-    fn observe(&self, value: f64) {
+    pub(crate) fn observe(&self, value: f64) {
         let bucket = self
             .bounds
             .iter()

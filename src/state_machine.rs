@@ -171,6 +171,26 @@ impl Prepared {
     }
 }
 
+/// Where `Authorize` calls spend their time in the server, for `/metrics`: whether a tail comes
+/// from before the writer or from the writer and the syncs behind it.
+#[derive(Debug)]
+pub(crate) struct AuthorizeTimes {
+    /// From the handler's start to the decision prepared (parsing, checks, Cedar).
+    pub(crate) prepare: crate::metrics::Histogram,
+    /// From handing the command to the writer to its receipt built: the queue, the batch, the
+    /// syncs and the inclusion proof.
+    pub(crate) sequenced: crate::metrics::Histogram,
+}
+
+impl Default for AuthorizeTimes {
+    fn default() -> Self {
+        Self {
+            prepare: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
+            sequenced: crate::metrics::Histogram::new(crate::metrics::LATENCY_BUCKETS),
+        }
+    }
+}
+
 /// What the writer shares with the services so that they can prepare decisions: the compiled
 /// policy sets, the directory as of the last committed batch, and how prepared decisions fared.
 #[derive(Debug)]
@@ -181,6 +201,7 @@ pub struct Decisions {
     accepted: AtomicU64,
     redone: AtomicU64,
     answered: DecisionCounts,
+    times: AuthorizeTimes,
     /// Whether the log keeps a subject map (then preparation reads the patient's record too).
     subject_map: std::sync::atomic::AtomicBool,
 }
@@ -193,6 +214,7 @@ impl Decisions {
             accepted: AtomicU64::new(0),
             redone: AtomicU64::new(0),
             answered: DecisionCounts::new(),
+            times: AuthorizeTimes::default(),
             subject_map: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -200,6 +222,11 @@ impl Decisions {
     /// Decisions answered (logged and durable), by their public fields.
     pub fn answered(&self) -> &DecisionCounts {
         &self.answered
+    }
+
+    /// Where `Authorize` calls spent their time, for `/metrics`.
+    pub(crate) fn times(&self) -> &AuthorizeTimes {
+        &self.times
     }
 
     /// Prepares the decision for `request` against `log`'s committed state, or returns `None`

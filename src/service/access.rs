@@ -89,6 +89,7 @@ impl AccessService for Access {
         &self,
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::AuthorizeResponse>, Status> {
+        let started = std::time::Instant::now();
         require(caller(&request)?, &[Role::Platform])?;
         let request = request.into_inner();
         let patient_id = request.patient_id.clone();
@@ -96,14 +97,21 @@ impl AccessService for Access {
         let labels = (access.action, access.purpose, access.level);
         let prepared = self.0.decisions().prepare(self.0.log(), &access);
         let subject = access.subject.clone();
-        let (r, output) = match access.subject.clone() {
+        let times = self.0.decisions().times();
+        let handed = std::time::Instant::now();
+        times
+            .prepare
+            .observe(handed.duration_since(started).as_secs_f64());
+        let submitted = match access.subject.clone() {
             Some(subject) => {
                 self.0
                     .submit_about(Command::Authorize(access, prepared), &subject, &patient_id)
-                    .await?
+                    .await
             }
-            None => self.0.submit(Command::Authorize(access, prepared)).await?,
+            None => self.0.submit(Command::Authorize(access, prepared)).await,
         };
+        times.sequenced.observe(handed.elapsed().as_secs_f64());
+        let (r, output) = submitted?;
         let Output::Decided { decision, leaf } = output else {
             return Err(Error::Internal("authorize answered with another output").into());
         };

@@ -352,6 +352,11 @@ async fn the_page_the_json_and_the_csv_show_what_was_decided() {
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
     assert_eq!(metrics.matches("akashi_decisions_total{").count(), 3);
+    // Each of the 30 calls was timed before the writer and through it.
+    for phase in ["prepare", "sequenced"] {
+        let line = format!("akashi_authorize_phase_seconds_count{{phase=\"{phase}\"}} 30\n");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 
     // The independent verifier recomputes every cell from the tiles.
     let config = DisclosureConfig {

@@ -40,7 +40,13 @@ counters() {
     /^akashi_grpc_request_duration_seconds_bucket\{method="akashi.v1.AccessService\/Authorize",le="0.005"\}/ { c5 = $2 }
     /^akashi_grpc_request_duration_seconds_bucket\{method="akashi.v1.AccessService\/Authorize",le="0.01"\}/ { c10 = $2 }
     /^akashi_grpc_request_duration_seconds_count\{method="akashi.v1.AccessService\/Authorize"\}/ { c = $2 }
-    END { print n + 0, d + 0, w + 0, y + 0, e + 0, c + 0, c5 + 0, c10 + 0 }'
+    /^akashi_authorize_phase_seconds_bucket\{phase="prepare",le="0.005"\}/ { p5 = $2 }
+    /^akashi_authorize_phase_seconds_sum\{phase="prepare"\}/ { ps = $2 }
+    /^akashi_authorize_phase_seconds_count\{phase="prepare"\}/ { pc = $2 }
+    /^akashi_authorize_phase_seconds_bucket\{phase="sequenced",le="0.005"\}/ { q5 = $2 }
+    /^akashi_authorize_phase_seconds_sum\{phase="sequenced"\}/ { qs = $2 }
+    /^akashi_authorize_phase_seconds_count\{phase="sequenced"\}/ { qc = $2 }
+    END { print n + 0, d + 0, w + 0, y + 0, e + 0, c + 0, c5 + 0, c10 + 0, p5 + 0, ps + 0, pc + 0, q5 + 0, qs + 0, qc + 0 }'
 }
 # Means per batch between two `counters` lines.
 means() {
@@ -51,7 +57,10 @@ means() {
       (y[5] - x[5]) / n, (y[2] - x[2]) / n * 1e6, (y[3] - x[3]) / n * 1e6, (y[4] - x[4]) / n * 1e6, n
     calls = y[6] - x[6]
     if (calls > 0) printf "Authorize as the server timed it: %.2f %% over 5 ms, %.2f %% over 10 ms\n",
-      (calls - (y[7] - x[7])) * 100 / calls, (calls - (y[8] - x[8])) * 100 / calls }'
+      (calls - (y[7] - x[7])) * 100 / calls, (calls - (y[8] - x[8])) * 100 / calls
+    pc = y[11] - x[11]; qc = y[14] - x[14]
+    if (pc > 0 && qc > 0) printf "  before the writer: mean %.0f µs, %.2f %% over 5 ms; through it: mean %.0f µs, %.2f %% over 5 ms\n",
+      (y[10] - x[10]) / pc * 1e6, (pc - (y[9] - x[9])) * 100 / pc, (y[13] - x[13]) / qc * 1e6, (qc - (y[12] - x[12])) * 100 / qc }'
 }
 seen() { sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep -c "slow batch" || true; }; }
 phase() {
