@@ -20,14 +20,7 @@ kill -0 "$pid" 2>/dev/null && curl -sf 127.0.0.1:8095/checkpoint >/dev/null ||
   { echo "the server did not start (ports 50075, 8095, 9195 busy?):" >&2; tail -5 "$dir/stderr" >&2; exit 1; }
 token=$("$build/akashi" token --data-dir "$dir/data" --role platform)
 slow() {
-  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep "slow batch" || true; } | awk -v from="$1" '
-    NR > from {
-      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      big = "waited"; most = v["waited"]
-      n = split("apply seal stage commit sync anchor", phase, " ")
-      for (j = 1; j <= n; j++) if (v[phase[j]] + 0 > most + 0) { most = v[phase[j]]; big = phase[j] }
-      count[big]++; all++
-    } END { printf "batches over 25 ms: %d, by longest phase:", all; for (k in count) printf " %s %d", k, count[k]; print "" }'
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | awk -v from="$1" -f tools/bench/slow-batches.awk
 }
 # The server's batch counters: count, then the sums of batch, writer and sync seconds, and entries.
 counters() {

@@ -39,13 +39,7 @@ run() {
     /^akashi_ledger_batch_write_seconds_bucket\{le="0.01"\}/ { w10 = $2; wseen = 1 }
     /^akashi_subject_map_write_outs_total/ { outs = $2 }
     END { printf "batches %d, over 25 ms: %d, over 100 ms: %d; writer over 10 ms: %s; write-outs completed: %d\n", all, all - quick, all - fast, wseen ? all - w10 : "?", outs }'
-  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | { grep "slow batch" || true; } | awk '{
-      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      big = "waited"; most = v["waited"]
-      n = split("apply seal stage commit sync anchor", phase, " ")
-      for (j = 1; j <= n; j++) if (v[phase[j]] + 0 > most + 0) { most = v[phase[j]]; big = phase[j] }
-      count[big]++
-    } END { printf "slow batches by longest phase:"; for (k in count) printf " %s %d", k, count[k]; print "" }'
+  sed 's/\x1b\[[0-9;]*m//g' "$dir/stderr" | awk -f tools/bench/slow-batches.awk
   kill "$pid"; wait "$pid" || true
   pid=
   rm -rf "$dir"
