@@ -189,13 +189,22 @@ impl Anchor {
 
     /// Makes `checkpoint` the anchored one, durably: written over the older slot and
     /// `fdatasync`ed (the first call creates the file, mode 0600, and syncs its folder). The
-    /// caller must have made the store durable up to `checkpoint` first.
+    /// caller must have made the store durable up to `checkpoint` first. A checkpoint of a
+    /// smaller tree than the anchored one changes nothing (the anchor already holds more), so the
+    /// anchor never moves back, whatever order its callers come in.
     ///
     /// # Errors
     ///
     /// [`AnchorError::TooLarge`] for a note longer than a slot, [`AnchorError::Io`]; then the
     /// anchor may hold either checkpoint, and the caller must not acknowledge the new one.
     pub fn advance(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), AnchorError> {
+        if self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|held| held.checkpoint().size > checkpoint.checkpoint().size)
+        {
+            return Ok(());
+        }
         let slot = encode_slot(checkpoint.note())?;
         match &self.file {
             Some(file) => {

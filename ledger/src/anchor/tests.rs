@@ -56,6 +56,24 @@ fn a_missing_file_is_an_empty_anchor_and_the_first_advance_creates_it_private() 
 }
 
 #[test]
+fn an_older_checkpoint_never_moves_the_anchor_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.anchor");
+    let signer = test_signer();
+    let mut anchor = Anchor::open(&path, &signer.verifier()).unwrap();
+    anchor.advance(&signed(&signer, 9)).unwrap(); // slot 0
+    anchor.advance(&signed(&signer, 12)).unwrap(); // slot 1
+    anchor.advance(&signed(&signer, 7)).unwrap(); // older: written nowhere
+    assert_eq!(size_of(&anchor), Some(12));
+    // Slot 0 still holds 9: should slot 1 be torn, the anchor falls back to 9, not to 7.
+    flip(&path, SLOT_LEN as u64 + HEADER_LEN as u64 + 10);
+    assert_eq!(
+        size_of(&Anchor::open(&path, &signer.verifier()).unwrap()),
+        Some(9)
+    );
+}
+
+#[test]
 fn a_torn_newer_slot_leaves_the_older_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.anchor");
