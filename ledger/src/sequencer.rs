@@ -39,7 +39,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -127,10 +127,15 @@ pub struct Applied<O> {
     pub output: O,
 }
 
+/// The state writes of a batch's commands applied so far (a key's `None`: deleted). A hash map:
+/// a batch of 10,000 decisions writes tens of thousands of keys, each looked up several times.
+/// The writer's `process` sorts them by key before they reach the store.
+type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// The view of state a command is applied against, and where it records its writes.
 pub struct Tx<'a> {
     log: &'a Log,
-    batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: &'a Overlay,
     /// Committed values read so far in this batch, or offered by [`Tx::prime`]. INVARIANT: the
     /// writer thread is the only writer of the store and writes only after the whole batch was
     /// applied, so a committed value read once stays valid until the batch ends.
@@ -146,7 +151,7 @@ impl<'a> Tx<'a> {
     /// own written yet.
     fn new(
         log: &'a Log,
-        batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        batch: &'a Overlay,
         reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
         recent: &'a RecentWrites,
         index: LeafIndex,
@@ -203,11 +208,7 @@ impl<'a> Tx<'a> {
             && size <= self.recent.tip
             && !self.local.contains_key(key)
             && !self.batch.contains_key(key)
-            && self
-                .recent
-                .by_key
-                .get(key)
-                .is_none_or(|&written| written <= size)
+            && !self.recent.written_after(key, size)
     }
 
     /// Offers `value` as the committed value of `key`, read (off the writer thread) after the
@@ -219,11 +220,7 @@ impl<'a> Tx<'a> {
     pub fn prime(&self, key: Vec<u8>, value: Option<Vec<u8>>, size: u64) {
         let unchanged = size >= self.recent.horizon
             && size <= self.recent.tip
-            && self
-                .recent
-                .by_key
-                .get(&key)
-                .is_none_or(|&written| written <= size);
+            && !self.recent.written_after(&key, size);
         if unchanged {
             self.reads.borrow_mut().entry(key).or_insert(value);
         }
@@ -576,13 +573,20 @@ impl<M: StateMachine> Sequencer<M> {
 }
 
 /// Which state keys the most recent committed batches wrote, for [`Tx::unchanged_since`].
+///
+/// Keys are remembered by a 64-bit fingerprint (a keyed hash, seeded per process), not copied:
+/// two keys sharing one can only make a key look written when it was not, and then its reader
+/// reads the store again; a key written is never missed.
 struct RecentWrites {
-    /// Key → the tree size after the last remembered batch that wrote it.
-    by_key: HashMap<Vec<u8>, u64>,
-    /// The remembered batches, oldest first: the tree size after each and the keys it wrote.
-    batches: VecDeque<(u64, Vec<Vec<u8>>)>,
+    /// Key fingerprint → the tree size after the last remembered batch that wrote the key.
+    by_key: HashMap<u64, u64>,
+    /// The remembered batches, oldest first: the tree size after each and the fingerprints of
+    /// the keys it wrote.
+    batches: VecDeque<(u64, Vec<u64>)>,
     /// Keys held in `batches`.
     keys: usize,
+    /// The fingerprints' key.
+    seed: std::hash::RandomState,
     /// Every batch that ended after this size is remembered.
     horizon: u64,
     /// The size after the last batch recorded: the base of the batch being applied. INVARIANT:
@@ -599,6 +603,7 @@ impl RecentWrites {
 
     fn new(size: u64) -> Self {
         Self {
+            seed: std::hash::RandomState::new(),
             by_key: HashMap::new(),
             batches: VecDeque::new(),
             keys: 0,
@@ -607,10 +612,22 @@ impl RecentWrites {
         }
     }
 
-    fn record(&mut self, size: u64, keys: Vec<Vec<u8>>) {
+    fn fingerprint(&self, key: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.seed, key)
+    }
+
+    /// Whether a remembered batch that ended after `size` wrote `key`.
+    fn written_after(&self, key: &[u8], size: u64) -> bool {
+        self.by_key
+            .get(&self.fingerprint(key))
+            .is_some_and(|&written| written > size)
+    }
+
+    /// Remembers the batch that ended at `size` and wrote the keys with fingerprints `keys`.
+    fn record(&mut self, size: u64, keys: Vec<u64>) {
         self.tip = size;
-        for key in &keys {
-            self.by_key.insert(key.clone(), size);
+        for &key in &keys {
+            self.by_key.insert(key, size);
         }
         self.keys += keys.len();
         self.batches.push_back((size, keys));
@@ -666,6 +683,20 @@ struct Syncer<M: StateMachine> {
     log: Arc<Log>,
     acknowledger: Acknowledger,
     to_anchorer: Option<std::sync::mpsc::SyncSender<Durable<M>>>,
+    idle: Arc<Idle>,
+}
+
+/// When the sync thread anchors a batch itself instead of handing it to the anchorer. The
+/// anchorer exists so that batch k's anchor sync overlaps batch k+1's store sync; when the writer
+/// holds no batch there is nothing to overlap, and the hand-off (one more thread woken and put
+/// to sleep per batch) is all it would add. The anchors stay in order: the syncer anchors only
+/// when every batch it handed over has been anchored.
+#[derive(Default)]
+struct Idle {
+    /// The writer is waiting for commands with none queued.
+    writer: AtomicBool,
+    /// Batches handed to the anchorer and not yet anchored (or failed).
+    anchoring: AtomicUsize,
 }
 
 impl<M: StateMachine> Syncer<M> {
@@ -694,16 +725,20 @@ impl<M: StateMachine> Syncer<M> {
             writer,
             sync: sync_started.elapsed(),
         };
+        let inline = self.idle.anchoring.load(Ordering::Acquire) == 0
+            && self.idle.writer.load(Ordering::Relaxed);
         match &self.to_anchorer {
-            Some(to_anchorer) => {
+            Some(to_anchorer) if !inline => {
+                self.idle.anchoring.fetch_add(1, Ordering::AcqRel);
                 if let Err(std::sync::mpsc::SendError(durable)) = to_anchorer.send(durable) {
                     // The anchorer is gone (it never exits while this sender lives, short of a
                     // panic): the batch cannot be anchored, so it is not acknowledged.
+                    self.idle.anchoring.fetch_sub(1, Ordering::AcqRel);
                     self.acknowledger
                         .fail::<M>(&CommitError::Poisoned, durable.replies);
                 }
             }
-            None => self.acknowledger.anchor(durable),
+            _ => self.acknowledger.anchor(durable),
         }
     }
 }
@@ -718,9 +753,10 @@ struct Acknowledger {
 }
 
 impl Acknowledger {
-    fn run<M: StateMachine>(self, durable: std::sync::mpsc::Receiver<Durable<M>>) {
+    fn run<M: StateMachine>(self, durable: std::sync::mpsc::Receiver<Durable<M>>, idle: &Idle) {
         for batch in durable {
             self.anchor(batch);
+            idle.anchoring.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -871,13 +907,16 @@ impl<M: StateMachine> Writer<M> {
         // On an anchored log each batch needs two syncs in series (the store's, then the
         // anchor's). A third thread anchors batch k while the syncer syncs batch k+1, so the
         // pipeline moves at the pace of the slower sync rather than their sum.
+        let idle = Arc::new(Idle::default());
         let (to_anchorer, anchorer) = if self.log.is_anchored() {
             let (to_anchorer, durable) = std::sync::mpsc::sync_channel::<Durable<M>>(0);
             let anchoring = acknowledger.clone();
             match std::thread::Builder::new()
                 .name("akashi-anchor".into())
-                .spawn(move || anchoring.run(durable))
-            {
+                .spawn({
+                    let idle = idle.clone();
+                    move || anchoring.run(durable, &idle)
+                }) {
                 Ok(thread) => (Some(to_anchorer), Some(thread)),
                 Err(err) => {
                     tracing::error!(cause = %err, "sequencer could not start its anchor thread");
@@ -891,6 +930,7 @@ impl<M: StateMachine> Writer<M> {
             log: self.log.clone(),
             acknowledger,
             to_anchorer,
+            idle: idle.clone(),
         };
         let syncer = match std::thread::Builder::new()
             .name("akashi-sync".into())
@@ -910,9 +950,18 @@ impl<M: StateMachine> Writer<M> {
         while !closing {
             let first = match carried.take() {
                 Some(job) => Msg::Job(job),
-                None => match receiver.blocking_recv() {
-                    Some(msg) => msg,
-                    None => break,
+                None => match receiver.try_recv() {
+                    Ok(msg) => msg,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        idle.writer.store(true, Ordering::Relaxed);
+                        let msg = receiver.blocking_recv();
+                        idle.writer.store(false, Ordering::Relaxed);
+                        match msg {
+                            Some(msg) => msg,
+                            None => break,
+                        }
+                    }
                 },
             };
             let mut jobs = Vec::new();
@@ -1006,7 +1055,7 @@ impl<M: StateMachine> Writer<M> {
         let started = Instant::now();
         let time = self.now_millis();
         let base = self.next_size;
-        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut overlay = Overlay::new();
         let reads = std::cell::RefCell::new(std::collections::HashMap::new());
         let mut entries = Vec::with_capacity(jobs.iter().map(Job::entries).sum());
         let mut accepted = Vec::with_capacity(jobs.len());
@@ -1094,7 +1143,14 @@ impl<M: StateMachine> Writer<M> {
             }
         };
         times.seal = started.elapsed().saturating_sub(times.apply);
-        let written: Vec<Vec<u8>> = overlay.keys().cloned().collect();
+        let mut overlay: Vec<_> = overlay.into_iter().collect();
+        // In key order: neighbouring keys share the store's pages, so sorted writes reach each
+        // page in one run (hash order measured slower than the B-tree this replaced).
+        overlay.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let written: Vec<u64> = overlay
+            .iter()
+            .map(|(key, _)| self.recent.fingerprint(key))
+            .collect();
         let writes = overlay
             .into_iter()
             .map(|(key, value)| match value {
@@ -1138,7 +1194,7 @@ impl<M: StateMachine> Writer<M> {
         commands: Vec<M::Command>,
         base: u64,
         time: i64,
-        overlay: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        overlay: &mut Overlay,
         reads: &std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
         entries: &mut Vec<NewEntry>,
     ) -> Result<Vec<M::Output>, GroupRefused<M::Rejection>> {
@@ -1165,7 +1221,7 @@ impl<M: StateMachine> Writer<M> {
             return Err(refuse(&self.stats, SubmitError::Rejected(rejection), false));
         }
         // Each key's value in `overlay` before the group first wrote it (none: it had none).
-        let mut undo: BTreeMap<Vec<u8>, Option<Option<Vec<u8>>>> = BTreeMap::new();
+        let mut undo: HashMap<Vec<u8>, Option<Option<Vec<u8>>>> = HashMap::new();
         let mut outputs = Vec::with_capacity(commands.len());
         for (position, command) in commands.into_iter().enumerate() {
             let mut tx = Tx::new(

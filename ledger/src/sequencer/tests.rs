@@ -387,7 +387,7 @@ async fn max_wait_holds_a_batch_open_until_it_is_full_or_the_wait_ends() {
 
 fn tx_at<'a>(
     log: &'a Log,
-    batch: &'a BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    batch: &'a Overlay,
     reads: &'a std::cell::RefCell<std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>>,
     recent: &'a RecentWrites,
     index: u64,
@@ -408,8 +408,8 @@ fn a_primed_value_is_kept_only_when_no_later_batch_wrote_its_key() {
     let store = MemoryStore::new();
     let log = Log::open(Arc::new(store), test_signer()).unwrap();
     let mut recent = RecentWrites::new(10);
-    recent.record(15, vec![b"a".to_vec()]);
-    let batch = BTreeMap::new();
+    recent.record(15, vec![recent.fingerprint(b"a")]);
+    let batch = Overlay::new();
     let reads = std::cell::RefCell::new(std::collections::HashMap::new());
     let tx = tx_at(&log, &batch, &reads, &recent, 20);
     // Read at 12, written at 15: stale, not kept (the store is read instead).
@@ -431,7 +431,7 @@ fn a_primed_value_is_kept_only_when_no_later_batch_wrote_its_key() {
     tx.prime(b"b".to_vec(), Some(b"other".to_vec()), 15);
     assert_eq!(tx.get(b"b").unwrap(), Some(b"primed".to_vec()));
     // The batch's own writes and the command's hide a primed value.
-    let mut batch = BTreeMap::new();
+    let mut batch = Overlay::new();
     batch.insert(b"e".to_vec(), Some(b"batch".to_vec()));
     let mut tx = tx_at(&log, &batch, &reads, &recent, 20);
     tx.prime(b"e".to_vec(), Some(b"primed".to_vec()), 15);
@@ -446,9 +446,9 @@ fn unchanged_since_sees_later_batches_the_own_batch_and_the_horizon() {
     let store = MemoryStore::new();
     let log = Log::open(Arc::new(store), test_signer()).unwrap();
     let mut recent = RecentWrites::new(10);
-    recent.record(12, vec![b"a".to_vec()]);
-    recent.record(15, vec![b"b".to_vec(), b"a".to_vec()]);
-    let mut batch = BTreeMap::new();
+    recent.record(12, vec![recent.fingerprint(b"a")]);
+    recent.record(15, vec![recent.fingerprint(b"b"), recent.fingerprint(b"a")]);
+    let mut batch = Overlay::new();
     batch.insert(b"c".to_vec(), Some(b"new".to_vec()));
     let reads = std::cell::RefCell::new(std::collections::HashMap::new());
     let mut tx = tx_at(&log, &batch, &reads, &recent, 20);
@@ -477,11 +477,11 @@ fn recent_writes_forget_the_oldest_batches_and_move_the_horizon() {
     for b in 0..batches {
         let size = (b as u64 + 1) * 10;
         let keys = (0..per_batch)
-            .map(|k| format!("{b}/{k}").into_bytes())
+            .map(|k| recent.fingerprint(format!("{b}/{k}").as_bytes()))
             .collect();
         recent.record(size, keys);
     }
-    recent.record(100_000, vec![b"0/0".to_vec()]);
+    recent.record(100_000, vec![recent.fingerprint(b"0/0")]);
     assert!(recent.keys <= RecentWrites::MAX_KEYS);
     assert!(recent.horizon > 0);
     assert_eq!(
@@ -490,8 +490,11 @@ fn recent_writes_forget_the_oldest_batches_and_move_the_horizon() {
         "one entry per remembered key"
     );
     // A key of a forgotten batch is gone from the map; a re-written one keeps its newest size.
-    assert_eq!(recent.by_key.get(b"0/0".as_slice()), Some(&100_000));
-    assert!(!recent.by_key.contains_key(b"0/1".as_slice()));
+    assert_eq!(
+        recent.by_key.get(&recent.fingerprint(b"0/0")),
+        Some(&100_000)
+    );
+    assert!(!recent.by_key.contains_key(&recent.fingerprint(b"0/1")));
 }
 
 /// Prepared off the writer: a command carrying the size it read at and the key it read.
@@ -661,12 +664,26 @@ async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
     }
     indices.sort_unstable();
     assert_eq!(indices, (0..300).collect::<Vec<_>>());
+    // One at a time, so the writer is idle when each batch is synced and the sync thread anchors
+    // it itself: still anchored before it is answered.
+    for expected in 300..320 {
+        let (receipt, _) = sequencer.submit(Cmd::Increment).await.unwrap();
+        let anchored = crate::anchor::Anchor::open(&path, &verifier)
+            .unwrap()
+            .checkpoint()
+            .map(|c| c.checkpoint().size.get());
+        assert_eq!(receipt.leaf_index.get(), expected);
+        assert!(
+            anchored > Some(expected),
+            "entry {expected} answered before it was anchored"
+        );
+    }
     let batches = sequencer.stats().batches.load(Ordering::Relaxed);
     // The anchor thread adds no store syncs: one per batch, plus the log's creation.
     assert_eq!(store.syncs(), batches + 1);
     sequencer.shutdown().await;
     let anchored = crate::anchor::Anchor::open(&path, &verifier).unwrap();
-    assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 300);
+    assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 320);
 }
 
 /// Spends known times in `seal` and `committed`, to check where a batch report puts them.
