@@ -206,7 +206,15 @@ impl Core {
     ) -> Result<(Receipt, Output), Error> {
         let subject_vrf = match (&self.subject_map, about) {
             (Some(key), Some((subject, patient_id))) => {
-                key.output_for(self.log(), subject, patient_id)?
+                // A prepared decision already read the patient's record: no second read.
+                let known = match &command {
+                    Command::Authorize(_, Some(prepared)) => prepared.map_record_known(subject),
+                    _ => None,
+                };
+                match known {
+                    Some(known) => key.output_unless(known, patient_id),
+                    None => key.output_for(self.log(), subject, patient_id)?,
+                }
             }
             _ => None,
         };

@@ -165,6 +165,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Whether the patient had a subject-map record when the decision was prepared (`None`: it
+    /// was not read, the log keeping no map). A record, once written, is never removed, so a
+    /// `Some(true)` stays true.
+    pub(crate) fn map_record_known(&self, subject: &SubjectId) -> Option<bool> {
+        let key = crate::subject_map::record_key(subject);
+        self.prefetched
+            .iter()
+            .find(|(read, _)| *read == key)
+            .map(|(_, value)| value.is_some())
+    }
+
     /// Whether the prepared decision allows.
     pub fn allows(&self) -> bool {
         self.decision.effect == Effect::Allow

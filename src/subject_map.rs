@@ -244,7 +244,13 @@ impl SubjectMapKey {
             .state_get(&record_key(subject))
             .map_err(|e| Error::Unavailable(Box::new(e)))?
             .is_some();
-        Ok((!known).then(|| self.vrf.output(patient_id.as_bytes())))
+        Ok(self.output_unless(known, patient_id))
+    }
+
+    /// As [`SubjectMapKey::output_for`] when whether the state holds a record of the patient was
+    /// already read (`known`): a prepared decision read it with the patient's other keys.
+    pub fn output_unless(&self, known: bool, patient_id: &str) -> Option<VrfOutput> {
+        (!known).then(|| self.vrf.output(patient_id.as_bytes()))
     }
 }
 
