@@ -198,11 +198,18 @@ impl Anchor {
     /// [`AnchorError::TooLarge`] for a note longer than a slot, [`AnchorError::Io`]; then the
     /// anchor may hold either checkpoint, and the caller must not acknowledge the new one.
     pub fn advance(&mut self, checkpoint: &SignedCheckpoint) -> Result<(), AnchorError> {
-        if self
+        if let Some(held) = self
             .checkpoint
             .as_ref()
-            .is_some_and(|held| held.checkpoint().size > checkpoint.checkpoint().size)
+            .filter(|held| held.checkpoint().size > checkpoint.checkpoint().size)
         {
+            // The sequencer anchors in order, so this is a caller's ordering slip: harmless to
+            // the anchor, worth seeing.
+            tracing::warn!(
+                anchored = held.checkpoint().size.get(),
+                offered = checkpoint.checkpoint().size.get(),
+                "anchor offered an older checkpoint; kept the newer one"
+            );
             return Ok(());
         }
         let slot = encode_slot(checkpoint.note())?;

@@ -7,7 +7,8 @@
 //! A second thread, the syncer, then makes the batch durable with [`Log::sync_batch`] (one
 //! store sync); on an anchored log a third thread, the anchorer, advances the checkpoint anchor
 //! past it with [`Log::anchor_batch`] (one more sync) while the syncer already syncs the next
-//! batch. Only then are the batch's submitters answered. Meanwhile the writer already applies
+//! batch (when the writer is idle there is no next batch to overlap, and the syncer anchors the
+//! batch itself). Only then are the batch's submitters answered. Meanwhile the writer already applies
 //! and stages the next batch, so the disk's sync latency and the writer's CPU work overlap
 //! instead of adding up. Batches are synced and anchored in the order written, and a failed
 //! sync poisons the log, so no later batch is ever acknowledged. Each submitter then builds its own inclusion proof against
@@ -678,7 +679,8 @@ struct Durable<M: StateMachine> {
 
 /// The syncer thread: makes written batches durable in order. On an anchored log it hands each
 /// synced batch to the anchorer thread (a rendezvous), so batch k's anchor sync runs while batch
-/// k+1's store sync does; otherwise it anchors and answers the batch itself.
+/// k+1's store sync does, unless the writer is idle and the anchorer holds nothing ([`Idle`]);
+/// otherwise, and on a log without an anchor, it anchors and answers the batch itself.
 struct Syncer<M: StateMachine> {
     log: Arc<Log>,
     acknowledger: Acknowledger,
@@ -744,7 +746,8 @@ impl<M: StateMachine> Syncer<M> {
 }
 
 /// Advances the checkpoint anchor past durable batches, in order, and answers their submitters.
-/// Runs on its own thread on an anchored log, else inline on the syncer.
+/// Runs on its own thread on an anchored log while the writer is busy, else inline on the
+/// syncer.
 #[derive(Clone)]
 struct Acknowledger {
     log: Arc<Log>,
@@ -906,7 +909,8 @@ impl<M: StateMachine> Writer<M> {
         };
         // On an anchored log each batch needs two syncs in series (the store's, then the
         // anchor's). A third thread anchors batch k while the syncer syncs batch k+1, so the
-        // pipeline moves at the pace of the slower sync rather than their sum.
+        // pipeline moves at the pace of the slower sync rather than their sum (an idle writer
+        // has no batch k+1: then the syncer anchors batch k itself, see `Idle`).
         let idle = Arc::new(Idle::default());
         let (to_anchorer, anchorer) = if self.log.is_anchored() {
             let (to_anchorer, durable) = std::sync::mpsc::sync_channel::<Durable<M>>(0);

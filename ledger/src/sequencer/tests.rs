@@ -686,6 +686,91 @@ async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
     assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 320);
 }
 
+/// Counts like [`Counter`], and while `bloat` is set seals each batch with a checkpoint extension
+/// line too long for an anchor slot, so anchoring that batch fails after its store sync.
+struct Bloated {
+    counter: Counter,
+    bloat: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StateMachine for Bloated {
+    type Command = Cmd;
+    type Output = u64;
+    type Rejection = &'static str;
+
+    fn apply(&mut self, command: Cmd, tx: &mut Tx<'_>) -> Result<Applied<u64>, &'static str> {
+        self.counter.apply(command, tx)
+    }
+
+    fn seal(&mut self, _tx: &mut Tx<'_>) -> Result<Vec<String>, String> {
+        Ok(if self.bloat.load(Ordering::SeqCst) {
+            vec!["x".repeat(crate::anchor::SLOT_LEN)]
+        } else {
+            Vec::new()
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_anchor_answers_unavailable_and_nothing_after_it_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.anchor");
+    let store = MemoryStore::new();
+    let signer = test_signer();
+    let anchor = crate::anchor::Anchor::open(&path, &signer.verifier()).unwrap();
+    let log = Arc::new(Log::open_anchored(Arc::new(store.clone()), signer, anchor).unwrap());
+    let verifier = log.verifier().clone();
+    let bloat = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let machine = Bloated {
+        counter: Counter {
+            rollbacks: Arc::new(AtomicUsize::new(0)),
+        },
+        bloat: bloat.clone(),
+    };
+    let sequencer = Sequencer::start(log, machine, SequencerOptions::default()).unwrap();
+    // Concurrent submits first, so batches go through the anchor thread as well as inline.
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let sequencer = sequencer.clone();
+            tokio::spawn(async move { sequencer.submit(Cmd::Increment).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    bloat.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        sequencer.submit(Cmd::Increment).await,
+        Err(SubmitError::Unavailable(_))
+    ));
+    bloat.store(false, Ordering::SeqCst);
+    // The failed batch is in the store but not anchored: whichever thread would anchor the
+    // next batches, none of them is acknowledged.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let sequencer = sequencer.clone();
+            tokio::spawn(async move { sequencer.submit(Cmd::Increment).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(matches!(
+            task.await.unwrap(),
+            Err(SubmitError::Unavailable(_))
+        ));
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            sequencer.submit(Cmd::Increment).await,
+            Err(SubmitError::Unavailable(_))
+        ));
+    }
+    assert_eq!(sequencer.log().size().get(), 100);
+    assert_eq!(sequencer.stats().entries.load(Ordering::Relaxed), 100);
+    sequencer.shutdown().await;
+    let anchored = crate::anchor::Anchor::open(&path, &verifier).unwrap();
+    assert_eq!(anchored.checkpoint().unwrap().checkpoint().size.get(), 100);
+}
+
 /// Spends known times in `seal` and `committed`, to check where a batch report puts them.
 struct Slow;
 
