@@ -142,6 +142,9 @@ pub struct ServeArgs {
     /// Cosignatures a checkpoint needs before `/checkpoint` serves it [default: all witnesses].
     #[arg(long, value_name = "K")]
     pub witness_quorum: Option<usize>,
+    /// PEM CA certificates trusted for `https://` witnesses [default: the system's bundle].
+    #[arg(long, value_name = "FILE")]
+    pub witness_ca: Option<PathBuf>,
     /// Two-person rule for policy changes: `none` or `regulator` (the platform proposes, a
     /// regulator approves) [default: none].
     #[arg(long, value_name = "WHO")]
@@ -231,6 +234,7 @@ impl ServeArgs {
             erasure_retention_days: self.erasure_retention_days,
             witnesses: (!self.witnesses.is_empty()).then(|| self.witnesses.clone()),
             witness_quorum: self.witness_quorum,
+            witness_ca: self.witness_ca.clone(),
             policy_approval: self.policy_approval,
             oidc_issuer: self.oidc_issuer.clone(),
             oidc_audience: self.oidc_audience.clone(),

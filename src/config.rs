@@ -106,8 +106,12 @@ pub struct Config {
     pub erasure_retention_days: u32,
     /// Witnesses asked to cosign every new checkpoint (c2sp.org/tlog-witness), each written
     /// `VKEY@URL`: the witness's verifier key (note `vkey`, type 0x04) and its submission prefix
-    /// (`http://` only). Default none.
+    /// (`http://` or `https://`). Default none.
     pub witnesses: Vec<WitnessSpec>,
+    /// PEM file of the CA certificates trusted for `https://` witnesses. Default: the system's
+    /// bundle ([`crate::tls_client::SYSTEM_CA_BUNDLE`]). Read at start when a witness URL is
+    /// `https://`.
+    pub witness_ca: Option<PathBuf>,
     /// How many of `witnesses` must cosign a checkpoint before `GET /checkpoint` serves it.
     /// Default: all of them. 0 collects cosignatures without holding `/checkpoint` to them.
     pub witness_quorum: Option<usize>,
@@ -231,8 +235,8 @@ impl fmt::Display for PolicyApproval {
 pub struct WitnessSpec {
     /// The witness's verifier key.
     pub verifier: WitnessVerifier,
-    /// The submission prefix (`http://host:port[/path]`, no final `/`): requests go to
-    /// `<url>/add-checkpoint`.
+    /// The submission prefix (`http://` or `https://host[:port][/path]`, no final `/`):
+    /// requests go to `<url>/add-checkpoint`.
     pub url: String,
 }
 
@@ -334,6 +338,8 @@ pub struct Overrides {
     pub witnesses: Option<Vec<WitnessSpec>>,
     /// Overrides [`Config::witness_quorum`].
     pub witness_quorum: Option<usize>,
+    /// Overrides [`Config::witness_ca`].
+    pub witness_ca: Option<PathBuf>,
     /// Overrides [`Config::policy_approval`].
     pub policy_approval: Option<PolicyApproval>,
     /// Overrides [`OidcConfig::issuer`] (turns OpenID Connect on).
@@ -425,6 +431,7 @@ impl Default for Config {
             erasure_retention_days: DEFAULT_ERASURE_RETENTION_DAYS,
             witnesses: Vec::new(),
             witness_quorum: None,
+            witness_ca: None,
             policy_approval: PolicyApproval::None,
             oidc: None,
         }
@@ -542,6 +549,9 @@ impl Config {
         }
         if let Some(v) = o.witness_quorum {
             self.witness_quorum = Some(v);
+        }
+        if let Some(v) = o.witness_ca {
+            self.witness_ca = Some(v);
         }
         self.apply_oidc(overrides);
         if o.tls_cert.is_none() && o.tls_key.is_none() && o.tls_client_ca.is_none() {
@@ -769,7 +779,7 @@ impl Overrides {
     /// `AKASHI_DATA_DIR`, `AKASHI_ORIGIN`, `AKASHI_BATCH_MAX_ENTRIES`, `AKASHI_BATCH_MAX_WAIT`,
     /// `AKASHI_TLS_CERT`, `AKASHI_TLS_KEY`, `AKASHI_TLS_CLIENT_CA`,
     /// `AKASHI_DISCLOSURE_THRESHOLD`, `AKASHI_WITNESSES` (comma-separated `VKEY@URL`),
-    /// `AKASHI_WITNESS_QUORUM`, `AKASHI_POLICY_APPROVAL`, `AKASHI_OIDC_ISSUER`,
+    /// `AKASHI_WITNESS_QUORUM`, `AKASHI_WITNESS_CA`, `AKASHI_POLICY_APPROVAL`, `AKASHI_OIDC_ISSUER`,
     /// `AKASHI_OIDC_AUDIENCE`, `AKASHI_OIDC_JWKS_URL`, `AKASHI_OIDC_JWKS_FILE`,
     /// `AKASHI_OIDC_ROLE_CLAIM`, `AKASHI_OIDC_PATIENT_CLAIM`. `AKASHI_CONFIG` and
     /// `AKASHI_LOG` belong to the command line and logging, and other `AKASHI_*` names are
@@ -829,6 +839,7 @@ impl Overrides {
                     out.witnesses = Some(list);
                 }
                 "WITNESS_QUORUM" => out.witness_quorum = Some(parse_env(&name, &value)?),
+                "WITNESS_CA" => out.witness_ca = Some(PathBuf::from(value)),
                 _ => {}
             }
         }
@@ -883,7 +894,8 @@ impl FromStr for WitnessSpec {
         let verifier = WitnessVerifier::from_vkey(&format!("{name}+{id}+{data}"))
             .map_err(WitnessSpecError::Key)?;
         let uri: http::Uri = url.parse().map_err(|_| WitnessSpecError::Url)?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.query().is_some() {
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.host().is_none() || uri.query().is_some() {
             return Err(WitnessSpecError::Url);
         }
         Ok(Self {
@@ -899,13 +911,13 @@ impl FromStr for WitnessSpec {
 #[non_exhaustive]
 pub enum WitnessSpecError {
     /// Not `VKEY@URL`.
-    #[error("expected `VKEY@URL` (a witness vkey, `@`, an http:// URL)")]
+    #[error("expected `VKEY@URL` (a witness vkey, `@`, an http:// or https:// URL)")]
     Format,
     /// The key is not a witness verifier key.
     #[error("witness key: {0}")]
     Key(#[source] ledger::note::NoteError),
-    /// The URL is not `http://host[:port][/path]`.
-    #[error("witness URL must be `http://host[:port][/path]`")]
+    /// The URL is not `http://` or `https://host[:port][/path]`.
+    #[error("witness URL must be `http://` or `https://host[:port][/path]`")]
     Url,
 }
 
@@ -966,6 +978,7 @@ const KNOWN_ENV: &[&str] = &[
     "TLS_CLIENT_CA",
     "TLS_KEY",
     "WITNESSES",
+    "WITNESS_CA",
     "WITNESS_QUORUM",
 ];
 

@@ -27,6 +27,7 @@
 //! - `disclosure`: the public disclosure statistics kept up to date with the log, and the page
 //!   that shows them.
 //! - `telemetry`: OpenTelemetry traces over OTLP/HTTP (a span per request and per batch).
+//! - `tls_client`: TLS for outbound calls (the OpenID Connect key set, `https://` witnesses).
 //! - `supervisor`: serves through a store failure, reopening the store once it takes writes.
 //! - `witness`: asks the configured witnesses to cosign checkpoints (c2sp.org/tlog-witness) in
 //!   the background, and keeps the newest witnessed checkpoint.
@@ -54,4 +55,5 @@ pub mod store_copy;
 pub mod subject_map;
 pub mod supervisor;
 pub mod telemetry;
+pub mod tls_client;
 pub mod witness;

@@ -23,7 +23,7 @@
 //! token here when its header names a `kid` or an algorithm other than akashi's own.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -52,7 +52,7 @@ pub const PROMPTED_WINDOW: Duration = Duration::from_secs(60);
 /// Longest time a fetch of the key set may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// The system's CA bundle, trusted for `https://` key set URLs.
-pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub const CA_BUNDLE: &str = crate::tls_client::SYSTEM_CA_BUNDLE;
 /// Most characters of an unknown key id repeated in an error.
 const MAX_KID_SHOWN: usize = 64;
 /// Clock skew tolerated on `nbf` and `iat`.
@@ -683,20 +683,10 @@ where
 
 /// A TLS client trusting the system's CA bundle ([`CA_BUNDLE`]).
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(CA_BUNDLE).map_err(|e| format!("{CA_BUNDLE}: {e}"))? {
-        let cert = cert.map_err(|e| format!("{CA_BUNDLE}: {e}"))?;
-        // A certificate the store cannot use is skipped, as TLS clients do.
-        let _ = roots.add(cert);
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    let roots = crate::tls_client::roots_from(Path::new(CA_BUNDLE))
+        .map_err(|e| format!("{CA_BUNDLE}: {e}"))?;
+    let config = crate::tls_client::client_config(roots).map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsConnector::from(config))
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ impl Server {
             ..SequencerOptions::default()
         };
         let log = Arc::new(log);
-        let (witnessing, witnessed) = match Witnessing::new(&config, log.clone(), commits_seen) {
+        let (witnessing, witnessed) = match Witnessing::new(&config, log.clone(), commits_seen)? {
             Some((task, reader)) => (Some(task), reader),
             None => (None, Witnessed::none()),
         };

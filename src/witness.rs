@@ -11,6 +11,8 @@
 //! the same checkpoint, so that cosignatures from different witnesses meet on one note even
 //! while the log keeps growing. A witness that fails is retried with a growing delay (up to
 //! [`MAX_RETRY_DELAY`]); one that is down, slow or refusing only keeps its cosignature away.
+//! Witnesses are asked over HTTP/1.1, plainly or over TLS as each URL's scheme says; TLS trusts
+//! only the CA certificates of [`Config::witness_ca`] (by default the system's bundle).
 //!
 //! Each witness is sent the consistency proof from the size it last cosigned, learned from its
 //! answers: the log starts from 0 (unknown), and a `409 Conflict` with `text/x.tlog.size` tells
@@ -35,6 +37,7 @@ use std::{
 use bytes::Bytes;
 use futures::future::join_all;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -52,7 +55,14 @@ use ledger::{
 };
 use tokio::{sync::watch, time::Instant};
 
-use crate::config::{Config, WitnessSpec};
+use crate::{
+    config::{Config, WitnessSpec},
+    error::StartError,
+    tls_client::{self, SYSTEM_CA_BUNDLE},
+};
+
+/// The client witnesses are asked through: HTTP/1.1, plainly or over TLS as each URL says.
+type WitnessClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The file in the data dir that holds the newest witnessed checkpoint.
 pub const WITNESSED_FILE: &str = "witnessed.checkpoint";
@@ -111,7 +121,7 @@ pub struct Witnessing {
     file: PathBuf,
     newest: watch::Sender<Option<Arc<WitnessedCheckpoint>>>,
     commits: watch::Receiver<u64>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: WitnessClient,
     /// The checkpoint being cosigned, and each witness's cosignature of it so far.
     target: Option<Arc<SignedCheckpoint>>,
     collected: Vec<Option<NoteSignature>>,
@@ -203,14 +213,20 @@ impl Witnessing {
     /// The task for `config`'s witnesses over `log`, and the reader the services use; `None`
     /// when no witness is configured. `commits` is bumped after every commit. The newest
     /// witnessed checkpoint stored in `data_dir` is loaded if it still holds.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::TlsFile`] when a witness URL is `https://` and the CA file
+    /// ([`Config::witness_ca`], else the system's bundle) cannot be read or holds no CA.
     pub fn new(
         config: &Config,
         log: Arc<Log>,
         commits: watch::Receiver<u64>,
-    ) -> Option<(Self, Witnessed)> {
+    ) -> Result<Option<(Self, Witnessed)>, StartError> {
         if config.witnesses.is_empty() {
-            return None;
+            return Ok(None);
         }
+        let client = client(config)?;
         let quorum = config.quorum();
         let file = config.data_dir.join(WITNESSED_FILE);
         let verifiers: Vec<WitnessVerifier> = config
@@ -248,12 +264,6 @@ impl Witnessing {
                 .collect(),
         });
         let (newest, reader) = watch::channel(stored);
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         let witnesses = config
             .witnesses
             .iter()
@@ -265,7 +275,7 @@ impl Witnessing {
             })
             .collect::<Vec<_>>();
         let collected = vec![None; witnesses.len()];
-        Some((
+        Ok(Some((
             Self {
                 log,
                 witnesses,
@@ -283,7 +293,7 @@ impl Witnessing {
                 keys: verifiers.iter().map(WitnessVerifier::to_vkey).collect(),
                 newest: reader,
             },
-        ))
+        )))
     }
 
     /// What each witness has done, for `/metrics`.
@@ -443,11 +453,46 @@ impl Witnessing {
     }
 }
 
+/// The client for `config`'s witnesses. TLS trusts only the configured CA file (or the system's
+/// bundle), which is read only when some witness URL is `https://`; with none, a connection to
+/// an `https://` URL could not be made anyway, and none is asked for.
+fn client(config: &Config) -> Result<WitnessClient, StartError> {
+    let https = config
+        .witnesses
+        .iter()
+        .any(|w| w.url.starts_with("https://"));
+    let roots = if https {
+        let path = config
+            .witness_ca
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+        tls_client::roots_from(&path).map_err(|source| StartError::TlsFile { path, source })?
+    } else {
+        tokio_rustls::rustls::RootCertStore::empty()
+    };
+    let tls = tls_client::client_config(roots).map_err(|e| StartError::TlsFile {
+        path: config.witness_ca.clone().unwrap_or_default(),
+        source: std::io::Error::other(e),
+    })?;
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
+    connector.set_nodelay(true);
+    connector.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector))
+}
+
 /// One witness's exchange for `checkpoint`: the request from the size it is known to have
 /// cosigned, and once more from the size a `409` names. Returns its verified cosignature and
 /// the size it now holds, or the error and any size learned.
 async fn submit(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &WitnessClient,
     log: &Arc<Log>,
     spec: &WitnessSpec,
     known: Option<TreeSize>,
@@ -500,7 +545,7 @@ enum Answer {
 
 /// One `POST <url>/add-checkpoint`, bounded by [`REQUEST_TIMEOUT`] and [`MAX_RESPONSE_SIZE`].
 async fn exchange(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &WitnessClient,
     log: &Arc<Log>,
     spec: &WitnessSpec,
     old: TreeSize,

@@ -304,7 +304,7 @@ fn witnesses_come_from_toml_env_and_flags() {
     assert_eq!(spec.to_string(), format!("{w1}@http://127.0.0.1:7380"));
     for (bad, want) in [
         (w1.clone(), WitnessSpecError::Format),
-        (format!("{w1}@https://w.example"), WitnessSpecError::Url),
+        (format!("{w1}@ftp://w.example"), WitnessSpecError::Url),
         (format!("{w1}@w.example:80"), WitnessSpecError::Url),
         (format!("{w1}@http://w.example/?q"), WitnessSpecError::Url),
         (
@@ -330,12 +330,19 @@ fn witnesses_come_from_toml_env_and_flags() {
     );
     assert!(err.to_string().contains("0x01"), "{err}");
 
+    let spec: WitnessSpec = format!("{w1}@https://w.example/cosign/").parse().unwrap();
+    assert_eq!(spec.url, "https://w.example/cosign");
+
     let config = Config::from_toml(&format!(
-        "witnesses = [\"{w1}@http://a.example\", \"{w2}@http://b.example/w\"]\nwitness_quorum = 1\n"
+        "witnesses = [\"{w1}@http://a.example\", \"{w2}@https://b.example/w\"]\nwitness_quorum = 1\nwitness_ca = \"/etc/witness-ca.pem\"\n"
     ))
     .unwrap();
     assert_eq!(config.witnesses.len(), 2);
-    assert_eq!(config.witnesses[1].url, "http://b.example/w");
+    assert_eq!(config.witnesses[1].url, "https://b.example/w");
+    assert_eq!(
+        config.witness_ca.as_deref(),
+        Some(std::path::Path::new("/etc/witness-ca.pem"))
+    );
     assert_eq!(config.quorum(), 1);
     config.validate().unwrap();
 
@@ -345,14 +352,23 @@ fn witnesses_come_from_toml_env_and_flags() {
             &format!("{w1}@http://a.example, {w2}@http://b.example"),
         ),
         ("AKASHI_WITNESS_QUORUM", "2"),
+        ("AKASHI_WITNESS_CA", "/etc/witness-ca.pem"),
     ]))
     .unwrap();
     assert_eq!(overrides.witnesses.as_ref().map(Vec::len), Some(2));
     assert_eq!(overrides.witness_quorum, Some(2));
+    assert_eq!(
+        overrides.witness_ca.as_deref(),
+        Some(std::path::Path::new("/etc/witness-ca.pem"))
+    );
+    let mut applied = Config::default();
+    applied.apply(&overrides);
+    assert_eq!(applied.witness_ca, overrides.witness_ca);
     assert!(
         unknown_env(env(&[
             ("AKASHI_WITNESSES", "x"),
-            ("AKASHI_WITNESS_QUORUM", "1")
+            ("AKASHI_WITNESS_QUORUM", "1"),
+            ("AKASHI_WITNESS_CA", "x")
         ]))
         .is_empty()
     );

@@ -745,3 +745,157 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
     first.stop().await;
     server.stop().await;
 }
+
+/// A certificate authority for the TLS tests, and a server certificate it signed for
+/// `127.0.0.1`: (CA PEM, certificate PEM, key PEM).
+fn tls_identity() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// A TLS front for a witness, as a reverse proxy would be: accepts TLS with `cert` and `key` on
+/// a loopback port and relays each connection to `to` in the clear.
+async fn tls_front(cert: &str, key: &str, to: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate ends the handshake: nothing
+                // reaches the witness.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn witnesses_behind_https_cosign_when_their_certificate_chains_to_the_witness_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trusted, stranger) = (
+        plan(dir.path(), "witness.test/tls").await,
+        plan(dir.path(), "witness.test/stranger").await,
+    );
+    // One witness's front shows a certificate of the CA the server is given; the other's, of a
+    // CA it does not know.
+    let (ca_pem, cert, key) = tls_identity();
+    let (_, other_cert, other_key) = tls_identity();
+    let ca_file = dir.path().join("witness-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let (trusted_front, trusted_task) =
+        tls_front(&cert, &key, trusted.listener.local_addr().unwrap()).await;
+    let (stranger_front, stranger_task) = tls_front(
+        &other_cert,
+        &other_key,
+        stranger.listener.local_addr().unwrap(),
+    )
+    .await;
+    let https = |verifier: &WitnessVerifier, addr: SocketAddr| -> WitnessSpec {
+        format!("{}@https://{addr}", verifier.to_vkey())
+            .parse()
+            .unwrap()
+    };
+    let specs = vec![
+        https(&trusted.verifier, trusted_front),
+        https(&stranger.verifier, stranger_front),
+    ];
+    let trusted_verifier = trusted.verifier.clone();
+    let server = TestServer::start_with(tempfile::tempdir().unwrap(), move |c| {
+        c.witnesses = specs;
+        c.witness_quorum = Some(1);
+        c.witness_ca = Some(ca_file);
+    })
+    .await;
+    let running = [
+        serve(trusted, &server.vkey, &dir.path().join("tls")),
+        serve(stranger, &server.vkey, &dir.path().join("stranger")),
+    ];
+    // The witness over TLS cosigns the log's checkpoint; `/checkpoint` serves it.
+    let witnessed = witnessed_at_least(&server, std::slice::from_ref(&trusted_verifier), 1).await;
+    assert_eq!(witnessed.cosignatures().len(), 1);
+    // The witness whose certificate does not chain to the configured CA is never asked: the
+    // handshake fails, and the server counts a failed submission.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (_, metrics) = http_get(server.admin_addr, "/metrics").await;
+        let failed = counter(
+            &metrics,
+            "akashi_witness_failures_total{witness=\"witness.test/stranger\"}",
+        );
+        if failed > 0 {
+            assert_eq!(
+                counter(
+                    &metrics,
+                    "akashi_witness_cosigned_tree_size{witness=\"witness.test/stranger\"}"
+                ),
+                0
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    server.stop().await;
+    for witness in running {
+        witness.stop().await;
+    }
+    trusted_task.abort();
+    stranger_task.abort();
+}
+
+#[tokio::test]
+async fn an_https_witness_with_an_unusable_ca_file_stops_the_start_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let witness = plan(dir.path(), "witness.test/tls").await;
+    let spec: WitnessSpec = format!("{}@https://127.0.0.1:1", witness.verifier.to_vkey())
+        .parse()
+        .unwrap();
+    let ca_file = dir.path().join("not-a-ca.pem");
+    std::fs::write(&ca_file, "no certificate here\n").unwrap();
+    let config = akashi::config::Config {
+        data_dir: dir.path().join("data"),
+        witnesses: vec![spec],
+        witness_ca: Some(ca_file),
+        ..akashi::config::Config::default()
+    };
+    let Err(err) = akashi::server::Server::open(config) else {
+        panic!("a server started trusting no CA for its https:// witness");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("not-a-ca.pem") && message.contains("no CA certificate"),
+        "{message}"
+    );
+}
