@@ -23,6 +23,7 @@ mod policy_diff_cmd;
 mod render;
 mod replay_cmd;
 pub mod saved;
+pub mod tls;
 mod watch_cmd;
 mod witness_cmd;
 
@@ -50,6 +51,10 @@ pub const MAX_INPUT_FILE: usize = ledger::entry::MAX_BODY_SIZE + 1024;
 #[derive(Debug, Parser)]
 #[command(name = "akashi-audit", version, about)]
 pub struct Cli {
+    /// PEM CA certificates trusted for `https://` servers and tile URLs (TLS 1.2 or 1.3)
+    /// [default: the system's bundle, /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// What to verify.
     #[command(subcommand)]
     pub command: Command,
@@ -94,7 +99,7 @@ pub struct ProvisionRecordsArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
-    /// The server's gRPC address.
+    /// The server's gRPC address (`host:port`, `http://…`, or `https://…` over TLS).
     #[arg(long)]
     pub grpc: String,
     /// A regulator or auditor bearer token, or `@FILE` (`AuditService` serves bodies to those
@@ -121,7 +126,7 @@ pub struct DisclosureArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
-    /// The server's public HTTP URL (`http://host:port[/prefix]`).
+    /// The server's public HTTP URL (`http://` or `https://host:port[/prefix]`).
     #[arg(long)]
     pub http: String,
     /// Witnesses whose cosignatures the pinned checkpoint must carry.
@@ -181,10 +186,10 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct SourceArgs {
-    /// The server's gRPC address (`host:port` or `http://host:port`).
+    /// The server's gRPC address (`host:port`, `http://host:port`, or `https://host:port` over TLS).
     #[arg(long)]
     pub grpc: Option<String>,
-    /// The log's C2SP tlog-tiles URL prefix (`http://host:port[/prefix]`).
+    /// The log's C2SP tlog-tiles URL prefix (`http://` or `https://host:port[/prefix]`).
     #[arg(long)]
     pub http: Option<String>,
 }
@@ -195,7 +200,7 @@ pub struct ReplayArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
-    /// The server's gRPC address.
+    /// The server's gRPC address (`host:port`, `http://…`, or `https://…` over TLS).
     #[arg(long)]
     pub grpc: String,
     /// A regulator or auditor bearer token, or `@FILE`.
@@ -212,7 +217,7 @@ pub struct PolicyDiffArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
-    /// The server's gRPC address.
+    /// The server's gRPC address (`host:port`, `http://…`, or `https://…` over TLS).
     #[arg(long)]
     pub grpc: String,
     /// A regulator or auditor bearer token, or `@FILE`.
@@ -249,7 +254,7 @@ pub struct HistoryArgs {
     /// The log's verifier key (note `vkey` text), or `@FILE`.
     #[arg(long)]
     pub vkey: String,
-    /// The server's gRPC address.
+    /// The server's gRPC address (`host:port`, `http://…`, or `https://…` over TLS).
     #[arg(long, required_unless_present = "input", conflicts_with = "input")]
     pub grpc: Option<String>,
     /// The patient's bearer token (or a regulator's), or `@FILE` (with `--grpc`).
@@ -322,11 +327,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> AuditExitCode 
 }
 
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
+    let ca = cli.ca;
     match cli.command {
         Command::ProvisionRecords(args) => {
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
+                ca: ca.clone(),
                 token: read_secret(&args.token)?,
             };
             let window =
@@ -391,6 +398,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                     (None, Some(url)) => LogSource::Http(url),
                     (None, None) => anyhow::bail!("give `--grpc` or `--http`"),
                 },
+                ca: ca.clone(),
                 state: args.state,
                 witnesses: args.witness_policy.policy()?,
             };
@@ -416,6 +424,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
+                ca: ca.clone(),
                 token: read_secret(&args.token)?,
             };
             let progress = !args.json && std::io::stderr().is_terminal();
@@ -432,6 +441,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
+                ca: ca.clone(),
                 token: read_secret(&args.token)?,
             };
             let text = read_capped(&args.policies, policy::policy_set::MAX_POLICY_TEXT)?;
@@ -494,6 +504,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = DisclosureConfig {
                 verifier: read_vkey(&args.vkey)?,
                 http: args.http,
+                ca: ca.clone(),
                 witnesses: args.witness_policy.policy()?,
             };
             let progress = !args.json && std::io::stderr().is_terminal();
@@ -521,6 +532,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                     let config = HistoryConfig {
                         verifier,
                         grpc,
+                        ca: ca.clone(),
                         token: read_secret(&token)?,
                         patient: args.patient,
                     };
@@ -542,7 +554,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                             &config.verifier,
                             &policy,
                             &note,
-                            Some((&config.grpc, wait)),
+                            Some((&config.grpc, config.ca.as_deref(), wait)),
                         ))?;
                     }
                     result

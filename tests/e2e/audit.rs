@@ -1,7 +1,8 @@
 //! The auditor against the real server: regulator `replay` re-decides every logged decision,
 //! a patient's `history` verifies, `verify-receipt` checks a receipt as grpcurl prints it, and
 //! `watch` trusts a growing log but catches a fork (a copied data dir, different entries
-//! appended to each copy, the server restarted on the copy) over both gRPC and HTTP tiles.
+//! appended to each copy, the server restarted on the copy) over both gRPC and HTTP tiles, in
+//! the clear or over TLS.
 
 use std::path::Path;
 
@@ -20,7 +21,7 @@ use proto::pb;
 
 use crate::{
     api::{Api, ask, grant},
-    harness::{TestServer, http_get},
+    harness::{TestServer, http_get, tls_front, tls_identity},
     witness::{audit, audit_online},
 };
 
@@ -136,6 +137,7 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
 
     let report = replay(
         &ReplayConfig {
+            ca: None,
             verifier: verifier.clone(),
             grpc: grpc.clone(),
             token: server.token(Role::Regulator, None),
@@ -155,6 +157,7 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     assert_eq!(report.subject_maps_checked + 1, report.checkpoints_checked);
 
     let alice = history(&HistoryConfig {
+        ca: None,
         verifier: verifier.clone(),
         grpc: grpc.clone(),
         token: server.token(Role::Patient, Some("alice")),
@@ -303,6 +306,7 @@ async fn an_authorize_response_verifies_against_the_log_and_an_edited_one_does_n
 
 async fn watch(verifier: &NoteVerifier, source: LogSource, state: &Path) -> WatchStep {
     watch_once(&WatchConfig {
+        ca: None,
         verifier: verifier.clone(),
         source,
         state: Some(state.to_path_buf()),
@@ -471,6 +475,7 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
     let decisions = (4 * ROUNDS) as u64;
     let report = replay(
         &ReplayConfig {
+            ca: None,
             verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
             grpc: format!("http://{}", server.grpc_addr),
             token: server.token(Role::Regulator, None),
@@ -612,4 +617,90 @@ async fn a_saved_history_verifies_offline_and_a_cut_one_does_not() {
         html.contains("Consent revoked") && html.contains("Research"),
         "{html}"
     );
+}
+
+/// `akashi-audit` follows a log its server now serves over TLS — gRPC with `[tls]` on, the public
+/// tiles behind a TLS front — trusting the CA given with `--ca`: each watcher proves the log grew
+/// consistently from what it trusted in the clear, and the disclosure statistics are recomputed
+/// from the tiles. Without `--ca` (the system's bundle does not know the CA) no connection is
+/// made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_follows_the_log_over_https_trusting_the_ca_it_is_given() {
+    let server = TestServer::start().await;
+    let files = tempfile::tempdir().unwrap();
+    let vkey = server.vkey.clone();
+    let states = [
+        files.path().join("grpc.state"),
+        files.path().join("tiles.state"),
+    ];
+    let watch = |source: &str, url: &str, state: &Path, ca: Option<&Path>| {
+        let mut args = vec![
+            "watch".to_owned(),
+            "--vkey".to_owned(),
+            vkey.clone(),
+            source.to_owned(),
+            url.to_owned(),
+            "--state".to_owned(),
+            state.display().to_string(),
+            "--once".to_owned(),
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--ca".to_owned(), ca.display().to_string()]);
+        }
+        audit_online(args)
+    };
+    let plain = format!("http://{}", server.grpc_addr);
+    for state in &states {
+        let (code, text) = watch("--grpc", &plain, state, None).await;
+        assert_eq!(code, AuditExitCode::Valid, "{text}");
+    }
+    let api = Api::new(&server, Role::Platform, None).await;
+    activity(&api).await;
+    let dir = server.stop().await;
+
+    let (ca_pem, cert, key) = tls_identity();
+    let write = |name: &str, text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    };
+    let ca = write("ca.pem", &ca_pem, 0o644);
+    let tls = akashi::config::TlsConfig {
+        cert: write("server.pem", &cert, 0o644),
+        key: write("server.key", &key, 0o600),
+        client_ca: None,
+    };
+    let server = TestServer::start_with(dir, |c| c.tls = Some(tls)).await;
+    let (front, front_task) = tls_front(&cert, &key, server.http_addr).await;
+    let sources = [
+        ("--grpc", format!("https://{}", server.grpc_addr)),
+        ("--http", format!("https://{front}")),
+    ];
+    for ((source, url), state) in sources.iter().zip(&states) {
+        let (code, text) = watch(source, url, state, None).await;
+        assert_eq!(code, AuditExitCode::Error, "{source} {text}");
+        assert!(text.contains("certificate"), "{source} {text}");
+        let (code, text) = watch(source, url, state, Some(&ca)).await;
+        assert_eq!(code, AuditExitCode::Valid, "{source} {text}");
+        assert!(text.contains("is consistent"), "{source} {text}");
+    }
+    let (code, text) = audit_online(
+        [
+            "disclosure",
+            "--vkey",
+            &vkey,
+            "--http",
+            &sources[1].1,
+            "--ca",
+            ca.to_str().unwrap(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, AuditExitCode::Valid, "{text}");
+    front_task.abort();
+    server.stop().await;
 }

@@ -34,7 +34,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     api::{Api, ask, grant},
     audit::counter,
-    harness::{TIMEOUT, TestServer, http_get},
+    harness::{TIMEOUT, TestServer, http_get, tls_front, tls_identity},
 };
 
 /// A witness key and where its server listens (bound before the log's server starts, so the
@@ -344,6 +344,7 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
     let log = NoteVerifier::from_vkey(&server.vkey).unwrap();
     let state = dir.path().join("watch.state");
     let watch = |witnesses: Vec<WitnessVerifier>, quorum| WatchConfig {
+        ca: None,
         verifier: log.clone(),
         source: LogSource::Http(format!("http://{}", server.http_addr)),
         state: Some(state.clone()),
@@ -362,6 +363,7 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
         WatchStep::Inconsistent(error) => panic!("{error}"),
     }
     let over_grpc = WatchConfig {
+        ca: None,
         source: LogSource::Grpc(server.grpc_addr.to_string()),
         ..watch(both.to_vec(), 2)
     };
@@ -703,6 +705,7 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
     // moved on: a later checkpoint cosigned by both is proven to extend its tree.
     let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
     let config = HistoryConfig {
+        ca: None,
         verifier: verifier.clone(),
         grpc: grpc.clone(),
         token: token.clone(),
@@ -733,7 +736,7 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
         &verifier,
         &policy,
         &note,
-        Some((&grpc, TIMEOUT)),
+        Some((&grpc, None, TIMEOUT)),
     )
     .await
     .unwrap();
@@ -744,61 +747,6 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
     assert!(witnessed.tree_size > history_size);
     first.stop().await;
     server.stop().await;
-}
-
-/// A certificate authority for the TLS tests, and a server certificate it signed for
-/// `127.0.0.1`: (CA PEM, certificate PEM, key PEM).
-fn tls_identity() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
-}
-
-/// A TLS front for a witness, as a reverse proxy would be: accepts TLS with `cert` and `key` on
-/// a loopback port and relays each connection to `to` in the clear.
-async fn tls_front(cert: &str, key: &str, to: SocketAddr) -> (SocketAddr, JoinHandle<()>) {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
-    use tokio_rustls::rustls;
-    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                // A client that does not trust the certificate ends the handshake: nothing
-                // reaches the witness.
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                if let Ok(mut plain) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                }
-            });
-        }
-    });
-    (addr, task)
 }
 
 #[tokio::test]

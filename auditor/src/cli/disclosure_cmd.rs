@@ -38,8 +38,10 @@ const MAX_BUNDLE_SIZE: usize = 256 * (ledger::entry::MAX_LEAF_SIZE + 2) + 1024;
 pub struct DisclosureConfig {
     /// The log's verifier key.
     pub verifier: NoteVerifier,
-    /// The server's public HTTP URL (`http://host:port[/prefix]`).
+    /// The server's public HTTP URL (`http://` or `https://host:port[/prefix]`).
     pub http: String,
+    /// The CA file trusted for an `https://` URL; the system's bundle without one.
+    pub ca: Option<std::path::PathBuf>,
     /// The witnesses whose cosignatures the pinned checkpoint must carry, and how many.
     pub witnesses: WitnessPolicy,
 }
@@ -100,7 +102,8 @@ impl std::fmt::Display for DisclosureReport {
 /// or bundle cannot be fetched: the check could not run. A document that parses but disagrees
 /// with the log is a report with differences, not an error.
 pub fn disclosure(config: &DisclosureConfig, progress: bool) -> anyhow::Result<DisclosureReport> {
-    let log = TileLog::new(&config.http).context("while reading `--http`")?;
+    let log =
+        TileLog::with_ca(&config.http, config.ca.as_deref()).context("while reading `--http`")?;
     let (status, bytes) = log
         .get_limited("disclosure.json", MAX_DOCUMENT_SIZE)
         .context("while fetching disclosure.json")?;

@@ -4,16 +4,20 @@
 //! consistency proof locally. The proof is then verified against the two signed roots, which is
 //! what authenticates the tiles.
 //!
-//! The HTTP client is deliberately tiny: blocking HTTP/1.1 `GET` over a `TcpStream`, plain
-//! `http://` only, one request per connection, responses capped at [`MAX_RESPONSE_SIZE`]. It is
-//! enough for a witness on the operator's network or behind a local TLS-terminating proxy; it does
-//! not do TLS, redirects, proxies or keep-alive.
+//! The HTTP client is deliberately tiny: blocking HTTP/1.1 `GET` over a `TcpStream`, one request
+//! per connection, responses capped at [`MAX_RESPONSE_SIZE`]; `http://`, or `https://` over
+//! rustls trusting the CA file given (`--ca`) or the system's bundle ([`super::tls`]). It does
+//! not do redirects, proxies or keep-alive.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned, pki_types::ServerName};
 
 use ledger::tile::decode_tile;
 use ledger::{
@@ -30,22 +34,49 @@ const MAX_CACHED_TILES: usize = 1024;
 /// How long one request may wait on the network.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A `tlog-tiles` log at an `http://host[:port][/prefix]` URL.
-#[derive(Clone, Debug)]
+/// A `tlog-tiles` log at an `http://` or `https://host[:port][/prefix]` URL.
+#[derive(Clone)]
 pub struct TileLog {
     host: String,
     authority: String,
     prefix: String,
+    /// For `https://`: the TLS client and the name the certificate must carry.
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for TileLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TileLog")
+            .field("host", &self.host)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl TileLog {
-    /// Parses the log's URL prefix.
+    /// Parses the log's URL prefix; an `https://` one trusts the system's CA bundle.
     ///
     /// # Errors
     ///
-    /// [`HttpError::Url`] for anything but `http://authority[/path]`.
+    /// As [`TileLog::with_ca`].
     pub fn new(url: &str) -> Result<Self, HttpError> {
-        let rest = url.strip_prefix("http://").ok_or(HttpError::Url)?;
+        Self::with_ca(url, None)
+    }
+
+    /// Parses the log's URL prefix; an `https://` one trusts the CA file `ca` (PEM), or the
+    /// system's bundle without one.
+    ///
+    /// # Errors
+    ///
+    /// [`HttpError::Url`] for anything but `http://` or `https://authority[/path]`;
+    /// [`HttpError::Ca`] when the CA file in force cannot be used.
+    pub fn with_ca(url: &str, ca: Option<&Path>) -> Result<Self, HttpError> {
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(HttpError::Url),
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((authority, path)) => (authority, path),
             None => (rest, ""),
@@ -64,7 +95,21 @@ impl TileLog {
         let host = if authority.contains(':') && !authority.ends_with(']') {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if https { 443 } else { 80 })
+        };
+        let tls = if https {
+            // The name without the port (and an IPv6 literal without its brackets).
+            let name = match authority.rsplit_once(':') {
+                Some((name, port)) if !port.contains(']') => name,
+                _ => authority,
+            };
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(name.to_owned()).map_err(|_| HttpError::Url)?;
+            let config =
+                super::tls::client_config(ca).map_err(|e| HttpError::Ca(format!("{e:#}")))?;
+            Some((config, name))
+        } else {
+            None
         };
         let prefix = path.trim_end_matches('/');
         let prefix = if prefix.is_empty() {
@@ -76,6 +121,7 @@ impl TileLog {
             host,
             authority: authority.to_owned(),
             prefix,
+            tls,
         })
     }
 
@@ -105,7 +151,7 @@ impl TileLog {
     ///
     /// [`HttpError`] when the exchange fails or the response is malformed or too large.
     pub fn get_limited(&self, path: &str, max: usize) -> Result<(u16, Vec<u8>), HttpError> {
-        let mut stream = TcpStream::connect(&self.host).map_err(HttpError::Io)?;
+        let stream = TcpStream::connect(&self.host).map_err(HttpError::Io)?;
         stream
             .set_read_timeout(Some(TIMEOUT))
             .map_err(HttpError::Io)?;
@@ -116,14 +162,18 @@ impl TileLog {
             "GET {}/{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: akashi-audit\r\nAccept: */*\r\nConnection: close\r\n\r\n",
             self.prefix, self.authority
         );
-        stream
-            .write_all(request.as_bytes())
-            .map_err(HttpError::Io)?;
-        let mut response = Vec::new();
-        stream
-            .take(max as u64 + 1)
-            .read_to_end(&mut response)
-            .map_err(HttpError::Io)?;
+        let response = match &self.tls {
+            None => exchange(stream, request.as_bytes(), max)?,
+            Some((config, name)) => {
+                let connection = ClientConnection::new(config.clone(), name.clone())
+                    .map_err(|e| HttpError::Io(std::io::Error::other(e)))?;
+                exchange(
+                    StreamOwned::new(connection, stream),
+                    request.as_bytes(),
+                    max,
+                )?
+            }
+        };
         if response.len() > max {
             return Err(HttpError::TooLarge { max });
         }
@@ -304,9 +354,31 @@ pub enum HttpError {
         /// The cap.
         max: usize,
     },
-    /// The URL is not `http://authority[/path]`.
-    #[error("log url must be `http://host[:port][/prefix]`")]
+    /// The URL is not `http://` or `https://authority[/path]`.
+    #[error("log url must be `http://` or `https://host[:port][/prefix]`")]
     Url,
+    /// The CA file for an `https://` URL cannot be used.
+    #[error("{0}")]
+    Ca(String),
+}
+
+/// Sends `request` over `stream` and reads the response to the end of the connection, at most
+/// `max + 1` bytes (so that the caller can tell a response over the cap). A TLS peer that closes
+/// without a `close_notify` ends the response as a plain close does: what was read is kept, and
+/// the signatures and hashes it carries are what authenticate it.
+fn exchange<S: Read + Write>(
+    mut stream: S,
+    request: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, HttpError> {
+    stream.write_all(request).map_err(HttpError::Io)?;
+    stream.flush().map_err(HttpError::Io)?;
+    let mut response = Vec::new();
+    match stream.take(max as u64 + 1).read_to_end(&mut response) {
+        Ok(_) => Ok(response),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(response),
+        Err(e) => Err(HttpError::Io(e)),
+    }
 }
 
 /// The root of a perfect subtree given its bottom hashes (a power-of-two count).

@@ -1,5 +1,8 @@
-//! gRPC plumbing: connecting to the server, attaching the bearer token, and turning the wire's
-//! byte strings into hashes. Plaintext `http://` only for now (see the crate README for mTLS).
+//! gRPC plumbing: connecting to the server (plainly, or over TLS for an `https://` address,
+//! trusting [`super::tls`]'s roots), attaching the bearer token, and turning the wire's byte
+//! strings into hashes.
+
+use std::path::Path;
 
 use anyhow::Context as _;
 use ledger::{
@@ -7,21 +10,29 @@ use ledger::{
     proof::{ConsistencyProof, MAX_PROOF_LEN},
 };
 use proto::pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// The largest gRPC response accepted: a page of 1024 entries with bodies of a few KiB each fits
 /// many times over; a body at the ledger's 1 MiB limit still fits in a page of its own.
 pub(crate) const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
-/// Connects to `addr` (`host:port` or `http://host:port`).
-pub(crate) async fn connect(addr: &str) -> anyhow::Result<Channel> {
+/// Connects to `addr` (`host:port` or `http://host:port`; `https://host:port` over TLS,
+/// trusting the CA file `ca` or, without one, the system's bundle).
+pub(crate) async fn connect(addr: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
         format!("http://{addr}")
     };
-    Endpoint::from_shared(uri)
-        .with_context(|| format!("`{addr}` is not a gRPC address"))?
+    let mut endpoint =
+        Endpoint::from_shared(uri).with_context(|| format!("`{addr}` is not a gRPC address"))?;
+    if addr.starts_with("https://") {
+        let roots = Certificate::from_pem(super::tls::ca_pem(ca)?);
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(roots))
+            .with_context(|| format!("TLS for `{addr}`"))?;
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("while connecting to `{addr}`"))

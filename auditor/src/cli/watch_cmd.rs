@@ -30,6 +30,8 @@ pub struct WatchConfig {
     pub verifier: NoteVerifier,
     /// Where to read the log.
     pub source: LogSource,
+    /// The CA file trusted for an `https://` source; the system's bundle without one.
+    pub ca: Option<PathBuf>,
     /// The trusted-checkpoint file; without one, every run starts from nothing.
     pub state: Option<PathBuf>,
     /// The cosignatures a checkpoint must carry to be trusted. When it asks for any, the
@@ -75,11 +77,13 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     let witnessed = config.witnesses.is_required();
     let note = match &config.source {
         LogSource::Grpc(addr) if witnessed => {
-            net::witnessed_checkpoint(net::connect(addr).await?).await?
+            net::witnessed_checkpoint(net::connect(addr, config.ca.as_deref()).await?).await?
         }
-        LogSource::Grpc(addr) => net::checkpoint(net::connect(addr).await?).await?,
+        LogSource::Grpc(addr) => {
+            net::checkpoint(net::connect(addr, config.ca.as_deref()).await?).await?
+        }
         LogSource::Http(url) => {
-            let log = http::TileLog::new(url)?;
+            let log = http::TileLog::with_ca(url, config.ca.as_deref())?;
             blocking(move || log.checkpoint().context("while fetching the checkpoint")).await?
         }
     };
@@ -96,7 +100,7 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     }
     let proof = match witness.proof_needed(checkpoint.checkpoint()) {
         None => None,
-        Some((old, new)) => Some(proof(&config.source, old, new).await?),
+        Some((old, new)) => Some(proof(config, old, new).await?),
     };
     match witness.advance(checkpoint.clone(), proof.as_ref()) {
         Ok(advance) => {
@@ -135,14 +139,17 @@ pub async fn watch(
 }
 
 async fn proof(
-    source: &LogSource,
+    config: &WatchConfig,
     old: TreeSize,
     new: TreeSize,
 ) -> anyhow::Result<ConsistencyProof> {
-    match source {
-        LogSource::Grpc(addr) => net::consistency_proof(net::connect(addr).await?, old, new).await,
+    let ca = config.ca.as_deref();
+    match &config.source {
+        LogSource::Grpc(addr) => {
+            net::consistency_proof(net::connect(addr, ca).await?, old, new).await
+        }
         LogSource::Http(url) => {
-            let log = http::TileLog::new(url)?;
+            let log = http::TileLog::with_ca(url, ca)?;
             blocking(move || {
                 http::consistency_proof(&log, old, new).with_context(|| {
                     format!(

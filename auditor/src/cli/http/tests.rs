@@ -19,7 +19,7 @@ fn urls() {
     );
     assert_eq!(log.authority, "localhost");
     for bad in [
-        "https://x",
+        "ftp://x",
         "127.0.0.1:8080",
         "http://",
         "http://a b/",

@@ -1,0 +1,76 @@
+//! Which certificate authorities `akashi-audit` trusts for `https://` servers: the PEM file
+//! given with `--ca`, or else the system's bundle ([`SYSTEM_CA_BUNDLE`]). The same roots serve
+//! gRPC (tonic) and the tiles client ([`super::http`]); a server certificate that does not chain
+//! to them ends the connection, and nothing is read from it.
+
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use tokio_rustls::rustls::{
+    self, ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, pem::PemObject as _},
+};
+
+/// The system's CA bundle (Debian's `ca-certificates`), trusted unless `--ca` names a file.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The largest CA file read, in bytes (the system bundle is a few hundred KiB).
+pub const MAX_CA_FILE: u64 = 4 << 20;
+
+/// The CA file in force: `ca`, or the system's bundle.
+fn path(ca: Option<&Path>) -> PathBuf {
+    ca.map_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE), Path::to_path_buf)
+}
+
+/// The PEM text of the CA file in force, at most [`MAX_CA_FILE`] bytes.
+///
+/// # Errors
+///
+/// The file cannot be read or is larger than the cap.
+pub(crate) fn ca_pem(ca: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let path = path(ca);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("cannot read the CA file `{}`", path.display()))?;
+    let mut pem = Vec::new();
+    file.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)
+        .with_context(|| format!("cannot read the CA file `{}`", path.display()))?;
+    anyhow::ensure!(
+        pem.len() as u64 <= MAX_CA_FILE,
+        "the CA file `{}` is larger than {MAX_CA_FILE} bytes",
+        path.display()
+    );
+    Ok(pem)
+}
+
+/// A rustls client trusting the CA file in force.
+///
+/// # Errors
+///
+/// The file cannot be read, is not PEM, or holds no CA certificate rustls can use.
+pub(crate) fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
+    let pem = ca_pem(ca)?;
+    let shown = path(ca);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("the CA file `{}` is not PEM", shown.display()))?;
+        // A certificate rustls cannot use is skipped, as TLS clients do.
+        let _ = roots.add(cert);
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "the CA file `{}` holds no CA certificate",
+        shown.display()
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
