@@ -894,13 +894,17 @@ impl FromStr for WitnessSpec {
         let verifier = WitnessVerifier::from_vkey(&format!("{name}+{id}+{data}"))
             .map_err(WitnessSpecError::Key)?;
         let uri: http::Uri = url.parse().map_err(|_| WitnessSpecError::Url)?;
-        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+        let scheme_ok = matches!(scheme.as_deref(), Some("http" | "https"));
         if !scheme_ok || uri.host().is_none() || uri.query().is_some() {
             return Err(WitnessSpecError::Url);
         }
+        // The scheme in lower case, so that `HTTPS://` is TLS like `https://`.
+        let (_, rest) = url.split_once("://").ok_or(WitnessSpecError::Url)?;
+        let scheme = scheme.unwrap_or_default();
         Ok(Self {
             verifier,
-            url: url.trim_end_matches('/').to_owned(),
+            url: format!("{scheme}://{}", rest.trim_end_matches('/')),
         })
     }
 }

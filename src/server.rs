@@ -134,6 +134,7 @@ impl Server {
     /// opened or that differs from the newest checkpoint the log acknowledged.
     pub fn open(config: Config) -> Result<Self, StartError> {
         config.validate()?;
+        let witness_client = crate::witness::client(&config)?;
         let options = PostgresOptions {
             endpoint: config.advertised_endpoints(),
             ..PostgresOptions::default()
@@ -179,10 +180,11 @@ impl Server {
             ..SequencerOptions::default()
         };
         let log = Arc::new(log);
-        let (witnessing, witnessed) = match Witnessing::new(&config, log.clone(), commits_seen)? {
-            Some((task, reader)) => (Some(task), reader),
-            None => (None, Witnessed::none()),
-        };
+        let (witnessing, witnessed) =
+            match Witnessing::new(&config, witness_client, log.clone(), commits_seen) {
+                Some((task, reader)) => (Some(task), reader),
+                None => (None, Witnessed::none()),
+            };
         metrics.set_health(
             log.clone(),
             witnessed.clone(),

@@ -3,7 +3,11 @@
 //! system's bundle, [`SYSTEM_CA_BUNDLE`]) and speak TLS 1.2 or 1.3 with the ring provider the
 //! gRPC port already uses. Nothing here accepts an unverified certificate.
 
-use std::{io, path::Path, sync::Arc};
+use std::{
+    io::{self, Read as _},
+    path::Path,
+    sync::Arc,
+};
 
 use rustls_pki_types::{CertificateDer, pem::PemObject as _};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
@@ -11,21 +15,29 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 /// The system's CA bundle (Debian's `ca-certificates`), trusted unless a file is configured.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The CA certificates in the PEM file `path`. A certificate rustls cannot use is skipped, as TLS
-/// clients do; a file with none it can use is an error (`InvalidData`), since trusting nothing
-/// would make every connection fail later with a less clear message.
+/// The largest CA file read, in bytes (the system bundle is a few hundred KiB).
+pub const MAX_CA_FILE: u64 = 4 << 20;
+
+/// The CA certificates in the PEM file `path`, of at most [`MAX_CA_FILE`] bytes. A certificate
+/// rustls cannot use is skipped, as TLS clients do; a file with none it can use is an error
+/// (`InvalidData`), since trusting nothing would make every connection fail later with a less
+/// clear message.
 ///
 /// # Errors
 ///
-/// The file cannot be read, is not PEM, or holds no usable CA certificate.
+/// The file cannot be read, is larger than the cap, is not PEM, or holds no usable CA
+/// certificate.
 pub fn roots_from(path: &Path) -> io::Result<RootCertStore> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
+    let mut pem = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(invalid(format!("is larger than {MAX_CA_FILE} bytes")));
+    }
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| match e {
-        rustls_pki_types::pem::Error::Io(e) => e,
-        other => invalid(other.to_string()),
-    })?;
-    for cert in certs {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| invalid(e.to_string()))?;
         let _ = roots.add(cert);
     }
@@ -63,6 +75,10 @@ mod tests {
         assert!(err.to_string().contains("no CA certificate"), "{err}");
         let err = roots_from(&dir.path().join("missing.pem")).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let large = dir.path().join("large.pem");
+        std::fs::write(&large, vec![b'A'; MAX_CA_FILE as usize + 1]).unwrap();
+        let err = roots_from(&large).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ use crate::{
 };
 
 /// The client witnesses are asked through: HTTP/1.1, plainly or over TLS as each URL says.
-type WitnessClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub type WitnessClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The file in the data dir that holds the newest witnessed checkpoint.
 pub const WITNESSED_FILE: &str = "witnessed.checkpoint";
@@ -210,23 +210,19 @@ pub enum SubmitError {
 }
 
 impl Witnessing {
-    /// The task for `config`'s witnesses over `log`, and the reader the services use; `None`
-    /// when no witness is configured. `commits` is bumped after every commit. The newest
-    /// witnessed checkpoint stored in `data_dir` is loaded if it still holds.
-    ///
-    /// # Errors
-    ///
-    /// [`StartError::TlsFile`] when a witness URL is `https://` and the CA file
-    /// ([`Config::witness_ca`], else the system's bundle) cannot be read or holds no CA.
+    /// The task for `config`'s witnesses over `log`, asking through `client` ([`client`]), and
+    /// the reader the services use; `None` when no witness is configured. `commits` is bumped
+    /// after every commit. The newest witnessed checkpoint stored in `data_dir` is loaded if it
+    /// still holds.
     pub fn new(
         config: &Config,
+        client: WitnessClient,
         log: Arc<Log>,
         commits: watch::Receiver<u64>,
-    ) -> Result<Option<(Self, Witnessed)>, StartError> {
+    ) -> Option<(Self, Witnessed)> {
         if config.witnesses.is_empty() {
-            return Ok(None);
+            return None;
         }
-        let client = client(config)?;
         let quorum = config.quorum();
         let file = config.data_dir.join(WITNESSED_FILE);
         let verifiers: Vec<WitnessVerifier> = config
@@ -275,7 +271,7 @@ impl Witnessing {
             })
             .collect::<Vec<_>>();
         let collected = vec![None; witnesses.len()];
-        Ok(Some((
+        Some((
             Self {
                 log,
                 witnesses,
@@ -293,7 +289,7 @@ impl Witnessing {
                 keys: verifiers.iter().map(WitnessVerifier::to_vkey).collect(),
                 newest: reader,
             },
-        )))
+        ))
     }
 
     /// What each witness has done, for `/metrics`.
@@ -453,10 +449,17 @@ impl Witnessing {
     }
 }
 
-/// The client for `config`'s witnesses. TLS trusts only the configured CA file (or the system's
-/// bundle), which is read only when some witness URL is `https://`; with none, a connection to
-/// an `https://` URL could not be made anyway, and none is asked for.
-fn client(config: &Config) -> Result<WitnessClient, StartError> {
+/// The client for `config`'s witnesses, made before anything else is opened so that an unusable
+/// CA file stops a start before it changes anything. TLS trusts only the configured CA file (or
+/// the system's bundle), which is read only when some witness URL is `https://`; with none, a
+/// connection to an `https://` URL could not be made anyway, and none is asked for.
+///
+/// # Errors
+///
+/// [`StartError::TlsFile`] when a witness URL is `https://` and the CA file
+/// ([`Config::witness_ca`], else the system's bundle) cannot be read or holds no CA.
+pub fn client(config: &Config) -> Result<WitnessClient, StartError> {
+    // `WitnessSpec` keeps the scheme in lower case.
     let https = config
         .witnesses
         .iter()

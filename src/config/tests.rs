@@ -332,6 +332,9 @@ fn witnesses_come_from_toml_env_and_flags() {
 
     let spec: WitnessSpec = format!("{w1}@https://w.example/cosign/").parse().unwrap();
     assert_eq!(spec.url, "https://w.example/cosign");
+    // The scheme is kept in lower case: `HTTPS://` is TLS too.
+    let spec: WitnessSpec = format!("{w1}@HTTPS://w.example/Cosign").parse().unwrap();
+    assert_eq!(spec.url, "https://w.example/Cosign");
 
     let config = Config::from_toml(&format!(
         "witnesses = [\"{w1}@http://a.example\", \"{w2}@https://b.example/w\"]\nwitness_quorum = 1\nwitness_ca = \"/etc/witness-ca.pem\"\n"

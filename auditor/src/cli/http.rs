@@ -162,7 +162,7 @@ impl TileLog {
             "GET {}/{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: akashi-audit\r\nAccept: */*\r\nConnection: close\r\n\r\n",
             self.prefix, self.authority
         );
-        let response = match &self.tls {
+        let (response, ended) = match &self.tls {
             None => exchange(stream, request.as_bytes(), max)?,
             Some((config, name)) => {
                 let connection = ClientConnection::new(config.clone(), name.clone())
@@ -177,7 +177,7 @@ impl TileLog {
         if response.len() > max {
             return Err(HttpError::TooLarge { max });
         }
-        parse_response(&response)
+        parse_response(&response, ended)
     }
 
     fn get_ok(&self, path: &str) -> Result<Vec<u8>, HttpError> {
@@ -329,6 +329,10 @@ pub enum HttpError {
     /// The response is not HTTP/1.x.
     #[error("malformed http response")]
     Malformed,
+    /// A TLS connection closed without `close_notify` before a body with neither a length nor
+    /// chunked framing: the body may have been cut short on the way.
+    #[error("the TLS connection ended without close_notify: the response may be truncated")]
+    Truncated,
     /// A node that is not complete in the tree was needed.
     #[error("node {index} at level {level} is not in the tree")]
     NodeOutsideTree {
@@ -363,20 +367,21 @@ pub enum HttpError {
 }
 
 /// Sends `request` over `stream` and reads the response to the end of the connection, at most
-/// `max + 1` bytes (so that the caller can tell a response over the cap). A TLS peer that closes
-/// without a `close_notify` ends the response as a plain close does: what was read is kept, and
-/// the signatures and hashes it carries are what authenticate it.
+/// `max + 1` bytes (so that the caller can tell a response over the cap), and whether the
+/// connection ended cleanly. A TLS peer that closes without a `close_notify` (many servers do)
+/// leaves what was read, marked unclean: [`parse_response`] then accepts it only if its framing
+/// shows it whole.
 fn exchange<S: Read + Write>(
     mut stream: S,
     request: &[u8],
     max: usize,
-) -> Result<Vec<u8>, HttpError> {
+) -> Result<(Vec<u8>, bool), HttpError> {
     stream.write_all(request).map_err(HttpError::Io)?;
     stream.flush().map_err(HttpError::Io)?;
     let mut response = Vec::new();
     match stream.take(max as u64 + 1).read_to_end(&mut response) {
-        Ok(_) => Ok(response),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(response),
+        Ok(_) => Ok((response, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok((response, false)),
         Err(e) => Err(HttpError::Io(e)),
     }
 }
@@ -398,8 +403,9 @@ fn subtree(hashes: &[Hash]) -> Hash {
 }
 
 /// Splits a raw HTTP/1.x response into status and body (with `Content-Length`, chunked transfer
-/// coding, or the body running to the end of the connection).
-fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
+/// coding, or the body running to the end of the connection, which must then have `ended`
+/// cleanly).
+fn parse_response(response: &[u8], ended: bool) -> Result<(u16, Vec<u8>), HttpError> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -432,8 +438,10 @@ fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>), HttpError> {
         dechunk(body)?
     } else if let Some(length) = length {
         body.get(..length).ok_or(HttpError::Malformed)?.to_vec()
-    } else {
+    } else if ended {
         body.to_vec()
+    } else {
+        return Err(HttpError::Truncated);
     };
     Ok((status, body))
 }

@@ -26,7 +26,10 @@ pub(crate) async fn connect(addr: &str, ca: Option<&Path>) -> anyhow::Result<Cha
     };
     let mut endpoint =
         Endpoint::from_shared(uri).with_context(|| format!("`{addr}` is not a gRPC address"))?;
-    if addr.starts_with("https://") {
+    if addr
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    {
         let roots = Certificate::from_pem(super::tls::ca_pem(ca)?);
         endpoint = endpoint
             .tls_config(ClientTlsConfig::new().ca_certificate(roots))

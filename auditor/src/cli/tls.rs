@@ -26,12 +26,37 @@ fn path(ca: Option<&Path>) -> PathBuf {
     ca.map_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE), Path::to_path_buf)
 }
 
-/// The PEM text of the CA file in force, at most [`MAX_CA_FILE`] bytes.
+/// The PEM text of the CA file in force, at most [`MAX_CA_FILE`] bytes, once it is known to hold
+/// a CA certificate rustls can use (so that gRPC, whose TLS skips what it cannot parse, fails
+/// naming the file rather than at the handshake).
 ///
 /// # Errors
 ///
-/// The file cannot be read or is larger than the cap.
+/// As [`client_config`].
 pub(crate) fn ca_pem(ca: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    Ok(roots(ca)?.0)
+}
+
+/// The CA file's text and the roots it holds.
+fn roots(ca: Option<&Path>) -> anyhow::Result<(Vec<u8>, RootCertStore)> {
+    let pem = read(ca)?;
+    let shown = path(ca);
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.with_context(|| format!("the CA file `{}` is not PEM", shown.display()))?;
+        // A certificate rustls cannot use is skipped, as TLS clients do.
+        let _ = roots.add(cert);
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "the CA file `{}` holds no CA certificate",
+        shown.display()
+    );
+    Ok((pem, roots))
+}
+
+/// The CA file in force, read whole if it is at most [`MAX_CA_FILE`] bytes.
+fn read(ca: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     let path = path(ca);
     let file = std::fs::File::open(&path)
         .with_context(|| format!("cannot read the CA file `{}`", path.display()))?;
@@ -53,19 +78,7 @@ pub(crate) fn ca_pem(ca: Option<&Path>) -> anyhow::Result<Vec<u8>> {
 ///
 /// The file cannot be read, is not PEM, or holds no CA certificate rustls can use.
 pub(crate) fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<ClientConfig>> {
-    let pem = ca_pem(ca)?;
-    let shown = path(ca);
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.with_context(|| format!("the CA file `{}` is not PEM", shown.display()))?;
-        // A certificate rustls cannot use is skipped, as TLS clients do.
-        let _ = roots.add(cert);
-    }
-    anyhow::ensure!(
-        !roots.is_empty(),
-        "the CA file `{}` holds no CA certificate",
-        shown.display()
-    );
+    let (_, roots) = roots(ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
