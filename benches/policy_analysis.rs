@@ -143,7 +143,7 @@ async fn main() {
     let config = ReplayConfig {
         verifier: NoteVerifier::from_vkey(&vkey).unwrap(),
         grpc: format!("http://{grpc_addr}"),
-        ca: None,
+        tls: Default::default(),
         token: regulator,
     };
     let rss = rss_mib();

@@ -156,7 +156,7 @@ fn main() {
     let over_grpc = runtime.block_on(async {
         let addr = support::start_grpc(support::Served::new(log.clone())).await;
         let config = ReplayConfig {
-            ca: None,
+            tls: Default::default(),
             verifier,
             grpc: addr.to_string(),
             token: support::REGULATOR_TOKEN.to_owned(),

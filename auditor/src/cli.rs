@@ -24,6 +24,7 @@ mod render;
 mod replay_cmd;
 pub mod saved;
 pub mod tls;
+pub use tls::ClientTls;
 mod watch_cmd;
 mod witness_cmd;
 
@@ -55,6 +56,13 @@ pub struct Cli {
     /// [default: the system's bundle, /etc/ssl/certs/ca-certificates.crt].
     #[arg(long, global = true, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// PEM client certificate chain for a gRPC port that requires mTLS (with `--key`); it may
+    /// name the caller's role.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `--cert`.
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// What to verify.
     #[command(subcommand)]
     pub command: Command,
@@ -327,13 +335,16 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> AuditExitCode 
 }
 
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<AuditExitCode> {
-    let ca = cli.ca;
+    let tls = ClientTls {
+        ca: cli.ca,
+        identity: cli.cert.zip(cli.key),
+    };
     match cli.command {
         Command::ProvisionRecords(args) => {
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
-                ca: ca.clone(),
+                tls: tls.clone(),
                 token: read_secret(&args.token)?,
             };
             let window =
@@ -398,7 +409,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                     (None, Some(url)) => LogSource::Http(url),
                     (None, None) => anyhow::bail!("give `--grpc` or `--http`"),
                 },
-                ca: ca.clone(),
+                tls: tls.clone(),
                 state: args.state,
                 witnesses: args.witness_policy.policy()?,
             };
@@ -424,7 +435,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
-                ca: ca.clone(),
+                tls: tls.clone(),
                 token: read_secret(&args.token)?,
             };
             let progress = !args.json && std::io::stderr().is_terminal();
@@ -441,7 +452,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = ReplayConfig {
                 verifier: read_vkey(&args.vkey)?,
                 grpc: args.grpc,
-                ca: ca.clone(),
+                tls: tls.clone(),
                 token: read_secret(&args.token)?,
             };
             let text = read_capped(&args.policies, policy::policy_set::MAX_POLICY_TEXT)?;
@@ -504,7 +515,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let config = DisclosureConfig {
                 verifier: read_vkey(&args.vkey)?,
                 http: args.http,
-                ca: ca.clone(),
+                tls: tls.clone(),
                 witnesses: args.witness_policy.policy()?,
             };
             let progress = !args.json && std::io::stderr().is_terminal();
@@ -532,7 +543,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                     let config = HistoryConfig {
                         verifier,
                         grpc,
-                        ca: ca.clone(),
+                        tls: tls.clone(),
                         token: read_secret(&token)?,
                         patient: args.patient,
                     };
@@ -554,7 +565,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                             &config.verifier,
                             &policy,
                             &note,
-                            Some((&config.grpc, config.ca.as_deref(), wait)),
+                            Some((&config.grpc, &config.tls, wait)),
                         ))?;
                     }
                     result

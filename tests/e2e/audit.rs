@@ -137,7 +137,7 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
 
     let report = replay(
         &ReplayConfig {
-            ca: None,
+            tls: Default::default(),
             verifier: verifier.clone(),
             grpc: grpc.clone(),
             token: server.token(Role::Regulator, None),
@@ -157,7 +157,7 @@ async fn replay_history_and_receipts_verify_against_the_running_server() {
     assert_eq!(report.subject_maps_checked + 1, report.checkpoints_checked);
 
     let alice = history(&HistoryConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: verifier.clone(),
         grpc: grpc.clone(),
         token: server.token(Role::Patient, Some("alice")),
@@ -306,7 +306,7 @@ async fn an_authorize_response_verifies_against_the_log_and_an_edited_one_does_n
 
 async fn watch(verifier: &NoteVerifier, source: LogSource, state: &Path) -> WatchStep {
     watch_once(&WatchConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: verifier.clone(),
         source,
         state: Some(state.to_path_buf()),
@@ -475,7 +475,7 @@ async fn racing_decisions_and_revocations_all_replay_as_the_rules_decide() {
     let decisions = (4 * ROUNDS) as u64;
     let report = replay(
         &ReplayConfig {
-            ca: None,
+            tls: Default::default(),
             verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
             grpc: format!("http://{}", server.grpc_addr),
             token: server.token(Role::Regulator, None),

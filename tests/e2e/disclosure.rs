@@ -360,7 +360,7 @@ async fn the_page_the_json_and_the_csv_show_what_was_decided() {
 
     // The independent verifier recomputes every cell from the tiles.
     let config = DisclosureConfig {
-        ca: None,
+        tls: Default::default(),
         verifier,
         http: format!("http://{}", server.http_addr),
         witnesses: auditor::quorum::WitnessPolicy::default(),

@@ -143,7 +143,7 @@ async fn ids_compare_after_nfc_and_ascii_case_folding_in_writes_and_requests() {
     // included) and re-decides every decision: nothing differs.
     let report = replay(
         &ReplayConfig {
-            ca: None,
+            tls: Default::default(),
             verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
             grpc: format!("http://{}", server.grpc_addr),
             token: server.token(Role::Regulator, None),

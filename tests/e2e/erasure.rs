@@ -43,7 +43,7 @@ async fn regulator_replay(
     verifier: &ledger::note::NoteVerifier,
 ) -> auditor::report::Report {
     let config = auditor::cli::ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: verifier.clone(),
         grpc: format!("http://{}", server.grpc_addr),
         token: server.token(Role::Regulator, None),
@@ -685,7 +685,7 @@ async fn replay_and_history_account_for_an_erasure_and_catch_a_body_deleted_with
     assert_eq!(report.subject_maps_checked + 1, report.checkpoints_checked);
 
     let history = auditor::cli::history(&auditor::cli::HistoryConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: verifier.clone(),
         grpc: grpc.clone(),
         token: server.token(Role::Patient, Some("p1")),

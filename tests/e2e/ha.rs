@@ -495,7 +495,7 @@ async fn three_servers_keep_answering_through_a_leader_kill_and_a_leader_pause()
     // checkpoint verifies, and every logged decision is the one the rules make.
     let report = auditor::cli::replay(
         &auditor::cli::ReplayConfig {
-            ca: None,
+            tls: Default::default(),
             verifier: ledger::note::NoteVerifier::from_vkey(&vkey).unwrap(),
             grpc: format!("http://{}", other.grpc),
             token: mint(&data[0], Role::Regulator, None),

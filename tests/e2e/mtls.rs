@@ -266,3 +266,45 @@ async fn a_client_certificate_may_name_the_callers_role_but_a_token_decides() {
     );
     server.stop().await;
 }
+
+/// `akashi-audit` reaches a gRPC port that requires client certificates: with `--cert` and
+/// `--key` (a regulator's role certificate, beside the regulator's token `replay` asks for) it
+/// replays the whole log over mTLS; without them the server refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auditor_replays_over_mtls_with_its_client_certificate() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let tls = mtls_config(dir.path(), &pki);
+    let files = tempfile::tempdir().unwrap();
+    let ca = write(files.path(), "ca.pem", &pki.ca_pem, 0o644);
+    let cert = write(files.path(), "regulator.pem", &pki.regulator.0, 0o644);
+    let key = write(files.path(), "regulator.key", &pki.regulator.1, 0o600);
+    let server = TestServer::start_with(dir, |config| config.tls = Some(tls)).await;
+    let replay = |identity: bool| {
+        let mut args = vec![
+            "replay".to_owned(),
+            "--vkey".to_owned(),
+            server.vkey.clone(),
+            "--grpc".to_owned(),
+            format!("https://{}", server.grpc_addr),
+            "--token".to_owned(),
+            server.token(akashi::auth::Role::Regulator, None),
+            "--ca".to_owned(),
+            ca.display().to_string(),
+        ];
+        if identity {
+            args.extend([
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--key".to_owned(),
+                key.display().to_string(),
+            ]);
+        }
+        crate::witness::audit_online(args)
+    };
+    let (code, text) = replay(false).await;
+    assert_eq!(code, auditor::exit::AuditExitCode::Error, "{text}");
+    let (code, text) = replay(true).await;
+    assert_eq!(code, auditor::exit::AuditExitCode::Valid, "{text}");
+    server.stop().await;
+}

@@ -210,7 +210,7 @@ async fn a_permit_all_set_waits_for_a_regulator_who_saw_its_analysis() {
 
     // The auditor computes the same analysis from the log, independently.
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
         grpc: format!("http://{}", server.grpc_addr),
         token: server.token(Role::Regulator, None),

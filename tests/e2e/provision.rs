@@ -150,7 +150,7 @@ async fn provision_records_are_the_allowed_releases_each_with_its_basis_and_leaf
     let index = |d: &pb::AuthorizeResponse| d.receipt.as_ref().unwrap().leaf_index;
 
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: NoteVerifier::from_vkey(&server.vkey).unwrap(),
         grpc: format!("http://{}", server.grpc_addr),
         token: server.token(Role::Regulator, None),

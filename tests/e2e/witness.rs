@@ -344,7 +344,7 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
     let log = NoteVerifier::from_vkey(&server.vkey).unwrap();
     let state = dir.path().join("watch.state");
     let watch = |witnesses: Vec<WitnessVerifier>, quorum| WatchConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: log.clone(),
         source: LogSource::Http(format!("http://{}", server.http_addr)),
         state: Some(state.clone()),
@@ -363,7 +363,7 @@ async fn two_witnesses_cosign_and_the_auditor_holds_the_log_to_them() {
         WatchStep::Inconsistent(error) => panic!("{error}"),
     }
     let over_grpc = WatchConfig {
-        ca: None,
+        tls: Default::default(),
         source: LogSource::Grpc(server.grpc_addr.to_string()),
         ..watch(both.to_vec(), 2)
     };
@@ -705,7 +705,7 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
     // moved on: a later checkpoint cosigned by both is proven to extend its tree.
     let verifier = NoteVerifier::from_vkey(&server.vkey).unwrap();
     let config = HistoryConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: verifier.clone(),
         grpc: grpc.clone(),
         token: token.clone(),
@@ -736,7 +736,7 @@ async fn a_patients_complete_history_is_vouched_for_by_the_witnesses() {
         &verifier,
         &policy,
         &note,
-        Some((&grpc, None, TIMEOUT)),
+        Some((&grpc, &Default::default(), TIMEOUT)),
     )
     .await
     .unwrap();

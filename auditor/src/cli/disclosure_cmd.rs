@@ -40,8 +40,9 @@ pub struct DisclosureConfig {
     pub verifier: NoteVerifier,
     /// The server's public HTTP URL (`http://` or `https://host:port[/prefix]`).
     pub http: String,
-    /// The CA file trusted for an `https://` URL; the system's bundle without one.
-    pub ca: Option<std::path::PathBuf>,
+    /// How to connect to an `https://` URL (its CA file; the public port asks for no client
+    /// certificate).
+    pub tls: super::tls::ClientTls,
     /// The witnesses whose cosignatures the pinned checkpoint must carry, and how many.
     pub witnesses: WitnessPolicy,
 }
@@ -102,8 +103,8 @@ impl std::fmt::Display for DisclosureReport {
 /// or bundle cannot be fetched: the check could not run. A document that parses but disagrees
 /// with the log is a report with differences, not an error.
 pub fn disclosure(config: &DisclosureConfig, progress: bool) -> anyhow::Result<DisclosureReport> {
-    let log =
-        TileLog::with_ca(&config.http, config.ca.as_deref()).context("while reading `--http`")?;
+    let log = TileLog::with_ca(&config.http, config.tls.ca.as_deref())
+        .context("while reading `--http`")?;
     let (status, bytes) = log
         .get_limited("disclosure.json", MAX_DOCUMENT_SIZE)
         .context("while fetching disclosure.json")?;

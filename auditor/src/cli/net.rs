@@ -2,23 +2,24 @@
 //! trusting [`super::tls`]'s roots), attaching the bearer token, and turning the wire's byte
 //! strings into hashes.
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use ledger::{
     hash::{Hash, TreeSize},
     proof::{ConsistencyProof, MAX_PROOF_LEN},
 };
 use proto::pb;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use super::tls::ClientTls;
 
 /// The largest gRPC response accepted: a page of 1024 entries with bodies of a few KiB each fits
 /// many times over; a body at the ledger's 1 MiB limit still fits in a page of its own.
 pub(crate) const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// Connects to `addr` (`host:port` or `http://host:port`; `https://host:port` over TLS,
-/// trusting the CA file `ca` or, without one, the system's bundle).
-pub(crate) async fn connect(addr: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
+/// trusting `tls.ca` or, without one, the system's bundle, and showing `tls.identity` when
+/// given).
+pub(crate) async fn connect(addr: &str, tls: &ClientTls) -> anyhow::Result<Channel> {
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
@@ -30,9 +31,14 @@ pub(crate) async fn connect(addr: &str, ca: Option<&Path>) -> anyhow::Result<Cha
         .get(..8)
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
     {
-        let roots = Certificate::from_pem(super::tls::ca_pem(ca)?);
+        let roots = Certificate::from_pem(super::tls::ca_pem(tls.ca.as_deref())?);
+        let mut config = ClientTlsConfig::new().ca_certificate(roots);
+        if let Some(identity) = &tls.identity {
+            let (cert, key) = super::tls::identity_pem(identity)?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
         endpoint = endpoint
-            .tls_config(ClientTlsConfig::new().ca_certificate(roots))
+            .tls_config(config)
             .with_context(|| format!("TLS for `{addr}`"))?;
     }
     endpoint

@@ -6,7 +6,6 @@
 //! a thread runs [`EntryCheck`] (tree, checkpoints, commitments, event decoding, headers); a
 //! second thread runs [`DecisionCheck`] (state and decisions, in log order).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +21,8 @@ use policy::engine::PolicyEngine;
 use policy::event::Event;
 use policy::whatif::{Analysis, Analyzer, WindowStart};
 use proto::pb;
+
+use super::tls::ClientTls;
 use tokio::sync::mpsc;
 
 use super::net::{self, MAX_MESSAGE_SIZE};
@@ -50,8 +51,8 @@ pub struct ReplayConfig {
     pub verifier: NoteVerifier,
     /// The server's gRPC address (`https://` over TLS).
     pub grpc: String,
-    /// The CA file trusted for an `https://` address; the system's bundle without one.
-    pub ca: Option<PathBuf>,
+    /// How to connect to an `https://` address.
+    pub tls: ClientTls,
     /// A regulator or auditor bearer token.
     pub token: String,
 }
@@ -63,8 +64,8 @@ pub struct HistoryConfig {
     pub verifier: NoteVerifier,
     /// The server's gRPC address (`https://` over TLS).
     pub grpc: String,
-    /// The CA file trusted for an `https://` address; the system's bundle without one.
-    pub ca: Option<PathBuf>,
+    /// How to connect to an `https://` address.
+    pub tls: ClientTls,
     /// The patient's (or a regulator's) bearer token.
     pub token: String,
     /// The patient id; none to take it from the token.
@@ -168,7 +169,7 @@ async fn replay_full(
     diff: Option<PolicyDiff>,
     provisions: Option<ProvisionRecords>,
 ) -> anyhow::Result<(Report, Option<Analysis>, Option<ProvisionRecords>)> {
-    let channel = net::connect(&config.grpc, config.ca.as_deref()).await?;
+    let channel = net::connect(&config.grpc, &config.tls).await?;
     let latest = net::checkpoint(channel.clone()).await?;
     let mut entries = EntryCheck::new(config.verifier.clone());
     let Ok(target) = SignedCheckpoint::verify(&latest, &config.verifier) else {
@@ -323,7 +324,7 @@ pub async fn fetch_history(
         Some(patient) => patient.clone(),
         None => token_subject(&config.token)?,
     };
-    let channel = net::connect(&config.grpc, config.ca.as_deref()).await?;
+    let channel = net::connect(&config.grpc, &config.tls).await?;
     let mut client = pb::history_service_client::HistoryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_SIZE);
     let mut responses = Vec::new();
@@ -416,20 +417,20 @@ pub async fn witness_history(
     verifier: &NoteVerifier,
     policy: &WitnessPolicy,
     note: &str,
-    online: Option<(&str, Option<&Path>, Duration)>,
+    online: Option<(&str, &ClientTls, Duration)>,
 ) -> anyhow::Result<()> {
     let Some((own, direct)) = witness_directly(history, verifier, policy, note) else {
         return Ok(());
     };
     let size = own.size.get();
-    let Some((grpc, ca, wait)) = online else {
+    let Some((grpc, tls, wait)) = online else {
         history.findings.push(Finding::Unwitnessed {
             size,
             reason: direct,
         });
         return Ok(());
     };
-    let channel = net::connect(grpc, ca).await?;
+    let channel = net::connect(grpc, tls).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let reason = loop {
         let newest = net::newest_witnessed(channel.clone()).await?;

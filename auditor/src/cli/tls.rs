@@ -21,6 +21,19 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The largest CA file read, in bytes (the system bundle is a few hundred KiB).
 pub const MAX_CA_FILE: u64 = 4 << 20;
 
+/// How `akashi-audit` connects to `https://` servers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA file (PEM) trusted; the system's bundle without one.
+    pub ca: Option<PathBuf>,
+    /// A client certificate chain and its private key (PEM files), for a gRPC port that
+    /// requires mTLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The largest client certificate or key file read, in bytes.
+pub const MAX_IDENTITY_FILE: u64 = 64 * 1024;
+
 /// The CA file in force: `ca`, or the system's bundle.
 fn path(ca: Option<&Path>) -> PathBuf {
     ca.map_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE), Path::to_path_buf)
@@ -57,19 +70,36 @@ fn roots(ca: Option<&Path>) -> anyhow::Result<(Vec<u8>, RootCertStore)> {
 
 /// The CA file in force, read whole if it is at most [`MAX_CA_FILE`] bytes.
 fn read(ca: Option<&Path>) -> anyhow::Result<Vec<u8>> {
-    let path = path(ca);
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("cannot read the CA file `{}`", path.display()))?;
-    let mut pem = Vec::new();
-    file.take(MAX_CA_FILE + 1)
-        .read_to_end(&mut pem)
-        .with_context(|| format!("cannot read the CA file `{}`", path.display()))?;
+    read_capped(&path(ca), "CA file", MAX_CA_FILE)
+}
+
+/// The client certificate chain and key of `identity`, each at most [`MAX_IDENTITY_FILE`] bytes.
+///
+/// # Errors
+///
+/// A file cannot be read or is larger than the cap.
+pub(crate) fn identity_pem(identity: &(PathBuf, PathBuf)) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let (cert, key) = identity;
+    Ok((
+        read_capped(cert, "client certificate", MAX_IDENTITY_FILE)?,
+        read_capped(key, "client key", MAX_IDENTITY_FILE)?,
+    ))
+}
+
+/// The file `path`, read whole if it is at most `max` bytes; errors call it `what`.
+fn read_capped(path: &Path, what: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the {what} `{}`", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the {what} `{}`", path.display()))?;
     anyhow::ensure!(
-        pem.len() as u64 <= MAX_CA_FILE,
-        "the CA file `{}` is larger than {MAX_CA_FILE} bytes",
+        bytes.len() as u64 <= max,
+        "the {what} `{}` is larger than {max} bytes",
         path.display()
     );
-    Ok(pem)
+    Ok(bytes)
 }
 
 /// A rustls client trusting the CA file in force.

@@ -9,7 +9,7 @@ use ledger::{
     checkpoint::SignedCheckpoint, hash::TreeSize, note::NoteVerifier, proof::ConsistencyProof,
 };
 
-use super::{http, net};
+use super::{http, net, tls::ClientTls};
 use crate::exit::AuditExitCode;
 use crate::quorum::WitnessPolicy;
 use crate::trust::{Advance, TrustError, Witness};
@@ -30,8 +30,8 @@ pub struct WatchConfig {
     pub verifier: NoteVerifier,
     /// Where to read the log.
     pub source: LogSource,
-    /// The CA file trusted for an `https://` source; the system's bundle without one.
-    pub ca: Option<PathBuf>,
+    /// How to connect to an `https://` source.
+    pub tls: ClientTls,
     /// The trusted-checkpoint file; without one, every run starts from nothing.
     pub state: Option<PathBuf>,
     /// The cosignatures a checkpoint must carry to be trusted. When it asks for any, the
@@ -77,13 +77,11 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     let witnessed = config.witnesses.is_required();
     let note = match &config.source {
         LogSource::Grpc(addr) if witnessed => {
-            net::witnessed_checkpoint(net::connect(addr, config.ca.as_deref()).await?).await?
+            net::witnessed_checkpoint(net::connect(addr, &config.tls).await?).await?
         }
-        LogSource::Grpc(addr) => {
-            net::checkpoint(net::connect(addr, config.ca.as_deref()).await?).await?
-        }
+        LogSource::Grpc(addr) => net::checkpoint(net::connect(addr, &config.tls).await?).await?,
         LogSource::Http(url) => {
-            let log = http::TileLog::with_ca(url, config.ca.as_deref())?;
+            let log = http::TileLog::with_ca(url, config.tls.ca.as_deref())?;
             blocking(move || log.checkpoint().context("while fetching the checkpoint")).await?
         }
     };
@@ -143,13 +141,12 @@ async fn proof(
     old: TreeSize,
     new: TreeSize,
 ) -> anyhow::Result<ConsistencyProof> {
-    let ca = config.ca.as_deref();
     match &config.source {
         LogSource::Grpc(addr) => {
-            net::consistency_proof(net::connect(addr, ca).await?, old, new).await
+            net::consistency_proof(net::connect(addr, &config.tls).await?, old, new).await
         }
         LogSource::Http(url) => {
-            let log = http::TileLog::with_ca(url, ca)?;
+            let log = http::TileLog::with_ca(url, config.tls.ca.as_deref())?;
             blocking(move || {
                 http::consistency_proof(&log, old, new).with_context(|| {
                     format!(

@@ -22,7 +22,7 @@ use crate::support::{self, Served, World, org_request, patient_token};
 
 fn config(addr: std::net::SocketAddr, patient: &str) -> HistoryConfig {
     HistoryConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         grpc: addr.to_string(),
         token: patient_token(patient),

@@ -242,7 +242,7 @@ async fn replay_over_grpc_reports_a_tampered_body_and_a_flipped_decision() {
     let served = Served::new(world.log.clone());
     let addr = support::start_grpc(served.clone()).await;
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         grpc: addr.to_string(),
         token: REGULATOR_TOKEN.to_owned(),
@@ -267,7 +267,7 @@ async fn replay_over_grpc_reports_a_tampered_body_and_a_flipped_decision() {
     assert!(!report.is_clean());
 
     let bad_token = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         token: "nope".to_owned(),
         ..config
     };
@@ -280,7 +280,7 @@ async fn replay_over_grpc_pages_through_thousands_of_entries_and_checkpoints() {
     let log = support::plain_log(3000, 7, "a");
     let addr = support::start_grpc(Served::new(log.clone())).await;
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         grpc: addr.to_string(),
         token: REGULATOR_TOKEN.to_owned(),
@@ -304,7 +304,7 @@ async fn a_larger_batched_log_replays_clean_over_grpc() {
     world.grow_realistic(1500, 64);
     let addr = support::start_grpc(Served::new(world.log.clone())).await;
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         grpc: addr.to_string(),
         token: REGULATOR_TOKEN.to_owned(),
@@ -447,7 +447,7 @@ async fn a_batched_log_with_a_subject_map_replays_clean_over_grpc() {
     let served = Served::new(world.log.clone()).with_subject_map();
     let addr = support::start_grpc(served.clone()).await;
     let config = ReplayConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         grpc: addr.to_string(),
         token: REGULATOR_TOKEN.to_owned(),

@@ -12,7 +12,7 @@ use crate::support::{self, Served, append_plain, plain_log};
 
 fn config(source: LogSource, state: &Path) -> WatchConfig {
     WatchConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: support::signer().verifier(),
         source,
         state: Some(state.to_owned()),
@@ -112,7 +112,7 @@ async fn story(served: Served, source: LogSource) {
     std::fs::write(&other_state, plain_log(600, 7, "a").checkpoint().note()).unwrap();
     served.switch(fork);
     let other = WatchConfig {
-        ca: None,
+        tls: Default::default(),
         state: Some(other_state),
         ..config.clone()
     };
@@ -146,7 +146,7 @@ async fn a_bad_state_file_is_an_error_and_a_forged_checkpoint_is_invalid() {
     assert!(format!("{err:#}").contains("trusted checkpoint"), "{err:#}");
 
     let other_key = WatchConfig {
-        ca: None,
+        tls: Default::default(),
         verifier: ledger::note::NoteSigner::from_seed(
             ledger::note::KeyName::new(support::ORIGIN).unwrap(),
             &[9; 32],
