@@ -928,7 +928,7 @@ fn reflection_builder(served: &[&'static str]) -> tonic_reflection::server::Buil
 /// set.
 fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, StartError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| StartError::TlsFile {
+        crate::tls_client::read_pem(path).map_err(|source| StartError::TlsFile {
             path: path.to_owned(),
             source,
         })

@@ -15,8 +15,27 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 /// The system's CA bundle (Debian's `ca-certificates`), trusted unless a file is configured.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// The largest CA file read, in bytes (the system bundle is a few hundred KiB).
+/// The largest CA or certificate file read, in bytes (the system bundle is a few hundred KiB).
 pub const MAX_CA_FILE: u64 = 4 << 20;
+
+/// The PEM file `path`, read whole if it is at most [`MAX_CA_FILE`] bytes.
+///
+/// # Errors
+///
+/// The file cannot be read, or is larger than the cap (`InvalidData`).
+pub fn read_pem(path: &Path) -> io::Result<Vec<u8>> {
+    let mut pem = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CA_FILE + 1)
+        .read_to_end(&mut pem)?;
+    if pem.len() as u64 > MAX_CA_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is larger than {MAX_CA_FILE} bytes"),
+        ));
+    }
+    Ok(pem)
+}
 
 /// The CA certificates in the PEM file `path`, of at most [`MAX_CA_FILE`] bytes. A certificate
 /// rustls cannot use is skipped, as TLS clients do; a file with none it can use is an error
@@ -29,13 +48,7 @@ pub const MAX_CA_FILE: u64 = 4 << 20;
 /// certificate.
 pub fn roots_from(path: &Path) -> io::Result<RootCertStore> {
     let invalid = |reason: String| io::Error::new(io::ErrorKind::InvalidData, reason);
-    let mut pem = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_CA_FILE + 1)
-        .read_to_end(&mut pem)?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(invalid(format!("is larger than {MAX_CA_FILE} bytes")));
-    }
+    let pem = read_pem(path)?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| invalid(e.to_string()))?;
