@@ -620,14 +620,20 @@ async fn a_started_sequencer_never_dates_an_entry_before_the_newest_entrys_day()
     sequencer.shutdown().await;
 }
 
+/// A log on `store` whose checkpoint anchor is a file in `dir`, and that file's path.
+fn anchored_log(dir: &std::path::Path, store: &MemoryStore) -> (Arc<Log>, std::path::PathBuf) {
+    let path = dir.join("ledger.anchor");
+    let signer = test_signer();
+    let anchor = crate::anchor::Anchor::open(&path, &signer.verifier()).unwrap();
+    let log = Log::open_anchored(Arc::new(store.clone()), signer, anchor).unwrap();
+    (Arc::new(log), path)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_an_anchored_log_every_acknowledged_entry_is_anchored_first() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.anchor");
     let store = MemoryStore::new();
-    let signer = test_signer();
-    let anchor = crate::anchor::Anchor::open(&path, &signer.verifier()).unwrap();
-    let log = Arc::new(Log::open_anchored(Arc::new(store.clone()), signer, anchor).unwrap());
+    let (log, path) = anchored_log(dir.path(), &store);
     let verifier = log.verifier().clone();
     let machine = Counter {
         rollbacks: Arc::new(AtomicUsize::new(0)),
@@ -714,11 +720,8 @@ impl StateMachine for Bloated {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_anchor_answers_unavailable_and_nothing_after_it_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.anchor");
     let store = MemoryStore::new();
-    let signer = test_signer();
-    let anchor = crate::anchor::Anchor::open(&path, &signer.verifier()).unwrap();
-    let log = Arc::new(Log::open_anchored(Arc::new(store.clone()), signer, anchor).unwrap());
+    let (log, path) = anchored_log(dir.path(), &store);
     let verifier = log.verifier().clone();
     let bloat = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let machine = Bloated {
