@@ -75,13 +75,12 @@ impl WatchStep {
 pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     let mut witness = load(config)?;
     let witnessed = config.witnesses.is_required();
-    let note = match &config.source {
-        LogSource::Grpc(addr) if witnessed => {
-            net::witnessed_checkpoint(net::connect(addr, &config.tls).await?).await?
-        }
-        LogSource::Grpc(addr) => net::checkpoint(net::connect(addr, &config.tls).await?).await?,
-        LogSource::Http(url) => {
-            let log = http::TileLog::with_ca(url, config.tls.ca.as_deref())?;
+    let source = Opened::open(config).await?;
+    let note = match &source {
+        Opened::Grpc(channel) if witnessed => net::witnessed_checkpoint(channel.clone()).await?,
+        Opened::Grpc(channel) => net::checkpoint(channel.clone()).await?,
+        Opened::Http(log) => {
+            let log = log.clone();
             blocking(move || log.checkpoint().context("while fetching the checkpoint")).await?
         }
     };
@@ -98,7 +97,7 @@ pub async fn watch_once(config: &WatchConfig) -> anyhow::Result<WatchStep> {
     }
     let proof = match witness.proof_needed(checkpoint.checkpoint()) {
         None => None,
-        Some((old, new)) => Some(proof(config, old, new).await?),
+        Some((old, new)) => Some(source.proof(old, new).await?),
     };
     match witness.advance(checkpoint.clone(), proof.as_ref()) {
         Ok(advance) => {
@@ -136,25 +135,38 @@ pub async fn watch(
     }
 }
 
-async fn proof(
-    config: &WatchConfig,
-    old: TreeSize,
-    new: TreeSize,
-) -> anyhow::Result<ConsistencyProof> {
-    match &config.source {
-        LogSource::Grpc(addr) => {
-            net::consistency_proof(net::connect(addr, &config.tls).await?, old, new).await
-        }
-        LogSource::Http(url) => {
-            let log = http::TileLog::with_ca(url, config.tls.ca.as_deref())?;
-            blocking(move || {
-                http::consistency_proof(&log, old, new).with_context(|| {
-                    format!(
-                        "while computing the consistency proof from size {old} to {new} from tiles"
-                    )
+/// The log as one check reads it, connected once (one TLS handshake, one read of the CA file)
+/// for both the checkpoint and the proof.
+enum Opened {
+    Grpc(tonic::transport::Channel),
+    Http(http::TileLog),
+}
+
+impl Opened {
+    async fn open(config: &WatchConfig) -> anyhow::Result<Self> {
+        Ok(match &config.source {
+            LogSource::Grpc(addr) => Self::Grpc(net::connect(addr, &config.tls).await?),
+            LogSource::Http(url) => {
+                Self::Http(http::TileLog::with_ca(url, config.tls.ca.as_deref())?)
+            }
+        })
+    }
+
+    async fn proof(&self, old: TreeSize, new: TreeSize) -> anyhow::Result<ConsistencyProof> {
+        match self {
+            Self::Grpc(channel) => net::consistency_proof(channel.clone(), old, new).await,
+            Self::Http(log) => {
+                let log = log.clone();
+                blocking(move || {
+                    http::consistency_proof(&log, old, new).with_context(|| {
+                        format!(
+                            "while computing the consistency proof from size {old} to {new} \
+                             from tiles"
+                        )
+                    })
                 })
-            })
-            .await
+                .await
+            }
         }
     }
 }
